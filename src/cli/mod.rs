@@ -1,0 +1,91 @@
+//! Command line: parses arguments (clap), loads the configuration and runs one command, mapping
+//! failures to exit codes (78 config, 69 unavailable, 65 bad data, 70 internal).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, Need};
+use crate::exit::{self, Failure};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hubsync",
+    version,
+    about = "Keeps member contacts in SQL Server and HubSpot CRM in step"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config.yaml",
+        env = "HUBSYNC_CONFIG"
+    )]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the configuration; prints "ok" or every problem with its key path (exit 78).
+    CheckConfig,
+    /// Apply the queue database migrations.
+    Migrate,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hubsync: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::SOFTWARE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("hubsync: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::CheckConfig => {
+            load(&cli.config, Need::All)?;
+            println!("ok");
+            Ok(exit::OK)
+        }
+        Command::Migrate => {
+            let config = load(&cli.config, Need::Postgres)?;
+            crate::telemetry::init_cli();
+            let pool = connect(&config).await?;
+            crate::pg::migrate(&pool)
+                .await
+                .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+            println!("migrations applied");
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Loads the configuration or fails with exit 78 listing every problem.
+pub fn load(path: &std::path::Path, need: Need) -> Result<Config, Failure> {
+    config::load_file(path, need).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))
+}
+
+/// Connects to the queue database or fails with exit 69 and a one-line reason.
+pub async fn connect(config: &Config) -> Result<sqlx::PgPool, Failure> {
+    crate::pg::connect(&config.postgres)
+        .await
+        .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))
+}

@@ -1,0 +1,172 @@
+//! Configuration: typed settings loaded from `config.yaml`, `${VAR}` interpolation, `HUBSYNC_…`
+//! secret overrides, and a check that reports every problem with its key path.
+
+mod interpolate;
+mod load;
+mod problems;
+
+pub use load::{Need, load_file, load_str};
+pub use problems::{ConfigError, Problem, Problems};
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::hubspot::HubSpotSettings;
+use crate::mapping::ObjectConfig;
+use crate::mssql::SqlServerSettings;
+
+/// Environment variable that overrides `postgres.url`.
+pub const ENV_DATABASE_URL: &str = "HUBSYNC_DATABASE_URL";
+/// Environment variable that overrides `hubspot.token`.
+pub const ENV_HUBSPOT_TOKEN: &str = "HUBSYNC_HUBSPOT_TOKEN";
+/// Environment variable that overrides `sql_server.connection`.
+pub const ENV_SQL_SERVER: &str = "HUBSYNC_SQL_SERVER";
+
+/// The whole `config.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub service: ServiceSettings,
+    #[serde(default)]
+    pub postgres: PostgresSettings,
+    #[serde(default)]
+    pub queue: QueueSettings,
+    #[serde(default)]
+    pub logging: LoggingSettings,
+    #[serde(default)]
+    pub hubspot: HubSpotSettings,
+    #[serde(default)]
+    pub sql_server: SqlServerSettings,
+    /// Synced objects by name (`contacts`), each with its table, match property and fields.
+    #[serde(default)]
+    pub objects: BTreeMap<String, ObjectConfig>,
+}
+
+/// `service:` — the daemon process itself.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSettings {
+    /// Name of this instance in logs and in `sync_queue.locked_by`; defaults to the host name.
+    pub instance: Option<String>,
+    /// Address of the `/healthz`, `/readyz` and `/metrics` listener.
+    pub http_listen: SocketAddr,
+    /// How long SIGTERM waits for in-flight batches before releasing them.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            instance: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `postgres:` — the queue database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSettings {
+    /// `postgres://user:password@host:port/db`; a secret, usually from `HUBSYNC_DATABASE_URL`.
+    pub url: Option<SecretString>,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `queue:` — workers, leases, retries and retention of the work queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Worker tasks per process.
+    pub workers: usize,
+    /// Items claimed per batch (HubSpot's batch limit is 100).
+    pub batch_size: u32,
+    /// How long a claim is valid before the rescuer may take it back.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Failed attempts before an item ends `dead`.
+    pub max_attempts: i32,
+    /// Expired leases (worker crashes) before an item ends `dead`.
+    pub max_rescues: i32,
+    /// First retry delay; doubles per attempt with jitter, capped by `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Idle workers look for work at least this often even without a NOTIFY.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Finished items (done, rejected settled by a newer change, discarded) kept for audit.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Rows deleted per pruning statement, so pruning never holds long locks.
+    pub prune_batch: i64,
+    /// A pending item older than this past its due time shows in `sync_queue_stuck`.
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            batch_size: 100,
+            lease: Duration::from_secs(120),
+            max_attempts: 10,
+            max_rescues: 3,
+            retry_initial: Duration::from_secs(5),
+            retry_max: Duration::from_secs(30 * 60),
+            poll_interval: Duration::from_secs(5),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            prune_batch: 1000,
+            stuck_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `logging:` — JSON log lines to stdout and daily-rotated files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    /// `RUST_LOG`-style filter, e.g. `info,hubsync::hubspot=debug`. `RUST_LOG` overrides it.
+    pub level: String,
+    /// Write JSON lines to stdout (journald).
+    pub stdout: bool,
+    /// Directory for daily-rotated `hubsync.log.YYYY-MM-DD` files; none means no files.
+    pub directory: Option<PathBuf>,
+    /// Rotated files kept.
+    pub retention_days: usize,
+    /// Mask emails and identity numbers in logs.
+    pub mask_personal_data: bool,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            stdout: true,
+            directory: None,
+            retention_days: 14,
+            mask_personal_data: true,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `hubspot:` settings — API base URL, token, rate-limit tier, timeouts and retry budget.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::config::Problems;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubSpotSettings {
+    /// API root; tests and the demo point it at `hubsync sim hubspot`.
+    pub base_url: url::Url,
+    /// Private-app token; a secret, usually from `HUBSYNC_HUBSPOT_TOKEN`.
+    pub token: Option<SecretString>,
+    /// Requests allowed in any rolling 10 s window (the account tier: 100, 190 or 250).
+    pub requests_per_10s: u32,
+    /// Search requests per second (HubSpot allows 5).
+    pub search_per_second: u32,
+    /// Requests per day the account may make; hubsync stops at `daily_reserve` left.
+    pub daily_limit: u64,
+    pub daily_reserve: u64,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Give up retrying a call after this long; the queue then retries the items later.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_elapsed: Duration,
+}
+
+impl Default for HubSpotSettings {
+    fn default() -> Self {
+        Self {
+            base_url: url::Url::parse("https://api.hubapi.com").expect("static URL"),
+            token: None,
+            requests_per_10s: 100,
+            search_per_second: 5,
+            daily_limit: 250_000,
+            daily_reserve: 10_000,
+            timeout: Duration::from_secs(30),
+            max_retry_elapsed: Duration::from_secs(120),
+        }
+    }
+}
+
+impl HubSpotSettings {
+    /// Adds a problem for every setting that cannot work; `need_token` when the command calls out.
+    pub fn check(&self, path: &str, need_token: bool, problems: &mut Problems) {
+        if need_token && self.token.is_none() {
+            problems.push(
+                format!("{path}.token"),
+                format!(
+                    "required secret is missing: set {} or {path}.token",
+                    crate::config::ENV_HUBSPOT_TOKEN
+                ),
+            );
+        }
+        if !matches!(self.base_url.scheme(), "http" | "https") {
+            problems.push(format!("{path}.base_url"), "must be an http(s) URL");
+        }
+        if self.requests_per_10s == 0 {
+            problems.push(format!("{path}.requests_per_10s"), "must be at least 1");
+        }
+        if self.search_per_second == 0 {
+            problems.push(format!("{path}.search_per_second"), "must be at least 1");
+        }
+        if self.daily_reserve >= self.daily_limit {
+            problems.push(format!("{path}.daily_reserve"), "must be below daily_limit");
+        }
+    }
+}

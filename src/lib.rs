@@ -1,0 +1,16 @@
+//! hubsync: keeps a cooperative's member contacts in SQL Server and HubSpot CRM in step, in both
+//! directions, through a durable PostgreSQL work queue.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod hubspot;
+pub mod mapping;
+pub mod mssql;
+pub mod pg;
+pub mod queue;
+pub mod sim;
+pub mod support;
+pub mod telemetry;
+pub mod validation;

@@ -1,0 +1,86 @@
+//! Telemetry: JSON log lines to stdout and daily-rotated files, the per-operation log record,
+//! and masking of personal data (emails, identity numbers) in log output.
+
+pub mod mask;
+mod operation;
+
+pub use operation::OperationLog;
+
+use anyhow::Context;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{Builder, Rotation};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::LoggingSettings;
+
+/// Keeps the non-blocking writers flushing; hold it for the life of the process.
+#[must_use = "dropping the guard stops log output"]
+pub struct TelemetryGuard {
+    _guards: Vec<WorkerGuard>,
+}
+
+/// Installs the global subscriber for a long-running command: JSON lines on stdout (when
+/// enabled) and in `<directory>/hubsync.YYYY-MM-DD.log`, filtered by `RUST_LOG` or `level`.
+pub fn init(settings: &LoggingSettings) -> anyhow::Result<TelemetryGuard> {
+    mask::set_enabled(settings.mask_personal_data);
+    let mut guards = Vec::new();
+    let mut layers: Vec<Box<dyn Layer<_> + Send + Sync>> = Vec::new();
+    if settings.stdout {
+        let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+        guards.push(guard);
+        layers.push(json_layer(writer));
+    }
+    if let Some(dir) = &settings.directory {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create log directory {}", dir.display()))?;
+        let appender = Builder::new()
+            .rotation(Rotation::DAILY)
+            .filename_prefix("hubsync")
+            .filename_suffix("log")
+            .max_log_files(settings.retention_days)
+            .build(dir)
+            .with_context(|| format!("cannot open log files in {}", dir.display()))?;
+        let (writer, guard) = tracing_appender::non_blocking(appender);
+        guards.push(guard);
+        layers.push(json_layer(writer));
+    }
+    tracing_subscriber::registry()
+        .with(filter(&settings.level))
+        .with(layers)
+        .try_init()
+        .context("a log subscriber is already installed")?;
+    Ok(TelemetryGuard { _guards: guards })
+}
+
+/// Installs a subscriber for one-shot CLI commands: JSON lines on stderr, warnings and worse by
+/// default, so that stdout stays for the command's own output.
+pub fn init_cli() {
+    let layer = json_layer(std::io::stderr);
+    let _ = tracing_subscriber::registry()
+        .with(filter("warn"))
+        .with(layer)
+        .try_init();
+}
+
+fn filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn json_layer<S, W>(writer: W) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_target(true)
+        .with_writer(writer)
+        .boxed()
+}

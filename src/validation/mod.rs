@@ -1,0 +1,2 @@
+//! Business-rule validation: generic rules and Costa Rica rules (cédulas, phones, territory,
+//! beneficiaries). Pure code, no I/O.
