@@ -1,0 +1,4 @@
+//! hubsync's integration tests: one test binary, one module per area, against real PostgreSQL
+//! and the HubSpot and SQL Server simulators.
+
+mod support;

@@ -1,0 +1,1 @@
+//! Shared test helpers: the throwaway PostgreSQL cluster and per-test databases.
