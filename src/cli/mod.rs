@@ -75,12 +75,19 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Migrate => {
             let config = load(&cli.config, Need::Postgres)?;
-            crate::telemetry::init_cli();
+            let _guard = crate::telemetry::init(&config.logging)
+                .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
             let pool = connect(&config).await?;
             crate::pg::migrate(&pool)
                 .await
                 .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-            println!("migrations applied");
+            let applied = crate::pg::MIGRATOR.iter().count();
+            tracing::info!(
+                operation = "MIGRATE",
+                status = "done",
+                migrations = applied,
+                "queue database schema is current"
+            );
             Ok(exit::OK)
         }
         Command::Queue(command) => {

@@ -209,16 +209,55 @@ async fn queue_commands_work_against_a_live_database() {
 }
 
 #[tokio::test]
-async fn migrate_is_idempotent() {
+async fn migrate_is_idempotent_and_logs_json_lines_without_secrets() {
     let (_pool, url) = fresh_db().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "c.yaml", "");
+    let logs = dir.path().join("logs");
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "logging:\n  directory: {}\n  level: debug\n",
+            logs.display()
+        ),
+    );
+    let env = [
+        ("HUBSYNC_DATABASE_URL", url.as_str()),
+        ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
+    ];
+    let mut everything = String::new();
     for _ in 0..2 {
-        let out = hubsync(
-            &["--config", &config, "migrate"],
-            &[("HUBSYNC_DATABASE_URL", &url)],
-            dir.path(),
-        );
+        let out = hubsync(&["--config", &config, "migrate"], &env, dir.path());
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        everything.push_str(&text(&out));
     }
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "one daily file: {files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        name.starts_with("hubsync.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let file = std::fs::read_to_string(&files[0]).unwrap();
+    everything.push_str(&file);
+    let mut migrate_lines = 0;
+    for line in file
+        .lines()
+        .chain(everything.lines().filter(|l| l.starts_with('{')))
+    {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        if v["operation"] == "MIGRATE" {
+            migrate_lines += 1;
+        }
+    }
+    assert!(migrate_lines >= 2, "{file}");
+    assert!(!everything.contains(TOKEN));
 }
