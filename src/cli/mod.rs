@@ -34,6 +34,9 @@ pub enum Command {
     CheckConfig,
     /// Apply the queue database migrations.
     Migrate,
+    /// Run a simulator of an outside system (for tests, benchmarks and the demo).
+    #[command(subcommand)]
+    Sim(crate::sim::SimCommand),
 }
 
 /// Entry point of the binary.
@@ -75,6 +78,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             println!("migrations applied");
             Ok(exit::OK)
         }
+        Command::Sim(command) => crate::sim::run(command).await,
     }
 }
 
