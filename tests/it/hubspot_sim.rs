@@ -878,3 +878,81 @@ fn the_cli_prints_its_base_url_and_stops_on_sigterm() {
     .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn upsert_by_email_updates_the_holder_or_creates_and_says_which() {
+    let s = sim().await;
+    let ids = s.seed(&[&[("email", "ana@coop.cr"), ("firstname", "Ana")]]);
+    let answer = s
+        .post(
+            "/crm/v3/objects/contacts/batch/upsert",
+            json!({"inputs": [
+            {"id": "ANA@coop.cr", "idProperty": "email", "properties": {"lastname": "Mora"}},
+            {"id": "Luis@Coop.cr", "idProperty": "email", "properties": {"firstname": "Luis"}}]}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let results = answer.body["results"].as_array().unwrap();
+    let ana = results.iter().find(|r| r["id"] == ids[0].as_str()).unwrap();
+    assert_eq!(ana["new"], false);
+    assert_eq!(ana["properties"]["lastname"], "Mora");
+    let luis = results.iter().find(|r| r["id"] != ids[0].as_str()).unwrap();
+    assert_eq!(luis["new"], true);
+    assert_eq!(luis["properties"]["email"], "luis@coop.cr");
+    assert_eq!(s.sim.stats().contacts, 2);
+    let no_key = s
+        .post(
+            "/crm/v3/objects/contacts/batch/upsert",
+            json!({"inputs": [{"id": "x", "properties": {}}]}),
+        )
+        .await;
+    assert_eq!(no_key.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn property_definitions_describe_types_options_and_writability() {
+    let s = sim().await;
+    let all = s.get("/crm/v3/properties/contacts").await;
+    let results = all.body["results"].as_array().unwrap();
+    let find = |name: &str| results.iter().find(|p| p["name"] == name).unwrap().clone();
+    let marital = find("marital_status");
+    assert_eq!(marital["type"], "enumeration");
+    let labels: Vec<&str> = marital["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["Soltero", "Casado", "Divorciado", "Viudo", "Unión Libre"]
+    );
+    assert_eq!(find("date_of_birth")["type"], "date");
+    assert_eq!(find("porcentaje__beneficiario_5_")["type"], "number");
+    assert_eq!(
+        find("lastmodifieddate")["modificationMetadata"]["readOnlyValue"],
+        true
+    );
+    assert_eq!(find("numero_asociado")["hasUniqueValue"], true);
+    let one = s
+        .get("/crm/v3/properties/contacts/frecuencia_deposito_de_su_salario")
+        .await;
+    assert_eq!(one.body["options"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        s.get("/crm/v3/properties/contacts/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let ids = s.seed(&[&[
+        ("email", "p@coop.cr"),
+        ("firstname", "Pia"),
+        ("provincia", "Limón"),
+    ]]);
+    let repeated = s
+        .get(&format!(
+            "/crm/v3/objects/contacts/{}?properties=firstname&properties=provincia",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(repeated.body["properties"]["firstname"], "Pia");
+    assert_eq!(repeated.body["properties"]["provincia"], "Limón");
+}

@@ -307,6 +307,28 @@ pub fn create<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
 
 /// `POST /crm/v3/objects/contacts/batch/update`.
 pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
+    write_existing(store, body, ctx, false)
+}
+
+/// `POST /crm/v3/objects/contacts/batch/upsert`: by `idProperty` (email or a unique property),
+/// updating the contact that holds the value or creating one with it; results carry `new`.
+pub fn upsert<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
+    write_existing(store, body, ctx, true)
+}
+
+/// Where an accepted update/upsert input goes.
+#[derive(Clone, Copy)]
+enum Target {
+    Existing(u64),
+    New,
+}
+
+fn write_existing<R: Rng>(
+    store: &mut Store,
+    body: &[u8],
+    ctx: &mut Ctx<'_, R>,
+    upsert: bool,
+) -> Reply {
     let corr = ctx.correlation.clone();
     let request: Inputs<WriteInput> = match parse(body, &corr) {
         Ok(r) => r,
@@ -317,6 +339,12 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
     }
     let traced = trace_mode(&request.inputs);
     for input in &request.inputs {
+        if upsert && input.id_property.is_none() {
+            return bad_request(
+                "idProperty is required for upsert (email or a unique property)",
+                &corr,
+            );
+        }
         if let Err(reply) =
             check_id_property(store, input.id_property.as_deref(), "update/upsert", &corr)
         {
@@ -362,12 +390,26 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
     let mut claimed = HashMap::new();
     for (i, (input, (raw, id))) in request.inputs.iter().zip(&resolved).enumerate() {
         let trace = input.object_write_trace_id.as_deref();
-        let Some(id) = *id else {
-            missing.push((raw.clone(), trace));
-            continue;
+        let target = match (*id, upsert) {
+            (Some(id), _) => Target::Existing(id),
+            (None, true) => Target::New,
+            (None, false) => {
+                missing.push((raw.clone(), trace));
+                continue;
+            }
         };
-        let checked = validate_input(store, &input.properties).and_then(|changes| {
-            let problems = unique_problems(store, Some(id), &changes, &mut claimed, i);
+        let mut properties = input.properties.clone();
+        if let (Target::New, Some(name)) = (target, input.id_property.as_deref()) {
+            properties
+                .entry(name.to_owned())
+                .or_insert_with(|| Value::String(raw.clone()));
+        }
+        let own = match target {
+            Target::Existing(id) => Some(id),
+            Target::New => None,
+        };
+        let checked = validate_input(store, &properties).and_then(|changes| {
+            let problems = unique_problems(store, own, &changes, &mut claimed, i);
             if problems.is_empty() {
                 Ok(changes)
             } else {
@@ -375,9 +417,9 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
             }
         });
         match checked {
-            Ok(changes) => accepted.push((id, trace, changes)),
+            Ok(changes) => accepted.push((target, trace, changes)),
             Err(problems) => {
-                let id_text = id.to_string();
+                let id_text = own.map_or_else(|| raw.clone(), |id| id.to_string());
                 failed.push(input_error(
                     validation_body(&problems, &corr),
                     trace,
@@ -390,9 +432,13 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
     if !traced && !all_problems.is_empty() {
         return Reply::json(400, validation_body(&all_problems, &corr));
     }
-    for (id, _, changes) in &accepted {
+    for (target, _, changes) in &accepted {
+        let own = match target {
+            Target::Existing(id) => Some(*id),
+            Target::New => None,
+        };
         if let Some(Some(email)) = changes.get("email")
-            && let Some(existing) = store.holder("email", email).filter(|h| h != id)
+            && let Some(existing) = store.holder("email", email).filter(|h| Some(*h) != own)
         {
             return conflict(existing, &corr);
         }
@@ -400,10 +446,29 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
     let mut errors: Vec<Value> = failed.into_iter().map(|f| f.body).collect();
     errors.extend(not_found_errors(&missing, traced, &corr));
     let mut results = Vec::new();
-    for (id, trace, changes) in accepted {
-        store.update(id, &changes, ctx.now_ms, ctx.now_us);
+    for (target, trace, changes) in accepted {
+        let (id, new) = match target {
+            Target::Existing(id) => {
+                store.update(id, &changes, ctx.now_ms, ctx.now_us);
+                (id, false)
+            }
+            Target::New => {
+                let values = changes
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect();
+                (
+                    store.create(values, ctx.now_ms, ctx.now_us, None, None),
+                    true,
+                )
+            }
+        };
         if let Some(contact) = store.get(id) {
-            results.push(with_trace(contact.to_json_all(), trace));
+            let mut object = with_trace(contact.to_json_all(), trace);
+            if upsert {
+                object["new"] = Value::Bool(new);
+            }
+            results.push(object);
         }
     }
     batch_reply(ctx, 200, results, errors)

@@ -35,6 +35,8 @@ pub struct SimOptions {
     pub tier: u32,
     /// Requests per day; `None` takes the tier's default (250k, 625k, 1.25M).
     pub daily_limit: Option<u64>,
+    /// Search requests per rolling second (HubSpot: 5).
+    pub search_per_second: u32,
     /// Seed for result order and fault draws.
     pub seed: u64,
     /// Delay before writes become visible to search (zero = at once).
@@ -51,6 +53,7 @@ impl Default for SimOptions {
             token: SecretString::from("sim-token"),
             tier: 100,
             daily_limit: None,
+            search_per_second: 5,
             seed: 0,
             index_lag: Duration::ZERO,
             faults: Faults::default(),
@@ -271,6 +274,9 @@ pub struct HubspotArgs {
     /// Requests per day (default from the tier).
     #[arg(long)]
     pub daily_limit: Option<u64>,
+    /// Search requests per rolling second.
+    #[arg(long, default_value_t = 5)]
+    pub search_per_second: u32,
     /// Seed for result order and fault draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -325,6 +331,7 @@ impl HubspotArgs {
             token: SecretString::from(self.token.clone()),
             tier: self.tier,
             daily_limit: self.daily_limit,
+            search_per_second: self.search_per_second,
             seed: self.seed,
             index_lag: self.index_lag,
             faults: Faults {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,8 +34,6 @@ use super::{Faults, SimOptions, SimStats};
 const SECOND_US: u64 = 1_000_000;
 /// HubSpot's burst window.
 pub const WINDOW_US: u64 = 10 * SECOND_US;
-/// Search requests allowed per second.
-pub const SEARCH_PER_SECOND: usize = 5;
 
 /// The endpoints the statistics count, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +42,7 @@ pub enum Endpoint {
     BatchUpdate,
     BatchRead,
     BatchArchive,
+    BatchUpsert,
     List,
     Get,
     Search,
@@ -57,6 +56,7 @@ impl Endpoint {
             Endpoint::BatchUpdate => "batch/update",
             Endpoint::BatchRead => "batch/read",
             Endpoint::BatchArchive => "batch/archive",
+            Endpoint::BatchUpsert => "batch/upsert",
             Endpoint::List => "list",
             Endpoint::Get => "get",
             Endpoint::Search => "search",
@@ -110,7 +110,7 @@ impl Inner {
             rng: StdRng::seed_from_u64(options.seed),
             ten_second: RollingLimit::new(options.tier as usize, WINDOW_US),
             last_second: TimeWindow::new(SECOND_US),
-            search: RollingLimit::new(SEARCH_PER_SECOND, SECOND_US),
+            search: RollingLimit::new(options.search_per_second as usize, SECOND_US),
             daily_used: 0,
             counters: Counters::new(),
             faults: options.faults.clone(),
@@ -334,14 +334,15 @@ async fn api(
     op: Op,
 ) -> Response {
     let search = endpoint == Endpoint::Search;
+    // Limits count a request at its arrival, as the statistics do, whatever latency follows.
+    let arrived_us = shared.now_us();
     let (plan, correlation) = {
-        let now_us = shared.now_us();
         let mut state = shared.lock();
         let counters = &mut state.counters;
         counters.total += 1;
         *counters.by_endpoint.entry(endpoint.name()).or_default() += 1;
         if !search {
-            counters.peak.record(now_us);
+            counters.peak.record(arrived_us);
         }
         let correlation = state.next_correlation(shared.options.seed);
         (draw_faults(&mut state), correlation)
@@ -370,8 +371,8 @@ async fn api(
     }
     let daily = shared.daily_limit();
     let (reply, limits) = {
-        let now_us = shared.now_us();
         let mut guard = shared.lock();
+        let now_us = shared.now_us();
         let state = &mut *guard;
         let throttled = if plan.burst_429 {
             Some(if search {
@@ -384,13 +385,13 @@ async fn api(
         } else if search {
             state
                 .search
-                .try_admit(now_us)
+                .try_admit(arrived_us)
                 .is_none()
                 .then_some(Policy::Secondly)
         } else {
             state
                 .ten_second
-                .try_admit(now_us)
+                .try_admit(arrived_us)
                 .is_none()
                 .then_some(Policy::TenSecondly)
         };
@@ -402,7 +403,7 @@ async fn api(
             None => {
                 state.daily_used += 1;
                 if !search {
-                    state.last_second.push(now_us);
+                    state.last_second.push(arrived_us);
                 }
                 let mut ctx = Ctx {
                     now_ms: chrono::Utc::now().timestamp_millis(),
@@ -413,7 +414,7 @@ async fn api(
                 op(&mut state.store, &mut ctx)
             }
         };
-        let limits = (!search).then(|| limit_headers(state, daily, now_us));
+        let limits = (!search).then(|| limit_headers(state, daily, arrived_us));
         (reply, limits)
     };
     if plan.lose_response {
@@ -450,17 +451,44 @@ async fn batch_update(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) 
 async fn batch_read(
     State(sh): S,
     Extension(k): K,
-    Query(p): Query<ReadParams>,
+    RawQuery(q): RawQuery,
     h: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let archived = p.archived();
+    let archived = ReadParams::parse(q.as_deref()).archived;
     api(
         sh,
         Endpoint::BatchRead,
         h,
         k,
         Box::new(move |store, ctx| batch::read(store, &body, archived, ctx)),
+    )
+    .await
+}
+
+async fn batch_upsert(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
+    api(
+        sh,
+        Endpoint::BatchUpsert,
+        h,
+        k,
+        Box::new(move |store, ctx| batch::upsert(store, &body, ctx)),
+    )
+    .await
+}
+
+async fn property_one(
+    State(sh): S,
+    Extension(k): K,
+    Path(name): Path<String>,
+    h: HeaderMap,
+) -> Response {
+    api(
+        sh,
+        Endpoint::Properties,
+        h,
+        k,
+        Box::new(move |store, ctx| query::property(store, &name, &ctx.correlation)),
     )
     .await
 }
@@ -476,13 +504,9 @@ async fn batch_archive(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes)
     .await
 }
 
-async fn list(
-    State(sh): S,
-    Extension(k): K,
-    Query(p): Query<ReadParams>,
-    h: HeaderMap,
-) -> Response {
+async fn list(State(sh): S, Extension(k): K, RawQuery(q): RawQuery, h: HeaderMap) -> Response {
     let base = sh.base_url.clone();
+    let p = ReadParams::parse(q.as_deref());
     api(
         sh,
         Endpoint::List,
@@ -497,9 +521,10 @@ async fn get_one(
     State(sh): S,
     Extension(k): K,
     Path(id): Path<String>,
-    Query(p): Query<ReadParams>,
+    RawQuery(q): RawQuery,
     h: HeaderMap,
 ) -> Response {
+    let p = ReadParams::parse(q.as_deref());
     api(
         sh,
         Endpoint::Get,
@@ -592,10 +617,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(&format!("{objects}/batch/update"), post(batch_update))
         .route(&format!("{objects}/batch/read"), post(batch_read))
         .route(&format!("{objects}/batch/archive"), post(batch_archive))
+        .route(&format!("{objects}/batch/upsert"), post(batch_upsert))
         .route(&format!("{objects}/search"), post(search))
         .route(objects, get(list))
         .route(&format!("{objects}/{{id}}"), get(get_one))
         .route("/crm/v3/properties/contacts", get(properties))
+        .route("/crm/v3/properties/contacts/{name}", get(property_one))
         .route("/_sim/stats", get(admin_stats))
         .route(
             "/_sim/faults",
