@@ -215,6 +215,17 @@ enum Key {
     Text(String),
 }
 
+/// A contact's comparable value; identity and timestamps come from the record's own fields
+/// rather than being parsed again.
+fn contact_key(def: &PropertyDef, contact: &Contact) -> Option<Key> {
+    match def.name.as_str() {
+        "hs_object_id" => Some(Key::Number(contact.id as f64)),
+        "createdate" => Some(Key::Number(contact.created_ms as f64)),
+        "lastmodifieddate" | "hs_lastmodifieddate" => Some(Key::Number(contact.updated_ms as f64)),
+        name => contact.get(name).and_then(|v| key(def, v)),
+    }
+}
+
 fn key(def: &PropertyDef, value: &str) -> Option<Key> {
     match def.kind {
         PropertyType::Number => value.trim().parse::<f64>().ok().map(Key::Number),
@@ -359,7 +370,7 @@ impl Compiled<'_> {
             let found = stored.is_some_and(|v| wildcard(&self.raw, &v.to_lowercase()));
             return found == (self.operator == "CONTAINS_TOKEN");
         }
-        let Some(actual) = stored.and_then(|v| key(self.def, v)) else {
+        let Some(actual) = contact_key(self.def, contact) else {
             return matches!(self.operator, "NEQ" | "NOT_IN");
         };
         let cmp = |k: &Option<Key>| k.as_ref().and_then(|k| compare(&actual, k));
@@ -491,10 +502,8 @@ pub fn search(store: &mut Store, body: &[u8], now_us: u64, corr: &str) -> Reply 
     };
     if let Some(def) = sort_def {
         // Keys are computed once per hit, not once per comparison.
-        let mut keyed: Vec<(Option<Key>, &Contact)> = hits
-            .into_iter()
-            .map(|c| (c.get(&def.name).and_then(|v| key(def, v)), c))
-            .collect();
+        let mut keyed: Vec<(Option<Key>, &Contact)> =
+            hits.into_iter().map(|c| (contact_key(def, c), c)).collect();
         keyed.sort_by(|(ka, a), (kb, b)| {
             let order = match (ka, kb) {
                 (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +32,8 @@ use super::window::{PeakWindow, RollingLimit, TimeWindow};
 use super::{Faults, SimOptions, SimStats};
 
 const SECOND_US: u64 = 1_000_000;
+/// Largest request body accepted (admin seeding can be large).
+const MAX_BODY: usize = 256 * 1024 * 1024;
 /// HubSpot's burst window.
 pub const WINDOW_US: u64 = 10 * SECOND_US;
 
@@ -634,6 +636,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/contacts", get(admin_contacts).post(admin_seed))
         .route("/_sim/contacts/{id}", get(admin_contact))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
 }
 
