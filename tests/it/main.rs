@@ -1,4 +1,7 @@
 //! hubsync's integration tests: one test binary, one module per area, against real PostgreSQL
 //! and the HubSpot and SQL Server simulators.
 
+mod cli;
+mod hubspot_sim;
+mod queue;
 mod support;
