@@ -4,6 +4,7 @@
 //! halves until the bad inputs are isolated.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -432,4 +433,42 @@ fn settle(
             });
         }
     }
+}
+
+/// Sends `batches` of updates through `workers` concurrent tasks sharing `client` (and so its
+/// one limiter); returns every input with its outcome. Used by `hubsync bench hubspot`.
+pub async fn update_concurrently(
+    client: &Arc<HubSpotClient>,
+    object: &str,
+    batches: Vec<Vec<UpdateInput>>,
+    workers: usize,
+) -> Result<Vec<(UpdateInput, WriteOutcome)>, HubSpotError> {
+    let queue = Arc::new(Mutex::new(batches));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let queue = queue.clone();
+        let client = client.clone();
+        let object = object.to_owned();
+        tasks.spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let batch = queue
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .pop();
+                let Some(batch) = batch else {
+                    return Ok::<_, HubSpotError>(done);
+                };
+                let outcomes = client.batch_update(&object, &batch).await?;
+                done.extend(batch.into_iter().zip(outcomes));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let done =
+            joined.map_err(|e| HubSpotError::Config(format!("update worker failed: {e}")))??;
+        all.extend(done);
+    }
+    Ok(all)
 }

@@ -9,7 +9,7 @@ mod search;
 mod settings;
 pub mod types;
 
-pub use batch::BATCH_LIMIT;
+pub use batch::{BATCH_LIMIT, update_concurrently};
 pub use client::{HubSpotClient, PROPERTY_CACHE_TTL};
 pub use error::HubSpotError;
 pub use limiter::{BudgetError, Lane, Limiter, LimiterStats};

@@ -10,6 +10,7 @@ use chrono::{TimeZone, Utc};
 use hubsync::hubspot::{
     CreateInput, HubSpotClient, HubSpotError, HubSpotSettings, Limiter, ModifiedSince,
     PreflightProblem, Properties, PropertyUse, ReadBy, UpdateInput, WriteOutcome,
+    update_concurrently,
 };
 use hubsync::sim::hubspot::{Faults, RunningSim, SimOptions, start};
 use secrecy::SecretString;
@@ -60,36 +61,13 @@ fn seed_emails(sim: &RunningSim, emails: impl Iterator<Item = String>) -> Vec<St
     sim.seed_contacts(&records).expect("seed")
 }
 
-/// Runs `batches` through `workers` concurrent tasks sharing one client (and so one limiter).
-async fn update_concurrently(
+async fn update_all(
     client: &Arc<HubSpotClient>,
     batches: Vec<Vec<UpdateInput>>,
-    workers: usize,
 ) -> Vec<(UpdateInput, WriteOutcome)> {
-    let queue = Arc::new(std::sync::Mutex::new(batches));
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let queue = queue.clone();
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut done = Vec::new();
-            loop {
-                let Some(batch) = queue.lock().expect("queue").pop() else {
-                    return done;
-                };
-                let outcomes = client
-                    .batch_update("contacts", &batch)
-                    .await
-                    .expect("batch update");
-                done.extend(batch.into_iter().zip(outcomes));
-            }
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("worker"));
-    }
-    all
+    update_concurrently(client, "contacts", batches, 4)
+        .await
+        .expect("updates")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +86,7 @@ async fn four_workers_sharing_the_limiter_never_exceed_the_tier_window() {
                 .collect()
         })
         .collect();
-    let done = update_concurrently(&client, batches, 4).await;
+    let done = update_all(&client, batches).await;
     assert!(done.iter().all(|(_, o)| o.is_ok()));
     let stats = sim.stats();
     assert_eq!(stats.total_requests, 300);
@@ -154,7 +132,7 @@ async fn under_5xx_and_dropped_connections_10000_updates_arrive_exactly_once() {
                 .collect()
         })
         .collect();
-    let done = update_concurrently(&client, batches, 4).await;
+    let done = update_all(&client, batches).await;
     assert_eq!(done.len(), 10_000);
     assert!(
         done.iter().all(|(_, o)| o.is_ok()),
@@ -199,7 +177,7 @@ async fn a_429_burst_is_waited_out_without_losing_records() {
                 .collect()
         })
         .collect();
-    let done = update_concurrently(&client, batches, 4).await;
+    let done = update_all(&client, batches).await;
     assert!(done.iter().all(|(_, o)| o.is_ok()));
     assert_eq!(sim.stats().throttled_429, 3);
     assert!(
