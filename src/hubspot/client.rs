@@ -81,6 +81,7 @@ impl std::fmt::Debug for HubSpotClient {
 }
 
 /// What went wrong with one attempt, and how long to wait before the next.
+#[derive(Debug)]
 struct Retry {
     status: Option<u16>,
     reason: String,
@@ -435,14 +436,112 @@ mod tests {
         assert!(HubSpotClient::object_path("").is_err());
     }
 
-    #[test]
-    fn debug_never_shows_the_token() {
+    fn client() -> HubSpotClient {
         let settings = HubSpotSettings {
             token: Some(SecretString::from("pat-na1-secret-value")),
             ..HubSpotSettings::default()
         };
         let limiter = Arc::new(Limiter::from_settings(&settings));
-        let client = HubSpotClient::new(&settings, limiter).expect("client");
-        assert!(!format!("{client:?}").contains("secret-value"));
+        HubSpotClient::new(&settings, limiter).expect("client")
+    }
+
+    fn classify(
+        status: u16,
+        headers: RateHeaders,
+        body: &str,
+    ) -> Result<Option<Retry>, HubSpotError> {
+        let status = StatusCode::from_u16(status).expect("status");
+        client().classify("test", Lane::Standard, status, &headers, body.as_bytes())
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        assert!(!format!("{:?}", client()).contains("secret-value"));
+    }
+
+    #[test]
+    fn auth_failures_name_their_cause_and_are_not_retried() {
+        let err = classify(
+            401,
+            RateHeaders::default(),
+            r#"{"category":"INVALID_AUTHENTICATION"}"#,
+        )
+        .expect_err("401");
+        assert!(err.to_string().contains("token is invalid"), "{err}");
+        let err = classify(
+            403,
+            RateHeaders::default(),
+            r#"{"category":"MISSING_SCOPES","errors":[{"context":{"requiredGranularScopes":["crm.objects.contacts.write"]}}]}"#,
+        )
+        .expect_err("403");
+        assert!(
+            err.to_string()
+                .contains("missing a required scope (crm.objects.contacts.write)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn transient_answers_are_retried_with_their_minimum_wait() {
+        for status in [500, 502, 503, 504, 524] {
+            assert!(matches!(
+                classify(status, RateHeaders::default(), ""),
+                Ok(Some(_))
+            ));
+        }
+        let locked = classify(423, RateHeaders::default(), "")
+            .expect("retry")
+            .expect("423");
+        assert_eq!(locked.at_least, LOCKED_WAIT);
+        let soon = RateHeaders {
+            retry_after: Some(Duration::from_secs(3)),
+            ..RateHeaders::default()
+        };
+        let migrating = classify(477, soon, "").expect("retry").expect("477");
+        assert_eq!(migrating.at_least, Duration::from_secs(3));
+        let tomorrow = RateHeaders {
+            retry_after: Some(Duration::from_secs(86_400)),
+            ..RateHeaders::default()
+        };
+        assert!(matches!(
+            classify(477, tomorrow, ""),
+            Err(HubSpotError::Migrating { .. })
+        ));
+        for status in [200, 207, 400, 404, 409] {
+            assert!(matches!(
+                classify(status, RateHeaders::default(), ""),
+                Ok(None)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_daily_429_stops_and_a_burst_429_pauses_everyone() {
+        let c = client();
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        let daily = r#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#;
+        let err = c
+            .classify(
+                "t",
+                Lane::Standard,
+                status,
+                &RateHeaders::default(),
+                daily.as_bytes(),
+            )
+            .expect_err("daily");
+        assert!(matches!(err, HubSpotError::DailyLimit { .. }));
+        let burst = r#"{"message":"You have reached your ten_secondly_rolling limit.","policyName":"TEN_SECONDLY_ROLLING"}"#;
+        let c = client();
+        let retry = c
+            .classify(
+                "t",
+                Lane::Standard,
+                status,
+                &RateHeaders::default(),
+                burst.as_bytes(),
+            )
+            .expect("retry");
+        assert!(retry.is_some());
+        assert_eq!(c.limiter().stats().pauses, 1);
     }
 }

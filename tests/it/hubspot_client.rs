@@ -457,3 +457,111 @@ async fn the_daily_reserve_stops_spending_before_hubspots_limit() {
     assert_eq!(sent, 5, "spent down to the reserve, then stopped");
     assert_eq!(sim.stats().throttled_429, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_under_faults_and_lost_answers_never_duplicate() {
+    let sim = sim(SimOptions {
+        tier: FAST_TIER,
+        seed: 5,
+        ..SimOptions::default()
+    })
+    .await;
+    sim.set_faults(Faults {
+        error_rate: 0.2,
+        lost_response_rate: 0.2,
+        ..Faults::default()
+    });
+    let emails: Vec<String> = (0..500).map(|i| format!("alta{i}@coop.cr")).collect();
+    let inputs: Vec<CreateInput> = emails
+        .iter()
+        .map(|e| CreateInput {
+            properties: props(&[("email", e)]),
+        })
+        .collect();
+    let client = client(&sim, FAST_TIER);
+    let outcomes = client
+        .batch_create("contacts", &inputs, Some("email"))
+        .await
+        .expect("create");
+    assert!(sim.stats().faults_injected > 0);
+    assert_eq!(
+        sim.contacts().len(),
+        500,
+        "a retried create never duplicates"
+    );
+    for (email, outcome) in emails.iter().zip(&outcomes) {
+        let id = outcome.linked_id().expect("linked");
+        assert_eq!(
+            sim.contact(id).expect("contact").get("email"),
+            Some(email.as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_request_times_out_and_is_retried() {
+    let sim = sim(SimOptions::default()).await;
+    let ids = seed_emails(&sim, std::iter::once("t@coop.cr".to_owned()));
+    sim.set_faults(Faults {
+        timeout_next: 1,
+        timeout_hang: Duration::from_secs(5),
+        ..Faults::default()
+    });
+    let mut settings = settings(&sim, 100, TOKEN);
+    settings.timeout = Duration::from_millis(300);
+    let client = client_with(&settings);
+    let outcomes = client
+        .batch_update(
+            "contacts",
+            &[UpdateInput {
+                id: ids[0].clone(),
+                properties: props(&[("city", "Puntarenas")]),
+            }],
+        )
+        .await
+        .expect("update");
+    assert!(outcomes[0].is_ok());
+    assert_eq!(sim.stats().total_requests, 2);
+    assert_eq!(
+        sim.contact(&ids[0]).unwrap().get("city"),
+        Some("Puntarenas")
+    );
+}
+
+#[tokio::test]
+async fn when_retries_run_out_every_input_is_left_transient() {
+    let sim = sim(SimOptions::default()).await;
+    let ids = seed_emails(&sim, (0..3).map(|i| format!("x{i}@coop.cr")));
+    sim.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let mut settings = settings(&sim, 100, TOKEN);
+    settings.max_retry_elapsed = Duration::from_millis(200);
+    let client = client_with(&settings);
+    let inputs: Vec<UpdateInput> = ids
+        .iter()
+        .map(|id| UpdateInput {
+            id: id.clone(),
+            properties: props(&[("city", "Nicoya")]),
+        })
+        .collect();
+    let outcomes = client
+        .batch_update("contacts", &inputs)
+        .await
+        .expect("outcomes");
+    assert_eq!(outcomes.len(), 3);
+    for outcome in &outcomes {
+        assert!(
+            matches!(
+                outcome,
+                WriteOutcome::Transient {
+                    status: Some(500..=599),
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+    }
+    assert!(sim.stats().total_requests > 1, "retried before giving up");
+}
