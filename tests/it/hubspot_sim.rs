@@ -676,6 +676,14 @@ async fn injected_5xx_and_429_bursts_do_no_work() {
         failed.status
     );
     assert!(s.sim.contacts().is_empty());
+    s.sim.set_faults(Faults {
+        error_rate: 1.0,
+        error_statuses: vec![477],
+        ..Faults::default()
+    });
+    let migrating = s.get("/crm/v3/properties/contacts").await;
+    assert_eq!(migrating.status.as_u16(), 477);
+    assert_eq!(header(&migrating, "retry-after").as_deref(), Some("1"));
     let set = s.post("/_sim/faults", json!({"burst_429": 2})).await;
     assert_eq!(set.status, StatusCode::OK);
     for _ in 0..2 {
@@ -689,7 +697,7 @@ async fn injected_5xx_and_429_bursts_do_no_work() {
     );
     let stats = s.sim.stats();
     assert_eq!(stats.throttled_429, 2);
-    assert_eq!(stats.faults_injected, 3);
+    assert_eq!(stats.faults_injected, 4);
     assert_eq!(stats.contacts, 2);
 }
 
@@ -817,6 +825,12 @@ async fn seeding_and_inspection_over_the_admin_api() {
     assert_eq!(one.body["properties"]["email"], "x@coop.cr");
     let all = s.get("/_sim/contacts").await;
     assert_eq!(all.body.as_array().unwrap().len(), 1);
+    let by_email = s.get("/_sim/contacts?email=X%40COOP.cr").await;
+    assert_eq!(by_email.body[0]["id"], id.parse::<u64>().unwrap());
+    assert_eq!(
+        s.get("/_sim/contacts?email=nobody%40coop.cr").await.body,
+        json!([])
+    );
     let bad = s
         .post(
             "/_sim/contacts",

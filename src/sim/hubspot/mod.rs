@@ -78,8 +78,11 @@ impl SimOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Answer 500/502/503/504 (drawn evenly) without doing anything.
+    /// Answer an error status (drawn evenly from `error_statuses`) without doing anything.
     pub error_rate: f64,
+    /// Statuses `error_rate` draws from; empty means 500, 502, 503 and 504. 423 and 477 get
+    /// HubSpot's bodies (477 with `Retry-After: 1`).
+    pub error_statuses: Vec<u16>,
     /// Close the connection without an answer before doing anything.
     pub drop_rate: f64,
     /// Do the work, then close the connection without an answer.
@@ -99,6 +102,7 @@ impl Default for Faults {
     fn default() -> Self {
         Self {
             error_rate: 0.0,
+            error_statuses: Vec::new(),
             drop_rate: 0.0,
             lost_response_rate: 0.0,
             latency: Duration::ZERO,
@@ -286,6 +290,9 @@ pub struct HubspotArgs {
     /// Fraction of API requests answered 500/502/503/504.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
+    /// Status drawn by --error-rate (repeatable; default 500, 502, 503, 504).
+    #[arg(long)]
+    pub error_status: Vec<u16>,
     /// Fraction of API requests whose connection is dropped before any work.
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
@@ -327,6 +334,9 @@ impl HubspotArgs {
                 anyhow::bail!("{name} must be between 0 and 1, got {rate}");
             }
         }
+        if let Some(status) = self.error_status.iter().find(|s| !(400..=599).contains(*s)) {
+            anyhow::bail!("--error-status must be an HTTP error status (400-599), got {status}");
+        }
         Ok(SimOptions {
             token: SecretString::from(self.token.clone()),
             tier: self.tier,
@@ -336,6 +346,7 @@ impl HubspotArgs {
             index_lag: self.index_lag,
             faults: Faults {
                 error_rate: self.error_rate,
+                error_statuses: self.error_status.clone(),
                 drop_rate: self.drop_rate,
                 lost_response_rate: self.lost_response_rate,
                 latency: self.latency,

@@ -214,7 +214,12 @@ fn draw_faults(state: &mut Inner) -> FaultPlan {
     } else if faults.drop_rate > 0.0 && state.rng.random::<f64>() < faults.drop_rate {
         plan.drop_before = true;
     } else if faults.error_rate > 0.0 && state.rng.random::<f64>() < faults.error_rate {
-        plan.error = Some([500, 502, 503, 504][state.rng.random_range(0..4)]);
+        let statuses: &[u16] = if faults.error_statuses.is_empty() {
+            &[500, 502, 503, 504]
+        } else {
+            &faults.error_statuses
+        };
+        plan.error = Some(statuses[state.rng.random_range(0..statuses.len())]);
     } else if faults.lost_response_rate > 0.0
         && state.rng.random::<f64>() < faults.lost_response_rate
     {
@@ -233,13 +238,20 @@ fn draw_faults(state: &mut Inner) -> FaultPlan {
 
 fn server_error(status: u16, correlation: &str) -> Reply {
     let message = match status {
+        423 => "Locked: too many writes to the same records; retry after at least 2 seconds",
+        477 => "This account is being migrated between data centers",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         524 => "A timeout occurred",
         _ => "internal error",
     };
-    Reply::error(status, "INTERNAL_ERROR", message, correlation)
+    let category = match status {
+        423 => "LOCKED",
+        477 => "MIGRATION_IN_PROGRESS",
+        _ => "INTERNAL_ERROR",
+    };
+    Reply::error(status, category, message, correlation)
 }
 
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
@@ -312,6 +324,9 @@ fn to_response(reply: Reply, correlation: &str, limits: Option<LimitHeaders>) ->
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(correlation) {
         headers.insert(HeaderName::from_static("x-hubspot-correlation-id"), value);
+    }
+    if status.as_u16() == 477 {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if status == StatusCode::UNAUTHORIZED {
         headers.insert(
@@ -577,8 +592,22 @@ async fn admin_reset(State(sh): S) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn admin_contacts(State(sh): S) -> Json<Vec<Contact>> {
-    Json(sh.lock().store.all().cloned().collect())
+/// `GET /_sim/contacts[?email=x]`: every contact (archived too), or the one holding the email.
+async fn admin_contacts(State(sh): S, RawQuery(q): RawQuery) -> Json<Vec<Contact>> {
+    let email = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "email")
+        .map(|(_, v)| v.into_owned());
+    let state = sh.lock();
+    let store = &state.store;
+    Json(match email {
+        Some(email) => store
+            .lookup(Some("email"), &email)
+            .and_then(|id| store.get(id))
+            .cloned()
+            .into_iter()
+            .collect(),
+        None => store.all().cloned().collect(),
+    })
 }
 
 async fn admin_contact(State(sh): S, Path(id): Path<u64>) -> Response {
@@ -683,4 +712,69 @@ pub fn shared(options: SimOptions, local: SocketAddr) -> Arc<Shared> {
         cancel: CancellationToken::new(),
         base_url: format!("http://{local}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(faults: Faults, seed: u64, n: usize) -> Vec<(bool, Option<u16>, bool)> {
+        let options = SimOptions {
+            seed,
+            faults,
+            ..SimOptions::default()
+        };
+        let mut state = Inner::new(&options);
+        (0..n)
+            .map(|_| {
+                let plan = draw_faults(&mut state);
+                (plan.drop_before, plan.error, plan.burst_429)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fault_draws_follow_the_rate_and_repeat_with_the_seed() {
+        let faults = Faults {
+            error_rate: 0.2,
+            ..Faults::default()
+        };
+        let first = draws(faults.clone(), 9, 2_000);
+        let errors = first.iter().filter(|d| d.1.is_some()).count();
+        assert!(
+            (300..500).contains(&errors),
+            "{errors} errors of 2000 at 20 %"
+        );
+        assert!(
+            first
+                .iter()
+                .all(|d| d.1.is_none_or(|s| [500, 502, 503, 504].contains(&s)))
+        );
+        assert_eq!(draws(faults.clone(), 9, 2_000), first);
+        assert_ne!(draws(faults, 10, 2_000), first);
+    }
+
+    #[test]
+    fn counted_faults_run_out_and_custom_statuses_are_used() {
+        let burst = draws(
+            Faults {
+                burst_429: 3,
+                ..Faults::default()
+            },
+            0,
+            5,
+        );
+        let bursts: Vec<bool> = burst.iter().map(|d| d.2).collect();
+        assert_eq!(bursts, [true, true, true, false, false]);
+        let locked = draws(
+            Faults {
+                error_rate: 1.0,
+                error_statuses: vec![423],
+                ..Faults::default()
+            },
+            0,
+            3,
+        );
+        assert!(locked.iter().all(|d| d.1 == Some(423)));
+    }
 }
