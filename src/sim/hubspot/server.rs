@@ -640,20 +640,25 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
-/// All routes, HubSpot's and the admin ones.
+/// All routes, HubSpot's (contacts by name or by type id `0-1`) and the admin ones.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let objects = "/crm/v3/objects/contacts";
-    Router::new()
-        .route(&format!("{objects}/batch/create"), post(batch_create))
-        .route(&format!("{objects}/batch/update"), post(batch_update))
-        .route(&format!("{objects}/batch/read"), post(batch_read))
-        .route(&format!("{objects}/batch/archive"), post(batch_archive))
-        .route(&format!("{objects}/batch/upsert"), post(batch_upsert))
-        .route(&format!("{objects}/search"), post(search))
-        .route(objects, get(list))
-        .route(&format!("{objects}/{{id}}"), get(get_one))
-        .route("/crm/v3/properties/contacts", get(properties))
-        .route("/crm/v3/properties/contacts/{name}", get(property_one))
+    let mut router = Router::new();
+    for object in ["contacts", "0-1"] {
+        let objects = format!("/crm/v3/objects/{object}");
+        let props = format!("/crm/v3/properties/{object}");
+        router = router
+            .route(&format!("{objects}/batch/create"), post(batch_create))
+            .route(&format!("{objects}/batch/update"), post(batch_update))
+            .route(&format!("{objects}/batch/read"), post(batch_read))
+            .route(&format!("{objects}/batch/archive"), post(batch_archive))
+            .route(&format!("{objects}/batch/upsert"), post(batch_upsert))
+            .route(&format!("{objects}/search"), post(search))
+            .route(&objects, get(list))
+            .route(&format!("{objects}/{{id}}"), get(get_one))
+            .route(&props, get(properties))
+            .route(&format!("{props}/{{name}}"), get(property_one));
+    }
+    router
         .route("/_sim/stats", get(admin_stats))
         .route(
             "/_sim/faults",
