@@ -111,7 +111,7 @@ fn emails(n: usize, prefix: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn a_wrong_or_missing_token_gets_401_with_hubspots_body() {
+async fn a_wrong_or_missing_token_gets_401_and_a_missing_scope_403() {
     let s = sim().await;
     let wrong = s
         .send_as(
@@ -140,6 +140,22 @@ async fn a_wrong_or_missing_token_gets_401_with_hubspots_body() {
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
     let ok = s.get("/crm/v3/properties/contacts").await;
     assert_eq!(ok.status, StatusCode::OK);
+    s.sim.set_faults(Faults {
+        missing_write_scope: true,
+        ..Faults::default()
+    });
+    let denied = s.create(Value::Array(emails(1, "scope"))).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(denied.body["category"], "MISSING_SCOPES");
+    assert_eq!(
+        denied.body["errors"][0]["context"]["requiredGranularScopes"][0],
+        "crm.objects.contacts.write"
+    );
+    assert_eq!(
+        s.get("/crm/v3/objects/contacts").await.status,
+        StatusCode::OK,
+        "reads keep working"
+    );
 }
 
 #[tokio::test]

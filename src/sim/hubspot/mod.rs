@@ -96,6 +96,8 @@ pub struct Faults {
     pub timeout_next: u32,
     #[serde(with = "humantime_serde")]
     pub timeout_hang: Duration,
+    /// The token lacks `crm.objects.contacts.write`: writes get 403 MISSING_SCOPES.
+    pub missing_write_scope: bool,
 }
 
 impl Default for Faults {
@@ -109,6 +111,7 @@ impl Default for Faults {
             burst_429: 0,
             timeout_next: 0,
             timeout_hang: Duration::from_secs(100),
+            missing_write_scope: false,
         }
     }
 }
@@ -308,6 +311,9 @@ pub struct HubspotArgs {
     /// Let the first N API requests hang (then 524).
     #[arg(long, default_value_t = 0)]
     pub timeout_next: u32,
+    /// Refuse writes with 403 MISSING_SCOPES, as for a token without the write scope.
+    #[arg(long)]
+    pub missing_write_scope: bool,
     /// How long a hanging request hangs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100s")]
     pub timeout_hang: Duration,
@@ -353,6 +359,7 @@ impl HubspotArgs {
                 burst_429: self.burst_429,
                 timeout_next: self.timeout_next,
                 timeout_hang: self.timeout_hang,
+                missing_write_scope: self.missing_write_scope,
             },
             properties: default_properties(),
         })
@@ -364,13 +371,13 @@ pub async fn run(args: HubspotArgs) -> Result<u8, Failure> {
     let options = args
         .options()
         .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
+    let stop = crate::sim::stop_signal()
+        .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot wait for signals: {e}")))?;
     let sim = start(args.listen, options)
         .await
         .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
     println!("{}", sim.base_url());
-    crate::sim::wait_for_stop_signal()
-        .await
-        .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot wait for signals: {e}")))?;
+    stop.await;
     sim.shutdown().await;
     Ok(exit::OK)
 }

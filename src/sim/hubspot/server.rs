@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, Ctx};
-use super::errors::{Policy, Reply, rate_limited, unauthorized};
+use super::errors::{Policy, Reply, missing_scope, rate_limited, unauthorized};
 use super::query::{self, ReadParams};
 use super::store::{Contact, Store};
 use super::window::{PeakWindow, RollingLimit, TimeWindow};
@@ -52,6 +52,17 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Whether the endpoint needs the write scope.
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Endpoint::BatchCreate
+                | Endpoint::BatchUpdate
+                | Endpoint::BatchArchive
+                | Endpoint::BatchUpsert
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::BatchCreate => "batch/create",
@@ -191,6 +202,7 @@ impl ConnKill {
 /// What the fault draw decided for one request.
 #[derive(Debug, Default)]
 struct FaultPlan {
+    missing_scope: bool,
     latency: Duration,
     hang: Option<Duration>,
     burst_429: bool,
@@ -202,6 +214,7 @@ struct FaultPlan {
 fn draw_faults(state: &mut Inner) -> FaultPlan {
     let faults = state.faults.clone();
     let mut plan = FaultPlan {
+        missing_scope: faults.missing_write_scope,
         latency: faults.latency,
         ..FaultPlan::default()
     };
@@ -385,6 +398,9 @@ async fn api(
     }
     if !authorized(&shared, &headers) {
         return to_response(unauthorized(&correlation), &correlation, None);
+    }
+    if plan.missing_scope && endpoint.writes() {
+        return to_response(missing_scope(&correlation), &correlation, None);
     }
     let daily = shared.daily_limit();
     let (reply, limits) = {
