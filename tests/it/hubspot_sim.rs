@@ -986,3 +986,33 @@ async fn property_definitions_describe_types_options_and_writability() {
     assert_eq!(repeated.body["properties"]["firstname"], "Pia");
     assert_eq!(repeated.body["properties"]["provincia"], "Limón");
 }
+
+#[tokio::test]
+async fn concurrent_clients_share_one_window_and_stats_see_every_request() {
+    let s = std::sync::Arc::new(sim().await);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..30 {
+                statuses.push(s.get("/crm/v3/objects/contacts?limit=1").await.status);
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.extend(task.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((ok, limited), (100, 20));
+    let stats = s.sim.stats();
+    assert_eq!(stats.max_requests_in_10s_window, 120);
+    assert_eq!(stats.throttled_429, 20);
+    assert_eq!(stats.requests_by_endpoint.get("list"), Some(&120));
+}

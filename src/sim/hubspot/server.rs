@@ -365,9 +365,10 @@ async fn api(
 ) -> Response {
     let search = endpoint == Endpoint::Search;
     // Limits count a request at its arrival, as the statistics do, whatever latency follows.
-    let arrived_us = shared.now_us();
-    let (plan, correlation) = {
+    // The stamp is taken under the lock so the statistics see stamps in order.
+    let (plan, correlation, arrived_us) = {
         let mut state = shared.lock();
+        let arrived_us = shared.now_us();
         let counters = &mut state.counters;
         counters.total += 1;
         *counters.by_endpoint.entry(endpoint.name()).or_default() += 1;
@@ -375,7 +376,7 @@ async fn api(
             counters.peak.record(arrived_us);
         }
         let correlation = state.next_correlation(shared.options.seed);
-        (draw_faults(&mut state), correlation)
+        (draw_faults(&mut state), correlation, arrived_us)
     };
     if !plan.latency.is_zero() {
         tokio::select! {
