@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -353,6 +353,7 @@ fn to_response(reply: Reply, correlation: &str, limits: Option<LimitHeaders>) ->
     response
 }
 
+type BatchLogic = fn(&mut Store, &[u8], &mut Ctx<'_, StdRng>) -> Reply;
 type Op = Box<dyn FnOnce(&mut Store, &mut Ctx<'_, StdRng>) -> Reply + Send>;
 
 /// One API request: statistics, faults, auth, limits, then the endpoint's logic.
@@ -460,28 +461,6 @@ async fn api(
 type S = State<Arc<Shared>>;
 type K = Extension<ConnKill>;
 
-async fn batch_create(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
-    api(
-        sh,
-        Endpoint::BatchCreate,
-        h,
-        k,
-        Box::new(move |store, ctx| batch::create(store, &body, ctx)),
-    )
-    .await
-}
-
-async fn batch_update(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
-    api(
-        sh,
-        Endpoint::BatchUpdate,
-        h,
-        k,
-        Box::new(move |store, ctx| batch::update(store, &body, ctx)),
-    )
-    .await
-}
-
 async fn batch_read(
     State(sh): S,
     Extension(k): K,
@@ -500,15 +479,20 @@ async fn batch_read(
     .await
 }
 
-async fn batch_upsert(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
-    api(
-        sh,
-        Endpoint::BatchUpsert,
-        h,
-        k,
-        Box::new(move |store, ctx| batch::upsert(store, &body, ctx)),
+/// A body-only batch endpoint.
+fn batch_route(endpoint: Endpoint, logic: BatchLogic) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes| async move {
+            api(
+                sh,
+                endpoint,
+                h,
+                k,
+                Box::new(move |store, ctx| logic(store, &body, ctx)),
+            )
+            .await
+        },
     )
-    .await
 }
 
 async fn property_one(
@@ -523,17 +507,6 @@ async fn property_one(
         h,
         k,
         Box::new(move |store, ctx| query::property(store, &name, &ctx.correlation)),
-    )
-    .await
-}
-
-async fn batch_archive(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
-    api(
-        sh,
-        Endpoint::BatchArchive,
-        h,
-        k,
-        Box::new(move |store, ctx| batch::archive(store, &body, ctx)),
     )
     .await
 }
@@ -664,11 +637,23 @@ pub fn router(shared: Arc<Shared>) -> Router {
         let objects = format!("/crm/v3/objects/{object}");
         let props = format!("/crm/v3/properties/{object}");
         router = router
-            .route(&format!("{objects}/batch/create"), post(batch_create))
-            .route(&format!("{objects}/batch/update"), post(batch_update))
+            .route(
+                &format!("{objects}/batch/create"),
+                batch_route(Endpoint::BatchCreate, batch::create),
+            )
+            .route(
+                &format!("{objects}/batch/update"),
+                batch_route(Endpoint::BatchUpdate, batch::update),
+            )
+            .route(
+                &format!("{objects}/batch/upsert"),
+                batch_route(Endpoint::BatchUpsert, batch::upsert),
+            )
+            .route(
+                &format!("{objects}/batch/archive"),
+                batch_route(Endpoint::BatchArchive, batch::archive),
+            )
             .route(&format!("{objects}/batch/read"), post(batch_read))
-            .route(&format!("{objects}/batch/archive"), post(batch_archive))
-            .route(&format!("{objects}/batch/upsert"), post(batch_upsert))
             .route(&format!("{objects}/search"), post(search))
             .route(&objects, get(list))
             .route(&format!("{objects}/{{id}}"), get(get_one))
