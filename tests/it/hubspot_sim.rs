@@ -111,7 +111,7 @@ fn emails(n: usize, prefix: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn a_wrong_or_missing_token_gets_401_with_hubspots_body() {
+async fn a_wrong_or_missing_token_gets_401_and_a_missing_scope_403() {
     let s = sim().await;
     let wrong = s
         .send_as(
@@ -140,6 +140,22 @@ async fn a_wrong_or_missing_token_gets_401_with_hubspots_body() {
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
     let ok = s.get("/crm/v3/properties/contacts").await;
     assert_eq!(ok.status, StatusCode::OK);
+    s.sim.set_faults(Faults {
+        missing_write_scope: true,
+        ..Faults::default()
+    });
+    let denied = s.create(Value::Array(emails(1, "scope"))).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(denied.body["category"], "MISSING_SCOPES");
+    assert_eq!(
+        denied.body["errors"][0]["context"]["requiredGranularScopes"][0],
+        "crm.objects.contacts.write"
+    );
+    assert_eq!(
+        s.get("/crm/v3/objects/contacts").await.status,
+        StatusCode::OK,
+        "reads keep working"
+    );
 }
 
 #[tokio::test]
@@ -676,6 +692,14 @@ async fn injected_5xx_and_429_bursts_do_no_work() {
         failed.status
     );
     assert!(s.sim.contacts().is_empty());
+    s.sim.set_faults(Faults {
+        error_rate: 1.0,
+        error_statuses: vec![477],
+        ..Faults::default()
+    });
+    let migrating = s.get("/crm/v3/properties/contacts").await;
+    assert_eq!(migrating.status.as_u16(), 477);
+    assert_eq!(header(&migrating, "retry-after").as_deref(), Some("1"));
     let set = s.post("/_sim/faults", json!({"burst_429": 2})).await;
     assert_eq!(set.status, StatusCode::OK);
     for _ in 0..2 {
@@ -689,7 +713,7 @@ async fn injected_5xx_and_429_bursts_do_no_work() {
     );
     let stats = s.sim.stats();
     assert_eq!(stats.throttled_429, 2);
-    assert_eq!(stats.faults_injected, 3);
+    assert_eq!(stats.faults_injected, 4);
     assert_eq!(stats.contacts, 2);
 }
 
@@ -817,6 +841,12 @@ async fn seeding_and_inspection_over_the_admin_api() {
     assert_eq!(one.body["properties"]["email"], "x@coop.cr");
     let all = s.get("/_sim/contacts").await;
     assert_eq!(all.body.as_array().unwrap().len(), 1);
+    let by_email = s.get("/_sim/contacts?email=X%40COOP.cr").await;
+    assert_eq!(by_email.body[0]["id"], id.parse::<u64>().unwrap());
+    assert_eq!(
+        s.get("/_sim/contacts?email=nobody%40coop.cr").await.body,
+        json!([])
+    );
     let bad = s
         .post(
             "/_sim/contacts",
@@ -955,4 +985,34 @@ async fn property_definitions_describe_types_options_and_writability() {
         .await;
     assert_eq!(repeated.body["properties"]["firstname"], "Pia");
     assert_eq!(repeated.body["properties"]["provincia"], "Limón");
+}
+
+#[tokio::test]
+async fn concurrent_clients_share_one_window_and_stats_see_every_request() {
+    let s = std::sync::Arc::new(sim().await);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..30 {
+                statuses.push(s.get("/crm/v3/objects/contacts?limit=1").await.status);
+            }
+            statuses
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.extend(task.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((ok, limited), (100, 20));
+    let stats = s.sim.stats();
+    assert_eq!(stats.max_requests_in_10s_window, 120);
+    assert_eq!(stats.throttled_429, 20);
+    assert_eq!(stats.requests_by_endpoint.get("list"), Some(&120));
 }
