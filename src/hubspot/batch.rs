@@ -144,12 +144,7 @@ impl HubSpotClient {
             {
                 Ok(answer) => answer,
                 Err(HubSpotError::Unavailable { status, last, .. }) => {
-                    for &i in &group {
-                        out[i] = Some(WriteOutcome::Transient {
-                            status,
-                            message: last.clone(),
-                        });
-                    }
+                    transient(&group, status, &last, &mut out);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -180,12 +175,7 @@ impl HubSpotClient {
                     {
                         Ok(rest) => rest,
                         Err(HubSpotError::Unavailable { status, last, .. }) => {
-                            for &i in &group {
-                                out[i] = Some(WriteOutcome::Transient {
-                                    status,
-                                    message: last.clone(),
-                                });
-                            }
+                            transient(&group, status, &last, &mut out);
                             continue;
                         }
                         Err(e) => return Err(e),
@@ -326,6 +316,20 @@ fn record_keys(by: &ReadBy, record: &Record) -> Vec<String> {
     }
 }
 
+fn transient(
+    group: &[usize],
+    status: Option<u16>,
+    message: &str,
+    out: &mut [Option<WriteOutcome>],
+) {
+    for &i in group {
+        out[i] = Some(WriteOutcome::Transient {
+            status,
+            message: message.to_owned(),
+        });
+    }
+}
+
 fn split(group: Vec<usize>, groups: &mut Vec<Vec<usize>>) {
     let mid = group.len() / 2;
     groups.push(group[mid..].to_vec());
@@ -357,12 +361,8 @@ fn settle(
     let Ok(batch) = serde_json::from_slice::<BatchAnswer>(&answer.body) else {
         // Written or not, we cannot tell: let the queue retry (updates are idempotent and a
         // repeated create resolves through the 409 path).
-        for &i in group {
-            out[i] = Some(WriteOutcome::Transient {
-                status: Some(answer.status),
-                message: "HubSpot's answer could not be read".into(),
-            });
-        }
+        let message = "HubSpot's answer could not be read";
+        transient(group, Some(answer.status), message, out);
         return;
     };
     let in_group = |trace: &str| -> Option<usize> {

@@ -61,6 +61,25 @@ fn seed_emails(sim: &RunningSim, emails: impl Iterator<Item = String>) -> Vec<St
     sim.seed_contacts(&records).expect("seed")
 }
 
+/// Batches of 100 updates setting `property` to `value(id)` on every id.
+fn updates(
+    ids: &[String],
+    property: &str,
+    value: impl Fn(&str) -> String,
+) -> Vec<Vec<UpdateInput>> {
+    ids.chunks(100)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|id| UpdateInput {
+                    id: id.clone(),
+                    properties: props(&[(property, &value(id))]),
+                })
+                .collect()
+        })
+        .collect()
+}
+
 async fn update_all(
     client: &Arc<HubSpotClient>,
     batches: Vec<Vec<UpdateInput>>,
@@ -77,14 +96,7 @@ async fn four_workers_sharing_the_limiter_never_exceed_the_tier_window() {
     let ids = seed_emails(&sim, (0..10).map(|i| format!("w{i}@coop.cr")));
     let client = client(&sim, 100);
     let batches: Vec<Vec<UpdateInput>> = (0..300)
-        .map(|n| {
-            ids.iter()
-                .map(|id| UpdateInput {
-                    id: id.clone(),
-                    properties: props(&[("city", &format!("round {n}"))]),
-                })
-                .collect()
-        })
+        .flat_map(|n| updates(&ids, "city", move |_| format!("round {n}")))
         .collect();
     let done = update_all(&client, batches).await;
     assert!(done.iter().all(|(_, o)| o.is_ok()));
@@ -120,18 +132,7 @@ async fn under_5xx_and_dropped_connections_10000_updates_arrive_exactly_once() {
         ..Faults::default()
     });
     let client = client(&sim, FAST_TIER);
-    let batches: Vec<Vec<UpdateInput>> = ids
-        .chunks(100)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|id| UpdateInput {
-                    id: id.clone(),
-                    properties: props(&[("firstname", &format!("n{id}"))]),
-                })
-                .collect()
-        })
-        .collect();
+    let batches = updates(&ids, "firstname", |id| format!("n{id}"));
     let done = update_all(&client, batches).await;
     assert_eq!(done.len(), 10_000);
     assert!(
@@ -165,18 +166,7 @@ async fn a_429_burst_is_waited_out_without_losing_records() {
         ..Faults::default()
     });
     let client = client(&sim, FAST_TIER);
-    let batches: Vec<Vec<UpdateInput>> = ids
-        .chunks(100)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|id| UpdateInput {
-                    id: id.clone(),
-                    properties: props(&[("city", "Cartago")]),
-                })
-                .collect()
-        })
-        .collect();
+    let batches = updates(&ids, "city", |_| "Cartago".to_owned());
     let done = update_all(&client, batches).await;
     assert!(done.iter().all(|(_, o)| o.is_ok()));
     assert_eq!(sim.stats().throttled_429, 3);
