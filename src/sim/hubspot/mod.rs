@@ -21,7 +21,10 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-pub use properties::{PropertyDef, PropertyOption, PropertyType, default_properties};
+pub use properties::{
+    FRECUENCIA_DEPOSITO, MARITAL_STATUS, PropertyDef, PropertyOption, PropertyType,
+    default_properties,
+};
 pub use store::Contact as SimContact;
 
 use crate::exit::{self, Failure};
