@@ -1,5 +1,6 @@
 //! Benchmarks run from the CLI (`hubsync bench …`): each prints figures and ratios from one run.
 
+mod hubspot;
 mod queue;
 
 use std::path::Path;
@@ -12,11 +13,15 @@ use crate::exit::Failure;
 pub enum BenchCommand {
     /// Enqueue N items, then drain them with W workers claiming batches of 100.
     Queue(queue::QueueBenchArgs),
+    /// Update N contacts on the in-process HubSpot simulator through 4 workers sharing one
+    /// limiter; prints records/s against the tier's ceiling.
+    Hubspot(hubspot::HubspotBenchArgs),
 }
 
 pub async fn run(command: BenchCommand, _config: &Path) -> Result<u8, Failure> {
     match command {
         BenchCommand::Queue(args) => queue::run(args).await,
+        BenchCommand::Hubspot(args) => hubspot::run(args).await,
     }
 }
 
