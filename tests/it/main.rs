@@ -2,6 +2,7 @@
 //! and the HubSpot and SQL Server simulators.
 
 mod cli;
+mod daemon;
 mod hubspot_client;
 mod hubspot_sim;
 mod queue;
