@@ -13,5 +13,6 @@ pub mod pg;
 pub mod queue;
 pub mod sim;
 pub mod support;
+pub mod sync;
 pub mod telemetry;
 pub mod validation;
