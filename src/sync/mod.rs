@@ -3,3 +3,4 @@
 //! Server sides.
 
 pub mod diff;
+pub mod links;

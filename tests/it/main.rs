@@ -5,5 +5,6 @@ mod cli;
 mod daemon;
 mod hubspot_client;
 mod hubspot_sim;
+mod links;
 mod queue;
 mod support;
