@@ -4,3 +4,4 @@
 
 pub mod diff;
 pub mod links;
+pub mod worker;

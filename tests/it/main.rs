@@ -8,3 +8,4 @@ mod hubspot_sim;
 mod links;
 mod queue;
 mod support;
+mod worker;
