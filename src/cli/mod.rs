@@ -1,6 +1,8 @@
 //! Command line: parses arguments (clap), loads the configuration and runs one command, mapping
 //! failures to exit codes (78 config, 69 unavailable, 65 bad data, 70 internal).
 
+pub mod validate;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +36,11 @@ pub enum Command {
     CheckConfig,
     /// Apply the queue database migrations.
     Migrate,
+    /// Map and validate a CSV/JSONL file of SQL-side records (exit 1 if any is rejected).
+    Validate(validate::ValidateArgs),
+    /// Benchmarks: print figures from one run.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 /// Entry point of the binary.
@@ -75,6 +82,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             println!("migrations applied");
             Ok(exit::OK)
         }
+        Command::Validate(args) => validate::run(&cli.config, args),
+        Command::Bench(command) => crate::bench::run(command, &cli.config).await,
     }
 }
 

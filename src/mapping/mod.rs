@@ -431,17 +431,17 @@ impl Mapper {
             message,
         };
         let mut value = raw.filter(|s| !s.trim().is_empty());
-        if let (Some(kind), Some(v)) = (f.placeholder, value.as_deref()) {
-            if self.placeholders.matches(v, kind) {
-                warnings.push(issue(
-                    "placeholder",
-                    format!(
-                        "{:?} is a placeholder, not data; the field was cleared",
-                        v.trim()
-                    ),
-                ));
-                value = None;
-            }
+        if let (Some(kind), Some(v)) = (f.placeholder, value.as_deref())
+            && self.placeholders.matches(v, kind)
+        {
+            warnings.push(issue(
+                "placeholder",
+                format!(
+                    "{:?} is a placeholder, not data; the field was cleared",
+                    v.trim()
+                ),
+            ));
+            value = None;
         }
         let mut invalid = None;
         if let Some(mut v) = value.take() {
@@ -591,3 +591,6 @@ fn is_identifier(name: &str) -> bool {
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
+
+#[cfg(test)]
+mod tests;

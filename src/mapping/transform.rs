@@ -44,13 +44,13 @@ impl EnumMap {
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for (i, v) in values.iter().enumerate() {
             for word in [&v.sql, &v.hubspot].into_iter().chain(&v.synonyms) {
-                if let Some(&j) = by_key.get(&fold(word)) {
-                    if j != i {
-                        return Err(format!(
-                            "{word:?} names both {:?} and {:?}",
-                            values[j].hubspot, v.hubspot
-                        ));
-                    }
+                if let Some(&j) = by_key.get(&fold(word))
+                    && j != i
+                {
+                    return Err(format!(
+                        "{word:?} names both {:?} and {:?}",
+                        values[j].hubspot, v.hubspot
+                    ));
                 }
                 by_key.insert(fold(word), i);
             }

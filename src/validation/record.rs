@@ -88,14 +88,14 @@ pub fn apply(
             distrito,
         } => check_territory(values, [provincia, canton, distrito], failed, report),
         RecordRule::NotGreater { field, than } => {
-            if let (Some(a), Some(b)) = (get(values, field), get(values, than)) {
-                if number::compare(a, b) == Ordering::Greater {
-                    report(
-                        field,
-                        "not_greater",
-                        format!("{field} {a} is greater than {than} {b}"),
-                    );
-                }
+            if let (Some(a), Some(b)) = (get(values, field), get(values, than))
+                && number::compare(a, b) == Ordering::Greater
+            {
+                report(
+                    field,
+                    "not_greater",
+                    format!("{field} {a} is greater than {than} {b}"),
+                );
             }
         }
         RecordRule::Beneficiaries {
@@ -114,17 +114,17 @@ fn check_territory(
     let t = territory();
     let p = get(values, provincia).and_then(|v| t.provincia(v).ok());
     let c = get(values, canton).and_then(|v| t.canton(v).ok());
-    if let (Some(p), Some(c)) = (p, c) {
-        if c.provincia != p.code {
-            let actual = t
-                .provincia_by_code(&c.provincia)
-                .map_or("?", |x| x.name.as_str());
-            report(
-                canton,
-                "territory",
-                format!("cantón {} is in provincia {actual}, not {}", c.name, p.name),
-            );
-        }
+    if let (Some(p), Some(c)) = (p, c)
+        && c.provincia != p.code
+    {
+        let actual = t
+            .provincia_by_code(&c.provincia)
+            .map_or("?", |x| x.name.as_str());
+        report(
+            canton,
+            "territory",
+            format!("cantón {} is in provincia {actual}, not {}", c.name, p.name),
+        );
     }
     let Some(d_value) = get(values, distrito).map(str::to_string) else {
         return;
@@ -215,14 +215,14 @@ fn check_beneficiaries(
         } else {
             percentages_ok = false;
         }
-        if let (Some(ced), Some(member)) = (get(values, &g.cedula), member) {
-            if ced == member {
-                report(
-                    &g.cedula,
-                    "beneficiary",
-                    format!("beneficiary {n} has the member's own cédula {ced}"),
-                );
-            }
+        if let (Some(ced), Some(member)) = (get(values, &g.cedula), member)
+            && ced == member
+        {
+            report(
+                &g.cedula,
+                "beneficiary",
+                format!("beneficiary {n} has the member's own cédula {ced}"),
+            );
         }
     }
     if percentages_ok && !present.is_empty() && total != 10_000 {

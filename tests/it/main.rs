@@ -2,3 +2,4 @@
 //! and the HubSpot and SQL Server simulators.
 
 mod support;
+mod validate;
