@@ -104,13 +104,13 @@ pub struct Mapper {
     placeholders: Placeholders,
     phone_form: crate::validation::phone::PhoneForm,
     today: Option<NaiveDate>,
+    /// HubSpot property → SQL column, for naming fields in record-rule errors.
+    column_of: HashMap<String, String>,
 }
 
-/// Today in Costa Rica (dates of birth, two-digit years).
+/// Today in Costa Rica (dates of birth, two-digit years): UTC−06:00 all year, no DST since 1992.
 fn today_in_costa_rica() -> NaiveDate {
-    chrono::Utc::now()
-        .with_timezone(&chrono_tz::America::Costa_Rica)
-        .date_naive()
+    (chrono::Utc::now() - chrono::TimeDelta::hours(6)).date_naive()
 }
 
 enum Outcome {
@@ -262,7 +262,12 @@ impl Mapper {
         if !problems.is_empty() {
             return Err(MapperError { problems });
         }
+        let column_of = fields
+            .iter()
+            .map(|f| (f.info.hubspot.clone(), f.info.sql.clone()))
+            .collect();
         Ok(Mapper {
+            column_of,
             fields,
             record_rules: config.record_rules.clone(),
             sql_key: config.sql_key.clone(),
@@ -343,12 +348,7 @@ impl Mapper {
                 Outcome::Omitted => failed.push(&f.info.hubspot),
             }
         }
-        let names: HashMap<&str, &str> = self
-            .fields
-            .iter()
-            .map(|f| (f.info.hubspot.as_str(), f.info.sql.as_str()))
-            .collect();
-        self.apply_record_rules(&mut out.properties, &failed, &names, &mut out.errors);
+        self.apply_record_rules(&mut out.properties, &failed, true, &mut out.errors);
         out
     }
 
@@ -379,12 +379,7 @@ impl Mapper {
                 Outcome::Omitted => failed.push(&f.info.hubspot),
             }
         }
-        let names: HashMap<&str, &str> = self
-            .fields
-            .iter()
-            .map(|f| (f.info.hubspot.as_str(), f.info.hubspot.as_str()))
-            .collect();
-        self.apply_record_rules(&mut values, &failed, &names, &mut out.errors);
+        self.apply_record_rules(&mut values, &failed, false, &mut out.errors);
         for f in written {
             let Some(value) = values.get(&f.info.hubspot) else {
                 continue;
@@ -487,9 +482,12 @@ impl Mapper {
         &self,
         values: &mut Properties,
         failed: &[&str],
-        names: &HashMap<&str, &str>,
+        by_sql_column: bool,
         errors: &mut Vec<Issue>,
     ) {
+        if self.record_rules.is_empty() {
+            return;
+        }
         for r in &self.record_rules {
             record::apply(
                 r,
@@ -497,7 +495,10 @@ impl Mapper {
                 &|p| failed.contains(&p),
                 &mut |p, rule, message| {
                     errors.push(Issue {
-                        field: names.get(p).copied().unwrap_or(p).to_string(),
+                        field: match self.column_of.get(p) {
+                        Some(column) if by_sql_column => column.clone(),
+                        _ => p.to_string(),
+                    },
                         rule: rule.into(),
                         message,
                     })
