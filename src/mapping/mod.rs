@@ -496,9 +496,9 @@ impl Mapper {
                 &mut |p, rule, message| {
                     errors.push(Issue {
                         field: match self.column_of.get(p) {
-                        Some(column) if by_sql_column => column.clone(),
-                        _ => p.to_string(),
-                    },
+                            Some(column) if by_sql_column => column.clone(),
+                            _ => p.to_string(),
+                        },
                         rule: rule.into(),
                         message,
                     })

@@ -170,3 +170,81 @@ impl Rule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+    }
+
+    fn check(spec: &str, value: &str) -> Result<(), Invalid> {
+        Rule::parse(spec, r"^[0-9]{1,10}$")
+            .unwrap()
+            .check(value, today())
+    }
+
+    #[test]
+    fn generic_rules() {
+        assert!(check("email", "ana@example.com").is_ok());
+        assert_eq!(check("email", "ana@").unwrap_err().rule, "email");
+        assert!(check("pattern:^[A-Z]{2}$", "CR").is_ok());
+        assert_eq!(
+            check("pattern:^[A-Z]{2}$", "CRC").unwrap_err().rule,
+            "pattern"
+        );
+        assert!(check("max_length:5", "Núñez").is_ok());
+        let e = check("max_length:4", "Núñez").unwrap_err();
+        assert_eq!(e.message, "5 characters, more than the 4 allowed");
+        assert!(check("positive", "0.01").is_ok());
+        assert_eq!(check("positive", "0").unwrap_err().rule, "positive");
+        assert_eq!(check("positive", "-3").unwrap_err().rule, "positive");
+        assert!(check("range:0..100", "100").is_ok());
+        assert!(check("range:0..100", "0").is_ok());
+        assert_eq!(check("range:0..100", "100.01").unwrap_err().rule, "range");
+        assert_eq!(check("range:1..", "0.5").unwrap_err().rule, "range");
+        assert!(check("range:..5", "-100").is_ok());
+    }
+
+    #[test]
+    fn member_number_and_birth_date() {
+        assert!(check("numero_asociado", "1").is_ok());
+        assert!(check("numero_asociado", "1234567890").is_ok());
+        for bad in ["", "12345678901", "A-77", "12 3"] {
+            assert_eq!(
+                check("numero_asociado", bad).unwrap_err().rule,
+                "numero_asociado",
+                "{bad}"
+            );
+        }
+        let custom = Rule::parse("numero_asociado", r"^A-[0-9]+$").unwrap();
+        assert!(custom.check("A-77", today()).is_ok());
+        assert!(check("birth_date", "1980-09-05").is_ok());
+        assert_eq!(
+            check("birth_date", "2030-01-01").unwrap_err().rule,
+            "birth_date"
+        );
+        assert_eq!(
+            check("birth_date", "1900-01-01").unwrap_err().rule,
+            "birth_date"
+        );
+    }
+
+    #[test]
+    fn bad_specs_are_explained() {
+        let err = |spec: &str| Rule::parse(spec, "^[0-9]+$").unwrap_err();
+        assert!(err("bar").starts_with("unknown rule \"bar\""));
+        assert!(err("email:x").contains("takes no argument"));
+        assert!(err("pattern").contains("needs a regex"));
+        assert!(err("pattern:(").contains("not a valid regex"));
+        assert!(err("max_length:0").contains("positive number"));
+        assert!(err("range:5").contains("min..max"));
+        assert!(err("range:a..b").contains("not a number"));
+        assert!(
+            Rule::parse("numero_asociado", "(")
+                .unwrap_err()
+                .contains("not a valid regex")
+        );
+    }
+}

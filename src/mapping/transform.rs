@@ -266,3 +266,160 @@ impl Step {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            today: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+            phone_form: PhoneForm::National,
+        }
+    }
+
+    fn enums() -> HashMap<String, Arc<EnumMap>> {
+        let values = vec![
+            EnumValue {
+                sql: "1".into(),
+                hubspot: "Soltero".into(),
+                synonyms: vec!["soltera".into(), "S".into()],
+            },
+            EnumValue {
+                sql: "5".into(),
+                hubspot: "Unión Libre".into(),
+                synonyms: vec!["UL".into(), "unión de hecho".into()],
+            },
+        ];
+        [(
+            "marital".to_string(),
+            Arc::new(EnumMap::new(&values).unwrap()),
+        )]
+        .into()
+    }
+
+    fn apply(spec: &str, input: &str) -> Result<String, Invalid> {
+        let kinds = KindSet::of(&[IdKind::Fisica, IdKind::Dimex]);
+        let step = Step::parse(spec, kinds, &enums()).unwrap();
+        step.apply(input.to_string(), &ctx(), &mut Vec::new())
+    }
+
+    fn invert(spec: &str, value: &str) -> String {
+        let kinds = KindSet::of(&[IdKind::Fisica]);
+        Step::parse(spec, kinds, &enums())
+            .unwrap()
+            .invert(value.to_string(), &ctx())
+    }
+
+    #[test]
+    fn text_transforms() {
+        assert_eq!(apply("trim", "  Ana ").unwrap(), "Ana");
+        assert_eq!(
+            apply("collapse_spaces", " Ana \t María ").unwrap(),
+            "Ana María"
+        );
+        assert_eq!(apply("upper", "núñez").unwrap(), "NÚÑEZ");
+        assert_eq!(apply("lower", "NÚÑEZ").unwrap(), "núñez");
+        assert_eq!(apply("title", "josé ÁNGEL").unwrap(), "José Ángel");
+        assert_eq!(
+            apply("email", " Ana.Nunez@Example.COM ").unwrap(),
+            "ana.nunez@example.com"
+        );
+    }
+
+    #[test]
+    fn costa_rica_transforms() {
+        assert_eq!(apply("cedula_cr", "1-234-567").unwrap(), "102340567");
+        assert_eq!(
+            apply("cedula_cr:juridica", "3-101-12345").unwrap(),
+            "3101012345"
+        );
+        assert_eq!(
+            apply("cedula_cr", "3-101-123456").unwrap_err().rule,
+            "cedula"
+        );
+        assert_eq!(apply("phone_cr", "8888-1234").unwrap(), "+50688881234");
+        assert_eq!(apply("phone_cr", "800-123-4567").unwrap_err().rule, "phone");
+        assert_eq!(
+            apply("phone_cr:service", "800-123-4567").unwrap(),
+            "+5068001234567"
+        );
+        assert_eq!(
+            apply("date", "5 de setiembre de 1980").unwrap(),
+            "1980-09-05"
+        );
+        assert_eq!(apply("number", "₡1.250.000,00").unwrap(), "1250000.00");
+        assert_eq!(apply("number:2", "1250000").unwrap(), "1250000.00");
+        assert_eq!(apply("territory_cr:provincia", "CR-L").unwrap(), "Limón");
+        assert_eq!(
+            apply("territory_cr:canton", "valverde vega").unwrap(),
+            "Sarchí"
+        );
+        assert_eq!(
+            apply("territory_cr:distrito", "61201").unwrap(),
+            "Monteverde"
+        );
+        assert_eq!(
+            apply("territory_cr:distrito", " san  rafael ").unwrap(),
+            "san rafael"
+        );
+        assert_eq!(
+            apply("territory_cr:distrito", "60109").unwrap_err().rule,
+            "territory"
+        );
+    }
+
+    #[test]
+    fn enum_maps_codes_labels_and_synonyms() {
+        assert_eq!(apply("enum:marital", "1").unwrap(), "Soltero");
+        assert_eq!(apply("enum:marital", "SOLTERA").unwrap(), "Soltero");
+        assert_eq!(
+            apply("enum:marital", "Union de hecho").unwrap(),
+            "Unión Libre"
+        );
+        assert_eq!(apply("enum:marital", "Unión Libre").unwrap(), "Unión Libre");
+        let e = apply("enum:marital", "casado").unwrap_err();
+        assert_eq!(e.message, "\"casado\" is not one of: Soltero, Unión Libre");
+        assert_eq!(invert("enum:marital", "Unión Libre"), "5");
+    }
+
+    #[test]
+    fn inverses_give_the_sql_form() {
+        assert_eq!(invert("phone_cr", "+50688881234"), "88881234");
+        assert_eq!(invert("cedula_cr", "102340567"), "102340567");
+        assert_eq!(invert("date", "1980-09-05"), "1980-09-05");
+    }
+
+    #[test]
+    fn bad_specs_are_explained() {
+        let kinds = KindSet::of(&[IdKind::Fisica]);
+        let err = |spec: &str| Step::parse(spec, kinds, &enums()).unwrap_err();
+        assert!(err("foo").starts_with("unknown transform \"foo\""));
+        assert!(err("trim:x").contains("takes no argument"));
+        assert!(err("cedula_cr:pasaporte").contains("unknown identity kind"));
+        assert!(err("phone_cr:mobile").contains("service"));
+        assert!(err("number:x").contains("0 to 12"));
+        assert!(err("enum").contains("enum:<name>"));
+        assert!(err("enum:colors").contains("no enumeration \"colors\""));
+        assert!(err("territory_cr").contains("needs a level"));
+        assert!(err("territory_cr:barrio").contains("needs a level"));
+    }
+
+    #[test]
+    fn an_enum_synonym_claimed_twice_is_refused() {
+        let values = vec![
+            EnumValue {
+                sql: "1".into(),
+                hubspot: "Soltero".into(),
+                synonyms: vec!["S".into()],
+            },
+            EnumValue {
+                sql: "7".into(),
+                hubspot: "Separado".into(),
+                synonyms: vec!["s".into()],
+            },
+        ];
+        let e = EnumMap::new(&values).unwrap_err();
+        assert!(e.contains("names both \"Soltero\" and \"Separado\""), "{e}");
+    }
+}
