@@ -2,6 +2,7 @@
 
 mod hubspot;
 mod queue;
+pub mod validate;
 
 use std::path::Path;
 
@@ -16,12 +17,16 @@ pub enum BenchCommand {
     /// Update N contacts on the in-process HubSpot simulator through 4 workers sharing one
     /// limiter; prints records/s against the tier's ceiling.
     Hubspot(hubspot::HubspotBenchArgs),
+    /// Map and validate generated member records with the configured mapping on one core.
+    Validate(validate::Args),
 }
 
-pub async fn run(command: BenchCommand, _config: &Path) -> Result<u8, Failure> {
+/// Runs one benchmark; `config` is the `--config` file.
+pub async fn run(command: BenchCommand, config: &Path) -> Result<u8, Failure> {
     match command {
         BenchCommand::Queue(args) => queue::run(args).await,
         BenchCommand::Hubspot(args) => hubspot::run(args).await,
+        BenchCommand::Validate(args) => validate::run(config, args),
     }
 }
 

@@ -2,6 +2,7 @@
 //! failures to exit codes (78 config, 69 unavailable, 65 bad data, 70 internal).
 
 mod queue;
+pub mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ pub enum Command {
     /// Run a simulator of an outside system (for tests, benchmarks and the demo).
     #[command(subcommand)]
     Sim(crate::sim::SimCommand),
+    /// Map and validate a CSV/JSONL file of SQL-side records (exit 1 if any is rejected).
+    Validate(validate::ValidateArgs),
 }
 
 /// Entry point of the binary.
@@ -103,6 +106,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
         Command::Sim(command) => crate::sim::run(command).await,
+        Command::Validate(args) => validate::run(&cli.config, args),
     }
 }
 

@@ -1,6 +1,597 @@
-//! Field mapping: per-object configuration and the transforms between SQL columns and HubSpot
-//! properties. Pure code, no I/O.
+//! Field mapping: per-object configuration, the transforms between SQL columns and HubSpot
+//! properties, and the compiled `Mapper` that maps and validates a record in either direction.
+//! Pure code, no I/O.
 
 mod object;
+pub mod rule;
+pub mod transform;
 
-pub use object::ObjectConfig;
+pub use object::{
+    ChangeDetection, ChangeMode, ConflictPolicy, Direction, EnumValue, FieldConfig, ObjectConfig,
+    OnInvalid, OnNewHubspotRecord, SqlType, ValidationSettings,
+};
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::validation::cedula::KindSet;
+use crate::validation::placeholder::{Placeholders, ValueKind};
+use crate::validation::record::{self, RecordRule};
+use crate::validation::{Issue, Note};
+use rule::Rule;
+use transform::{Context, EnumMap, Step};
+
+/// A SQL Server row keyed by column name, values encoded as in the contracts (numbers, exact
+/// decimal strings, ISO dates, bools, null).
+pub type SqlRow = serde_json::Map<String, Value>;
+
+/// HubSpot record properties; `None` = empty.
+pub type Properties = BTreeMap<String, Option<String>>;
+
+/// A record mapped SQL → HubSpot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Mapped {
+    /// The SQL key of the record, when present.
+    pub record_key: Option<String>,
+    /// Mapped HubSpot properties (invalid fields left out).
+    pub properties: Properties,
+    /// Every failed rule; any error rejects the record.
+    pub errors: Vec<Issue>,
+    /// Accepted with a remark (placeholder cleared, extension dropped, field dropped).
+    pub warnings: Vec<Issue>,
+}
+
+impl Mapped {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// HubSpot properties mapped HubSpot → SQL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MappedSql {
+    /// Column values encoded as in the contracts (per the field's `sql_type`).
+    pub columns: SqlRow,
+    pub errors: Vec<Issue>,
+    pub warnings: Vec<Issue>,
+}
+
+impl MappedSql {
+    pub fn is_valid(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// The object's configuration could not be compiled; problems are (key path below the object,
+/// message), e.g. (`fields[3].transform[1]`, `unknown transform "foo" …`).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("; "))]
+pub struct MapperError {
+    pub problems: Vec<(String, String)>,
+}
+
+/// A mapped field, as the sync engine sees it.
+#[derive(Debug, Clone)]
+pub struct FieldInfo {
+    pub sql: String,
+    pub hubspot: String,
+    pub direction: Direction,
+    pub conflict_policy: ConflictPolicy,
+}
+
+#[derive(Debug)]
+struct Field {
+    info: FieldInfo,
+    steps: Vec<Step>,
+    rules: Vec<Rule>,
+    required: bool,
+    on_invalid: OnInvalid,
+    sql_type: SqlType,
+    placeholder: Option<ValueKind>,
+}
+
+/// The mapping of one object, compiled once from its `ObjectConfig`.
+#[derive(Debug)]
+pub struct Mapper {
+    fields: Vec<Field>,
+    record_rules: Vec<RecordRule>,
+    sql_key: String,
+    match_property: String,
+    placeholders: Placeholders,
+    phone_form: crate::validation::phone::PhoneForm,
+    today: Option<NaiveDate>,
+    /// HubSpot property → SQL column, for naming fields in record-rule errors.
+    column_of: HashMap<String, String>,
+}
+
+/// Today in Costa Rica (dates of birth, two-digit years): UTC−06:00 all year, no DST since 1992.
+fn today_in_costa_rica() -> NaiveDate {
+    (chrono::Utc::now() - chrono::TimeDelta::hours(6)).date_naive()
+}
+
+enum Outcome {
+    Value(Option<String>),
+    /// Left out: invalid (error or dropped with a warning).
+    Omitted,
+}
+
+impl Mapper {
+    /// Compiles an object's mapping; every unknown transform or rule, bad argument, duplicate or
+    /// dangling reference is reported.
+    pub fn new(config: &ObjectConfig) -> Result<Mapper, MapperError> {
+        let mut problems = Vec::new();
+        let settings = &config.validation;
+        let kinds = KindSet::of(&settings.identity_kinds);
+        if settings.identity_kinds.is_empty() {
+            problems.push((
+                "validation.identity_kinds".to_string(),
+                "must list at least one kind".to_string(),
+            ));
+        }
+        if let Err(e) = regex::Regex::new(&settings.numero_asociado_pattern) {
+            problems.push((
+                "validation.numero_asociado_pattern".into(),
+                format!("not a valid regex: {e}"),
+            ));
+        }
+        let mut enums = HashMap::new();
+        for (name, values) in &config.enums {
+            match EnumMap::new(values) {
+                Ok(map) => {
+                    enums.insert(name.clone(), Arc::new(map));
+                }
+                Err(e) => problems.push((format!("enums.{name}"), e)),
+            }
+        }
+        let mut fields = Vec::new();
+        let mut sql_seen = HashSet::new();
+        let mut hubspot_seen = HashSet::new();
+        for (i, f) in config.fields.iter().enumerate() {
+            let at = format!("fields[{i}]");
+            if !is_identifier(&f.sql) {
+                problems.push((
+                    format!("{at}.sql"),
+                    format!(
+                        "{:?} is not a valid column name ([A-Za-z_][A-Za-z0-9_]*)",
+                        f.sql
+                    ),
+                ));
+            }
+            if f.hubspot.trim().is_empty() {
+                problems.push((format!("{at}.hubspot"), "must not be empty".into()));
+            }
+            if !sql_seen.insert(f.sql.as_str()) {
+                problems.push((
+                    format!("{at}.sql"),
+                    format!("column {:?} is mapped twice", f.sql),
+                ));
+            }
+            if !hubspot_seen.insert(f.hubspot.as_str()) {
+                problems.push((
+                    format!("{at}.hubspot"),
+                    format!("property {:?} is mapped twice", f.hubspot),
+                ));
+            }
+            let mut steps = Vec::new();
+            for (j, spec) in f.transform.iter().enumerate() {
+                match Step::parse(spec, kinds, &enums) {
+                    Ok(s) => steps.push(s),
+                    Err(e) => problems.push((format!("{at}.transform[{j}]"), e)),
+                }
+            }
+            let mut rules = Vec::new();
+            let mut required = f.required;
+            let mut placeholder = None;
+            for (j, spec) in f.rules.iter().enumerate() {
+                match Rule::parse(spec, &settings.numero_asociado_pattern) {
+                    Ok(Rule::Required) => required = true,
+                    Ok(Rule::Placeholder) => {
+                        placeholder = Some(
+                            steps
+                                .iter()
+                                .find_map(Step::value_kind)
+                                .unwrap_or(ValueKind::Text),
+                        )
+                    }
+                    Ok(r) => rules.push(r),
+                    Err(e) => problems.push((format!("{at}.rules[{j}]"), e)),
+                }
+            }
+            let sql_type = f
+                .sql_type
+                .or_else(|| steps.iter().rev().find_map(Step::sql_type))
+                .unwrap_or(SqlType::Text);
+            fields.push(Field {
+                info: FieldInfo {
+                    sql: f.sql.clone(),
+                    hubspot: f.hubspot.clone(),
+                    direction: f.direction,
+                    conflict_policy: f.conflict_policy.unwrap_or(config.conflict_policy),
+                },
+                steps,
+                rules,
+                required,
+                on_invalid: f.on_invalid,
+                sql_type,
+                placeholder,
+            });
+        }
+        if !config.fields.is_empty() && !hubspot_seen.contains(config.match_property.as_str()) {
+            problems.push((
+                "match_property".into(),
+                format!(
+                    "{:?} is not the hubspot property of any field",
+                    config.match_property
+                ),
+            ));
+        }
+        let mut distrito_covered = HashSet::new();
+        for (i, r) in config.record_rules.iter().enumerate() {
+            for p in r.properties() {
+                if !hubspot_seen.contains(p) {
+                    problems.push((
+                        format!("record_rules[{i}]"),
+                        format!("{p:?} is not the hubspot property of any field"),
+                    ));
+                }
+            }
+            if let RecordRule::Territory { distrito, .. } = r {
+                distrito_covered.insert(distrito.as_str());
+            }
+        }
+        for (i, f) in fields.iter().enumerate() {
+            let names_distrito = f.steps.iter().any(|s| {
+                matches!(
+                    s,
+                    Step::Territory(crate::validation::territory::Level::Distrito)
+                )
+            });
+            if names_distrito && !distrito_covered.contains(f.info.hubspot.as_str()) {
+                problems.push((
+                    format!("fields[{i}].transform"),
+                    "territory_cr:distrito needs a `territory` record rule naming this property, \
+                     to resolve distrito names within their cantón"
+                        .into(),
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(MapperError { problems });
+        }
+        let column_of = fields
+            .iter()
+            .map(|f| (f.info.hubspot.clone(), f.info.sql.clone()))
+            .collect();
+        Ok(Mapper {
+            column_of,
+            fields,
+            record_rules: config.record_rules.clone(),
+            sql_key: config.sql_key.clone(),
+            match_property: config.match_property.clone(),
+            placeholders: Placeholders::new(&settings.placeholders),
+            phone_form: settings.phone_sql_form,
+            today: None,
+        })
+    }
+
+    /// Fixes "today" (for tests and reproducible reports); otherwise today in Costa Rica.
+    pub fn with_today(mut self, today: NaiveDate) -> Self {
+        self.today = Some(today);
+        self
+    }
+
+    /// The mapped fields in config order.
+    pub fn fields(&self) -> impl Iterator<Item = &FieldInfo> {
+        self.fields.iter().map(|f| &f.info)
+    }
+
+    /// The HubSpot property used to find existing records.
+    pub fn match_property(&self) -> &str {
+        &self.match_property
+    }
+
+    /// The record's SQL key as text (`numero_asociado`), when present and non-empty.
+    pub fn record_key(&self, row: &SqlRow) -> Option<String> {
+        match row.get(&self.sql_key)? {
+            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            today: self.today.unwrap_or_else(today_in_costa_rica),
+            phone_form: self.phone_form,
+        }
+    }
+
+    /// Maps and validates one SQL row for HubSpot. Every failure is reported, not just the first.
+    pub fn to_hubspot(&self, row: &SqlRow) -> Mapped {
+        let ctx = self.context();
+        let mut out = Mapped {
+            record_key: self.record_key(row),
+            ..Mapped::default()
+        };
+        let mut failed: Vec<&str> = Vec::new();
+        for f in self.fields.iter().filter(|f| f.info.direction.to_hubspot()) {
+            let raw = match row.get(&f.info.sql) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(Value::Bool(b)) => Some(b.to_string()),
+                Some(other) => {
+                    out.errors.push(Issue {
+                        field: f.info.sql.clone(),
+                        rule: "type".into(),
+                        message: format!("expected a single value, got {other}"),
+                    });
+                    failed.push(&f.info.hubspot);
+                    continue;
+                }
+            };
+            match self.map_value(
+                f,
+                &f.info.sql,
+                raw,
+                &ctx,
+                &mut out.errors,
+                &mut out.warnings,
+            ) {
+                Outcome::Value(v) => {
+                    out.properties.insert(f.info.hubspot.clone(), v);
+                }
+                Outcome::Omitted => failed.push(&f.info.hubspot),
+            }
+        }
+        self.apply_record_rules(&mut out.properties, &failed, true, &mut out.errors);
+        out
+    }
+
+    /// Maps and validates HubSpot properties for SQL Server. Only properties present in `props`
+    /// (and mapped `both`/`to_sql`) give columns, so partial changes stay partial.
+    pub fn to_sql(&self, props: &Properties) -> MappedSql {
+        let ctx = self.context();
+        let mut out = MappedSql::default();
+        let mut values = Properties::new();
+        let mut failed: Vec<&str> = Vec::new();
+        let mut written = Vec::new();
+        for f in self.fields.iter().filter(|f| f.info.direction.to_sql()) {
+            let Some(raw) = props.get(&f.info.hubspot) else {
+                continue;
+            };
+            match self.map_value(
+                f,
+                &f.info.hubspot,
+                raw.clone(),
+                &ctx,
+                &mut out.errors,
+                &mut out.warnings,
+            ) {
+                Outcome::Value(v) => {
+                    values.insert(f.info.hubspot.clone(), v);
+                    written.push(f);
+                }
+                Outcome::Omitted => failed.push(&f.info.hubspot),
+            }
+        }
+        self.apply_record_rules(&mut values, &failed, false, &mut out.errors);
+        for f in written {
+            let Some(value) = values.get(&f.info.hubspot) else {
+                continue;
+            };
+            let encoded = match value {
+                None => Value::Null,
+                Some(v) => {
+                    let sql_form = f
+                        .steps
+                        .iter()
+                        .rev()
+                        .fold(v.clone(), |v, s| s.invert(v, &ctx));
+                    match encode(&sql_form, f.sql_type) {
+                        Ok(json) => json,
+                        Err(message) => {
+                            out.errors.push(Issue {
+                                field: f.info.hubspot.clone(),
+                                rule: "type".into(),
+                                message,
+                            });
+                            continue;
+                        }
+                    }
+                }
+            };
+            out.columns.insert(f.info.sql.clone(), encoded);
+        }
+        out
+    }
+
+    /// Placeholder → transforms → rules → required, for one value in either direction.
+    fn map_value(
+        &self,
+        f: &Field,
+        name: &str,
+        raw: Option<String>,
+        ctx: &Context,
+        errors: &mut Vec<Issue>,
+        warnings: &mut Vec<Issue>,
+    ) -> Outcome {
+        let issue = |rule: &str, message: String| Issue {
+            field: name.to_string(),
+            rule: rule.to_string(),
+            message,
+        };
+        let mut value = raw.filter(|s| !s.trim().is_empty());
+        if let (Some(kind), Some(v)) = (f.placeholder, value.as_deref())
+            && self.placeholders.matches(v, kind)
+        {
+            warnings.push(issue(
+                "placeholder",
+                format!(
+                    "{:?} is a placeholder, not data; the field was cleared",
+                    v.trim()
+                ),
+            ));
+            value = None;
+        }
+        let mut invalid = None;
+        if let Some(mut v) = value.take() {
+            let mut notes: Vec<Note> = Vec::new();
+            for step in &f.steps {
+                match step.apply(v, ctx, &mut notes) {
+                    Ok(next) => v = next,
+                    Err(e) => {
+                        invalid = Some(e);
+                        v = String::new();
+                        break;
+                    }
+                }
+            }
+            if invalid.is_none() {
+                invalid = f.rules.iter().find_map(|r| r.check(&v, ctx.today).err());
+            }
+            for n in notes {
+                warnings.push(issue(n.rule, n.message));
+            }
+            if invalid.is_none() && !v.is_empty() {
+                value = Some(v);
+            }
+        }
+        if let Some(e) = invalid {
+            match f.on_invalid {
+                OnInvalid::Reject => errors.push(issue(e.rule, e.message)),
+                OnInvalid::DropField => warnings.push(issue(
+                    e.rule,
+                    format!("{}; the field was left out", e.message),
+                )),
+            }
+            return Outcome::Omitted;
+        }
+        if value.is_none() && f.required {
+            errors.push(issue("required", "is required but empty".into()));
+            return Outcome::Omitted;
+        }
+        Outcome::Value(value)
+    }
+
+    fn apply_record_rules(
+        &self,
+        values: &mut Properties,
+        failed: &[&str],
+        by_sql_column: bool,
+        errors: &mut Vec<Issue>,
+    ) {
+        if self.record_rules.is_empty() {
+            return;
+        }
+        for r in &self.record_rules {
+            record::apply(
+                r,
+                values,
+                &|p| failed.contains(&p),
+                &mut |p, rule, message| {
+                    errors.push(Issue {
+                        field: match self.column_of.get(p) {
+                            Some(column) if by_sql_column => column.clone(),
+                            _ => p.to_string(),
+                        },
+                        rule: rule.into(),
+                        message,
+                    })
+                },
+            );
+        }
+    }
+
+    /// A checker for one input or batch: a record whose match property value (email) was already
+    /// seen is rejected naming the first record's key.
+    pub fn duplicate_check(&self) -> DuplicateCheck {
+        let field = self
+            .fields
+            .iter()
+            .find(|f| f.info.hubspot == self.match_property)
+            .map_or(self.match_property.clone(), |f| f.info.sql.clone());
+        DuplicateCheck {
+            property: self.match_property.clone(),
+            field,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Rejects, within one batch, the later records sharing a match property value (email).
+    pub fn reject_duplicates(&self, batch: &mut [Mapped]) {
+        let mut check = self.duplicate_check();
+        for m in batch {
+            check.check(m);
+        }
+    }
+}
+
+/// Remembers the first record of each match property value (see `Mapper::duplicate_check`).
+#[derive(Debug)]
+pub struct DuplicateCheck {
+    property: String,
+    field: String,
+    seen: HashMap<String, Option<String>>,
+}
+
+impl DuplicateCheck {
+    /// Records `mapped`, or adds a `duplicate` error to it when its value was seen before.
+    pub fn check(&mut self, mapped: &mut Mapped) {
+        let Some(Some(value)) = mapped.properties.get(&self.property) else {
+            return;
+        };
+        match self.seen.get(value) {
+            Some(first) => {
+                let first = first.as_deref().unwrap_or("(no key)");
+                mapped.errors.push(Issue {
+                    field: self.field.clone(),
+                    rule: "duplicate".into(),
+                    message: format!(
+                        "{} {value} is already used by record {first}",
+                        self.property
+                    ),
+                });
+            }
+            None => {
+                self.seen.insert(value.clone(), mapped.record_key.clone());
+            }
+        }
+    }
+}
+
+/// Encodes a SQL-side text value as the contracts' JSON for the column type.
+fn encode(value: &str, sql_type: SqlType) -> Result<Value, String> {
+    Ok(match sql_type {
+        SqlType::Int => Value::Number(
+            value
+                .parse::<i64>()
+                .map_err(|_| format!("{value:?} is not an integer"))?
+                .into(),
+        ),
+        SqlType::Bit => match value.to_ascii_lowercase().as_str() {
+            "true" | "1" => Value::Bool(true),
+            "false" | "0" => Value::Bool(false),
+            _ => return Err(format!("{value:?} is not true or false")),
+        },
+        SqlType::Datetime if value.len() == 10 => Value::String(format!("{value}T00:00:00")),
+        SqlType::Text | SqlType::Decimal | SqlType::Date | SqlType::Datetime => {
+            Value::String(value.to_string())
+        }
+    })
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests;

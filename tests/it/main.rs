@@ -8,4 +8,5 @@ mod hubspot_sim;
 mod links;
 mod queue;
 mod support;
+mod validate;
 mod worker;

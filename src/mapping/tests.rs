@@ -1,0 +1,401 @@
+//! Tests of the compiled mapper on the shipped `config.yaml` contact mapping.
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::config::{Need, load_str};
+use crate::validation::territory::territory;
+
+const CONFIG: &str = include_str!("../../config.yaml");
+
+fn contacts_config(edit: impl Fn(&str) -> String) -> ObjectConfig {
+    let text = edit(CONFIG);
+    let env = |name: &str| (name == "SQL_SERVER").then(|| "server=tcp:db,1433".to_string());
+    let mut config = load_str(&text, Need::Nothing, &env).unwrap_or_else(|e| panic!("{e}"));
+    config.objects.remove("contacts").expect("contacts object")
+}
+
+fn mapper() -> Mapper {
+    Mapper::new(&contacts_config(str::to_string))
+        .unwrap()
+        .with_today(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap())
+}
+
+fn row(value: serde_json::Value) -> SqlRow {
+    match value {
+        Value::Object(map) => map,
+        _ => panic!("not an object"),
+    }
+}
+
+fn member() -> SqlRow {
+    row(json!({
+        "numero_asociado": 1001,
+        "no__de_cedula": "1-0234-0567",
+        "firstname": " María  José ",
+        "lastname": "Núñez",
+        "email": "Maria@Example.com",
+        "hs_whatsapp_phone_number": "8812-3456",
+        "telefono_habitacion": null,
+        "date_of_birth": "05/09/1980",
+        "marital_status": 2,
+        "provincia": "san jose",
+        "canton": "ESCAZU",
+        "distrito": "san rafael",
+        "salario_neto_semanal_o_quincenal": "350000.00",
+        "salario_bruto_semanal_o_quincenal": "₡420.000,00",
+        "frecuencia_deposito_de_su_salario": "Quincenal",
+    }))
+}
+
+fn prop<'a>(m: &'a Mapped, name: &str) -> Option<&'a str> {
+    m.properties.get(name).and_then(|v| v.as_deref())
+}
+
+#[test]
+fn default_mapping_normalises_a_member_for_hubspot() {
+    let m = mapper().to_hubspot(&member());
+    assert!(m.is_valid(), "{:?}", m.errors);
+    assert_eq!(m.record_key.as_deref(), Some("1001"));
+    assert_eq!(prop(&m, "numero_asociado"), Some("1001"));
+    assert_eq!(prop(&m, "no__de_cedula"), Some("102340567"));
+    assert_eq!(prop(&m, "firstname"), Some("María José"));
+    assert_eq!(prop(&m, "email"), Some("maria@example.com"));
+    assert_eq!(prop(&m, "hs_whatsapp_phone_number"), Some("+50688123456"));
+    assert_eq!(m.properties.get("telefono_habitacion"), Some(&None));
+    assert_eq!(prop(&m, "date_of_birth"), Some("1980-09-05"));
+    assert_eq!(prop(&m, "marital_status"), Some("Casado"));
+    assert_eq!(prop(&m, "provincia"), Some("San José"));
+    assert_eq!(prop(&m, "canton"), Some("Escazú"));
+    assert_eq!(prop(&m, "distrito"), Some("San Rafael"));
+    assert_eq!(
+        prop(&m, "salario_bruto_semanal_o_quincenal"),
+        Some("420000.00")
+    );
+    assert_eq!(
+        prop(&m, "frecuencia_deposito_de_su_salario"),
+        Some("quincenal")
+    );
+    assert_eq!(m.properties.len(), mapper().fields().count());
+}
+
+#[test]
+fn marital_status_codes_and_synonyms_map_to_the_hubspot_options() {
+    let mapper = mapper();
+    for (input, expected) in [
+        (json!(1), "Soltero"),
+        (json!("2"), "Casado"),
+        (json!("divorciada"), "Divorciado"),
+        (json!("V"), "Viudo"),
+        (json!("Unión libre"), "Unión Libre"),
+        (json!("union de hecho"), "Unión Libre"),
+        (json!("Compañera"), "Unión Libre"),
+        (json!("UL"), "Unión Libre"),
+    ] {
+        let mut r = member();
+        r.insert("marital_status".into(), input.clone());
+        let m = mapper.to_hubspot(&r);
+        assert_eq!(prop(&m, "marital_status"), Some(expected), "{input}");
+    }
+}
+
+#[test]
+fn every_failure_is_reported_with_field_and_rule() {
+    let mut r = member();
+    r.insert("email".into(), json!("not-an-email"));
+    r.insert("no__de_cedula".into(), json!("1234567"));
+    r.insert("hs_whatsapp_phone_number".into(), json!("234-5678"));
+    r.insert("firstname".into(), json!(null));
+    let m = mapper().to_hubspot(&r);
+    let got: Vec<(&str, &str)> = m
+        .errors
+        .iter()
+        .map(|i| (i.field.as_str(), i.rule.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("no__de_cedula", "cedula"),
+            ("firstname", "required"),
+            ("email", "email"),
+            ("hs_whatsapp_phone_number", "phone"),
+        ]
+    );
+    assert!(
+        !m.properties.contains_key("email"),
+        "invalid values are left out"
+    );
+}
+
+#[test]
+fn drop_field_leaves_the_value_out_with_a_warning() {
+    let config = contacts_config(|c| {
+        c.replace(
+            "transform: [phone_cr], rules: [placeholder] }\n      - { sql: telefono_habitacion",
+            "transform: [phone_cr], rules: [placeholder], on_invalid: drop_field }\n      - { sql: telefono_habitacion",
+        )
+    });
+    let mapper = Mapper::new(&config).unwrap();
+    let mut r = member();
+    r.insert("hs_whatsapp_phone_number".into(), json!("12"));
+    let m = mapper.to_hubspot(&r);
+    assert!(m.is_valid(), "{:?}", m.errors);
+    assert!(!m.properties.contains_key("hs_whatsapp_phone_number"));
+    assert_eq!(m.warnings[0].field, "hs_whatsapp_phone_number");
+    assert!(m.warnings[0].message.ends_with("the field was left out"));
+}
+
+#[test]
+fn duplicate_emails_in_a_batch_name_the_first_record() {
+    let mapper = mapper();
+    let mut second = member();
+    second.insert("numero_asociado".into(), json!(1002));
+    second.insert("email".into(), json!(" MARIA@example.com"));
+    let mut third = member();
+    third.insert("numero_asociado".into(), json!(1003));
+    third.insert("email".into(), json!("other@example.com"));
+    let mut batch = vec![
+        mapper.to_hubspot(&member()),
+        mapper.to_hubspot(&second),
+        mapper.to_hubspot(&third),
+    ];
+    mapper.reject_duplicates(&mut batch);
+    assert!(batch[0].is_valid());
+    assert!(batch[2].is_valid());
+    assert_eq!(batch[1].errors.len(), 1);
+    assert_eq!(batch[1].errors[0].rule, "duplicate");
+    assert_eq!(batch[1].errors[0].field, "email");
+    assert!(batch[1].errors[0].message.contains("record 1001"));
+}
+
+#[test]
+fn to_sql_writes_present_properties_in_the_sql_form() {
+    let mapper = mapper();
+    let props: Properties = [
+        ("numero_asociado", Some("999")),
+        ("hs_whatsapp_phone_number", Some("+506 8812 3456")),
+        ("telefono_habitacion", None),
+        ("marital_status", Some("Viudo")),
+        ("date_of_birth", Some("1980-09-05")),
+        ("salario_neto_semanal_o_quincenal", Some("350000")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+    .collect();
+    let out = mapper.to_sql(&props);
+    assert!(out.is_valid(), "{:?}", out.errors);
+    let expected = row(json!({
+        "hs_whatsapp_phone_number": "88123456",
+        "telefono_habitacion": null,
+        "marital_status": 4,
+        "date_of_birth": "1980-09-05",
+        "salario_neto_semanal_o_quincenal": "350000.00",
+    }));
+    // numero_asociado is mapped to_hubspot only: HubSpot never overwrites the key.
+    assert_eq!(out.columns, expected);
+}
+
+#[test]
+fn to_sql_rejects_invalid_hubspot_values_naming_the_property() {
+    let props: Properties = [
+        ("email", Some("bad@")),
+        ("marital_status", Some("Comprometido")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+    .collect();
+    let out = mapper().to_sql(&props);
+    let got: Vec<(&str, &str)> = out
+        .errors
+        .iter()
+        .map(|i| (i.field.as_str(), i.rule.as_str()))
+        .collect();
+    assert_eq!(got, [("email", "email"), ("marital_status", "enum")]);
+    assert!(out.columns.is_empty());
+}
+
+#[test]
+fn phone_sql_form_e164_keeps_the_country_code() {
+    let config = contacts_config(|c| c.replace("phone_sql_form: national", "phone_sql_form: e164"));
+    let mapper = Mapper::new(&config).unwrap();
+    let props: Properties = [(
+        "telefono_habitacion".to_string(),
+        Some("22345678".to_string()),
+    )]
+    .into();
+    let out = mapper.to_sql(&props);
+    assert_eq!(out.columns["telefono_habitacion"], json!("+50622345678"));
+}
+
+#[test]
+fn configuration_mistakes_are_reported_by_key_path() {
+    let mut config = contacts_config(str::to_string);
+    config.fields[2]
+        .transform
+        .extend(["foo".into(), "enum:nope".into()]);
+    config.fields[2]
+        .rules
+        .extend(["bar".into(), "max_length:x".into()]);
+    config.fields[12].hubspot = "distrito2".into();
+    config.match_property = "correo".into();
+    let err = Mapper::new(&config).unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "fields[2].transform[1]",
+            "fields[2].transform[2]",
+            "fields[2].rules[2]",
+            "fields[2].rules[3]",
+            "match_property",
+            "record_rules[0]",
+            "fields[12].transform",
+        ],
+        "{err}"
+    );
+    assert!(err.problems[0].1.starts_with("unknown transform \"foo\""));
+    assert!(err.problems[1].1.contains("no enumeration \"nope\""));
+    assert!(err.problems[2].1.starts_with("unknown rule \"bar\""));
+    assert!(
+        err.problems[5]
+            .1
+            .contains("\"distrito\" is not the hubspot property")
+    );
+
+    let mut problems = crate::config::Problems::default();
+    config.check("objects.contacts", &mut problems);
+    let first = problems.iter().next().unwrap().to_string();
+    assert!(
+        first.starts_with("objects.contacts.fields[2].transform[1]: unknown transform \"foo\""),
+        "{first}"
+    );
+}
+
+#[test]
+fn the_shipped_mapping_covers_the_seed_columns() {
+    let mapper = mapper();
+    let columns: Vec<&str> = mapper.fields().map(|f| f.sql.as_str()).collect();
+    for c in [
+        "numero_asociado",
+        "no__de_cedula",
+        "firstname",
+        "lastname",
+        "email",
+        "hs_whatsapp_phone_number",
+        "telefono_habitacion",
+        "telefono_oficina",
+        "date_of_birth",
+        "marital_status",
+        "provincia",
+        "canton",
+        "distrito",
+        "salario_neto_semanal_o_quincenal",
+        "salario_bruto_semanal_o_quincenal",
+        "frecuencia_deposito_de_su_salario",
+        "nombre_y_apellidos__beneficiario_05_",
+        "numero_de_cedula__beneficiario_5_",
+        "porcentaje__beneficiario_5_",
+    ] {
+        assert!(columns.contains(&c), "{c}");
+    }
+    assert_eq!(columns.len(), 31);
+}
+
+/// A valid member row in the SQL-side canonical form.
+fn valid_row() -> impl Strategy<Value = SqlRow> {
+    let names = prop::sample::select(vec![
+        "María",
+        "José Ángel",
+        "Ñeco",
+        "Íñigo",
+        "Ana Lucía",
+        "O'Neil",
+    ]);
+    let districts = territory().distritos().len();
+    (
+        (1u32..=9, 0u32..10_000, 0u32..10_000),
+        names.clone(),
+        names,
+        "[a-z]{1,10}",
+        (20_000_000u32..90_000_000, proptest::option::of(20_000_000u32..90_000_000)),
+        0u32..36_500,
+        1i64..=5,
+        0..districts,
+        (1u64..10_000_000, 0u64..10_000_000),
+        prop::sample::select(vec!["semanal", "bisemanal", "quincenal", "mensual"]),
+        proptest::option::of(1u32..=99),
+    )
+        .prop_map(
+            |((p, t, a), first, last, user, (whatsapp, home), days, marital, d, (neto, extra), freq, pct)| {
+                let t_data = territory();
+                let distrito = &t_data.distritos()[d];
+                let canton = t_data.canton_by_code(&distrito.canton).unwrap();
+                let provincia = t_data.provincia_by_code(&canton.provincia).unwrap();
+                let birth = NaiveDate::from_ymd_opt(1920, 1, 1).unwrap() + chrono::Days::new(u64::from(days));
+                let bruto = neto + extra;
+                let mut r = row(json!({
+                    "numero_asociado": "77",
+                    "no__de_cedula": format!("{p}{t:04}{a:04}"),
+                    "firstname": first,
+                    "lastname": last,
+                    "email": format!("{user}@example.com"),
+                    "hs_whatsapp_phone_number": whatsapp.to_string(),
+                    "telefono_habitacion": home.map(|h| h.to_string()),
+                    "date_of_birth": birth.format("%Y-%m-%d").to_string(),
+                    "marital_status": marital,
+                    "provincia": provincia.name,
+                    "canton": canton.name,
+                    "distrito": distrito.name,
+                    "salario_neto_semanal_o_quincenal": format!("{}.{:02}", neto / 100, neto % 100),
+                    "salario_bruto_semanal_o_quincenal": format!("{}.{:02}", bruto / 100, bruto % 100),
+                    "frecuencia_deposito_de_su_salario": freq,
+                }));
+                if let Some(pct) = pct {
+                    r.insert("nombre_y_apellidos__beneficiario_01_".into(), json!("Ana Núñez"));
+                    r.insert("numero_de_cedula__beneficiario_1_".into(), json!("203450678"));
+                    r.insert("porcentaje__beneficiario_1_".into(), json!(format!("{pct}.00")));
+                    r.insert("nombre_y_apellidos__beneficiario_02_".into(), json!("Luis Peña"));
+                    r.insert("numero_de_cedula__beneficiario_2_".into(), json!("155812994816"));
+                    r.insert("porcentaje__beneficiario_2_".into(), json!(format!("{}.00", 100 - pct)));
+                }
+                r
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn valid_rows_survive_sql_to_hubspot_to_sql(r in valid_row()) {
+        let mapper = mapper();
+        let mapped = mapper.to_hubspot(&r);
+        prop_assert!(mapped.is_valid(), "{:?}", mapped.errors);
+        let back = mapper.to_sql(&mapped.properties);
+        prop_assert!(back.is_valid(), "{:?}", back.errors);
+        for f in mapper.fields().filter(|f| f.direction == Direction::Both) {
+            let original = r.get(&f.sql).cloned().unwrap_or(Value::Null);
+            prop_assert_eq!(back.columns.get(&f.sql), Some(&original), "{}", f.sql);
+        }
+        // And HubSpot → SQL → HubSpot gives the same properties again.
+        let mut again_row = back.columns.clone();
+        again_row.insert("numero_asociado".into(), json!("77"));
+        prop_assert_eq!(mapper.to_hubspot(&again_row).properties, mapped.properties);
+    }
+
+    #[test]
+    fn mapping_is_idempotent_on_its_own_output(s in "[ a-zA-ZáéíóúñÑ0-9./-]{0,20}") {
+        // Every transform applied to its own output changes nothing.
+        let ctx = Context { today: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), phone_form: crate::validation::phone::PhoneForm::National };
+        let enums = std::collections::HashMap::new();
+        let all = crate::validation::cedula::KindSet::of(&crate::validation::cedula::IdKind::ALL);
+        for spec in ["trim", "collapse_spaces", "upper", "lower", "title", "email", "cedula_cr", "phone_cr:service", "date", "number", "number:2", "territory_cr:provincia", "territory_cr:canton", "territory_cr:distrito"] {
+            let step = Step::parse(spec, all, &enums).unwrap();
+            if let Ok(once) = step.apply(s.clone(), &ctx, &mut Vec::new()) {
+                let twice = step.apply(once.clone(), &ctx, &mut Vec::new());
+                prop_assert_eq!(twice, Ok(once), "{}", spec);
+            }
+        }
+    }
+}

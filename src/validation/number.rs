@@ -1,0 +1,303 @@
+//! Amounts as written in Costa Rica — `₡1.250.000,00`, `1,250,000.00`, `1 250 000`, `1250000` —
+//! read into a plain decimal string (`1250000.00`), with exact comparison helpers.
+
+use std::cmp::Ordering;
+
+use super::Invalid;
+
+/// Reads an amount into canonical form: optional `-`, digits without leading zeros, `.` and the
+/// fractional digits as written. With `scale`, the fraction is padded or trimmed of zeros to
+/// exactly that many digits; more significant digits than that are refused.
+pub fn parse(input: &str, scale: Option<u8>) -> Result<String, Invalid> {
+    let value = input.trim();
+    let invalid = || {
+        Invalid::new(
+            "number",
+            format!("{value:?} is not a number (e.g. 1250000.00, ₡1.250.000,00 or 1,250,000.00)"),
+        )
+    };
+    let mut body = value;
+    for prefix in ["₡", "¢", "CRC", "crc"] {
+        body = body.trim_start_matches(prefix).trim_start();
+    }
+    let (negative, body) = match body.strip_prefix('-') {
+        Some(rest) => (true, rest.trim_start()),
+        None => (false, body),
+    };
+    let compact: String = body
+        .chars()
+        .filter(|c| !(c.is_whitespace() || *c == '\u{a0}' || *c == '\u{202f}'))
+        .collect();
+    if compact.is_empty()
+        || !compact
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == ',')
+    {
+        return Err(invalid());
+    }
+    let (int_raw, frac) = split_decimal(&compact, scale).ok_or_else(invalid)?;
+    let int_digits = ungroup(int_raw).ok_or_else(invalid)?;
+    if int_digits.is_empty() && frac.is_empty() {
+        return Err(invalid());
+    }
+    let trimmed = int_digits.trim_start_matches('0');
+    let int_part = if trimmed.is_empty() { "0" } else { trimmed };
+    let frac = match scale {
+        None => frac.to_string(),
+        Some(scale) => {
+            let scale = usize::from(scale);
+            if frac.len() > scale && frac[scale..].bytes().any(|b| b != b'0') {
+                return Err(Invalid::new(
+                    "number",
+                    format!("{value:?} has more than {scale} decimals"),
+                ));
+            }
+            let kept = &frac[..frac.len().min(scale)];
+            format!("{kept:0<scale$}")
+        }
+    };
+    let is_zero = int_part == "0" && frac.bytes().all(|b| b == b'0');
+    let mut out = String::with_capacity(int_part.len() + frac.len() + 2);
+    if negative && !is_zero {
+        out.push('-');
+    }
+    out.push_str(int_part);
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(&frac);
+    }
+    Ok(out)
+}
+
+/// Splits into integer part (possibly with group separators) and fraction digits. With a scale of
+/// 3, a single `.` before 3 digits is the decimal point (the canonical form), not a group.
+fn split_decimal(s: &str, scale: Option<u8>) -> Option<(&str, &str)> {
+    let dots = s.matches('.').count();
+    let commas = s.matches(',').count();
+    let decimal = match (dots, commas) {
+        (0, 0) => return Some((s, "")),
+        // Both kinds: the last one is the decimal separator.
+        (_, _) if dots > 0 && commas > 0 => {
+            let last = s.rfind(['.', ','])?;
+            let sep = s[last..].chars().next()?;
+            if s.matches(sep).count() > 1 {
+                return None;
+            }
+            last
+        }
+        // One kind, several times: group separators only.
+        (d, c) if d + c > 1 => return Some((s, "")),
+        // One separator: thousands when 3 digits follow and 1–3 non-zero-led digits precede.
+        _ => {
+            let at = s.find(['.', ','])?;
+            let (before, after) = (&s[..at], &s[at + 1..]);
+            let canonical_point = scale == Some(3) && s.as_bytes()[at] == b'.';
+            if after.len() == 3
+                && (1..=3).contains(&before.len())
+                && !before.starts_with('0')
+                && !canonical_point
+            {
+                return Some((s, ""));
+            }
+            at
+        }
+    };
+    let frac = &s[decimal + 1..];
+    frac.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then_some((&s[..decimal], frac))
+}
+
+/// Removes group separators, checking that groups after the first have 3 digits.
+fn ungroup(int_raw: &str) -> Option<String> {
+    if !int_raw.contains(['.', ',']) {
+        return Some(int_raw.to_string());
+    }
+    let sep = if int_raw.contains('.') { '.' } else { ',' };
+    if int_raw.contains(if sep == '.' { ',' } else { '.' }) {
+        return None;
+    }
+    let mut groups = int_raw.split(sep);
+    let first = groups.next()?;
+    if first.is_empty() || first.len() > 3 || first.starts_with('0') {
+        return None;
+    }
+    let mut out = first.to_string();
+    for g in groups {
+        if g.len() != 3 {
+            return None;
+        }
+        out.push_str(g);
+    }
+    Some(out)
+}
+
+/// Compares two canonical numbers exactly.
+pub fn compare(a: &str, b: &str) -> Ordering {
+    let (na, ia, fa) = parts(a);
+    let (nb, ib, fb) = parts(b);
+    let magnitude = ia
+        .len()
+        .cmp(&ib.len())
+        .then_with(|| ia.cmp(ib))
+        .then_with(|| {
+            let width = fa.len().max(fb.len());
+            format!("{fa:0<width$}").cmp(&format!("{fb:0<width$}"))
+        });
+    match (na, nb) {
+        (false, false) => magnitude,
+        (true, true) => magnitude.reverse(),
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+    }
+}
+
+fn parts(canonical: &str) -> (bool, &str, &str) {
+    let (negative, body) = match canonical.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, canonical),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let frac = frac.trim_end_matches('0');
+    (negative && (int != "0" || !frac.is_empty()), int, frac)
+}
+
+/// A canonical number in hundredths (`33.33` → 3333), when it has at most two decimals.
+pub fn hundredths(canonical: &str) -> Option<i64> {
+    let (negative, int, frac) = parts(canonical);
+    if frac.len() > 2 {
+        return None;
+    }
+    let units: i64 = int.parse::<i64>().ok()?.checked_mul(100)?;
+    let frac: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<2}").parse().ok()?
+    };
+    let total = units.checked_add(frac)?;
+    Some(if negative { -total } else { total })
+}
+
+/// True when the canonical number is greater than zero.
+pub fn is_positive(canonical: &str) -> bool {
+    compare(canonical, "0") == Ordering::Greater
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn num(input: &str) -> String {
+        parse(input, None).unwrap_or_else(|e| panic!("{input}: {}", e.message))
+    }
+
+    #[test]
+    fn written_forms_from_the_reference() {
+        for input in [
+            "₡1.250.000,00",
+            "1,250,000.00",
+            "1250000.00",
+            "₡ 1 250 000,00",
+            "CRC 1.250.000,00",
+            "1.250.000,00",
+        ] {
+            assert_eq!(num(input), "1250000.00", "{input}");
+        }
+        for input in [
+            "1250000",
+            "1.250.000",
+            "1,250,000",
+            "₡1.250.000",
+            "1 250 000",
+        ] {
+            assert_eq!(num(input), "1250000", "{input}");
+        }
+        assert_eq!(num("350.50"), "350.50");
+        assert_eq!(num("350,5"), "350.5");
+        assert_eq!(num("0,125"), "0.125");
+        assert_eq!(num("1250.000"), "1250.000");
+        assert_eq!(num("007"), "7");
+        assert_eq!(num("-12,5"), "-12.5");
+        assert_eq!(num("-0"), "0");
+        assert_eq!(num(".5"), "0.5");
+    }
+
+    #[test]
+    fn scale_pads_or_refuses_extra_decimals() {
+        assert_eq!(parse("1250000", Some(2)).unwrap(), "1250000.00");
+        assert_eq!(parse("₡1.250.000,5", Some(2)).unwrap(), "1250000.50");
+        assert_eq!(parse("33.3300", Some(2)).unwrap(), "33.33");
+        assert_eq!(parse("7", Some(0)).unwrap(), "7");
+        let e = parse("33.3333", Some(2)).unwrap_err();
+        assert!(e.message.contains("more than 2 decimals"), "{}", e.message);
+    }
+
+    #[test]
+    fn malformed_amounts_are_refused() {
+        for bad in [
+            "",
+            "abc",
+            "1.2.3,4,5",
+            "12,34.56.78",
+            "0,125.500",
+            "1.25.000",
+            "12 ₡",
+            "1,2345,678",
+            "--5",
+            "$100",
+            ".",
+        ] {
+            let e = parse(bad, None).unwrap_err();
+            assert_eq!(e.rule, "number", "{bad}");
+        }
+    }
+
+    #[test]
+    fn compare_and_hundredths_are_exact() {
+        assert_eq!(compare("100", "99.99"), Ordering::Greater);
+        assert_eq!(compare("100.00", "100"), Ordering::Equal);
+        assert_eq!(compare("-5", "3"), Ordering::Less);
+        assert_eq!(compare("-5", "-3"), Ordering::Less);
+        assert_eq!(compare("0.10", "0.09"), Ordering::Greater);
+        assert_eq!(hundredths("33.33"), Some(3333));
+        assert_eq!(hundredths("100"), Some(10000));
+        assert_eq!(hundredths("0.5"), Some(50));
+        assert_eq!(hundredths("0.125"), None);
+        assert!(is_positive("0.01"));
+        assert!(!is_positive("0.00"));
+        assert!(!is_positive("-3"));
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_is_idempotent(input in "[-₡ 0-9.,]{0,14}") {
+            if let Ok(once) = parse(&input, None) {
+                prop_assert_eq!(parse(&once, None).unwrap(), once.clone());
+            }
+            for scale in 0..=3 {
+                if let Ok(once) = parse(&input, Some(scale)) {
+                    prop_assert_eq!(parse(&once, Some(scale)).unwrap(), once);
+                }
+            }
+        }
+
+        #[test]
+        fn costa_rican_and_english_grouping_read_the_same(units in 0u64..10_000_000_000, cents in 0u32..100) {
+            let canonical = format!("{units}.{cents:02}");
+            let digits = units.to_string();
+            let mut groups = Vec::new();
+            let mut end = digits.len();
+            while end > 3 {
+                groups.push(&digits[end - 3..end]);
+                end -= 3;
+            }
+            groups.push(&digits[..end]);
+            groups.reverse();
+            let cr = format!("₡{},{cents:02}", groups.join("."));
+            let en = format!("{}.{cents:02}", groups.join(","));
+            prop_assert_eq!(parse(&cr, Some(2)).unwrap(), canonical.clone());
+            prop_assert_eq!(parse(&en, Some(2)).unwrap(), canonical);
+        }
+    }
+}

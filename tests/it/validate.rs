@@ -1,0 +1,256 @@
+//! `hubsync validate` and `hubsync check-config` run as a user would: the built binary on the
+//! shipped `config.yaml` and checked-in example files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn hubsync(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hubsync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        // The shipped config interpolates ${SQL_SERVER}; validate needs no connection.
+        .env("SQL_SERVER", "server=tcp:unused,1433")
+        .output()
+        .expect("run hubsync")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The shipped config with `edit` applied to its text, in a temp dir.
+fn edited_config(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    let original = std::fs::read_to_string(repo("config.yaml")).unwrap();
+    let edited = edit(&original);
+    assert_ne!(edited, original, "the edit must change the config");
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, edited).unwrap();
+    path
+}
+
+#[test]
+fn validate_example_file_matches_the_reviewed_expected_output() {
+    let input = repo("tests/data/contacts.jsonl");
+    let out = hubsync(
+        &repo("config.yaml"),
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            input.to_str().unwrap(),
+            "--today",
+            "2026-11-23",
+        ],
+    );
+    let expected = std::fs::read_to_string(repo("tests/data/contacts.expected.jsonl")).unwrap();
+    let stdout = text(&out.stdout);
+    for (i, (got, want)) in stdout.lines().zip(expected.lines()).enumerate() {
+        assert_eq!(got, want, "output line {} differs", i + 1);
+    }
+    assert_eq!(stdout.lines().count(), expected.lines().count());
+    assert_eq!(out.status.code(), Some(1), "some records are rejected");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("records: 16, valid: 4, rejected: 12, warnings: 5"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("required 8"), "{stderr}");
+}
+
+#[test]
+fn validate_reads_csv_with_sql_column_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("members.csv");
+    std::fs::write(
+        &input,
+        "numero_asociado,no__de_cedula,firstname,lastname,email,telefono_habitacion,provincia,canton,distrito\n\
+         2001,1-0234-0567,José,Peña,JOSE@EXAMPLE.COM,2222-3333,Heredia,Barba,San Pablo\n\
+         2002,,Ana,\"Núñez, hija\",ana@example.com,,,,\n",
+    )
+    .unwrap();
+    let out = hubsync(
+        &repo("config.yaml"),
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["line"], 2);
+    assert_eq!(lines[0]["valid"], true, "{}", lines[0]);
+    assert_eq!(lines[0]["properties"]["email"], "jose@example.com");
+    assert_eq!(lines[0]["properties"]["no__de_cedula"], "102340567");
+    assert_eq!(
+        lines[0]["properties"]["telefono_habitacion"],
+        "+50622223333"
+    );
+    assert_eq!(lines[0]["properties"]["canton"], "Barva");
+    assert_eq!(lines[1]["line"], 3);
+    assert_eq!(lines[1]["record_key"], "2002");
+    assert_eq!(lines[1]["properties"]["lastname"], "Núñez, hija");
+    assert_eq!(
+        lines[1]["errors"],
+        serde_json::json!([{"field": "no__de_cedula", "rule": "required", "message": "is required but empty"}])
+    );
+}
+
+#[test]
+fn malformed_input_exits_65_naming_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &input,
+        "{\"numero_asociado\": 1}\n{\"numero_asociado\": 2,, }\n",
+    )
+    .unwrap();
+    let out = hubsync(
+        &repo("config.yaml"),
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(65));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("line 2, column 23"), "{stderr}");
+
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(
+        &csv,
+        "numero_asociado,email\n1,a@example.com\n2,b@example.com,extra\n",
+    )
+    .unwrap();
+    let out = hubsync(
+        &repo("config.yaml"),
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(65));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("line 3: 3 columns, expected 2"), "{stderr}");
+
+    let missing = dir.path().join("absent.jsonl");
+    let out = hubsync(
+        &repo("config.yaml"),
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            missing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(65));
+}
+
+#[test]
+fn all_valid_input_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ok.jsonl");
+    std::fs::write(
+        &input,
+        "{\"numero_asociado\": 3001, \"no__de_cedula\": \"402340567\", \"firstname\": \"Íñigo\", \"lastname\": \"Ruiz\", \"email\": \"inigo@example.com\"}\n\n",
+    )
+    .unwrap();
+    let out = hubsync(
+        &repo("config.yaml"),
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            input.to_str().unwrap(),
+            "--format",
+            "table",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("records: 1, valid: 1, rejected: 0"));
+}
+
+#[test]
+fn a_new_field_in_config_maps_a_new_column_without_code_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = edited_config(dir.path(), |c| {
+        c.replace(
+            "    fields:\n",
+            "    fields:\n      - { sql: ocupacion, hubspot: jobtitle, transform: [collapse_spaces, title], rules: [\"max_length:50\"] }\n",
+        )
+    });
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"numero_asociado\": 4001, \"no__de_cedula\": \"102340567\", \"firstname\": \"Ana\", \"lastname\": \"Mora\", \"email\": \"ana@example.com\", \"ocupacion\": \"  maestra   de ESCUELA \"}\n",
+    )
+    .unwrap();
+    let out = hubsync(
+        &config,
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let line: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(line["properties"]["jobtitle"], "Maestra De Escuela");
+}
+
+#[test]
+fn check_config_reports_unknown_transform_and_rule_names_by_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = edited_config(dir.path(), |c| {
+        c.replace(
+            "transform: [phone_cr], rules: [placeholder] }\n      - { sql: telefono_oficina",
+            "transform: [phone_cr, foo], rules: [placeholder, bar] }\n      - { sql: telefono_oficina",
+        )
+    });
+    let out = hubsync(&config, &["check-config"]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("objects.contacts.fields[6].transform[1]: unknown transform \"foo\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("objects.contacts.fields[6].rules[1]: unknown rule \"bar\""),
+        "{stderr}"
+    );
+    // validate refuses the same config with exit 78.
+    let input = repo("tests/data/contacts.jsonl");
+    let out = hubsync(
+        &config,
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(78));
+}
