@@ -22,15 +22,15 @@ pub struct HubSpotSettings {
     pub daily_limit: u64,
     pub daily_reserve: u64,
     /// Per-request timeout.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::duration")]
     pub timeout: Duration,
     /// Give up retrying a call after this long; the queue then retries the items later.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::duration")]
     pub max_retry_elapsed: Duration,
     /// First retry delay; doubles per attempt with ±50 % jitter up to `retry_max_interval`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::duration")]
     pub retry_initial: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::duration")]
     pub retry_max_interval: Duration,
 }
 

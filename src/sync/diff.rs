@@ -13,18 +13,11 @@ use serde::{Deserialize, Serialize};
 /// Property name → value.
 pub type Values = BTreeMap<String, Option<String>>;
 
-/// Which side's value wins a conflict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ConflictPolicy {
-    /// The side modified most recently wins; a tie goes to SQL Server (the system of record).
-    #[default]
-    NewestWins,
-    SqlWins,
-    HubspotWins,
-}
+/// Which side's value wins a conflict (configured per object and per field).
+pub use crate::mapping::ConflictPolicy;
 
 impl ConflictPolicy {
+    /// The name used in `config.yaml` and in `sync_conflicts.policy`.
     pub fn as_str(self) -> &'static str {
         match self {
             ConflictPolicy::NewestWins => "newest_wins",
