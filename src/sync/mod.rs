@@ -4,4 +4,5 @@
 
 pub mod diff;
 pub mod links;
+pub mod to_hubspot;
 pub mod worker;

@@ -184,7 +184,7 @@ async fn one_bad_input_without_trace_ids_fails_the_whole_batch() {
     let answer = s
         .create(json!([
             {"properties": {"email": "ana@coop.cr"}},
-            {"properties": {"email": "luis@coop.cr", "marital_status": "Casado"}}
+            {"properties": {"email": "luis@coop.cr", "marital_status": "casado"}}
         ]))
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
@@ -230,7 +230,7 @@ async fn validation_errors_carry_hubspots_codes_and_property_names() {
         ("favorite_food", "pizza", "PROPERTY_DOESNT_EXIST"),
         ("createdate", "2024-01-01", "READ_ONLY_VALUE"),
         ("email", "ana.coop.cr", "INVALID_EMAIL"),
-        ("marital_status", "Soltero", "INVALID_OPTION"),
+        ("marital_status", "soltero", "INVALID_OPTION"),
         (
             "salario_neto_semanal_o_quincenal",
             "450 000",
@@ -255,7 +255,7 @@ async fn validation_errors_carry_hubspots_codes_and_property_names() {
     }
     let midnight = s
         .create(json!([{"properties": {"date_of_birth": "320716800000",
-        "marital_status": "union_libre", "salario_neto_semanal_o_quincenal": "450000.50"}}]))
+        "marital_status": "Unión Libre", "salario_neto_semanal_o_quincenal": "450000.50"}}]))
         .await;
     assert_eq!(midnight.status, StatusCode::CREATED);
     assert_eq!(
@@ -850,7 +850,7 @@ async fn seeding_and_inspection_over_the_admin_api() {
     let bad = s
         .post(
             "/_sim/contacts",
-            json!({"contacts": [{"email": "ok@coop.cr"}, {"marital_status": "Casado"}]}),
+            json!({"contacts": [{"email": "ok@coop.cr"}, {"marital_status": "casado"}]}),
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);

@@ -8,5 +8,6 @@ mod hubspot_sim;
 mod links;
 mod queue;
 mod support;
+mod to_hubspot;
 mod validate;
 mod worker;

@@ -650,7 +650,7 @@ mod tests {
             create,
             json!({"inputs": [
             {"properties": {"email": "a@x.cr"}},
-            {"properties": {"marital_status": "Casado"}}]}),
+            {"properties": {"marital_status": "casado"}}]}),
         );
         assert_eq!(reply.status, 400);
         assert_eq!(body(&reply)["errors"][0]["code"], "INVALID_OPTION");

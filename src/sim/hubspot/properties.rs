@@ -138,13 +138,15 @@ impl PropertyDef {
     }
 }
 
-/// Internal values of `marital_status`, in option order.
+/// Options of `marital_status` (label, internal value), in option order. The internal values
+/// are the labels, as HubSpot makes them for options created in its settings page; values are
+/// case-sensitive.
 pub const MARITAL_STATUS: &[(&str, &str)] = &[
-    ("Soltero", "soltero"),
-    ("Casado", "casado"),
-    ("Divorciado", "divorciado"),
-    ("Viudo", "viudo"),
-    ("Unión Libre", "union_libre"),
+    ("Soltero", "Soltero"),
+    ("Casado", "Casado"),
+    ("Divorciado", "Divorciado"),
+    ("Viudo", "Viudo"),
+    ("Unión Libre", "Unión Libre"),
 ];
 
 /// Internal values of `frecuencia_deposito_de_su_salario`, in option order.

@@ -226,8 +226,8 @@ mod tests {
             code("salario_neto_semanal_o_quincenal", "abc"),
             "INVALID_INTEGER"
         );
-        assert_eq!(check("marital_status", "casado"), Ok(Some("casado".into())));
-        assert_eq!(code("marital_status", "Casado"), "INVALID_OPTION");
+        assert_eq!(check("marital_status", "Casado"), Ok(Some("Casado".into())));
+        assert_eq!(code("marital_status", "casado"), "INVALID_OPTION");
         assert_eq!(
             check("date_of_birth", "1980-02-29"),
             Ok(Some("1980-02-29".into()))
