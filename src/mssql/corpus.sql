@@ -54,7 +54,7 @@ SELECT TOP (@P1) [col1], [col2], [key], [modified_at] FROM [schema].[table] WHER
 -- sent: rpc
 -- params: @P1 bigint or nvarchar (key)
 -- The current SQL row of one record (conflict checks, diagnostics).
-SELECT [col1], [col2], [key] FROM [schema].[table] WHERE [key] = @P1
+SELECT [col1], [col2], [key], [rv] FROM [schema].[table] WHERE [key] = @P1
 
 -- name: keys_first_page
 -- sent: rpc
