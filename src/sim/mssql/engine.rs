@@ -495,7 +495,7 @@ impl Session {
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.map_error(e, sql))?;
         bind(&mut stmt, params)?;
         let n = stmt.column_count();
-        let has_star = items.iter().any(|i| *i == ItemType::Star);
+        let has_star = items.contains(&ItemType::Star);
         let mut columns = Vec::with_capacity(n);
         {
             let catalog = self.db.catalog();
@@ -889,10 +889,10 @@ pub fn convert(
             if scaled.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
                 return Err(overflow());
             }
-            if *scale == 0 {
-                if let Ok(n) = i64::try_from(scaled) {
-                    return Ok(Value::Int(n));
-                }
+            if *scale == 0
+                && let Ok(n) = i64::try_from(scaled)
+            {
+                return Ok(Value::Int(n));
             }
             Ok(Value::Text(types::format_decimal(scaled, *scale)))
         }
@@ -994,20 +994,20 @@ pub fn convert(
                     ));
                 }
             };
-            if let Some(max) = ty.max_len() {
-                if bytes.len() > max {
-                    if let Some((table, column)) = target {
-                        return Err(SqlError::new(
-                            2628,
-                            1,
-                            16,
-                            format!(
-                                "String or binary data would be truncated in table '{table}', column '{column}'. Truncated value: ''."
-                            ),
-                        ));
-                    }
-                    return Ok(Value::Bytes(bytes[..max].to_vec()));
+            if let Some(max) = ty.max_len()
+                && bytes.len() > max
+            {
+                if let Some((table, column)) = target {
+                    return Err(SqlError::new(
+                        2628,
+                        1,
+                        16,
+                        format!(
+                            "String or binary data would be truncated in table '{table}', column '{column}'. Truncated value: ''."
+                        ),
+                    ));
                 }
+                return Ok(Value::Bytes(bytes[..max].to_vec()));
             }
             Ok(Value::Bytes(bytes))
         }
@@ -1045,10 +1045,10 @@ pub fn convert(
 
 /// Maps a store error to SQL Server's error number and message.
 pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str) -> SqlError {
-    if let rusqlite::Error::UserFunctionError(inner) = &e {
-        if let Some(s) = inner.downcast_ref::<UdfError>() {
-            return s.0.clone();
-        }
+    if let rusqlite::Error::UserFunctionError(inner) = &e
+        && let Some(s) = inner.downcast_ref::<UdfError>()
+    {
+        return s.0.clone();
     }
     if let Some(decoded) = decode_udf_error(&e.to_string()) {
         return decoded;
