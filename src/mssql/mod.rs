@@ -11,6 +11,7 @@ mod settings;
 mod sql;
 mod table;
 mod value;
+mod writer;
 
 pub use cursor::{ChangeCursor, Rowversion, local_to_utc, overlap_start};
 pub use error::{DEADLOCK, MssqlError};
@@ -23,3 +24,4 @@ pub use reader::{ChangeKind, ChangePage, ChangeReader, Poll, RowChange};
 pub use settings::SqlServerSettings;
 pub use table::TableShape;
 pub use value::{Param, SqlRow};
+pub use writer::{BatchReport, RowFailure, RowOutcome, RowWrite, SqlWriter};

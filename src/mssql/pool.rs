@@ -246,6 +246,10 @@ impl SqlPool {
         self.zone
     }
 
+    pub(crate) fn retry_max_elapsed(&self) -> Duration {
+        self.retry_max_elapsed
+    }
+
     pub(crate) fn deadlock_retries(&self) -> u32 {
         self.deadlock_retries
     }
