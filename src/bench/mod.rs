@@ -1,1 +1,45 @@
-//! Benchmarks run from the CLI (`hubsync bench …`): they print figures and ratios from one run.
+//! Benchmarks run from the CLI (`hubsync bench …`): each prints figures and ratios from one run.
+
+mod queue;
+
+use std::path::Path;
+
+use clap::Subcommand;
+
+use crate::exit::Failure;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Enqueue N items, then drain them with W workers claiming batches of 100.
+    Queue(queue::QueueBenchArgs),
+}
+
+pub async fn run(command: BenchCommand, _config: &Path) -> Result<u8, Failure> {
+    match command {
+        BenchCommand::Queue(args) => queue::run(args).await,
+    }
+}
+
+/// `1234567` → `1,234,567`, for figures people read.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(1000), "1,000");
+        assert_eq!(super::thousands(1234567), "1,234,567");
+    }
+}

@@ -1,6 +1,8 @@
 //! Command line: parses arguments (clap), loads the configuration and runs one command, mapping
 //! failures to exit codes (78 config, 69 unavailable, 65 bad data, 70 internal).
 
+mod queue;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +36,12 @@ pub enum Command {
     CheckConfig,
     /// Apply the queue database migrations.
     Migrate,
+    /// Look at and act on the work queue.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Benchmarks: print figures and ratios from one run.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 /// Entry point of the binary.
@@ -67,14 +75,27 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Migrate => {
             let config = load(&cli.config, Need::Postgres)?;
-            crate::telemetry::init_cli();
+            let _guard = crate::telemetry::init(&config.logging)
+                .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
             let pool = connect(&config).await?;
             crate::pg::migrate(&pool)
                 .await
                 .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-            println!("migrations applied");
+            let applied = crate::pg::MIGRATOR.iter().count();
+            tracing::info!(
+                operation = "MIGRATE",
+                status = "done",
+                migrations = applied,
+                "queue database schema is current"
+            );
             Ok(exit::OK)
         }
+        Command::Queue(command) => {
+            let config = load(&cli.config, Need::Postgres)?;
+            crate::telemetry::init_cli();
+            queue::run(command, &config).await
+        }
+        Command::Bench(command) => crate::bench::run(command, &cli.config).await,
     }
 }
 

@@ -1,4 +1,6 @@
 //! hubsync's integration tests: one test binary, one module per area, against real PostgreSQL
 //! and the HubSpot and SQL Server simulators.
 
+mod cli;
+mod queue;
 mod support;
