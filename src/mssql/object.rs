@@ -179,8 +179,10 @@ impl SqlObjectSettings {
             problems.push(format!("{path}.page_size"), "must be between 1 and 100000");
             ok = false;
         }
-        if let ChangeDetection::ModifiedAt { overlap, .. } = &self.change_detection {
-            if *overlap > Duration::from_secs(7 * 24 * 3600) {
+        if let ChangeDetection::ModifiedAt { overlap, .. } = &self.change_detection
+            && *overlap > Duration::from_secs(7 * 24 * 3600)
+        {
+            {
                 problems.push(
                     format!("{path}.change_detection.overlap"),
                     "must be at most 7 days",

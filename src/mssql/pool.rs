@@ -174,8 +174,8 @@ impl bb8::ManageConnection for Manager {
         self.open()
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> impl Future<Output = Result<(), MssqlError>> + Send {
-        async move { conn.query(sql::PROBE, &[]).await.map(drop) }
+    async fn is_valid(&self, conn: &mut Conn) -> Result<(), MssqlError> {
+        conn.query(sql::PROBE, &[]).await.map(drop)
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {

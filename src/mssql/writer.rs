@@ -317,10 +317,11 @@ impl SqlWriter {
         for (name, value) in &w.changes {
             values.push(self.column_value(shape, name, value)?);
         }
-        if let (Some(id), Some(col)) = (&w.hubspot_id, &self.obj.hubspot_id_column) {
-            if !values
+        if let (Some(id), Some(col)) = (&w.hubspot_id, &self.obj.hubspot_id_column)
+            && !values
                 .iter()
                 .any(|(c, _)| c.as_str().eq_ignore_ascii_case(col.as_str()))
+        {
             {
                 values.push(self.column_value(shape, col.as_str(), &Value::String(id.clone()))?);
             }
