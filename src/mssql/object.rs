@@ -182,13 +182,11 @@ impl SqlObjectSettings {
         if let ChangeDetection::ModifiedAt { overlap, .. } = &self.change_detection
             && *overlap > Duration::from_secs(7 * 24 * 3600)
         {
-            {
-                problems.push(
-                    format!("{path}.change_detection.overlap"),
-                    "must be at most 7 days",
-                );
-                ok = false;
-            }
+            problems.push(
+                format!("{path}.change_detection.overlap"),
+                "must be at most 7 days",
+            );
+            ok = false;
         }
         let columns: Option<Vec<Ident>> = columns.into_iter().collect();
         if !ok {

@@ -322,9 +322,7 @@ impl SqlWriter {
                 .iter()
                 .any(|(c, _)| c.as_str().eq_ignore_ascii_case(col.as_str()))
         {
-            {
-                values.push(self.column_value(shape, col.as_str(), &Value::String(id.clone()))?);
-            }
+            values.push(self.column_value(shape, col.as_str(), &Value::String(id.clone()))?);
         }
         let (columns, mut params): (Vec<Ident>, Vec<Param>) = values.into_iter().unzip();
         let refs: Vec<&Ident> = columns.iter().collect();
