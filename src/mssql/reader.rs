@@ -265,13 +265,7 @@ impl ChangeReader {
             Some((column, when)) => {
                 let (_, name) = cell(column.as_str())?;
                 let v = json.get(name).unwrap_or(&Value::Null);
-                let deleted = match when {
-                    DeletedWhen::NotNull => !v.is_null(),
-                    DeletedWhen::False => v == &Value::Bool(false) || v.as_f64() == Some(0.0),
-                    DeletedWhen::True => {
-                        v == &Value::Bool(true) || v.as_f64().is_some_and(|n| n != 0.0)
-                    }
-                };
+                let deleted = is_deleted(*when, v);
                 if deleted {
                     ChangeKind::Archive
                 } else {
@@ -358,5 +352,37 @@ impl Poll<'_> {
         };
         self.stored = Some(cursor.clone());
         Ok(Some(ChangePage { changes, cursor }))
+    }
+}
+
+/// Whether a soft-delete column's value marks the row deleted.
+pub fn is_deleted(when: DeletedWhen, value: &Value) -> bool {
+    match when {
+        DeletedWhen::NotNull => !value.is_null(),
+        DeletedWhen::False => value == &Value::Bool(false) || value.as_f64() == Some(0.0),
+        DeletedWhen::True => {
+            value == &Value::Bool(true) || value.as_f64().is_some_and(|n| n != 0.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn soft_delete_rules() {
+        assert!(is_deleted(DeletedWhen::False, &json!(false)));
+        assert!(is_deleted(DeletedWhen::False, &json!(0)));
+        assert!(!is_deleted(DeletedWhen::False, &json!(true)));
+        assert!(!is_deleted(DeletedWhen::False, &Value::Null));
+        assert!(is_deleted(DeletedWhen::True, &json!(1)));
+        assert!(!is_deleted(DeletedWhen::True, &json!(false)));
+        assert!(is_deleted(
+            DeletedWhen::NotNull,
+            &json!("2024-03-09T10:00:00")
+        ));
+        assert!(!is_deleted(DeletedWhen::NotNull, &Value::Null));
     }
 }
