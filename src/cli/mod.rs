@@ -42,6 +42,9 @@ pub enum Command {
     /// Benchmarks: print figures and ratios from one run.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Run a simulator of an outside system (for tests, benchmarks and the demo).
+    #[command(subcommand)]
+    Sim(crate::sim::SimCommand),
 }
 
 /// Entry point of the binary.
@@ -96,6 +99,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             queue::run(command, &config).await
         }
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
+        Command::Sim(command) => crate::sim::run(command).await,
     }
 }
 

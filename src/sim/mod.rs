@@ -1,2 +1,34 @@
 //! Simulators of the outside systems for tests, benchmarks and the demo: HubSpot over HTTP and
 //! SQL Server over TDS, so production client code runs unchanged against them.
+
+pub mod hubspot;
+pub mod mssql;
+
+use crate::exit::Failure;
+
+/// `hubsync sim …`: which simulator to run.
+#[derive(Debug, clap::Subcommand)]
+pub enum SimCommand {
+    /// Run the HubSpot simulator until SIGINT/SIGTERM; prints its base URL.
+    Hubspot(hubspot::HubspotArgs),
+    /// Run the SQL Server (TDS) simulator until SIGINT/SIGTERM.
+    Mssql(mssql::MssqlArgs),
+}
+
+/// Runs the chosen simulator until it is told to stop.
+pub async fn run(command: SimCommand) -> Result<u8, Failure> {
+    match command {
+        SimCommand::Hubspot(args) => hubspot::run(args).await,
+        SimCommand::Mssql(args) => mssql::run(args).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
+    }
+}

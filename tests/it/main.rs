@@ -2,5 +2,6 @@
 //! and the HubSpot and SQL Server simulators.
 
 mod cli;
+mod mssql_sim;
 mod queue;
 mod support;
