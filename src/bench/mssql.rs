@@ -1,5 +1,5 @@
 //! `hubsync bench mssql`: loads N rows into the default contact table of an in-process SQL
-//! Server simulator, then reads them all as changes through the production change reader
+//! Server simulator (its seeded `dbo.hb_contacts`), then reads them all as changes through the production change reader
 //! (rowversion mode, paged); prints rows/s, the ratio to HubSpot's write ceiling and memory.
 
 use std::time::{Duration, Instant};
@@ -22,15 +22,6 @@ pub struct MssqlBenchArgs {
     page_size: u32,
 }
 
-/// The default contact table (`objects.contacts.sql_table` in config.yaml).
-pub const CONTACTS_DDL: &str = "CREATE TABLE [dbo].[hb_contacts] (\
-    [numero_asociado] INT NOT NULL PRIMARY KEY, [cedula] NVARCHAR(20) NOT NULL, \
-    [nombre] NVARCHAR(100) NOT NULL, [apellidos] NVARCHAR(100) NULL, \
-    [email] NVARCHAR(200) NULL, [telefono] NVARCHAR(30) NULL, [provincia] NVARCHAR(30) NULL, \
-    [canton] NVARCHAR(60) NULL, [distrito] NVARCHAR(60) NULL, [fecha_nacimiento] DATE NULL, \
-    [saldo_ahorro] DECIMAL(14,2) NULL, [activo] BIT NOT NULL DEFAULT 1, \
-    [hubspot_id] NVARCHAR(20) NULL, [modificado] DATETIME2 NULL, [rv] ROWVERSION)";
-
 pub async fn run(args: MssqlBenchArgs) -> Result<u8, Failure> {
     bench(args)
         .await
@@ -50,8 +41,9 @@ fn insert_batch(from: u32, to: u32) -> String {
     let values: Vec<String> = (from..=to)
         .map(|i| {
             format!(
-                "({i}, N'1{i:08}', N'Socio {i}', N'Apellido{} Rojas', N'socio{i}@coop.cr', N'+5068{:07}', \
-                 N'San José', N'Escazú', N'San Rafael', '19{:02}-0{}-1{}', {i}.25, 1, NULL, '2024-03-09T10:00:00')",
+                "({i}, N'1{:08}', N'Socio {i}', N'Rojas Mora {}', N'socio{i}@coop.cr', N'+5068{:07}', \
+                 '19{:02}-0{}-1{}', N'San José', N'Escazú', N'San Rafael', {i}.25, 1)",
+                i % 100_000_000,
                 i % 97,
                 i % 10_000_000,
                 50 + i % 50,
@@ -61,20 +53,21 @@ fn insert_batch(from: u32, to: u32) -> String {
         })
         .collect();
     format!(
-        "INSERT INTO [dbo].[hb_contacts] ([numero_asociado], [cedula], [nombre], [apellidos], [email], \
-         [telefono], [provincia], [canton], [distrito], [fecha_nacimiento], [saldo_ahorro], [activo], \
-         [hubspot_id], [modificado]) VALUES {}",
+        "INSERT INTO [dbo].[hb_contacts] ([numero_asociado], [no__de_cedula], [firstname], [lastname], \
+         [email], [hs_whatsapp_phone_number], [date_of_birth], [provincia], [canton], [distrito], \
+         [salario_neto_semanal_o_quincenal], [activo]) VALUES {}",
         values.join(", ")
     )
 }
 
 async fn bench(args: MssqlBenchArgs) -> anyhow::Result<()> {
-    let sim = crate::sim::mssql::start(
-        "127.0.0.1:0".parse().context("address")?,
-        crate::sim::mssql::MssqlSimOptions::default(),
-    )
-    .await
-    .context("cannot start the SQL Server simulator")?;
+    let options = crate::sim::mssql::MssqlSimOptions {
+        schema: Some(crate::sim::mssql::SEED_SCHEMA.to_string()),
+        ..Default::default()
+    };
+    let sim = crate::sim::mssql::start("127.0.0.1:0".parse().context("address")?, options)
+        .await
+        .context("cannot start the SQL Server simulator")?;
     let settings = SqlServerSettings {
         connection: Some(SecretString::from(sim.connection_string())),
         pool_size: 2,
@@ -83,7 +76,6 @@ async fn bench(args: MssqlBenchArgs) -> anyhow::Result<()> {
     };
     let pool = SqlPool::new(&settings)?;
     let mut conn = pool.get_once().await?;
-    conn.batch(CONTACTS_DDL).await?;
     let load = Instant::now();
     let mut from = 1;
     while from <= args.rows {

@@ -84,6 +84,12 @@ impl ChangeReader {
                 Position::Rowversion(rowversion.0)
             }
             (Mode::Rowversion(_), _) => Position::Rowversion(0),
+            // No overlap: resume exactly after the stored (modified_at, key).
+            (Mode::ModifiedAt { overlap, .. }, Some(c @ ChangeCursor::ModifiedAt { .. }))
+                if overlap.is_zero() =>
+            {
+                Position::of(c)
+            }
             (
                 Mode::ModifiedAt { overlap, .. },
                 Some(ChangeCursor::ModifiedAt { modified_at, .. }),
