@@ -1,5 +1,6 @@
 //! Benchmarks run from the CLI (`hubsync bench …`): each prints figures and ratios from one run.
 
+mod mssql;
 mod queue;
 
 use std::path::Path;
@@ -12,11 +13,18 @@ use crate::exit::Failure;
 pub enum BenchCommand {
     /// Enqueue N items, then drain them with W workers claiming batches of 100.
     Queue(queue::QueueBenchArgs),
+    /// Read N changed rows of the default contact table from the SQL Server simulator through
+    /// the change reader.
+    Mssql(mssql::MssqlBenchArgs),
 }
+
+/// HubSpot's batch write ceiling at the default tier: 100 requests/10 s × 100 records.
+pub const HUBSPOT_CEILING_PER_S: f64 = 1000.0;
 
 pub async fn run(command: BenchCommand, _config: &Path) -> Result<u8, Failure> {
     match command {
         BenchCommand::Queue(args) => queue::run(args).await,
+        BenchCommand::Mssql(args) => mssql::run(args).await,
     }
 }
 

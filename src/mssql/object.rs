@@ -179,14 +179,14 @@ impl SqlObjectSettings {
             problems.push(format!("{path}.page_size"), "must be between 1 and 100000");
             ok = false;
         }
-        if let ChangeDetection::ModifiedAt { overlap, .. } = &self.change_detection {
-            if *overlap > Duration::from_secs(7 * 24 * 3600) {
-                problems.push(
-                    format!("{path}.change_detection.overlap"),
-                    "must be at most 7 days",
-                );
-                ok = false;
-            }
+        if let ChangeDetection::ModifiedAt { overlap, .. } = &self.change_detection
+            && *overlap > Duration::from_secs(7 * 24 * 3600)
+        {
+            problems.push(
+                format!("{path}.change_detection.overlap"),
+                "must be at most 7 days",
+            );
+            ok = false;
         }
         let columns: Option<Vec<Ident>> = columns.into_iter().collect();
         if !ok {

@@ -1,4 +1,4 @@
-//! Connections: the ADO.NET connection string (a secret), TLS, a small bb8 pool of tiberius
+//! Connections: the ADO.NET connection string (a secret), TLS, a small deadpool pool of tiberius
 //! clients, reconnect with exponential backoff, and the readiness probe.
 
 use std::future::Future;
@@ -166,30 +166,37 @@ impl Manager {
     }
 }
 
-impl bb8::ManageConnection for Manager {
-    type Connection = Conn;
+impl deadpool::managed::Manager for Manager {
+    type Type = Conn;
     type Error = MssqlError;
 
-    fn connect(&self) -> impl Future<Output = Result<Conn, MssqlError>> + Send {
-        self.open()
+    async fn create(&self) -> Result<Conn, MssqlError> {
+        Box::pin(self.open()).await
     }
 
-    fn is_valid(&self, conn: &mut Conn) -> impl Future<Output = Result<(), MssqlError>> + Send {
-        async move { conn.query(sql::PROBE, &[]).await.map(drop) }
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken
+    /// A connection is reused only when it is not marked broken and still answers the probe.
+    async fn recycle(
+        &self,
+        conn: &mut Conn,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<MssqlError> {
+        if conn.broken {
+            return Err(deadpool::managed::RecycleError::message(
+                "connection broken",
+            ));
+        }
+        Box::pin(conn.query(sql::PROBE, &[])).await.map(drop)?;
+        Ok(())
     }
 }
 
 /// A checked-out connection; returns to the pool when dropped.
-pub type PooledConn<'a> = bb8::PooledConnection<'a, Manager>;
+pub type PooledConn = deadpool::managed::Object<Manager>;
 
 /// A small pool of SQL Server connections shared by readers and writers.
 #[derive(Clone)]
 pub struct SqlPool {
-    pool: bb8::Pool<Manager>,
+    pool: deadpool::managed::Pool<Manager>,
     addr: String,
     retry_max_elapsed: Duration,
     deadlock_retries: u32,
@@ -222,12 +229,14 @@ impl SqlPool {
             addr: addr.clone(),
             connect_timeout: settings.connect_timeout,
         };
-        let pool = bb8::Pool::builder()
-            .max_size(settings.pool_size.max(1))
-            .connection_timeout(settings.connect_timeout)
-            .retry_connection(false)
-            .test_on_check_out(true)
-            .build_unchecked(manager);
+        let pool = deadpool::managed::Pool::builder(manager)
+            .max_size(settings.pool_size.max(1) as usize)
+            .wait_timeout(Some(settings.connect_timeout + settings.command_timeout))
+            .create_timeout(Some(settings.connect_timeout + Duration::from_secs(1)))
+            .recycle_timeout(Some(settings.command_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| MssqlError::Config(format!("cannot build the connection pool: {e}")))?;
         Ok(Self {
             pool,
             addr,
@@ -246,18 +255,32 @@ impl SqlPool {
         self.zone
     }
 
+    pub(crate) fn retry_max_elapsed(&self) -> Duration {
+        self.retry_max_elapsed
+    }
+
     pub(crate) fn deadlock_retries(&self) -> u32 {
         self.deadlock_retries
     }
 
     /// One checkout attempt, no retry.
-    pub async fn get_once(&self) -> Result<PooledConn<'_>, MssqlError> {
-        self.pool.get().await.map_err(|e| match e {
-            bb8::RunError::User(e) => e,
-            bb8::RunError::TimedOut => MssqlError::Unavailable {
-                addr: self.addr.clone(),
-                reason: "no pooled connection became available in time".into(),
-            },
+    pub async fn get_once(&self) -> Result<PooledConn, MssqlError> {
+        use deadpool::managed::{PoolError, TimeoutType};
+        let unavailable = |reason: &str| MssqlError::Unavailable {
+            addr: self.addr.clone(),
+            reason: reason.to_string(),
+        };
+        Box::pin(self.pool.get()).await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(TimeoutType::Wait) => {
+                unavailable("every pooled connection stayed busy past the timeout")
+            }
+            PoolError::Timeout(TimeoutType::Create) => unavailable("connecting timed out"),
+            PoolError::Timeout(TimeoutType::Recycle) => {
+                unavailable("checking an idle connection timed out")
+            }
+            PoolError::Closed => unavailable("the connection pool is closed"),
+            other => MssqlError::Protocol(other.to_string()),
         })
     }
 

@@ -74,10 +74,8 @@ impl SqlServerSettings {
                 problems.push(format!("{path}.{name}"), "must be greater than zero");
             }
         }
-        if let Some(conn) = &self.connection {
-            if let Err(e) = super::pool::parse_connection(conn) {
-                problems.push(format!("{path}.connection"), e);
-            }
+        if let Some(Err(e)) = self.connection.as_ref().map(super::pool::parse_connection) {
+            problems.push(format!("{path}.connection"), e);
         }
         if self.time_zone.parse::<chrono_tz::Tz>().is_err() {
             problems.push(

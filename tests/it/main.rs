@@ -2,6 +2,7 @@
 //! and the HubSpot and SQL Server simulators.
 
 mod cli;
+mod mssql;
 mod mssql_sim;
 mod queue;
 mod support;
