@@ -636,3 +636,57 @@ async fn cli_style_seed_schema_has_the_contact_table() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn attention_is_acknowledged_and_the_connection_goes_on() {
+    let sim = sim().await;
+    let mut c = connect(&sim).await;
+    c.cancel_query().await.expect("attention acknowledged");
+    assert_eq!(count_items(&mut c).await, 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_data_directory_keeps_tables_rows_and_rowversions_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let options = MssqlSimOptions {
+        schema: Some(
+            "CREATE TABLE [dbo].[kept] ([id] INT NOT NULL PRIMARY KEY, [rv] ROWVERSION)".into(),
+        ),
+        data_dir: Some(dir.path().to_path_buf()),
+        ..MssqlSimOptions::default()
+    };
+    let first = mssql::start(addr, options.clone()).await.unwrap();
+    first
+        .execute_batch("INSERT INTO [dbo].[kept] ([id]) VALUES (1)")
+        .await
+        .unwrap();
+    let before = first.min_active_rowversion();
+    first.shutdown().await;
+
+    let second = mssql::start(addr, options)
+        .await
+        .expect("restarts on the same data");
+    assert_eq!(
+        second.min_active_rowversion(),
+        before,
+        "the rowversion counter continues"
+    );
+    second
+        .execute_batch("INSERT INTO [dbo].[kept] ([id]) VALUES (2)")
+        .await
+        .unwrap();
+    let mut c = connect(&second).await;
+    let rows = c
+        .query("SELECT [id], [rv] FROM [dbo].[kept] ORDER BY [rv]", &[])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let ids: Vec<i32> = rows.iter().filter_map(|r| r.get::<i32, _>("id")).collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert!(rv(rows[1].get::<&[u8], _>("rv")) >= before as u64);
+    second.shutdown().await;
+}
