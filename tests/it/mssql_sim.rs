@@ -180,6 +180,19 @@ async fn every_parameter_type_round_trips_with_sql_server_wire_types() {
     );
     assert_eq!(echo.get::<i32, _>("d"), None);
 
+    // Dates compare as dates with literals and parameters, not as their text.
+    let by_date = c
+        .query(
+            "SELECT [id] FROM [dbo].[items] WHERE [seen] >= '2024-02-29' AND [seen] < '2024-03-01' AND [born] = @P1",
+            &[&born],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert_eq!(by_date.len(), 1);
+
     // Lookups compare text case-insensitively, like the default CI_AS collation.
     let found = c
         .query(
@@ -689,4 +702,53 @@ async fn a_data_directory_keeps_tables_rows_and_rowversions_across_restarts() {
     assert_eq!(ids, vec![1, 2]);
     assert!(rv(rows[1].get::<&[u8], _>("rv")) >= before as u64);
     second.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cli_serves_the_seed_contact_table() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+        .args([
+            "sim",
+            "mssql",
+            "--listen",
+            "127.0.0.1:0",
+            "--password",
+            "Cli-Passw0rd!",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("hubsync starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = lines.next_line().await.unwrap().expect("a listening line");
+    let addr: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    assert!(
+        !line.contains("Cli-Passw0rd!"),
+        "the password is not printed"
+    );
+    let config = Config::from_ado_string(&format!(
+        "server=tcp:{},{};user=sa;password=Cli-Passw0rd!;encrypt=DANGER_PLAINTEXT",
+        addr.ip(),
+        addr.port()
+    ))
+    .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut c = Client::connect(config, tcp.compat_write()).await.unwrap();
+    let n = c
+        .query("SELECT COUNT(*) FROM [dbo].[hb_contacts]", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap()
+        .get::<i32, _>(0);
+    assert_eq!(n, Some(0));
+    child.kill().await.expect("the simulator stops");
 }

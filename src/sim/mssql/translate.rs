@@ -675,6 +675,8 @@ fn find_top_word(tokens: &[Tok], from: usize, stops: &[&str]) -> Option<usize> {
 struct Emitter<'a> {
     catalog: &'a Catalog,
     ctx: &'a Context,
+    /// Tables the statement names (to type column references).
+    tables: Vec<String>,
 }
 
 impl Emitter<'_> {
@@ -744,7 +746,15 @@ impl Emitter<'_> {
                         };
                         let quoted: Vec<String> =
                             keep.iter().map(|p| q(&p.to_ascii_lowercase())).collect();
-                        out.push(quoted.join("."));
+                        let column_sql = quoted.join(".");
+                        if let Some((lhs, op, rhs)) =
+                            self.date_comparison(&parts, &column_sql, tokens, end)?
+                        {
+                            out.extend([lhs, op, rhs]);
+                            i = end + 2;
+                            continue;
+                        }
+                        out.push(column_sql);
                     }
                     i = end;
                     continue;
@@ -792,6 +802,76 @@ impl Emitter<'_> {
             i += 1;
         }
         Ok(out.join(" "))
+    }
+
+    /// A date or datetime column compared with a literal or parameter compares as a date (text
+    /// forms differ: '2024-01-01' vs '2024-01-01 00:00:00.0000000'), in SQL Server's type
+    /// precedence (date < datetime2).
+    fn date_comparison(
+        &self,
+        parts: &[String],
+        column_sql: &str,
+        tokens: &[Tok],
+        end: usize,
+    ) -> Result<Option<(String, String, String)>> {
+        let Some(column) = parts.last() else {
+            return Ok(None);
+        };
+        let mut types = self
+            .tables
+            .iter()
+            .filter_map(|t| self.catalog.table(t))
+            .filter_map(|t| t.column(column))
+            .map(|c| c.ty);
+        let ty = match (types.next(), types.next()) {
+            (Some(t), None) => t,
+            _ => return Ok(None),
+        };
+        if !matches!(
+            ty,
+            SqlType::Date | SqlType::DateTime2(_) | SqlType::DateTime
+        ) {
+            return Ok(None);
+        }
+        let (Some(Tok::Op(op)), Some(operand)) = (tokens.get(end), tokens.get(end + 1)) else {
+            return Ok(None);
+        };
+        if !["=", "<", ">", "<=", ">=", "<>", "!="].contains(&op.as_str())
+            || !matches!(operand, Tok::Str { .. } | Tok::Param(_))
+            || tokens
+                .get(end + 2)
+                .is_some_and(|t| t.is_op(".") || t.is_op("(") || t.is_op("+") || t.is_op("-"))
+        {
+            return Ok(None);
+        }
+        let operand_sql = self.expr(std::slice::from_ref(operand))?;
+        let operand_type = match operand {
+            Tok::Param(p) => self
+                .ctx
+                .params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(p))
+                .map(|(_, t)| *t),
+            _ => None,
+        };
+        let wide = "DATETIME2(7)";
+        Ok(Some(match (ty, operand_type) {
+            (SqlType::Date, Some(SqlType::DateTime2(_) | SqlType::DateTime)) => (
+                format!("__cast({column_sql}, '{wide}')"),
+                op.clone(),
+                operand_sql,
+            ),
+            (SqlType::Date, _) => (
+                column_sql.to_string(),
+                op.clone(),
+                format!("__cast({operand_sql}, 'DATE')"),
+            ),
+            _ => (
+                column_sql.to_string(),
+                op.clone(),
+                format!("__cast({operand_sql}, '{wide}')"),
+            ),
+        }))
     }
 
     fn global(&self, g: &str) -> Result<String> {
@@ -1080,7 +1160,11 @@ fn read_top(e: &Emitter<'_>, tokens: &[Tok], i: usize) -> Result<(String, usize)
 }
 
 fn translate_select(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
-    let e = Emitter { catalog, ctx };
+    let e = Emitter {
+        catalog,
+        ctx,
+        tables: referenced_tables(tokens),
+    };
     let mut i = 1;
     let mut head = vec!["SELECT".to_string()];
     if tokens.get(i).is_some_and(|t| t.is_word("DISTINCT")) {
@@ -1191,7 +1275,11 @@ fn store_expr(sql: &str, table: &TableDef, column: &ColumnDef) -> String {
 }
 
 fn translate_insert(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
-    let e = Emitter { catalog, ctx };
+    let e = Emitter {
+        catalog,
+        ctx,
+        tables: referenced_tables(tokens),
+    };
     let mut i = 1;
     if tokens.get(i).is_some_and(|t| t.is_word("INTO")) {
         i += 1;
@@ -1317,7 +1405,11 @@ fn translate_insert(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
 }
 
 fn translate_update(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
-    let e = Emitter { catalog, ctx };
+    let e = Emitter {
+        catalog,
+        ctx,
+        tables: referenced_tables(tokens),
+    };
     if tokens.get(1).is_some_and(|t| t.is_word("TOP")) {
         return Err(SqlError::unsupported("UPDATE TOP"));
     }
@@ -1415,7 +1507,11 @@ fn translate_update(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
 }
 
 fn translate_delete(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
-    let e = Emitter { catalog, ctx };
+    let e = Emitter {
+        catalog,
+        ctx,
+        tables: referenced_tables(tokens),
+    };
     let mut i = 1;
     if tokens.get(i).is_some_and(|t| t.is_word("TOP")) {
         return Err(SqlError::unsupported("DELETE TOP"));
@@ -1755,6 +1851,7 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
         let e = Emitter {
             catalog: &catalog,
             ctx: &ctx,
+            tables: Vec::new(),
         };
         let expr = match inner {
             [Tok::Word(f), Tok::Op(o), Tok::Op(c)] if o == "(" && c == ")" => e.function(f, &[])?,
@@ -2011,6 +2108,28 @@ mod tests {
             shapes += 1;
         }
         assert!(shapes >= 10, "the corpus lists the adapter's shapes");
+    }
+
+    #[test]
+    fn date_columns_compare_as_dates() {
+        let mut c = Catalog::default();
+        let create = "CREATE TABLE d ([id] INT NOT NULL PRIMARY KEY, [born] DATE NULL, [seen] DATETIME2 NULL)";
+        if let Statement::CreateTable { table, .. } = one(create, &c).unwrap() {
+            c.insert(table);
+        }
+        match one(
+            "SELECT [id] FROM d WHERE [seen] >= '2024-01-01' AND [born] = @P1",
+            &c,
+        )
+        .unwrap()
+        {
+            Statement::Query { sql, .. } => assert!(
+                sql.contains("\"seen\" >= __cast('2024-01-01', 'DATETIME2(7)')")
+                    && sql.contains("\"born\" = __cast(@P1, 'DATE')"),
+                "{sql}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
