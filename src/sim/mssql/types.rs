@@ -307,13 +307,20 @@ pub fn encode_value(ty: &SqlType, value: &Value, out: &mut Vec<u8>) -> Result<()
         SqlType::Decimal {
             precision, scale, ..
         } => {
-            let text = match value {
-                Value::Int(n) => n.to_string(),
-                Value::Float(f) => format!("{:.*}", usize::from(*scale), f),
-                Value::Text(t) => t.clone(),
+            let factor = 10i128.pow(u32::from(*scale));
+            let scaled = match value {
+                Value::Int(n) => i128::from(*n)
+                    .checked_mul(factor)
+                    .ok_or_else(|| conv_err(value, ty))?,
+                // Exact while the scaled value stays within f64's 53-bit integers.
+                Value::Float(f) if (f * factor as f64).abs() < 9.0e15 => {
+                    (f * factor as f64).round() as i128
+                }
+                Value::Float(f) => parse_decimal(&format!("{:.*}", usize::from(*scale), f), *scale)
+                    .ok_or_else(|| conv_err(value, ty))?,
+                Value::Text(t) => parse_decimal(t, *scale).ok_or_else(|| conv_err(value, ty))?,
                 Value::Bytes(_) | Value::Null => return Err(conv_err(value, ty)),
             };
-            let scaled = parse_decimal(&text, *scale).ok_or_else(|| conv_err(value, ty))?;
             if scaled.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
                 return Err(Conversion(format!(
                     "Arithmetic overflow error converting {} to data type numeric.",
@@ -327,21 +334,35 @@ pub fn encode_value(ty: &SqlType, value: &Value, out: &mut Vec<u8>) -> Result<()
             out.extend_from_slice(&magnitude[..usize::from(size) - 1]);
         }
         SqlType::NVarChar(_) | SqlType::NChar(_) => {
-            let mut text = as_text(value);
-            if let SqlType::NChar(width) = ty {
-                pad(&mut text, usize::from(*width));
-            }
-            let bytes: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+            let owned;
+            let text: &str = match (value, ty) {
+                (Value::Text(t), SqlType::NVarChar(_)) => t,
+                _ => {
+                    let mut t = as_text(value);
+                    if let SqlType::NChar(width) = ty {
+                        pad(&mut t, usize::from(*width));
+                    }
+                    owned = t;
+                    &owned
+                }
+            };
             if matches!(ty, SqlType::NVarChar(None)) {
+                let bytes: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
                 encode_plp(&bytes, out);
             } else {
-                if bytes.len() > 8000 {
+                let at = out.len();
+                out.extend_from_slice(&[0, 0]);
+                for unit in text.encode_utf16() {
+                    out.extend_from_slice(&unit.to_le_bytes());
+                }
+                let len = out.len() - at - 2;
+                if len > 8000 {
+                    out.truncate(at);
                     return Err(Conversion(
                         "String or binary data would be truncated.".into(),
                     ));
                 }
-                out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
-                out.extend_from_slice(&bytes);
+                out[at..at + 2].copy_from_slice(&(len as u16).to_le_bytes());
             }
         }
         SqlType::VarChar(_) | SqlType::Char(_) => {
@@ -570,8 +591,49 @@ pub fn format_datetime(dt: NaiveDateTime) -> String {
     )
 }
 
+/// Reads `n` ASCII digits at `at`.
+fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
+    let mut v = 0u32;
+    for c in b.get(at..at + n)? {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+/// The canonical stored forms, read without format parsing (the change reader's hot path).
+fn parse_canonical(text: &str) -> Option<NaiveDateTime> {
+    let b = text.as_bytes();
+    if !(b.len() == 10 || b.len() == 27) || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(digits(b, 0, 4)?).ok()?,
+        digits(b, 5, 2)?,
+        digits(b, 8, 2)?,
+    )?;
+    if b.len() == 10 {
+        return Some(date.and_time(NaiveTime::MIN));
+    }
+    if b[10] != b' ' || b[13] != b':' || b[16] != b':' || b[19] != b'.' {
+        return None;
+    }
+    let time = NaiveTime::from_hms_nano_opt(
+        digits(b, 11, 2)?,
+        digits(b, 14, 2)?,
+        digits(b, 17, 2)?,
+        digits(b, 20, 7)? * 100,
+    )?;
+    Some(date.and_time(time))
+}
+
 /// Parses `YYYY-MM-DD`.
 pub fn parse_date(text: &str) -> Option<NaiveDate> {
+    if let Some(dt) = parse_canonical(text) {
+        return Some(dt.date());
+    }
     let t = text.trim();
     NaiveDate::parse_from_str(t, "%Y-%m-%d")
         .ok()
@@ -580,6 +642,9 @@ pub fn parse_date(text: &str) -> Option<NaiveDate> {
 
 /// Parses `YYYY-MM-DD[ T]HH:MM[:SS[.fffffff]]` or a bare date (midnight).
 pub fn parse_datetime(text: &str) -> Option<NaiveDateTime> {
+    if let Some(dt) = parse_canonical(text) {
+        return Some(dt);
+    }
     let t = text.trim();
     for format in [
         "%Y-%m-%d %H:%M:%S%.f",
@@ -949,6 +1014,12 @@ mod tests {
             "2024-03-01 00:00:00"
         );
         assert!(parse_datetime("yesterday").is_none());
+        let canonical = "2024-03-01 10:20:30.1234567";
+        assert_eq!(
+            format_datetime(parse_datetime(canonical).unwrap()),
+            canonical
+        );
+        assert!(parse_datetime("2024-02-30 10:20:30.1234567").is_none());
     }
 
     #[test]
