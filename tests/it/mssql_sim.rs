@@ -135,6 +135,26 @@ async fn every_parameter_type_round_trips_with_sql_server_wire_types() {
     assert_eq!(rows.len(), 2);
     let r = &rows[0];
     assert_eq!(r.get::<i64, _>("id"), Some(4_000_000_000));
+    let spelled = c
+        .query(
+            "SELECT [ID], [Name] AS [Label] FROM [dbo].[items] WHERE [id] = @P1",
+            &[&2i64],
+        )
+        .await
+        .unwrap()
+        .columns()
+        .await
+        .unwrap()
+        .map(|cols| {
+            cols.iter()
+                .map(|c| c.name().to_string())
+                .collect::<Vec<_>>()
+        });
+    assert_eq!(
+        spelled,
+        Some(vec!["ID".to_string(), "Label".to_string()]),
+        "names as the query spells them"
+    );
     assert_eq!(r.get::<i32, _>("code"), Some(7));
     assert_eq!(r.get::<&str, _>("name"), Some("José Ñandú"));
     assert_eq!(r.get::<&str, _>("note"), Some(long_note.as_str()));

@@ -520,14 +520,8 @@ impl Session {
                         *t,
                         true,
                     ),
-                    (_, Some((cname, ty, nullable))) => {
-                        let name = if sqlite_name.eq_ignore_ascii_case(&cname) {
-                            cname
-                        } else {
-                            sqlite_name
-                        };
-                        (name, ty, nullable)
-                    }
+                    // The name as the query spells it (or as declared, for `*`), like SQL Server.
+                    (_, Some((_, ty, nullable))) => (sqlite_name, ty, nullable),
                     (Some(ItemType::Unknown(e)), None) => {
                         return Err(SqlError::unsupported(format!(
                             "a result column whose SQL Server type it cannot determine (`{e}`)"

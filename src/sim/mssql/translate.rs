@@ -744,8 +744,7 @@ impl Emitter<'_> {
                         } else {
                             &parts[..]
                         };
-                        let quoted: Vec<String> =
-                            keep.iter().map(|p| q(&p.to_ascii_lowercase())).collect();
+                        let quoted: Vec<String> = keep.iter().map(|p| q(p)).collect();
                         let column_sql = quoted.join(".");
                         if let Some((lhs, op, rhs)) =
                             self.date_comparison(&parts, &column_sql, tokens, end)?
@@ -1195,9 +1194,14 @@ fn translate_select(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
         if item.is_empty() {
             return Err(SqlError::syntax(","));
         }
-        items.push(e.item_type(item, &tables));
-        let alias = item_alias(item);
+        let item_type = e.item_type(item, &tables);
         let body = strip_alias(item);
+        // A bare column keeps the query's spelling as its name, as in SQL Server.
+        let alias = item_alias(item).or_else(|| match (&item_type, read_name(body, 0)) {
+            (ItemType::FromStore, Ok((parts, end))) if end == body.len() => parts.last().cloned(),
+            _ => None,
+        });
+        items.push(item_type);
         let mut sql = e.expr(body)?;
         if let Some(a) = &alias {
             sql = format!("{sql} AS {}", q(a));
@@ -1794,7 +1798,7 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
             )));
         }
     }
-    let mut sql = vec![q(&name.to_ascii_lowercase())];
+    let mut sql = vec![q(&name)];
     if identity {
         if !pk
             || !matches!(
@@ -2018,7 +2022,7 @@ mod tests {
             Statement::Query { sql, items, .. } => {
                 assert_eq!(
                     sql,
-                    "SELECT \"name\", \"id\", \"rv\" FROM \"t\" WHERE \"rv\" > __cast(@P2, 'BINARY(8)') AND \"rv\" < 77 ORDER BY \"rv\" LIMIT @P1"
+                    "SELECT \"name\" AS \"name\", \"id\" AS \"id\", \"rv\" AS \"rv\" FROM \"t\" WHERE \"rv\" > __cast(@P2, 'BINARY(8)') AND \"rv\" < 77 ORDER BY \"rv\" LIMIT @P1"
                 );
                 assert_eq!(items, vec![ItemType::FromStore; 3]);
             }
