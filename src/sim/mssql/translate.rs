@@ -2136,6 +2136,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any token soup is answered with a translation or an error, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(parts in proptest::collection::vec(proptest::sample::select(vec![
+            "SELECT", "TOP", "(", ")", "@P1", "[id]", "[name]", ",", "FROM", "[dbo].[t]", "t", "WHERE",
+            "=", "N'x'", "'y'", "1", "INSERT", "INTO", "VALUES", "UPDATE", "SET", "DELETE", "OUTPUT",
+            "INSERTED.[id]", "CAST", "AS", "BIGINT", "ORDER", "BY", "CREATE", "TABLE", "INDEX", "ON",
+            "PRIMARY", "KEY", "DEFAULT", "IDENTITY", "*", ".", ";", "BEGIN", "TRAN", "COMMIT", "@@TRANCOUNT",
+            "MIN_ACTIVE_ROWVERSION", "NVARCHAR", "DECIMAL", "NOT", "NULL", "UNIQUE", "CONSTRAINT", "[",
+            "'", "--", "/*", "+", "WITH", "DROP", "IF", "EXISTS",
+        ]), 0..24)) {
+            let c = catalog();
+            if let Ok(tokens) = tokenize(&parts.join(" ")) {
+                for stmt in split(tokens) {
+                    let _ = one(&stmt.iter().map(Tok::text).collect::<Vec<_>>().join(" "), &c);
+                }
+            }
+        }
+    }
+
     #[test]
     fn types_literals_and_functions() {
         let c = catalog();

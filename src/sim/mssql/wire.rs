@@ -273,7 +273,7 @@ fn push_b_varchar(out: &mut Vec<u8>, s: &str) {
 }
 
 fn push_us_varchar(out: &mut Vec<u8>, s: &str) {
-    let units: Vec<u16> = s.encode_utf16().take(65535).collect();
+    let units: Vec<u16> = s.encode_utf16().take(4094).collect();
     out.extend_from_slice(&(units.len() as u16).to_le_bytes());
     for u in units {
         out.extend_from_slice(&u.to_le_bytes());
@@ -318,7 +318,9 @@ impl Tokens {
         body.extend_from_slice(&number.to_le_bytes());
         body.push(state);
         body.push(class);
-        push_us_varchar(&mut body, text);
+        // Keeps the token within its u16 length (SQL Server messages are at most 2,047 chars).
+        let text: String = text.chars().take(2047).collect();
+        push_us_varchar(&mut body, &text);
         push_b_varchar(&mut body, "hubsync-sim");
         push_b_varchar(&mut body, "");
         body.extend_from_slice(&1u32.to_le_bytes());
@@ -381,6 +383,23 @@ mod tests {
         let offset = usize::from(u16::from_be_bytes([p[6], p[7]]));
         assert_eq!(p[offset], 0x02);
         assert_eq!(p[20], 0xFF);
+    }
+
+    proptest::proptest! {
+        /// Malformed client bytes are errors, never panics.
+        #[test]
+        fn hostile_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = parse_login(&bytes);
+            let mut r = Reader::new(&bytes);
+            while !r.at_end() {
+                if types::decode_param_value(&mut r).is_err() {
+                    break;
+                }
+            }
+            let mut r = Reader::new(&bytes);
+            let _ = r.all_headers();
+            let _ = r.plp();
+        }
     }
 
     #[test]
