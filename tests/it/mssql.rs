@@ -29,6 +29,13 @@ impl Target {
         let (sim, connection) = match std::env::var("HUBSYNC_TEST_MSSQL") {
             Ok(conn) if !conn.trim().is_empty() => (None, conn),
             _ => {
+                static NOTICE: std::sync::Once = std::sync::Once::new();
+                NOTICE.call_once(|| {
+                    eprintln!(
+                        "notice: HUBSYNC_TEST_MSSQL is not set; the SQL Server suite runs against \
+                         the simulator only (the real-server run is skipped)"
+                    )
+                });
                 let sim = hubsync::sim::mssql::start(
                     "127.0.0.1:0".parse().expect("addr"),
                     MssqlSimOptions::default(),
