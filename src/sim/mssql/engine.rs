@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{Value as SqliteValue, ValueRef};
 use rusqlite::{Connection, ErrorCode};
@@ -201,6 +202,11 @@ impl Session {
         let id = db.next_session.fetch_add(1, Ordering::SeqCst);
         let conn = Connection::open(&db.path).map_err(store_error)?;
         conn.busy_timeout(db.lock_timeout).map_err(store_error)?;
+        // "x" must name a column, never fall back to a string literal.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)
+            .map_err(store_error)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)
+            .map_err(store_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(store_error)?;
         register_functions(&conn, &db, id).map_err(store_error)?;
@@ -489,7 +495,7 @@ impl Session {
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.map_error(e, sql))?;
         bind(&mut stmt, params)?;
         let n = stmt.column_count();
-        let has_star = items.iter().any(|i| *i == ItemType::Star);
+        let has_star = items.contains(&ItemType::Star);
         let mut columns = Vec::with_capacity(n);
         {
             let catalog = self.db.catalog();
@@ -713,8 +719,36 @@ fn to_sqlite(v: Value) -> SqliteValue {
     }
 }
 
+/// SQLite passes a function's error back as text only: the SQL Server error travels encoded in
+/// it and `map_error` decodes it.
+const UDF_ERROR_PREFIX: &str = "\u{1}sim-error:";
+
+#[derive(Debug)]
+struct UdfError(SqlError);
+
+impl std::fmt::Display for UdfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{UDF_ERROR_PREFIX}{}:{}:{}:{}",
+            self.0.number, self.0.state, self.0.class, self.0.message
+        )
+    }
+}
+
+impl std::error::Error for UdfError {}
+
+fn decode_udf_error(text: &str) -> Option<SqlError> {
+    let rest = &text[text.find(UDF_ERROR_PREFIX)? + UDF_ERROR_PREFIX.len()..];
+    let mut parts = rest.splitn(4, ':');
+    let number = parts.next()?.parse().ok()?;
+    let state = parts.next()?.parse().ok()?;
+    let class = parts.next()?.parse().ok()?;
+    Some(SqlError::new(number, state, class, parts.next()?))
+}
+
 fn udf_error(e: SqlError) -> rusqlite::Error {
-    rusqlite::Error::UserFunctionError(Box::new(e))
+    rusqlite::Error::UserFunctionError(Box::new(UdfError(e)))
 }
 
 fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite::Result<()> {
@@ -855,10 +889,10 @@ pub fn convert(
             if scaled.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
                 return Err(overflow());
             }
-            if *scale == 0 {
-                if let Ok(n) = i64::try_from(scaled) {
-                    return Ok(Value::Int(n));
-                }
+            if *scale == 0
+                && let Ok(n) = i64::try_from(scaled)
+            {
+                return Ok(Value::Int(n));
             }
             Ok(Value::Text(types::format_decimal(scaled, *scale)))
         }
@@ -960,20 +994,20 @@ pub fn convert(
                     ));
                 }
             };
-            if let Some(max) = ty.max_len() {
-                if bytes.len() > max {
-                    if let Some((table, column)) = target {
-                        return Err(SqlError::new(
-                            2628,
-                            1,
-                            16,
-                            format!(
-                                "String or binary data would be truncated in table '{table}', column '{column}'. Truncated value: ''."
-                            ),
-                        ));
-                    }
-                    return Ok(Value::Bytes(bytes[..max].to_vec()));
+            if let Some(max) = ty.max_len()
+                && bytes.len() > max
+            {
+                if let Some((table, column)) = target {
+                    return Err(SqlError::new(
+                        2628,
+                        1,
+                        16,
+                        format!(
+                            "String or binary data would be truncated in table '{table}', column '{column}'. Truncated value: ''."
+                        ),
+                    ));
                 }
+                return Ok(Value::Bytes(bytes[..max].to_vec()));
             }
             Ok(Value::Bytes(bytes))
         }
@@ -1011,10 +1045,13 @@ pub fn convert(
 
 /// Maps a store error to SQL Server's error number and message.
 pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str) -> SqlError {
-    if let rusqlite::Error::UserFunctionError(inner) = &e {
-        if let Some(s) = inner.downcast_ref::<SqlError>() {
-            return s.clone();
-        }
+    if let rusqlite::Error::UserFunctionError(inner) = &e
+        && let Some(s) = inner.downcast_ref::<UdfError>()
+    {
+        return s.0.clone();
+    }
+    if let Some(decoded) = decode_udf_error(&e.to_string()) {
+        return decoded;
     }
     let verb = sql
         .split_whitespace()

@@ -146,12 +146,10 @@ pub async fn start(addr: SocketAddr, options: MssqlSimOptions) -> anyhow::Result
         task,
         admin: Arc::new(Mutex::new(None)),
     };
-    if created {
-        if let Some(schema) = &options.schema {
-            sim.execute_batch(&strip_go(schema))
-                .await
-                .context("the schema could not be applied")?;
-        }
+    if created && let Some(schema) = &options.schema {
+        sim.execute_batch(&strip_go(schema))
+            .await
+            .context("the schema could not be applied")?;
     }
     Ok(sim)
 }

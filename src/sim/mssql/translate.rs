@@ -250,21 +250,22 @@ pub fn split(tokens: Vec<Tok>) -> Vec<Vec<Tok>> {
         } else if tok.is_op(")") {
             depth -= 1;
         }
-        if depth == 0 && !cur.is_empty() {
-            if let Tok::Word(w) = &tok {
-                let upper = w.to_ascii_uppercase();
-                let first = match &cur[0] {
-                    Tok::Word(f) => f.to_ascii_uppercase(),
-                    _ => String::new(),
-                };
-                let starts = STATEMENT_STARTS.contains(&upper.as_str())
-                    && !(first == "CREATE" || first == "ALTER")
-                    && !(upper == "SET" && first == "UPDATE")
-                    && !(upper == "SELECT" && first == "INSERT")
-                    && !(first == "SET" && cur.len() < 3);
-                if starts {
-                    out.push(std::mem::take(&mut cur));
-                }
+        if depth == 0
+            && !cur.is_empty()
+            && let Tok::Word(w) = &tok
+        {
+            let upper = w.to_ascii_uppercase();
+            let first = match &cur[0] {
+                Tok::Word(f) => f.to_ascii_uppercase(),
+                _ => String::new(),
+            };
+            let starts = STATEMENT_STARTS.contains(&upper.as_str())
+                && !(first == "CREATE" || first == "ALTER")
+                && !(upper == "SET" && first == "UPDATE")
+                && !(upper == "SELECT" && first == "INSERT")
+                && !(first == "SET" && cur.len() < 3);
+            if starts {
+                out.push(std::mem::take(&mut cur));
             }
         }
         cur.push(tok);
@@ -896,39 +897,37 @@ impl Emitter<'_> {
             }
             _ => {}
         }
-        if let Some(Tok::Word(f)) = expr.first() {
-            if expr.get(1).is_some_and(|t| t.is_op("("))
-                && close_paren(expr, 1).ok() == Some(expr.len() - 1)
-            {
-                let args = &expr[2..expr.len() - 1];
-                let upper = f.to_ascii_uppercase();
-                let known = match upper.as_str() {
-                    "CAST" => find_top_word(args, 0, &["AS"])
-                        .and_then(|at| SqlType::parse(&type_text(&args[at + 1..]))),
-                    "CONVERT" => split_commas(args)
-                        .first()
-                        .and_then(|t| SqlType::parse(&type_text(t))),
-                    "COUNT" => Some(SqlType::Int),
-                    "COUNT_BIG" => Some(SqlType::BigInt),
-                    "MIN_ACTIVE_ROWVERSION" => Some(SqlType::Binary(8)),
-                    "SCOPE_IDENTITY" => Some(SqlType::Decimal {
-                        precision: 38,
-                        scale: 0,
-                        numeric: true,
-                    }),
-                    "SYSUTCDATETIME" | "SYSDATETIME" => Some(SqlType::DateTime2(7)),
-                    "GETUTCDATE" | "GETDATE" => Some(SqlType::DateTime),
-                    "LEN" => Some(SqlType::Int),
-                    "MIN" | "MAX" | "ISNULL" | "COALESCE" | "UPPER" | "LOWER" | "LTRIM"
-                    | "RTRIM" => {
-                        let first_arg = split_commas(args).first().copied().unwrap_or(&[]);
-                        self.column_type(first_arg, tables)
-                    }
-                    _ => None,
-                };
-                if let Some(t) = known {
-                    return ItemType::Known(t);
+        if let Some(Tok::Word(f)) = expr.first()
+            && expr.get(1).is_some_and(|t| t.is_op("("))
+            && close_paren(expr, 1).ok() == Some(expr.len() - 1)
+        {
+            let args = &expr[2..expr.len() - 1];
+            let upper = f.to_ascii_uppercase();
+            let known = match upper.as_str() {
+                "CAST" => find_top_word(args, 0, &["AS"])
+                    .and_then(|at| SqlType::parse(&type_text(&args[at + 1..]))),
+                "CONVERT" => split_commas(args)
+                    .first()
+                    .and_then(|t| SqlType::parse(&type_text(t))),
+                "COUNT" => Some(SqlType::Int),
+                "COUNT_BIG" => Some(SqlType::BigInt),
+                "MIN_ACTIVE_ROWVERSION" => Some(SqlType::Binary(8)),
+                "SCOPE_IDENTITY" => Some(SqlType::Decimal {
+                    precision: 38,
+                    scale: 0,
+                    numeric: true,
+                }),
+                "SYSUTCDATETIME" | "SYSDATETIME" => Some(SqlType::DateTime2(7)),
+                "GETUTCDATE" | "GETDATE" => Some(SqlType::DateTime),
+                "LEN" => Some(SqlType::Int),
+                "MIN" | "MAX" | "ISNULL" | "COALESCE" | "UPPER" | "LOWER" | "LTRIM" | "RTRIM" => {
+                    let first_arg = split_commas(args).first().copied().unwrap_or(&[]);
+                    self.column_type(first_arg, tables)
                 }
+                _ => None,
+            };
+            if let Some(t) = known {
+                return ItemType::Known(t);
             }
         }
         if expr

@@ -70,11 +70,6 @@ impl<'a> Reader<'a> {
         let n = usize::from(self.u8()?);
         types::utf16(self.bytes(n * 2)?)
     }
-    /// US_VARCHAR: u16 character count, UTF-16LE.
-    pub fn us_varchar(&mut self) -> Result<String, String> {
-        let n = usize::from(self.u16()?);
-        types::utf16(self.bytes(n * 2)?)
-    }
     /// A PLP value: `None` for PLP NULL.
     pub fn plp(&mut self) -> Result<Option<Vec<u8>>, String> {
         let total = self.u64()?;
