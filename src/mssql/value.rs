@@ -295,7 +295,7 @@ pub fn param_for(ty: ColumnType, value: &Value) -> Result<Param, String> {
     let null = value.is_null();
     let expect = |what: &str| format!("expects {what} ({})", type_name(ty));
     Ok(match ty {
-        T::Int1 | T::Int2 | T::Int4 | T::Intn => {
+        T::Int1 | T::Int2 | T::Int4 => {
             if null {
                 Param::I32(None)
             } else {
@@ -305,7 +305,7 @@ pub fn param_for(ty: ColumnType, value: &Value) -> Result<Param, String> {
                 ))
             }
         }
-        T::Int8 => Param::I64(if null {
+        T::Int8 | T::Intn => Param::I64(if null {
             None
         } else {
             Some(as_i64(value).ok_or_else(|| expect("an integer"))?)
