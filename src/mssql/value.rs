@@ -453,14 +453,19 @@ mod tests {
     #[test]
     fn parameters_take_the_column_type_and_refuse_bad_values() {
         assert_eq!(
-            param_for(ColumnType::Intn, &json!(5)),
+            param_for(ColumnType::Int4, &json!(5)),
             Ok(Param::I32(Some(5)))
         );
         assert_eq!(
-            param_for(ColumnType::Intn, &json!("5")),
+            param_for(ColumnType::Int4, &json!("5")),
             Ok(Param::I32(Some(5)))
         );
-        assert!(param_for(ColumnType::Intn, &json!(5_000_000_000i64)).is_err());
+        assert!(param_for(ColumnType::Int4, &json!(5_000_000_000i64)).is_err());
+        assert!(param_for(ColumnType::Int4, &json!("cinco")).is_err());
+        assert_eq!(
+            param_for(ColumnType::Intn, &json!(7)),
+            Ok(Param::I64(Some(7)))
+        );
         assert_eq!(
             param_for(ColumnType::Int8, &Value::Null),
             Ok(Param::I64(None))
