@@ -103,15 +103,16 @@ impl Conn {
                 .unwrap_or_default();
             let rows = stream.into_first_result().await?;
             Ok::<_, tiberius::error::Error>(Rows { columns, rows })
-        }
-        .await;
+        };
+        // Boxed: tiberius futures are large, and callers nest them.
+        let result = Box::pin(result).await;
         result.map_err(|e| self.fail(e))
     }
 
     /// Runs a statement through sp_executesql and returns the rows it affected.
     pub async fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, MssqlError> {
         let q = Self::query_of(sql, params);
-        match q.execute(&mut self.client).await {
+        match Box::pin(q.execute(&mut self.client)).await {
             Ok(r) => Ok(r.total()),
             Err(e) => Err(self.fail(e)),
         }

@@ -295,7 +295,7 @@ pub fn param_for(ty: ColumnType, value: &Value) -> Result<Param, String> {
     let null = value.is_null();
     let expect = |what: &str| format!("expects {what} ({})", type_name(ty));
     Ok(match ty {
-        T::Int1 | T::Int2 | T::Int4 | T::Intn => {
+        T::Int1 | T::Int2 | T::Int4 => {
             if null {
                 Param::I32(None)
             } else {
@@ -305,7 +305,7 @@ pub fn param_for(ty: ColumnType, value: &Value) -> Result<Param, String> {
                 ))
             }
         }
-        T::Int8 => Param::I64(if null {
+        T::Int8 | T::Intn => Param::I64(if null {
             None
         } else {
             Some(as_i64(value).ok_or_else(|| expect("an integer"))?)
@@ -453,14 +453,19 @@ mod tests {
     #[test]
     fn parameters_take_the_column_type_and_refuse_bad_values() {
         assert_eq!(
-            param_for(ColumnType::Intn, &json!(5)),
+            param_for(ColumnType::Int4, &json!(5)),
             Ok(Param::I32(Some(5)))
         );
         assert_eq!(
-            param_for(ColumnType::Intn, &json!("5")),
+            param_for(ColumnType::Int4, &json!("5")),
             Ok(Param::I32(Some(5)))
         );
-        assert!(param_for(ColumnType::Intn, &json!(5_000_000_000i64)).is_err());
+        assert!(param_for(ColumnType::Int4, &json!(5_000_000_000i64)).is_err());
+        assert!(param_for(ColumnType::Int4, &json!("cinco")).is_err());
+        assert_eq!(
+            param_for(ColumnType::Intn, &json!(7)),
+            Ok(Param::I64(Some(7)))
+        );
         assert_eq!(
             param_for(ColumnType::Int8, &Value::Null),
             Ok(Param::I64(None))

@@ -178,7 +178,9 @@ impl SqlWriter {
                         .into_iter()
                         .map(|o| o.unwrap_or(RowOutcome::Skipped))
                         .collect();
-                    return Ok(BatchReport { outcomes, attempts });
+                    let report = BatchReport { outcomes, attempts };
+                    tracing::debug!(table = %self.obj.table, rows = batch.len(), failed = report.failures().count(), attempts, "SQL Server write batch committed");
+                    return Ok(report);
                 }
                 Err(Interrupted::Replay) => {
                     // Keep the row failures found so far; replay the rest.

@@ -29,6 +29,13 @@ impl Target {
         let (sim, connection) = match std::env::var("HUBSYNC_TEST_MSSQL") {
             Ok(conn) if !conn.trim().is_empty() => (None, conn),
             _ => {
+                static NOTICE: std::sync::Once = std::sync::Once::new();
+                NOTICE.call_once(|| {
+                    eprintln!(
+                        "notice: HUBSYNC_TEST_MSSQL is not set; the SQL Server suite runs against \
+                         the simulator only (the real-server run is skipped)"
+                    )
+                });
                 let sim = hubsync::sim::mssql::start(
                     "127.0.0.1:0".parse().expect("addr"),
                     MssqlSimOptions::default(),
@@ -637,8 +644,30 @@ async fn the_pool_reconnects_after_the_server_drops_every_connection() {
     }
     t.exec(&insert_sql(&table, 4, 4, "2024-03-09T10:00:00"))
         .await;
-    let (after, _) = drain(&reader, cursor).await;
+    let (after, cursor) = drain(&reader, cursor).await;
     assert_eq!(keys(&after), ["4"]);
+
+    // Dropped again and refusing logins for a while: the read retries with backoff until the
+    // server takes logins again, and loses nothing.
+    t.exec(&insert_sql(&table, 5, 5, "2024-03-09T10:00:00"))
+        .await;
+    let connections = t.sim.as_ref().map(|s| s.stats().connections).unwrap_or(0);
+    if let Some(sim) = &t.sim {
+        sim.drop_connections();
+        sim.refuse_logins_for(Duration::from_millis(300));
+    }
+    let probe = t.pool.probe().await;
+    assert!(
+        probe.as_ref().is_err_and(|e| e.is_transient()),
+        "readiness is false while logins are refused: {probe:?}"
+    );
+    let (after, _) = drain(&reader, cursor).await;
+    assert_eq!(keys(&after), ["5"]);
+    let reconnects = t.sim.as_ref().map(|s| s.stats().connections).unwrap_or(0) - connections;
+    assert!(
+        reconnects >= 2,
+        "refused attempts and the successful one: {reconnects}"
+    );
     t.pool.probe().await.expect("ready again");
     t.finish().await;
 }
