@@ -1,5 +1,6 @@
 //! Benchmarks run from the CLI (`hubsync bench …`): each prints figures and ratios from one run.
 
+mod hubspot;
 mod mssql;
 mod queue;
 
@@ -16,6 +17,9 @@ pub enum BenchCommand {
     /// Read N changed rows of the default contact table from the SQL Server simulator through
     /// the change reader.
     Mssql(mssql::MssqlBenchArgs),
+    /// Update N contacts on the in-process HubSpot simulator through 4 workers sharing one
+    /// limiter; prints records/s against the tier's ceiling.
+    Hubspot(hubspot::HubspotBenchArgs),
 }
 
 /// HubSpot's batch write ceiling at the default tier: 100 requests/10 s × 100 records.
@@ -25,6 +29,7 @@ pub async fn run(command: BenchCommand, _config: &Path) -> Result<u8, Failure> {
     match command {
         BenchCommand::Queue(args) => queue::run(args).await,
         BenchCommand::Mssql(args) => mssql::run(args).await,
+        BenchCommand::Hubspot(args) => hubspot::run(args).await,
     }
 }
 

@@ -58,9 +58,10 @@ const CLAIM_SQL: &str = r#"
 WITH picked AS (
     SELECT q.id FROM sync_queue q
     WHERE q.state = 'pending' AND q.object = $1 AND q.direction = $2 AND q.run_after <= now()
-      AND NOT EXISTS (SELECT 1 FROM sync_queue r
-                      WHERE r.state = 'running' AND r.object = q.object
-                        AND r.direction = q.direction AND r.record_key = q.record_key)
+      -- Records already running are skipped. An uncorrelated NOT IN runs once per claim and is
+      -- hashed, whatever the planner believes about the table's (fast-changing) statistics.
+      AND q.record_key NOT IN (SELECT r.record_key FROM sync_queue r
+                               WHERE r.state = 'running' AND r.object = $1 AND r.direction = $2)
     ORDER BY q.run_after, q.id
     LIMIT $3
     FOR UPDATE SKIP LOCKED

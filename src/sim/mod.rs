@@ -23,12 +23,16 @@ pub async fn run(command: SimCommand) -> Result<u8, Failure> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn wait_for_stop_signal() -> std::io::Result<()> {
+/// Registers SIGINT and SIGTERM handlers now; the returned future resolves on either. Register
+/// before announcing readiness so an early signal is not lost.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
-    }
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
 }

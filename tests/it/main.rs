@@ -2,6 +2,8 @@
 //! and the HubSpot and SQL Server simulators.
 
 mod cli;
+mod hubspot_client;
+mod hubspot_sim;
 mod mssql;
 mod mssql_sim;
 mod queue;

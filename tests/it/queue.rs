@@ -695,3 +695,19 @@ async fn operator_views_show_counts_and_stuck_items() {
         stuck[0].problem
     );
 }
+
+#[tokio::test]
+async fn an_idle_worker_wakes_on_enqueue_without_waiting_for_its_poll() {
+    let (pool, _) = fresh_db().await;
+    let queue = Queue::new(pool.clone(), settings());
+    let mut waker = hubsync::queue::Waker::new(pool.clone(), Duration::from_secs(3600)).await;
+    let wait = tokio::spawn(async move {
+        waker.wait().await;
+    });
+    // The listener is registered before `new` returns, so this NOTIFY cannot be missed.
+    queue.enqueue(OBJ, Direction::ToHubspot, &[item("w", 1)]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .expect("woken by NOTIFY, long before the one-hour poll")
+        .unwrap();
+}

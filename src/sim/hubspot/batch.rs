@@ -182,12 +182,8 @@ fn unique_problems(
     problems
 }
 
-/// One failed input: its trace id, id (updates) and the error body.
-struct Failed {
-    body: Value,
-}
-
-fn input_error(body: Value, trace: Option<&str>, id: Option<&str>) -> Failed {
+/// An error entry for one input, with its trace id and id in `context`.
+fn input_error(body: Value, trace: Option<&str>, id: Option<&str>) -> Value {
     let mut body = body;
     let mut context = serde_json::Map::new();
     if let Some(trace) = trace {
@@ -202,7 +198,7 @@ fn input_error(body: Value, trace: Option<&str>, id: Option<&str>) -> Failed {
         object.insert("subCategory".into(), json!({}));
         object.insert("links".into(), json!({}));
     }
-    Failed { body }
+    body
 }
 
 /// Shuffles results so they never come back in input order (when there are two or more).
@@ -248,86 +244,67 @@ fn with_trace(mut object: Value, trace: Option<&str>) -> Value {
 
 /// `POST /crm/v3/objects/contacts/batch/create`.
 pub fn create<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
-    let corr = ctx.correlation.clone();
-    let request: Inputs<WriteInput> = match parse(body, &corr) {
-        Ok(r) => r,
-        Err(reply) => return reply,
-    };
-    if let Err(reply) = check_cap(request.inputs.len(), &corr) {
-        return reply;
-    }
-    let traced = trace_mode(&request.inputs);
-    let mut accepted = Vec::new();
-    let mut failed = Vec::new();
-    let mut all_problems = Vec::new();
-    let mut claimed = HashMap::new();
-    for (i, input) in request.inputs.iter().enumerate() {
-        let trace = input.object_write_trace_id.as_deref();
-        let checked = validate_input(store, &input.properties).and_then(|changes| {
-            let problems = unique_problems(store, None, &changes, &mut claimed, i);
-            if problems.is_empty() {
-                Ok(changes)
-            } else {
-                Err(problems)
-            }
-        });
-        match checked {
-            Ok(changes) => accepted.push((trace, changes)),
-            Err(problems) => {
-                failed.push(input_error(validation_body(&problems, &corr), trace, None));
-                all_problems.extend(problems);
-            }
-        }
-    }
-    if !traced && !all_problems.is_empty() {
-        return Reply::json(400, validation_body(&all_problems, &corr));
-    }
-    // An email that already belongs to a contact fails the whole batch, naming the first.
-    for (_, changes) in &accepted {
-        if let Some(Some(email)) = changes.get("email")
-            && let Some(existing) = store.holder("email", email)
-        {
-            return conflict(existing, &corr);
-        }
-    }
-    let mut results = Vec::new();
-    for (trace, changes) in accepted {
-        let values = changes
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect();
-        let id = store.create(values, ctx.now_ms, ctx.now_us, None, None);
-        if let Some(contact) = store.get(id) {
-            results.push(with_trace(contact.to_json_all(), trace));
-        }
-    }
-    let errors = failed.into_iter().map(|f| f.body).collect();
-    batch_reply(ctx, 201, results, errors)
+    write(store, body, ctx, Mode::Create)
 }
 
 /// `POST /crm/v3/objects/contacts/batch/update`.
 pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
-    let corr = ctx.correlation.clone();
-    let request: Inputs<WriteInput> = match parse(body, &corr) {
-        Ok(r) => r,
-        Err(reply) => return reply,
-    };
-    if let Err(reply) = check_cap(request.inputs.len(), &corr) {
-        return reply;
-    }
-    let traced = trace_mode(&request.inputs);
-    for input in &request.inputs {
-        if let Err(reply) =
-            check_id_property(store, input.id_property.as_deref(), "update/upsert", &corr)
-        {
-            return reply;
+    write(store, body, ctx, Mode::Update)
+}
+
+/// `POST /crm/v3/objects/contacts/batch/upsert`: by `idProperty` (email or a unique property),
+/// updating the contact that holds the value or creating one with it; results carry `new`.
+pub fn upsert<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
+    write(store, body, ctx, Mode::Upsert)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Create,
+    Update,
+    Upsert,
+}
+
+/// Where an accepted input goes.
+#[derive(Clone, Copy)]
+enum Target {
+    Existing(u64),
+    New,
+}
+
+impl Target {
+    fn own(self) -> Option<u64> {
+        match self {
+            Target::Existing(id) => Some(id),
+            Target::New => None,
         }
     }
-    // Resolve ids, refusing duplicates for the whole batch.
+}
+
+fn duplicate_ids(ids: BTreeSet<String>, corr: &str) -> Reply {
+    let ids: Vec<String> = ids.into_iter().collect();
+    let mut body = error_body(
+        "VALIDATION_ERROR",
+        &format!(
+            "Duplicate IDs found in batch input: [{}]. IDs must be unique",
+            ids.join(", ")
+        ),
+        corr,
+    );
+    body["context"] = json!({"ids": ids});
+    Reply::json(400, body)
+}
+
+/// Resolves update/upsert inputs to contact ids (`None` = not found), refusing duplicates.
+fn resolve(
+    store: &Store,
+    inputs: &[WriteInput],
+    corr: &str,
+) -> Result<Vec<(String, Option<u64>)>, Reply> {
     let mut resolved = Vec::new();
     let mut seen = BTreeSet::new();
     let mut duplicates = BTreeSet::new();
-    for input in &request.inputs {
+    for input in inputs {
         let raw = input.id.clone().unwrap_or_default();
         let id = store
             .lookup(input.id_property.as_deref(), &raw)
@@ -336,25 +313,56 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
             if !seen.insert(id) {
                 duplicates.insert(id.to_string());
             }
-        } else if !appears_once(&request.inputs, &raw) {
+        } else if !appears_once(inputs, &raw) {
             // A missing id given twice is still a duplicate.
             duplicates.insert(raw.clone());
         }
         resolved.push((raw, id));
     }
-    if !duplicates.is_empty() {
-        let ids: Vec<String> = duplicates.into_iter().collect();
-        let mut body = error_body(
-            "VALIDATION_ERROR",
-            &format!(
-                "Duplicate IDs found in batch input: [{}]. IDs must be unique",
-                ids.join(", ")
-            ),
-            &corr,
-        );
-        body["context"] = json!({"ids": ids});
-        return Reply::json(400, body);
+    if duplicates.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(duplicate_ids(duplicates, corr))
     }
+}
+
+/// The shared write path: validation per input (207 with trace ids, whole-batch 400 without),
+/// unique values, whole-batch 409 on an email held by another contact, then the writes.
+fn write<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>, mode: Mode) -> Reply {
+    let corr = ctx.correlation.clone();
+    let request: Inputs<WriteInput> = match parse(body, &corr) {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+    if let Err(reply) = check_cap(request.inputs.len(), &corr) {
+        return reply;
+    }
+    let traced = trace_mode(&request.inputs);
+    let resolved = if mode == Mode::Create {
+        request
+            .inputs
+            .iter()
+            .map(|_| (String::new(), None))
+            .collect()
+    } else {
+        for input in &request.inputs {
+            if mode == Mode::Upsert && input.id_property.is_none() {
+                return bad_request(
+                    "idProperty is required for upsert (email or a unique property)",
+                    &corr,
+                );
+            }
+            if let Err(reply) =
+                check_id_property(store, input.id_property.as_deref(), "update/upsert", &corr)
+            {
+                return reply;
+            }
+        }
+        match resolve(store, &request.inputs, &corr) {
+            Ok(resolved) => resolved,
+            Err(reply) => return reply,
+        }
+    };
     let mut accepted = Vec::new();
     let mut failed = Vec::new();
     let mut missing = Vec::new();
@@ -362,12 +370,24 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
     let mut claimed = HashMap::new();
     for (i, (input, (raw, id))) in request.inputs.iter().zip(&resolved).enumerate() {
         let trace = input.object_write_trace_id.as_deref();
-        let Some(id) = *id else {
-            missing.push((raw.clone(), trace));
-            continue;
+        let target = match (*id, mode) {
+            (Some(id), _) => Target::Existing(id),
+            (None, Mode::Create | Mode::Upsert) => Target::New,
+            (None, Mode::Update) => {
+                missing.push((raw.clone(), trace));
+                continue;
+            }
         };
-        let checked = validate_input(store, &input.properties).and_then(|changes| {
-            let problems = unique_problems(store, Some(id), &changes, &mut claimed, i);
+        let mut properties = input.properties.clone();
+        if let (Mode::Upsert, Target::New, Some(name)) =
+            (mode, target, input.id_property.as_deref())
+        {
+            properties
+                .entry(name.to_owned())
+                .or_insert_with(|| Value::String(raw.clone()));
+        }
+        let checked = validate_input(store, &properties).and_then(|changes| {
+            let problems = unique_problems(store, target.own(), &changes, &mut claimed, i);
             if problems.is_empty() {
                 Ok(changes)
             } else {
@@ -375,13 +395,17 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
             }
         });
         match checked {
-            Ok(changes) => accepted.push((id, trace, changes)),
+            Ok(changes) => accepted.push((target, trace, changes)),
             Err(problems) => {
-                let id_text = id.to_string();
+                let id_text = match (mode, target) {
+                    (Mode::Create, _) => None,
+                    (_, Target::Existing(id)) => Some(id.to_string()),
+                    (_, Target::New) => Some(raw.clone()),
+                };
                 failed.push(input_error(
                     validation_body(&problems, &corr),
                     trace,
-                    Some(&id_text),
+                    id_text.as_deref(),
                 ));
                 all_problems.extend(problems);
             }
@@ -390,23 +414,43 @@ pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> R
     if !traced && !all_problems.is_empty() {
         return Reply::json(400, validation_body(&all_problems, &corr));
     }
-    for (id, _, changes) in &accepted {
+    // An email that already belongs to another contact fails the whole batch, naming the first.
+    for (target, _, changes) in &accepted {
         if let Some(Some(email)) = changes.get("email")
-            && let Some(existing) = store.holder("email", email).filter(|h| h != id)
+            && let Some(existing) = store
+                .holder("email", email)
+                .filter(|h| Some(*h) != target.own())
         {
             return conflict(existing, &corr);
         }
     }
-    let mut errors: Vec<Value> = failed.into_iter().map(|f| f.body).collect();
+    let mut errors: Vec<Value> = failed;
     errors.extend(not_found_errors(&missing, traced, &corr));
     let mut results = Vec::new();
-    for (id, trace, changes) in accepted {
-        store.update(id, &changes, ctx.now_ms, ctx.now_us);
+    for (target, trace, changes) in accepted {
+        let id = match target {
+            Target::Existing(id) => {
+                store.update(id, &changes, ctx.now_ms, ctx.now_us);
+                id
+            }
+            Target::New => {
+                let values = changes
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect();
+                store.create(values, ctx.now_ms, ctx.now_us, None, None)
+            }
+        };
         if let Some(contact) = store.get(id) {
-            results.push(with_trace(contact.to_json_all(), trace));
+            let mut object = with_trace(contact.to_json_all(), trace);
+            if mode == Mode::Upsert {
+                object["new"] = Value::Bool(matches!(target, Target::New));
+            }
+            results.push(object);
         }
     }
-    batch_reply(ctx, 200, results, errors)
+    let ok = if mode == Mode::Create { 201 } else { 200 };
+    batch_reply(ctx, ok, results, errors)
 }
 
 fn appears_once(inputs: &[WriteInput], raw: &str) -> bool {
@@ -433,7 +477,6 @@ fn not_found_errors(missing: &[(String, Option<&str>)], traced: bool, corr: &str
                     *trace,
                     Some(raw),
                 )
-                .body
             })
             .collect();
     }

@@ -51,6 +51,19 @@ pub fn unauthorized(correlation: &str) -> Reply {
     )
 }
 
+/// 403 for a token without `crm.objects.contacts.write`.
+pub fn missing_scope(correlation: &str) -> Reply {
+    let mut body = error_body(
+        "MISSING_SCOPES",
+        "This app hasn't been granted all required scopes to make this call. Read more about \
+         required scopes here: https://developers.hubspot.com/scopes.",
+        correlation,
+    );
+    body["errors"] = json!([{"message": "One or more of the following scopes are required.",
+        "context": {"requiredGranularScopes": ["crm.objects.contacts.write"]}}]);
+    Reply::json(403, body)
+}
+
 /// A 400 VALIDATION_ERROR with a plain message.
 pub fn bad_request(message: impl Into<String>, correlation: &str) -> Reply {
     Reply::error(400, "VALIDATION_ERROR", message, correlation)

@@ -21,7 +21,10 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-pub use properties::{PropertyDef, PropertyOption, PropertyType, default_properties};
+pub use properties::{
+    FRECUENCIA_DEPOSITO, MARITAL_STATUS, PropertyDef, PropertyOption, PropertyType,
+    default_properties,
+};
 pub use store::Contact as SimContact;
 
 use crate::exit::{self, Failure};
@@ -35,6 +38,8 @@ pub struct SimOptions {
     pub tier: u32,
     /// Requests per day; `None` takes the tier's default (250k, 625k, 1.25M).
     pub daily_limit: Option<u64>,
+    /// Search requests per rolling second (HubSpot: 5).
+    pub search_per_second: u32,
     /// Seed for result order and fault draws.
     pub seed: u64,
     /// Delay before writes become visible to search (zero = at once).
@@ -51,6 +56,7 @@ impl Default for SimOptions {
             token: SecretString::from("sim-token"),
             tier: 100,
             daily_limit: None,
+            search_per_second: 5,
             seed: 0,
             index_lag: Duration::ZERO,
             faults: Faults::default(),
@@ -75,8 +81,11 @@ impl SimOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
-    /// Answer 500/502/503/504 (drawn evenly) without doing anything.
+    /// Answer an error status (drawn evenly from `error_statuses`) without doing anything.
     pub error_rate: f64,
+    /// Statuses `error_rate` draws from; empty means 500, 502, 503 and 504. 423 and 477 get
+    /// HubSpot's bodies (477 with `Retry-After: 1`).
+    pub error_statuses: Vec<u16>,
     /// Close the connection without an answer before doing anything.
     pub drop_rate: f64,
     /// Do the work, then close the connection without an answer.
@@ -90,18 +99,22 @@ pub struct Faults {
     pub timeout_next: u32,
     #[serde(with = "humantime_serde")]
     pub timeout_hang: Duration,
+    /// The token lacks `crm.objects.contacts.write`: writes get 403 MISSING_SCOPES.
+    pub missing_write_scope: bool,
 }
 
 impl Default for Faults {
     fn default() -> Self {
         Self {
             error_rate: 0.0,
+            error_statuses: Vec::new(),
             drop_rate: 0.0,
             lost_response_rate: 0.0,
             latency: Duration::ZERO,
             burst_429: 0,
             timeout_next: 0,
             timeout_hang: Duration::from_secs(100),
+            missing_write_scope: false,
         }
     }
 }
@@ -271,6 +284,9 @@ pub struct HubspotArgs {
     /// Requests per day (default from the tier).
     #[arg(long)]
     pub daily_limit: Option<u64>,
+    /// Search requests per rolling second.
+    #[arg(long, default_value_t = 5)]
+    pub search_per_second: u32,
     /// Seed for result order and fault draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -280,6 +296,9 @@ pub struct HubspotArgs {
     /// Fraction of API requests answered 500/502/503/504.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
+    /// Status drawn by --error-rate (repeatable; default 500, 502, 503, 504).
+    #[arg(long)]
+    pub error_status: Vec<u16>,
     /// Fraction of API requests whose connection is dropped before any work.
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
@@ -295,6 +314,9 @@ pub struct HubspotArgs {
     /// Let the first N API requests hang (then 524).
     #[arg(long, default_value_t = 0)]
     pub timeout_next: u32,
+    /// Refuse writes with 403 MISSING_SCOPES, as for a token without the write scope.
+    #[arg(long)]
+    pub missing_write_scope: bool,
     /// How long a hanging request hangs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100s")]
     pub timeout_hang: Duration,
@@ -321,20 +343,26 @@ impl HubspotArgs {
                 anyhow::bail!("{name} must be between 0 and 1, got {rate}");
             }
         }
+        if let Some(status) = self.error_status.iter().find(|s| !(400..=599).contains(*s)) {
+            anyhow::bail!("--error-status must be an HTTP error status (400-599), got {status}");
+        }
         Ok(SimOptions {
             token: SecretString::from(self.token.clone()),
             tier: self.tier,
             daily_limit: self.daily_limit,
+            search_per_second: self.search_per_second,
             seed: self.seed,
             index_lag: self.index_lag,
             faults: Faults {
                 error_rate: self.error_rate,
+                error_statuses: self.error_status.clone(),
                 drop_rate: self.drop_rate,
                 lost_response_rate: self.lost_response_rate,
                 latency: self.latency,
                 burst_429: self.burst_429,
                 timeout_next: self.timeout_next,
                 timeout_hang: self.timeout_hang,
+                missing_write_scope: self.missing_write_scope,
             },
             properties: default_properties(),
         })
@@ -346,13 +374,13 @@ pub async fn run(args: HubspotArgs) -> Result<u8, Failure> {
     let options = args
         .options()
         .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
+    let stop = crate::sim::stop_signal()
+        .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot wait for signals: {e}")))?;
     let sim = start(args.listen, options)
         .await
         .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
     println!("{}", sim.base_url());
-    crate::sim::wait_for_stop_signal()
-        .await
-        .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot wait for signals: {e}")))?;
+    stop.await;
     sim.shutdown().await;
     Ok(exit::OK)
 }

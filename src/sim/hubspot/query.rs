@@ -24,34 +24,42 @@ const MAX_FILTERS_PER_GROUP: usize = 6;
 const MAX_FILTERS: usize = 18;
 const MAX_QUERY: usize = 3_000;
 
-/// Query parameters shared by list and get.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Query parameters of list, get and batch read; `properties` may be comma-separated and/or
+/// repeated.
+#[derive(Debug, Default, Clone)]
 pub struct ReadParams {
     pub limit: Option<String>,
     pub after: Option<String>,
-    pub properties: Option<String>,
-    pub archived: Option<String>,
+    pub properties: Vec<String>,
+    pub archived: bool,
     pub id_property: Option<String>,
 }
 
 impl ReadParams {
-    pub fn archived(&self) -> bool {
-        self.archived.as_deref() == Some("true")
+    /// Parses a raw query string (`None` = no query).
+    pub fn parse(raw: Option<&str>) -> Self {
+        let mut params = Self::default();
+        for (key, value) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            match key.as_ref() {
+                "limit" => params.limit = Some(value.into_owned()),
+                "after" => params.after = Some(value.into_owned()),
+                "archived" => params.archived = value == "true",
+                "idProperty" => params.id_property = Some(value.into_owned()),
+                "properties" => params.properties.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                ),
+                _ => {}
+            }
+        }
+        params
     }
 
     fn properties(&self) -> Vec<String> {
-        requested(
-            self.properties
-                .as_deref()
-                .map(|p| {
-                    p.split(',')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        )
+        requested(self.properties.clone())
     }
 }
 
@@ -79,7 +87,7 @@ pub fn list(store: &Store, params: &ReadParams, base_url: &str, corr: &str) -> R
         Some(Ok(n)) => n,
         Some(Err(_)) => return bad_request("after must be an integer", corr),
     };
-    let archived = params.archived();
+    let archived = params.archived;
     let properties = params.properties();
     let mut page = store.range_from(after).filter(|c| c.archived() == archived);
     let results: Vec<Value> = page
@@ -107,7 +115,7 @@ pub fn get(store: &Store, id: &str, params: &ReadParams, corr: &str) -> Reply {
     if let Err(reply) = check_id_property(store, id_property, "read", corr) {
         return reply;
     }
-    let archived = params.archived();
+    let archived = params.archived;
     match store
         .lookup(id_property, id)
         .and_then(|id| store.get(id))
@@ -122,6 +130,19 @@ pub fn get(store: &Store, id: &str, params: &ReadParams, corr: &str) -> Reply {
 pub fn properties(store: &Store) -> Reply {
     let results: Vec<Value> = store.properties.iter().map(PropertyDef::to_json).collect();
     Reply::json(200, json!({"results": results}))
+}
+
+/// `GET /crm/v3/properties/contacts/{name}`.
+pub fn property(store: &Store, name: &str, corr: &str) -> Reply {
+    match store.property(name) {
+        Some(def) => Reply::json(200, def.to_json()),
+        None => Reply::error(
+            404,
+            "OBJECT_NOT_FOUND",
+            format!("Unable to find property {name}"),
+            corr,
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +213,17 @@ fn integer(value: Option<&Value>, default: usize, what: &str, corr: &str) -> Res
 enum Key {
     Number(f64),
     Text(String),
+}
+
+/// A contact's comparable value; identity and timestamps come from the record's own fields
+/// rather than being parsed again.
+fn contact_key(def: &PropertyDef, contact: &Contact) -> Option<Key> {
+    match def.name.as_str() {
+        "hs_object_id" => Some(Key::Number(contact.id as f64)),
+        "createdate" => Some(Key::Number(contact.created_ms as f64)),
+        "lastmodifieddate" | "hs_lastmodifieddate" => Some(Key::Number(contact.updated_ms as f64)),
+        name => contact.get(name).and_then(|v| key(def, v)),
+    }
 }
 
 fn key(def: &PropertyDef, value: &str) -> Option<Key> {
@@ -338,7 +370,7 @@ impl Compiled<'_> {
             let found = stored.is_some_and(|v| wildcard(&self.raw, &v.to_lowercase()));
             return found == (self.operator == "CONTAINS_TOKEN");
         }
-        let Some(actual) = stored.and_then(|v| key(self.def, v)) else {
+        let Some(actual) = contact_key(self.def, contact) else {
             return matches!(self.operator, "NEQ" | "NOT_IN");
         };
         let cmp = |k: &Option<Key>| k.as_ref().and_then(|k| compare(&actual, k));
@@ -469,11 +501,12 @@ pub fn search(store: &mut Store, body: &[u8], now_us: u64, corr: &str) -> Reply 
         (None, created) => (created.as_ref(), false),
     };
     if let Some(def) = sort_def {
-        hits.sort_by(|a, b| {
-            let ka = a.get(&def.name).and_then(|v| key(def, v));
-            let kb = b.get(&def.name).and_then(|v| key(def, v));
+        // Keys are computed once per hit, not once per comparison.
+        let mut keyed: Vec<(Option<Key>, &Contact)> =
+            hits.into_iter().map(|c| (contact_key(def, c), c)).collect();
+        keyed.sort_by(|(ka, a), (kb, b)| {
             let order = match (ka, kb) {
-                (Some(x), Some(y)) => compare(&x, &y).unwrap_or(Ordering::Equal),
+                (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
                 (None, None) => Ordering::Equal,
@@ -481,6 +514,7 @@ pub fn search(store: &mut Store, body: &[u8], now_us: u64, corr: &str) -> Reply 
             let order = if descending { order.reverse() } else { order };
             order.then(a.id.cmp(&b.id))
         });
+        hits = keyed.into_iter().map(|(_, c)| c).collect();
     }
     let total = hits.len();
     let end = (after + limit).min(total).min(SEARCH_CAP);
@@ -575,6 +609,17 @@ mod tests {
         let too_many = json!({"filterGroups": [{"filters": (0..7).map(|_| json!(
             {"propertyName": "email", "operator": "HAS_PROPERTY"})).collect::<Vec<_>>()}]});
         assert_eq!(run(&mut store, too_many).status, 400);
+    }
+
+    #[test]
+    fn read_params_take_comma_separated_and_repeated_properties() {
+        let p = ReadParams::parse(Some(
+            "properties=email,firstname&properties=lastname&archived=true&limit=5",
+        ));
+        assert_eq!(p.properties, ["email", "firstname", "lastname"]);
+        assert!(p.archived);
+        assert_eq!(p.limit.as_deref(), Some("5"));
+        assert!(!ReadParams::parse(None).archived);
     }
 
     #[test]

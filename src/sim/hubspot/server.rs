@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -25,17 +25,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, Ctx};
-use super::errors::{Policy, Reply, rate_limited, unauthorized};
+use super::errors::{Policy, Reply, missing_scope, rate_limited, unauthorized};
 use super::query::{self, ReadParams};
 use super::store::{Contact, Store};
 use super::window::{PeakWindow, RollingLimit, TimeWindow};
 use super::{Faults, SimOptions, SimStats};
 
 const SECOND_US: u64 = 1_000_000;
+/// Largest request body accepted (admin seeding can be large).
+const MAX_BODY: usize = 256 * 1024 * 1024;
 /// HubSpot's burst window.
 pub const WINDOW_US: u64 = 10 * SECOND_US;
-/// Search requests allowed per second.
-pub const SEARCH_PER_SECOND: usize = 5;
 
 /// The endpoints the statistics count, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +44,7 @@ pub enum Endpoint {
     BatchUpdate,
     BatchRead,
     BatchArchive,
+    BatchUpsert,
     List,
     Get,
     Search,
@@ -51,12 +52,24 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Whether the endpoint needs the write scope.
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Endpoint::BatchCreate
+                | Endpoint::BatchUpdate
+                | Endpoint::BatchArchive
+                | Endpoint::BatchUpsert
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::BatchCreate => "batch/create",
             Endpoint::BatchUpdate => "batch/update",
             Endpoint::BatchRead => "batch/read",
             Endpoint::BatchArchive => "batch/archive",
+            Endpoint::BatchUpsert => "batch/upsert",
             Endpoint::List => "list",
             Endpoint::Get => "get",
             Endpoint::Search => "search",
@@ -110,7 +123,7 @@ impl Inner {
             rng: StdRng::seed_from_u64(options.seed),
             ten_second: RollingLimit::new(options.tier as usize, WINDOW_US),
             last_second: TimeWindow::new(SECOND_US),
-            search: RollingLimit::new(SEARCH_PER_SECOND, SECOND_US),
+            search: RollingLimit::new(options.search_per_second as usize, SECOND_US),
             daily_used: 0,
             counters: Counters::new(),
             faults: options.faults.clone(),
@@ -189,6 +202,7 @@ impl ConnKill {
 /// What the fault draw decided for one request.
 #[derive(Debug, Default)]
 struct FaultPlan {
+    missing_scope: bool,
     latency: Duration,
     hang: Option<Duration>,
     burst_429: bool,
@@ -200,6 +214,7 @@ struct FaultPlan {
 fn draw_faults(state: &mut Inner) -> FaultPlan {
     let faults = state.faults.clone();
     let mut plan = FaultPlan {
+        missing_scope: faults.missing_write_scope,
         latency: faults.latency,
         ..FaultPlan::default()
     };
@@ -212,7 +227,12 @@ fn draw_faults(state: &mut Inner) -> FaultPlan {
     } else if faults.drop_rate > 0.0 && state.rng.random::<f64>() < faults.drop_rate {
         plan.drop_before = true;
     } else if faults.error_rate > 0.0 && state.rng.random::<f64>() < faults.error_rate {
-        plan.error = Some([500, 502, 503, 504][state.rng.random_range(0..4)]);
+        let statuses: &[u16] = if faults.error_statuses.is_empty() {
+            &[500, 502, 503, 504]
+        } else {
+            &faults.error_statuses
+        };
+        plan.error = Some(statuses[state.rng.random_range(0..statuses.len())]);
     } else if faults.lost_response_rate > 0.0
         && state.rng.random::<f64>() < faults.lost_response_rate
     {
@@ -231,13 +251,20 @@ fn draw_faults(state: &mut Inner) -> FaultPlan {
 
 fn server_error(status: u16, correlation: &str) -> Reply {
     let message = match status {
+        423 => "Locked: too many writes to the same records; retry after at least 2 seconds",
+        477 => "This account is being migrated between data centers",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         524 => "A timeout occurred",
         _ => "internal error",
     };
-    Reply::error(status, "INTERNAL_ERROR", message, correlation)
+    let category = match status {
+        423 => "LOCKED",
+        477 => "MIGRATION_IN_PROGRESS",
+        _ => "INTERNAL_ERROR",
+    };
+    Reply::error(status, category, message, correlation)
 }
 
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
@@ -311,6 +338,9 @@ fn to_response(reply: Reply, correlation: &str, limits: Option<LimitHeaders>) ->
     if let Ok(value) = HeaderValue::from_str(correlation) {
         headers.insert(HeaderName::from_static("x-hubspot-correlation-id"), value);
     }
+    if status.as_u16() == 477 {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if status == StatusCode::UNAUTHORIZED {
         headers.insert(
             HeaderName::from_static("x-hubspot-auth-failure"),
@@ -323,6 +353,7 @@ fn to_response(reply: Reply, correlation: &str, limits: Option<LimitHeaders>) ->
     response
 }
 
+type BatchLogic = fn(&mut Store, &[u8], &mut Ctx<'_, StdRng>) -> Reply;
 type Op = Box<dyn FnOnce(&mut Store, &mut Ctx<'_, StdRng>) -> Reply + Send>;
 
 /// One API request: statistics, faults, auth, limits, then the endpoint's logic.
@@ -334,17 +365,19 @@ async fn api(
     op: Op,
 ) -> Response {
     let search = endpoint == Endpoint::Search;
-    let (plan, correlation) = {
-        let now_us = shared.now_us();
+    // Limits count a request at its arrival, as the statistics do, whatever latency follows.
+    // The stamp is taken under the lock so the statistics see stamps in order.
+    let (plan, correlation, arrived_us) = {
         let mut state = shared.lock();
+        let arrived_us = shared.now_us();
         let counters = &mut state.counters;
         counters.total += 1;
         *counters.by_endpoint.entry(endpoint.name()).or_default() += 1;
         if !search {
-            counters.peak.record(now_us);
+            counters.peak.record(arrived_us);
         }
         let correlation = state.next_correlation(shared.options.seed);
-        (draw_faults(&mut state), correlation)
+        (draw_faults(&mut state), correlation, arrived_us)
     };
     if !plan.latency.is_zero() {
         tokio::select! {
@@ -368,10 +401,13 @@ async fn api(
     if !authorized(&shared, &headers) {
         return to_response(unauthorized(&correlation), &correlation, None);
     }
+    if plan.missing_scope && endpoint.writes() {
+        return to_response(missing_scope(&correlation), &correlation, None);
+    }
     let daily = shared.daily_limit();
     let (reply, limits) = {
-        let now_us = shared.now_us();
         let mut guard = shared.lock();
+        let now_us = shared.now_us();
         let state = &mut *guard;
         let throttled = if plan.burst_429 {
             Some(if search {
@@ -384,13 +420,13 @@ async fn api(
         } else if search {
             state
                 .search
-                .try_admit(now_us)
+                .try_admit(arrived_us)
                 .is_none()
                 .then_some(Policy::Secondly)
         } else {
             state
                 .ten_second
-                .try_admit(now_us)
+                .try_admit(arrived_us)
                 .is_none()
                 .then_some(Policy::TenSecondly)
         };
@@ -402,7 +438,7 @@ async fn api(
             None => {
                 state.daily_used += 1;
                 if !search {
-                    state.last_second.push(now_us);
+                    state.last_second.push(arrived_us);
                 }
                 let mut ctx = Ctx {
                     now_ms: chrono::Utc::now().timestamp_millis(),
@@ -413,7 +449,7 @@ async fn api(
                 op(&mut state.store, &mut ctx)
             }
         };
-        let limits = (!search).then(|| limit_headers(state, daily, now_us));
+        let limits = (!search).then(|| limit_headers(state, daily, arrived_us));
         (reply, limits)
     };
     if plan.lose_response {
@@ -425,36 +461,14 @@ async fn api(
 type S = State<Arc<Shared>>;
 type K = Extension<ConnKill>;
 
-async fn batch_create(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
-    api(
-        sh,
-        Endpoint::BatchCreate,
-        h,
-        k,
-        Box::new(move |store, ctx| batch::create(store, &body, ctx)),
-    )
-    .await
-}
-
-async fn batch_update(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
-    api(
-        sh,
-        Endpoint::BatchUpdate,
-        h,
-        k,
-        Box::new(move |store, ctx| batch::update(store, &body, ctx)),
-    )
-    .await
-}
-
 async fn batch_read(
     State(sh): S,
     Extension(k): K,
-    Query(p): Query<ReadParams>,
+    RawQuery(q): RawQuery,
     h: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let archived = p.archived();
+    let archived = ReadParams::parse(q.as_deref()).archived;
     api(
         sh,
         Endpoint::BatchRead,
@@ -465,24 +479,41 @@ async fn batch_read(
     .await
 }
 
-async fn batch_archive(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
+/// A body-only batch endpoint.
+fn batch_route(endpoint: Endpoint, logic: BatchLogic) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes| async move {
+            api(
+                sh,
+                endpoint,
+                h,
+                k,
+                Box::new(move |store, ctx| logic(store, &body, ctx)),
+            )
+            .await
+        },
+    )
+}
+
+async fn property_one(
+    State(sh): S,
+    Extension(k): K,
+    Path(name): Path<String>,
+    h: HeaderMap,
+) -> Response {
     api(
         sh,
-        Endpoint::BatchArchive,
+        Endpoint::Properties,
         h,
         k,
-        Box::new(move |store, ctx| batch::archive(store, &body, ctx)),
+        Box::new(move |store, ctx| query::property(store, &name, &ctx.correlation)),
     )
     .await
 }
 
-async fn list(
-    State(sh): S,
-    Extension(k): K,
-    Query(p): Query<ReadParams>,
-    h: HeaderMap,
-) -> Response {
+async fn list(State(sh): S, Extension(k): K, RawQuery(q): RawQuery, h: HeaderMap) -> Response {
     let base = sh.base_url.clone();
+    let p = ReadParams::parse(q.as_deref());
     api(
         sh,
         Endpoint::List,
@@ -497,9 +528,10 @@ async fn get_one(
     State(sh): S,
     Extension(k): K,
     Path(id): Path<String>,
-    Query(p): Query<ReadParams>,
+    RawQuery(q): RawQuery,
     h: HeaderMap,
 ) -> Response {
+    let p = ReadParams::parse(q.as_deref());
     api(
         sh,
         Endpoint::Get,
@@ -550,8 +582,22 @@ async fn admin_reset(State(sh): S) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn admin_contacts(State(sh): S) -> Json<Vec<Contact>> {
-    Json(sh.lock().store.all().cloned().collect())
+/// `GET /_sim/contacts[?email=x]`: every contact (archived too), or the one holding the email.
+async fn admin_contacts(State(sh): S, RawQuery(q): RawQuery) -> Json<Vec<Contact>> {
+    let email = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "email")
+        .map(|(_, v)| v.into_owned());
+    let state = sh.lock();
+    let store = &state.store;
+    Json(match email {
+        Some(email) => store
+            .lookup(Some("email"), &email)
+            .and_then(|id| store.get(id))
+            .cloned()
+            .into_iter()
+            .collect(),
+        None => store.all().cloned().collect(),
+    })
 }
 
 async fn admin_contact(State(sh): S, Path(id): Path<u64>) -> Response {
@@ -584,18 +630,37 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
-/// All routes, HubSpot's and the admin ones.
+/// All routes, HubSpot's (contacts by name or by type id `0-1`) and the admin ones.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let objects = "/crm/v3/objects/contacts";
-    Router::new()
-        .route(&format!("{objects}/batch/create"), post(batch_create))
-        .route(&format!("{objects}/batch/update"), post(batch_update))
-        .route(&format!("{objects}/batch/read"), post(batch_read))
-        .route(&format!("{objects}/batch/archive"), post(batch_archive))
-        .route(&format!("{objects}/search"), post(search))
-        .route(objects, get(list))
-        .route(&format!("{objects}/{{id}}"), get(get_one))
-        .route("/crm/v3/properties/contacts", get(properties))
+    let mut router = Router::new();
+    for object in ["contacts", "0-1"] {
+        let objects = format!("/crm/v3/objects/{object}");
+        let props = format!("/crm/v3/properties/{object}");
+        router = router
+            .route(
+                &format!("{objects}/batch/create"),
+                batch_route(Endpoint::BatchCreate, batch::create),
+            )
+            .route(
+                &format!("{objects}/batch/update"),
+                batch_route(Endpoint::BatchUpdate, batch::update),
+            )
+            .route(
+                &format!("{objects}/batch/upsert"),
+                batch_route(Endpoint::BatchUpsert, batch::upsert),
+            )
+            .route(
+                &format!("{objects}/batch/archive"),
+                batch_route(Endpoint::BatchArchive, batch::archive),
+            )
+            .route(&format!("{objects}/batch/read"), post(batch_read))
+            .route(&format!("{objects}/search"), post(search))
+            .route(&objects, get(list))
+            .route(&format!("{objects}/{{id}}"), get(get_one))
+            .route(&props, get(properties))
+            .route(&format!("{props}/{{name}}"), get(property_one));
+    }
+    router
         .route("/_sim/stats", get(admin_stats))
         .route(
             "/_sim/faults",
@@ -607,6 +672,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/contacts", get(admin_contacts).post(admin_seed))
         .route("/_sim/contacts/{id}", get(admin_contact))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
 }
 
@@ -653,4 +719,69 @@ pub fn shared(options: SimOptions, local: SocketAddr) -> Arc<Shared> {
         cancel: CancellationToken::new(),
         base_url: format!("http://{local}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draws(faults: Faults, seed: u64, n: usize) -> Vec<(bool, Option<u16>, bool)> {
+        let options = SimOptions {
+            seed,
+            faults,
+            ..SimOptions::default()
+        };
+        let mut state = Inner::new(&options);
+        (0..n)
+            .map(|_| {
+                let plan = draw_faults(&mut state);
+                (plan.drop_before, plan.error, plan.burst_429)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fault_draws_follow_the_rate_and_repeat_with_the_seed() {
+        let faults = Faults {
+            error_rate: 0.2,
+            ..Faults::default()
+        };
+        let first = draws(faults.clone(), 9, 2_000);
+        let errors = first.iter().filter(|d| d.1.is_some()).count();
+        assert!(
+            (300..500).contains(&errors),
+            "{errors} errors of 2000 at 20 %"
+        );
+        assert!(
+            first
+                .iter()
+                .all(|d| d.1.is_none_or(|s| [500, 502, 503, 504].contains(&s)))
+        );
+        assert_eq!(draws(faults.clone(), 9, 2_000), first);
+        assert_ne!(draws(faults, 10, 2_000), first);
+    }
+
+    #[test]
+    fn counted_faults_run_out_and_custom_statuses_are_used() {
+        let burst = draws(
+            Faults {
+                burst_429: 3,
+                ..Faults::default()
+            },
+            0,
+            5,
+        );
+        let bursts: Vec<bool> = burst.iter().map(|d| d.2).collect();
+        assert_eq!(bursts, [true, true, true, false, false]);
+        let locked = draws(
+            Faults {
+                error_rate: 1.0,
+                error_statuses: vec![423],
+                ..Faults::default()
+            },
+            0,
+            3,
+        );
+        assert!(locked.iter().all(|d| d.1 == Some(423)));
+    }
 }

@@ -181,7 +181,7 @@ impl Store {
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let created = created_ms.unwrap_or(now_ms);
+        let created = created_ms.unwrap_or(modified_ms.map_or(now_ms, |m| m.min(now_ms)));
         let modified = modified_ms.unwrap_or(now_ms.max(created));
         let mut contact = Contact {
             id,
