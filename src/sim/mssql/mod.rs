@@ -548,9 +548,9 @@ pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
         sim.addr(),
         args.database
     );
-    crate::sim::wait_for_stop_signal()
-        .await
+    let stop = crate::sim::stop_signal()
         .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot wait for signals: {e}")))?;
+    stop.await;
     sim.shutdown().await;
     Ok(exit::OK)
 }
