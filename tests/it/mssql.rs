@@ -706,3 +706,49 @@ async fn a_wrong_password_is_refused_with_login_failed() {
     assert!(!err.to_string().contains("password"), "{err}");
     t.finish().await;
 }
+
+#[tokio::test]
+async fn when_a_row_error_ends_the_transaction_the_batch_replays_without_that_row() {
+    let mut t = Target::start().await;
+    let table = t.contacts().await;
+    t.exec(&insert_sql(&table, 1, 3, "2024-03-09T10:00:00"))
+        .await;
+    // One connection, with XACT_ABORT ON as a server's user options may set it: any error rolls
+    // the whole transaction back.
+    let pool = SqlPool::new(&SqlServerSettings {
+        pool_size: 1,
+        ..settings(&t.connection)
+    })
+    .expect("pool");
+    pool.get_once()
+        .await
+        .expect("connection")
+        .batch("SET XACT_ABORT ON")
+        .await
+        .expect("set xact_abort");
+    let obj = object(&table, ROWVERSION);
+    let writer = SqlWriter::new(pool.clone(), obj.clone());
+    let report = writer
+        .apply(&[
+            update(1, &[("nombre", json!("Uno"))]),
+            update(2, &[("email", json!("socio3@coop.cr"))]),
+            update(3, &[("nombre", json!("Tres"))]),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(report.attempts, 2, "{report:?}");
+    assert_eq!(report.outcomes[0], RowOutcome::Updated { key: "1".into() });
+    assert!(
+        matches!(&report.outcomes[1], RowOutcome::Failed(f) if f.number == Some(2627)),
+        "{report:?}"
+    );
+    assert_eq!(report.outcomes[2], RowOutcome::Updated { key: "3".into() });
+    let reader = ChangeReader::new(t.pool.clone(), obj);
+    for (k, v) in [("1", "Uno"), ("3", "Tres")] {
+        let row = reader.row_by_key(k).await.expect("read").expect("row");
+        assert_eq!(row["nombre"], json!(v));
+    }
+    let row2 = reader.row_by_key("2").await.expect("read").expect("row");
+    assert_eq!(row2["email"], json!("socio2@coop.cr"));
+    t.finish().await;
+}

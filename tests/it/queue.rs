@@ -705,7 +705,10 @@ async fn an_idle_worker_wakes_on_enqueue_without_waiting_for_its_poll() {
         waker.wait().await;
     });
     // The listener is registered before `new` returns, so this NOTIFY cannot be missed.
-    queue.enqueue(OBJ, Direction::ToHubspot, &[item("w", 1)]).await.unwrap();
+    queue
+        .enqueue(OBJ, Direction::ToHubspot, &[item("w", 1)])
+        .await
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(30), wait)
         .await
         .expect("woken by NOTIFY, long before the one-hour poll")
