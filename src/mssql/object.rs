@@ -110,6 +110,21 @@ pub enum Change {
 }
 
 impl SqlObjectSettings {
+    /// Settings with the defaults for everything but table, key and change detection.
+    pub fn new(table: &str, key: &str, change_detection: ChangeDetection) -> Self {
+        Self {
+            table: table.to_string(),
+            key: key.to_string(),
+            columns: Vec::new(),
+            change_detection,
+            soft_delete: None,
+            hubspot_id_column: None,
+            on_new_hubspot_record: NewRecordPolicy::default(),
+            page_size: default_page_size(),
+            reconcile_every: None,
+        }
+    }
+
     /// Validates every identifier; the error lists each refused setting by its key path.
     pub fn validate(&self) -> Result<SqlObject, Problems> {
         let mut problems = Problems::default();
@@ -241,6 +256,20 @@ mod tests {
             Change::Rowversion(_) => panic!("wrong mode"),
         }
         assert_eq!(o.soft_delete.unwrap().1, DeletedWhen::False);
+    }
+
+    #[test]
+    fn new_takes_defaults() {
+        let s = SqlObjectSettings::new(
+            "dbo.hb_contacts",
+            "numero_asociado",
+            ChangeDetection::Rowversion {
+                column: "rv".into(),
+            },
+        );
+        let o = s.validate().unwrap();
+        assert_eq!(o.page_size, 1000);
+        assert!(o.columns.is_empty() && o.soft_delete.is_none());
     }
 
     #[test]

@@ -85,3 +85,34 @@ impl SqlServerSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_zero_timeouts_unknown_zones_and_bad_connection_strings() {
+        let settings = SqlServerSettings {
+            connection: Some(SecretString::from(
+                "server=tcp:db,1433;trusted_connection=yes",
+            )),
+            command_timeout: Duration::ZERO,
+            time_zone: "Mars/Olympus".into(),
+            ..SqlServerSettings::default()
+        };
+        let mut problems = Problems::default();
+        settings.check("sql_server", true, &mut problems);
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sql_server.command_timeout",
+                "sql_server.connection",
+                "sql_server.time_zone"
+            ]
+        );
+        let mut problems = Problems::default();
+        SqlServerSettings::default().check("sql_server", false, &mut problems);
+        assert!(problems.is_empty());
+    }
+}
