@@ -34,7 +34,7 @@ async fn sim() -> RunningMssqlSim {
             [blob] VARBINARY(16) NULL,
             [rv] ROWVERSION
         );
-        CREATE UNIQUE INDEX [ux_items_code] ON [dbo].[items] ([code]);",
+        CREATE UNIQUE INDEX [ux_items_code] ON [dbo].[items] ([code]) WHERE [code] IS NOT NULL;",
     )
     .await
 }
@@ -440,6 +440,29 @@ async fn errors_carry_sql_server_numbers_and_the_connection_survives() {
         )
         .await,
         515
+    );
+    // A unique constraint admits one NULL, as in SQL Server, and compares case-insensitively.
+    sim.execute_batch(
+        "CREATE TABLE [dbo].[tags] ([id] INT NOT NULL PRIMARY KEY, [tag] NVARCHAR(10) NULL CONSTRAINT [UQ_tags_tag] UNIQUE);
+         INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (1, NULL), (2, N'Coop');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (3, NULL)"
+        )
+        .await,
+        2627
+    );
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (4, N'COOP')"
+        )
+        .await,
+        2627
     );
     assert_eq!(
         error_of(

@@ -1068,14 +1068,40 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
             let list = msg.trim_start_matches("UNIQUE constraint failed: ");
             let mut table = String::new();
             let mut cols = Vec::new();
-            for part in list.split(", ") {
-                if let Some((t, c)) = part.rsplit_once('.') {
-                    table = t.to_string();
-                    cols.push(c.to_ascii_lowercase());
+            let mut index = None;
+            if let Some(name) = list.strip_prefix("index '") {
+                // An expression index is named `table.index`.
+                let name = name.trim_end_matches('\'');
+                if let Some((t, i)) = catalog
+                    .tables()
+                    .map(|t| t.name.clone())
+                    .filter(|t| name.starts_with(&format!("{t}.")))
+                    .max_by_key(String::len)
+                    .map(|t| (t.clone(), name[t.len() + 1..].to_string()))
+                {
+                    table = t;
+                    index = Some(i);
+                }
+            } else {
+                for part in list.split(", ") {
+                    if let Some((t, c)) = part.rsplit_once('.') {
+                        table = t.to_string();
+                        cols.push(c.to_ascii_lowercase());
+                    }
                 }
             }
             let (display, def) = table_of(&table);
             if let Some(def) = def {
+                if let Some(i) = &index {
+                    if let Some((n, c, _)) = def
+                        .unique
+                        .iter()
+                        .find(|(n, _, _)| n.eq_ignore_ascii_case(i))
+                    {
+                        cols = c.clone();
+                        let _ = n;
+                    }
+                }
                 if def.primary_key == cols {
                     let name = def
                         .primary_key_name

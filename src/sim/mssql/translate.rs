@@ -1613,11 +1613,9 @@ fn translate_create_table(tokens: &[Tok]) -> Result<Statement> {
                 let cname = constraint_name.unwrap_or_else(|| {
                     format!("{}_{}", if primary { "PK" } else { "UQ" }, table.name)
                 });
-                table_constraints.push(format!(
-                    "{} ({})",
-                    if primary { "PRIMARY KEY" } else { "UNIQUE" },
-                    quoted.join(", ")
-                ));
+                if primary {
+                    table_constraints.push(format!("PRIMARY KEY ({})", quoted.join(", ")));
+                }
                 if primary {
                     table.primary_key = cols;
                     table.primary_key_name = Some(cname);
@@ -1708,6 +1706,15 @@ fn translate_create_table(tokens: &[Tok]) -> Result<Statement> {
         q(&name),
         column_sql.join(", ")
     )];
+    // UNIQUE constraints as unique indexes that, like SQL Server's, admit one NULL only.
+    for (constraint, cols, _) in &table.unique {
+        sql.push(format!(
+            "CREATE UNIQUE INDEX {} ON {} ({})",
+            q(&format!("{name}.{}", constraint.to_ascii_lowercase())),
+            q(&name),
+            unique_key_sql(&table, cols).join(", ")
+        ));
+    }
     // Change readers page by rowversion: index it as a SQL Server schema would.
     if let Some(rv) = table.columns.iter().find(|c| c.ty == SqlType::RowVersion) {
         let rv = rv.name.to_ascii_lowercase();
@@ -1823,9 +1830,6 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
         if pk {
             sql.push("PRIMARY KEY".into());
         }
-        if unique {
-            sql.push("UNIQUE".into());
-        }
     }
     let col = ColumnDef {
         name: name.clone(),
@@ -1867,6 +1871,20 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
     Ok((sql.join(" "), col, pk, unique))
 }
 
+/// Key expressions of a unique index: nullable columns map NULL to one sentinel value so that a
+/// second NULL is a duplicate, as in SQL Server (a sentinel blob no text or number equals).
+fn unique_key_sql(table: &TableDef, cols: &[String]) -> Vec<String> {
+    cols.iter()
+        .map(|c| match table.column(c) {
+            Some(def) if def.nullable && def.ty.is_text() => {
+                format!("IFNULL({}, X'00FF') COLLATE TSQL_CI", q(&def.name))
+            }
+            Some(def) if def.nullable => format!("IFNULL({}, X'00FF')", q(&def.name)),
+            _ => q(c),
+        })
+        .collect()
+}
+
 fn translate_create_index(
     tokens: &[Tok],
     words: &[String],
@@ -1902,11 +1920,20 @@ fn translate_create_index(
         return Err(SqlError::syntax("ON"));
     }
     let close = close_paren(tokens, open)?;
-    if close + 1 != tokens.len() {
-        return Err(SqlError::unsupported(
-            "index options (INCLUDE, WHERE, WITH)",
-        ));
-    }
+    let filter = match tokens.get(close + 1) {
+        None => None,
+        Some(t) if t.is_word("WHERE") => {
+            let e = Emitter {
+                catalog,
+                ctx: &Context::default(),
+                tables: vec![table.name.clone()],
+            };
+            Some(e.expr(&tokens[close + 1..])?)
+        }
+        Some(_) => {
+            return Err(SqlError::unsupported("index options (INCLUDE, WITH)"));
+        }
+    };
     let mut columns = Vec::new();
     let mut sql_cols = Vec::new();
     for c in split_commas(&tokens[open + 1..close]) {
@@ -1936,8 +1963,11 @@ fn translate_create_index(
         sql_cols.push(format!("{}{dir}", q(&def.name.to_ascii_lowercase())));
     }
     let index_name = iparts.last().cloned().unwrap_or_default();
+    if unique && filter.is_none() {
+        sql_cols = unique_key_sql(table, &columns);
+    }
     let sql = format!(
-        "CREATE {}INDEX {} ON {} ({})",
+        "CREATE {}INDEX {} ON {} ({}){}",
         if unique { "UNIQUE " } else { "" },
         q(&format!(
             "{}.{}",
@@ -1945,7 +1975,8 @@ fn translate_create_index(
             index_name.to_ascii_lowercase()
         )),
         q(&table.name),
-        sql_cols.join(", ")
+        sql_cols.join(", "),
+        filter.map(|f| format!(" {f}")).unwrap_or_default()
     );
     Ok(Statement::CreateIndex {
         sql,
