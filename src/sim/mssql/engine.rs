@@ -1092,15 +1092,12 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
             }
             let (display, def) = table_of(&table);
             if let Some(def) = def {
-                if let Some(i) = &index {
-                    if let Some((n, c, _)) = def
-                        .unique
+                if let Some((_, c, _)) = index.as_ref().and_then(|i| {
+                    def.unique
                         .iter()
                         .find(|(n, _, _)| n.eq_ignore_ascii_case(i))
-                    {
-                        cols = c.clone();
-                        let _ = n;
-                    }
+                }) {
+                    cols = c.clone();
                 }
                 if def.primary_key == cols {
                     let name = def
