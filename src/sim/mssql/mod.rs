@@ -2,6 +2,22 @@
 //! hubsync's T-SQL subset with SQL Server's wire types, rowversion semantics and error numbers,
 //! so tiberius and the production adapter run unchanged against it. In-process (`start`) and as
 //! `hubsync sim mssql`.
+//!
+//! Supported: PRELOGIN (ENCRYPT_NOT_SUP only, clients use `encrypt=DANGER_PLAINTEXT`), LOGIN7 as
+//! `sa` (18456 otherwise), SQL batches, RPC `sp_executesql` with typed parameters, the
+//! transaction manager (begin/commit/rollback), attention, responses split at the negotiated
+//! packet size. T-SQL: the statement shapes of `src/mssql/corpus.sql` plus test-setup DDL/DML
+//! (CREATE TABLE/INDEX, DROP/TRUNCATE TABLE, INSERT … VALUES, UPDATE, DELETE, SELECT with
+//! WHERE/ORDER BY/TOP/GROUP BY/JOIN, OUTPUT INSERTED/DELETED, CAST/CONVERT, BEGIN/COMMIT/ROLLBACK,
+//! SET NOCOUNT/XACT_ABORT); anything else is error 102 "the SQL Server simulator does not
+//! support …".
+//!
+//! Not proven by it: locking and isolation (SQLite serializes writers: a second writer waits, then
+//! gets 1222; readers see the last committed state), so rowversion/MIN_ACTIVE_ROWVERSION under
+//! truly concurrent writers; T-SQL semantics outside the subset (MERGE, conversion and rounding
+//! corner cases, decimals beyond 15 significant digits, linguistic collation order beyond
+//! case-insensitive comparison); plans, performance and timeouts; TLS, authentication other than
+//! one SQL login, permissions; MARS, bulk load, TVPs, output parameters.
 
 mod catalog;
 mod engine;
