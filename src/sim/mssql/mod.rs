@@ -556,9 +556,15 @@ pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
         data_dir: args.data.clone(),
         ..MssqlSimOptions::default()
     };
-    let sim = start(args.listen, options)
-        .await
-        .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
+    let sim = start(args.listen, options).await.map_err(|e| {
+        // A schema the simulator refuses is a configuration problem, not an outage.
+        let code = if e.chain().any(|c| c.downcast_ref::<SqlError>().is_some()) {
+            exit::CONFIG
+        } else {
+            exit::UNAVAILABLE
+        };
+        Failure::new(code, format!("{e:#}"))
+    })?;
     println!(
         "SQL Server simulator listening on {} (database {}, user sa, encrypt=DANGER_PLAINTEXT)",
         sim.addr(),
