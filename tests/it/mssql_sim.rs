@@ -93,7 +93,14 @@ async fn login_and_probe() {
         .await
         .expect_err("bad password refused");
     assert_eq!(server_error(err), 18456);
-    assert_eq!(sim.stats().logins_failed, 1);
+    let elsewhere = sim
+        .connection_string()
+        .replace("database=hubsync", "database=nope");
+    let err = connect_with(&sim, &elsewhere)
+        .await
+        .expect_err("unknown database refused");
+    assert_eq!(server_error(err), 4060);
+    assert_eq!(sim.stats().logins_failed, 2);
     sim.shutdown().await;
 }
 

@@ -348,6 +348,31 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         wire::write_message(&mut wr, &t.buf, 4096, 0).await?;
         return Ok(());
     }
+    // The one database of this instance (an empty name stands for the login's default).
+    let unknown_database =
+        !login.database.is_empty() && !login.database.eq_ignore_ascii_case(&shared.db.name);
+    if unknown_database {
+        shared.counters.logins_failed.fetch_add(1, Ordering::SeqCst);
+        let mut t = Tokens::default();
+        t.error(
+            4060,
+            1,
+            11,
+            &format!(
+                "Cannot open database \"{}\" requested by the login. The login failed.",
+                login.database
+            ),
+        );
+        t.error(
+            18456,
+            1,
+            14,
+            &format!("Login failed for user '{}'.", login.user),
+        );
+        t.done(DoneKind::Done, DONE_ERROR, 0);
+        wire::write_message(&mut wr, &t.buf, 4096, 0).await?;
+        return Ok(());
+    }
     let db = Arc::clone(&shared.db);
     let mut session = Some(tokio::task::spawn_blocking(move || Session::open(db)).await??);
     shared.counters.logins_ok.fetch_add(1, Ordering::SeqCst);
@@ -361,11 +386,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         n => n.clamp(512, 32767),
     } as usize;
     let mut t = Tokens::default();
-    let database = if login.database.is_empty() {
-        shared.db.name.clone()
-    } else {
-        login.database.clone()
-    };
+    let database = shared.db.name.clone();
     t.env_change_text(1, &database, "master");
     t.info(5701, &format!("Changed database context to '{database}'."));
     t.env_change_bytes(7, &types::COLLATION, &[]);
