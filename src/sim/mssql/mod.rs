@@ -280,6 +280,7 @@ impl RunningMssqlSim {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
@@ -295,6 +296,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
         let token = shared.drop_token();
         tokio::spawn(async move {
             tokio::select! {
+                // A dropped connection must not answer a request that raced the drop.
+                biased;
                 _ = token.cancelled() => {}
                 result = serve(stream, Arc::clone(&shared)) => {
                     if let Err(e) = result {
