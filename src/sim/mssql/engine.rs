@@ -1197,7 +1197,7 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
             }
             if let Some(c) = msg.strip_prefix("no such column: ") {
                 let c = c.rsplit('.').next().unwrap_or(c);
-                return SqlError::new(207, 1, 16, format!("Invalid column name '{c}'."));
+                return translate::invalid_column(c);
             }
             if let Some(rest) = msg.strip_prefix("near \"") {
                 let near = rest.split('"').next().unwrap_or("");

@@ -338,43 +338,22 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         "expected LOGIN7, got packet type {ty:#x}"
     );
     let login = wire::parse_login(&body).map_err(anyhow::Error::msg)?;
+    let failed = format!("Login failed for user '{}'.", login.user);
     if !(login.user.eq_ignore_ascii_case("sa") && login.password == shared.password) {
-        shared.counters.logins_failed.fetch_add(1, Ordering::SeqCst);
         let mut t = Tokens::default();
-        t.error(
-            18456,
-            1,
-            14,
-            &format!("Login failed for user '{}'.", login.user),
-        );
-        t.done(DoneKind::Done, DONE_ERROR, 0);
-        wire::write_message(&mut wr, &t.buf, 4096, 0).await?;
-        return Ok(());
+        t.error(18456, 1, 14, &failed);
+        return refuse_login(&shared, &mut wr, t).await;
     }
     // The one database of this instance (an empty name stands for the login's default).
-    let unknown_database =
-        !login.database.is_empty() && !login.database.eq_ignore_ascii_case(&shared.db.name);
-    if unknown_database {
-        shared.counters.logins_failed.fetch_add(1, Ordering::SeqCst);
+    if !login.database.is_empty() && !login.database.eq_ignore_ascii_case(&shared.db.name) {
         let mut t = Tokens::default();
-        t.error(
-            4060,
-            1,
-            11,
-            &format!(
-                "Cannot open database \"{}\" requested by the login. The login failed.",
-                login.database
-            ),
+        let message = format!(
+            "Cannot open database \"{}\" requested by the login. The login failed.",
+            login.database
         );
-        t.error(
-            18456,
-            1,
-            14,
-            &format!("Login failed for user '{}'.", login.user),
-        );
-        t.done(DoneKind::Done, DONE_ERROR, 0);
-        wire::write_message(&mut wr, &t.buf, 4096, 0).await?;
-        return Ok(());
+        t.error(4060, 1, 11, &message);
+        t.error(18456, 1, 14, &failed);
+        return refuse_login(&shared, &mut wr, t).await;
     }
     let db = Arc::clone(&shared.db);
     let mut session = Some(tokio::task::spawn_blocking(move || Session::open(db)).await??);
@@ -439,6 +418,18 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         }
         wire::write_message(&mut wr, &response.buf, packet_size, spid).await?;
     }
+    Ok(())
+}
+
+/// Ends a login with the given error tokens.
+async fn refuse_login(
+    shared: &Shared,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    mut tokens: Tokens,
+) -> anyhow::Result<()> {
+    shared.counters.logins_failed.fetch_add(1, Ordering::SeqCst);
+    tokens.done(DoneKind::Done, DONE_ERROR, 0);
+    wire::write_message(wr, &tokens.buf, 4096, 0).await?;
     Ok(())
 }
 

@@ -1229,7 +1229,7 @@ fn output_clause(
     list: &[Tok],
     table: &TableDef,
     allow: &str,
-) -> Result<(String, Vec<ItemType>, Vec<Option<String>>)> {
+) -> Result<Returning> {
     let mut sql = Vec::new();
     let mut items = Vec::new();
     let mut names = Vec::new();
@@ -1249,14 +1249,13 @@ fn output_clause(
                 "OUTPUT {prefix}.… in this statement"
             )));
         }
-        let columns: Vec<&ColumnDef> =
-            match column {
-                Tok::Op(s) if s == "*" => table.columns.iter().collect(),
-                Tok::Word(c) | Tok::Quoted(c) => vec![table.column(c).ok_or_else(|| {
-                    SqlError::new(207, 1, 16, format!("Invalid column name '{c}'."))
-                })?],
-                _ => return Err(SqlError::syntax(&column.text())),
-            };
+        let columns: Vec<&ColumnDef> = match column {
+            Tok::Op(s) if s == "*" => table.columns.iter().collect(),
+            Tok::Word(c) | Tok::Quoted(c) => {
+                vec![table.column(c).ok_or_else(|| invalid_column(c))?]
+            }
+            _ => return Err(SqlError::syntax(&column.text())),
+        };
         for c in columns {
             let name = alias.clone().unwrap_or_else(|| c.name.clone());
             sql.push(format!("{} AS {}", q(&c.name), q(&name)));
@@ -1276,6 +1275,31 @@ fn store_expr(sql: &str, table: &TableDef, column: &ColumnDef) -> String {
         table.display.replace('\'', "''"),
         column.name.replace('\'', "''")
     )
+}
+
+/// An OUTPUT clause parsed into the RETURNING list, result types and names.
+type Returning = (String, Vec<ItemType>, Vec<Option<String>>);
+
+/// INSERT/UPDATE/DELETE: with OUTPUT it returns rows (RETURNING), otherwise a row count.
+fn dml_statement(sql: String, table: &str, returning: Option<Returning>) -> Statement {
+    match returning {
+        Some((ret, items, names)) => Statement::Query {
+            sql: format!("{sql} RETURNING {ret}"),
+            items,
+            names,
+            write: true,
+            dml: true,
+        },
+        None => Statement::Dml {
+            sql,
+            table: table.to_string(),
+        },
+    }
+}
+
+/// Error 207.
+pub fn invalid_column(name: &str) -> SqlError {
+    SqlError::new(207, 1, 16, format!("Invalid column name '{name}'."))
 }
 
 fn translate_insert(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
@@ -1300,9 +1324,7 @@ fn translate_insert(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
                 return Err(SqlError::syntax(&c[cend].text()));
             }
             let name = cp.last().cloned().unwrap_or_default();
-            let def = table.column(&name).ok_or_else(|| {
-                SqlError::new(207, 1, 16, format!("Invalid column name '{name}'."))
-            })?;
+            let def = table.column(&name).ok_or_else(|| invalid_column(&name))?;
             if def.ty == SqlType::RowVersion {
                 return Err(SqlError::new(
                     273,
@@ -1393,19 +1415,7 @@ fn translate_insert(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
         return Err(SqlError::unsupported("INSERT without VALUES"));
     };
     let sql = format!("INSERT INTO {} {body}", q(&table.name));
-    Ok(match returning {
-        Some((ret, items, names)) => Statement::Query {
-            sql: format!("{sql} RETURNING {ret}"),
-            items,
-            names,
-            write: true,
-            dml: true,
-        },
-        None => Statement::Dml {
-            sql,
-            table: table.name.clone(),
-        },
-    })
+    Ok(dml_statement(sql, &table.name, returning))
 }
 
 fn translate_update(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
@@ -1453,9 +1463,7 @@ fn translate_update(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
             ));
         }
         let name = cp.last().cloned().unwrap_or_default();
-        let def = table
-            .column(&name)
-            .ok_or_else(|| SqlError::new(207, 1, 16, format!("Invalid column name '{name}'.")))?;
+        let def = table.column(&name).ok_or_else(|| invalid_column(&name))?;
         if def.ty == SqlType::RowVersion {
             return Err(SqlError::new(
                 272,
@@ -1495,19 +1503,7 @@ fn translate_update(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
         sets.join(", "),
         where_sql
     );
-    Ok(match returning {
-        Some((ret, items, names)) => Statement::Query {
-            sql: format!("{sql} RETURNING {ret}"),
-            items,
-            names,
-            write: true,
-            dml: true,
-        },
-        None => Statement::Dml {
-            sql,
-            table: table.name.clone(),
-        },
-    })
+    Ok(dml_statement(sql, &table.name, returning))
 }
 
 fn translate_delete(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
@@ -1538,19 +1534,7 @@ fn translate_delete(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
         )));
     }
     let sql = format!("DELETE FROM {} {}", q(&table.name), e.expr(&tokens[i..])?);
-    Ok(match returning {
-        Some((ret, items, names)) => Statement::Query {
-            sql: format!("{sql} RETURNING {ret}"),
-            items,
-            names,
-            write: true,
-            dml: true,
-        },
-        None => Statement::Dml {
-            sql,
-            table: table.name.clone(),
-        },
-    })
+    Ok(dml_statement(sql, &table.name, returning))
 }
 
 fn translate_create_table(tokens: &[Tok]) -> Result<Statement> {
