@@ -526,6 +526,31 @@ async fn errors_carry_sql_server_numbers_and_the_connection_survives() {
         .get::<i32, _>("id");
     assert_eq!(id, Some(1));
 
+    // Statement errors leave the transaction open, unless XACT_ABORT is ON.
+    c.simple_query("BEGIN TRAN")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    let dup = "INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'dup')";
+    assert_eq!(error_of(&mut c, dup).await, 2627);
+    assert_eq!(trancount(&mut c).await, 1);
+    c.simple_query("SET XACT_ABORT ON")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert_eq!(error_of(&mut c, dup).await, 2627);
+    assert_eq!(trancount(&mut c).await, 0);
+    c.simple_query("SET XACT_ABORT OFF")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+
     // Deadlock injection: the next write fails with 1205 and rolls the transaction back.
     sim.deadlock_next_writes(1);
     c.simple_query("BEGIN TRAN")
