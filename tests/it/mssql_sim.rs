@@ -34,7 +34,7 @@ async fn sim() -> RunningMssqlSim {
             [blob] VARBINARY(16) NULL,
             [rv] ROWVERSION
         );
-        CREATE UNIQUE INDEX [ux_items_code] ON [dbo].[items] ([code]);",
+        CREATE UNIQUE INDEX [ux_items_code] ON [dbo].[items] ([code]) WHERE [code] IS NOT NULL;",
     )
     .await
 }
@@ -93,7 +93,14 @@ async fn login_and_probe() {
         .await
         .expect_err("bad password refused");
     assert_eq!(server_error(err), 18456);
-    assert_eq!(sim.stats().logins_failed, 1);
+    let elsewhere = sim
+        .connection_string()
+        .replace("database=hubsync", "database=nope");
+    let err = connect_with(&sim, &elsewhere)
+        .await
+        .expect_err("unknown database refused");
+    assert_eq!(server_error(err), 4060);
+    assert_eq!(sim.stats().logins_failed, 2);
     sim.shutdown().await;
 }
 
@@ -403,6 +410,15 @@ async fn transactions_by_batch_and_by_transaction_manager() {
     sim.drop_connections();
     let mut fresh = connect(&sim).await;
     assert_eq!(count_items(&mut fresh).await, 1);
+    // The same key inserts again: the dropped session's row and write lock are gone.
+    let again = fresh
+        .execute(
+            "INSERT INTO [dbo].[items] ([id], [name]) VALUES (@P1, @P2)",
+            &[&4i64, &"d"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.rows_affected(), &[1]);
     sim.shutdown().await;
 }
 
@@ -440,6 +456,29 @@ async fn errors_carry_sql_server_numbers_and_the_connection_survives() {
         )
         .await,
         515
+    );
+    // A unique constraint admits one NULL, as in SQL Server, and compares case-insensitively.
+    sim.execute_batch(
+        "CREATE TABLE [dbo].[tags] ([id] INT NOT NULL PRIMARY KEY, [tag] NVARCHAR(10) NULL CONSTRAINT [UQ_tags_tag] UNIQUE);
+         INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (1, NULL), (2, N'Coop');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (3, NULL)"
+        )
+        .await,
+        2627
+    );
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (4, N'COOP')"
+        )
+        .await,
+        2627
     );
     assert_eq!(
         error_of(
@@ -486,6 +525,31 @@ async fn errors_carry_sql_server_numbers_and_the_connection_survives() {
         .unwrap()
         .get::<i32, _>("id");
     assert_eq!(id, Some(1));
+
+    // Statement errors leave the transaction open, unless XACT_ABORT is ON.
+    c.simple_query("BEGIN TRAN")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    let dup = "INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'dup')";
+    assert_eq!(error_of(&mut c, dup).await, 2627);
+    assert_eq!(trancount(&mut c).await, 1);
+    c.simple_query("SET XACT_ABORT ON")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert_eq!(error_of(&mut c, dup).await, 2627);
+    assert_eq!(trancount(&mut c).await, 0);
+    c.simple_query("SET XACT_ABORT OFF")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
 
     // Deadlock injection: the next write fails with 1205 and rolls the transaction back.
     sim.deadlock_next_writes(1);
@@ -614,7 +678,11 @@ async fn reconnects_after_dropped_connections_and_refused_logins() {
     let mut c = connect(&sim).await;
     assert_eq!(count_items(&mut c).await, 0);
     sim.drop_connections();
-    assert!(c.simple_query("SELECT 1").await.is_err() || c.simple_query("SELECT 1").await.is_err());
+    let outcome = match c.simple_query("SELECT 1").await {
+        Ok(stream) => stream.into_results().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(outcome.is_err(), "a dropped connection no longer answers");
     sim.refuse_logins_for(std::time::Duration::from_secs(600));
     assert!(connect_with(&sim, &sim.connection_string()).await.is_err());
     sim.refuse_logins_for(std::time::Duration::ZERO);

@@ -1068,14 +1068,37 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
             let list = msg.trim_start_matches("UNIQUE constraint failed: ");
             let mut table = String::new();
             let mut cols = Vec::new();
-            for part in list.split(", ") {
-                if let Some((t, c)) = part.rsplit_once('.') {
-                    table = t.to_string();
-                    cols.push(c.to_ascii_lowercase());
+            let mut index = None;
+            if let Some(name) = list.strip_prefix("index '") {
+                // An expression index is named `table.index`.
+                let name = name.trim_end_matches('\'');
+                if let Some((t, i)) = catalog
+                    .tables()
+                    .map(|t| t.name.clone())
+                    .filter(|t| name.starts_with(&format!("{t}.")))
+                    .max_by_key(String::len)
+                    .map(|t| (t.clone(), name[t.len() + 1..].to_string()))
+                {
+                    table = t;
+                    index = Some(i);
+                }
+            } else {
+                for part in list.split(", ") {
+                    if let Some((t, c)) = part.rsplit_once('.') {
+                        table = t.to_string();
+                        cols.push(c.to_ascii_lowercase());
+                    }
                 }
             }
             let (display, def) = table_of(&table);
             if let Some(def) = def {
+                if let Some((_, c, _)) = index.as_ref().and_then(|i| {
+                    def.unique
+                        .iter()
+                        .find(|(n, _, _)| n.eq_ignore_ascii_case(i))
+                }) {
+                    cols = c.clone();
+                }
                 if def.primary_key == cols {
                     let name = def
                         .primary_key_name
@@ -1174,7 +1197,7 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
             }
             if let Some(c) = msg.strip_prefix("no such column: ") {
                 let c = c.rsplit('.').next().unwrap_or(c);
-                return SqlError::new(207, 1, 16, format!("Invalid column name '{c}'."));
+                return translate::invalid_column(c);
             }
             if let Some(rest) = msg.strip_prefix("near \"") {
                 let near = rest.split('"').next().unwrap_or("");

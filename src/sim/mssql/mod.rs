@@ -2,6 +2,22 @@
 //! hubsync's T-SQL subset with SQL Server's wire types, rowversion semantics and error numbers,
 //! so tiberius and the production adapter run unchanged against it. In-process (`start`) and as
 //! `hubsync sim mssql`.
+//!
+//! Supported: PRELOGIN (ENCRYPT_NOT_SUP only, clients use `encrypt=DANGER_PLAINTEXT`), LOGIN7 as
+//! `sa` (18456 otherwise), SQL batches, RPC `sp_executesql` with typed parameters, the
+//! transaction manager (begin/commit/rollback), attention, responses split at the negotiated
+//! packet size. T-SQL: the statement shapes of `src/mssql/corpus.sql` plus test-setup DDL/DML
+//! (CREATE TABLE/INDEX, DROP/TRUNCATE TABLE, INSERT … VALUES, UPDATE, DELETE, SELECT with
+//! WHERE/ORDER BY/TOP/GROUP BY/JOIN, OUTPUT INSERTED/DELETED, CAST/CONVERT, BEGIN/COMMIT/ROLLBACK,
+//! SET NOCOUNT/XACT_ABORT); anything else is error 102 "the SQL Server simulator does not
+//! support …".
+//!
+//! Not proven by it: locking and isolation (SQLite serializes writers: a second writer waits, then
+//! gets 1222; readers see the last committed state), so rowversion/MIN_ACTIVE_ROWVERSION under
+//! truly concurrent writers; T-SQL semantics outside the subset (MERGE, conversion and rounding
+//! corner cases, decimals beyond 15 significant digits, linguistic collation order beyond
+//! case-insensitive comparison); plans, performance and timeouts; TLS, authentication other than
+//! one SQL login, permissions; MARS, bulk load, TVPs, output parameters.
 
 mod catalog;
 mod engine;
@@ -264,6 +280,7 @@ impl RunningMssqlSim {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
@@ -279,6 +296,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
         let token = shared.drop_token();
         tokio::spawn(async move {
             tokio::select! {
+                // A dropped connection must not answer a request that raced the drop.
+                biased;
                 _ = token.cancelled() => {}
                 result = serve(stream, Arc::clone(&shared)) => {
                     if let Err(e) = result {
@@ -319,18 +338,22 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         "expected LOGIN7, got packet type {ty:#x}"
     );
     let login = wire::parse_login(&body).map_err(anyhow::Error::msg)?;
+    let failed = format!("Login failed for user '{}'.", login.user);
     if !(login.user.eq_ignore_ascii_case("sa") && login.password == shared.password) {
-        shared.counters.logins_failed.fetch_add(1, Ordering::SeqCst);
         let mut t = Tokens::default();
-        t.error(
-            18456,
-            1,
-            14,
-            &format!("Login failed for user '{}'.", login.user),
+        t.error(18456, 1, 14, &failed);
+        return refuse_login(&shared, &mut wr, t).await;
+    }
+    // The one database of this instance (an empty name stands for the login's default).
+    if !login.database.is_empty() && !login.database.eq_ignore_ascii_case(&shared.db.name) {
+        let mut t = Tokens::default();
+        let message = format!(
+            "Cannot open database \"{}\" requested by the login. The login failed.",
+            login.database
         );
-        t.done(DoneKind::Done, DONE_ERROR, 0);
-        wire::write_message(&mut wr, &t.buf, 4096, 0).await?;
-        return Ok(());
+        t.error(4060, 1, 11, &message);
+        t.error(18456, 1, 14, &failed);
+        return refuse_login(&shared, &mut wr, t).await;
     }
     let db = Arc::clone(&shared.db);
     let mut session = Some(tokio::task::spawn_blocking(move || Session::open(db)).await??);
@@ -345,11 +368,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         n => n.clamp(512, 32767),
     } as usize;
     let mut t = Tokens::default();
-    let database = if login.database.is_empty() {
-        shared.db.name.clone()
-    } else {
-        login.database.clone()
-    };
+    let database = shared.db.name.clone();
     t.env_change_text(1, &database, "master");
     t.info(5701, &format!("Changed database context to '{database}'."));
     t.env_change_bytes(7, &types::COLLATION, &[]);
@@ -399,6 +418,18 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         }
         wire::write_message(&mut wr, &response.buf, packet_size, spid).await?;
     }
+    Ok(())
+}
+
+/// Ends a login with the given error tokens.
+async fn refuse_login(
+    shared: &Shared,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    mut tokens: Tokens,
+) -> anyhow::Result<()> {
+    shared.counters.logins_failed.fetch_add(1, Ordering::SeqCst);
+    tokens.done(DoneKind::Done, DONE_ERROR, 0);
+    wire::write_message(wr, &tokens.buf, 4096, 0).await?;
     Ok(())
 }
 
@@ -540,9 +571,15 @@ pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
         data_dir: args.data.clone(),
         ..MssqlSimOptions::default()
     };
-    let sim = start(args.listen, options)
-        .await
-        .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
+    let sim = start(args.listen, options).await.map_err(|e| {
+        // A schema the simulator refuses is a configuration problem, not an outage.
+        let code = if e.chain().any(|c| c.downcast_ref::<SqlError>().is_some()) {
+            exit::CONFIG
+        } else {
+            exit::UNAVAILABLE
+        };
+        Failure::new(code, format!("{e:#}"))
+    })?;
     println!(
         "SQL Server simulator listening on {} (database {}, user sa, encrypt=DANGER_PLAINTEXT)",
         sim.addr(),

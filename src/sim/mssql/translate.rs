@@ -1229,7 +1229,7 @@ fn output_clause(
     list: &[Tok],
     table: &TableDef,
     allow: &str,
-) -> Result<(String, Vec<ItemType>, Vec<Option<String>>)> {
+) -> Result<Returning> {
     let mut sql = Vec::new();
     let mut items = Vec::new();
     let mut names = Vec::new();
@@ -1249,14 +1249,13 @@ fn output_clause(
                 "OUTPUT {prefix}.… in this statement"
             )));
         }
-        let columns: Vec<&ColumnDef> =
-            match column {
-                Tok::Op(s) if s == "*" => table.columns.iter().collect(),
-                Tok::Word(c) | Tok::Quoted(c) => vec![table.column(c).ok_or_else(|| {
-                    SqlError::new(207, 1, 16, format!("Invalid column name '{c}'."))
-                })?],
-                _ => return Err(SqlError::syntax(&column.text())),
-            };
+        let columns: Vec<&ColumnDef> = match column {
+            Tok::Op(s) if s == "*" => table.columns.iter().collect(),
+            Tok::Word(c) | Tok::Quoted(c) => {
+                vec![table.column(c).ok_or_else(|| invalid_column(c))?]
+            }
+            _ => return Err(SqlError::syntax(&column.text())),
+        };
         for c in columns {
             let name = alias.clone().unwrap_or_else(|| c.name.clone());
             sql.push(format!("{} AS {}", q(&c.name), q(&name)));
@@ -1276,6 +1275,31 @@ fn store_expr(sql: &str, table: &TableDef, column: &ColumnDef) -> String {
         table.display.replace('\'', "''"),
         column.name.replace('\'', "''")
     )
+}
+
+/// An OUTPUT clause parsed into the RETURNING list, result types and names.
+type Returning = (String, Vec<ItemType>, Vec<Option<String>>);
+
+/// INSERT/UPDATE/DELETE: with OUTPUT it returns rows (RETURNING), otherwise a row count.
+fn dml_statement(sql: String, table: &str, returning: Option<Returning>) -> Statement {
+    match returning {
+        Some((ret, items, names)) => Statement::Query {
+            sql: format!("{sql} RETURNING {ret}"),
+            items,
+            names,
+            write: true,
+            dml: true,
+        },
+        None => Statement::Dml {
+            sql,
+            table: table.to_string(),
+        },
+    }
+}
+
+/// Error 207.
+pub fn invalid_column(name: &str) -> SqlError {
+    SqlError::new(207, 1, 16, format!("Invalid column name '{name}'."))
 }
 
 fn translate_insert(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
@@ -1300,9 +1324,7 @@ fn translate_insert(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
                 return Err(SqlError::syntax(&c[cend].text()));
             }
             let name = cp.last().cloned().unwrap_or_default();
-            let def = table.column(&name).ok_or_else(|| {
-                SqlError::new(207, 1, 16, format!("Invalid column name '{name}'."))
-            })?;
+            let def = table.column(&name).ok_or_else(|| invalid_column(&name))?;
             if def.ty == SqlType::RowVersion {
                 return Err(SqlError::new(
                     273,
@@ -1393,19 +1415,7 @@ fn translate_insert(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
         return Err(SqlError::unsupported("INSERT without VALUES"));
     };
     let sql = format!("INSERT INTO {} {body}", q(&table.name));
-    Ok(match returning {
-        Some((ret, items, names)) => Statement::Query {
-            sql: format!("{sql} RETURNING {ret}"),
-            items,
-            names,
-            write: true,
-            dml: true,
-        },
-        None => Statement::Dml {
-            sql,
-            table: table.name.clone(),
-        },
-    })
+    Ok(dml_statement(sql, &table.name, returning))
 }
 
 fn translate_update(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
@@ -1453,9 +1463,7 @@ fn translate_update(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
             ));
         }
         let name = cp.last().cloned().unwrap_or_default();
-        let def = table
-            .column(&name)
-            .ok_or_else(|| SqlError::new(207, 1, 16, format!("Invalid column name '{name}'.")))?;
+        let def = table.column(&name).ok_or_else(|| invalid_column(&name))?;
         if def.ty == SqlType::RowVersion {
             return Err(SqlError::new(
                 272,
@@ -1495,19 +1503,7 @@ fn translate_update(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
         sets.join(", "),
         where_sql
     );
-    Ok(match returning {
-        Some((ret, items, names)) => Statement::Query {
-            sql: format!("{sql} RETURNING {ret}"),
-            items,
-            names,
-            write: true,
-            dml: true,
-        },
-        None => Statement::Dml {
-            sql,
-            table: table.name.clone(),
-        },
-    })
+    Ok(dml_statement(sql, &table.name, returning))
 }
 
 fn translate_delete(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Statement> {
@@ -1538,19 +1534,7 @@ fn translate_delete(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
         )));
     }
     let sql = format!("DELETE FROM {} {}", q(&table.name), e.expr(&tokens[i..])?);
-    Ok(match returning {
-        Some((ret, items, names)) => Statement::Query {
-            sql: format!("{sql} RETURNING {ret}"),
-            items,
-            names,
-            write: true,
-            dml: true,
-        },
-        None => Statement::Dml {
-            sql,
-            table: table.name.clone(),
-        },
-    })
+    Ok(dml_statement(sql, &table.name, returning))
 }
 
 fn translate_create_table(tokens: &[Tok]) -> Result<Statement> {
@@ -1613,11 +1597,9 @@ fn translate_create_table(tokens: &[Tok]) -> Result<Statement> {
                 let cname = constraint_name.unwrap_or_else(|| {
                     format!("{}_{}", if primary { "PK" } else { "UQ" }, table.name)
                 });
-                table_constraints.push(format!(
-                    "{} ({})",
-                    if primary { "PRIMARY KEY" } else { "UNIQUE" },
-                    quoted.join(", ")
-                ));
+                if primary {
+                    table_constraints.push(format!("PRIMARY KEY ({})", quoted.join(", ")));
+                }
                 if primary {
                     table.primary_key = cols;
                     table.primary_key_name = Some(cname);
@@ -1708,6 +1690,15 @@ fn translate_create_table(tokens: &[Tok]) -> Result<Statement> {
         q(&name),
         column_sql.join(", ")
     )];
+    // UNIQUE constraints as unique indexes that, like SQL Server's, admit one NULL only.
+    for (constraint, cols, _) in &table.unique {
+        sql.push(format!(
+            "CREATE UNIQUE INDEX {} ON {} ({})",
+            q(&format!("{name}.{}", constraint.to_ascii_lowercase())),
+            q(&name),
+            unique_key_sql(&table, cols).join(", ")
+        ));
+    }
     // Change readers page by rowversion: index it as a SQL Server schema would.
     if let Some(rv) = table.columns.iter().find(|c| c.ty == SqlType::RowVersion) {
         let rv = rv.name.to_ascii_lowercase();
@@ -1823,9 +1814,6 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
         if pk {
             sql.push("PRIMARY KEY".into());
         }
-        if unique {
-            sql.push("UNIQUE".into());
-        }
     }
     let col = ColumnDef {
         name: name.clone(),
@@ -1867,6 +1855,20 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
     Ok((sql.join(" "), col, pk, unique))
 }
 
+/// Key expressions of a unique index: nullable columns map NULL to one sentinel value so that a
+/// second NULL is a duplicate, as in SQL Server (a sentinel blob no text or number equals).
+fn unique_key_sql(table: &TableDef, cols: &[String]) -> Vec<String> {
+    cols.iter()
+        .map(|c| match table.column(c) {
+            Some(def) if def.nullable && def.ty.is_text() => {
+                format!("IFNULL({}, X'00FF') COLLATE TSQL_CI", q(&def.name))
+            }
+            Some(def) if def.nullable => format!("IFNULL({}, X'00FF')", q(&def.name)),
+            _ => q(c),
+        })
+        .collect()
+}
+
 fn translate_create_index(
     tokens: &[Tok],
     words: &[String],
@@ -1902,11 +1904,20 @@ fn translate_create_index(
         return Err(SqlError::syntax("ON"));
     }
     let close = close_paren(tokens, open)?;
-    if close + 1 != tokens.len() {
-        return Err(SqlError::unsupported(
-            "index options (INCLUDE, WHERE, WITH)",
-        ));
-    }
+    let filter = match tokens.get(close + 1) {
+        None => None,
+        Some(t) if t.is_word("WHERE") => {
+            let e = Emitter {
+                catalog,
+                ctx: &Context::default(),
+                tables: vec![table.name.clone()],
+            };
+            Some(e.expr(&tokens[close + 1..])?)
+        }
+        Some(_) => {
+            return Err(SqlError::unsupported("index options (INCLUDE, WITH)"));
+        }
+    };
     let mut columns = Vec::new();
     let mut sql_cols = Vec::new();
     for c in split_commas(&tokens[open + 1..close]) {
@@ -1936,8 +1947,11 @@ fn translate_create_index(
         sql_cols.push(format!("{}{dir}", q(&def.name.to_ascii_lowercase())));
     }
     let index_name = iparts.last().cloned().unwrap_or_default();
+    if unique && filter.is_none() {
+        sql_cols = unique_key_sql(table, &columns);
+    }
     let sql = format!(
-        "CREATE {}INDEX {} ON {} ({})",
+        "CREATE {}INDEX {} ON {} ({}){}",
         if unique { "UNIQUE " } else { "" },
         q(&format!(
             "{}.{}",
@@ -1945,7 +1959,8 @@ fn translate_create_index(
             index_name.to_ascii_lowercase()
         )),
         q(&table.name),
-        sql_cols.join(", ")
+        sql_cols.join(", "),
+        filter.map(|f| format!(" {f}")).unwrap_or_default()
     );
     Ok(Statement::CreateIndex {
         sql,
