@@ -221,6 +221,21 @@ impl SqlObjectSettings {
 }
 
 impl SqlObject {
+    /// An error about a column of this object's table.
+    pub fn type_error(
+        &self,
+        column: &str,
+        sql_type: &str,
+        message: impl Into<String>,
+    ) -> super::MssqlError {
+        super::MssqlError::Type {
+            table: self.table.to_string(),
+            column: column.to_string(),
+            sql_type: sql_type.to_string(),
+            message: message.into(),
+        }
+    }
+
     /// The column the change reader orders by.
     pub fn change_column(&self) -> &Ident {
         match &self.change {

@@ -186,21 +186,15 @@ impl ChangeReader {
     }
 
     fn bad_key(&self, key: &Value) -> MssqlError {
-        MssqlError::Type {
-            table: self.obj.table.to_string(),
-            column: self.obj.key.to_string(),
-            sql_type: "key".into(),
-            message: format!("key value {key} is neither a number nor text"),
-        }
+        self.obj.type_error(
+            self.obj.key.as_str(),
+            "key",
+            format!("key value {key} is neither a number nor text"),
+        )
     }
 
     fn type_error(&self, column: &str, sql_type: &str, message: impl Into<String>) -> MssqlError {
-        MssqlError::Type {
-            table: self.obj.table.to_string(),
-            column: column.to_string(),
-            sql_type: sql_type.to_string(),
-            message: message.into(),
-        }
+        self.obj.type_error(column, sql_type, message)
     }
 
     /// Turns one result row into a change and its position.

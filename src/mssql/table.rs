@@ -27,14 +27,13 @@ impl TableShape {
         let shape = Self {
             columns: rows.columns,
         };
-        shape
-            .column(obj.key.as_str())
-            .ok_or_else(|| MssqlError::Type {
-                table: obj.table.to_string(),
-                column: obj.key.to_string(),
-                sql_type: "missing".into(),
-                message: "the configured key column is not in the table".into(),
-            })?;
+        shape.column(obj.key.as_str()).ok_or_else(|| {
+            obj.type_error(
+                obj.key.as_str(),
+                "missing",
+                "the configured key column is not in the table",
+            )
+        })?;
         Ok(shape)
     }
 
