@@ -491,6 +491,57 @@ mod tests {
     }
 
     #[test]
+    fn cells_follow_the_contract_and_unexpected_types_name_table_column_and_type() {
+        let col = |name: &str, ty| Column::new(name.to_string(), ty);
+        let ok = |c: &Column, d: ColumnData<'static>| cell_to_json("dbo.t", c, &d).unwrap();
+        assert_eq!(
+            ok(&col("n", ColumnType::Int4), ColumnData::I32(Some(7))),
+            json!(7)
+        );
+        assert_eq!(
+            ok(&col("b", ColumnType::Bitn), ColumnData::Bit(None)),
+            Value::Null
+        );
+        assert_eq!(
+            ok(
+                &col("d", ColumnType::Decimaln),
+                ColumnData::Numeric(Some(Numeric::new_with_scale(125_000_000, 2)))
+            ),
+            json!("1250000.00")
+        );
+        assert_eq!(
+            ok(&col("m", ColumnType::Money), ColumnData::F64(Some(12.5))),
+            json!("12.5000")
+        );
+        assert_eq!(
+            ok(
+                &col("rv", ColumnType::BigBinary),
+                ColumnData::Binary(Some(vec![0, 0, 0, 0, 0, 0, 7, 0xD1].into()))
+            ),
+            json!("0x00000000000007D1")
+        );
+        let err = cell_to_json(
+            "dbo.t",
+            &col("doc", ColumnType::Xml),
+            &ColumnData::Xml(None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("dbo.t") && err.contains("doc") && err.contains("xml"),
+            "{err}"
+        );
+        let err = cell_to_json(
+            "dbo.t",
+            &col("f", ColumnType::Float8),
+            &ColumnData::F64(Some(f64::NAN)),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("column f (float)"), "{err}");
+    }
+
+    #[test]
     fn keys_become_text_and_parameters() {
         assert_eq!(key_text(&json!(42)), Some("42".into()));
         assert_eq!(key_text(&json!("A-1")), Some("A-1".into()));
