@@ -129,8 +129,16 @@ pub struct RunningMssqlSim {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
     admin: Arc<Mutex<Option<Session>>>,
+}
+
+impl Drop for RunningMssqlSim {
+    /// A simulator dropped without `shutdown` (e.g. by a failing test) stops all the same.
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.drop_connections();
+    }
 }
 
 /// Starts a simulator listening on `addr` (port 0 picks a free port).
@@ -159,7 +167,7 @@ pub async fn start(addr: SocketAddr, options: MssqlSimOptions) -> anyhow::Result
         addr,
         shared,
         stop,
-        task,
+        task: Some(task),
         admin: Arc::new(Mutex::new(None)),
     };
     if created && let Some(schema) = &options.schema {
@@ -270,10 +278,12 @@ impl RunningMssqlSim {
     }
 
     /// Stops listening and closes every connection.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.cancel();
         self.drop_connections();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -493,6 +503,14 @@ fn parse_rpc(body: &[u8]) -> Result<Request, String> {
         Ok(d) => d,
         Err(e) => return Ok(Request::RpcError(SqlError::unsupported(e))),
     };
+    if raw.len() > 2100 {
+        return Ok(Request::RpcError(SqlError::new(
+            8003,
+            1,
+            16,
+            "The incoming request has too many parameters. The server supports a maximum of 2100 parameters. Reduce the number of parameters and resend the request.",
+        )));
+    }
     let mut params = Vec::new();
     for (i, (name, ty, value)) in raw.enumerate() {
         let (decl_name, decl_ty) = match declared.get(i) {
