@@ -51,7 +51,7 @@ pub const SEED_SCHEMA: &str = include_str!("seed_schema.sql");
 pub const DEFAULT_PASSWORD: &str = "Sim-Passw0rd!";
 
 /// How to start a simulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MssqlSimOptions {
     /// Password of the `sa` login.
     pub password: String,
@@ -63,6 +63,18 @@ pub struct MssqlSimOptions {
     pub data_dir: Option<PathBuf>,
     /// How long a write waits for another session's open transaction before error 1222.
     pub lock_timeout: Duration,
+}
+
+impl std::fmt::Debug for MssqlSimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MssqlSimOptions")
+            .field("password", &"[redacted]")
+            .field("database", &self.database)
+            .field("schema", &self.schema.as_ref().map(String::len))
+            .field("data_dir", &self.data_dir)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish()
+    }
 }
 
 impl Default for MssqlSimOptions {
@@ -552,7 +564,7 @@ fn parse_tm(body: &[u8]) -> Result<Request, String> {
 }
 
 /// `hubsync sim mssql` arguments.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct MssqlArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:1433")]
@@ -569,6 +581,18 @@ pub struct MssqlArgs {
     /// Database name.
     #[arg(long, default_value = "hubsync")]
     pub database: String,
+}
+
+impl std::fmt::Debug for MssqlArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MssqlArgs")
+            .field("listen", &self.listen)
+            .field("schema", &self.schema)
+            .field("data", &self.data)
+            .field("password", &"[redacted]")
+            .field("database", &self.database)
+            .finish()
+    }
 }
 
 /// Runs the simulator until SIGINT/SIGTERM.
@@ -613,6 +637,15 @@ pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let options = MssqlSimOptions {
+            password: "Top-Secret-1".into(),
+            ..MssqlSimOptions::default()
+        };
+        assert!(!format!("{options:?}").contains("Top-Secret-1"));
+    }
 
     #[test]
     fn seed_schema_translates() {
