@@ -36,6 +36,8 @@ pub enum Command {
     CheckConfig,
     /// Apply the queue database migrations.
     Migrate,
+    /// Run the service until SIGTERM (SIGHUP reloads config.yaml).
+    Run,
     /// Look at and act on the work queue.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -93,6 +95,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
+        Command::Run => crate::daemon::run(&cli.config).await,
         Command::Queue(command) => {
             let config = load(&cli.config, Need::Postgres)?;
             crate::telemetry::init_cli();

@@ -60,6 +60,9 @@ pub struct ServiceSettings {
     /// How long SIGTERM waits for in-flight batches before releasing them.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// How often dependencies are checked and queue metrics refreshed.
+    #[serde(with = "duration")]
+    pub health_interval: Duration,
 }
 
 impl Default for ServiceSettings {
@@ -68,6 +71,7 @@ impl Default for ServiceSettings {
             instance: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
             shutdown_grace: Duration::from_secs(30),
+            health_interval: Duration::from_secs(5),
         }
     }
 }

@@ -200,6 +200,19 @@ impl Queue {
         worker: &str,
         results: &[(&ClaimedItem, Outcome)],
     ) -> Result<Settled> {
+        let mut conn = self.pool.acquire().await?;
+        self.settle_on(&mut conn, worker, results).await
+    }
+
+    /// Like [`Queue::settle`], on a given connection — inside the caller's transaction, so
+    /// that record links and the items' outcomes commit together.
+    pub async fn settle_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        worker: &str,
+        results: &[(&ClaimedItem, Outcome)],
+    ) -> Result<Settled> {
+        use sqlx::Acquire;
         let now = Utc::now();
         let n = results.len();
         let mut ids = Vec::with_capacity(n);
@@ -265,6 +278,8 @@ impl Queue {
         }
 
         let rows = loop {
+            // A savepoint, so a unique violation can be retried inside the caller's transaction.
+            let mut savepoint = conn.begin().await?;
             let attempt = sqlx::query(SETTLE_SQL)
                 .bind(&ids)
                 .bind(&kinds)
@@ -274,13 +289,19 @@ impl Queue {
                 .bind(&outcomes)
                 .bind(&hubspot_ids)
                 .bind(worker)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *savepoint)
                 .await;
             match attempt {
                 // A new change of a retried record was enqueued between our check and our
                 // update: try again and the retried item is then marked superseded.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => continue,
-                other => break other?,
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                    savepoint.rollback().await?;
+                }
+                other => {
+                    let rows = other?;
+                    savepoint.commit().await?;
+                    break rows;
+                }
             }
         };
 

@@ -2,9 +2,12 @@
 //! and the HubSpot and SQL Server simulators.
 
 mod cli;
+mod daemon;
 mod hubspot_client;
 mod hubspot_sim;
+mod links;
 mod mssql;
 mod mssql_sim;
 mod queue;
 mod support;
+mod worker;
