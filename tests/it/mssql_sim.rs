@@ -526,6 +526,20 @@ async fn errors_carry_sql_server_numbers_and_the_connection_survives() {
         .get::<i32, _>("id");
     assert_eq!(id, Some(1));
 
+    // SQL Server's limit of 2,100 parameters per request.
+    let mut many = tiberius::Query::new("SELECT @P1 AS [first]");
+    for i in 0..2101 {
+        many.bind(i);
+    }
+    let err = match many.query(&mut c).await {
+        Ok(stream) => stream
+            .into_results()
+            .await
+            .expect_err("too many parameters"),
+        Err(e) => e,
+    };
+    assert_eq!(server_error(err), 8003);
+
     // Statement errors leave the transaction open, unless XACT_ABORT is ON.
     c.simple_query("BEGIN TRAN")
         .await

@@ -51,7 +51,7 @@ pub const SEED_SCHEMA: &str = include_str!("seed_schema.sql");
 pub const DEFAULT_PASSWORD: &str = "Sim-Passw0rd!";
 
 /// How to start a simulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MssqlSimOptions {
     /// Password of the `sa` login.
     pub password: String,
@@ -63,6 +63,18 @@ pub struct MssqlSimOptions {
     pub data_dir: Option<PathBuf>,
     /// How long a write waits for another session's open transaction before error 1222.
     pub lock_timeout: Duration,
+}
+
+impl std::fmt::Debug for MssqlSimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MssqlSimOptions")
+            .field("password", &"[redacted]")
+            .field("database", &self.database)
+            .field("schema", &self.schema.as_ref().map(String::len))
+            .field("data_dir", &self.data_dir)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish()
+    }
 }
 
 impl Default for MssqlSimOptions {
@@ -129,8 +141,16 @@ pub struct RunningMssqlSim {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
     admin: Arc<Mutex<Option<Session>>>,
+}
+
+impl Drop for RunningMssqlSim {
+    /// A simulator dropped without `shutdown` (e.g. by a failing test) stops all the same.
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.drop_connections();
+    }
 }
 
 /// Starts a simulator listening on `addr` (port 0 picks a free port).
@@ -159,7 +179,7 @@ pub async fn start(addr: SocketAddr, options: MssqlSimOptions) -> anyhow::Result
         addr,
         shared,
         stop,
-        task,
+        task: Some(task),
         admin: Arc::new(Mutex::new(None)),
     };
     if created && let Some(schema) = &options.schema {
@@ -270,10 +290,12 @@ impl RunningMssqlSim {
     }
 
     /// Stops listening and closes every connection.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.cancel();
         self.drop_connections();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -493,6 +515,14 @@ fn parse_rpc(body: &[u8]) -> Result<Request, String> {
         Ok(d) => d,
         Err(e) => return Ok(Request::RpcError(SqlError::unsupported(e))),
     };
+    if raw.len() > 2100 {
+        return Ok(Request::RpcError(SqlError::new(
+            8003,
+            1,
+            16,
+            "The incoming request has too many parameters. The server supports a maximum of 2100 parameters. Reduce the number of parameters and resend the request.",
+        )));
+    }
     let mut params = Vec::new();
     for (i, (name, ty, value)) in raw.enumerate() {
         let (decl_name, decl_ty) = match declared.get(i) {
@@ -534,7 +564,7 @@ fn parse_tm(body: &[u8]) -> Result<Request, String> {
 }
 
 /// `hubsync sim mssql` arguments.
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct MssqlArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:1433")]
@@ -551,6 +581,18 @@ pub struct MssqlArgs {
     /// Database name.
     #[arg(long, default_value = "hubsync")]
     pub database: String,
+}
+
+impl std::fmt::Debug for MssqlArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MssqlArgs")
+            .field("listen", &self.listen)
+            .field("schema", &self.schema)
+            .field("data", &self.data)
+            .field("password", &"[redacted]")
+            .field("database", &self.database)
+            .finish()
+    }
 }
 
 /// Runs the simulator until SIGINT/SIGTERM.
@@ -595,6 +637,15 @@ pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let options = MssqlSimOptions {
+            password: "Top-Secret-1".into(),
+            ..MssqlSimOptions::default()
+        };
+        assert!(!format!("{options:?}").contains("Top-Secret-1"));
+    }
 
     #[test]
     fn seed_schema_translates() {
