@@ -1,6 +1,7 @@
 //! Benchmarks run from the CLI (`hubsync bench …`): each prints figures and ratios from one run.
 
 mod hubspot;
+mod mssql;
 mod queue;
 pub mod validate;
 
@@ -14,6 +15,9 @@ use crate::exit::Failure;
 pub enum BenchCommand {
     /// Enqueue N items, then drain them with W workers claiming batches of 100.
     Queue(queue::QueueBenchArgs),
+    /// Read N changed rows of the default contact table from the SQL Server simulator through
+    /// the change reader.
+    Mssql(mssql::MssqlBenchArgs),
     /// Update N contacts on the in-process HubSpot simulator through 4 workers sharing one
     /// limiter; prints records/s against the tier's ceiling.
     Hubspot(hubspot::HubspotBenchArgs),
@@ -21,10 +25,14 @@ pub enum BenchCommand {
     Validate(validate::Args),
 }
 
+/// HubSpot's batch write ceiling at the default tier: 100 requests/10 s × 100 records.
+pub const HUBSPOT_CEILING_PER_S: f64 = 1000.0;
+
 /// Runs one benchmark; `config` is the `--config` file.
 pub async fn run(command: BenchCommand, config: &Path) -> Result<u8, Failure> {
     match command {
         BenchCommand::Queue(args) => queue::run(args).await,
+        BenchCommand::Mssql(args) => mssql::run(args).await,
         BenchCommand::Hubspot(args) => hubspot::run(args).await,
         BenchCommand::Validate(args) => validate::run(config, args),
     }

@@ -2,6 +2,7 @@
 //! SQL Server over TDS, so production client code runs unchanged against them.
 
 pub mod hubspot;
+pub mod mssql;
 
 use crate::exit::Failure;
 
@@ -10,12 +11,15 @@ use crate::exit::Failure;
 pub enum SimCommand {
     /// Run the HubSpot simulator until SIGINT/SIGTERM; prints its base URL.
     Hubspot(hubspot::HubspotArgs),
+    /// Run the SQL Server (TDS) simulator until SIGINT/SIGTERM.
+    Mssql(mssql::MssqlArgs),
 }
 
 /// Runs the chosen simulator until it is told to stop.
 pub async fn run(command: SimCommand) -> Result<u8, Failure> {
     match command {
         SimCommand::Hubspot(args) => hubspot::run(args).await,
+        SimCommand::Mssql(args) => mssql::run(args).await,
     }
 }
 

@@ -6,6 +6,8 @@ mod daemon;
 mod hubspot_client;
 mod hubspot_sim;
 mod links;
+mod mssql;
+mod mssql_sim;
 mod queue;
 mod support;
 mod to_hubspot;

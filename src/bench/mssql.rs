@@ -1,0 +1,133 @@
+//! `hubsync bench mssql`: loads N rows into the default contact table of an in-process SQL
+//! Server simulator (its seeded `dbo.hb_contacts`), then reads them all as changes through the production change reader
+//! (rowversion mode, paged); prints rows/s, the ratio to HubSpot's write ceiling and memory.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use secrecy::SecretString;
+
+use super::{HUBSPOT_CEILING_PER_S, thousands};
+use crate::exit::{self, Failure};
+use crate::mssql::{ChangeReader, SqlObjectSettings, SqlPool, SqlServerSettings};
+
+#[derive(Debug, Args)]
+pub struct MssqlBenchArgs {
+    /// Changed rows to read.
+    #[arg(long, default_value_t = 100_000)]
+    rows: u32,
+    /// Rows per change-reader page.
+    #[arg(long, default_value_t = 5_000)]
+    page_size: u32,
+}
+
+pub async fn run(args: MssqlBenchArgs) -> Result<u8, Failure> {
+    bench(args)
+        .await
+        .map_err(|e| Failure::new(exit::SOFTWARE, format!("{e:#}")))?;
+    Ok(exit::OK)
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn insert_batch(from: u32, to: u32) -> String {
+    let values: Vec<String> = (from..=to)
+        .map(|i| {
+            format!(
+                "({i}, N'1{:08}', N'Socio {i}', N'Rojas Mora {}', N'socio{i}@coop.cr', N'+5068{:07}', \
+                 '19{:02}-0{}-1{}', N'San José', N'Escazú', N'San Rafael', {i}.25, 1)",
+                i % 100_000_000,
+                i % 97,
+                i % 10_000_000,
+                50 + i % 50,
+                1 + i % 9,
+                i % 10
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO [dbo].[hb_contacts] ([numero_asociado], [no__de_cedula], [firstname], [lastname], \
+         [email], [hs_whatsapp_phone_number], [date_of_birth], [provincia], [canton], [distrito], \
+         [salario_neto_semanal_o_quincenal], [activo]) VALUES {}",
+        values.join(", ")
+    )
+}
+
+async fn bench(args: MssqlBenchArgs) -> anyhow::Result<()> {
+    let options = crate::sim::mssql::MssqlSimOptions {
+        schema: Some(crate::sim::mssql::SEED_SCHEMA.to_string()),
+        ..Default::default()
+    };
+    let sim = crate::sim::mssql::start("127.0.0.1:0".parse().context("address")?, options)
+        .await
+        .context("cannot start the SQL Server simulator")?;
+    let settings = SqlServerSettings {
+        connection: Some(SecretString::from(sim.connection_string())),
+        pool_size: 2,
+        command_timeout: Duration::from_secs(120),
+        ..SqlServerSettings::default()
+    };
+    let pool = SqlPool::new(&settings)?;
+    let mut conn = pool.get_once().await?;
+    let load = Instant::now();
+    let mut from = 1;
+    while from <= args.rows {
+        let to = (from + 999).min(args.rows);
+        conn.batch(&insert_batch(from, to)).await?;
+        from = to + 1;
+    }
+    drop(conn);
+    let load_s = load.elapsed().as_secs_f64();
+    println!(
+        "loaded {} rows into dbo.hb_contacts in {load_s:.1} s",
+        thousands(u64::from(args.rows))
+    );
+
+    let object: SqlObjectSettings = serde_yaml::from_str(&format!(
+        "table: dbo.hb_contacts\nkey: numero_asociado\nchange_detection: {{mode: rowversion, column: rv}}\npage_size: {}\n",
+        args.page_size
+    ))?;
+    let object = object
+        .validate()
+        .map_err(|p| anyhow::anyhow!("bench object settings: {:?}", p.into_vec()))?;
+    let reader = ChangeReader::new(pool.clone(), object);
+    let rss_before = peak_rss_mib();
+    let started = Instant::now();
+    let mut poll = reader.poll(None);
+    let (mut rows, mut pages, mut largest_page) = (0u64, 0u64, 0usize);
+    while let Some(page) = poll.next_page().await? {
+        rows += page.changes.len() as u64;
+        pages += 1;
+        largest_page = largest_page.max(page.changes.len());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rate = rows as f64 / secs.max(1e-9);
+    println!(
+        "read {} changed rows in {pages} pages (≤ {largest_page} rows each) in {secs:.2} s",
+        thousands(rows)
+    );
+    println!(
+        "change reader: {} rows/s; ratio to HubSpot's write ceiling (1,000/s): {:.1}",
+        thousands(rate as u64),
+        rate / HUBSPOT_CEILING_PER_S
+    );
+    if let (Some(before), Some(after)) = (rss_before, peak_rss_mib()) {
+        println!(
+            "peak RSS (simulator included): {before:.0} MiB after loading, {after:.0} MiB after reading"
+        );
+    }
+    sim.shutdown().await;
+    anyhow::ensure!(
+        rows == u64::from(args.rows),
+        "read {rows} rows, expected {}",
+        args.rows
+    );
+    Ok(())
+}

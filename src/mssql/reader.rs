@@ -1,0 +1,388 @@
+//! The change reader: pages of rows changed since a cursor (rowversion or `(modified_at, key)`
+//! with overlap), soft deletes as archive changes, one row by key, and key reconciliation for hard
+//! deletes. Streams page by page; never loads the whole table.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::Value;
+use tiberius::{ColumnData, FromSql, Row};
+use tokio::sync::OnceCell;
+
+use super::cursor::{
+    ChangeCursor, Position, Rowversion, beginning_of_time, local_to_utc, overlap_start,
+};
+use super::error::MssqlError;
+use super::object::{Change as Mode, DeletedWhen, SqlObject};
+use super::pool::{Rows, SqlPool};
+use super::sql;
+use super::table::TableShape;
+use super::value::{Param, SqlRow, format_datetime, key_text, row_to_json};
+
+/// What happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Created or updated: send it to HubSpot.
+    Upsert,
+    /// Soft-deleted (or, from reconciliation, gone): archive it in HubSpot.
+    Archive,
+}
+
+/// One changed row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    /// The SQL key as text (`record_key`).
+    pub key: String,
+    pub kind: ChangeKind,
+    /// The row's version (`source_version`): rowversion `0x…` or local modified_at.
+    pub version: String,
+    /// modified_at mode: the row's modification time in UTC (for newest-wins conflicts).
+    pub modified_utc: Option<DateTime<Utc>>,
+    /// The row, in the contract's JSON encoding.
+    pub row: SqlRow,
+}
+
+/// One page of changes and the cursor to store once they are enqueued.
+#[derive(Debug, Clone)]
+pub struct ChangePage {
+    pub changes: Vec<RowChange>,
+    pub cursor: ChangeCursor,
+}
+
+/// Reads one object's changes; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChangeReader {
+    pool: SqlPool,
+    obj: SqlObject,
+    first_page: String,
+    next_page: String,
+    shape: std::sync::Arc<OnceCell<TableShape>>,
+}
+
+impl ChangeReader {
+    pub fn new(pool: SqlPool, obj: SqlObject) -> Self {
+        let (first_page, next_page) = sql::change_reads(&obj);
+        Self {
+            pool,
+            obj,
+            first_page,
+            next_page,
+            shape: Default::default(),
+        }
+    }
+
+    pub fn object(&self) -> &SqlObject {
+        &self.obj
+    }
+
+    /// Starts a poll from the stored cursor (None: from the beginning). In modified_at mode the
+    /// poll re-reads the overlap window before the stored high-water mark. A cursor of the other
+    /// mode (the config changed) restarts from the beginning, which only re-reads rows.
+    pub fn poll(&self, stored: Option<ChangeCursor>) -> Poll<'_> {
+        let position = match (&self.obj.change, &stored) {
+            (Mode::Rowversion(_), Some(ChangeCursor::Rowversion { rowversion })) => {
+                Position::Rowversion(rowversion.0)
+            }
+            (Mode::Rowversion(_), _) => Position::Rowversion(0),
+            // No overlap: resume exactly after the stored (modified_at, key).
+            (Mode::ModifiedAt { overlap, .. }, Some(c @ ChangeCursor::ModifiedAt { .. }))
+                if overlap.is_zero() =>
+            {
+                Position::of(c)
+            }
+            (
+                Mode::ModifiedAt { overlap, .. },
+                Some(ChangeCursor::ModifiedAt { modified_at, .. }),
+            ) => Position::From(overlap_start(*modified_at, *overlap, self.pool.zone())),
+            (Mode::ModifiedAt { .. }, _) => Position::From(beginning_of_time()),
+        };
+        let stored = match (&self.obj.change, stored) {
+            (Mode::Rowversion(_), s @ Some(ChangeCursor::Rowversion { .. }))
+            | (Mode::ModifiedAt { .. }, s @ Some(ChangeCursor::ModifiedAt { .. })) => s,
+            (_, Some(other)) => {
+                tracing::warn!(table = %self.obj.table, cursor = %other.to_json(), "stored cursor is for another change detection mode; reading from the beginning");
+                None
+            }
+            (_, None) => None,
+        };
+        Poll {
+            reader: self,
+            position,
+            stored,
+            finished: false,
+        }
+    }
+
+    async fn fetch(&self, statement: &str, params: Vec<Param>) -> Result<Rows, MssqlError> {
+        self.pool
+            .retrying("read changes", |conn| {
+                let (statement, params) = (statement.to_string(), params.clone());
+                Box::pin(async move { conn.query(&statement, &params).await })
+            })
+            .await
+    }
+
+    async fn shape(&self) -> Result<&TableShape, MssqlError> {
+        self.shape
+            .get_or_try_init(|| TableShape::load(&self.pool, &self.obj))
+            .await
+    }
+
+    /// The current row of one record, or None when no row has that key.
+    pub async fn row_by_key(&self, key: &str) -> Result<Option<SqlRow>, MssqlError> {
+        let param = self
+            .shape()
+            .await?
+            .key_param(&self.obj, key)
+            .map_err(MssqlError::Config)?;
+        let rows = self.fetch(&sql::row_by_key(&self.obj), vec![param]).await?;
+        match rows.rows.first() {
+            Some(row) => Ok(Some(row_to_json(&self.obj.table.to_string(), row)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One page of keys in key order, after `after` (None: from the first key).
+    pub async fn keys_page(&self, after: Option<&Value>) -> Result<Vec<Value>, MssqlError> {
+        let size = Param::I64(Some(i64::from(self.obj.page_size)));
+        let rows = match after {
+            None => {
+                self.fetch(&sql::keys_first_page(&self.obj), vec![size])
+                    .await?
+            }
+            Some(k) => {
+                let key = Param::key(k).ok_or_else(|| self.bad_key(k))?;
+                self.fetch(&sql::keys_after(&self.obj), vec![size, key])
+                    .await?
+            }
+        };
+        let table = self.obj.table.to_string();
+        rows.rows
+            .iter()
+            .map(|r| {
+                row_to_json(&table, r)
+                    .map(|m| m.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null))
+            })
+            .collect()
+    }
+
+    /// Key reconciliation: which of the `known` keys (e.g. every linked record) no longer exist
+    /// in the table — hard deletes. Pages through the keys; memory grows with `known` only.
+    pub async fn missing_keys(&self, known: &BTreeSet<String>) -> Result<Vec<String>, MssqlError> {
+        let mut missing = known.clone();
+        let mut after: Option<Value> = None;
+        loop {
+            let page = self.keys_page(after.as_ref()).await?;
+            for k in &page {
+                if let Some(text) = key_text(k) {
+                    missing.remove(&text);
+                }
+            }
+            if page.len() < self.obj.page_size as usize || missing.is_empty() {
+                return Ok(missing.into_iter().collect());
+            }
+            after = page.last().cloned();
+        }
+    }
+
+    fn bad_key(&self, key: &Value) -> MssqlError {
+        self.obj.type_error(
+            self.obj.key.as_str(),
+            "key",
+            format!("key value {key} is neither a number nor text"),
+        )
+    }
+
+    fn type_error(&self, column: &str, sql_type: &str, message: impl Into<String>) -> MssqlError {
+        self.obj.type_error(column, sql_type, message)
+    }
+
+    /// Turns one result row into a change and its position.
+    fn change_of(&self, row: &Row) -> Result<(RowChange, ChangeCursor), MssqlError> {
+        let table = self.obj.table.to_string();
+        let json = row_to_json(&table, row)?;
+        let cell = |name: &str| -> Result<(&ColumnData<'static>, &str), MssqlError> {
+            row.cells()
+                .find(|(c, _)| c.name().eq_ignore_ascii_case(name))
+                .map(|(c, d)| (d, c.name()))
+                .ok_or_else(|| self.type_error(name, "missing", "column not in the result"))
+        };
+        let (_, key_name) = cell(self.obj.key.as_str())?;
+        let key_value = json.get(key_name).cloned().unwrap_or(Value::Null);
+        let key = key_text(&key_value).ok_or_else(|| {
+            self.type_error(key_name, "key", "the key is NULL or not a number/text")
+        })?;
+        let (version, modified_utc, position) = match &self.obj.change {
+            Mode::Rowversion(rv) => {
+                let (data, name) = cell(rv.as_str())?;
+                let value = match data {
+                    ColumnData::Binary(Some(b)) if b.len() == 8 => {
+                        let mut bytes = [0u8; 8];
+                        bytes.copy_from_slice(b);
+                        u64::from_be_bytes(bytes)
+                    }
+                    ColumnData::I64(Some(v)) if *v >= 0 => *v as u64,
+                    _ => {
+                        return Err(self.type_error(
+                            name,
+                            "rowversion",
+                            "expected a non-NULL rowversion (binary(8))",
+                        ));
+                    }
+                };
+                (
+                    Rowversion(value).hex(),
+                    None,
+                    ChangeCursor::Rowversion {
+                        rowversion: Rowversion(value),
+                    },
+                )
+            }
+            Mode::ModifiedAt { column, .. } => {
+                let (data, name) = cell(column.as_str())?;
+                let at: NaiveDateTime =
+                    NaiveDateTime::from_sql(data)
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| {
+                            self.type_error(
+                                name,
+                                "modified_at",
+                                "expected a non-NULL datetime/datetime2",
+                            )
+                        })?;
+                (
+                    format_datetime(at),
+                    local_to_utc(at, self.pool.zone()),
+                    ChangeCursor::ModifiedAt {
+                        modified_at: at,
+                        key: key_value,
+                    },
+                )
+            }
+        };
+        let kind = match &self.obj.soft_delete {
+            Some((column, when)) => {
+                let (_, name) = cell(column.as_str())?;
+                let v = json.get(name).unwrap_or(&Value::Null);
+                let deleted = is_deleted(*when, v);
+                if deleted {
+                    ChangeKind::Archive
+                } else {
+                    ChangeKind::Upsert
+                }
+            }
+            None => ChangeKind::Upsert,
+        };
+        Ok((
+            RowChange {
+                key,
+                kind,
+                version,
+                modified_utc,
+                row: json,
+            },
+            position,
+        ))
+    }
+}
+
+/// One poll over an object's changes, page by page.
+pub struct Poll<'r> {
+    reader: &'r ChangeReader,
+    position: Position,
+    stored: Option<ChangeCursor>,
+    finished: bool,
+}
+
+impl Poll<'_> {
+    /// The next page of changes, or None when the poll has caught up. Store `page.cursor` after
+    /// enqueueing `page.changes`; a crash before that only re-reads the page.
+    pub async fn next_page(&mut self) -> Result<Option<ChangePage>, MssqlError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let r = self.reader;
+        let size = Param::I64(Some(i64::from(r.obj.page_size)));
+        let rows = match &self.position {
+            Position::Rowversion(rv) => {
+                let rv = i64::try_from(*rv).unwrap_or(i64::MAX);
+                r.fetch(&r.first_page, vec![size, Param::I64(Some(rv))])
+                    .await?
+            }
+            Position::From(at) => {
+                r.fetch(&r.first_page, vec![size, Param::DateTime(Some(*at))])
+                    .await?
+            }
+            Position::After(at, key) => {
+                let key = Param::key(key).ok_or_else(|| r.bad_key(key))?;
+                r.fetch(&r.next_page, vec![size, Param::DateTime(Some(*at)), key])
+                    .await?
+            }
+        };
+        if rows.rows.len() < r.obj.page_size as usize {
+            self.finished = true;
+        }
+        if rows.rows.is_empty() {
+            return Ok(None);
+        }
+        let mut changes = Vec::with_capacity(rows.rows.len());
+        let mut reached = None;
+        for row in &rows.rows {
+            let (change, cursor) = r.change_of(row)?;
+            changes.push(change);
+            reached = Some(cursor);
+        }
+        let Some(reached) = reached else {
+            return Ok(None);
+        };
+        self.position = Position::of(&reached);
+        // The overlap re-reads rows below the stored high-water mark: never move it back.
+        let cursor = match (&self.stored, reached) {
+            (
+                Some(
+                    old @ ChangeCursor::ModifiedAt {
+                        modified_at: old_at,
+                        ..
+                    },
+                ),
+                ChangeCursor::ModifiedAt { modified_at, .. },
+            ) if modified_at < *old_at => old.clone(),
+            (_, reached) => reached,
+        };
+        self.stored = Some(cursor.clone());
+        Ok(Some(ChangePage { changes, cursor }))
+    }
+}
+
+/// Whether a soft-delete column's value marks the row deleted.
+pub fn is_deleted(when: DeletedWhen, value: &Value) -> bool {
+    match when {
+        DeletedWhen::NotNull => !value.is_null(),
+        DeletedWhen::False => value == &Value::Bool(false) || value.as_f64() == Some(0.0),
+        DeletedWhen::True => {
+            value == &Value::Bool(true) || value.as_f64().is_some_and(|n| n != 0.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn soft_delete_rules() {
+        assert!(is_deleted(DeletedWhen::False, &json!(false)));
+        assert!(is_deleted(DeletedWhen::False, &json!(0)));
+        assert!(!is_deleted(DeletedWhen::False, &json!(true)));
+        assert!(!is_deleted(DeletedWhen::False, &Value::Null));
+        assert!(is_deleted(DeletedWhen::True, &json!(1)));
+        assert!(!is_deleted(DeletedWhen::True, &json!(false)));
+        assert!(is_deleted(
+            DeletedWhen::NotNull,
+            &json!("2024-03-09T10:00:00")
+        ));
+        assert!(!is_deleted(DeletedWhen::NotNull, &Value::Null));
+    }
+}

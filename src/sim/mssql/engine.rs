@@ -1,0 +1,1274 @@
+//! The simulator's SQL engine: one SQLite database per instance (WAL, one connection per
+//! session), the rowversion counter and MIN_ACTIVE_ROWVERSION bookkeeping, transactions with
+//! @@TRANCOUNT, running translated statements into TDS tokens, and SQLite errors mapped to SQL
+//! Server error numbers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::{Value as SqliteValue, ValueRef};
+use rusqlite::{Connection, ErrorCode};
+
+use super::catalog::{Catalog, TableDef};
+use super::translate::{self, Context, ItemType, SqlError, Statement};
+use super::types::{self, Param, SqlType, Value};
+use super::wire::{DONE_COUNT, DONE_ERROR, DONE_MORE, DoneKind, Tokens};
+
+/// Errors after which SQL Server goes on with the next statement of the batch.
+const STATEMENT_LEVEL: &[u32] = &[
+    2627, 2601, 515, 547, 2628, 245, 241, 8115, 273, 272, 544, 8102, 257, 206, 3902, 3903,
+];
+
+#[derive(Debug, Default)]
+struct RvState {
+    last: i64,
+    /// Session id → lowest rowversion it assigned in its open transaction.
+    open: HashMap<u64, i64>,
+}
+
+/// One simulated database: the store file, the catalog, rowversions and fault switches.
+#[derive(Debug)]
+pub struct Db {
+    path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    pub name: String,
+    rv: Mutex<RvState>,
+    catalog: RwLock<Catalog>,
+    next_descriptor: AtomicU64,
+    next_session: AtomicU64,
+    /// Writes left that fail with deadlock 1205.
+    pub deadlocks: AtomicU32,
+    lock_timeout: Duration,
+}
+
+fn store_error(e: rusqlite::Error) -> anyhow::Error {
+    anyhow::anyhow!("SQL Server simulator store: {e}")
+}
+
+impl Db {
+    /// Opens (creating when new) the store in `dir`, or in a fresh temporary directory.
+    /// Returns the database and whether it was newly created.
+    pub fn open(
+        dir: Option<&Path>,
+        name: &str,
+        lock_timeout: Duration,
+    ) -> anyhow::Result<(Arc<Db>, bool)> {
+        let (path, tmp) = match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                (d.join(format!("{name}.sqlite")), None)
+            }
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("hubsync-mssql-sim")
+                    .tempdir()?;
+                (t.path().join(format!("{name}.sqlite")), Some(t))
+            }
+        };
+        let created = !path.exists();
+        let conn = Connection::open(&path).map_err(store_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(store_error)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS __sim_catalog (name TEXT PRIMARY KEY, def TEXT NOT NULL)",
+        )
+        .map_err(store_error)?;
+        let mut catalog = Catalog::default();
+        {
+            let mut stmt = conn
+                .prepare("SELECT def FROM __sim_catalog")
+                .map_err(store_error)?;
+            let defs = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(store_error)?;
+            for def in defs {
+                let def = def.map_err(store_error)?;
+                let json: serde_json::Value = serde_json::from_str(&def)?;
+                let table = TableDef::from_json(&json).ok_or_else(|| {
+                    anyhow::anyhow!("unreadable catalog entry in {}", path.display())
+                })?;
+                catalog.insert(table);
+            }
+        }
+        let mut last = 2000i64;
+        for t in catalog.tables() {
+            if let Some(c) = t.columns.iter().find(|c| c.ty == SqlType::RowVersion) {
+                let sql = format!(
+                    "SELECT IFNULL(MAX({}), 0) FROM {}",
+                    translate::q(&c.name.to_ascii_lowercase()),
+                    translate::q(&t.name)
+                );
+                let max: i64 = conn
+                    .query_row(&sql, [], |r| r.get(0))
+                    .map_err(store_error)?;
+                last = last.max(max);
+            }
+        }
+        let db = Db {
+            path,
+            _dir: tmp,
+            name: name.to_string(),
+            rv: Mutex::new(RvState {
+                last,
+                open: HashMap::new(),
+            }),
+            catalog: RwLock::new(catalog),
+            next_descriptor: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+            deadlocks: AtomicU32::new(0),
+            lock_timeout,
+        };
+        Ok((Arc::new(db), created))
+    }
+
+    fn rv_state(&self) -> std::sync::MutexGuard<'_, RvState> {
+        self.rv.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_rv(&self, session: u64) -> i64 {
+        let mut s = self.rv_state();
+        s.last += 1;
+        let v = s.last;
+        s.open.entry(session).or_insert(v);
+        v
+    }
+
+    /// MIN_ACTIVE_ROWVERSION(): the lowest rowversion of a still-open transaction, else the
+    /// next value to be assigned.
+    pub fn min_active_rowversion(&self) -> i64 {
+        let s = self.rv_state();
+        s.open.values().copied().min().unwrap_or(s.last + 1)
+    }
+
+    /// @@DBTS: the last rowversion assigned.
+    pub fn dbts(&self) -> i64 {
+        self.rv_state().last
+    }
+
+    fn release(&self, session: u64) {
+        self.rv_state().open.remove(&session);
+    }
+
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn catalog_mut(&self) -> std::sync::RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_deadlock(&self) -> bool {
+        self.deadlocks
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// How a request is answered: a batch ends statements with DONE, an RPC with DONEINPROC then
+/// RETURNSTATUS and DONEPROC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Batch,
+    Rpc,
+}
+
+/// One client session: its store connection and transaction state.
+pub struct Session {
+    db: Arc<Db>,
+    conn: Connection,
+    id: u64,
+    pub spid: u16,
+    pub trancount: u32,
+    descriptor: u64,
+    nocount: bool,
+    xact_abort: bool,
+    scope_identity: Option<i64>,
+    rowcount: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.db.release(self.id);
+    }
+}
+
+impl Session {
+    pub fn open(db: Arc<Db>) -> anyhow::Result<Session> {
+        let id = db.next_session.fetch_add(1, Ordering::SeqCst);
+        let conn = Connection::open(&db.path).map_err(store_error)?;
+        conn.busy_timeout(db.lock_timeout).map_err(store_error)?;
+        // "x" must name a column, never fall back to a string literal.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)
+            .map_err(store_error)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)
+            .map_err(store_error)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(store_error)?;
+        register_functions(&conn, &db, id).map_err(store_error)?;
+        Ok(Session {
+            spid: (50 + id % 30000) as u16,
+            db,
+            conn,
+            id,
+            trancount: 0,
+            descriptor: 0,
+            nocount: false,
+            xact_abort: false,
+            scope_identity: None,
+            rowcount: 0,
+        })
+    }
+
+    /// Runs a batch (or the statement of an RPC) and returns the response tokens and the first
+    /// error.
+    pub fn run(&mut self, sql: &str, params: &[Param], mode: Mode) -> (Tokens, Option<SqlError>) {
+        let mut out = Tokens::default();
+        let inner = if mode == Mode::Rpc {
+            DoneKind::InProc
+        } else {
+            DoneKind::Done
+        };
+        let mut first_error = None;
+        let statements = match translate::tokenize(sql) {
+            Ok(tokens) => translate::split(tokens),
+            Err(e) => {
+                out.error(e.number, e.state, e.class, &e.message);
+                first_error = Some(e);
+                Vec::new()
+            }
+        };
+        let declared: Vec<(String, SqlType)> = params
+            .iter()
+            .map(|p| (p.name.clone(), p.ty.unwrap_or(SqlType::Int)))
+            .collect();
+        let count = statements.len();
+        let mut failed_last = first_error.is_some();
+        for (i, stmt) in statements.iter().enumerate() {
+            let more = if i + 1 < count || mode == Mode::Rpc {
+                DONE_MORE
+            } else {
+                0
+            };
+            match self.statement(stmt, params, &declared, &mut out) {
+                Ok(rows) => {
+                    failed_last = false;
+                    let (status, n) = match rows {
+                        Some(n) if !self.nocount => (DONE_COUNT, n),
+                        _ => (0, 0),
+                    };
+                    out.done(inner, more | status, n);
+                }
+                Err(e) => {
+                    failed_last = true;
+                    out.error(e.number, e.state, e.class, &e.message);
+                    let abort = !STATEMENT_LEVEL.contains(&e.number);
+                    if self.trancount > 0 && (self.xact_abort || self.conn.is_autocommit()) {
+                        self.end_transaction(false, &mut out);
+                    }
+                    first_error.get_or_insert(e);
+                    if abort || i + 1 == count {
+                        out.done(
+                            inner,
+                            if mode == Mode::Rpc {
+                                DONE_MORE | DONE_ERROR
+                            } else {
+                                DONE_ERROR
+                            },
+                            0,
+                        );
+                        break;
+                    }
+                    out.done(inner, more | DONE_ERROR, 0);
+                }
+            }
+            if self.trancount == 0 {
+                self.db.release(self.id);
+            }
+        }
+        match mode {
+            Mode::Batch if count == 0 => {
+                out.done(DoneKind::Done, if failed_last { DONE_ERROR } else { 0 }, 0)
+            }
+            Mode::Batch => {}
+            Mode::Rpc => {
+                if count == 0 && failed_last {
+                    out.done(DoneKind::InProc, DONE_MORE | DONE_ERROR, 0);
+                }
+                out.return_status(0);
+                out.done(DoneKind::Proc, if failed_last { DONE_ERROR } else { 0 }, 0);
+            }
+        }
+        (out, first_error)
+    }
+
+    /// Transaction-manager request: begin (true) or end (commit/rollback).
+    pub fn transaction_request(&mut self, kind: TmRequest) -> Tokens {
+        let mut out = Tokens::default();
+        let result = match kind {
+            TmRequest::Begin => self.begin(&mut out),
+            TmRequest::Commit => self.commit(&mut out),
+            TmRequest::Rollback => self.rollback(&mut out),
+        };
+        match result {
+            Ok(()) => out.done(DoneKind::Done, 0, 0),
+            Err(e) => {
+                out.error(e.number, e.state, e.class, &e.message);
+                out.done(DoneKind::Done, DONE_ERROR, 0);
+            }
+        }
+        out
+    }
+
+    fn context(&self, declared: &[(String, SqlType)]) -> Context {
+        Context {
+            trancount: self.trancount,
+            min_active_rowversion: self.db.min_active_rowversion(),
+            dbts: self.db.dbts(),
+            scope_identity: self.scope_identity,
+            rowcount: self.rowcount,
+            spid: self.spid,
+            params: declared.to_vec(),
+        }
+    }
+
+    /// Runs one statement; `Ok(Some(n))` when it reports a row count.
+    fn statement(
+        &mut self,
+        tokens: &[translate::Tok],
+        params: &[Param],
+        declared: &[(String, SqlType)],
+        out: &mut Tokens,
+    ) -> Result<Option<u64>, SqlError> {
+        let ctx = self.context(declared);
+        let stmt = translate::translate(tokens, &self.db.catalog(), &ctx)?;
+        match stmt {
+            Statement::Begin => self.begin(out).map(|_| None),
+            Statement::Commit => self.commit(out).map(|_| None),
+            Statement::Rollback => self.rollback(out).map(|_| None),
+            Statement::NoCount(v) => {
+                self.nocount = v;
+                Ok(None)
+            }
+            Statement::XactAbort(v) => {
+                self.xact_abort = v;
+                Ok(None)
+            }
+            Statement::Ignored => Ok(None),
+            Statement::Query {
+                sql,
+                items,
+                names,
+                write,
+                dml,
+            } => {
+                if write {
+                    self.deadlock_check(out)?;
+                }
+                let n = self.query(&sql, params, &items, &names, out)?;
+                self.rowcount = n;
+                if dml && sql.starts_with("INSERT") {
+                    self.scope_identity = Some(self.conn.last_insert_rowid());
+                }
+                Ok(Some(n))
+            }
+            Statement::Dml { sql, table } => {
+                self.deadlock_check(out)?;
+                let n = {
+                    let mut stmt = self
+                        .conn
+                        .prepare(&sql)
+                        .map_err(|e| self.map_error(e, &sql))?;
+                    bind(&mut stmt, params)?;
+                    stmt.raw_execute().map_err(|e| self.map_error(e, &sql))? as u64
+                };
+                self.rowcount = n;
+                if sql.starts_with("INSERT")
+                    && self
+                        .db
+                        .catalog()
+                        .table(&table)
+                        .is_some_and(|t| t.columns.iter().any(|c| c.identity))
+                {
+                    self.scope_identity = Some(self.conn.last_insert_rowid());
+                }
+                Ok(Some(n))
+            }
+            Statement::CreateTable { sql, table } => {
+                if self.db.catalog().table(&table.name).is_some() {
+                    return Err(SqlError::new(
+                        2714,
+                        6,
+                        16,
+                        format!(
+                            "There is already an object named '{}' in the database.",
+                            table.display
+                        ),
+                    ));
+                }
+                for s in &sql {
+                    self.conn
+                        .execute_batch(s)
+                        .map_err(|e| self.map_error(e, s))?;
+                }
+                self.save_table(&table)?;
+                self.db.catalog_mut().insert(table);
+                Ok(None)
+            }
+            Statement::CreateIndex {
+                sql,
+                table,
+                name,
+                columns,
+                unique,
+            } => {
+                self.conn
+                    .execute_batch(&sql)
+                    .map_err(|e| self.map_error(e, &sql))?;
+                if unique {
+                    let updated = {
+                        let mut cat = self.db.catalog_mut();
+                        cat.table_mut(&table).map(|t| {
+                            t.unique.push((name, columns, true));
+                            t.clone()
+                        })
+                    };
+                    if let Some(t) = updated {
+                        self.save_table(&t)?;
+                    }
+                }
+                Ok(None)
+            }
+            Statement::DropTable { sql, table } => {
+                self.conn
+                    .execute_batch(&sql)
+                    .map_err(|e| self.map_error(e, &sql))?;
+                self.conn
+                    .execute("DELETE FROM __sim_catalog WHERE name = ?1", [&table])
+                    .map_err(|e| self.map_error(e, &sql))?;
+                self.db.catalog_mut().remove(&table);
+                Ok(None)
+            }
+        }
+    }
+
+    fn save_table(&self, table: &TableDef) -> Result<(), SqlError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO __sim_catalog (name, def) VALUES (?1, ?2)",
+                [&table.name, &table.to_json().to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.map_error(e, "catalog"))
+    }
+
+    fn deadlock_check(&mut self, out: &mut Tokens) -> Result<(), SqlError> {
+        if self.db.take_deadlock() {
+            if self.trancount > 0 {
+                self.end_transaction(false, out);
+            }
+            return Err(SqlError::new(
+                1205,
+                45,
+                13,
+                format!(
+                    "Transaction (Process ID {}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.",
+                    self.spid
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[Param],
+        items: &[ItemType],
+        names: &[Option<String>],
+        out: &mut Tokens,
+    ) -> Result<u64, SqlError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.map_error(e, sql))?;
+        bind(&mut stmt, params)?;
+        let n = stmt.column_count();
+        let has_star = items.contains(&ItemType::Star);
+        let mut columns = Vec::with_capacity(n);
+        {
+            let catalog = self.db.catalog();
+            for i in 0..n {
+                let origin = stmt.column_metadata(i).ok().flatten().map(|m| {
+                    (
+                        m.1.to_string_lossy().into_owned(),
+                        m.2.to_string_lossy().into_owned(),
+                    )
+                });
+                let sqlite_name = stmt.column_name(i).map(str::to_string).unwrap_or_default();
+                let item = if has_star { None } else { items.get(i) };
+                let from_catalog = origin.as_ref().and_then(|(t, c)| {
+                    catalog
+                        .table(t)
+                        .and_then(|t| t.column(c))
+                        .map(|c| (c.name.clone(), c.ty, c.nullable))
+                });
+                let (name, ty, nullable) = match (item, from_catalog) {
+                    (Some(ItemType::Known(t)), _) => (
+                        names.get(i).cloned().flatten().unwrap_or_default(),
+                        *t,
+                        true,
+                    ),
+                    // The name as the query spells it (or as declared, for `*`), like SQL Server.
+                    (_, Some((_, ty, nullable))) => (sqlite_name, ty, nullable),
+                    (Some(ItemType::Unknown(e)), None) => {
+                        return Err(SqlError::unsupported(format!(
+                            "a result column whose SQL Server type it cannot determine (`{e}`)"
+                        )));
+                    }
+                    _ => {
+                        return Err(SqlError::unsupported(format!(
+                            "a result column whose SQL Server type it cannot determine (`{sqlite_name}`)"
+                        )));
+                    }
+                };
+                columns.push((name, ty, nullable));
+            }
+        }
+        let types_only: Vec<SqlType> = columns.iter().map(|c| c.1).collect();
+        let mark = out.buf.len();
+        out.col_metadata(&columns);
+        let mut rows = stmt.raw_query();
+        let mut count = 0u64;
+        let mut values = Vec::with_capacity(n);
+        loop {
+            let row = match rows.next() {
+                Ok(Some(row)) => row,
+                Ok(None) => break,
+                Err(e) => {
+                    out.buf.truncate(mark);
+                    return Err(self.map_error(e, sql));
+                }
+            };
+            values.clear();
+            for i in 0..n {
+                values.push(match row.get_ref(i) {
+                    Ok(v) => from_sqlite(v),
+                    Err(e) => return Err(self.map_error(e, sql)),
+                });
+            }
+            if let Err(types::Conversion(message)) = out.row(&types_only, &values) {
+                out.buf.truncate(mark);
+                return Err(SqlError::new(245, 1, 16, message));
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn begin(&mut self, out: &mut Tokens) -> Result<(), SqlError> {
+        if self.trancount == 0 {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.map_error(e, "BEGIN TRANSACTION"))?;
+            self.descriptor = self.db.next_descriptor.fetch_add(1, Ordering::SeqCst);
+            out.env_change_bytes(8, &self.descriptor.to_le_bytes(), &[]);
+        }
+        self.trancount += 1;
+        Ok(())
+    }
+
+    fn commit(&mut self, out: &mut Tokens) -> Result<(), SqlError> {
+        match self.trancount {
+            0 => Err(SqlError::new(
+                3902,
+                1,
+                16,
+                "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+            )),
+            1 => {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
+                self.end_transaction(true, out);
+                Ok(())
+            }
+            _ => {
+                self.trancount -= 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn rollback(&mut self, out: &mut Tokens) -> Result<(), SqlError> {
+        if self.trancount == 0 {
+            return Err(SqlError::new(
+                3903,
+                1,
+                16,
+                "The ROLLBACK TRANSACTION request has no corresponding BEGIN TRANSACTION.",
+            ));
+        }
+        self.end_transaction(false, out);
+        Ok(())
+    }
+
+    /// Ends the open transaction (the store has committed, or is rolled back here) and tells the
+    /// client with ENVCHANGE 9/10.
+    fn end_transaction(&mut self, committed: bool, out: &mut Tokens) {
+        if !committed && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        out.env_change_bytes(
+            if committed { 9 } else { 10 },
+            &[],
+            &self.descriptor.to_le_bytes(),
+        );
+        self.trancount = 0;
+        self.descriptor = 0;
+        self.db.release(self.id);
+        if !committed {
+            // DDL rolled back: reload the catalog from the store.
+            self.reload_catalog();
+        }
+    }
+
+    fn reload_catalog(&self) {
+        let Ok(mut stmt) = self.conn.prepare("SELECT def FROM __sim_catalog") else {
+            return;
+        };
+        let Ok(rows) = stmt.query_map([], |r| r.get::<_, String>(0)) else {
+            return;
+        };
+        let mut catalog = Catalog::default();
+        for def in rows.flatten() {
+            if let Some(t) = serde_json::from_str(&def)
+                .ok()
+                .as_ref()
+                .and_then(TableDef::from_json)
+            {
+                catalog.insert(t);
+            }
+        }
+        *self.db.catalog_mut() = catalog;
+    }
+
+    fn map_error(&self, e: rusqlite::Error, sql: &str) -> SqlError {
+        map_error(e, &self.db.catalog(), &self.db.name, sql)
+    }
+}
+
+/// Transaction-manager request kinds the simulator answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TmRequest {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Param]) -> Result<(), SqlError> {
+    for p in params {
+        if let Ok(Some(index)) = stmt.parameter_index(&p.name) {
+            let value = match &p.value {
+                Value::Null => SqliteValue::Null,
+                Value::Int(n) => SqliteValue::Integer(*n),
+                Value::Float(f) => SqliteValue::Real(*f),
+                Value::Text(t) => SqliteValue::Text(t.clone()),
+                Value::Bytes(b) => SqliteValue::Blob(b.clone()),
+            };
+            stmt.raw_bind_parameter(index, value).map_err(|e| {
+                SqlError::new(
+                    8178,
+                    1,
+                    16,
+                    format!(
+                        "The parameterized query expects the parameter '{}': {e}",
+                        p.name
+                    ),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn from_sqlite(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::Int(n),
+        ValueRef::Real(f) => Value::Float(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
+    }
+}
+
+fn to_sqlite(v: Value) -> SqliteValue {
+    match v {
+        Value::Null => SqliteValue::Null,
+        Value::Int(n) => SqliteValue::Integer(n),
+        Value::Float(f) => SqliteValue::Real(f),
+        Value::Text(t) => SqliteValue::Text(t),
+        Value::Bytes(b) => SqliteValue::Blob(b),
+    }
+}
+
+/// SQLite passes a function's error back as text only: the SQL Server error travels encoded in
+/// it and `map_error` decodes it.
+const UDF_ERROR_PREFIX: &str = "\u{1}sim-error:";
+
+#[derive(Debug)]
+struct UdfError(SqlError);
+
+impl std::fmt::Display for UdfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{UDF_ERROR_PREFIX}{}:{}:{}:{}",
+            self.0.number, self.0.state, self.0.class, self.0.message
+        )
+    }
+}
+
+impl std::error::Error for UdfError {}
+
+fn decode_udf_error(text: &str) -> Option<SqlError> {
+    let rest = &text[text.find(UDF_ERROR_PREFIX)? + UDF_ERROR_PREFIX.len()..];
+    let mut parts = rest.splitn(4, ':');
+    let number = parts.next()?.parse().ok()?;
+    let state = parts.next()?.parse().ok()?;
+    let class = parts.next()?.parse().ok()?;
+    Some(SqlError::new(number, state, class, parts.next()?))
+}
+
+fn udf_error(e: SqlError) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(Box::new(UdfError(e)))
+}
+
+fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite::Result<()> {
+    conn.create_collation("TSQL_CI", |a, b| {
+        let a = a.trim_end_matches(' ').to_lowercase();
+        let b = b.trim_end_matches(' ').to_lowercase();
+        a.cmp(&b)
+    })?;
+    let rv_db = Arc::clone(db);
+    conn.create_scalar_function("__next_rv", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+        Ok(rv_db.next_rv(session))
+    })?;
+    let deterministic = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    let db_name = db.name.clone();
+    conn.create_scalar_function("__store", 4, deterministic, move |ctx| {
+        let value = from_sqlite(ctx.get_raw(0));
+        let ty: String = ctx.get(1)?;
+        let table: String = ctx.get(2)?;
+        let column: String = ctx.get(3)?;
+        let ty = SqlType::parse(&ty).ok_or_else(|| udf_error(SqlError::unsupported(ty)))?;
+        convert(value, &ty, Some((&format!("{db_name}.{table}"), &column)))
+            .map(to_sqlite)
+            .map_err(udf_error)
+    })?;
+    conn.create_scalar_function("__cast", 2, deterministic, |ctx| {
+        let value = from_sqlite(ctx.get_raw(0));
+        let ty: String = ctx.get(1)?;
+        let ty = SqlType::parse(&ty).ok_or_else(|| udf_error(SqlError::unsupported(ty)))?;
+        convert(value, &ty, None).map(to_sqlite).map_err(udf_error)
+    })?;
+    conn.create_scalar_function("__len", 1, deterministic, |ctx| {
+        Ok(match from_sqlite(ctx.get_raw(0)) {
+            Value::Null => None,
+            v => Some(types::as_text(&v).trim_end_matches(' ').chars().count() as i64),
+        })
+    })?;
+    conn.create_scalar_function("__sysutcdatetime", 0, FunctionFlags::SQLITE_UTF8, |_| {
+        Ok(types::format_datetime(chrono::Utc::now().naive_utc()))
+    })?;
+    conn.create_scalar_function("__sysdatetime", 0, FunctionFlags::SQLITE_UTF8, |_| {
+        Ok(types::format_datetime(chrono::Local::now().naive_local()))
+    })?;
+    Ok(())
+}
+
+/// Converts a value to a SQL Server type's stored form. `target` is (`db.schema.table`,
+/// column) when assigning to a column (length overflow is error 2628 there; CAST truncates).
+pub fn convert(
+    value: Value,
+    ty: &SqlType,
+    target: Option<(&str, &str)>,
+) -> Result<Value, SqlError> {
+    if value == Value::Null {
+        return Ok(Value::Null);
+    }
+    let type_name = ty.name().to_lowercase();
+    let source_name = match &value {
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        Value::Text(_) => "nvarchar",
+        Value::Bytes(_) => "varbinary",
+        Value::Null => "NULL",
+    };
+    let conversion = |v: &Value| {
+        SqlError::new(
+            245,
+            1,
+            16,
+            format!(
+                "Conversion failed when converting the {source_name} value '{}' to data type {type_name}.",
+                types::as_text(v)
+            ),
+        )
+    };
+    let clash = || {
+        SqlError::new(
+            206,
+            2,
+            16,
+            format!("Operand type clash: {source_name} is incompatible with {type_name}"),
+        )
+    };
+    let overflow = || {
+        SqlError::new(
+            8115,
+            2,
+            16,
+            format!("Arithmetic overflow error converting {source_name} to data type {type_name}."),
+        )
+    };
+    match ty {
+        SqlType::TinyInt | SqlType::SmallInt | SqlType::Int | SqlType::BigInt | SqlType::Bit => {
+            let n = match &value {
+                Value::Int(n) => *n,
+                Value::Float(f) if f.is_finite() && f.abs() < 9.2e18 => f.trunc() as i64,
+                Value::Text(t) if *ty == SqlType::Bit && t.trim().eq_ignore_ascii_case("true") => 1,
+                Value::Text(t) if *ty == SqlType::Bit && t.trim().eq_ignore_ascii_case("false") => {
+                    0
+                }
+                Value::Text(t) => t.trim().parse::<i64>().map_err(|_| conversion(&value))?,
+                _ => return Err(clash()),
+            };
+            let ok = match ty {
+                SqlType::TinyInt => (0..=255).contains(&n),
+                SqlType::SmallInt => i16::try_from(n).is_ok(),
+                SqlType::Int => i32::try_from(n).is_ok(),
+                _ => true,
+            };
+            if !ok {
+                return Err(overflow());
+            }
+            Ok(Value::Int(if *ty == SqlType::Bit {
+                i64::from(n != 0)
+            } else {
+                n
+            }))
+        }
+        SqlType::Float | SqlType::Real => match &value {
+            Value::Int(n) => Ok(Value::Float(*n as f64)),
+            Value::Float(_) => Ok(value),
+            Value::Text(t) => t
+                .trim()
+                .parse::<f64>()
+                .map(Value::Float)
+                .map_err(|_| conversion(&value)),
+            _ => Err(clash()),
+        },
+        SqlType::Decimal {
+            precision, scale, ..
+        } => {
+            let text = match &value {
+                Value::Int(n) => n.to_string(),
+                Value::Float(f) => format!("{:.*}", usize::from(*scale) + 2, f),
+                Value::Text(t) => t.clone(),
+                _ => return Err(clash()),
+            };
+            let scaled = types::parse_decimal(&text, *scale).ok_or_else(|| conversion(&value))?;
+            if scaled.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
+                return Err(overflow());
+            }
+            if *scale == 0
+                && let Ok(n) = i64::try_from(scaled)
+            {
+                return Ok(Value::Int(n));
+            }
+            Ok(Value::Text(types::format_decimal(scaled, *scale)))
+        }
+        SqlType::NVarChar(_) | SqlType::VarChar(_) | SqlType::NChar(_) | SqlType::Char(_) => {
+            let mut text = match &value {
+                Value::Bytes(_) => return Err(clash()),
+                v => types::as_text(v),
+            };
+            if matches!(ty, SqlType::VarChar(_) | SqlType::Char(_)) {
+                text = text
+                    .chars()
+                    .map(|c| if u32::from(c) < 256 { c } else { '?' })
+                    .collect();
+            }
+            if let Some(max) = ty.max_len() {
+                let len = text.trim_end_matches(' ').chars().count();
+                if len > max {
+                    match target {
+                        Some((table, column)) => {
+                            let shown: String = text.chars().take(max).collect();
+                            return Err(SqlError::new(
+                                2628,
+                                1,
+                                16,
+                                format!(
+                                    "String or binary data would be truncated in table '{table}', column '{column}'. Truncated value: '{shown}'."
+                                ),
+                            ));
+                        }
+                        None => text = text.chars().take(max).collect(),
+                    }
+                }
+            }
+            Ok(Value::Text(text))
+        }
+        SqlType::Date => match &value {
+            Value::Text(t) => types::parse_date(t)
+                .map(|d| Value::Text(types::format_date(d)))
+                .ok_or_else(|| {
+                    SqlError::new(
+                        241,
+                        1,
+                        16,
+                        "Conversion failed when converting date and/or time from character string.",
+                    )
+                }),
+            _ => Err(clash()),
+        },
+        SqlType::DateTime2(scale) => {
+            match &value {
+                Value::Text(t) => {
+                    let dt = types::parse_datetime(t).ok_or_else(|| {
+                    SqlError::new(241, 1, 16, "Conversion failed when converting date and/or time from character string.")
+                })?;
+                    let unit = 10i64.pow(9 - u32::from(*scale));
+                    let nanos = i64::from(chrono::Timelike::nanosecond(&dt.time()) % 1_000_000_000);
+                    let rounded = (nanos + unit / 2) / unit * unit;
+                    let dt = dt - chrono::Duration::nanoseconds(nanos)
+                        + chrono::Duration::nanoseconds(rounded);
+                    Ok(Value::Text(types::format_datetime(dt)))
+                }
+                _ => Err(clash()),
+            }
+        }
+        SqlType::DateTime => match &value {
+            Value::Text(t) => types::parse_datetime(t)
+                .map(|d| Value::Text(types::format_datetime(d)))
+                .ok_or_else(|| {
+                    SqlError::new(
+                        241,
+                        1,
+                        16,
+                        "Conversion failed when converting date and/or time from character string.",
+                    )
+                }),
+            _ => Err(clash()),
+        },
+        SqlType::RowVersion | SqlType::Binary(8) if target.is_none() => match &value {
+            Value::Int(n) => Ok(Value::Int(*n)),
+            Value::Bytes(b) if b.len() <= 8 => {
+                let mut a = [0u8; 8];
+                a[8 - b.len()..].copy_from_slice(b);
+                Ok(Value::Int(i64::from_be_bytes(a)))
+            }
+            _ => Err(clash()),
+        },
+        SqlType::VarBinary(_) | SqlType::Binary(_) | SqlType::RowVersion => {
+            let bytes = match &value {
+                Value::Bytes(b) => b.clone(),
+                Value::Int(n) => n.to_be_bytes().to_vec(),
+                _ => {
+                    return Err(SqlError::new(
+                        257,
+                        3,
+                        16,
+                        format!(
+                            "Implicit conversion from data type {source_name} to {type_name} is not allowed. Use the CONVERT function to run this query."
+                        ),
+                    ));
+                }
+            };
+            if let Some(max) = ty.max_len()
+                && bytes.len() > max
+            {
+                if let Some((table, column)) = target {
+                    return Err(SqlError::new(
+                        2628,
+                        1,
+                        16,
+                        format!(
+                            "String or binary data would be truncated in table '{table}', column '{column}'. Truncated value: ''."
+                        ),
+                    ));
+                }
+                return Ok(Value::Bytes(bytes[..max].to_vec()));
+            }
+            Ok(Value::Bytes(bytes))
+        }
+        SqlType::UniqueIdentifier => match &value {
+            Value::Text(t) => {
+                let hex: String = t
+                    .trim()
+                    .trim_matches(['{', '}'])
+                    .chars()
+                    .filter(|c| *c != '-')
+                    .collect();
+                if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    let h = hex.to_ascii_uppercase();
+                    Ok(Value::Text(format!(
+                        "{}-{}-{}-{}-{}",
+                        &h[0..8],
+                        &h[8..12],
+                        &h[12..16],
+                        &h[16..20],
+                        &h[20..]
+                    )))
+                } else {
+                    Err(SqlError::new(
+                        8169,
+                        2,
+                        16,
+                        "Conversion failed when converting from a character string to uniqueidentifier.",
+                    ))
+                }
+            }
+            _ => Err(clash()),
+        },
+    }
+}
+
+/// Maps a store error to SQL Server's error number and message.
+pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str) -> SqlError {
+    if let rusqlite::Error::UserFunctionError(inner) = &e
+        && let Some(s) = inner.downcast_ref::<UdfError>()
+    {
+        return s.0.clone();
+    }
+    if let Some(decoded) = decode_udf_error(&e.to_string()) {
+        return decoded;
+    }
+    let verb = sql
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    let (code, extended, msg) = match &e {
+        rusqlite::Error::SqliteFailure(f, m) => {
+            (Some(f.code), f.extended_code, m.clone().unwrap_or_default())
+        }
+        other => (None, 0, other.to_string()),
+    };
+    let table_of = |name: &str| -> (String, Option<&TableDef>) {
+        let t = catalog.table(name);
+        (t.map_or(format!("dbo.{name}"), |t| t.display.clone()), t)
+    };
+    match extended {
+        // SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+        1555 | 2067 => {
+            let list = msg.trim_start_matches("UNIQUE constraint failed: ");
+            let mut table = String::new();
+            let mut cols = Vec::new();
+            let mut index = None;
+            if let Some(name) = list.strip_prefix("index '") {
+                // An expression index is named `table.index`.
+                let name = name.trim_end_matches('\'');
+                if let Some((t, i)) = catalog
+                    .tables()
+                    .map(|t| t.name.clone())
+                    .filter(|t| name.starts_with(&format!("{t}.")))
+                    .max_by_key(String::len)
+                    .map(|t| (t.clone(), name[t.len() + 1..].to_string()))
+                {
+                    table = t;
+                    index = Some(i);
+                }
+            } else {
+                for part in list.split(", ") {
+                    if let Some((t, c)) = part.rsplit_once('.') {
+                        table = t.to_string();
+                        cols.push(c.to_ascii_lowercase());
+                    }
+                }
+            }
+            let (display, def) = table_of(&table);
+            if let Some(def) = def {
+                if let Some((_, c, _)) = index.as_ref().and_then(|i| {
+                    def.unique
+                        .iter()
+                        .find(|(n, _, _)| n.eq_ignore_ascii_case(i))
+                }) {
+                    cols = c.clone();
+                }
+                if def.primary_key == cols {
+                    let name = def
+                        .primary_key_name
+                        .clone()
+                        .unwrap_or_else(|| format!("PK_{}", def.name));
+                    return SqlError::new(
+                        2627,
+                        1,
+                        14,
+                        format!(
+                            "Violation of PRIMARY KEY constraint '{name}'. Cannot insert duplicate key in object '{display}'."
+                        ),
+                    );
+                }
+                if let Some((name, _, index)) = def.unique.iter().find(|(_, c, _)| *c == cols) {
+                    if *index {
+                        return SqlError::new(
+                            2601,
+                            1,
+                            14,
+                            format!(
+                                "Cannot insert duplicate key row in object '{display}' with unique index '{name}'."
+                            ),
+                        );
+                    }
+                    return SqlError::new(
+                        2627,
+                        1,
+                        14,
+                        format!(
+                            "Violation of UNIQUE KEY constraint '{name}'. Cannot insert duplicate key in object '{display}'."
+                        ),
+                    );
+                }
+            }
+            SqlError::new(
+                2627,
+                1,
+                14,
+                format!(
+                    "Violation of UNIQUE KEY constraint. Cannot insert duplicate key in object '{display}'."
+                ),
+            )
+        }
+        // SQLITE_CONSTRAINT_NOTNULL
+        1299 => {
+            let (t, c) = msg
+                .trim_start_matches("NOT NULL constraint failed: ")
+                .rsplit_once('.')
+                .map_or((String::new(), String::new()), |(t, c)| {
+                    (t.to_string(), c.to_string())
+                });
+            let (display, def) = table_of(&t);
+            let column = def
+                .and_then(|d| d.column(&c))
+                .map_or(c.clone(), |c| c.name.clone());
+            let fails = if verb == "UPDATE" { "UPDATE" } else { "INSERT" };
+            SqlError::new(
+                515,
+                2,
+                16,
+                format!(
+                    "Cannot insert the value NULL into column '{column}', table '{db_name}.{display}'; column does not allow nulls. {fails} fails."
+                ),
+            )
+        }
+        // SQLITE_CONSTRAINT_FOREIGNKEY
+        787 => {
+            let message = if verb == "DELETE" {
+                "The DELETE statement conflicted with the REFERENCE constraint. The conflict occurred in database '{db}'.".replace("{db}", db_name)
+            } else {
+                format!(
+                    "The {verb} statement conflicted with the FOREIGN KEY constraint. The conflict occurred in database '{db_name}'."
+                )
+            };
+            SqlError::new(547, 0, 16, message)
+        }
+        // SQLITE_CONSTRAINT_CHECK
+        275 => SqlError::new(
+            547,
+            0,
+            16,
+            format!(
+                "The {verb} statement conflicted with the CHECK constraint. The conflict occurred in database '{db_name}'."
+            ),
+        ),
+        _ => {
+            if matches!(
+                code,
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+            ) {
+                return SqlError::new(1222, 51, 16, "Lock request time out period exceeded.");
+            }
+            if let Some(t) = msg.strip_prefix("no such table: ") {
+                return SqlError::new(208, 1, 16, format!("Invalid object name '{t}'."));
+            }
+            if let Some(c) = msg.strip_prefix("no such column: ") {
+                let c = c.rsplit('.').next().unwrap_or(c);
+                return translate::invalid_column(c);
+            }
+            if let Some(rest) = msg.strip_prefix("near \"") {
+                let near = rest.split('"').next().unwrap_or("");
+                return SqlError::syntax(near);
+            }
+            SqlError::unsupported(format!("this statement (store error: {msg})"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignments_check_lengths_and_ranges() {
+        let e = convert(
+            Value::Text("abcdef".into()),
+            &SqlType::NVarChar(Some(3)),
+            Some(("db.dbo.t", "c")),
+        )
+        .unwrap_err();
+        assert_eq!(e.number, 2628);
+        assert_eq!(
+            convert(
+                Value::Text("abcdef".into()),
+                &SqlType::NVarChar(Some(3)),
+                None
+            )
+            .unwrap(),
+            Value::Text("abc".into())
+        );
+        assert_eq!(
+            convert(Value::Int(1 << 40), &SqlType::Int, None)
+                .unwrap_err()
+                .number,
+            8115
+        );
+        assert_eq!(
+            convert(Value::Text("x".into()), &SqlType::Int, None)
+                .unwrap_err()
+                .number,
+            245
+        );
+        assert_eq!(
+            convert(Value::Text("2024-13-01".into()), &SqlType::Date, None)
+                .unwrap_err()
+                .number,
+            241
+        );
+        assert_eq!(
+            convert(
+                Value::Text("12.345".into()),
+                &SqlType::Decimal {
+                    precision: 18,
+                    scale: 2,
+                    numeric: false
+                },
+                None
+            )
+            .unwrap(),
+            Value::Text("12.35".into())
+        );
+        assert_eq!(
+            convert(
+                Value::Bytes(vec![0, 0, 0, 0, 0, 0, 1, 0]),
+                &SqlType::Binary(8),
+                None
+            )
+            .unwrap(),
+            Value::Int(256)
+        );
+    }
+}

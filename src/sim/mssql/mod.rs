@@ -1,0 +1,660 @@
+//! SQL Server simulator: a TDS 7.4 server (plaintext) over an embedded SQLite store that runs
+//! hubsync's T-SQL subset with SQL Server's wire types, rowversion semantics and error numbers,
+//! so tiberius and the production adapter run unchanged against it. In-process (`start`) and as
+//! `hubsync sim mssql`.
+//!
+//! Supported: PRELOGIN (ENCRYPT_NOT_SUP only, clients use `encrypt=DANGER_PLAINTEXT`), LOGIN7 as
+//! `sa` (18456 otherwise), SQL batches, RPC `sp_executesql` with typed parameters, the
+//! transaction manager (begin/commit/rollback), attention, responses split at the negotiated
+//! packet size. T-SQL: the statement shapes of `src/mssql/corpus.sql` plus test-setup DDL/DML
+//! (CREATE TABLE/INDEX, DROP/TRUNCATE TABLE, INSERT … VALUES, UPDATE, DELETE, SELECT with
+//! WHERE/ORDER BY/TOP/GROUP BY/JOIN, OUTPUT INSERTED/DELETED, CAST/CONVERT, BEGIN/COMMIT/ROLLBACK,
+//! SET NOCOUNT/XACT_ABORT); anything else is error 102 "the SQL Server simulator does not
+//! support …".
+//!
+//! Not proven by it: locking and isolation (SQLite serializes writers: a second writer waits, then
+//! gets 1222; readers see the last committed state), so rowversion/MIN_ACTIVE_ROWVERSION under
+//! truly concurrent writers; T-SQL semantics outside the subset (MERGE, conversion and rounding
+//! corner cases, decimals beyond 15 significant digits, linguistic collation order beyond
+//! case-insensitive comparison); plans, performance and timeouts; TLS, authentication other than
+//! one SQL login, permissions; MARS, bulk load, TVPs, output parameters.
+
+mod catalog;
+mod engine;
+mod translate;
+mod types;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::{self, Failure};
+use engine::{Db, Mode, Session, TmRequest};
+use types::{Param, Value};
+use wire::{DONE_ATTN, DONE_ERROR, DoneKind, Reader, Tokens};
+
+pub use translate::SqlError;
+
+/// The default contact table (`dbo.hb_contacts`), loaded by `hubsync sim mssql` when no
+/// `--schema` is given.
+pub const SEED_SCHEMA: &str = include_str!("seed_schema.sql");
+
+/// Password of `sa` when none is configured (the simulator only).
+pub const DEFAULT_PASSWORD: &str = "Sim-Passw0rd!";
+
+/// How to start a simulator.
+#[derive(Clone)]
+pub struct MssqlSimOptions {
+    /// Password of the `sa` login.
+    pub password: String,
+    /// Database name reported to clients.
+    pub database: String,
+    /// T-SQL run once when the database is created (CREATE TABLE …; `GO` lines allowed).
+    pub schema: Option<String>,
+    /// Directory keeping the store across restarts; a fresh temporary one when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// How long a write waits for another session's open transaction before error 1222.
+    pub lock_timeout: Duration,
+}
+
+impl std::fmt::Debug for MssqlSimOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MssqlSimOptions")
+            .field("password", &"[redacted]")
+            .field("database", &self.database)
+            .field("schema", &self.schema.as_ref().map(String::len))
+            .field("data_dir", &self.data_dir)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish()
+    }
+}
+
+impl Default for MssqlSimOptions {
+    fn default() -> Self {
+        Self {
+            password: DEFAULT_PASSWORD.into(),
+            database: "hubsync".into(),
+            schema: None,
+            data_dir: None,
+            lock_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters for tests and the demo.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MssqlSimStats {
+    pub connections: u64,
+    pub logins_ok: u64,
+    pub logins_failed: u64,
+    pub requests: u64,
+    pub open_sessions: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    logins_ok: AtomicU64,
+    logins_failed: AtomicU64,
+    requests: AtomicU64,
+    open_sessions: AtomicU64,
+}
+
+struct Shared {
+    db: Arc<Db>,
+    password: String,
+    /// Cancelled to drop every open connection; replaced by a fresh token.
+    drop_all: Mutex<CancellationToken>,
+    refuse_until: Mutex<Option<Instant>>,
+    delay: Mutex<Duration>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn drop_token(&self) -> CancellationToken {
+        self.drop_all
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+    fn refusing(&self) -> bool {
+        self.refuse_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until)
+    }
+    fn delay(&self) -> Duration {
+        *self.delay.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running simulator.
+pub struct RunningMssqlSim {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    admin: Arc<Mutex<Option<Session>>>,
+}
+
+impl Drop for RunningMssqlSim {
+    /// A simulator dropped without `shutdown` (e.g. by a failing test) stops all the same.
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.drop_connections();
+    }
+}
+
+/// Starts a simulator listening on `addr` (port 0 picks a free port).
+pub async fn start(addr: SocketAddr, options: MssqlSimOptions) -> anyhow::Result<RunningMssqlSim> {
+    let data_dir = options.data_dir.clone();
+    let name = options.database.clone();
+    let lock_timeout = options.lock_timeout;
+    let (db, created) =
+        tokio::task::spawn_blocking(move || Db::open(data_dir.as_deref(), &name, lock_timeout))
+            .await??;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        db,
+        password: options.password.clone(),
+        drop_all: Mutex::new(CancellationToken::new()),
+        refuse_until: Mutex::new(None),
+        delay: Mutex::new(Duration::ZERO),
+        counters: Counters::default(),
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop.clone()));
+    let sim = RunningMssqlSim {
+        addr,
+        shared,
+        stop,
+        task: Some(task),
+        admin: Arc::new(Mutex::new(None)),
+    };
+    if created && let Some(schema) = &options.schema {
+        sim.execute_batch(&strip_go(schema))
+            .await
+            .context("the schema could not be applied")?;
+    }
+    Ok(sim)
+}
+
+/// Removes `GO` separator lines (a client-tool convention, not T-SQL).
+fn strip_go(sql: &str) -> String {
+    sql.lines()
+        .map(|l| {
+            if l.trim().eq_ignore_ascii_case("go") {
+                ""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl RunningMssqlSim {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// ADO.NET connection string for `crate::mssql` and tiberius (plaintext: simulator only).
+    pub fn connection_string(&self) -> String {
+        format!(
+            "server=tcp:{},{};database={};user=sa;password={};encrypt=DANGER_PLAINTEXT;trustServerCertificate=true",
+            self.addr.ip(),
+            self.addr.port(),
+            self.shared.db.name,
+            self.shared.password
+        )
+    }
+
+    /// Runs T-SQL through the simulator's engine, as a client batch would (one session kept
+    /// across calls); fails with the first SQL Server error.
+    pub async fn execute_batch(&self, sql: &str) -> anyhow::Result<()> {
+        let admin = Arc::clone(&self.admin);
+        let db = Arc::clone(&self.shared.db);
+        let sql = sql.to_string();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut guard = admin.lock().unwrap_or_else(|p| p.into_inner());
+            if guard.is_none() {
+                *guard = Some(Session::open(db)?);
+            }
+            let session = guard
+                .as_mut()
+                .ok_or_else(|| anyhow::anyhow!("no admin session"))?;
+            match session.run(&sql, &[], Mode::Batch).1 {
+                None => Ok(()),
+                Some(e) => Err(anyhow::Error::new(e)),
+            }
+        })
+        .await?
+    }
+
+    /// Closes every open client connection (their open transactions roll back).
+    pub fn drop_connections(&self) {
+        let mut token = self
+            .shared
+            .drop_all
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+
+    /// New connections are closed at once, before PRELOGIN, for `duration`.
+    pub fn refuse_logins_for(&self, duration: Duration) {
+        *self
+            .shared
+            .refuse_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + duration);
+    }
+
+    /// Every response waits `delay` before it is sent (zero turns it off).
+    pub fn set_response_delay(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
+    }
+
+    /// The next `n` writes (INSERT/UPDATE/DELETE) fail with deadlock 1205, rolling back their
+    /// transaction.
+    pub fn deadlock_next_writes(&self, n: u32) {
+        self.shared.db.deadlocks.store(n, Ordering::SeqCst);
+    }
+
+    /// MIN_ACTIVE_ROWVERSION() as SQL Server would answer it now.
+    pub fn min_active_rowversion(&self) -> i64 {
+        self.shared.db.min_active_rowversion()
+    }
+
+    pub fn stats(&self) -> MssqlSimStats {
+        let c = &self.shared.counters;
+        MssqlSimStats {
+            connections: c.connections.load(Ordering::SeqCst),
+            logins_ok: c.logins_ok.load(Ordering::SeqCst),
+            logins_failed: c.logins_failed.load(Ordering::SeqCst),
+            requests: c.requests.load(Ordering::SeqCst),
+            open_sessions: c.open_sessions.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Stops listening and closes every connection.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        self.drop_connections();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        shared.counters.connections.fetch_add(1, Ordering::SeqCst);
+        if shared.refusing() {
+            drop(stream);
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        let token = shared.drop_token();
+        tokio::spawn(async move {
+            tokio::select! {
+                // A dropped connection must not answer a request that raced the drop.
+                biased;
+                _ = token.cancelled() => {}
+                result = serve(stream, Arc::clone(&shared)) => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "SQL Server simulator connection ended");
+                    }
+                }
+            }
+        });
+    }
+}
+
+struct OpenSession<'a> {
+    counters: &'a Counters,
+}
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.counters.open_sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let Some((ty, _)) = wire::read_message(&mut rd).await? else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        ty == wire::PRELOGIN,
+        "expected PRELOGIN, got packet type {ty:#x}"
+    );
+    wire::write_message(&mut wr, &wire::prelogin_response(), 4096, 0).await?;
+    let Some((ty, body)) = wire::read_message(&mut rd).await? else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        ty == wire::LOGIN7,
+        "expected LOGIN7, got packet type {ty:#x}"
+    );
+    let login = wire::parse_login(&body).map_err(anyhow::Error::msg)?;
+    let failed = format!("Login failed for user '{}'.", login.user);
+    if !(login.user.eq_ignore_ascii_case("sa") && login.password == shared.password) {
+        let mut t = Tokens::default();
+        t.error(18456, 1, 14, &failed);
+        return refuse_login(&shared, &mut wr, t).await;
+    }
+    // The one database of this instance (an empty name stands for the login's default).
+    if !login.database.is_empty() && !login.database.eq_ignore_ascii_case(&shared.db.name) {
+        let mut t = Tokens::default();
+        let message = format!(
+            "Cannot open database \"{}\" requested by the login. The login failed.",
+            login.database
+        );
+        t.error(4060, 1, 11, &message);
+        t.error(18456, 1, 14, &failed);
+        return refuse_login(&shared, &mut wr, t).await;
+    }
+    let db = Arc::clone(&shared.db);
+    let mut session = Some(tokio::task::spawn_blocking(move || Session::open(db)).await??);
+    shared.counters.logins_ok.fetch_add(1, Ordering::SeqCst);
+    shared.counters.open_sessions.fetch_add(1, Ordering::SeqCst);
+    let _open = OpenSession {
+        counters: &shared.counters,
+    };
+    let spid = session.as_ref().map_or(0, |s| s.spid);
+    let packet_size = match login.packet_size {
+        0 => 4096,
+        n => n.clamp(512, 32767),
+    } as usize;
+    let mut t = Tokens::default();
+    let database = shared.db.name.clone();
+    t.env_change_text(1, &database, "master");
+    t.info(5701, &format!("Changed database context to '{database}'."));
+    t.env_change_bytes(7, &types::COLLATION, &[]);
+    t.env_change_text(2, "us_english", "");
+    t.env_change_text(4, &packet_size.to_string(), "4096");
+    t.login_ack();
+    t.done(DoneKind::Done, 0, 0);
+    wire::write_message(&mut wr, &t.buf, 4096, spid).await?;
+
+    while let Some((ty, body)) = wire::read_message(&mut rd).await? {
+        shared.counters.requests.fetch_add(1, Ordering::SeqCst);
+        let request = match ty {
+            wire::SQL_BATCH => parse_batch(&body),
+            wire::RPC => parse_rpc(&body),
+            wire::TRANSACTION_MANAGER => parse_tm(&body),
+            wire::ATTENTION => Ok(Request::Attention),
+            other => Err(format!("unsupported packet type {other:#x}")),
+        };
+        let request = request.map_err(|e| anyhow::anyhow!("malformed request: {e}"))?;
+        let mut current = session
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("session lost"))?;
+        let (back, response) = tokio::task::spawn_blocking(move || {
+            let tokens = match request {
+                Request::Batch(sql) => current.run(&sql, &[], Mode::Batch).0,
+                Request::Rpc { sql, params } => current.run(&sql, &params, Mode::Rpc).0,
+                Request::RpcError(e) => {
+                    let mut t = Tokens::default();
+                    t.error(e.number, e.state, e.class, &e.message);
+                    t.done(DoneKind::Proc, DONE_ERROR, 0);
+                    t
+                }
+                Request::Tm(kind) => current.transaction_request(kind),
+                Request::Attention => {
+                    let mut t = Tokens::default();
+                    t.done(DoneKind::Done, DONE_ATTN, 0);
+                    t
+                }
+            };
+            (current, tokens)
+        })
+        .await?;
+        session = Some(back);
+        let delay = shared.delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        wire::write_message(&mut wr, &response.buf, packet_size, spid).await?;
+    }
+    Ok(())
+}
+
+/// Ends a login with the given error tokens.
+async fn refuse_login(
+    shared: &Shared,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    mut tokens: Tokens,
+) -> anyhow::Result<()> {
+    shared.counters.logins_failed.fetch_add(1, Ordering::SeqCst);
+    tokens.done(DoneKind::Done, DONE_ERROR, 0);
+    wire::write_message(wr, &tokens.buf, 4096, 0).await?;
+    Ok(())
+}
+
+enum Request {
+    Batch(String),
+    Rpc { sql: String, params: Vec<Param> },
+    RpcError(SqlError),
+    Tm(TmRequest),
+    Attention,
+}
+
+fn parse_batch(body: &[u8]) -> Result<Request, String> {
+    let mut r = Reader::new(body);
+    r.all_headers()?;
+    Ok(Request::Batch(types::utf16(r.rest())?))
+}
+
+fn parse_rpc(body: &[u8]) -> Result<Request, String> {
+    let mut r = Reader::new(body);
+    r.all_headers()?;
+    let name_len = r.u16()?;
+    let proc_name = if name_len == 0xFFFF {
+        match r.u16()? {
+            10 => "sp_executesql".to_string(),
+            id => {
+                return Ok(Request::RpcError(SqlError::unsupported(format!(
+                    "the RPC procedure id {id} (only sp_executesql)"
+                ))));
+            }
+        }
+    } else {
+        types::utf16(r.bytes(usize::from(name_len) * 2)?)?
+    };
+    if !proc_name.eq_ignore_ascii_case("sp_executesql") {
+        return Ok(Request::RpcError(SqlError::new(
+            2812,
+            62,
+            16,
+            format!("Could not find stored procedure '{proc_name}'."),
+        )));
+    }
+    let _flags = r.u16()?;
+    let mut raw = Vec::new();
+    while !r.at_end() {
+        let name = r.b_varchar()?;
+        let _status = r.u8()?;
+        let (ty, value) = types::decode_param_value(&mut r)?;
+        raw.push((name, ty, value));
+    }
+    let mut raw = raw.into_iter();
+    let sql = match raw.next() {
+        Some((_, _, Value::Text(sql))) => sql,
+        _ => return Err("sp_executesql without a statement".into()),
+    };
+    let declarations = match raw.next() {
+        Some((_, _, Value::Text(d))) => d,
+        Some((_, _, Value::Null)) | None => String::new(),
+        Some(_) => return Err("sp_executesql parameter declarations are not text".into()),
+    };
+    let declared = match types::parse_declarations(&declarations) {
+        Ok(d) => d,
+        Err(e) => return Ok(Request::RpcError(SqlError::unsupported(e))),
+    };
+    if raw.len() > 2100 {
+        return Ok(Request::RpcError(SqlError::new(
+            8003,
+            1,
+            16,
+            "The incoming request has too many parameters. The server supports a maximum of 2100 parameters. Reduce the number of parameters and resend the request.",
+        )));
+    }
+    let mut params = Vec::new();
+    for (i, (name, ty, value)) in raw.enumerate() {
+        let (decl_name, decl_ty) = match declared.get(i) {
+            Some((n, t)) => (n.clone(), Some(*t)),
+            None => (name.clone(), ty),
+        };
+        let name = if name.is_empty() { decl_name } else { name };
+        params.push(Param {
+            name,
+            ty: decl_ty.or(ty),
+            value,
+        });
+    }
+    if params.len() < declared.len() {
+        let missing = &declared[params.len()].0;
+        return Ok(Request::RpcError(SqlError::new(
+            8178,
+            1,
+            16,
+            format!(
+                "The parameterized query expects the parameter '{missing}', which was not supplied."
+            ),
+        )));
+    }
+    Ok(Request::Rpc { sql, params })
+}
+
+fn parse_tm(body: &[u8]) -> Result<Request, String> {
+    let mut r = Reader::new(body);
+    r.all_headers()?;
+    Ok(match r.u16()? {
+        5 => Request::Tm(TmRequest::Begin),
+        7 => Request::Tm(TmRequest::Commit),
+        8 => Request::Tm(TmRequest::Rollback),
+        other => Request::RpcError(SqlError::unsupported(format!(
+            "transaction-manager request {other}"
+        ))),
+    })
+}
+
+/// `hubsync sim mssql` arguments.
+#[derive(clap::Args)]
+pub struct MssqlArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:1433")]
+    pub listen: SocketAddr,
+    /// T-SQL run when the database is created (default: the built-in dbo.hb_contacts table).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Directory keeping the database across restarts (default: a temporary one).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Password of the `sa` login.
+    #[arg(long, env = "HUBSYNC_SIM_MSSQL_PASSWORD", default_value = DEFAULT_PASSWORD, hide_default_value = true, hide_env_values = true)]
+    pub password: String,
+    /// Database name.
+    #[arg(long, default_value = "hubsync")]
+    pub database: String,
+}
+
+impl std::fmt::Debug for MssqlArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MssqlArgs")
+            .field("listen", &self.listen)
+            .field("schema", &self.schema)
+            .field("data", &self.data)
+            .field("password", &"[redacted]")
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// Runs the simulator until SIGINT/SIGTERM.
+pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
+    let schema = match &args.schema {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                exit::CONFIG,
+                format!("cannot read --schema {}: {e}", path.display()),
+            )
+        })?,
+        None => SEED_SCHEMA.to_string(),
+    };
+    let options = MssqlSimOptions {
+        password: args.password.clone(),
+        database: args.database.clone(),
+        schema: Some(schema),
+        data_dir: args.data.clone(),
+        ..MssqlSimOptions::default()
+    };
+    let sim = start(args.listen, options).await.map_err(|e| {
+        // A schema the simulator refuses is a configuration problem, not an outage.
+        let code = if e.chain().any(|c| c.downcast_ref::<SqlError>().is_some()) {
+            exit::CONFIG
+        } else {
+            exit::UNAVAILABLE
+        };
+        Failure::new(code, format!("{e:#}"))
+    })?;
+    println!(
+        "SQL Server simulator listening on {} (database {}, user sa, encrypt=DANGER_PLAINTEXT)",
+        sim.addr(),
+        args.database
+    );
+    let stop = crate::sim::stop_signal()
+        .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot wait for signals: {e}")))?;
+    stop.await;
+    sim.shutdown().await;
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let options = MssqlSimOptions {
+            password: "Top-Secret-1".into(),
+            ..MssqlSimOptions::default()
+        };
+        assert!(!format!("{options:?}").contains("Top-Secret-1"));
+    }
+
+    #[test]
+    fn seed_schema_translates() {
+        let tokens = translate::tokenize(&strip_go(SEED_SCHEMA)).unwrap();
+        let statements = translate::split(tokens);
+        assert!(!statements.is_empty());
+        let catalog = catalog::Catalog::default();
+        for s in &statements {
+            translate::translate(s, &catalog, &translate::Context::default()).unwrap();
+        }
+    }
+}

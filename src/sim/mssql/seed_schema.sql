@@ -1,0 +1,41 @@
+-- Default member contact table of the SQL Server simulator (`hubsync sim mssql` without
+-- --schema), as a cooperative keeps it. `numero_asociado` (the member number, 1-10 digits) is a
+-- BIGINT primary key; `rv` drives the rowversion change reader, `modified_at` the modified_at one;
+-- `activo = 0` marks a soft-deleted member; `hubspot_id` receives the HubSpot record id.
+CREATE TABLE [dbo].[hb_contacts] (
+    [numero_asociado] BIGINT NOT NULL PRIMARY KEY,
+    [no__de_cedula] NVARCHAR(20) NOT NULL,
+    [firstname] NVARCHAR(100) NOT NULL,
+    [lastname] NVARCHAR(100) NOT NULL,
+    [email] NVARCHAR(254) NULL,
+    [hs_whatsapp_phone_number] NVARCHAR(20) NULL,
+    [telefono_habitacion] NVARCHAR(20) NULL,
+    [telefono_oficina] NVARCHAR(20) NULL,
+    [date_of_birth] DATE NULL,
+    [marital_status] NVARCHAR(30) NULL,
+    [provincia] NVARCHAR(50) NULL,
+    [canton] NVARCHAR(80) NULL,
+    [distrito] NVARCHAR(80) NULL,
+    [salario_neto_semanal_o_quincenal] DECIMAL(18,2) NULL,
+    [salario_bruto_semanal_o_quincenal] DECIMAL(18,2) NULL,
+    [frecuencia_deposito_de_su_salario] NVARCHAR(30) NULL,
+    [nombre_y_apellidos__beneficiario_01_] NVARCHAR(200) NULL,
+    [numero_de_cedula__beneficiario_1_] NVARCHAR(20) NULL,
+    [porcentaje__beneficiario_1_] DECIMAL(5,2) NULL,
+    [nombre_y_apellidos__beneficiario_02_] NVARCHAR(200) NULL,
+    [numero_de_cedula__beneficiario_2_] NVARCHAR(20) NULL,
+    [porcentaje__beneficiario_2_] DECIMAL(5,2) NULL,
+    [nombre_y_apellidos__beneficiario_03_] NVARCHAR(200) NULL,
+    [numero_de_cedula__beneficiario_3_] NVARCHAR(20) NULL,
+    [porcentaje__beneficiario_3_] DECIMAL(5,2) NULL,
+    [nombre_y_apellidos__beneficiario_04_] NVARCHAR(200) NULL,
+    [numero_de_cedula__beneficiario_4_] NVARCHAR(20) NULL,
+    [porcentaje__beneficiario_4_] DECIMAL(5,2) NULL,
+    [nombre_y_apellidos__beneficiario_05_] NVARCHAR(200) NULL,
+    [numero_de_cedula__beneficiario_5_] NVARCHAR(20) NULL,
+    [porcentaje__beneficiario_5_] DECIMAL(5,2) NULL,
+    [hubspot_id] NVARCHAR(20) NULL,
+    [activo] BIT NOT NULL DEFAULT 1,
+    [modified_at] DATETIME2 NOT NULL DEFAULT SYSUTCDATETIME(),
+    [rv] ROWVERSION
+);

@@ -1,0 +1,856 @@
+//! Conformance of the SQL Server simulator with tiberius as the client: login, typed parameters,
+//! result types, multi-packet results, transactions, rowversion, error numbers, faults.
+
+use std::net::SocketAddr;
+
+use hubsync::sim::mssql::{self, MssqlSimOptions, RunningMssqlSim};
+use tiberius::{Client, Config, numeric::Numeric};
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+type Conn = Client<Compat<TcpStream>>;
+
+async fn sim_with(schema: &str) -> RunningMssqlSim {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let options = MssqlSimOptions {
+        schema: Some(schema.to_string()),
+        ..MssqlSimOptions::default()
+    };
+    mssql::start(addr, options).await.expect("simulator starts")
+}
+
+async fn sim() -> RunningMssqlSim {
+    sim_with(
+        "CREATE TABLE [dbo].[items] (
+            [id] BIGINT NOT NULL PRIMARY KEY,
+            [code] INT NULL,
+            [name] NVARCHAR(20) NOT NULL,
+            [note] NVARCHAR(MAX) NULL,
+            [ascii] VARCHAR(10) NULL,
+            [price] DECIMAL(18,2) NULL,
+            [born] DATE NULL,
+            [seen] DATETIME2 NULL,
+            [ok] BIT NULL,
+            [blob] VARBINARY(16) NULL,
+            [rv] ROWVERSION
+        );
+        CREATE UNIQUE INDEX [ux_items_code] ON [dbo].[items] ([code]) WHERE [code] IS NOT NULL;",
+    )
+    .await
+}
+
+async fn connect_with(sim: &RunningMssqlSim, conn: &str) -> tiberius::Result<Conn> {
+    let config = Config::from_ado_string(conn)?;
+    let tcp = TcpStream::connect(sim.addr()).await?;
+    tcp.set_nodelay(true)?;
+    Client::connect(config, tcp.compat_write()).await
+}
+
+async fn connect(sim: &RunningMssqlSim) -> Conn {
+    connect_with(sim, &sim.connection_string())
+        .await
+        .expect("login succeeds")
+}
+
+fn server_error(e: tiberius::error::Error) -> u32 {
+    match e {
+        tiberius::error::Error::Server(t) => t.code(),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+async fn error_of(c: &mut Conn, sql: &str) -> u32 {
+    let result = c.simple_query(sql).await;
+    let err = match result {
+        Ok(stream) => stream
+            .into_results()
+            .await
+            .expect_err("the statement fails"),
+        Err(e) => e,
+    };
+    server_error(err)
+}
+
+#[tokio::test]
+async fn login_and_probe() {
+    let sim = sim().await;
+    let mut c = connect(&sim).await;
+    let row = c
+        .query("SELECT 1 AS [ok]", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .expect("one row");
+    assert_eq!(row.get::<i32, _>("ok"), Some(1));
+    assert_eq!(row.columns()[0].name(), "ok");
+
+    let bad = sim
+        .connection_string()
+        .replace("password=", "password=wrong");
+    let err = connect_with(&sim, &bad)
+        .await
+        .expect_err("bad password refused");
+    assert_eq!(server_error(err), 18456);
+    let elsewhere = sim
+        .connection_string()
+        .replace("database=hubsync", "database=nope");
+    let err = connect_with(&sim, &elsewhere)
+        .await
+        .expect_err("unknown database refused");
+    assert_eq!(server_error(err), 4060);
+    assert_eq!(sim.stats().logins_failed, 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_parameter_type_round_trips_with_sql_server_wire_types() {
+    let sim = sim().await;
+    let mut c = connect(&sim).await;
+    let long_note: String = "ñ".repeat(3000); // 6000 UTF-8 bytes: goes as nvarchar(max)
+    let born = chrono::NaiveDate::from_ymd_opt(1987, 9, 15).unwrap();
+    let seen = chrono::NaiveDate::from_ymd_opt(2024, 2, 29)
+        .unwrap()
+        .and_hms_nano_opt(23, 59, 58, 123_456_700)
+        .unwrap();
+    let price = Numeric::new_with_scale(125_000_050, 2);
+    let result = c
+        .execute(
+            "INSERT INTO [dbo].[items] ([id], [code], [name], [note], [ascii], [price], [born], [seen], [ok], [blob]) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10)",
+            &[&4_000_000_000i64, &7i32, &"José Ñandú", &long_note.as_str(), &"plain", &price, &born, &seen, &true, &vec![0u8, 1, 254, 255]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(result.rows_affected(), &[1]);
+    let nulls = c
+        .execute(
+            "INSERT INTO [dbo].[items] ([id], [code], [name], [note], [ascii], [price], [born], [seen], [ok], [blob]) VALUES (@P1, @P2, @P3, @P4, @P5, @P6, @P7, @P8, @P9, @P10)",
+            &[&2i64, &Option::<i32>::None, &"nulls", &Option::<&str>::None, &Option::<&str>::None, &Option::<Numeric>::None, &Option::<chrono::NaiveDate>::None, &Option::<chrono::NaiveDateTime>::None, &Option::<bool>::None, &Option::<Vec<u8>>::None],
+        )
+        .await
+        .unwrap();
+    assert_eq!(nulls.rows_affected(), &[1]);
+
+    let rows = c
+        .query("SELECT * FROM [dbo].[items] ORDER BY [id] DESC", &[])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let r = &rows[0];
+    assert_eq!(r.get::<i64, _>("id"), Some(4_000_000_000));
+    let spelled = c
+        .query(
+            "SELECT [ID], [Name] AS [Label] FROM [dbo].[items] WHERE [id] = @P1",
+            &[&2i64],
+        )
+        .await
+        .unwrap()
+        .columns()
+        .await
+        .unwrap()
+        .map(|cols| {
+            cols.iter()
+                .map(|c| c.name().to_string())
+                .collect::<Vec<_>>()
+        });
+    assert_eq!(
+        spelled,
+        Some(vec!["ID".to_string(), "Label".to_string()]),
+        "names as the query spells them"
+    );
+    assert_eq!(r.get::<i32, _>("code"), Some(7));
+    assert_eq!(r.get::<&str, _>("name"), Some("José Ñandú"));
+    assert_eq!(r.get::<&str, _>("note"), Some(long_note.as_str()));
+    assert_eq!(r.get::<&str, _>("ascii"), Some("plain"));
+    assert_eq!(
+        r.get::<Numeric, _>("price").map(|n| n.to_string()),
+        Some("1250000.50".into())
+    );
+    assert_eq!(r.get::<chrono::NaiveDate, _>("born"), Some(born));
+    assert_eq!(r.get::<chrono::NaiveDateTime, _>("seen"), Some(seen));
+    assert_eq!(r.get::<bool, _>("ok"), Some(true));
+    assert_eq!(r.get::<&[u8], _>("blob"), Some(&[0u8, 1, 254, 255][..]));
+    assert_eq!(r.get::<&[u8], _>("rv").map(<[u8]>::len), Some(8));
+    // Wrong-width reads fail exactly as against SQL Server: int is not i64.
+    assert!(r.try_get::<i64, _>("code").is_err());
+
+    let n = &rows[1];
+    assert_eq!(n.get::<i32, _>("code"), None);
+    assert_eq!(n.get::<&str, _>("note"), None);
+    assert_eq!(n.get::<Numeric, _>("price"), None);
+    assert_eq!(n.get::<chrono::NaiveDate, _>("born"), None);
+    assert_eq!(n.get::<chrono::NaiveDateTime, _>("seen"), None);
+    assert_eq!(n.get::<bool, _>("ok"), None);
+    assert_eq!(n.get::<&[u8], _>("blob"), None);
+
+    // Parameters come back with their declared types.
+    let echo = c
+        .query(
+            "SELECT @P1 AS [a], @P2 AS [b], @P3 AS [c], @P4 AS [d]",
+            &[&5i64, &"x", &price, &Option::<i32>::None],
+        )
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo.get::<i64, _>("a"), Some(5));
+    assert_eq!(echo.get::<&str, _>("b"), Some("x"));
+    assert_eq!(
+        echo.get::<Numeric, _>("c").map(|n| n.to_string()),
+        Some("1250000.50".into())
+    );
+    assert_eq!(echo.get::<i32, _>("d"), None);
+
+    // Dates compare as dates with literals and parameters, not as their text.
+    let by_date = c
+        .query(
+            "SELECT [id] FROM [dbo].[items] WHERE [seen] >= '2024-02-29' AND [seen] < '2024-03-01' AND [born] = @P1",
+            &[&born],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert_eq!(by_date.len(), 1);
+
+    // Lookups compare text case-insensitively, like the default CI_AS collation.
+    let found = c
+        .query(
+            "SELECT [id] FROM [dbo].[items] WHERE [name] = @P1",
+            &[&"JOSÉ ÑANDÚ"],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_rows_cross_many_packets_in_order() {
+    let sim = sim().await;
+    for chunk in 0..10 {
+        let values: Vec<String> = (0..1000)
+            .map(|i| {
+                let id = chunk * 1000 + i + 1;
+                format!("({id}, N'member number {id:05} with a longer name')")
+            })
+            .collect();
+        sim.execute_batch(&format!(
+            "INSERT INTO [dbo].[items] ([id], [note]) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .expect_err("name is NOT NULL");
+        sim.execute_batch(&format!(
+            "INSERT INTO [dbo].[items] ([id], [name]) VALUES {}",
+            (0..1000)
+                .map(|i| format!(
+                    "({}, N'n{:05}')",
+                    chunk * 1000 + i + 1,
+                    chunk * 1000 + i + 1
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+    let mut c = connect(&sim).await;
+    let rows = c
+        .query(
+            "SELECT TOP (@P1) [id], [name], [rv] FROM [dbo].[items] ORDER BY [id]",
+            &[&20_000i64],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 10_000);
+    for (i, r) in rows.iter().enumerate() {
+        let id = i as i64 + 1;
+        assert_eq!(r.get::<i64, _>("id"), Some(id));
+        assert_eq!(r.get::<&str, _>("name"), Some(format!("n{id:05}").as_str()));
+    }
+    // Rowversions are distinct and increase with insertion order.
+    let rvs: Vec<u64> = rows
+        .iter()
+        .map(|r| u64::from_be_bytes(r.get::<&[u8], _>("rv").unwrap().try_into().unwrap()))
+        .collect();
+    assert!(rvs.windows(2).all(|w| w[0] < w[1]));
+    let count = c
+        .simple_query("SELECT COUNT(*) AS [n] FROM [dbo].[items]")
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(count.get::<i32, _>("n"), Some(10_000));
+    sim.shutdown().await;
+}
+
+async fn trancount(c: &mut Conn) -> i32 {
+    c.query("SELECT @@TRANCOUNT AS [trancount]", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap()
+        .get::<i32, _>("trancount")
+        .unwrap()
+}
+
+async fn count_items(c: &mut Conn) -> i32 {
+    c.query("SELECT COUNT(*) FROM [dbo].[items]", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap()
+        .get::<i32, _>(0)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn transactions_by_batch_and_by_transaction_manager() {
+    let sim = sim().await;
+    let mut c = connect(&sim).await;
+    assert_eq!(trancount(&mut c).await, 0);
+    c.simple_query("BEGIN TRANSACTION")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert_eq!(trancount(&mut c).await, 1);
+    c.simple_query("BEGIN TRAN")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert_eq!(trancount(&mut c).await, 2);
+    c.execute(
+        "INSERT INTO [dbo].[items] ([id], [name]) VALUES (@P1, @P2)",
+        &[&1i64, &"a"],
+    )
+    .await
+    .unwrap();
+    c.simple_query("COMMIT TRANSACTION")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert_eq!(trancount(&mut c).await, 1);
+    c.simple_query("ROLLBACK TRANSACTION")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert_eq!(trancount(&mut c).await, 0);
+    assert_eq!(
+        count_items(&mut c).await,
+        0,
+        "the rollback undid the insert"
+    );
+
+    c.begin_transaction().await.unwrap();
+    assert_eq!(trancount(&mut c).await, 1);
+    c.execute(
+        "INSERT INTO [dbo].[items] ([id], [name]) VALUES (@P1, @P2)",
+        &[&2i64, &"b"],
+    )
+    .await
+    .unwrap();
+    c.commit_transaction().await.unwrap();
+    assert_eq!(trancount(&mut c).await, 0);
+    c.begin_transaction().await.unwrap();
+    c.execute(
+        "INSERT INTO [dbo].[items] ([id], [name]) VALUES (@P1, @P2)",
+        &[&3i64, &"c"],
+    )
+    .await
+    .unwrap();
+    c.rollback_transaction().await.unwrap();
+    assert_eq!(count_items(&mut c).await, 1);
+
+    assert_eq!(error_of(&mut c, "COMMIT TRANSACTION").await, 3902);
+    // A dropped connection rolls its open transaction back.
+    let mut other = connect(&sim).await;
+    other
+        .simple_query("BEGIN TRAN")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    other
+        .execute(
+            "INSERT INTO [dbo].[items] ([id], [name]) VALUES (@P1, @P2)",
+            &[&4i64, &"d"],
+        )
+        .await
+        .unwrap();
+    drop(other);
+    sim.drop_connections();
+    let mut fresh = connect(&sim).await;
+    assert_eq!(count_items(&mut fresh).await, 1);
+    // The same key inserts again: the dropped session's row and write lock are gone.
+    let again = fresh
+        .execute(
+            "INSERT INTO [dbo].[items] ([id], [name]) VALUES (@P1, @P2)",
+            &[&4i64, &"d"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.rows_affected(), &[1]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_carry_sql_server_numbers_and_the_connection_survives() {
+    let sim = sim().await;
+    sim.execute_batch(
+        "CREATE TABLE [dbo].[parents] ([id] INT NOT NULL PRIMARY KEY);
+         CREATE TABLE [dbo].[children] ([id] INT IDENTITY(1,1) PRIMARY KEY, [parent] INT NOT NULL, FOREIGN KEY ([parent]) REFERENCES [dbo].[parents] ([id]));
+         INSERT INTO [dbo].[items] ([id], [code], [name]) VALUES (1, 10, N'a');",
+    )
+    .await
+    .unwrap();
+    let mut c = connect(&sim).await;
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'dup')"
+        )
+        .await,
+        2627
+    );
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[items] ([id], [code], [name]) VALUES (2, 10, N'dup code')"
+        )
+        .await,
+        2601
+    );
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[items] ([id], [name]) VALUES (3, NULL)"
+        )
+        .await,
+        515
+    );
+    // A unique constraint admits one NULL, as in SQL Server, and compares case-insensitively.
+    sim.execute_batch(
+        "CREATE TABLE [dbo].[tags] ([id] INT NOT NULL PRIMARY KEY, [tag] NVARCHAR(10) NULL CONSTRAINT [UQ_tags_tag] UNIQUE);
+         INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (1, NULL), (2, N'Coop');",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (3, NULL)"
+        )
+        .await,
+        2627
+    );
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[tags] ([id], [tag]) VALUES (4, N'COOP')"
+        )
+        .await,
+        2627
+    );
+    assert_eq!(
+        error_of(
+            &mut c,
+            "UPDATE [dbo].[items] SET [name] = N'this name is far too long for it' WHERE [id] = 1"
+        )
+        .await,
+        2628
+    );
+    assert_eq!(
+        error_of(
+            &mut c,
+            "INSERT INTO [dbo].[children] ([parent]) VALUES (99)"
+        )
+        .await,
+        547
+    );
+    assert_eq!(error_of(&mut c, "SELECT * FROM [dbo].[missing]").await, 208);
+    assert_eq!(
+        error_of(&mut c, "SELECT [nope] FROM [dbo].[items]").await,
+        207
+    );
+    assert_eq!(error_of(&mut c, "MERGE [dbo].[items] AS t USING (VALUES (1)) AS s(id) ON t.id = s.id WHEN MATCHED THEN DELETE;").await, 102);
+    assert_eq!(
+        error_of(&mut c, "SELECT SOUNDEX([name]) FROM [dbo].[items]").await,
+        102
+    );
+    assert_eq!(error_of(&mut c, "SELEC 1").await, 102);
+
+    // Identity keys come back through OUTPUT and SCOPE_IDENTITY().
+    c.execute("INSERT INTO [dbo].[parents] ([id]) VALUES (@P1)", &[&5i32])
+        .await
+        .unwrap();
+    let id = c
+        .query(
+            "INSERT INTO [dbo].[children] ([parent]) OUTPUT INSERTED.[id] VALUES (@P1)",
+            &[&5i32],
+        )
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap()
+        .get::<i32, _>("id");
+    assert_eq!(id, Some(1));
+
+    // SQL Server's limit of 2,100 parameters per request.
+    let mut many = tiberius::Query::new("SELECT @P1 AS [first]");
+    for i in 0..2101 {
+        many.bind(i);
+    }
+    let err = match many.query(&mut c).await {
+        Ok(stream) => stream
+            .into_results()
+            .await
+            .expect_err("too many parameters"),
+        Err(e) => e,
+    };
+    assert_eq!(server_error(err), 8003);
+
+    // Statement errors leave the transaction open, unless XACT_ABORT is ON.
+    c.simple_query("BEGIN TRAN")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    let dup = "INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'dup')";
+    assert_eq!(error_of(&mut c, dup).await, 2627);
+    assert_eq!(trancount(&mut c).await, 1);
+    c.simple_query("SET XACT_ABORT ON")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert_eq!(error_of(&mut c, dup).await, 2627);
+    assert_eq!(trancount(&mut c).await, 0);
+    c.simple_query("SET XACT_ABORT OFF")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+
+    // Deadlock injection: the next write fails with 1205 and rolls the transaction back.
+    sim.deadlock_next_writes(1);
+    c.simple_query("BEGIN TRAN")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    let err = c
+        .execute(
+            "UPDATE [dbo].[items] SET [name] = @P1 WHERE [id] = @P2",
+            &[&"x", &1i64],
+        )
+        .await
+        .expect_err("deadlock victim");
+    assert_eq!(server_error(err), 1205);
+    assert_eq!(trancount(&mut c).await, 0);
+    let again = c
+        .execute(
+            "UPDATE [dbo].[items] SET [name] = @P1 WHERE [id] = @P2",
+            &[&"x", &1i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.rows_affected(), &[1]);
+    sim.shutdown().await;
+}
+
+fn rv(bytes: Option<&[u8]>) -> u64 {
+    u64::from_be_bytes(bytes.expect("a rowversion").try_into().expect("8 bytes"))
+}
+
+#[tokio::test]
+async fn min_active_rowversion_holds_back_readers_while_a_transaction_is_open() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    let mut writer = connect(&sim).await;
+    let mut reader = connect(&sim).await;
+    let reader_sql = "SELECT TOP (@P1) [name], [id], [rv] FROM [dbo].[items] WHERE [rv] > CAST(@P2 AS BINARY(8)) AND [rv] < MIN_ACTIVE_ROWVERSION() ORDER BY [rv]";
+
+    let first = reader
+        .query(reader_sql, &[&100i64, &0i64])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    let cursor = rv(first[1].get::<&[u8], _>("rv"));
+
+    writer
+        .simple_query("BEGIN TRANSACTION")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    writer
+        .execute(
+            "UPDATE [dbo].[items] SET [name] = @P1 WHERE [id] = @P2",
+            &[&"a2", &1i64],
+        )
+        .await
+        .unwrap();
+    let pending = rv(writer
+        .query("SELECT [rv] FROM [dbo].[items] WHERE [id] = @P1", &[&1i64])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap()
+        .get::<&[u8], _>("rv"));
+    assert!(pending > cursor);
+    let min_active = reader
+        .query("SELECT MIN_ACTIVE_ROWVERSION() AS [m]", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rv(min_active.get::<&[u8], _>("m")), pending);
+    let during = reader
+        .query(reader_sql, &[&100i64, &(cursor as i64)])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert!(
+        during.is_empty(),
+        "nothing at or above the open transaction's rowversion"
+    );
+
+    writer
+        .simple_query("COMMIT TRANSACTION")
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
+    assert!(sim.min_active_rowversion() > pending as i64);
+    let after = reader
+        .query(reader_sql, &[&100i64, &(cursor as i64)])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert_eq!(
+        after.len(),
+        1,
+        "the committed update is read once the transaction ends"
+    );
+    assert_eq!(after[0].get::<&str, _>("name"), Some("a2"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn reconnects_after_dropped_connections_and_refused_logins() {
+    let sim = sim().await;
+    let mut c = connect(&sim).await;
+    assert_eq!(count_items(&mut c).await, 0);
+    sim.drop_connections();
+    let outcome = match c.simple_query("SELECT 1").await {
+        Ok(stream) => stream.into_results().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(outcome.is_err(), "a dropped connection no longer answers");
+    sim.refuse_logins_for(std::time::Duration::from_secs(600));
+    assert!(connect_with(&sim, &sim.connection_string()).await.is_err());
+    sim.refuse_logins_for(std::time::Duration::ZERO);
+    let mut again = connect(&sim).await;
+    assert_eq!(count_items(&mut again).await, 0);
+    assert_eq!(sim.stats().logins_ok, 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn cli_style_seed_schema_has_the_contact_table() {
+    let sim = sim_with(mssql::SEED_SCHEMA).await;
+    let mut c = connect(&sim).await;
+    c.execute(
+        "INSERT INTO [dbo].[hb_contacts] ([numero_asociado], [no__de_cedula], [firstname], [lastname], [email], [salario_neto_semanal_o_quincenal]) VALUES (@P1, @P2, @P3, @P4, @P5, @P6)",
+        &[&1042i64, &"109870654", &"Ana", &"Mora", &"ana@example.com", &Numeric::new_with_scale(45_000_000, 2)],
+    )
+    .await
+    .unwrap();
+    let row = c
+        .query("SELECT TOP (0) * FROM [dbo].[hb_contacts]", &[])
+        .await
+        .unwrap()
+        .columns()
+        .await
+        .unwrap()
+        .map(|cols| {
+            cols.iter()
+                .map(|c| (c.name().to_string(), c.column_type()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(row.len(), 35);
+    assert_eq!(
+        row[0],
+        ("numero_asociado".into(), tiberius::ColumnType::Int8)
+    );
+    assert_eq!(row.last().unwrap().1, tiberius::ColumnType::BigBinary);
+    let r = c
+        .query("SELECT [activo], [modified_at], [salario_neto_semanal_o_quincenal] FROM [dbo].[hb_contacts] WHERE [numero_asociado] = @P1", &[&1042i64])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.get::<bool, _>("activo"), Some(true));
+    assert!(r.get::<chrono::NaiveDateTime, _>("modified_at").is_some());
+    assert_eq!(
+        r.get::<Numeric, _>(2).map(|n| n.to_string()),
+        Some("450000.00".into())
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn attention_is_acknowledged_and_the_connection_goes_on() {
+    let sim = sim().await;
+    let mut c = connect(&sim).await;
+    c.cancel_query().await.expect("attention acknowledged");
+    assert_eq!(count_items(&mut c).await, 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_data_directory_keeps_tables_rows_and_rowversions_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let options = MssqlSimOptions {
+        schema: Some(
+            "CREATE TABLE [dbo].[kept] ([id] INT NOT NULL PRIMARY KEY, [rv] ROWVERSION)".into(),
+        ),
+        data_dir: Some(dir.path().to_path_buf()),
+        ..MssqlSimOptions::default()
+    };
+    let first = mssql::start(addr, options.clone()).await.unwrap();
+    first
+        .execute_batch("INSERT INTO [dbo].[kept] ([id]) VALUES (1)")
+        .await
+        .unwrap();
+    let before = first.min_active_rowversion();
+    first.shutdown().await;
+
+    let second = mssql::start(addr, options)
+        .await
+        .expect("restarts on the same data");
+    assert_eq!(
+        second.min_active_rowversion(),
+        before,
+        "the rowversion counter continues"
+    );
+    second
+        .execute_batch("INSERT INTO [dbo].[kept] ([id]) VALUES (2)")
+        .await
+        .unwrap();
+    let mut c = connect(&second).await;
+    let rows = c
+        .query("SELECT [id], [rv] FROM [dbo].[kept] ORDER BY [rv]", &[])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    let ids: Vec<i32> = rows.iter().filter_map(|r| r.get::<i32, _>("id")).collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert!(rv(rows[1].get::<&[u8], _>("rv")) >= before as u64);
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cli_serves_the_seed_contact_table() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
+        .args([
+            "sim",
+            "mssql",
+            "--listen",
+            "127.0.0.1:0",
+            "--password",
+            "Cli-Passw0rd!",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("hubsync starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = lines.next_line().await.unwrap().expect("a listening line");
+    let addr: SocketAddr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    assert!(
+        !line.contains("Cli-Passw0rd!"),
+        "the password is not printed"
+    );
+    let config = Config::from_ado_string(&format!(
+        "server=tcp:{},{};user=sa;password=Cli-Passw0rd!;encrypt=DANGER_PLAINTEXT",
+        addr.ip(),
+        addr.port()
+    ))
+    .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut c = Client::connect(config, tcp.compat_write()).await.unwrap();
+    let n = c
+        .query("SELECT COUNT(*) FROM [dbo].[hb_contacts]", &[])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .unwrap()
+        .get::<i32, _>(0);
+    assert_eq!(n, Some(0));
+    child.kill().await.expect("the simulator stops");
+}
