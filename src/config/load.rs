@@ -279,6 +279,20 @@ fn problem_from_yaml(path: &str, e: &serde_yaml::Error) -> Problem {
 }
 
 fn apply_secret_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) {
+    // An empty secret in the file (e.g. `${SQL_SERVER:-}` with the variable unset) is no secret.
+    let blank = |s: &Option<SecretString>| {
+        s.as_ref()
+            .is_some_and(|v| v.expose_secret().trim().is_empty())
+    };
+    if blank(&config.postgres.url) {
+        config.postgres.url = None;
+    }
+    if blank(&config.hubspot.token) {
+        config.hubspot.token = None;
+    }
+    if blank(&config.sql_server.connection) {
+        config.sql_server.connection = None;
+    }
     let secret = |name: &str| {
         env(name)
             .filter(|v| !v.trim().is_empty())

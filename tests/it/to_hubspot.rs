@@ -36,7 +36,7 @@ async fn stand() -> Stand {
     .unwrap();
     let text = std::fs::read_to_string(example_config()).unwrap();
     let config = load_str(&text, Need::Nothing, &|name| {
-        (name == "SQL_SERVER").then(|| "x".into())
+        (name == "SQL_SERVER").then(|| "server=tcp:127.0.0.1,1;user=sa;password=x".into())
     })
     .unwrap();
     let mapper = Arc::new(Mapper::new(&config.objects["contacts"]).unwrap());
