@@ -104,6 +104,8 @@ pub struct Mapper {
     placeholders: Placeholders,
     phone_form: crate::validation::phone::PhoneForm,
     today: Option<NaiveDate>,
+    /// Field indexes sorted by HubSpot property.
+    by_property: Vec<usize>,
     /// HubSpot property → SQL column, for naming fields in record-rule errors.
     column_of: HashMap<String, String>,
 }
@@ -266,7 +268,10 @@ impl Mapper {
             .iter()
             .map(|f| (f.info.hubspot.clone(), f.info.sql.clone()))
             .collect();
+        let mut by_property: Vec<usize> = (0..fields.len()).collect();
+        by_property.sort_by(|&a, &b| fields[a].info.hubspot.cmp(&fields[b].info.hubspot));
         Ok(Mapper {
+            by_property,
             column_of,
             fields,
             record_rules: config.record_rules.clone(),
@@ -318,7 +323,11 @@ impl Mapper {
             ..Mapped::default()
         };
         let mut failed: Vec<&str> = Vec::new();
-        for f in self.fields.iter().filter(|f| f.info.direction.to_hubspot()) {
+        let mut slots: Vec<Option<Option<String>>> = vec![None; self.fields.len()];
+        for (i, f) in self.fields.iter().enumerate() {
+            if !f.info.direction.to_hubspot() {
+                continue;
+            }
             let raw = match row.get(&f.info.sql) {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(s.clone()),
@@ -342,12 +351,20 @@ impl Mapper {
                 &mut out.errors,
                 &mut out.warnings,
             ) {
-                Outcome::Value(v) => {
-                    out.properties.insert(f.info.hubspot.clone(), v);
-                }
+                Outcome::Value(v) => slots[i] = Some(v),
                 Outcome::Omitted => failed.push(&f.info.hubspot),
             }
         }
+        // Built in property order, so the map is bulk-built without searching.
+        out.properties = self
+            .by_property
+            .iter()
+            .filter_map(|&i| {
+                slots[i]
+                    .take()
+                    .map(|v| (self.fields[i].info.hubspot.clone(), v))
+            })
+            .collect();
         self.apply_record_rules(&mut out.properties, &failed, true, &mut out.errors);
         out
     }

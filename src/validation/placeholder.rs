@@ -58,6 +58,8 @@ pub struct Placeholders {
     ids: HashSet<String>,
     texts: HashSet<String>,
     longest_text: usize,
+    /// Every text placeholder has a letter, so values without letters skip the text check.
+    texts_need_letters: bool,
     repeated_digits: bool,
 }
 
@@ -69,13 +71,21 @@ impl Placeholders {
             ids: settings.ids.iter().map(|p| digits(p)).collect(),
             texts: settings.texts.iter().map(|t| fold(t)).collect(),
             longest_text: settings.texts.iter().map(|t| t.len()).max().unwrap_or(0),
+            texts_need_letters: settings
+                .texts
+                .iter()
+                .all(|t| t.chars().any(char::is_alphabetic)),
             repeated_digits: settings.repeated_digits,
         }
     }
 
     /// True when `value` is a placeholder for a field of this kind.
     pub fn matches(&self, value: &str, kind: ValueKind) -> bool {
-        if value.len() <= self.longest_text + 4 && self.texts.contains(&fold(value)) {
+        let has_letters = value.chars().any(char::is_alphabetic);
+        if value.len() <= self.longest_text + 4
+            && (has_letters || !self.texts_need_letters)
+            && self.texts.contains(&fold(value))
+        {
             return true;
         }
         let list = match kind {
@@ -83,7 +93,7 @@ impl Placeholders {
             ValueKind::Phone => &self.phones,
             ValueKind::Identity => &self.ids,
         };
-        if value.chars().any(|c| c.is_alphabetic()) {
+        if has_letters {
             return false;
         }
         let mut digits: String = value.chars().filter(char::is_ascii_digit).collect();
