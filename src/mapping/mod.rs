@@ -356,15 +356,13 @@ impl Mapper {
             }
         }
         // Built in property order, so the map is bulk-built without searching.
-        out.properties = self
-            .by_property
-            .iter()
-            .filter_map(|&i| {
-                slots[i]
-                    .take()
-                    .map(|v| (self.fields[i].info.hubspot.clone(), v))
-            })
-            .collect();
+        let mut sorted = Vec::with_capacity(self.by_property.len());
+        for &i in &self.by_property {
+            if let Some(v) = slots[i].take() {
+                sorted.push((self.fields[i].info.hubspot.clone(), v));
+            }
+        }
+        out.properties = Properties::from_iter(sorted);
         self.apply_record_rules(&mut out.properties, &failed, true, &mut out.errors);
         out
     }
