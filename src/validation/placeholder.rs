@@ -91,8 +91,8 @@ impl Placeholders {
     pub fn matches(&self, value: &str, kind: ValueKind) -> bool {
         let has_letters = value.chars().any(char::is_alphabetic);
         let first = value.trim_start().chars().next().unwrap_or(' ');
-        let may_be_text = !(first.is_ascii_alphanumeric()
-            && !self.first_chars.contains(&first.to_ascii_lowercase()));
+        let may_be_text = !first.is_ascii_alphanumeric()
+            || self.first_chars.contains(&first.to_ascii_lowercase());
         if value.len() <= self.longest_text + 4
             && (has_letters || !self.texts_need_letters)
             && may_be_text
