@@ -104,11 +104,21 @@ pub struct Mapper {
     placeholders: Placeholders,
     phone_form: crate::validation::phone::PhoneForm,
     today: Option<NaiveDate>,
+    /// Field indexes sorted by SQL column.
+    by_column: Vec<usize>,
     /// Field indexes sorted by HubSpot property.
     by_property: Vec<usize>,
     /// HubSpot property → SQL column, for naming fields in record-rule errors.
     column_of: HashMap<String, String>,
 }
+
+/// Whether `SqlRow` iterates in key order (serde_json without `preserve_order`).
+static ROWS_ARE_SORTED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    let mut probe = SqlRow::new();
+    probe.insert("b".into(), Value::Null);
+    probe.insert("a".into(), Value::Null);
+    probe.keys().next().is_some_and(|k| k == "a")
+});
 
 /// Today in Costa Rica (dates of birth, two-digit years): UTC−06:00 all year, no DST since 1992.
 fn today_in_costa_rica() -> NaiveDate {
@@ -268,9 +278,12 @@ impl Mapper {
             .iter()
             .map(|f| (f.info.hubspot.clone(), f.info.sql.clone()))
             .collect();
+        let mut by_column: Vec<usize> = (0..fields.len()).collect();
+        by_column.sort_by(|&a, &b| fields[a].info.sql.cmp(&fields[b].info.sql));
         let mut by_property: Vec<usize> = (0..fields.len()).collect();
         by_property.sort_by(|&a, &b| fields[a].info.hubspot.cmp(&fields[b].info.hubspot));
         Ok(Mapper {
+            by_column,
             by_property,
             column_of,
             fields,
@@ -308,6 +321,27 @@ impl Mapper {
         }
     }
 
+    /// The row's value for each field, by index. A row kept in column order (serde_json's
+    /// default map) is read in one pass instead of one search per field.
+    fn columns_of<'r>(&self, row: &'r SqlRow) -> Vec<Option<&'r Value>> {
+        let mut columns = vec![None; self.fields.len()];
+        if !*ROWS_ARE_SORTED {
+            for (i, f) in self.fields.iter().enumerate() {
+                columns[i] = row.get(&f.info.sql);
+            }
+            return columns;
+        }
+        let mut entries = row.iter().peekable();
+        for &i in &self.by_column {
+            let name = self.fields[i].info.sql.as_str();
+            while entries.next_if(|(k, _)| k.as_str() < name).is_some() {}
+            if let Some((_, v)) = entries.next_if(|(k, _)| k.as_str() == name) {
+                columns[i] = Some(v);
+            }
+        }
+        columns
+    }
+
     fn context(&self) -> Context {
         Context {
             today: self.today.unwrap_or_else(today_in_costa_rica),
@@ -324,11 +358,12 @@ impl Mapper {
         };
         let mut failed: Vec<&str> = Vec::new();
         let mut slots: Vec<Option<Option<String>>> = vec![None; self.fields.len()];
+        let columns = self.columns_of(row);
         for (i, f) in self.fields.iter().enumerate() {
             if !f.info.direction.to_hubspot() {
                 continue;
             }
-            let raw = match row.get(&f.info.sql) {
+            let raw = match columns[i] {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(Value::Number(n)) => Some(n.to_string()),
