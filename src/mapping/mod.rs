@@ -104,6 +104,8 @@ pub struct Mapper {
     placeholders: Placeholders,
     phone_form: crate::validation::phone::PhoneForm,
     today: Option<NaiveDate>,
+    /// The field reading the key column, if any.
+    key_field: Option<usize>,
     /// Field indexes sorted by SQL column.
     by_column: Vec<usize>,
     /// Field indexes sorted by HubSpot property.
@@ -282,7 +284,9 @@ impl Mapper {
         by_column.sort_by(|&a, &b| fields[a].info.sql.cmp(&fields[b].info.sql));
         let mut by_property: Vec<usize> = (0..fields.len()).collect();
         by_property.sort_by(|&a, &b| fields[a].info.hubspot.cmp(&fields[b].info.hubspot));
+        let key_field = fields.iter().position(|f| f.info.sql == config.sql_key);
         Ok(Mapper {
+            key_field,
             by_column,
             by_property,
             column_of,
@@ -314,11 +318,7 @@ impl Mapper {
 
     /// The record's SQL key as text (`numero_asociado`), when present and non-empty.
     pub fn record_key(&self, row: &SqlRow) -> Option<String> {
-        match row.get(&self.sql_key)? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
+        key_text(row.get(&self.sql_key)?)
     }
 
     /// The row's value for each field, by index. A row kept in column order (serde_json's
@@ -352,13 +352,17 @@ impl Mapper {
     /// Maps and validates one SQL row for HubSpot. Every failure is reported, not just the first.
     pub fn to_hubspot(&self, row: &SqlRow) -> Mapped {
         let ctx = self.context();
+        let columns = self.columns_of(row);
+        let record_key = match self.key_field {
+            Some(i) => columns[i].and_then(key_text),
+            None => self.record_key(row),
+        };
         let mut out = Mapped {
-            record_key: self.record_key(row),
+            record_key,
             ..Mapped::default()
         };
         let mut failed: Vec<&str> = Vec::new();
         let mut slots: Vec<Option<Option<String>>> = vec![None; self.fields.len()];
-        let columns = self.columns_of(row);
         for (i, f) in self.fields.iter().enumerate() {
             if !f.info.direction.to_hubspot() {
                 continue;
@@ -611,6 +615,14 @@ impl DuplicateCheck {
                 self.seen.insert(value.clone(), mapped.record_key.clone());
             }
         }
+    }
+}
+
+fn key_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
