@@ -44,16 +44,18 @@ CREATE UNIQUE INDEX sync_queue_one_pending_per_record
 CREATE INDEX sync_queue_claim_order
     ON sync_queue (object, direction, run_after, id) WHERE state = 'pending';
 
--- Claim skips records that already have a running item; the rescuer looks for expired leases.
-CREATE INDEX sync_queue_running_records
+-- At most one running item per record and direction: a record is never worked on twice at once.
+-- Claim skips records listed here; the rescuer looks for expired leases.
+CREATE UNIQUE INDEX sync_queue_one_running_per_record
     ON sync_queue (object, direction, record_key) WHERE state = 'running';
 CREATE INDEX sync_queue_running_leases
     ON sync_queue (locked_until) WHERE state = 'running';
 
 -- History per record: enqueue skips changes already queued or synced at that version, and
 -- retry/prune find whether an item has been superseded by a newer one.
+-- record_key leads so that this large index is never a candidate for scans by object alone.
 CREATE INDEX sync_queue_record_history
-    ON sync_queue (object, direction, record_key, source_version);
+    ON sync_queue (record_key, object, direction, source_version);
 
 -- Pruning finished items past retention, oldest first.
 CREATE INDEX sync_queue_finished

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod exit;
 pub mod hubspot;
 pub mod mapping;
@@ -12,5 +13,6 @@ pub mod pg;
 pub mod queue;
 pub mod sim;
 pub mod support;
+pub mod sync;
 pub mod telemetry;
 pub mod validation;

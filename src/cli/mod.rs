@@ -1,6 +1,7 @@
 //! Command line: parses arguments (clap), loads the configuration and runs one command, mapping
 //! failures to exit codes (78 config, 69 unavailable, 65 bad data, 70 internal).
 
+mod queue;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -36,11 +37,19 @@ pub enum Command {
     CheckConfig,
     /// Apply the queue database migrations.
     Migrate,
-    /// Map and validate a CSV/JSONL file of SQL-side records (exit 1 if any is rejected).
-    Validate(validate::ValidateArgs),
-    /// Benchmarks: print figures from one run.
+    /// Run the service until SIGTERM (SIGHUP reloads config.yaml).
+    Run,
+    /// Look at and act on the work queue.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Benchmarks: print figures and ratios from one run.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Run a simulator of an outside system (for tests, benchmarks and the demo).
+    #[command(subcommand)]
+    Sim(crate::sim::SimCommand),
+    /// Map and validate a CSV/JSONL file of SQL-side records (exit 1 if any is rejected).
+    Validate(validate::ValidateArgs),
 }
 
 /// Entry point of the binary.
@@ -74,16 +83,30 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Migrate => {
             let config = load(&cli.config, Need::Postgres)?;
-            crate::telemetry::init_cli();
+            let _guard = crate::telemetry::init(&config.logging)
+                .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
             let pool = connect(&config).await?;
             crate::pg::migrate(&pool)
                 .await
                 .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-            println!("migrations applied");
+            let applied = crate::pg::MIGRATOR.iter().count();
+            tracing::info!(
+                operation = "MIGRATE",
+                status = "done",
+                migrations = applied,
+                "queue database schema is current"
+            );
             Ok(exit::OK)
         }
-        Command::Validate(args) => validate::run(&cli.config, args),
+        Command::Run => crate::daemon::run(&cli.config).await,
+        Command::Queue(command) => {
+            let config = load(&cli.config, Need::Postgres)?;
+            crate::telemetry::init_cli();
+            queue::run(command, &config).await
+        }
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
+        Command::Sim(command) => crate::sim::run(command).await,
+        Command::Validate(args) => validate::run(&cli.config, args),
     }
 }
 

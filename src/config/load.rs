@@ -50,54 +50,55 @@ pub fn load_str(
     };
     interpolate(&mut value, "", env, &mut problems);
 
-    let config = deserialize_all(text, value, &mut problems);
-    let Some(mut config) = config else {
+    let Some(mut config) = deserialize_all(text, value, &mut problems) else {
         return Err(ConfigError::Invalid(problems.into_vec()));
     };
     apply_secret_overrides(&mut config, env);
     check(&config, need, &mut problems);
-    problems.into_result(config)
+    let problems: Vec<Problem> = problems
+        .into_vec()
+        .into_iter()
+        .map(|mut p| {
+            if p.location.is_none() {
+                p.location = locate(text, &path_segments(&p.path));
+            }
+            p
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
 }
 
 /// Deserializes, and on failure removes the offending node and tries again, so that every
 /// structural problem (unknown key, wrong type, bad duration) is reported, not just the first.
 fn deserialize_all(text: &str, mut value: Value, problems: &mut Problems) -> Option<Config> {
-    // serde_yaml reports line and column only when it reads the text itself.
-    let first_location = serde_yaml::from_str::<Config>(text).err().and_then(|e| {
-        let loc = e.location()?;
-        Some((loc.line(), loc.column()))
-    });
     let mut removed: Vec<String> = Vec::new();
     for _ in 0..100 {
         match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
-            Ok(config) => {
-                return if removed.is_empty() {
-                    Some(config)
-                } else {
-                    None
-                };
-            }
+            // Removed nodes take their defaults, so the semantic checks still run on the rest.
+            Ok(config) => return Some(config),
             Err(err) => {
                 let segments = segments(err.path());
                 let message = err.inner().to_string();
                 let message = strip_location(&message);
                 // A required field we removed ourselves is already reported.
-                if let Some(field) = quoted_after(&message, "missing field `") {
+                if let Some(field) = quoted_after(message, "missing field `") {
                     let full = join(&segments.join("."), &field);
                     if removed.contains(&full) {
                         return None;
                     }
                 }
                 let mut target = segments.clone();
-                if let Some(field) = quoted_after(&message, "unknown field `") {
+                if let Some(field) = quoted_after(message, "unknown field `")
+                    && target.last() != Some(&field)
+                {
                     target.push(field);
                 }
                 let path = render_path(&target);
-                let location = if removed.is_empty() {
-                    first_location
-                } else {
-                    None
-                };
+                let location = locate(text, &target);
                 problems.push_problem(Problem {
                     path: path.clone(),
                     message: message.to_string(),
@@ -111,6 +112,85 @@ fn deserialize_all(text: &str, mut value: Value, problems: &mut Problems) -> Opt
         }
     }
     None
+}
+
+/// Line and column (1-based) of the key at `segments` in YAML `text`, found by indentation.
+/// Good for block-style YAML (what config files are); `None` where it cannot tell.
+pub(super) fn locate(text: &str, segments: &[String]) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    // (effective indent, content) of a line; a sequence dash counts as indentation.
+    let shape = |line: &str| -> Option<(usize, bool, String)> {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            return None;
+        }
+        let indent = line.len() - trimmed.len();
+        match trimmed.strip_prefix("- ") {
+            Some(rest) => Some((
+                indent + 2 + rest.len() - rest.trim_start().len(),
+                true,
+                rest.trim_start().to_string(),
+            )),
+            None => Some((indent, false, trimmed.to_string())),
+        }
+    };
+    let (mut lo, mut hi) = (0, lines.len());
+    let mut found = None;
+    for seg in segments {
+        let children: Vec<(usize, usize, bool, String)> = (lo..hi)
+            .filter_map(|i| shape(lines[i]).map(|(ind, dash, c)| (i, ind, dash, c)))
+            .collect();
+        let child_indent = children.iter().map(|c| c.1).min()?;
+        let (line, indent) = if let Some(index) = seq_index(seg) {
+            let (i, ind, _, _) = children
+                .iter()
+                .filter(|c| c.1 == child_indent && c.2)
+                .nth(index)?;
+            (*i, *ind)
+        } else {
+            let (i, ind, _, _) = children.iter().find(|c| {
+                c.1 == child_indent
+                    && (c.3.starts_with(&format!("{seg}:"))
+                        || c.3.starts_with(&format!("\"{seg}\":")))
+            })?;
+            (*i, *ind)
+        };
+        found = Some((line + 1, indent + 1));
+        let is_seq_item = seq_index(seg).is_some();
+        lo = if is_seq_item { line } else { line + 1 };
+        hi = (line + 1..hi)
+            .find(|&j| {
+                shape(lines[j]).is_some_and(|(ind, dash, _)| {
+                    if is_seq_item {
+                        ind < indent || (ind == indent && dash)
+                    } else {
+                        ind <= indent
+                    }
+                })
+            })
+            .unwrap_or(hi);
+    }
+    found
+}
+
+/// `objects.contacts.fields[3].rule` → `["objects", "contacts", "fields", "[3]", "rule"]`.
+fn path_segments(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        while let Some(i) = rest.find('[') {
+            if i > 0 {
+                out.push(rest[..i].to_string());
+            }
+            let end = rest[i..].find(']').map_or(rest.len(), |e| i + e + 1);
+            out.push(rest[i..end].to_string());
+            rest = &rest[end..];
+        }
+        if !rest.is_empty() {
+            out.push(rest.to_string());
+        }
+    }
+    out
 }
 
 fn segments(path: &serde_path_to_error::Path) -> Vec<String> {
@@ -151,11 +231,11 @@ fn remove(value: &mut Value, segments: &[String]) -> bool {
         };
     }
     if let Some(index) = seq_index(last) {
-        if let Value::Sequence(items) = node {
-            if index < items.len() {
-                items.remove(index);
-                return true;
-            }
+        if let Value::Sequence(items) = node
+            && index < items.len()
+        {
+            items.remove(index);
+            return true;
         }
         return false;
     }
@@ -315,19 +395,36 @@ mod tests {
         let text =
             "queue:\n  workerz: 3\n  lease: soon\n  batch_size: many\nlogging:\n  stdout: maybe\n";
         let p = problems(text);
-        let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "queue.workerz",
-                "queue.lease",
-                "queue.batch_size",
-                "logging.stdout"
-            ],
-            "{p:?}"
+        let mut paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+        paths.sort();
+        let want = [
+            "logging.stdout",
+            "queue.batch_size",
+            "queue.lease",
+            "queue.workerz",
+        ];
+        assert_eq!(paths, want, "{p:?}");
+        let workerz = p.iter().find(|p| p.path == "queue.workerz").unwrap();
+        assert!(
+            workerz.message.contains("unknown field"),
+            "{}",
+            workerz.message
         );
-        assert!(p[0].message.contains("unknown field"), "{}", p[0].message);
-        assert_eq!(p[0].location, Some((2, 3)));
+        assert_eq!(workerz.location, Some((2, 3)));
+        let stdout = p.iter().find(|p| p.path == "logging.stdout").unwrap();
+        assert_eq!(stdout.location, Some((6, 3)));
+    }
+
+    #[test]
+    fn locates_keys_in_maps_and_sequences() {
+        let text =
+            "a:\n  b: 1\n  # note\n  list:\n    - x: 1\n      y: 2\n    - x: 3\n      y: 4\nc: 2\n";
+        let seg = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(locate(text, &seg(&["a", "b"])), Some((2, 3)));
+        assert_eq!(locate(text, &seg(&["a", "list", "[1]", "y"])), Some((8, 7)));
+        assert_eq!(locate(text, &seg(&["a", "list", "[0]", "x"])), Some((5, 7)));
+        assert_eq!(locate(text, &seg(&["c"])), Some((9, 1)));
+        assert_eq!(locate(text, &seg(&["a", "zzz"])), None);
     }
 
     #[test]

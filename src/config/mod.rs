@@ -1,6 +1,7 @@
 //! Configuration: typed settings loaded from `config.yaml`, `${VAR}` interpolation, `HUBSYNC_…`
 //! secret overrides, and a check that reports every problem with its key path.
 
+pub mod duration;
 mod interpolate;
 mod load;
 mod problems;
@@ -57,8 +58,11 @@ pub struct ServiceSettings {
     /// Address of the `/healthz`, `/readyz` and `/metrics` listener.
     pub http_listen: SocketAddr,
     /// How long SIGTERM waits for in-flight batches before releasing them.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// How often dependencies are checked and queue metrics refreshed.
+    #[serde(with = "duration")]
+    pub health_interval: Duration,
 }
 
 impl Default for ServiceSettings {
@@ -67,6 +71,7 @@ impl Default for ServiceSettings {
             instance: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
             shutdown_grace: Duration::from_secs(30),
+            health_interval: Duration::from_secs(5),
         }
     }
 }
@@ -78,7 +83,7 @@ pub struct PostgresSettings {
     /// `postgres://user:password@host:port/db`; a secret, usually from `HUBSYNC_DATABASE_URL`.
     pub url: Option<SecretString>,
     pub max_connections: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
 }
 
@@ -101,27 +106,27 @@ pub struct QueueSettings {
     /// Items claimed per batch (HubSpot's batch limit is 100).
     pub batch_size: u32,
     /// How long a claim is valid before the rescuer may take it back.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub lease: Duration,
     /// Failed attempts before an item ends `dead`.
     pub max_attempts: i32,
     /// Expired leases (worker crashes) before an item ends `dead`.
     pub max_rescues: i32,
     /// First retry delay; doubles per attempt with jitter, capped by `retry_max`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub retry_initial: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub retry_max: Duration,
     /// Idle workers look for work at least this often even without a NOTIFY.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub poll_interval: Duration,
     /// Finished items (done, rejected settled by a newer change, discarded) kept for audit.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub retention: Duration,
     /// Rows deleted per pruning statement, so pruning never holds long locks.
     pub prune_batch: i64,
     /// A pending item older than this past its due time shows in `sync_queue_stuck`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub stuck_after: Duration,
 }
 

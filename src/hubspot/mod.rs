@@ -1,5 +1,21 @@
 //! HubSpot CRM: settings, the rate-limited batch client, API types and the property cache.
 
+mod batch;
+mod client;
+mod error;
+pub mod limiter;
+pub mod preflight;
+mod search;
 mod settings;
+pub mod types;
 
+pub use batch::{BATCH_LIMIT, update_concurrently};
+pub use client::{HubSpotClient, PROPERTY_CACHE_TTL};
+pub use error::HubSpotError;
+pub use limiter::{BudgetError, Lane, Limiter, LimiterStats};
+pub use preflight::{PreflightProblem, PropertyUse};
+pub use search::{ModifiedSince, SearchPager, modified_property};
 pub use settings::HubSpotSettings;
+pub use types::{
+    CreateInput, Properties, PropertyDef, PropertyDefs, ReadBy, Record, UpdateInput, WriteOutcome,
+};

@@ -22,11 +22,16 @@ pub struct HubSpotSettings {
     pub daily_limit: u64,
     pub daily_reserve: u64,
     /// Per-request timeout.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::duration")]
     pub timeout: Duration,
     /// Give up retrying a call after this long; the queue then retries the items later.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::duration")]
     pub max_retry_elapsed: Duration,
+    /// First retry delay; doubles per attempt with ±50 % jitter up to `retry_max_interval`.
+    #[serde(with = "crate::config::duration")]
+    pub retry_initial: Duration,
+    #[serde(with = "crate::config::duration")]
+    pub retry_max_interval: Duration,
 }
 
 impl Default for HubSpotSettings {
@@ -40,6 +45,8 @@ impl Default for HubSpotSettings {
             daily_reserve: 10_000,
             timeout: Duration::from_secs(30),
             max_retry_elapsed: Duration::from_secs(120),
+            retry_initial: Duration::from_millis(250),
+            retry_max_interval: Duration::from_secs(10),
         }
     }
 }
@@ -64,6 +71,15 @@ impl HubSpotSettings {
         }
         if self.search_per_second == 0 {
             problems.push(format!("{path}.search_per_second"), "must be at least 1");
+        }
+        if self.timeout.is_zero() {
+            problems.push(format!("{path}.timeout"), "must be above zero");
+        }
+        if self.retry_initial.is_zero() || self.retry_initial > self.retry_max_interval {
+            problems.push(
+                format!("{path}.retry_initial"),
+                "must be above zero and at most retry_max_interval",
+            );
         }
         if self.daily_reserve >= self.daily_limit {
             problems.push(format!("{path}.daily_reserve"), "must be below daily_limit");

@@ -64,7 +64,7 @@ pub struct ChangeDetection {
     /// The rowversion column or the modified-at datetime column.
     pub column: String,
     /// `modified_at` only: re-read this far back on every poll.
-    #[serde(default = "default_overlap", with = "humantime_serde")]
+    #[serde(default = "default_overlap", with = "crate::config::duration")]
     pub overlap: Duration,
 }
 

@@ -287,11 +287,11 @@ fn wait_ready(child: &Arc<Mutex<Option<Child>>>, port: u16, dir: &Path) -> anyho
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut pause = Duration::from_millis(5);
     loop {
-        if let Some(c) = child.lock().expect("child lock").as_mut() {
-            if let Some(status) = c.try_wait()? {
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                bail!("postgres exited with {status}: {}", log.trim());
-            }
+        if let Some(c) = child.lock().expect("child lock").as_mut()
+            && let Some(status) = c.try_wait()?
+        {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            bail!("postgres exited with {status}: {}", log.trim());
         }
         // Ready when the server has written its pid file's "ready" status line.
         let pid_file = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap_or_default();

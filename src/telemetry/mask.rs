@@ -50,6 +50,22 @@ pub fn identity(value: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{}{}{last2}", digits[0], "*".repeat(n - 3)))
 }
 
+/// Masks a value of unknown kind: emails and identity-number-shaped values (9–12 digits, with
+/// or without dashes, dots or spaces); anything else is returned as it is.
+pub fn value(value: &str) -> Cow<'_, str> {
+    if value.contains('@') {
+        return email(value);
+    }
+    let digits = value.chars().filter(|c| c.is_ascii_digit()).count();
+    let only_id_chars = value
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | ' '));
+    if only_id_chars && (9..=12).contains(&digits) && !value.trim_start().starts_with('+') {
+        return identity(value);
+    }
+    Cow::Borrowed(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +78,9 @@ mod tests {
         assert_eq!(identity("1-1234-5678"), "1-****-**78");
         assert_eq!(identity("155812345678"), "1*********78");
         assert_eq!(identity("12"), "**");
+        assert_eq!(value("ana@x.cr"), "a***@x.cr");
+        assert_eq!(value("1-1234-5678"), "1-****-**78");
+        assert_eq!(value("San José"), "San José");
+        assert_eq!(value("+50688887777"), "+50688887777");
     }
 }

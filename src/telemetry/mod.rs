@@ -70,7 +70,8 @@ fn filter(level: &str) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-fn json_layer<S, W>(writer: W) -> Box<dyn Layer<S> + Send + Sync>
+/// The JSON line format every hubsync log uses, writing to `writer`.
+pub fn json_layer<S, W>(writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -83,4 +84,91 @@ where
         .with_target(true)
         .with_writer(writer)
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn operation_lines_are_json_with_the_operator_fields() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::registry().with(json_layer(move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let message = format!(
+                "created contact for {}",
+                mask::email("maria.rojas@example.com")
+            );
+            OperationLog {
+                operation: "CREATE",
+                object: "contacts",
+                direction: "to_hubspot",
+                record_key: "10045",
+                hubspot_id: Some("90211"),
+                batch_id: "b-1",
+                status: "done",
+                message: &message,
+                started: Instant::now(),
+            }
+            .emit();
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+        for field in [
+            "timestamp",
+            "level",
+            "operation",
+            "object",
+            "direction",
+            "record_key",
+            "hubspot_id",
+            "batch_id",
+            "status",
+            "message",
+            "execution_time_ms",
+        ] {
+            assert!(v.get(field).is_some(), "missing {field}: {v}");
+        }
+        assert_eq!(v["operation"], "CREATE");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "created contact for m***@example.com");
+        assert!(!text.contains("maria.rojas"));
+    }
+
+    #[test]
+    fn secrets_never_format_into_output() {
+        let config = crate::config::load_str(
+            "hubspot:\n  token: pat-na1-secret-value\npostgres:\n  url: postgres://u:pw-secret@h/db\n",
+            crate::config::Need::Postgres,
+            &|_| None,
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("pat-na1-secret-value") && !shown.contains("pw-secret"),
+            "{shown}"
+        );
+    }
 }

@@ -1,5 +1,12 @@
 //! hubsync's integration tests: one test binary, one module per area, against real PostgreSQL
 //! and the HubSpot and SQL Server simulators.
 
+mod cli;
+mod daemon;
+mod hubspot_client;
+mod hubspot_sim;
+mod links;
+mod queue;
 mod support;
 mod validate;
+mod worker;

@@ -1,1 +1,79 @@
-//! Shared test helpers: the throwaway PostgreSQL cluster and per-test databases.
+//! Shared test helpers: one throwaway PostgreSQL cluster per test run (or the server named by
+//! `HUBSYNC_TEST_DATABASE_URL`), a fresh migrated database per test, and running the binary.
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use hubsync::pg::throwaway::{Cluster, Durability};
+use sqlx::PgPool;
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+static NEXT_DB: AtomicU32 = AtomicU32::new(0);
+
+/// URL of the server's maintenance database: the throwaway cluster, started on first use.
+fn server_url(db: &str) -> String {
+    if let Ok(url) = std::env::var("HUBSYNC_TEST_DATABASE_URL") {
+        let mut u = url::Url::parse(&url).expect("HUBSYNC_TEST_DATABASE_URL is a URL");
+        u.set_path(db);
+        return u.to_string();
+    }
+    CLUSTER
+        .get_or_init(|| Cluster::start(Durability::Fast).expect("start throwaway PostgreSQL"))
+        .url(db)
+}
+
+/// A fresh database with hubsync's migrations applied; returns its pool and URL.
+pub async fn fresh_db() -> (PgPool, String) {
+    let admin_url = tokio::task::spawn_blocking(|| server_url("postgres"))
+        .await
+        .expect("cluster start");
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+    }
+    let url = server_url(&name);
+    let pool = hubsync::pg::connect_url(&url, 20, Duration::from_secs(10))
+        .await
+        .expect("connect test database");
+    hubsync::pg::migrate(&pool).await.expect("migrate");
+    (pool, url)
+}
+
+/// Runs the hubsync binary with `args`, extra environment, and no inherited secrets.
+pub fn hubsync(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"));
+    cmd.args(args).current_dir(cwd);
+    for var in [
+        "HUBSYNC_DATABASE_URL",
+        "HUBSYNC_HUBSPOT_TOKEN",
+        "HUBSYNC_SQL_SERVER",
+        "HUBSYNC_CONFIG",
+        "SQL_SERVER",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run hubsync")
+}
+
+/// The repository's example `config.yaml`.
+pub fn example_config() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")
+}

@@ -1,0 +1,175 @@
+//! `hubsync queue …`: the operator's view of the work queue (stats, stuck, retry, discard,
+//! prune), safe against a running daemon's database.
+
+use clap::{Args, Subcommand};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+
+use crate::config::Config;
+use crate::exit::{self, Failure};
+use crate::queue::{OpReport, Queue, RetrySelection};
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Items by object, direction and state, with the age of the oldest pending item.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Items that need a look: expired leases, overdue pending, rejected and dead (with the
+    /// last error).
+    Stuck {
+        #[arg(long)]
+        json: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Bring rejected or dead items back to pending with fresh attempts.
+    Retry(RetryArgs),
+    /// Mark pending, rejected or dead items as discarded (kept for the audit trail).
+    Discard {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Delete finished items older than queue.retention now (the daemon also does this).
+    Prune,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "rejected", "dead"])))]
+pub struct RetryArgs {
+    /// Item ids.
+    ids: Vec<i64>,
+    /// Every rejected item (the newest of each record).
+    #[arg(long, conflicts_with_all = ["ids", "dead"])]
+    rejected: bool,
+    /// Every dead item (the newest of each record).
+    #[arg(long, conflicts_with = "ids")]
+    dead: bool,
+    /// Only items of this object.
+    #[arg(long, requires = "which")]
+    object: Option<String>,
+}
+
+pub async fn run(command: QueueCommand, config: &Config) -> Result<u8, Failure> {
+    let pool = super::connect(config).await?;
+    let queue = Queue::new(pool, config.queue.clone());
+    let db = |e: crate::queue::QueueError| Failure::new(exit::UNAVAILABLE, e.to_string());
+    match command {
+        QueueCommand::Stats { json } => {
+            let rows = queue.summary().await.map_err(db)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+            } else if rows.is_empty() {
+                println!("the queue is empty");
+            } else {
+                let mut t = table(["object", "direction", "state", "items", "oldest pending"]);
+                for r in rows {
+                    t.add_row(vec![
+                        r.object,
+                        r.direction,
+                        r.state,
+                        r.items.to_string(),
+                        r.oldest_pending_age_s.map(age).unwrap_or_default(),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        QueueCommand::Stuck { json, limit } => {
+            let items = queue
+                .stuck(config.queue.stuck_after, limit)
+                .await
+                .map_err(db)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).unwrap_or_default()
+                );
+            } else if items.is_empty() {
+                println!("nothing is stuck");
+            } else {
+                let mut t = table([
+                    "id",
+                    "object",
+                    "direction",
+                    "record",
+                    "state",
+                    "problem",
+                    "last error",
+                ]);
+                for i in items {
+                    t.add_row(vec![
+                        i.id.to_string(),
+                        i.object,
+                        i.direction,
+                        i.record_key,
+                        i.state,
+                        i.problem,
+                        i.last_error.unwrap_or_default(),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        QueueCommand::Retry(args) => {
+            let selection = if args.rejected {
+                RetrySelection::Rejected {
+                    object: args.object,
+                }
+            } else if args.dead {
+                RetrySelection::Dead {
+                    object: args.object,
+                }
+            } else {
+                RetrySelection::Ids(args.ids)
+            };
+            let report = queue.retry(&selection).await.map_err(db)?;
+            print_report("retried", &report);
+            if !report.skipped.is_empty() {
+                return Ok(exit::REJECTED);
+            }
+        }
+        QueueCommand::Discard { ids } => {
+            let report = queue.discard(&ids).await.map_err(db)?;
+            print_report("discarded", &report);
+            if !report.skipped.is_empty() {
+                return Ok(exit::REJECTED);
+            }
+        }
+        QueueCommand::Prune => {
+            let n = queue
+                .prune(config.queue.retention, config.queue.prune_batch)
+                .await
+                .map_err(db)?;
+            println!("pruned {n} finished item(s)");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn table<const N: usize>(header: [&str; N]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    t
+}
+
+fn print_report(verb: &str, report: &OpReport) {
+    println!("{verb} {} item(s)", report.changed.len());
+    for (id, why) in &report.skipped {
+        println!("  item {id} left alone: {why}");
+    }
+}
+
+fn age(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}

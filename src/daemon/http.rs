@@ -1,0 +1,78 @@
+//! The HTTP listener: `/healthz` (alive), `/readyz` (dependencies reachable; JSON naming what is
+//! not) and `/metrics` (Prometheus text).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use super::health::Health;
+use super::metrics::Metrics;
+use crate::queue::Queue;
+
+/// What the handlers read: health, metrics, and the queue once PostgreSQL is connected.
+#[derive(Clone)]
+pub struct AppState {
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub queue: Arc<OnceLock<Queue>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let ready = s.health.ready();
+    let body = serde_json::json!({
+        "ready": ready,
+        "components": s.health.components(),
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body))
+}
+
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
+    s.metrics.ready.set(i64::from(s.health.ready()));
+    // Queue gauges are read at scrape time, so they are never staler than the scrape.
+    if let Some(queue) = s.queue.get() {
+        let summary = tokio::time::timeout(Duration::from_secs(5), queue.summary()).await;
+        match summary {
+            Ok(Ok(rows)) => s.metrics.set_queue(&rows),
+            Ok(Err(e)) => tracing::warn!(error = %e, "queue metrics unavailable"),
+            Err(_) => tracing::warn!("queue metrics timed out"),
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+/// Serves until `token` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The supervisor: runs named tasks under one cancellation token, restarts a failed task with
+//! backoff (logging its cause chain), and on shutdown waits for them within a grace period.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::health::Health;
+
+pub struct Supervisor {
+    token: CancellationToken,
+    tasks: JoinSet<()>,
+    health: Arc<Health>,
+}
+
+impl Supervisor {
+    pub fn new(token: CancellationToken, health: Arc<Health>) -> Self {
+        Self {
+            token,
+            tasks: JoinSet::new(),
+            health,
+        }
+    }
+
+    /// Runs `task` until the token is cancelled; an error restarts it after a backoff
+    /// (1 s doubling to 60 s, reset after a run that lasted a minute).
+    pub fn spawn<F, Fut>(&mut self, name: &str, task: F)
+    where
+        F: Fn(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let token = self.token.clone();
+        let health = self.health.clone();
+        let name = name.to_string();
+        self.tasks.spawn(async move {
+            let mut failures = 0u32;
+            while !token.is_cancelled() {
+                health.beat(&name);
+                let started = tokio::time::Instant::now();
+                match task(token.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        if started.elapsed() > Duration::from_secs(60) {
+                            failures = 0;
+                        }
+                        failures += 1;
+                        let delay = crate::support::retry::delay(
+                            failures,
+                            Duration::from_secs(1),
+                            Duration::from_secs(60),
+                        );
+                        tracing::error!(
+                            task = %name,
+                            error = %format!("{e:#}"),
+                            restart_in_ms = delay.as_millis() as u64,
+                            "task failed; restarting"
+                        );
+                        tokio::select! {
+                            _ = token.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+            health.forget(&name);
+        });
+    }
+
+    /// Cancels every task and waits up to `grace` for them; true when all ended in time.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        self.token.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        match tokio::time::timeout(grace, all).await {
+            Ok(()) => true,
+            Err(_) => {
+                self.tasks.abort_all();
+                false
+            }
+        }
+    }
+}
+
+/// Runs `step` every `every` until cancelled, beating the health record each round; a failed
+/// step is logged and retried next round (the loop itself never dies of it).
+pub async fn every<F, Fut>(
+    name: &str,
+    every: Duration,
+    health: &Health,
+    token: &CancellationToken,
+    mut step: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        health.beat(name);
+        if let Err(e) = step().await {
+            tracing::warn!(task = name, error = %format!("{e:#}"), "round failed");
+        }
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

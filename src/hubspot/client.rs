@@ -1,0 +1,547 @@
+//! The HubSpot HTTP client: one `reqwest` client, bearer auth from a secret, every request through
+//! the shared [`Limiter`], retries (timeouts, connection errors, 429, 423, 5xx, 477) via
+//! `support::retry`, and the property cache with its preflight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::HubSpotSettings;
+use super::error::HubSpotError;
+use super::limiter::{Lane, Limiter, TEN_SECONDS};
+use super::preflight::{PreflightProblem, PropertyUse, preflight};
+use super::types::{ApiError, PropertyDefs, PropertyList};
+use crate::support::retry;
+
+/// How long loaded property definitions are trusted before they are read again.
+pub const PROPERTY_CACHE_TTL: Duration = Duration::from_secs(10 * 60);
+/// HubSpot asks for at least 2 s after a 423 Locked.
+const LOCKED_WAIT: Duration = Duration::from_secs(2);
+/// A search 429 ("secondly limit") clears within a second.
+const SEARCH_429_WAIT: Duration = Duration::from_secs(1);
+
+/// A HubSpot answer the caller interprets (2xx, or a 4xx that is about the request's data).
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Rate-limit figures HubSpot sends on non-search answers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateHeaders {
+    pub daily_remaining: Option<u64>,
+    pub window_remaining: Option<u64>,
+    pub interval: Option<Duration>,
+    pub retry_after: Option<Duration>,
+}
+
+impl RateHeaders {
+    pub fn parse(headers: &HeaderMap) -> Self {
+        let number = |name: &str| -> Option<u64> {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+        };
+        Self {
+            daily_remaining: number("x-hubspot-ratelimit-daily-remaining"),
+            window_remaining: number("x-hubspot-ratelimit-remaining"),
+            interval: number("x-hubspot-ratelimit-interval-milliseconds")
+                .map(Duration::from_millis),
+            retry_after: number("retry-after").map(Duration::from_secs),
+        }
+    }
+}
+
+/// The HubSpot client. Cheap to share behind an `Arc`; workers share its limiter.
+pub struct HubSpotClient {
+    http: reqwest::Client,
+    base: String,
+    token: SecretString,
+    limiter: Arc<Limiter>,
+    retry_initial: Duration,
+    retry_max_interval: Duration,
+    max_retry_elapsed: Duration,
+    properties: tokio::sync::Mutex<HashMap<String, (Instant, Arc<PropertyDefs>)>>,
+}
+
+impl std::fmt::Debug for HubSpotClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubSpotClient")
+            .field("base_url", &self.base)
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What went wrong with one attempt, and how long to wait before the next.
+#[derive(Debug)]
+struct Retry {
+    status: Option<u16>,
+    reason: String,
+    /// At least this long, whatever the backoff says.
+    at_least: Duration,
+}
+
+impl HubSpotClient {
+    /// Builds the client; `limiter` is the process's one limiter (see [`Limiter::from_settings`]).
+    pub fn new(settings: &HubSpotSettings, limiter: Arc<Limiter>) -> Result<Self, HubSpotError> {
+        let token = settings.token.clone().ok_or_else(|| {
+            HubSpotError::Config(format!(
+                "hubspot.token is missing: set {}",
+                crate::config::ENV_HUBSPOT_TOKEN
+            ))
+        })?;
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("hubsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HubSpotError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: settings.base_url.as_str().trim_end_matches('/').to_owned(),
+            token,
+            limiter,
+            retry_initial: settings.retry_initial,
+            retry_max_interval: settings.retry_max_interval,
+            max_retry_elapsed: settings.max_retry_elapsed,
+            properties: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn bearer(&self) -> Result<HeaderValue, HubSpotError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
+            .map_err(|_| {
+                HubSpotError::Config(
+                    "hubspot.token holds characters not allowed in an HTTP header".into(),
+                )
+            })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// `/crm/v3/objects/{object}`, refusing object names that could alter the path.
+    pub(crate) fn object_path(object: &str) -> Result<String, HubSpotError> {
+        if object.is_empty()
+            || !object
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(HubSpotError::Config(format!(
+                "HubSpot object type `{object}` is not a valid name"
+            )));
+        }
+        Ok(format!("/crm/v3/objects/{object}"))
+    }
+
+    /// Sends one call through the limiter, retrying transient failures. Returns 2xx answers and
+    /// the 4xx answers that are about the request's data; auth, budget and give-up are errors.
+    pub(crate) async fn call(
+        &self,
+        what: &str,
+        lane: Lane,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Answer, HubSpotError> {
+        let url = format!("{}{path}", self.base);
+        let bearer = self.bearer()?;
+        let started = Instant::now();
+        let mut backoff = retry::exponential(
+            self.retry_initial,
+            self.retry_max_interval,
+            Some(self.max_retry_elapsed),
+        );
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.limiter.acquire(lane).await?;
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .header(AUTHORIZATION, bearer.clone());
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let retry = match request.send().await {
+                Err(e) => Retry {
+                    status: None,
+                    reason: describe(&e),
+                    at_least: Duration::ZERO,
+                },
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = RateHeaders::parse(response.headers());
+                    self.limiter
+                        .observe(headers.daily_remaining, headers.window_remaining);
+                    match response.bytes().await {
+                        Err(e) => Retry {
+                            status: Some(status.as_u16()),
+                            reason: describe(&e),
+                            at_least: Duration::ZERO,
+                        },
+                        Ok(bytes) => match self.classify(what, lane, status, &headers, &bytes)? {
+                            Some(retry) => retry,
+                            None => {
+                                return Ok(Answer {
+                                    status: status.as_u16(),
+                                    body: bytes.to_vec(),
+                                });
+                            }
+                        },
+                    }
+                }
+            };
+            use backoff::backoff::Backoff as _;
+            let Some(wait) = backoff.next_backoff() else {
+                return Err(HubSpotError::Unavailable {
+                    what: what.to_owned(),
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                    status: retry.status,
+                    last: retry.reason,
+                });
+            };
+            let wait = wait.max(retry.at_least);
+            tracing::warn!(
+                call = what,
+                attempt,
+                status = retry.status,
+                reason = %retry.reason,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "retrying HubSpot call"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `Ok(None)`: hand the answer to the caller; `Ok(Some)`: retry; `Err`: stop.
+    fn classify(
+        &self,
+        what: &str,
+        lane: Lane,
+        status: StatusCode,
+        headers: &RateHeaders,
+        body: &[u8],
+    ) -> Result<Option<Retry>, HubSpotError> {
+        let code = status.as_u16();
+        let retry = |reason: String, at_least: Duration| {
+            Ok(Some(Retry {
+                status: Some(code),
+                reason,
+                at_least,
+            }))
+        };
+        match code {
+            401 => Err(HubSpotError::InvalidToken {
+                category: ApiError::parse(body).category().to_owned(),
+            }),
+            403 => {
+                let error = ApiError::parse(body);
+                let mut scopes = error.context_strings("requiredGranularScopes");
+                for detail in &error.errors {
+                    if let Some(ctx) = &detail.context
+                        && let Some(Value::Array(items)) = ctx.get("requiredGranularScopes")
+                    {
+                        scopes.extend(items.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+                    }
+                }
+                Err(HubSpotError::MissingScope {
+                    category: error.category().to_owned(),
+                    scopes,
+                })
+            }
+            429 => {
+                let error = ApiError::parse(body);
+                match (lane, error.policy_name.as_deref()) {
+                    (_, Some("DAILY")) => Err(HubSpotError::DailyLimit {
+                        retry_after: self.limiter.daily_exhausted(),
+                    }),
+                    (Lane::Search, _) => retry(format!("429 {}", error.message()), SEARCH_429_WAIT),
+                    (Lane::Standard, policy) => {
+                        // Everyone waits the window out; the limiter holds the other workers.
+                        let window = headers.interval.unwrap_or(TEN_SECONDS);
+                        self.limiter.pause(window);
+                        retry(
+                            format!(
+                                "429 {} ({})",
+                                error.message(),
+                                policy.unwrap_or("no policy")
+                            ),
+                            Duration::ZERO,
+                        )
+                    }
+                }
+            }
+            423 => retry("423 Locked".into(), LOCKED_WAIT),
+            477 => {
+                let after = headers.retry_after.unwrap_or(Duration::from_secs(60));
+                if after > self.max_retry_elapsed {
+                    Err(HubSpotError::Migrating { retry_after: after })
+                } else {
+                    retry("477 account migrating".into(), after)
+                }
+            }
+            500..=599 => retry(format!("{status} from HubSpot"), Duration::ZERO),
+            _ => {
+                tracing::debug!(call = what, status = code, "HubSpot answered");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The property definitions of `object`, from the cache when fresh.
+    pub async fn properties(&self, object: &str) -> Result<Arc<PropertyDefs>, HubSpotError> {
+        {
+            let cache = self.properties.lock().await;
+            if let Some((at, defs)) = cache.get(object)
+                && at.elapsed() < PROPERTY_CACHE_TTL
+            {
+                return Ok(defs.clone());
+            }
+        }
+        self.refresh_properties(object).await
+    }
+
+    /// Reads the property definitions of `object` again and caches them.
+    pub async fn refresh_properties(
+        &self,
+        object: &str,
+    ) -> Result<Arc<PropertyDefs>, HubSpotError> {
+        Self::object_path(object)?;
+        let what = "property definitions";
+        let path = format!("/crm/v3/properties/{object}");
+        let answer = self
+            .call(what, Lane::Standard, Method::GET, &path, &[], None)
+            .await?;
+        let list: PropertyList = expect_ok(what, &answer)?;
+        let defs = Arc::new(PropertyDefs::new(list.results));
+        self.properties
+            .lock()
+            .await
+            .insert(object.to_owned(), (Instant::now(), defs.clone()));
+        Ok(defs)
+    }
+
+    /// Checks property uses against `object`'s definitions; every problem, named.
+    pub async fn preflight(
+        &self,
+        object: &str,
+        uses: &[PropertyUse],
+    ) -> Result<Vec<PreflightProblem>, HubSpotError> {
+        let defs = self.properties(object).await?;
+        Ok(preflight(&defs, uses))
+    }
+}
+
+/// Parses a 2xx answer, or turns any other into [`HubSpotError::Rejected`].
+pub(crate) fn expect_ok<T: serde::de::DeserializeOwned>(
+    what: &str,
+    answer: &Answer,
+) -> Result<T, HubSpotError> {
+    if !(200..300).contains(&answer.status) {
+        let error = ApiError::parse(&answer.body);
+        return Err(HubSpotError::Rejected {
+            what: what.to_owned(),
+            status: answer.status,
+            category: error.category().to_owned(),
+            message: error.message().to_owned(),
+        });
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| HubSpotError::Protocol {
+        what: what.to_owned(),
+        status: answer.status,
+        detail: e.to_string(),
+    })
+}
+
+/// A transport error in a few words (no URL query, never headers).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the answer"
+    } else {
+        "connection error"
+    };
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    format!("{kind}: {root}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rate_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "X-HubSpot-RateLimit-Daily-Remaining",
+            HeaderValue::from_static("249990"),
+        );
+        h.insert(
+            "X-HubSpot-RateLimit-Remaining",
+            HeaderValue::from_static("97"),
+        );
+        h.insert(
+            "X-HubSpot-RateLimit-Interval-Milliseconds",
+            HeaderValue::from_static("10000"),
+        );
+        h.insert("Retry-After", HeaderValue::from_static("30"));
+        assert_eq!(
+            RateHeaders::parse(&h),
+            RateHeaders {
+                daily_remaining: Some(249_990),
+                window_remaining: Some(97),
+                interval: Some(TEN_SECONDS),
+                retry_after: Some(Duration::from_secs(30)),
+            }
+        );
+        assert_eq!(
+            RateHeaders::parse(&HeaderMap::new()),
+            RateHeaders::default()
+        );
+    }
+
+    #[test]
+    fn object_names_cannot_alter_the_path() {
+        assert!(HubSpotClient::object_path("contacts").is_ok());
+        assert!(HubSpotClient::object_path("2-123").is_ok());
+        assert!(HubSpotClient::object_path("../properties").is_err());
+        assert!(HubSpotClient::object_path("").is_err());
+    }
+
+    fn client() -> HubSpotClient {
+        let settings = HubSpotSettings {
+            token: Some(SecretString::from("pat-na1-secret-value")),
+            ..HubSpotSettings::default()
+        };
+        let limiter = Arc::new(Limiter::from_settings(&settings));
+        HubSpotClient::new(&settings, limiter).expect("client")
+    }
+
+    fn classify(
+        status: u16,
+        headers: RateHeaders,
+        body: &str,
+    ) -> Result<Option<Retry>, HubSpotError> {
+        let status = StatusCode::from_u16(status).expect("status");
+        client().classify("test", Lane::Standard, status, &headers, body.as_bytes())
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        assert!(!format!("{:?}", client()).contains("secret-value"));
+    }
+
+    #[test]
+    fn auth_failures_name_their_cause_and_are_not_retried() {
+        let err = classify(
+            401,
+            RateHeaders::default(),
+            r#"{"category":"INVALID_AUTHENTICATION"}"#,
+        )
+        .expect_err("401");
+        assert!(err.to_string().contains("token is invalid"), "{err}");
+        let err = classify(
+            403,
+            RateHeaders::default(),
+            r#"{"category":"MISSING_SCOPES","errors":[{"context":{"requiredGranularScopes":["crm.objects.contacts.write"]}}]}"#,
+        )
+        .expect_err("403");
+        assert!(
+            err.to_string()
+                .contains("missing a required scope (crm.objects.contacts.write)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn transient_answers_are_retried_with_their_minimum_wait() {
+        for status in [500, 502, 503, 504, 524] {
+            assert!(matches!(
+                classify(status, RateHeaders::default(), ""),
+                Ok(Some(_))
+            ));
+        }
+        let locked = classify(423, RateHeaders::default(), "")
+            .expect("retry")
+            .expect("423");
+        assert_eq!(locked.at_least, LOCKED_WAIT);
+        let soon = RateHeaders {
+            retry_after: Some(Duration::from_secs(3)),
+            ..RateHeaders::default()
+        };
+        let migrating = classify(477, soon, "").expect("retry").expect("477");
+        assert_eq!(migrating.at_least, Duration::from_secs(3));
+        let tomorrow = RateHeaders {
+            retry_after: Some(Duration::from_secs(86_400)),
+            ..RateHeaders::default()
+        };
+        assert!(matches!(
+            classify(477, tomorrow, ""),
+            Err(HubSpotError::Migrating { .. })
+        ));
+        for status in [200, 207, 400, 404, 409] {
+            assert!(matches!(
+                classify(status, RateHeaders::default(), ""),
+                Ok(None)
+            ));
+        }
+    }
+
+    #[test]
+    fn a_daily_429_stops_and_a_burst_429_pauses_everyone() {
+        let c = client();
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        let daily = r#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#;
+        let err = c
+            .classify(
+                "t",
+                Lane::Standard,
+                status,
+                &RateHeaders::default(),
+                daily.as_bytes(),
+            )
+            .expect_err("daily");
+        assert!(matches!(err, HubSpotError::DailyLimit { .. }));
+        let burst = r#"{"message":"You have reached your ten_secondly_rolling limit.","policyName":"TEN_SECONDLY_ROLLING"}"#;
+        let c = client();
+        let retry = c
+            .classify(
+                "t",
+                Lane::Standard,
+                status,
+                &RateHeaders::default(),
+                burst.as_bytes(),
+            )
+            .expect("retry");
+        assert!(retry.is_some());
+        assert_eq!(c.limiter().stats().pauses, 1);
+    }
+}

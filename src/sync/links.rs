@@ -1,0 +1,192 @@
+//! Record links in PostgreSQL (`record_links`): which SQL Server row is which HubSpot record,
+//! and the values both sides agreed on. Written in the same transaction that settles the items,
+//! and conflicts (`sync_conflicts`) with them.
+
+use std::collections::HashMap;
+
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::diff::{Conflict, Side, Values};
+
+/// One record's link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub sql_key: String,
+    pub hubspot_id: Option<String>,
+    pub synced: Values,
+    pub sql_version: Option<i64>,
+    pub hubspot_version: Option<i64>,
+}
+
+/// A link to write after a successful sync: `synced` replaces the snapshot's fields it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkUpdate {
+    pub sql_key: String,
+    pub hubspot_id: Option<String>,
+    pub synced: Values,
+    pub sql_version: Option<i64>,
+    pub hubspot_version: Option<i64>,
+    /// Which direction this sync went (sets `synced_to_hubspot_at` or `synced_to_sql_at`).
+    pub direction: crate::queue::Direction,
+}
+
+/// A conflict to record, with the record it belongs to.
+#[derive(Debug, Clone)]
+pub struct ConflictRecord {
+    pub sql_key: String,
+    pub hubspot_id: Option<String>,
+    pub conflict: Conflict,
+    pub sql_modified_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub hubspot_modified_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn masked(v: &Option<String>) -> String {
+    v.as_deref()
+        .map(|v| crate::telemetry::mask::value(v).into_owned())
+        .unwrap_or_default()
+}
+
+fn to_json(values: &Values) -> serde_json::Value {
+    serde_json::to_value(values).unwrap_or_else(|_| serde_json::json!({}))
+}
+
+fn from_row(row: &sqlx::postgres::PgRow) -> Result<Link, sqlx::Error> {
+    let synced: serde_json::Value = row.try_get("synced")?;
+    Ok(Link {
+        sql_key: row.try_get("sql_key")?,
+        hubspot_id: row.try_get("hubspot_id")?,
+        synced: serde_json::from_value(synced).unwrap_or_default(),
+        sql_version: row.try_get("sql_version")?,
+        hubspot_version: row.try_get("hubspot_version")?,
+    })
+}
+
+const COLUMNS: &str = "sql_key, hubspot_id, synced, sql_version, hubspot_version";
+
+/// Links of the given SQL keys, by key.
+pub async fn by_sql_keys(
+    pool: &PgPool,
+    object: &str,
+    keys: &[String],
+) -> Result<HashMap<String, Link>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM record_links WHERE object = $1 AND sql_key = ANY($2)"
+    )))
+    .bind(object)
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| from_row(r).map(|l| (l.sql_key.clone(), l)))
+        .collect()
+}
+
+/// Links of the given HubSpot ids, by id.
+pub async fn by_hubspot_ids(
+    pool: &PgPool,
+    object: &str,
+    ids: &[String],
+) -> Result<HashMap<String, Link>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM record_links WHERE object = $1 AND hubspot_id = ANY($2)"
+    )))
+    .bind(object)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| from_row(r).map(|l| (l.hubspot_id.clone().unwrap_or_default(), l)))
+        .collect()
+}
+
+/// Inserts or updates links in one statement; the snapshot is merged field by field.
+pub async fn upsert(
+    conn: &mut PgConnection,
+    object: &str,
+    updates: &[LinkUpdate],
+) -> Result<u64, sqlx::Error> {
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<&str> = updates.iter().map(|u| u.sql_key.as_str()).collect();
+    let ids: Vec<Option<&str>> = updates.iter().map(|u| u.hubspot_id.as_deref()).collect();
+    let synced: Vec<serde_json::Value> = updates.iter().map(|u| to_json(&u.synced)).collect();
+    let sql_versions: Vec<Option<i64>> = updates.iter().map(|u| u.sql_version).collect();
+    let hs_versions: Vec<Option<i64>> = updates.iter().map(|u| u.hubspot_version).collect();
+    let to_hubspot: Vec<bool> = updates
+        .iter()
+        .map(|u| u.direction == crate::queue::Direction::ToHubspot)
+        .collect();
+    let done = sqlx::query(
+        r#"
+INSERT INTO record_links AS l (object, sql_key, hubspot_id, synced, sql_version, hubspot_version,
+                               synced_to_hubspot_at, synced_to_sql_at)
+SELECT $1, u.sql_key, u.hubspot_id, u.synced, u.sql_version, u.hubspot_version,
+       CASE WHEN u.to_hubspot THEN now() END, CASE WHEN NOT u.to_hubspot THEN now() END
+FROM unnest($2::text[], $3::text[], $4::jsonb[], $5::bigint[], $6::bigint[], $7::bool[])
+    AS u(sql_key, hubspot_id, synced, sql_version, hubspot_version, to_hubspot)
+ON CONFLICT (object, sql_key) DO UPDATE SET
+    hubspot_id = coalesce(EXCLUDED.hubspot_id, l.hubspot_id),
+    synced = l.synced || EXCLUDED.synced,
+    sql_version = coalesce(EXCLUDED.sql_version, l.sql_version),
+    hubspot_version = coalesce(EXCLUDED.hubspot_version, l.hubspot_version),
+    synced_to_hubspot_at = coalesce(EXCLUDED.synced_to_hubspot_at, l.synced_to_hubspot_at),
+    synced_to_sql_at = coalesce(EXCLUDED.synced_to_sql_at, l.synced_to_sql_at),
+    updated_at = now()
+"#,
+    )
+    .bind(object)
+    .bind(&keys)
+    .bind(&ids)
+    .bind(&synced)
+    .bind(&sql_versions)
+    .bind(&hs_versions)
+    .bind(&to_hubspot)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Records conflicts (and logs each with both values).
+pub async fn record_conflicts(
+    conn: &mut PgConnection,
+    object: &str,
+    conflicts: &[ConflictRecord],
+) -> Result<(), sqlx::Error> {
+    for c in conflicts {
+        tracing::warn!(
+            operation = "CONFLICT",
+            object,
+            record_key = %c.sql_key,
+            hubspot_id = c.hubspot_id.as_deref().unwrap_or(""),
+            field = %c.conflict.field,
+            sql_value = %masked(&c.conflict.sql_value),
+            hubspot_value = %masked(&c.conflict.hubspot_value),
+            policy = c.conflict.policy.as_str(),
+            winner = ?c.conflict.winner,
+            "field changed on both sides"
+        );
+        sqlx::query(
+            "INSERT INTO sync_conflicts (object, sql_key, hubspot_id, field, sql_value, \
+             hubspot_value, synced_value, sql_modified_at, hubspot_modified_at, policy, winner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(object)
+        .bind(&c.sql_key)
+        .bind(&c.hubspot_id)
+        .bind(&c.conflict.field)
+        .bind(&c.conflict.sql_value)
+        .bind(&c.conflict.hubspot_value)
+        .bind(&c.conflict.synced_value)
+        .bind(c.sql_modified_at)
+        .bind(c.hubspot_modified_at)
+        .bind(c.conflict.policy.as_str())
+        .bind(match c.conflict.winner {
+            Side::Sql => "sql",
+            Side::Hubspot => "hubspot",
+        })
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

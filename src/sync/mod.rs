@@ -1,0 +1,7 @@
+//! The sync engine: diffs against the last synced snapshot, echo suppression and conflict
+//! resolution (pure, in `diff`); pollers and workers join the queue, mapping, HubSpot and SQL
+//! Server sides.
+
+pub mod diff;
+pub mod links;
+pub mod worker;

@@ -1,0 +1,145 @@
+//! The worker loop: claim a batch of one object and direction, keep its lease alive while the
+//! handler works (no transaction or lock is held meanwhile), then store record links and
+//! conflicts and settle every item in one PostgreSQL transaction. On shutdown it stops claiming;
+//! a batch that cannot finish within the grace period is released, not failed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::links::{self, ConflictRecord, LinkUpdate};
+use crate::queue::{ClaimedItem, Direction, ItemError, Outcome, Queue, Settled, Waker};
+
+/// What a handler decided for one batch.
+#[derive(Debug, Default)]
+pub struct BatchResult {
+    /// Outcome per item id; an item left out is retried ("no outcome").
+    pub outcomes: Vec<(i64, Outcome)>,
+    pub links: Vec<LinkUpdate>,
+    pub conflicts: Vec<ConflictRecord>,
+}
+
+/// Turns a claimed batch into outcomes (the to_hubspot and to_sql sync steps implement it).
+pub trait BatchHandler: Send + Sync + 'static {
+    fn handle(&self, batch: &[ClaimedItem]) -> impl Future<Output = BatchResult> + Send;
+}
+
+/// Tokens that stop a worker: first `stop_claiming`, then, after the grace period, `abandon`.
+#[derive(Clone, Default)]
+pub struct Stop {
+    pub stop_claiming: CancellationToken,
+    pub abandon: CancellationToken,
+}
+
+pub struct Worker<H> {
+    pub queue: Queue,
+    pub name: String,
+    pub object: String,
+    pub direction: Direction,
+    pub handler: Arc<H>,
+}
+
+/// What one round did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Round {
+    /// Nothing was due.
+    Idle,
+    /// A batch was processed and settled.
+    Settled(Settled),
+    /// The batch was given back unprocessed (shutdown).
+    Released(usize),
+}
+
+impl<H: BatchHandler> Worker<H> {
+    /// Claims and processes one batch.
+    pub async fn round(&self, abandon: &CancellationToken) -> anyhow::Result<Round> {
+        let s = self.queue.settings();
+        let batch = self
+            .queue
+            .claim(&self.object, self.direction, s.batch_size, &self.name)
+            .await?;
+        if batch.is_empty() {
+            return Ok(Round::Idle);
+        }
+        let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
+        let beat_every = (s.lease / 3).max(Duration::from_millis(100));
+        let heartbeat = async {
+            loop {
+                tokio::time::sleep(beat_every).await;
+                if let Err(e) = self.queue.heartbeat(&self.name, &ids).await {
+                    tracing::warn!(worker = %self.name, error = %e, "lease renewal failed");
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = self.handler.handle(&batch) => r,
+            _ = heartbeat => unreachable!("the heartbeat loop never ends"),
+            _ = abandon.cancelled() => {
+                let n = self.queue.release(&self.name, &ids).await?;
+                tracing::warn!(worker = %self.name, released = n, batch_id = %batch[0].batch_id,
+                    "shutdown grace ran out: batch released to the queue");
+                return Ok(Round::Released(batch.len()));
+            }
+        };
+        Ok(Round::Settled(self.store(&batch, result).await?))
+    }
+
+    async fn store(&self, batch: &[ClaimedItem], result: BatchResult) -> anyhow::Result<Settled> {
+        let mut outcomes: std::collections::HashMap<i64, Outcome> =
+            result.outcomes.into_iter().collect();
+        let pairs: Vec<(&ClaimedItem, Outcome)> = batch
+            .iter()
+            .map(|item| {
+                let outcome = outcomes.remove(&item.id).unwrap_or_else(|| {
+                    Outcome::Retry(ItemError::new(
+                        "internal",
+                        "the batch handler gave no outcome",
+                    ))
+                });
+                (item, outcome)
+            })
+            .collect();
+        let mut tx = self.queue.pool().begin().await?;
+        links::upsert(&mut tx, &self.object, &result.links).await?;
+        links::record_conflicts(&mut tx, &self.object, &result.conflicts).await?;
+        let settled = self.queue.settle_on(&mut tx, &self.name, &pairs).await?;
+        tx.commit().await?;
+        if !settled.lost.is_empty() {
+            tracing::warn!(worker = %self.name, lost = ?settled.lost,
+                "items were rescued from this worker before it settled them");
+        }
+        Ok(settled)
+    }
+
+    /// Runs rounds until told to stop claiming; waits for work with `waker` when idle.
+    pub async fn run(&self, stop: Stop, mut waker: Waker) -> anyhow::Result<()> {
+        while !stop.stop_claiming.is_cancelled() {
+            match self.round(&stop.abandon).await? {
+                Round::Idle => tokio::select! {
+                    _ = stop.stop_claiming.cancelled() => {}
+                    _ = waker.wait() => {}
+                },
+                Round::Released(_) => return Ok(()),
+                Round::Settled(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes batches until nothing is due (for `run --once` and tests).
+    pub async fn drain(&self) -> anyhow::Result<Settled> {
+        let never = CancellationToken::new();
+        let mut total = Settled::default();
+        while let Round::Settled(s) = self.round(&never).await? {
+            total.done += s.done;
+            total.retried += s.retried;
+            total.rejected += s.rejected;
+            total.dead += s.dead;
+            total.superseded += s.superseded;
+            total.lost.extend(s.lost);
+        }
+        Ok(total)
+    }
+}
