@@ -104,9 +104,23 @@ pub struct Mapper {
     placeholders: Placeholders,
     phone_form: crate::validation::phone::PhoneForm,
     today: Option<NaiveDate>,
+    /// The field reading the key column, if any.
+    key_field: Option<usize>,
+    /// Field indexes sorted by SQL column.
+    by_column: Vec<usize>,
+    /// Field indexes sorted by HubSpot property.
+    by_property: Vec<usize>,
     /// HubSpot property → SQL column, for naming fields in record-rule errors.
     column_of: HashMap<String, String>,
 }
+
+/// Whether `SqlRow` iterates in key order (serde_json without `preserve_order`).
+static ROWS_ARE_SORTED: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    let mut probe = SqlRow::new();
+    probe.insert("b".into(), Value::Null);
+    probe.insert("a".into(), Value::Null);
+    probe.keys().next().is_some_and(|k| k == "a")
+});
 
 /// Today in Costa Rica (dates of birth, two-digit years): UTC−06:00 all year, no DST since 1992.
 fn today_in_costa_rica() -> NaiveDate {
@@ -266,7 +280,15 @@ impl Mapper {
             .iter()
             .map(|f| (f.info.hubspot.clone(), f.info.sql.clone()))
             .collect();
+        let mut by_column: Vec<usize> = (0..fields.len()).collect();
+        by_column.sort_by(|&a, &b| fields[a].info.sql.cmp(&fields[b].info.sql));
+        let mut by_property: Vec<usize> = (0..fields.len()).collect();
+        by_property.sort_by(|&a, &b| fields[a].info.hubspot.cmp(&fields[b].info.hubspot));
+        let key_field = fields.iter().position(|f| f.info.sql == config.sql_key);
         Ok(Mapper {
+            key_field,
+            by_column,
+            by_property,
             column_of,
             fields,
             record_rules: config.record_rules.clone(),
@@ -296,11 +318,28 @@ impl Mapper {
 
     /// The record's SQL key as text (`numero_asociado`), when present and non-empty.
     pub fn record_key(&self, row: &SqlRow) -> Option<String> {
-        match row.get(&self.sql_key)? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
+        key_text(row.get(&self.sql_key)?)
+    }
+
+    /// The row's value for each field, by index. A row kept in column order (serde_json's
+    /// default map) is read in one pass instead of one search per field.
+    fn columns_of<'r>(&self, row: &'r SqlRow) -> Vec<Option<&'r Value>> {
+        let mut columns = vec![None; self.fields.len()];
+        if !*ROWS_ARE_SORTED {
+            for (i, f) in self.fields.iter().enumerate() {
+                columns[i] = row.get(&f.info.sql);
+            }
+            return columns;
         }
+        let mut entries = row.iter().peekable();
+        for &i in &self.by_column {
+            let name = self.fields[i].info.sql.as_str();
+            while entries.next_if(|(k, _)| k.as_str() < name).is_some() {}
+            if let Some((_, v)) = entries.next_if(|(k, _)| k.as_str() == name) {
+                columns[i] = Some(v);
+            }
+        }
+        columns
     }
 
     fn context(&self) -> Context {
@@ -313,13 +352,22 @@ impl Mapper {
     /// Maps and validates one SQL row for HubSpot. Every failure is reported, not just the first.
     pub fn to_hubspot(&self, row: &SqlRow) -> Mapped {
         let ctx = self.context();
+        let columns = self.columns_of(row);
+        let record_key = match self.key_field {
+            Some(i) => columns[i].and_then(key_text),
+            None => self.record_key(row),
+        };
         let mut out = Mapped {
-            record_key: self.record_key(row),
+            record_key,
             ..Mapped::default()
         };
         let mut failed: Vec<&str> = Vec::new();
-        for f in self.fields.iter().filter(|f| f.info.direction.to_hubspot()) {
-            let raw = match row.get(&f.info.sql) {
+        let mut slots: Vec<Option<Option<String>>> = vec![None; self.fields.len()];
+        for (i, f) in self.fields.iter().enumerate() {
+            if !f.info.direction.to_hubspot() {
+                continue;
+            }
+            let raw = match columns[i] {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(Value::Number(n)) => Some(n.to_string()),
@@ -342,12 +390,18 @@ impl Mapper {
                 &mut out.errors,
                 &mut out.warnings,
             ) {
-                Outcome::Value(v) => {
-                    out.properties.insert(f.info.hubspot.clone(), v);
-                }
+                Outcome::Value(v) => slots[i] = Some(v),
                 Outcome::Omitted => failed.push(&f.info.hubspot),
             }
         }
+        // Built in property order, so the map is bulk-built without searching.
+        let mut sorted = Vec::with_capacity(self.by_property.len());
+        for &i in &self.by_property {
+            if let Some(v) = slots[i].take() {
+                sorted.push((self.fields[i].info.hubspot.clone(), v));
+            }
+        }
+        out.properties = Properties::from_iter(sorted);
         self.apply_record_rules(&mut out.properties, &failed, true, &mut out.errors);
         out
     }
@@ -561,6 +615,14 @@ impl DuplicateCheck {
                 self.seen.insert(value.clone(), mapped.record_key.clone());
             }
         }
+    }
+}
+
+fn key_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -36,6 +36,8 @@ pub struct EnumMap {
     values: Vec<EnumValue>,
     by_key: HashMap<String, usize>,
     by_hubspot: HashMap<String, usize>,
+    /// Codes and synonyms exactly as written in config.
+    by_written: HashMap<String, usize>,
 }
 
 impl EnumMap {
@@ -60,7 +62,14 @@ impl EnumMap {
             .enumerate()
             .map(|(i, v)| (v.hubspot.clone(), i))
             .collect();
+        let mut by_written = HashMap::new();
+        for (i, v) in values.iter().enumerate() {
+            for word in std::iter::once(&v.sql).chain(&v.synonyms) {
+                by_written.entry(word.clone()).or_insert(i);
+            }
+        }
         Ok(EnumMap {
+            by_written,
             values: values.to_vec(),
             by_key,
             by_hubspot,
@@ -71,6 +80,7 @@ impl EnumMap {
         let i = self
             .by_hubspot
             .get(value)
+            .or_else(|| self.by_written.get(value))
             .or_else(|| self.by_key.get(&fold(value)));
         i.map(|&i| &self.values[i]).ok_or_else(|| {
             let options: Vec<&str> = self.values.iter().map(|v| v.hubspot.as_str()).collect();

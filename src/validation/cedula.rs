@@ -87,6 +87,14 @@ impl KindSet {
 /// `155812994816`; NITE 10 digits.
 pub fn normalize(input: &str, accepted: KindSet) -> Result<(String, Option<Note>), Invalid> {
     let value = input.trim();
+    // The canonical física, as SQL Server and HubSpot hold it.
+    if value.len() == 9
+        && accepted.contains(IdKind::Fisica)
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && !value.starts_with('0')
+    {
+        return Ok((value.to_string(), zero_group_note(value)));
+    }
     if let Some(c) = value
         .chars()
         .find(|c| !(c.is_ascii_digit() || matches!(c, ' ' | '-' | '.')))

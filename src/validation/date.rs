@@ -122,7 +122,7 @@ fn year(word: &str, today: NaiveDate) -> Option<i32> {
 
 /// HubSpot's date form, `YYYY-MM-DD`.
 pub fn format(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
 }
 
 /// A date of birth is not in the future and gives an age of at most 120 years.

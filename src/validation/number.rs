@@ -10,6 +10,9 @@ use super::Invalid;
 /// exactly that many digits; more significant digits than that are refused.
 pub fn parse(input: &str, scale: Option<u8>) -> Result<String, Invalid> {
     let value = input.trim();
+    if let Some(canonical) = already_canonical(value, scale) {
+        return Ok(canonical);
+    }
     let invalid = || {
         Invalid::new(
             "number",
@@ -67,6 +70,32 @@ pub fn parse(input: &str, scale: Option<u8>) -> Result<String, Invalid> {
         out.push_str(&frac);
     }
     Ok(out)
+}
+
+/// The common case of a value already in canonical form (`1250000.00`), without re-parsing.
+fn already_canonical(value: &str, scale: Option<u8>) -> Option<String> {
+    let (int, frac) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let ok_int = !int.is_empty() && digits(int) && (int.len() == 1 || !int.starts_with('0'));
+    if !ok_int || !digits(frac) || (value.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let is_zero = int == "0" && frac.bytes().all(|b| b == b'0');
+    if is_zero && value.contains('.') && scale.is_none() {
+        return None;
+    }
+    match scale {
+        Some(s) if usize::from(s) == frac.len() => Some(value.to_string()),
+        Some(s) if frac.is_empty() => Some(if s == 0 {
+            value.to_string()
+        } else {
+            format!("{value}.{}", "0".repeat(usize::from(s)))
+        }),
+        Some(_) => None,
+        // A single `.` before 3 digits after 1–3 digits reads as a group separator.
+        None if frac.len() == 3 && int.len() <= 3 => None,
+        None => Some(value.to_string()),
+    }
 }
 
 /// Splits into integer part (possibly with group separators) and fraction digits. With a scale of

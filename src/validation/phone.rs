@@ -18,6 +18,13 @@ pub enum PhoneForm {
 /// An extension (`ext. 12`, `x12`, `#12`) is cut off and reported in the note.
 pub fn normalize(input: &str, service: bool) -> Result<(String, Option<Note>), Invalid> {
     let value = input.trim();
+    // The national 8-digit form, as SQL Server holds it.
+    if value.len() == 8
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && (b'2'..=b'8').contains(&value.as_bytes()[0])
+    {
+        return Ok((format!("+506{value}"), None));
+    }
     let (number, extension) = split_extension(value);
     if let Some(c) = number.chars().find(|c| {
         !(c.is_ascii_digit() || c.is_whitespace() || matches!(c, '-' | '.' | '(' | ')' | '/' | '+'))

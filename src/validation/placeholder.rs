@@ -58,6 +58,11 @@ pub struct Placeholders {
     ids: HashSet<String>,
     texts: HashSet<String>,
     longest_text: usize,
+    /// Every text placeholder has a letter, so values without letters skip the text check.
+    texts_need_letters: bool,
+    /// First characters of the folded texts: a value starting with another ASCII letter is not
+    /// a text placeholder, without folding it.
+    first_chars: Vec<char>,
     repeated_digits: bool,
 }
 
@@ -69,13 +74,30 @@ impl Placeholders {
             ids: settings.ids.iter().map(|p| digits(p)).collect(),
             texts: settings.texts.iter().map(|t| fold(t)).collect(),
             longest_text: settings.texts.iter().map(|t| t.len()).max().unwrap_or(0),
+            first_chars: settings
+                .texts
+                .iter()
+                .filter_map(|t| fold(t).chars().next())
+                .collect(),
+            texts_need_letters: settings
+                .texts
+                .iter()
+                .all(|t| t.chars().any(char::is_alphabetic)),
             repeated_digits: settings.repeated_digits,
         }
     }
 
     /// True when `value` is a placeholder for a field of this kind.
     pub fn matches(&self, value: &str, kind: ValueKind) -> bool {
-        if value.len() <= self.longest_text + 4 && self.texts.contains(&fold(value)) {
+        let has_letters = value.chars().any(char::is_alphabetic);
+        let first = value.trim_start().chars().next().unwrap_or(' ');
+        let may_be_text = !first.is_ascii_alphanumeric()
+            || self.first_chars.contains(&first.to_ascii_lowercase());
+        if value.len() <= self.longest_text + 4
+            && (has_letters || !self.texts_need_letters)
+            && may_be_text
+            && self.texts.contains(&fold(value))
+        {
             return true;
         }
         let list = match kind {
@@ -83,21 +105,30 @@ impl Placeholders {
             ValueKind::Phone => &self.phones,
             ValueKind::Identity => &self.ids,
         };
-        if value.chars().any(|c| c.is_alphabetic()) {
+        if has_letters {
             return false;
         }
-        let mut digits: String = value.chars().filter(char::is_ascii_digit).collect();
+        let mut buffer = [0u8; 24];
+        let mut len = 0;
+        for b in value.bytes().filter(u8::is_ascii_digit) {
+            if len == buffer.len() {
+                return false;
+            }
+            buffer[len] = b;
+            len += 1;
+        }
+        let mut digits = std::str::from_utf8(&buffer[..len]).unwrap_or("");
         if kind == ValueKind::Phone {
             for prefix in ["00506", "011506"] {
                 if let Some(rest) = digits.strip_prefix(prefix) {
-                    digits = rest.to_string();
+                    digits = rest;
                 }
             }
             if digits.len() == 11 && digits.starts_with("506") {
-                digits.drain(..3);
+                digits = &digits[3..];
             }
         }
-        if list.contains(&digits) {
+        if list.contains(digits) {
             return true;
         }
         let repeated =

@@ -146,7 +146,9 @@ fn check_territory(
                     ),
                 );
             }
-            values.insert(distrito.clone(), Some(d.name.clone()));
+            if d_value != d.name {
+                values.insert(distrito.clone(), Some(d.name.clone()));
+            }
         }
         Err(e) => {
             values.remove(distrito);

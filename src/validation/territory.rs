@@ -87,6 +87,12 @@ pub struct Territory {
     /// Keyed by `canton code + ' ' + folded name`: district names repeat across cantons.
     distrito_index: HashMap<String, usize>,
     distrito_by_code: HashMap<String, usize>,
+    /// Official names as written (the common case, and the form HubSpot holds).
+    provincia_exact: HashMap<String, usize>,
+    canton_exact: HashMap<String, usize>,
+    canton_by_code: HashMap<String, usize>,
+    /// Cantón code → its distritos.
+    distritos_of: HashMap<String, Vec<usize>>,
     /// Folded district name → every district so named, for hints.
     distrito_names: HashMap<String, Vec<usize>>,
     retired: HashMap<String, String>,
@@ -240,7 +246,30 @@ impl Territory {
                 (r.codigo_anterior, message)
             })
             .collect();
+        let provincia_exact = provincias
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| [(p.name.clone(), i), (p.code.clone(), i)])
+            .collect();
+        let canton_exact = cantones
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let canton_by_code = cantones
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.code.clone(), i))
+            .collect();
+        let mut distritos_of: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, d) in distritos.iter().enumerate() {
+            distritos_of.entry(d.canton.clone()).or_default().push(i);
+        }
         Territory {
+            distritos_of,
+            provincia_exact,
+            canton_exact,
+            canton_by_code,
             provincias,
             cantones,
             distritos,
@@ -274,8 +303,8 @@ impl Territory {
     /// A provincia by code (`1`), name (`san jose`) or ISO code (`CR-SJ`).
     pub fn provincia(&self, input: &str) -> Result<&Provincia, Invalid> {
         let value = input.trim();
-        if let Some(p) = self.provincias.iter().find(|p| p.code == value) {
-            return Ok(p);
+        if let Some(&i) = self.provincia_exact.get(value) {
+            return Ok(&self.provincias[i]);
         }
         Self::find(&self.provincia_index, "", &lookup_key(value))
             .map(|i| &self.provincias[i])
@@ -294,8 +323,12 @@ impl Territory {
     /// A cantón by 3-digit code (`101`), name or alias (`Aguirre` → Quepos).
     pub fn canton(&self, input: &str) -> Result<&Canton, Invalid> {
         let value = input.trim();
-        if let Some(c) = self.canton_by_code(value) {
-            return Ok(c);
+        if let Some(&i) = self
+            .canton_exact
+            .get(value)
+            .or_else(|| self.canton_by_code.get(value))
+        {
+            return Ok(&self.cantones[i]);
         }
         Self::find(&self.canton_index, "", &lookup_key(value))
             .map(|i| &self.cantones[i])
@@ -308,7 +341,7 @@ impl Territory {
     }
 
     pub fn canton_by_code(&self, code: &str) -> Option<&Canton> {
-        self.cantones.iter().find(|c| c.code == code)
+        self.canton_by_code.get(code).map(|&i| &self.cantones[i])
     }
 
     /// A distrito by 5-digit code (anywhere), or by name or alias within its cantón.
@@ -331,6 +364,13 @@ impl Territory {
                 format!("distrito {value:?} can only be found by name within its cantón"),
             ));
         };
+        if let Some(&i) = self
+            .distritos_of
+            .get(&canton.code)
+            .and_then(|list| list.iter().find(|&&i| self.distritos[i].name == value))
+        {
+            return Ok(&self.distritos[i]);
+        }
         let key = lookup_key(value);
         if let Some(i) = Self::find(&self.distrito_index, &format!("{} ", canton.code), &key) {
             return Ok(&self.distritos[i]);

@@ -41,9 +41,16 @@ pub fn title(value: &str) -> String {
 /// `-`/`_`/`/` as spaces, other punctuation dropped, whitespace collapsed.
 /// `San  José.`, `SAN JOSE` and `san josé` all give `san jose`.
 pub fn fold(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
+    if value.is_ascii() {
+        return fold_chars(value.chars(), value.len());
+    }
+    fold_chars(value.nfkd(), value.len())
+}
+
+fn fold_chars(chars: impl Iterator<Item = char>, len: usize) -> String {
+    let mut out = String::with_capacity(len);
     let mut pending_space = false;
-    for c in value.nfkd() {
+    for c in chars {
         if is_combining_mark(c) {
             continue;
         }
