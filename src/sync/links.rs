@@ -69,16 +69,8 @@ pub async fn by_sql_keys(
     object: &str,
     keys: &[String],
 ) -> Result<HashMap<String, Link>, sqlx::Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM record_links WHERE object = $1 AND sql_key = ANY($2)"
-    )))
-    .bind(object)
-    .bind(keys)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| from_row(r).map(|l| (l.sql_key.clone(), l)))
-        .collect()
+    let links = load(pool, object, "sql_key", keys).await?;
+    Ok(links.into_iter().map(|l| (l.sql_key.clone(), l)).collect())
 }
 
 /// Links of the given HubSpot ids, by id.
@@ -87,16 +79,28 @@ pub async fn by_hubspot_ids(
     object: &str,
     ids: &[String],
 ) -> Result<HashMap<String, Link>, sqlx::Error> {
+    let links = load(pool, object, "hubspot_id", ids).await?;
+    Ok(links
+        .into_iter()
+        .map(|l| (l.hubspot_id.clone().unwrap_or_default(), l))
+        .collect())
+}
+
+/// Links whose `column` (a fixed column name, never input) is one of `values`.
+async fn load(
+    pool: &PgPool,
+    object: &str,
+    column: &'static str,
+    values: &[String],
+) -> Result<Vec<Link>, sqlx::Error> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM record_links WHERE object = $1 AND hubspot_id = ANY($2)"
+        "SELECT {COLUMNS} FROM record_links WHERE object = $1 AND {column} = ANY($2)"
     )))
     .bind(object)
-    .bind(ids)
+    .bind(values)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| from_row(r).map(|l| (l.hubspot_id.clone().unwrap_or_default(), l)))
-        .collect()
+    rows.iter().map(from_row).collect()
 }
 
 /// Inserts or updates links in one statement; the snapshot is merged field by field.

@@ -4,5 +4,6 @@
 
 pub mod diff;
 pub mod links;
+pub mod poller;
 pub mod to_hubspot;
 pub mod worker;

@@ -199,3 +199,138 @@ async fn members_reach_hubspot_once_linked_and_only_changes_are_resent() {
         .count();
     assert_eq!(renamed, 10);
 }
+
+/// A literal for a generated value, as a client's INSERT would spell it.
+fn literal(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "NULL".into(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => format!("N'{}'", s.replace('\'', "''")),
+        other => format!("N'{other}'"),
+    }
+}
+
+async fn insert_members(sim: &hubsync::sim::mssql::RunningMssqlSim, rows: &[SqlRow]) {
+    let columns: Vec<&String> = rows[0].keys().collect();
+    let list = columns
+        .iter()
+        .map(|c| format!("[{c}]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for chunk in rows.chunks(500) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|r| {
+                let vals: Vec<String> = columns.iter().map(|c| literal(&r[c.as_str()])).collect();
+                format!("({})", vals.join(", "))
+            })
+            .collect();
+        sim.execute_batch(&format!(
+            "INSERT INTO [dbo].[hb_contacts] ({list}) VALUES {}",
+            values.join(",\n")
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_follow() {
+    let s = stand().await;
+    let options = hubsync::sim::mssql::MssqlSimOptions {
+        schema: Some(hubsync::sim::mssql::SEED_SCHEMA.into()),
+        ..Default::default()
+    };
+    let mssql = hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let members = rows(5000);
+    insert_members(&mssql, &members).await;
+
+    let sql_settings = hubsync::mssql::SqlServerSettings {
+        connection: Some(mssql.connection_string().into()),
+        ..Default::default()
+    };
+    let text = std::fs::read_to_string(example_config()).unwrap();
+    let config = load_str(&text, Need::Nothing, &|_| None).unwrap();
+    let object = hubsync::sync::poller::sql_object_settings(&config.objects["contacts"])
+        .validate()
+        .unwrap();
+    let sql_pool = hubsync::mssql::SqlPool::new(&sql_settings).unwrap();
+    let poller = hubsync::sync::poller::SqlPoller {
+        object: "contacts".into(),
+        reader: hubsync::mssql::ChangeReader::new(sql_pool, object),
+        pool: s.queue.pool().clone(),
+        max_attempts: 10,
+    };
+
+    let polled = poller.poll_once().await.unwrap();
+    assert!(polled.elected);
+    assert_eq!((polled.rows_read, polled.items_enqueued), (5000, 5000));
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!(settled.done + settled.rejected, 5000);
+    assert!(
+        settled.rejected > 0 && settled.rejected < 500,
+        "{settled:?}"
+    );
+
+    // HubSpot holds exactly the valid members, with the mapped values of the rows as read.
+    let done = sqlx::query("SELECT payload FROM sync_queue WHERE state = 'done'")
+        .fetch_all(s.queue.pool())
+        .await
+        .unwrap();
+    assert_eq!(s.sim.contacts().len(), done.len());
+    for row in &done {
+        let payload: serde_json::Value = row.get("payload");
+        let mapped = s.mapper.to_hubspot(payload.as_object().unwrap());
+        let email = mapped.properties["email"].clone().unwrap();
+        let contact = s.sim.contact_by_email(&email).unwrap();
+        for (prop, value) in &mapped.properties {
+            assert_eq!(
+                contact.properties.get(prop).filter(|v| !v.is_empty()),
+                value.as_ref(),
+                "{email} {prop}"
+            );
+        }
+    }
+
+    // 50 rows change in SQL Server: only those 50 are read, sent, and only their changed property.
+    let keys: Vec<String> = done
+        .iter()
+        .take(50)
+        .map(|r| r.get::<serde_json::Value, _>("payload")["numero_asociado"].to_string())
+        .collect();
+    mssql
+        .execute_batch(&format!(
+            "UPDATE [dbo].[hb_contacts] SET [firstname] = N'Nuevo Nombre' WHERE [numero_asociado] IN ({})",
+            keys.join(", ")
+        ))
+        .await
+        .unwrap();
+    let writes = |s: &Stand| {
+        let stats = s.sim.stats().requests_by_endpoint;
+        ["batch/create", "batch/update"]
+            .iter()
+            .map(|e| stats.get(*e).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let before = writes(&s);
+    let polled = poller.poll_once().await.unwrap();
+    assert_eq!((polled.rows_read, polled.items_enqueued), (50, 50));
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!(settled.done, 50);
+    assert_eq!(writes(&s) - before, 1, "one batch update of 50");
+    let renamed = s
+        .sim
+        .contacts()
+        .iter()
+        .filter(|c| c.properties.get("firstname").map(String::as_str) == Some("Nuevo Nombre"))
+        .count();
+    assert_eq!(renamed, 50);
+
+    // Nothing changed: the next cycle reads nothing and writes nothing.
+    let polled = poller.poll_once().await.unwrap();
+    assert_eq!((polled.rows_read, polled.items_enqueued), (0, 0));
+    assert_eq!(s.worker.drain().await.unwrap().done, 0);
+    assert_eq!(writes(&s) - before, 1);
+}

@@ -925,43 +925,25 @@ pub fn convert(
         SqlType::Date => match &value {
             Value::Text(t) => types::parse_date(t)
                 .map(|d| Value::Text(types::format_date(d)))
-                .ok_or_else(|| {
-                    SqlError::new(
-                        241,
-                        1,
-                        16,
-                        "Conversion failed when converting date and/or time from character string.",
-                    )
-                }),
+                .ok_or_else(date_conversion_failed),
             _ => Err(clash()),
         },
-        SqlType::DateTime2(scale) => {
-            match &value {
-                Value::Text(t) => {
-                    let dt = types::parse_datetime(t).ok_or_else(|| {
-                    SqlError::new(241, 1, 16, "Conversion failed when converting date and/or time from character string.")
-                })?;
-                    let unit = 10i64.pow(9 - u32::from(*scale));
-                    let nanos = i64::from(chrono::Timelike::nanosecond(&dt.time()) % 1_000_000_000);
-                    let rounded = (nanos + unit / 2) / unit * unit;
-                    let dt = dt - chrono::Duration::nanoseconds(nanos)
-                        + chrono::Duration::nanoseconds(rounded);
-                    Ok(Value::Text(types::format_datetime(dt)))
-                }
-                _ => Err(clash()),
+        SqlType::DateTime2(scale) => match &value {
+            Value::Text(t) => {
+                let dt = types::parse_datetime(t).ok_or_else(date_conversion_failed)?;
+                let unit = 10i64.pow(9 - u32::from(*scale));
+                let nanos = i64::from(chrono::Timelike::nanosecond(&dt.time()) % 1_000_000_000);
+                let rounded = (nanos + unit / 2) / unit * unit;
+                let dt = dt - chrono::Duration::nanoseconds(nanos)
+                    + chrono::Duration::nanoseconds(rounded);
+                Ok(Value::Text(types::format_datetime(dt)))
             }
-        }
+            _ => Err(clash()),
+        },
         SqlType::DateTime => match &value {
             Value::Text(t) => types::parse_datetime(t)
                 .map(|d| Value::Text(types::format_datetime(d)))
-                .ok_or_else(|| {
-                    SqlError::new(
-                        241,
-                        1,
-                        16,
-                        "Conversion failed when converting date and/or time from character string.",
-                    )
-                }),
+                .ok_or_else(date_conversion_failed),
             _ => Err(clash()),
         },
         SqlType::RowVersion | SqlType::Binary(8) if target.is_none() => match &value {
@@ -1271,4 +1253,14 @@ mod tests {
             Value::Int(256)
         );
     }
+}
+
+/// SQL Server's error 241 for a string that is not a date or time.
+fn date_conversion_failed() -> SqlError {
+    SqlError::new(
+        241,
+        1,
+        16,
+        "Conversion failed when converting date and/or time from character string.",
+    )
 }

@@ -799,14 +799,7 @@ pub fn decode_param_value(r: &mut Reader<'_>) -> Result<(Option<SqlType>, Value)
                 (0xEF, n) => SqlType::NChar((n / 2).max(1)),
                 (_, n) => SqlType::Char(n.max(1)),
             };
-            let bytes = if max == 0xFFFF {
-                r.plp()?
-            } else {
-                match r.u16()? {
-                    0xFFFF => None,
-                    n => Some(r.bytes(usize::from(n))?.to_vec()),
-                }
-            };
+            let bytes = r.var_bytes(max)?;
             let value = match bytes {
                 None => Value::Null,
                 Some(b) if wide => Value::Text(utf16(&b)?),
@@ -821,14 +814,7 @@ pub fn decode_param_value(r: &mut Reader<'_>) -> Result<(Option<SqlType>, Value)
                 (0xA5, n) => SqlType::VarBinary(Some(n.max(1))),
                 (_, n) => SqlType::Binary(n.max(1)),
             };
-            let bytes = if max == 0xFFFF {
-                r.plp()?
-            } else {
-                match r.u16()? {
-                    0xFFFF => None,
-                    n => Some(r.bytes(usize::from(n))?.to_vec()),
-                }
-            };
+            let bytes = r.var_bytes(max)?;
             Ok((Some(ty), bytes.map_or(Value::Null, Value::Bytes)))
         }
         0x28 => {

@@ -70,6 +70,17 @@ impl<'a> Reader<'a> {
         let n = usize::from(self.u8()?);
         types::utf16(self.bytes(n * 2)?)
     }
+    /// A variable-length value of a type declared with maximum length `max`: PLP for `(max)`
+    /// types (0xFFFF), else a u16 length (0xFFFF = NULL). `None` for NULL.
+    pub fn var_bytes(&mut self, max: u16) -> Result<Option<Vec<u8>>, String> {
+        if max == 0xFFFF {
+            return self.plp();
+        }
+        match self.u16()? {
+            0xFFFF => Ok(None),
+            n => Ok(Some(self.bytes(usize::from(n))?.to_vec())),
+        }
+    }
     /// A PLP value: `None` for PLP NULL.
     pub fn plp(&mut self) -> Result<Option<Vec<u8>>, String> {
         let total = self.u64()?;
