@@ -1190,6 +1190,16 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
     }
 }
 
+/// SQL Server's error 241 for a string that is not a date or time.
+fn date_conversion_failed() -> SqlError {
+    SqlError::new(
+        241,
+        1,
+        16,
+        "Conversion failed when converting date and/or time from character string.",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1253,14 +1263,4 @@ mod tests {
             Value::Int(256)
         );
     }
-}
-
-/// SQL Server's error 241 for a string that is not a date or time.
-fn date_conversion_failed() -> SqlError {
-    SqlError::new(
-        241,
-        1,
-        16,
-        "Conversion failed when converting date and/or time from character string.",
-    )
 }
