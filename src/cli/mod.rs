@@ -37,8 +37,8 @@ pub enum Command {
     CheckConfig,
     /// Apply the queue database migrations.
     Migrate,
-    /// Run the service until SIGTERM (SIGHUP reloads config.yaml).
-    Run,
+    /// Run the service until SIGTERM (SIGHUP reloads config.yaml); `--once` polls and drains.
+    Run(crate::daemon::RunArgs),
     /// Look at and act on the work queue.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -98,7 +98,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
-        Command::Run => crate::daemon::run(&cli.config).await,
+        Command::Run(args) => crate::daemon::run(&cli.config, args).await,
         Command::Queue(command) => {
             let config = load(&cli.config, Need::Postgres)?;
             crate::telemetry::init_cli();

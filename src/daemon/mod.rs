@@ -60,11 +60,23 @@ impl Signals {
     }
 }
 
+/// Options of `hubsync run`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// Poll every object once, drain the queue until nothing is due, and exit: 0, or 1 when
+    /// anything was rejected or gave up (for cron and tests).
+    #[arg(long)]
+    pub once: bool,
+}
+
 /// `hubsync run`: runs until SIGTERM/SIGINT; exits 0 then, 78 on a configuration error.
-pub async fn run(config_path: &Path) -> Result<u8, Failure> {
+pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     let config = crate::cli::load(config_path, Need::All)?;
     let _telemetry = crate::telemetry::init(&config.logging)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    if args.once {
+        return run_once(&config).await;
+    }
     // Signals are caught from here on, so an early SIGTERM is a clean stop.
     let mut signals =
         Signals::new().map_err(|e| Failure::new(exit::SOFTWARE, format!("signals: {e}")))?;
@@ -129,8 +141,19 @@ pub async fn run(config_path: &Path) -> Result<u8, Failure> {
     let queue = Queue::new(pool.clone(), config.queue.clone());
     let _ = http_state.queue.set(queue.clone());
     let root = CancellationToken::new();
+    let engine = crate::sync::engine::build(&config, &queue)
+        .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    let abandon = CancellationToken::new();
     let mut sup = Supervisor::new(root.clone(), health.clone());
     spawn_maintenance(&mut sup, &queue, &health, config_rx);
+    spawn_sync(
+        &mut sup,
+        &engine,
+        &queue,
+        &health,
+        &abandon,
+        &instance(&config),
+    );
 
     systemd::ready(&health.summary());
     tracing::info!(operation = "START", status = "ready", "hubsync is ready");
@@ -142,7 +165,7 @@ pub async fn run(config_path: &Path) -> Result<u8, Failure> {
     tracing::info!(operation = "STOP", "stopping: finishing in-flight work");
     let grace = config.service.shutdown_grace;
     tokio::select! {
-        clean = sup.shutdown(grace) => {
+        clean = sup.shutdown(grace, &abandon) => {
             if !clean {
                 tracing::warn!(grace_ms = grace.as_millis() as u64,
                     "tasks did not finish within the grace period");
@@ -152,6 +175,107 @@ pub async fn run(config_path: &Path) -> Result<u8, Failure> {
     }
     pool.close().await;
     Ok(stopped(&http_token))
+}
+
+/// `run --once`: poll each object once and drain its queue.
+async fn run_once(config: &Config) -> Result<u8, Failure> {
+    let pool = crate::cli::connect(config).await?;
+    crate::pg::migrate(&pool)
+        .await
+        .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let queue = Queue::new(pool, config.queue.clone());
+    let engine = crate::sync::engine::build(config, &queue)
+        .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    let worker_name = format!("{}/once", instance(config));
+    let mut failed = 0;
+    for object in &engine.objects {
+        let polled = object
+            .poller
+            .poll_once()
+            .await
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
+        let settled = object
+            .worker(&queue, &worker_name)
+            .drain()
+            .await
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
+        failed += settled.rejected + settled.dead;
+        tracing::info!(operation = "RUN_ONCE", object = %object.name, rows_read = polled.rows_read,
+            enqueued = polled.items_enqueued, done = settled.done, rejected = settled.rejected,
+            retried = settled.retried, dead = settled.dead, "poll and drain finished");
+    }
+    Ok(if failed > 0 { exit::REJECTED } else { exit::OK })
+}
+
+/// This process's name in logs and `sync_queue.locked_by`.
+fn instance(config: &Config) -> String {
+    config.service.instance.clone().unwrap_or_else(|| {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "hubsync".into());
+        format!("{host}:{}", std::process::id())
+    })
+}
+
+/// Per object: the SQL Server poller and `queue.workers` to_hubspot workers; and the SQL Server
+/// readiness check.
+fn spawn_sync(
+    sup: &mut Supervisor,
+    engine: &crate::sync::engine::Engine,
+    queue: &Queue,
+    health: &Arc<Health>,
+    abandon: &CancellationToken,
+    instance: &str,
+) {
+    let interval = queue.settings().poll_interval;
+    let sql = engine.sql.clone();
+    let h = health.clone();
+    spawn_every(sup, "sql-server-check", interval, health, move || {
+        let (sql, health) = (sql.clone(), h.clone());
+        async move {
+            let (ok, detail) = match sql.probe().await {
+                Ok(()) => (true, "ok".to_string()),
+                Err(e) => (false, e.to_string()),
+            };
+            if health.set("sql_server", ok, detail) {
+                systemd::status(&health.summary());
+                tracing::warn!(component = "sql_server", ready = ok, "readiness changed");
+            }
+            Ok(())
+        }
+    });
+    for object in &engine.objects {
+        let poller = object.poller.clone();
+        let name = format!("poll:{}", object.name);
+        spawn_every(sup, &name, interval, health, move || {
+            let poller = poller.clone();
+            async move {
+                let polled = poller.poll_once().await?;
+                if polled.items_enqueued > 0 {
+                    tracing::info!(operation = "POLL", object = %poller.object,
+                        rows_read = polled.rows_read, enqueued = polled.items_enqueued,
+                        "changes queued");
+                }
+                Ok(())
+            }
+        });
+        for n in 0..queue.settings().workers {
+            let worker = Arc::new(object.worker(queue, &format!("{instance}/{}/{n}", object.name)));
+            let (pool, abandon) = (queue.pool().clone(), abandon.clone());
+            sup.spawn(&format!("worker:{}:{n}", object.name), move |token| {
+                let (worker, pool, abandon) = (worker.clone(), pool.clone(), abandon.clone());
+                async move {
+                    let waker = crate::queue::Waker::new(pool, interval).await;
+                    let stop = crate::sync::worker::Stop {
+                        stop_claiming: token,
+                        abandon,
+                    };
+                    worker.run(stop, waker).await
+                }
+            });
+        }
+    }
 }
 
 fn stopped(http: &CancellationToken) -> u8 {
@@ -259,7 +383,7 @@ fn spawn_maintenance(
 /// Supervises a loop that runs `step` every `period`.
 fn spawn_every<S, Fut>(
     sup: &mut Supervisor,
-    name: &'static str,
+    name: &str,
     period: Duration,
     health: &Arc<Health>,
     step: S,
@@ -268,8 +392,9 @@ fn spawn_every<S, Fut>(
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let health = health.clone();
+    let task = name.to_string();
     sup.spawn(name, move |token| {
-        let (health, step) = (health.clone(), step.clone());
-        async move { every(name, period, &health, &token, step).await }
+        let (health, step, task) = (health.clone(), step.clone(), task.clone());
+        async move { every(&task, period, &health, &token, step).await }
     });
 }

@@ -66,21 +66,34 @@ impl Supervisor {
                 }
             }
             health.forget(&name);
+            tracing::debug!(task = %name, "task stopped");
         });
     }
 
-    /// Cancels every task and waits up to `grace` for them; true when all ended in time.
-    pub async fn shutdown(mut self, grace: Duration) -> bool {
+    /// Cancels every task and waits up to `grace` for them; then cancels `abandon` (workers
+    /// release their batches) and waits a little more before aborting what is left. True when
+    /// all ended within the grace period.
+    pub async fn shutdown(mut self, grace: Duration, abandon: &CancellationToken) -> bool {
         self.token.cancel();
-        let all = async { while self.tasks.join_next().await.is_some() {} };
-        match tokio::time::timeout(grace, all).await {
-            Ok(()) => true,
-            Err(_) => {
-                self.tasks.abort_all();
-                false
-            }
+        if tokio::time::timeout(grace, join_all(&mut self.tasks))
+            .await
+            .is_ok()
+        {
+            return true;
         }
+        abandon.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), join_all(&mut self.tasks))
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+        false
     }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Runs `step` every `every` until cancelled, beating the health record each round; a failed
@@ -98,7 +111,12 @@ where
 {
     loop {
         health.beat(name);
-        if let Err(e) = step().await {
+        // A round stuck on an unresponsive server must not hold up shutdown.
+        let result = tokio::select! {
+            r = step() => r,
+            _ = token.cancelled() => return Ok(()),
+        };
+        if let Err(e) = result {
             tracing::warn!(task = name, error = %format!("{e:#}"), "round failed");
         }
         tokio::select! {

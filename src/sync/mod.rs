@@ -3,6 +3,7 @@
 //! Server sides.
 
 pub mod diff;
+pub mod engine;
 pub mod links;
 pub mod poller;
 pub mod to_hubspot;

@@ -13,27 +13,57 @@ use nix::unistd::Pid;
 
 use crate::support::fresh_db;
 
-const TOKEN: &str = "pat-na1-99999999-8888-7777-6666-555555555555";
-
 struct Daemon {
     child: Child,
     notify: UnixDatagram,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config: std::path::PathBuf,
+    sims: Sims,
 }
 
-fn config_text(port: u16) -> String {
-    format!(
-        "service:\n  http_listen: 127.0.0.1:{port}\n  health_interval: 200ms\n  shutdown_grace: 10s\n\
-         postgres:\n  connect_timeout: 1s\n\
-         sql_server:\n  connection: server=tcp:127.0.0.1,1;user=sa;password=x\n\
-         objects:\n  contacts:\n    sql_table: dbo.hb_contacts\n    sql_key: numero_asociado\n"
-    )
+/// The outside systems the daemon talks to, run in this test process.
+struct Sims {
+    hubspot: hubsync::sim::hubspot::RunningSim,
+    mssql: hubsync::sim::mssql::RunningMssqlSim,
+}
+
+async fn sims() -> Sims {
+    let hubspot = hubsync::sim::hubspot::start("127.0.0.1:0".parse().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let options = hubsync::sim::mssql::MssqlSimOptions {
+        schema: Some(hubsync::sim::mssql::SEED_SCHEMA.into()),
+        ..Default::default()
+    };
+    let mssql = hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    Sims { hubspot, mssql }
+}
+
+/// The shipped config.yaml, pointed at the simulators, a free port and a temp log directory.
+fn config_text(port: u16, sims: &Sims, logs: &Path) -> String {
+    let example = std::fs::read_to_string(crate::support::example_config()).unwrap();
+    example
+        .replace(
+            "http_listen: 127.0.0.1:9187",
+            &format!("http_listen: 127.0.0.1:{port}"),
+        )
+        .replace("health_interval: 5s", "health_interval: 200ms")
+        .replace("shutdown_grace: 30s", "shutdown_grace: 3s")
+        .replace("poll_interval: 5s", "poll_interval: 200ms")
+        .replace("connect_timeout: 5s", "connect_timeout: 1s")
+        .replace("https://api.hubapi.com", &sims.hubspot.base_url())
+        .replace(
+            "directory: /var/log/hubsync",
+            &format!("directory: {}", logs.display()),
+        )
 }
 
 impl Daemon {
-    fn start(database_url: &str) -> Daemon {
+    async fn start(database_url: &str) -> Daemon {
+        let sims = sims().await;
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -41,7 +71,7 @@ impl Daemon {
             .unwrap()
             .port();
         let config = dir.path().join("config.yaml");
-        std::fs::write(&config, config_text(port)).unwrap();
+        std::fs::write(&config, config_text(port, &sims, &dir.path().join("logs"))).unwrap();
         let socket = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&socket).unwrap();
         notify
@@ -51,7 +81,8 @@ impl Daemon {
             .args(["--config", config.to_str().unwrap(), "run"])
             .env("NOTIFY_SOCKET", &socket)
             .env("HUBSYNC_DATABASE_URL", database_url)
-            .env("HUBSYNC_HUBSPOT_TOKEN", TOKEN)
+            .env("HUBSYNC_HUBSPOT_TOKEN", "sim-token")
+            .env("HUBSYNC_SQL_SERVER", sims.mssql.connection_string())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -61,8 +92,9 @@ impl Daemon {
             child,
             notify,
             port,
-            _dir: dir,
+            dir,
             config,
+            sims,
         }
     }
 
@@ -115,10 +147,12 @@ fn write_config(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-#[tokio::test]
+// Multi-threaded: the simulators in this process keep serving while the test blocks on the
+// notification socket and on the child process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
     let (pool, url) = fresh_db().await;
-    let daemon = Daemon::start(&url);
+    let daemon = Daemon::start(&url).await;
     daemon.expect_notify("READY=1");
     let queue = hubsync::queue::Queue::new(pool, Default::default());
     let item = hubsync::queue::NewItem {
@@ -148,12 +182,15 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
         .await
         .unwrap();
     assert!(metrics.contains("hubsync_ready 1"), "{metrics}");
-    assert!(
-        metrics.contains(
-            "hubsync_queue_items{object=\"contacts\",direction=\"to_hubspot\",state=\"pending\"} 1"
-        ),
-        "{metrics}"
-    );
+    // The one queued item, in whatever state the worker has it now.
+    let item_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("hubsync_queue_items{object=\"contacts\",direction=\"to_hubspot\"")
+        })
+        .collect();
+    assert_eq!(item_lines.len(), 1, "{metrics}");
+    assert!(item_lines[0].ends_with(" 1"), "{metrics}");
 
     // A broken config on SIGHUP is refused; the service keeps running on the old one.
     write_config(&daemon.config, "queue:\n  lease: soon\n");
@@ -169,7 +206,10 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
         200
     );
     // A valid one is applied.
-    write_config(&daemon.config, &config_text(daemon.port));
+    write_config(
+        &daemon.config,
+        &config_text(daemon.port, &daemon.sims, &daemon.dir.path().join("logs")),
+    );
     daemon.signal(Signal::SIGHUP);
     daemon.expect_notify("RELOADING=1");
     daemon.expect_notify("READY=1");
@@ -183,20 +223,20 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
     );
     assert!(out.contains("configuration reloaded"), "{out}");
     assert!(out.contains("hubsync stopped"), "{out}");
-    assert!(!out.contains(TOKEN));
+    assert!(!out.contains(hubsync::sim::mssql::DEFAULT_PASSWORD));
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_a_postgres_outage() {
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(Durability::Fast))
         .await
         .unwrap()
         .unwrap();
     let url = cluster.create_database("outage").await.unwrap();
-    let daemon = Daemon::start(&url);
+    let daemon = Daemon::start(&url).await;
     daemon.expect_notify("READY=1");
 
     drop(cluster); // PostgreSQL stops.
@@ -219,4 +259,71 @@ async fn readyz_reports_a_postgres_outage() {
     );
     let (code, out) = daemon.stop();
     assert_eq!(code, Some(0), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_syncs_sql_server_members_to_hubspot_and_exits_1_on_rejections() {
+    let (pool, url) = fresh_db().await;
+    let sims = sims().await;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let members: Vec<hubsync::mapping::SqlRow> = (0..300)
+        .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
+        .collect();
+    crate::to_hubspot::insert_members(&sims.mssql, &members).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, config_text(0, &sims, &dir.path().join("logs"))).unwrap();
+    let connection = sims.mssql.connection_string();
+    let run = || {
+        crate::support::hubsync(
+            &["--config", config.to_str().unwrap(), "run", "--once"],
+            &[
+                ("HUBSYNC_DATABASE_URL", url.as_str()),
+                ("HUBSYNC_HUBSPOT_TOKEN", "sim-token"),
+                ("HUBSYNC_SQL_SERVER", connection.as_str()),
+            ],
+            dir.path(),
+        )
+    };
+    // The simulators keep serving on the other runtime threads meanwhile.
+    let out = tokio::task::block_in_place(run);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some members are invalid: {text}"
+    );
+    let (done, rejected): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'rejected') FROM sync_queue",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(done + rejected, 300);
+    assert!(rejected > 0);
+    assert_eq!(sims.hubspot.contacts().len() as i64, done);
+    assert!(!text.contains(hubsync::sim::mssql::DEFAULT_PASSWORD));
+    assert!(!text.contains("sim-token"));
+
+    // A second run finds nothing new: no HubSpot writes; still exit 1 only if new rejections.
+    let writes = |s: &Sims| {
+        let stats = s.hubspot.stats().requests_by_endpoint;
+        ["batch/create", "batch/update"]
+            .iter()
+            .map(|e| stats.get(*e).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let before = writes(&sims);
+    let out = tokio::task::block_in_place(run);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(writes(&sims), before);
 }

@@ -210,7 +210,7 @@ fn literal(v: &serde_json::Value) -> String {
     }
 }
 
-async fn insert_members(sim: &hubsync::sim::mssql::RunningMssqlSim, rows: &[SqlRow]) {
+pub async fn insert_members(sim: &hubsync::sim::mssql::RunningMssqlSim, rows: &[SqlRow]) {
     let columns: Vec<&String> = rows[0].keys().collect();
     let list = columns
         .iter()

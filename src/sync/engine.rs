@@ -1,0 +1,81 @@
+//! Assembles the sync engine from the configuration: one shared HubSpot client and limiter, one
+//! SQL Server pool, and per object its mapper, SQL Server poller and to_hubspot handler.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::poller::{SqlPoller, sql_object_settings};
+use super::to_hubspot::ToHubspot;
+use super::worker::Worker;
+use crate::config::Config;
+use crate::hubspot::{HubSpotClient, Limiter};
+use crate::mapping::Mapper;
+use crate::mssql::{ChangeReader, SqlPool};
+use crate::queue::{Direction, Queue};
+
+/// Everything that syncs one object.
+pub struct ObjectSync {
+    pub name: String,
+    pub poller: Arc<SqlPoller>,
+    pub to_hubspot: Arc<ToHubspot>,
+}
+
+impl ObjectSync {
+    /// A to_hubspot worker for this object named `worker`.
+    pub fn worker(&self, queue: &Queue, worker: &str) -> Worker<ToHubspot> {
+        Worker {
+            queue: queue.clone(),
+            name: worker.to_string(),
+            object: self.name.clone(),
+            direction: Direction::ToHubspot,
+            handler: self.to_hubspot.clone(),
+        }
+    }
+}
+
+/// The engine: the shared clients and every configured object.
+pub struct Engine {
+    pub hubspot: Arc<HubSpotClient>,
+    pub sql: SqlPool,
+    pub objects: Vec<ObjectSync>,
+}
+
+pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
+    let limiter = Arc::new(Limiter::from_settings(&config.hubspot));
+    let hubspot = Arc::new(
+        HubSpotClient::new(&config.hubspot, limiter).context("cannot set up the HubSpot client")?,
+    );
+    let sql = SqlPool::new(&config.sql_server).context("cannot set up the SQL Server pool")?;
+    let mut objects = Vec::new();
+    for (name, object) in &config.objects {
+        let mapper = Arc::new(
+            Mapper::new(object).with_context(|| format!("objects.{name}: invalid mapping"))?,
+        );
+        let sql_object = sql_object_settings(object).validate().map_err(|problems| {
+            let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("objects.{name}: {}", text.join("; "))
+        })?;
+        objects.push(ObjectSync {
+            name: name.clone(),
+            poller: Arc::new(SqlPoller {
+                object: name.clone(),
+                reader: ChangeReader::new(sql.clone(), sql_object),
+                pool: queue.pool().clone(),
+                max_attempts: queue.settings().max_attempts,
+            }),
+            to_hubspot: Arc::new(ToHubspot {
+                object: name.clone(),
+                hubspot_object: object.hubspot_object.clone(),
+                mapper,
+                client: hubspot.clone(),
+                pool: queue.pool().clone(),
+            }),
+        });
+    }
+    Ok(Engine {
+        hubspot,
+        sql,
+        objects,
+    })
+}
