@@ -188,21 +188,31 @@ async fn run_once(config: &Config) -> Result<u8, Failure> {
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
     let worker_name = format!("{}/once", instance(config));
     let mut failed = 0;
+    let unavailable = |e: anyhow::Error| Failure::new(exit::UNAVAILABLE, format!("{e:#}"));
     for object in &engine.objects {
-        let polled = object
-            .poller
-            .poll_once()
-            .await
-            .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
-        let settled = object
+        let sql = object.poller.poll_once().await.map_err(unavailable)?;
+        let out = object
             .worker(&queue, &worker_name)
             .drain()
             .await
-            .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
-        failed += settled.rejected + settled.dead;
-        tracing::info!(operation = "RUN_ONCE", object = %object.name, rows_read = polled.rows_read,
-            enqueued = polled.items_enqueued, done = settled.done, rejected = settled.rejected,
-            retried = settled.retried, dead = settled.dead, "poll and drain finished");
+            .map_err(unavailable)?;
+        let hs = object
+            .hubspot_poller
+            .poll_once()
+            .await
+            .map_err(unavailable)?;
+        let back = object
+            .sql_worker(&queue, &worker_name)
+            .drain()
+            .await
+            .map_err(unavailable)?;
+        failed += out.rejected + out.dead + back.rejected + back.dead;
+        tracing::info!(operation = "RUN_ONCE", object = %object.name,
+            sql_rows_read = sql.rows_read, hubspot_records_read = hs.rows_read,
+            to_hubspot_done = out.done, to_hubspot_rejected = out.rejected,
+            to_sql_done = back.done, to_sql_rejected = back.rejected,
+            retried = out.retried + back.retried, dead = out.dead + back.dead,
+            "poll and drain finished");
     }
     Ok(if failed > 0 { exit::REJECTED } else { exit::OK })
 }
@@ -260,22 +270,62 @@ fn spawn_sync(
                 Ok(())
             }
         });
-        for n in 0..queue.settings().workers {
-            let worker = Arc::new(object.worker(queue, &format!("{instance}/{}/{n}", object.name)));
-            let (pool, abandon) = (queue.pool().clone(), abandon.clone());
-            sup.spawn(&format!("worker:{}:{n}", object.name), move |token| {
-                let (worker, pool, abandon) = (worker.clone(), pool.clone(), abandon.clone());
-                async move {
-                    let waker = crate::queue::Waker::new(pool, interval).await;
-                    let stop = crate::sync::worker::Stop {
-                        stop_claiming: token,
-                        abandon,
-                    };
-                    worker.run(stop, waker).await
+        let poller = object.hubspot_poller.clone();
+        let name = format!("poll-hubspot:{}", object.name);
+        spawn_every(sup, &name, interval, health, move || {
+            let poller = poller.clone();
+            async move {
+                let polled = poller.poll_once().await?;
+                if polled.items_enqueued > 0 {
+                    tracing::info!(operation = "POLL", object = %poller.object, direction = "to_sql",
+                        records_read = polled.rows_read, enqueued = polled.items_enqueued,
+                        "HubSpot changes queued");
                 }
-            });
+                Ok(())
+            }
+        });
+        for n in 0..queue.settings().workers {
+            let name = format!("{instance}/{}/{n}", object.name);
+            spawn_worker(
+                sup,
+                Arc::new(object.worker(queue, &name)),
+                queue,
+                abandon,
+                interval,
+            );
+            let name = format!("{instance}/{}/to_sql/{n}", object.name);
+            spawn_worker(
+                sup,
+                Arc::new(object.sql_worker(queue, &name)),
+                queue,
+                abandon,
+                interval,
+            );
         }
     }
+}
+
+/// Supervises one worker loop.
+fn spawn_worker<H: crate::sync::worker::BatchHandler>(
+    sup: &mut Supervisor,
+    worker: Arc<crate::sync::worker::Worker<H>>,
+    queue: &Queue,
+    abandon: &CancellationToken,
+    interval: Duration,
+) {
+    let (pool, abandon) = (queue.pool().clone(), abandon.clone());
+    let task = format!("worker:{}", worker.name);
+    sup.spawn(&task, move |token| {
+        let (worker, pool, abandon) = (worker.clone(), pool.clone(), abandon.clone());
+        async move {
+            let waker = crate::queue::Waker::new(pool, interval).await;
+            let stop = crate::sync::worker::Stop {
+                stop_claiming: token,
+                abandon,
+            };
+            worker.run(stop, waker).await
+        }
+    });
 }
 
 fn stopped(http: &CancellationToken) -> u8 {

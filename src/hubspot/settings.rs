@@ -24,6 +24,9 @@ pub struct HubSpotSettings {
     /// Per-request timeout.
     #[serde(with = "crate::config::duration")]
     pub timeout: Duration,
+    /// The HubSpot poller re-reads this far behind its cursor: search results lag writes.
+    #[serde(with = "crate::config::duration")]
+    pub search_lag: Duration,
     /// Give up retrying a call after this long; the queue then retries the items later.
     #[serde(with = "crate::config::duration")]
     pub max_retry_elapsed: Duration,
@@ -45,6 +48,7 @@ impl Default for HubSpotSettings {
             daily_reserve: 10_000,
             timeout: Duration::from_secs(30),
             max_retry_elapsed: Duration::from_secs(120),
+            search_lag: Duration::from_secs(30),
             retry_initial: Duration::from_millis(250),
             retry_max_interval: Duration::from_secs(10),
         }

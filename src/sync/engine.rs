@@ -7,18 +7,21 @@ use anyhow::Context;
 
 use super::poller::{SqlPoller, sql_object_settings};
 use super::to_hubspot::ToHubspot;
+use super::to_sql::{HubspotPoller, ToSql};
 use super::worker::Worker;
 use crate::config::Config;
 use crate::hubspot::{HubSpotClient, Limiter};
 use crate::mapping::Mapper;
-use crate::mssql::{ChangeReader, SqlPool};
+use crate::mssql::{ChangeReader, SqlPool, SqlWriter};
 use crate::queue::{Direction, Queue};
 
-/// Everything that syncs one object.
+/// Everything that syncs one object, both ways.
 pub struct ObjectSync {
     pub name: String,
     pub poller: Arc<SqlPoller>,
     pub to_hubspot: Arc<ToHubspot>,
+    pub hubspot_poller: Arc<HubspotPoller>,
+    pub to_sql: Arc<ToSql>,
 }
 
 impl ObjectSync {
@@ -30,6 +33,17 @@ impl ObjectSync {
             object: self.name.clone(),
             direction: Direction::ToHubspot,
             handler: self.to_hubspot.clone(),
+        }
+    }
+
+    /// A to_sql worker for this object named `worker`.
+    pub fn sql_worker(&self, queue: &Queue, worker: &str) -> Worker<ToSql> {
+        Worker {
+            queue: queue.clone(),
+            name: worker.to_string(),
+            object: self.name.clone(),
+            direction: Direction::ToSql,
+            handler: self.to_sql.clone(),
         }
     }
 }
@@ -58,6 +72,22 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
         })?;
         objects.push(ObjectSync {
             name: name.clone(),
+            hubspot_poller: Arc::new(HubspotPoller {
+                object: name.clone(),
+                hubspot_object: object.hubspot_object.clone(),
+                client: hubspot.clone(),
+                properties: mapper.fields().map(|f| f.hubspot.clone()).collect(),
+                pool: queue.pool().clone(),
+                max_attempts: queue.settings().max_attempts,
+                lag: config.hubspot.search_lag,
+            }),
+            to_sql: Arc::new(ToSql {
+                object: name.clone(),
+                mapper: mapper.clone(),
+                reader: Arc::new(ChangeReader::new(sql.clone(), sql_object.clone())),
+                writer: Arc::new(SqlWriter::new(sql.clone(), sql_object.clone())),
+                pool: queue.pool().clone(),
+            }),
             poller: Arc::new(SqlPoller {
                 object: name.clone(),
                 reader: ChangeReader::new(sql.clone(), sql_object),

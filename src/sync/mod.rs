@@ -7,4 +7,5 @@ pub mod engine;
 pub mod links;
 pub mod poller;
 pub mod to_hubspot;
+pub mod to_sql;
 pub mod worker;

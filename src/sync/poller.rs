@@ -58,44 +58,92 @@ pub fn source_version(change: &RowChange) -> Option<i64> {
     change.modified_utc.map(|t| t.timestamp_micros())
 }
 
-impl SqlPoller {
-    fn lock_name(&self) -> String {
-        format!("hubsync:poll:{}:{}", self.object, Direction::ToHubspot)
+/// Runs `poll` only while holding the poller's advisory lock, so that of several hubsync
+/// instances on one database exactly one polls each object and direction.
+pub async fn elected<F, Fut>(
+    pool: &PgPool,
+    object: &str,
+    direction: Direction,
+    poll: F,
+) -> anyhow::Result<Polled>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Polled>>,
+{
+    let name = format!("hubsync:poll:{object}:{direction}");
+    let mut lock = pool.acquire().await?;
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(&name)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !got {
+        return Ok(Polled::default());
     }
+    let result = poll().await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(&name)
+        .execute(&mut *lock)
+        .await;
+    result.map(|p| Polled { elected: true, ..p })
+}
 
+/// The stored position of a poller, if any.
+pub async fn load_cursor(
+    pool: &PgPool,
+    object: &str,
+    direction: Direction,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    Ok(sqlx::query_scalar(
+        "SELECT cursor_value FROM sync_cursors WHERE object = $1 AND direction = $2",
+    )
+    .bind(object)
+    .bind(direction.as_str())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Enqueues one page of changes and stores the position after it, in one transaction.
+pub async fn enqueue_page(
+    pool: &PgPool,
+    object: &str,
+    direction: Direction,
+    items: &[NewItem],
+    cursor: serde_json::Value,
+    max_attempts: i32,
+) -> anyhow::Result<u64> {
+    let mut tx = pool.begin().await?;
+    let n = enqueue_on(&mut tx, object, direction, items, max_attempts).await?;
+    sqlx::query(
+        "INSERT INTO sync_cursors (object, direction, cursor_value, last_change_at) \
+         VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END) \
+         ON CONFLICT (object, direction) DO UPDATE SET cursor_value = EXCLUDED.cursor_value, \
+           updated_at = now(), \
+           last_change_at = coalesce(EXCLUDED.last_change_at, sync_cursors.last_change_at)",
+    )
+    .bind(object)
+    .bind(direction.as_str())
+    .bind(cursor)
+    .bind(!items.is_empty())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+impl SqlPoller {
     /// Polls once if elected: reads every change since the stored cursor.
     pub async fn poll_once(&self) -> anyhow::Result<Polled> {
-        let mut lock = self.pool.acquire().await?;
-        let elected: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(self.lock_name())
-                .fetch_one(&mut *lock)
-                .await?;
-        if !elected {
-            return Ok(Polled::default());
-        }
-        let result = self.read_all().await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-            .bind(self.lock_name())
-            .execute(&mut *lock)
-            .await;
-        result
+        elected(&self.pool, &self.object, Direction::ToHubspot, || {
+            self.read_all()
+        })
+        .await
     }
 
     async fn read_all(&self) -> anyhow::Result<Polled> {
-        let stored: Option<serde_json::Value> = sqlx::query_scalar(
-            "SELECT cursor_value FROM sync_cursors WHERE object = $1 AND direction = $2",
-        )
-        .bind(&self.object)
-        .bind(Direction::ToHubspot.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let stored = load_cursor(&self.pool, &self.object, Direction::ToHubspot).await?;
         let cursor = stored.and_then(|v| ChangeCursor::from_json(&v).ok());
         let mut poll = self.reader.poll(cursor);
-        let mut out = Polled {
-            elected: true,
-            ..Polled::default()
-        };
+        let mut out = Polled::default();
         while let Some(page) = poll.next_page().await? {
             out.rows_read += page.changes.len() as u64;
             let items: Vec<NewItem> = page
@@ -113,29 +161,15 @@ impl SqlPoller {
                     })
                 })
                 .collect();
-            let mut tx = self.pool.begin().await?;
-            out.items_enqueued += enqueue_on(
-                &mut tx,
+            out.items_enqueued += enqueue_page(
+                &self.pool,
                 &self.object,
                 Direction::ToHubspot,
                 &items,
+                page.cursor.to_json(),
                 self.max_attempts,
             )
             .await?;
-            sqlx::query(
-                "INSERT INTO sync_cursors (object, direction, cursor_value, last_change_at) \
-                 VALUES ($1, $2, $3, CASE WHEN $4 THEN now() END) \
-                 ON CONFLICT (object, direction) DO UPDATE SET cursor_value = EXCLUDED.cursor_value, \
-                   updated_at = now(), \
-                   last_change_at = coalesce(EXCLUDED.last_change_at, sync_cursors.last_change_at)",
-            )
-            .bind(&self.object)
-            .bind(Direction::ToHubspot.as_str())
-            .bind(page.cursor.to_json())
-            .bind(!items.is_empty())
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
         }
         Ok(out)
     }

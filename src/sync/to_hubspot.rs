@@ -462,7 +462,8 @@ impl Run<'_> {
     }
 }
 
-fn validation_error(issue: &Issue) -> ItemError {
+/// A failed rule as a queue item error (field, rule, message).
+pub fn validation_error(issue: &Issue) -> ItemError {
     ItemError {
         field: Some(issue.field.clone()),
         rule: Some(issue.rule.clone()),

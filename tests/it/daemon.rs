@@ -298,7 +298,8 @@ async fn run_once_syncs_sql_server_members_to_hubspot_and_exits_1_on_rejections(
         "some members are invalid: {text}"
     );
     let (done, rejected): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'rejected') FROM sync_queue",
+        "SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'rejected') \
+         FROM sync_queue WHERE direction = 'to_hubspot'",
     )
     .fetch_one(&pool)
     .await
@@ -306,6 +307,14 @@ async fn run_once_syncs_sql_server_members_to_hubspot_and_exits_1_on_rejections(
     assert_eq!(done + rejected, 300);
     assert!(rejected > 0);
     assert_eq!(sims.hubspot.contacts().len() as i64, done);
+    // HubSpot's poller saw our creates come back; they are echoes, never written to SQL Server.
+    let to_sql: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT coalesce(outcome, state), count(*) FROM sync_queue WHERE direction = 'to_sql' GROUP BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(to_sql, [("SKIP".to_string(), done)]);
     assert!(!text.contains(hubsync::sim::mssql::DEFAULT_PASSWORD));
     assert!(!text.contains("sim-token"));
 

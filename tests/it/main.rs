@@ -11,5 +11,6 @@ mod mssql_sim;
 mod queue;
 mod support;
 mod to_hubspot;
+mod to_sql;
 mod validate;
 mod worker;

@@ -16,14 +16,14 @@ use sqlx::Row;
 
 use crate::support::{example_config, fresh_db};
 
-struct Stand {
-    sim: RunningSim,
-    queue: Queue,
-    worker: Worker<ToHubspot>,
-    mapper: Arc<Mapper>,
+pub struct Stand {
+    pub sim: RunningSim,
+    pub queue: Queue,
+    pub worker: Worker<ToHubspot>,
+    pub mapper: Arc<Mapper>,
 }
 
-async fn stand() -> Stand {
+pub async fn stand() -> Stand {
     let (pool, _) = fresh_db().await;
     let sim = hubsync::sim::hubspot::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -71,7 +71,7 @@ async fn stand() -> Stand {
     }
 }
 
-fn rows(n: u64) -> Vec<SqlRow> {
+pub fn rows(n: u64) -> Vec<SqlRow> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     (0..n)
         .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
