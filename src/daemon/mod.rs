@@ -146,14 +146,10 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     let abandon = CancellationToken::new();
     let mut sup = Supervisor::new(root.clone(), health.clone());
     spawn_maintenance(&mut sup, &queue, &health, config_rx);
-    spawn_sync(
-        &mut sup,
-        &engine,
-        &queue,
-        &health,
-        &abandon,
-        &instance(&config),
-    );
+    // One LISTEN connection for all workers of this process.
+    let waker = crate::queue::Waker::new(pool.clone(), config.queue.poll_interval).await;
+    let name = instance(&config);
+    spawn_sync(&mut sup, &engine, &queue, &health, &abandon, &name, &waker);
 
     systemd::ready(&health.summary());
     tracing::info!(operation = "START", status = "ready", "hubsync is ready");
@@ -173,7 +169,9 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         }
         _ = signals.terminate() => tracing::warn!("second stop signal: exiting now"),
     }
-    pool.close().await;
+    drop(waker);
+    // Connections still held by a task that did not stop must not hold up the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
     Ok(stopped(&http_token))
 }
 
@@ -237,6 +235,7 @@ fn spawn_sync(
     health: &Arc<Health>,
     abandon: &CancellationToken,
     instance: &str,
+    waker: &crate::queue::Waker,
 ) {
     let interval = queue.settings().poll_interval;
     let sql = engine.sql.clone();
@@ -286,20 +285,13 @@ fn spawn_sync(
         });
         for n in 0..queue.settings().workers {
             let name = format!("{instance}/{}/{n}", object.name);
-            spawn_worker(
-                sup,
-                Arc::new(object.worker(queue, &name)),
-                queue,
-                abandon,
-                interval,
-            );
+            spawn_worker(sup, Arc::new(object.worker(queue, &name)), waker, abandon);
             let name = format!("{instance}/{}/to_sql/{n}", object.name);
             spawn_worker(
                 sup,
                 Arc::new(object.sql_worker(queue, &name)),
-                queue,
+                waker,
                 abandon,
-                interval,
             );
         }
     }
@@ -309,16 +301,14 @@ fn spawn_sync(
 fn spawn_worker<H: crate::sync::worker::BatchHandler>(
     sup: &mut Supervisor,
     worker: Arc<crate::sync::worker::Worker<H>>,
-    queue: &Queue,
+    waker: &crate::queue::Waker,
     abandon: &CancellationToken,
-    interval: Duration,
 ) {
-    let (pool, abandon) = (queue.pool().clone(), abandon.clone());
+    let (waker, abandon) = (waker.clone(), abandon.clone());
     let task = format!("worker:{}", worker.name);
     sup.spawn(&task, move |token| {
-        let (worker, pool, abandon) = (worker.clone(), pool.clone(), abandon.clone());
+        let (worker, waker, abandon) = (worker.clone(), waker.clone(), abandon.clone());
         async move {
-            let waker = crate::queue::Waker::new(pool, interval).await;
             let stop = crate::sync::worker::Stop {
                 stop_claiming: token,
                 abandon,

@@ -143,6 +143,16 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    /// A failed test must not leave the daemon running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn write_config(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
