@@ -163,6 +163,15 @@ impl BatchHandler for ToSql {
             }
             .emit()
         };
+        let skip = |result: &mut BatchResult, item: &ClaimedItem, message: &str| {
+            log(item, "SKIP", "done", message);
+            let hubspot_id = Some(item.record_key.clone());
+            let done = Outcome::Done {
+                operation: "SKIP".into(),
+                hubspot_id,
+            };
+            result.outcomes.push((item.id, done));
+        };
         let ids: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
         let links = match links::by_hubspot_ids(&self.pool, &self.object, &ids).await {
             Ok(l) => l,
@@ -206,33 +215,18 @@ impl BatchHandler for ToSql {
                 continue;
             };
             if diff::changes(&hs, &link.synced).is_empty() {
-                log(item, "SKIP", "done", "no change since the last sync");
-                result.outcomes.push((
-                    item.id,
-                    Outcome::Done {
-                        operation: "SKIP".into(),
-                        hubspot_id: Some(item.record_key.clone()),
-                    },
-                ));
+                skip(&mut result, item, "no change since the last sync");
                 continue;
             }
             // Three-way: what SQL Server holds now, what HubSpot holds, what both agreed on.
             let sql_row = match self.reader.row_by_key(&link.sql_key).await {
                 Ok(Some(row)) => row,
                 Ok(None) => {
-                    log(
+                    skip(
+                        &mut result,
                         item,
-                        "SKIP",
-                        "done",
                         "the linked SQL Server row no longer exists",
                     );
-                    result.outcomes.push((
-                        item.id,
-                        Outcome::Done {
-                            operation: "SKIP".into(),
-                            hubspot_id: Some(item.record_key.clone()),
-                        },
-                    ));
                     continue;
                 }
                 Err(e) => {
@@ -263,14 +257,7 @@ impl BatchHandler for ToSql {
                 });
             }
             if plan.to_sql.is_empty() {
-                log(item, "SKIP", "done", "SQL Server's values stand");
-                result.outcomes.push((
-                    item.id,
-                    Outcome::Done {
-                        operation: "SKIP".into(),
-                        hubspot_id: Some(item.record_key.clone()),
-                    },
-                ));
+                skip(&mut result, item, "SQL Server's values stand");
                 continue;
             }
             let mapped = self.mapper.to_sql(&plan.to_sql);
@@ -317,19 +304,11 @@ impl BatchHandler for ToSql {
                     | RowOutcome::Unchanged { key },
                 ) => key,
                 Some(RowOutcome::Skipped) => {
-                    log(
+                    skip(
+                        &mut result,
                         p.item,
-                        "SKIP",
-                        "done",
                         "created in HubSpot; on_new_hubspot_record is ignore",
                     );
-                    result.outcomes.push((
-                        p.item.id,
-                        Outcome::Done {
-                            operation: "SKIP".into(),
-                            hubspot_id: Some(p.item.record_key.clone()),
-                        },
-                    ));
                     continue;
                 }
                 Some(RowOutcome::Failed(f)) => {

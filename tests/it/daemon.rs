@@ -32,13 +32,7 @@ async fn sims() -> Sims {
     let hubspot = hubsync::sim::hubspot::start("127.0.0.1:0".parse().unwrap(), Default::default())
         .await
         .unwrap();
-    let options = hubsync::sim::mssql::MssqlSimOptions {
-        schema: Some(hubsync::sim::mssql::SEED_SCHEMA.into()),
-        ..Default::default()
-    };
-    let mssql = hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let mssql = crate::support::mssql_sim().await;
     Sims { hubspot, mssql }
 }
 
@@ -329,13 +323,7 @@ async fn run_once_syncs_sql_server_members_to_hubspot_and_exits_1_on_rejections(
     assert!(!text.contains("sim-token"));
 
     // A second run finds nothing new: no HubSpot writes; still exit 1 only if new rejections.
-    let writes = |s: &Sims| {
-        let stats = s.hubspot.stats().requests_by_endpoint;
-        ["batch/create", "batch/update"]
-            .iter()
-            .map(|e| stats.get(*e).copied().unwrap_or(0))
-            .sum::<u64>()
-    };
+    let writes = |s: &Sims| crate::support::hubspot_writes(&s.hubspot);
     let before = writes(&sims);
     let out = tokio::task::block_in_place(run);
     assert_eq!(

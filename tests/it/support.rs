@@ -77,3 +77,23 @@ pub fn hubsync(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
 pub fn example_config() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")
 }
+
+/// A SQL Server simulator with the seed contact table `dbo.hb_contacts`.
+pub async fn mssql_sim() -> hubsync::sim::mssql::RunningMssqlSim {
+    let options = hubsync::sim::mssql::MssqlSimOptions {
+        schema: Some(hubsync::sim::mssql::SEED_SCHEMA.into()),
+        ..Default::default()
+    };
+    hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .expect("start the SQL Server simulator")
+}
+
+/// HubSpot write calls (batch create, update, archive) the simulator has served.
+pub fn hubspot_writes(sim: &hubsync::sim::hubspot::RunningSim) -> u64 {
+    let stats = sim.stats().requests_by_endpoint;
+    ["batch/create", "batch/update", "batch/archive"]
+        .iter()
+        .map(|e| stats.get(*e).copied().unwrap_or(0))
+        .sum()
+}

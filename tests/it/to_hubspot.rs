@@ -237,13 +237,7 @@ pub async fn insert_members(sim: &hubsync::sim::mssql::RunningMssqlSim, rows: &[
 #[tokio::test]
 async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_follow() {
     let s = stand().await;
-    let options = hubsync::sim::mssql::MssqlSimOptions {
-        schema: Some(hubsync::sim::mssql::SEED_SCHEMA.into()),
-        ..Default::default()
-    };
-    let mssql = hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let mssql = crate::support::mssql_sim().await;
     let members = rows(5000);
     insert_members(&mssql, &members).await;
 
@@ -307,13 +301,7 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
         ))
         .await
         .unwrap();
-    let writes = |s: &Stand| {
-        let stats = s.sim.stats().requests_by_endpoint;
-        ["batch/create", "batch/update"]
-            .iter()
-            .map(|e| stats.get(*e).copied().unwrap_or(0))
-            .sum::<u64>()
-    };
+    let writes = |s: &Stand| crate::support::hubspot_writes(&s.sim);
     let before = writes(&s);
     let polled = poller.poll_once().await.unwrap();
     assert_eq!((polled.rows_read, polled.items_enqueued), (50, 50));

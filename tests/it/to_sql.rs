@@ -29,13 +29,7 @@ struct Both {
 
 async fn both() -> Both {
     let s = stand().await;
-    let options = hubsync::sim::mssql::MssqlSimOptions {
-        schema: Some(hubsync::sim::mssql::SEED_SCHEMA.into()),
-        ..Default::default()
-    };
-    let mssql = hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let mssql = crate::support::mssql_sim().await;
     let text = std::fs::read_to_string(example_config()).unwrap();
     let config = load_str(&text, Need::Nothing, &|_| None).unwrap();
     let object = sql_object_settings(&config.objects["contacts"])
@@ -100,11 +94,7 @@ impl Both {
     }
 
     fn hubspot_writes(&self) -> u64 {
-        let stats = self.s.sim.stats().requests_by_endpoint;
-        ["batch/create", "batch/update", "batch/archive"]
-            .iter()
-            .map(|e| stats.get(*e).copied().unwrap_or(0))
-            .sum()
+        crate::support::hubspot_writes(&self.s.sim)
     }
 
     async fn sql_firstname(&self, key: &str) -> String {
