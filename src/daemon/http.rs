@@ -21,6 +21,8 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub queue: Arc<OnceLock<Queue>>,
+    /// The process's HubSpot limiter, once the sync engine is built.
+    pub limiter: Arc<OnceLock<Arc<crate::hubspot::Limiter>>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -47,6 +49,9 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     s.metrics.ready.set(i64::from(s.health.ready()));
+    if let Some(limiter) = s.limiter.get() {
+        s.metrics.set_hubspot(&limiter.stats());
+    }
     // Queue gauges are read at scrape time, so they are never staler than the scrape.
     if let Some(queue) = s.queue.get() {
         let summary = tokio::time::timeout(Duration::from_secs(5), queue.summary()).await;

@@ -83,7 +83,7 @@ impl Default for Metrics {
         );
         registry.register(
             "hubspot_throttled",
-            "HubSpot 429 answers that paused the limiter",
+            "HubSpot 429 answers (rolling window) that paused every worker",
             m.hubspot_throttled.clone(),
         );
         registry.register(
@@ -118,6 +118,17 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Copies the HubSpot limiter's counters into the gauges.
+    pub fn set_hubspot(&self, stats: &crate::hubspot::LimiterStats) {
+        self.hubspot_requests
+            .set((stats.granted + stats.search_granted) as i64);
+        self.hubspot_throttled.set(stats.pauses as i64);
+        self.limiter_wait_seconds.set(stats.waited.as_secs_f64());
+        if let Some(left) = stats.daily_remaining {
+            self.daily_budget_remaining.set(left as i64);
+        }
     }
 
     /// Replaces the queue gauges with a fresh summary (states absent from it read 0).
@@ -170,5 +181,27 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn exports_the_hubspot_limiter_counters() {
+        let m = Metrics::default();
+        m.set_hubspot(&crate::hubspot::LimiterStats {
+            granted: 120,
+            search_granted: 3,
+            waited: std::time::Duration::from_millis(2500),
+            pauses: 1,
+            daily_remaining: Some(249_000),
+            window_remaining: Some(7),
+        });
+        let text = m.encode();
+        for line in [
+            "hubsync_hubspot_requests 123",
+            "hubsync_hubspot_throttled 1",
+            "hubsync_limiter_wait_seconds 2.5",
+            "hubsync_hubspot_daily_budget_remaining 249000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing: {text}");
+        }
     }
 }

@@ -97,6 +97,7 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         health: health.clone(),
         metrics: metrics.clone(),
         queue: Arc::default(),
+        limiter: Arc::default(),
     };
     tokio::spawn(http::serve(
         listener,
@@ -143,6 +144,7 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     let root = CancellationToken::new();
     let engine = crate::sync::engine::build(&config, &queue)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    let _ = http_state.limiter.set(engine.hubspot.limiter().clone());
     let abandon = CancellationToken::new();
     let mut sup = Supervisor::new(root.clone(), health.clone());
     spawn_maintenance(&mut sup, &queue, &health, config_rx);
