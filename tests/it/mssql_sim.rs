@@ -329,19 +329,9 @@ async fn transactions_by_batch_and_by_transaction_manager() {
     let sim = sim().await;
     let mut c = connect(&sim).await;
     assert_eq!(trancount(&mut c).await, 0);
-    c.simple_query("BEGIN TRANSACTION")
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    run_batch(&mut c, "BEGIN TRANSACTION").await;
     assert_eq!(trancount(&mut c).await, 1);
-    c.simple_query("BEGIN TRAN")
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    run_batch(&mut c, "BEGIN TRAN").await;
     assert_eq!(trancount(&mut c).await, 2);
     c.execute(
         "INSERT INTO [dbo].[items] ([id], [name]) VALUES (@P1, @P2)",
@@ -349,19 +339,9 @@ async fn transactions_by_batch_and_by_transaction_manager() {
     )
     .await
     .unwrap();
-    c.simple_query("COMMIT TRANSACTION")
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    run_batch(&mut c, "COMMIT TRANSACTION").await;
     assert_eq!(trancount(&mut c).await, 1);
-    c.simple_query("ROLLBACK TRANSACTION")
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    run_batch(&mut c, "ROLLBACK TRANSACTION").await;
     assert_eq!(trancount(&mut c).await, 0);
     assert_eq!(
         count_items(&mut c).await,
@@ -541,38 +521,18 @@ async fn errors_carry_sql_server_numbers_and_the_connection_survives() {
     assert_eq!(server_error(err), 8003);
 
     // Statement errors leave the transaction open, unless XACT_ABORT is ON.
-    c.simple_query("BEGIN TRAN")
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    run_batch(&mut c, "BEGIN TRAN").await;
     let dup = "INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'dup')";
     assert_eq!(error_of(&mut c, dup).await, 2627);
     assert_eq!(trancount(&mut c).await, 1);
-    c.simple_query("SET XACT_ABORT ON")
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    run_batch(&mut c, "SET XACT_ABORT ON").await;
     assert_eq!(error_of(&mut c, dup).await, 2627);
     assert_eq!(trancount(&mut c).await, 0);
-    c.simple_query("SET XACT_ABORT OFF")
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    run_batch(&mut c, "SET XACT_ABORT OFF").await;
 
     // Deadlock injection: the next write fails with 1205 and rolls the transaction back.
     sim.deadlock_next_writes(1);
-    c.simple_query("BEGIN TRAN")
-        .await
-        .unwrap()
-        .into_results()
-        .await
-        .unwrap();
+    run_batch(&mut c, "BEGIN TRAN").await;
     let err = c
         .execute(
             "UPDATE [dbo].[items] SET [name] = @P1 WHERE [id] = @P2",
@@ -853,4 +813,14 @@ async fn the_cli_serves_the_seed_contact_table() {
         .get::<i32, _>(0);
     assert_eq!(n, Some(0));
     child.kill().await.expect("the simulator stops");
+}
+
+/// Runs a batch and reads its results to the end, failing the test on an error.
+async fn run_batch(c: &mut Conn, sql: &str) {
+    c.simple_query(sql)
+        .await
+        .unwrap()
+        .into_results()
+        .await
+        .unwrap();
 }

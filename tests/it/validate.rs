@@ -74,16 +74,7 @@ fn validate_reads_csv_with_sql_column_headers() {
          2002,,Ana,\"Núñez, hija\",ana@example.com,,,,\n",
     )
     .unwrap();
-    let out = hubsync(
-        &repo("config.yaml"),
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    let out = validate_file(&input);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
@@ -117,16 +108,7 @@ fn malformed_input_exits_65_naming_line_and_column() {
         "{\"numero_asociado\": 1}\n{\"numero_asociado\": 2,, }\n",
     )
     .unwrap();
-    let out = hubsync(
-        &repo("config.yaml"),
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    let out = validate_file(&input);
     assert_eq!(out.status.code(), Some(65));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("line 2, column 23"), "{stderr}");
@@ -137,31 +119,13 @@ fn malformed_input_exits_65_naming_line_and_column() {
         "numero_asociado,email\n1,a@example.com\n2,b@example.com,extra\n",
     )
     .unwrap();
-    let out = hubsync(
-        &repo("config.yaml"),
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            csv.to_str().unwrap(),
-        ],
-    );
+    let out = validate_file(&csv);
     assert_eq!(out.status.code(), Some(65));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("line 3: 3 columns, expected 2"), "{stderr}");
 
     let missing = dir.path().join("absent.jsonl");
-    let out = hubsync(
-        &repo("config.yaml"),
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            missing.to_str().unwrap(),
-        ],
-    );
+    let out = validate_file(&missing);
     assert_eq!(out.status.code(), Some(65));
 }
 
@@ -253,4 +217,18 @@ fn check_config_reports_unknown_transform_and_rule_names_by_key_path() {
         ],
     );
     assert_eq!(out.status.code(), Some(78));
+}
+
+/// `hubsync validate --object contacts --input FILE` with the shipped config.
+fn validate_file(input: &std::path::Path) -> std::process::Output {
+    hubsync(
+        &repo("config.yaml"),
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    )
 }
