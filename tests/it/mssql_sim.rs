@@ -301,19 +301,16 @@ async fn ten_thousand_rows_cross_many_packets_in_order() {
 }
 
 async fn trancount(c: &mut Conn) -> i32 {
-    c.query("SELECT @@TRANCOUNT AS [trancount]", &[])
-        .await
-        .unwrap()
-        .into_row()
-        .await
-        .unwrap()
-        .unwrap()
-        .get::<i32, _>("trancount")
-        .unwrap()
+    first_int(c, "SELECT @@TRANCOUNT AS [trancount]").await
 }
 
 async fn count_items(c: &mut Conn) -> i32 {
-    c.query("SELECT COUNT(*) FROM [dbo].[items]", &[])
+    first_int(c, "SELECT COUNT(*) FROM [dbo].[items]").await
+}
+
+/// The first column of the one row `sql` returns, as an int.
+async fn first_int(c: &mut Conn, sql: &str) -> i32 {
+    c.query(sql, &[])
         .await
         .unwrap()
         .into_row()

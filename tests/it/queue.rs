@@ -52,6 +52,14 @@ async fn states(pool: &PgPool) -> HashMap<String, i64> {
         .collect()
 }
 
+/// Enqueues to_hubspot changes of the test object.
+async fn put(queue: &Queue, items: &[NewItem]) {
+    queue
+        .enqueue(OBJ, Direction::ToHubspot, items)
+        .await
+        .unwrap();
+}
+
 /// Lets a test make claimed items due again without waiting: the clock moves, not the test.
 async fn make_due(pool: &PgPool) {
     sqlx::query("UPDATE sync_queue SET run_after = now() WHERE state = 'pending'")
@@ -199,23 +207,11 @@ async fn eight_workers_drain_20000_items_exactly_once() {
 async fn coalescing_keeps_one_pending_item_with_the_newest_payload() {
     let (pool, _) = fresh_db().await;
     let queue = Queue::new(pool.clone(), settings());
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("a", 1)])
-        .await
-        .unwrap();
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("a", 3)])
-        .await
-        .unwrap();
+    put(&queue, &[item("a", 1)]).await;
+    put(&queue, &[item("a", 3)]).await;
     // An older change never replaces a newer one, in another batch or in the same batch.
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("a", 2)])
-        .await
-        .unwrap();
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("b", 5), item("b", 4)])
-        .await
-        .unwrap();
+    put(&queue, &[item("a", 2)]).await;
+    put(&queue, &[item("b", 5), item("b", 4)]).await;
     // The other direction is a separate item.
     queue
         .enqueue(OBJ, Direction::ToSql, &[item("a", 1)])
@@ -256,15 +252,9 @@ async fn coalescing_keeps_one_pending_item_with_the_newest_payload() {
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("a", 4)])
-        .await
-        .unwrap();
+    put(&queue, &[item("a", 4)]).await;
     // A re-read of a version already running is ignored.
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("b", 5)])
-        .await
-        .unwrap();
+    put(&queue, &[item("b", 5)]).await;
     assert!(
         queue
             .claim(OBJ, Direction::ToHubspot, 10, "w2")
@@ -372,10 +362,7 @@ async fn a_dead_workers_items_are_rescued_without_charging_attempts() {
 async fn heartbeat_keeps_a_lease_and_reports_lost_items() {
     let (pool, _) = fresh_db().await;
     let queue = Queue::new(pool.clone(), settings());
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("h", 1)])
-        .await
-        .unwrap();
+    put(&queue, &[item("h", 1)]).await;
     let batch = queue
         .claim(OBJ, Direction::ToHubspot, 1, "w")
         .await
@@ -401,10 +388,7 @@ async fn heartbeat_keeps_a_lease_and_reports_lost_items() {
 async fn retries_back_off_then_die_and_rejections_keep_every_reason() {
     let (pool, _) = fresh_db().await;
     let queue = Queue::new(pool.clone(), settings());
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("t", 1), item("p", 1)])
-        .await
-        .unwrap();
+    put(&queue, &[item("t", 1), item("p", 1)]).await;
 
     let mut delays = Vec::new();
     for attempt in 1..=4 {
@@ -521,10 +505,7 @@ async fn retries_back_off_then_die_and_rejections_keep_every_reason() {
 async fn retry_and_discard_leave_superseded_and_running_items_alone() {
     let (pool, _) = fresh_db().await;
     let queue = Queue::new(pool.clone(), settings());
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("x", 1), item("y", 1)])
-        .await
-        .unwrap();
+    put(&queue, &[item("x", 1), item("y", 1)]).await;
     let batch = queue
         .claim(OBJ, Direction::ToHubspot, 10, "w")
         .await
@@ -542,10 +523,7 @@ async fn retry_and_discard_leave_superseded_and_running_items_alone() {
     let old_x = batch.iter().find(|i| i.record_key == "x").unwrap().id;
     let y = batch.iter().find(|i| i.record_key == "y").unwrap().id;
     // x changed again at the source: its old rejected item must not be resent.
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("x", 2)])
-        .await
-        .unwrap();
+    put(&queue, &[item("x", 2)]).await;
     let report = queue
         .retry(&RetrySelection::Ids(vec![old_x, y, 999_999]))
         .await
@@ -593,10 +571,7 @@ async fn pruning_deletes_only_old_finished_items_and_never_blocks_claims() {
     .execute(&pool)
     .await
     .unwrap();
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("p1", 1), item("p2", 1)])
-        .await
-        .unwrap();
+    put(&queue, &[item("p1", 1), item("p2", 1)]).await;
 
     // A claim in progress elsewhere holds row locks on pending items while pruning runs…
     let mut claim_tx = pool.begin().await.unwrap();
@@ -656,10 +631,7 @@ async fn operator_views_show_counts_and_stuck_items() {
             ..settings()
         },
     );
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("a", 1), item("b", 1)])
-        .await
-        .unwrap();
+    put(&queue, &[item("a", 1), item("b", 1)]).await;
     queue
         .enqueue(OBJ, Direction::ToSql, &[item("123", 1)])
         .await
@@ -705,10 +677,7 @@ async fn an_idle_worker_wakes_on_enqueue_without_waiting_for_its_poll() {
         waker.wait().await;
     });
     // The listener is registered before `new` returns, so this NOTIFY cannot be missed.
-    queue
-        .enqueue(OBJ, Direction::ToHubspot, &[item("w", 1)])
-        .await
-        .unwrap();
+    put(&queue, &[item("w", 1)]).await;
     tokio::time::timeout(Duration::from_secs(30), wait)
         .await
         .expect("woken by NOTIFY, long before the one-hour poll")
