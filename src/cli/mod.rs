@@ -1,6 +1,7 @@
 //! Command line: parses arguments (clap), loads the configuration and runs one command, mapping
 //! failures to exit codes (78 config, 69 unavailable, 65 bad data, 70 internal).
 
+pub mod backfill;
 mod queue;
 pub mod validate;
 
@@ -39,6 +40,9 @@ pub enum Command {
     Migrate,
     /// Run the service until SIGTERM (SIGHUP reloads config.yaml); `--once` polls and drains.
     Run(crate::daemon::RunArgs),
+    /// Queue every record of an object again (initial load / full resync); resumes if
+    /// interrupted; `--dry-run` prints the plan and writes nothing.
+    Backfill(backfill::BackfillArgs),
     /// Look at and act on the work queue.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -99,6 +103,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Run(args) => crate::daemon::run(&cli.config, args).await,
+        Command::Backfill(args) => backfill::run(&cli.config, args).await,
         Command::Queue(command) => {
             let config = load(&cli.config, Need::Postgres)?;
             crate::telemetry::init_cli();

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Need};
 use crate::exit::{self, Failure};
-use crate::queue::Queue;
+use crate::queue::{Direction, Queue};
+use crate::sync::dry_run::Scope as DryScope;
 use health::Health;
 use metrics::Metrics;
 use supervisor::{Supervisor, every};
@@ -67,11 +68,25 @@ pub struct RunArgs {
     /// anything was rejected or gave up (for cron and tests).
     #[arg(long)]
     pub once: bool,
+    /// With --once: read both sides, map, validate and diff, and print what would be done (one
+    /// JSON line per record) without writing anywhere.
+    #[arg(long, requires = "once")]
+    pub dry_run: bool,
 }
 
 /// `hubsync run`: runs until SIGTERM/SIGINT; exits 0 then, 78 on a configuration error.
 pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     let config = crate::cli::load(config_path, Need::All)?;
+    if args.dry_run {
+        crate::telemetry::init_cli();
+        let (queue, engine) = crate::cli::backfill::engine(&config).await?;
+        let plan: Vec<_> = engine
+            .objects
+            .iter()
+            .flat_map(|o| [(o, Direction::ToHubspot), (o, Direction::ToSql)])
+            .collect();
+        return crate::cli::backfill::dry_run(&queue, &plan, DryScope::SinceCursor).await;
+    }
     let _telemetry = crate::telemetry::init(&config.logging)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
     if args.once {
@@ -179,13 +194,7 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
 
 /// `run --once`: poll each object once and drain its queue.
 async fn run_once(config: &Config) -> Result<u8, Failure> {
-    let pool = crate::cli::connect(config).await?;
-    crate::pg::migrate(&pool)
-        .await
-        .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-    let queue = Queue::new(pool, config.queue.clone());
-    let engine = crate::sync::engine::build(config, &queue)
-        .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    let (queue, engine) = crate::cli::backfill::engine(config).await?;
     let worker_name = format!("{}/once", instance(config));
     let mut failed = 0;
     let unavailable = |e: anyhow::Error| Failure::new(exit::UNAVAILABLE, format!("{e:#}"));

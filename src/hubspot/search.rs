@@ -112,6 +112,12 @@ impl<'c> SearchPager<'c> {
         Ok(Some(page.results))
     }
 
+    /// Starts (or resumes) after record `id`: only records with a higher id are returned.
+    pub fn after_id(mut self, id: u64) -> Self {
+        self.anchor = id.saturating_add(1);
+        self
+    }
+
     /// Every remaining record.
     pub async fn collect(mut self) -> Result<Vec<Record>, HubSpotError> {
         let mut all = Vec::new();

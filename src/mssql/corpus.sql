@@ -56,6 +56,11 @@ SELECT TOP (@P1) [col1], [col2], [key], [modified_at] FROM [schema].[table] WHER
 -- The current SQL row of one record (conflict checks, diagnostics).
 SELECT [col1], [col2], [key], [rv] FROM [schema].[table] WHERE [key] = @P1
 
+-- name: count_rows
+-- sent: rpc
+-- The number of rows in the table, for a backfill's progress bar.
+SELECT COUNT_BIG(*) AS [rows] FROM [schema].[table]
+
 -- name: keys_first_page
 -- sent: rpc
 -- params: @P1 bigint (page size)

@@ -142,6 +142,17 @@ impl ChangeReader {
         }
     }
 
+    /// The number of rows in the table.
+    pub async fn count(&self) -> Result<u64, MssqlError> {
+        let rows = self.fetch(&sql::count_rows(&self.obj), Vec::new()).await?;
+        let first = rows
+            .rows
+            .first()
+            .ok_or_else(|| self.type_error("rows", "bigint", "COUNT_BIG(*) returned no row"))?;
+        let row = row_to_json(&self.obj.table.to_string(), first)?;
+        Ok(row.get("rows").and_then(Value::as_u64).unwrap_or(0))
+    }
+
     /// One page of keys in key order, after `after` (None: from the first key).
     pub async fn keys_page(&self, after: Option<&Value>) -> Result<Vec<Value>, MssqlError> {
         let size = Param::I64(Some(i64::from(self.obj.page_size)));

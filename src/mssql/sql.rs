@@ -91,6 +91,11 @@ pub fn row_by_key(obj: &SqlObject) -> String {
     )
 }
 
+/// The number of rows in the table (backfill progress).
+pub fn count_rows(obj: &SqlObject) -> String {
+    format!("SELECT COUNT_BIG(*) AS [rows] FROM {}", obj.table.quoted())
+}
+
 pub fn keys_first_page(obj: &SqlObject) -> String {
     let k = obj.key.quoted();
     format!(
@@ -187,6 +192,7 @@ mod tests {
             ("modified_at_changes_from", change_reads(&m).0),
             ("modified_at_changes_after", change_reads(&m).1),
             ("row_by_key", row_by_key(&rv)),
+            ("count_rows", count_rows(&rv)),
             ("keys_first_page", keys_first_page(&rv)),
             ("keys_after", keys_after(&rv)),
             ("update_by_key", update_by_key(&rv, &two)),

@@ -7,18 +7,25 @@ use sqlx::PgConnection;
 
 use super::{Direction, NewItem, Queue, Result, WAKE_CHANNEL};
 
-const ENQUEUE_SQL: &str = r#"
+/// The enqueue statement; `force` (backfills) queues records again even at a version already
+/// synced, e.g. after a mapping change.
+fn enqueue_sql(force: bool) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+        let skip_seen = r#"
+    -- Skip changes this record already had queued, synced or settled at the same or a newer
+    -- version (re-reads of an overlap window are free).
+    WHERE NOT EXISTS (
+        SELECT 1 FROM sync_queue q
+        WHERE q.object = $1 AND q.direction = $2 AND q.record_key = i.record_key
+          AND q.state <> 'pending' AND q.source_version >= i.source_version)"#;
+        let sql = |filter: &str| {
+            format!(
+                r#"
 WITH input AS (
     SELECT * FROM unnest($3::text[], $4::text[], $5::jsonb[], $6::bigint[])
         AS t(record_key, operation, payload, source_version)
 ), fresh AS (
-    -- Skip changes this record already had queued, synced or settled at the same or a newer
-    -- version (re-reads of an overlap window are free).
-    SELECT i.* FROM input i
-    WHERE NOT EXISTS (
-        SELECT 1 FROM sync_queue q
-        WHERE q.object = $1 AND q.direction = $2 AND q.record_key = i.record_key
-          AND q.state <> 'pending' AND q.source_version >= i.source_version)
+    SELECT i.* FROM input i{filter}
 )
 INSERT INTO sync_queue (object, direction, record_key, operation, payload, source_version, max_attempts)
 SELECT $1, $2, record_key, operation, payload, source_version, $7 FROM fresh
@@ -28,7 +35,13 @@ DO UPDATE SET payload = EXCLUDED.payload,
               operation = EXCLUDED.operation,
               updated_at = now()
     WHERE EXCLUDED.source_version > sync_queue.source_version
-"#;
+"#
+            )
+        };
+        [sql(skip_seen), sql("")]
+    });
+    &SQL[usize::from(force)]
+}
 
 impl Queue {
     /// Enqueues changes of one object and direction; returns how many items were added or
@@ -60,6 +73,29 @@ pub async fn enqueue_on(
     items: &[NewItem],
     max_attempts: i32,
 ) -> Result<u64> {
+    enqueue_with(conn, object, direction, items, max_attempts, false).await
+}
+
+/// Enqueue for a backfill: like [`enqueue_on`], but records are queued again even at a version
+/// already synced or rejected (a full resync after a mapping or rule change).
+pub async fn enqueue_again_on(
+    conn: &mut PgConnection,
+    object: &str,
+    direction: Direction,
+    items: &[NewItem],
+    max_attempts: i32,
+) -> Result<u64> {
+    enqueue_with(conn, object, direction, items, max_attempts, true).await
+}
+
+async fn enqueue_with(
+    conn: &mut PgConnection,
+    object: &str,
+    direction: Direction,
+    items: &[NewItem],
+    max_attempts: i32,
+    force: bool,
+) -> Result<u64> {
     if items.is_empty() {
         return Ok(0);
     }
@@ -88,7 +124,7 @@ pub async fn enqueue_on(
         payloads.push(&item.payload);
         versions.push(item.source_version);
     }
-    let affected = sqlx::query(ENQUEUE_SQL)
+    let affected = sqlx::query(enqueue_sql(force))
         .bind(object)
         .bind(direction.as_str())
         .bind(&keys)

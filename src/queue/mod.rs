@@ -4,7 +4,7 @@
 //! does outside work: every call here is one short statement or transaction.
 
 mod enqueue;
-pub use enqueue::enqueue_on;
+pub use enqueue::{enqueue_again_on, enqueue_on};
 mod maintenance;
 pub use maintenance::{Rescued, prune_once};
 mod ops;
@@ -27,8 +27,9 @@ use crate::config::QueueSettings;
 pub const WAKE_CHANNEL: &str = "hubsync_queue";
 
 /// Which way an item syncs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Direction {
     /// A SQL Server change to send to HubSpot.
     ToHubspot,

@@ -2,9 +2,12 @@
 //! resolution (pure, in `diff`); pollers and workers join the queue, mapping, HubSpot and SQL
 //! Server sides.
 
+pub mod backfill;
 pub mod diff;
+pub mod dry_run;
 pub mod engine;
 pub mod links;
+pub mod plan;
 pub mod poller;
 pub mod to_hubspot;
 pub mod to_sql;

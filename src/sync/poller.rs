@@ -58,6 +58,24 @@ pub fn source_version(change: &RowChange) -> Option<i64> {
     change.modified_utc.map(|t| t.timestamp_micros())
 }
 
+/// Queue items for changed SQL Server rows.
+pub fn queue_items(changes: &[RowChange]) -> Vec<NewItem> {
+    changes
+        .iter()
+        .filter_map(|c| {
+            Some(NewItem {
+                record_key: c.key.clone(),
+                operation: match c.kind {
+                    ChangeKind::Upsert => Operation::Upsert,
+                    ChangeKind::Archive => Operation::Archive,
+                },
+                payload: serde_json::Value::Object(c.row.clone()),
+                source_version: source_version(c)?,
+            })
+        })
+        .collect()
+}
+
 /// Runs `poll` only while holding the poller's advisory lock, so that of several hubsync
 /// instances on one database exactly one polls each object and direction.
 pub async fn elected<F, Fut>(
@@ -146,21 +164,7 @@ impl SqlPoller {
         let mut out = Polled::default();
         while let Some(page) = poll.next_page().await? {
             out.rows_read += page.changes.len() as u64;
-            let items: Vec<NewItem> = page
-                .changes
-                .iter()
-                .filter_map(|c| {
-                    Some(NewItem {
-                        record_key: c.key.clone(),
-                        operation: match c.kind {
-                            ChangeKind::Upsert => Operation::Upsert,
-                            ChangeKind::Archive => Operation::Archive,
-                        },
-                        payload: serde_json::Value::Object(c.row.clone()),
-                        source_version: source_version(c)?,
-                    })
-                })
-                .collect();
+            let items = queue_items(&page.changes);
             out.items_enqueued += enqueue_page(
                 &self.pool,
                 &self.object,

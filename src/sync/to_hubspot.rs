@@ -3,14 +3,14 @@
 //! linked, or batch created. Every item gets its own outcome; a retried create can never make a
 //! second contact (a 409 links the existing one).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::PgPool;
 
 use super::diff::{self, Values};
-use super::links::{self, Link, LinkUpdate};
+use super::links::{self, LinkUpdate};
+use super::plan::PlannedOp;
 use super::worker::{BatchHandler, BatchResult};
 use crate::hubspot::HubSpotClient;
 use crate::hubspot::types::{CreateInput, ReadBy, UpdateInput, WriteOutcome};
@@ -31,20 +31,159 @@ pub struct ToHubspot {
 }
 
 /// One valid record on its way to HubSpot.
-struct Work<'a> {
-    item: &'a ClaimedItem,
-    mapped: Mapped,
+pub struct Work<'a> {
+    pub item: &'a ClaimedItem,
+    pub mapped: Mapped,
+}
+
+/// What to do with one record, decided from reads only: workers carry the steps out, dry runs
+/// print them.
+pub enum Step<'a> {
+    /// Invalid (our rules, or a duplicate of another record): rejected with every reason.
+    Reject {
+        item: &'a ClaimedItem,
+        errors: Vec<ItemError>,
+    },
+    /// A read failed: try again later.
+    Retry {
+        item: &'a ClaimedItem,
+        error: ItemError,
+    },
+    /// Nothing to send: unchanged since the last sync (`SKIP`), or an existing contact that
+    /// already holds these values (`LINK`).
+    Settle {
+        work: Work<'a>,
+        operation: &'static str,
+        hubspot_id: String,
+        message: &'static str,
+    },
+    /// Deleted in SQL Server before it was ever synced: nothing to archive.
+    ArchiveUnsynced {
+        item: &'a ClaimedItem,
+    },
+    Archive {
+        item: &'a ClaimedItem,
+        hubspot_id: String,
+    },
+    /// Send `changes` (only the properties that differ) to the linked or found contact.
+    Update {
+        work: Work<'a>,
+        hubspot_id: String,
+        changes: Values,
+    },
+    Create {
+        work: Work<'a>,
+    },
+}
+
+impl Step<'_> {
+    /// The step as a dry run prints it.
+    pub fn describe(&self, object: &str) -> PlannedOp {
+        let op = |item: &ClaimedItem, action: &'static str| {
+            PlannedOp::new(object, Direction::ToHubspot, &item.record_key, action)
+        };
+        match self {
+            Step::Reject { item, errors } => PlannedOp {
+                errors: errors.clone(),
+                ..op(item, "REJECT")
+            },
+            Step::Retry { item, error } => PlannedOp {
+                errors: vec![error.clone()],
+                ..op(item, "RETRY")
+            },
+            Step::Settle {
+                work,
+                operation,
+                hubspot_id,
+                message,
+            } => PlannedOp {
+                hubspot_id: Some(hubspot_id.clone()),
+                message: Some((*message).into()),
+                ..op(work.item, operation)
+            },
+            Step::ArchiveUnsynced { item } => PlannedOp {
+                message: Some("deleted before it was ever synced".into()),
+                ..op(item, "SKIP")
+            },
+            Step::Archive { item, hubspot_id } => PlannedOp {
+                hubspot_id: Some(hubspot_id.clone()),
+                ..op(item, "ARCHIVE")
+            },
+            Step::Update {
+                work,
+                hubspot_id,
+                changes,
+            } => PlannedOp {
+                hubspot_id: Some(hubspot_id.clone()),
+                properties: changes.clone(),
+                ..op(work.item, "UPDATE")
+            },
+            Step::Create { work } => PlannedOp {
+                properties: work.mapped.properties.clone(),
+                ..op(work.item, "CREATE")
+            },
+        }
+    }
 }
 
 impl BatchHandler for ToHubspot {
     async fn handle(&self, batch: &[ClaimedItem]) -> BatchResult {
         let started = Instant::now();
+        let steps = self.plan(batch).await;
         let mut run = Run {
             this: self,
             started,
             result: BatchResult::default(),
         };
-        let work = run.map_and_validate(batch);
+        let (mut archives, mut updates, mut creates) = (Vec::new(), Vec::new(), Vec::new());
+        for step in steps {
+            match step {
+                Step::Reject { item, errors } => run.reject(item, errors),
+                Step::Retry { item, error } => run.retry(item, error),
+                Step::Settle {
+                    work,
+                    operation,
+                    hubspot_id,
+                    message,
+                } => run.done(&work, operation, &hubspot_id, message),
+                Step::ArchiveUnsynced { item } => {
+                    run.log(
+                        item,
+                        "SKIP",
+                        None,
+                        "done",
+                        "deleted before it was ever synced",
+                    );
+                    run.result.outcomes.push((
+                        item.id,
+                        Outcome::Done {
+                            operation: "SKIP".into(),
+                            hubspot_id: None,
+                        },
+                    ));
+                }
+                Step::Archive { item, hubspot_id } => archives.push((item, hubspot_id)),
+                Step::Update {
+                    work,
+                    hubspot_id,
+                    changes,
+                } => updates.push((work, hubspot_id, changes)),
+                Step::Create { work } => creates.push(work),
+            }
+        }
+        run.archive(archives).await;
+        run.update(updates).await;
+        run.create(creates).await;
+        run.result
+    }
+}
+
+impl ToHubspot {
+    /// Decides every item's step: map and validate, diff against the record link, and look
+    /// unlinked records up in HubSpot by the match property. Reads only; writes nothing.
+    pub async fn plan<'a>(&self, batch: &'a [ClaimedItem]) -> Vec<Step<'a>> {
+        let mut steps = Vec::new();
+        let work = self.map_and_validate(batch, &mut steps);
         let archives: Vec<&ClaimedItem> = batch
             .iter()
             .filter(|i| i.operation == Operation::Archive)
@@ -58,35 +197,165 @@ impl BatchHandler for ToHubspot {
             Ok(l) => l,
             Err(e) => {
                 let error = ItemError::new("postgres", crate::pg::describe(&e));
-                for w in &work {
-                    run.retry(w.item, error.clone());
-                }
-                for item in &archives {
-                    run.retry(item, error.clone());
-                }
-                return run.result;
+                let items = work.iter().map(|w| w.item).chain(archives);
+                steps.extend(items.map(|item| Step::Retry {
+                    item,
+                    error: error.clone(),
+                }));
+                return steps;
             }
         };
-        run.archive(&archives, &links).await;
-        let (linked, unlinked): (Vec<Work>, Vec<Work>) = work.into_iter().partition(|w| {
-            links
-                .get(&w.item.record_key)
-                .is_some_and(|l| l.hubspot_id.is_some())
-        });
-        let mut updates: Vec<(Work, String)> = Vec::new();
-        for w in linked {
-            let link = &links[&w.item.record_key];
-            let id = link.hubspot_id.clone().unwrap_or_default();
-            if diff::changes(&w.mapped.properties, &link.synced).is_empty() {
-                run.done(&w, "SKIP", &id, "no change since the last sync");
-            } else {
-                updates.push((w, id));
+        for item in archives {
+            steps.push(
+                match links
+                    .get(&item.record_key)
+                    .and_then(|l| l.hubspot_id.clone())
+                {
+                    Some(hubspot_id) => Step::Archive { item, hubspot_id },
+                    None => Step::ArchiveUnsynced { item },
+                },
+            );
+        }
+        let mut unlinked = Vec::new();
+        for w in work {
+            let link = links.get(&w.item.record_key);
+            match link.and_then(|l| l.hubspot_id.clone().map(|id| (l, id))) {
+                Some((link, hubspot_id)) => {
+                    steps.push(changed(w, hubspot_id, &link.synced, "SKIP"));
+                }
+                None => unlinked.push(w),
             }
         }
-        let creates = run.link_existing(unlinked, &mut updates).await;
-        run.update(updates).await;
-        run.create(creates).await;
-        run.result
+        self.link_existing(unlinked, &mut steps).await;
+        steps
+    }
+
+    fn map_and_validate<'a>(
+        &self,
+        batch: &'a [ClaimedItem],
+        steps: &mut Vec<Step<'a>>,
+    ) -> Vec<Work<'a>> {
+        let mut duplicates = self.mapper.duplicate_check();
+        let mut work = Vec::new();
+        for item in batch.iter().filter(|i| i.operation == Operation::Upsert) {
+            let Some(row) = item.payload.as_object() else {
+                let error = ItemError::new("payload", "the queued payload is not a record");
+                steps.push(Step::Reject {
+                    item,
+                    errors: vec![error],
+                });
+                continue;
+            };
+            let row: &SqlRow = row;
+            let mut mapped = self.mapper.to_hubspot(row);
+            duplicates.check(&mut mapped);
+            if mapped.is_valid() {
+                work.push(Work { item, mapped });
+            } else {
+                let errors = mapped.errors.iter().map(validation_error).collect();
+                steps.push(Step::Reject { item, errors });
+            }
+        }
+        work
+    }
+
+    /// Looks unlinked records up by the match property: found ones are linked (and updated
+    /// where they differ), the rest are to be created.
+    async fn link_existing<'a>(&self, unlinked: Vec<Work<'a>>, steps: &mut Vec<Step<'a>>) {
+        let prop = self.mapper.match_property().to_string();
+        let (with_key, without): (Vec<Work>, Vec<Work>) = unlinked
+            .into_iter()
+            .partition(|w| w.mapped.properties.get(&prop).is_some_and(|v| v.is_some()));
+        steps.extend(without.into_iter().map(|work| Step::Create { work }));
+        if with_key.is_empty() {
+            return;
+        }
+        let retry_all = |with_key: Vec<Work<'a>>, steps: &mut Vec<Step<'a>>, error: ItemError| {
+            steps.extend(with_key.into_iter().map(|w| Step::Retry {
+                item: w.item,
+                error: error.clone(),
+            }));
+        };
+        let values: Vec<String> = with_key
+            .iter()
+            .map(|w| w.mapped.properties[&prop].clone().unwrap_or_default())
+            .collect();
+        let fields: Vec<&str> = self.mapper.fields().map(|f| f.hubspot.as_str()).collect();
+        let read_by = ReadBy::Property(prop.clone());
+        let found = match self
+            .client
+            .batch_read(&self.hubspot_object, &read_by, &values, &fields)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return retry_all(with_key, steps, ItemError::new("hubspot", e.to_string())),
+        };
+        let found_ids: Vec<String> = found.iter().flatten().map(|r| r.id.clone()).collect();
+        let owners = match links::by_hubspot_ids(&self.pool, &self.object, &found_ids).await {
+            Ok(o) => o,
+            Err(e) => {
+                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                return retry_all(with_key, steps, error);
+            }
+        };
+        for (work, record) in with_key.into_iter().zip(found) {
+            let Some(record) = record else {
+                steps.push(Step::Create { work });
+                continue;
+            };
+            if let Some(owner) = owners
+                .get(&record.id)
+                .filter(|l| l.sql_key != work.item.record_key)
+            {
+                let error = ItemError {
+                    field: Some(prop.clone()),
+                    rule: Some("unique".into()),
+                    ..ItemError::new(
+                        "duplicate",
+                        format!(
+                            "HubSpot contact {} with the same {prop} is already synced with record {}",
+                            record.id, owner.sql_key
+                        ),
+                    )
+                };
+                steps.push(Step::Reject {
+                    item: work.item,
+                    errors: vec![error],
+                });
+                continue;
+            }
+            steps.push(changed(work, record.id.clone(), &record.properties, "LINK"));
+        }
+    }
+}
+
+/// `Update` with the properties that differ from `current`, or `Settle` as `unchanged` when
+/// none do.
+fn changed<'a>(
+    work: Work<'a>,
+    hubspot_id: String,
+    current: &Values,
+    unchanged: &'static str,
+) -> Step<'a> {
+    let changes = diff::changes(&work.mapped.properties, current);
+    if changes.is_empty() {
+        let message = if unchanged == "LINK" {
+            "linked to the existing contact"
+        } else {
+            "no change since the last sync"
+        };
+        Step::Settle {
+            work,
+            operation: unchanged,
+            hubspot_id,
+            message,
+        }
+    } else {
+        Step::Update {
+            work,
+            hubspot_id,
+            changes,
+        }
     }
 }
 
@@ -118,33 +387,6 @@ impl Run<'_> {
             started: self.started,
         }
         .emit();
-    }
-
-    fn map_and_validate<'a>(&mut self, batch: &'a [ClaimedItem]) -> Vec<Work<'a>> {
-        let mut duplicates = self.this.mapper.duplicate_check();
-        let mut work = Vec::new();
-        for item in batch.iter().filter(|i| i.operation == Operation::Upsert) {
-            let Some(row) = item.payload.as_object() else {
-                self.reject(
-                    item,
-                    vec![ItemError::new(
-                        "payload",
-                        "the queued payload is not a record",
-                    )],
-                );
-                continue;
-            };
-            let row: &SqlRow = row;
-            let mut mapped = self.this.mapper.to_hubspot(row);
-            duplicates.check(&mut mapped);
-            if mapped.is_valid() {
-                work.push(Work { item, mapped });
-            } else {
-                let errors = mapped.errors.iter().map(validation_error).collect();
-                self.reject(item, errors);
-            }
-        }
-        work
     }
 
     fn reject(&mut self, item: &ClaimedItem, errors: Vec<ItemError>) {
@@ -229,39 +471,11 @@ impl Run<'_> {
         }
     }
 
-    async fn archive(&mut self, items: &[&ClaimedItem], links: &HashMap<String, Link>) {
-        let mut ids = Vec::new();
-        let mut targets = Vec::new();
-        for item in items {
-            match links
-                .get(&item.record_key)
-                .and_then(|l| l.hubspot_id.clone())
-            {
-                Some(id) => {
-                    ids.push(id);
-                    targets.push(*item);
-                }
-                None => {
-                    self.log(
-                        item,
-                        "SKIP",
-                        None,
-                        "done",
-                        "deleted before it was ever synced",
-                    );
-                    self.result.outcomes.push((
-                        item.id,
-                        Outcome::Done {
-                            operation: "SKIP".into(),
-                            hubspot_id: None,
-                        },
-                    ));
-                }
-            }
-        }
-        if ids.is_empty() {
+    async fn archive(&mut self, targets: Vec<(&ClaimedItem, String)>) {
+        if targets.is_empty() {
             return;
         }
+        let ids: Vec<String> = targets.iter().map(|(_, id)| id.clone()).collect();
         match self
             .this
             .client
@@ -269,15 +483,15 @@ impl Run<'_> {
             .await
         {
             Ok(outcomes) => {
-                for ((item, id), outcome) in targets.iter().zip(&ids).zip(outcomes) {
+                for ((item, id), outcome) in targets.into_iter().zip(outcomes) {
                     match outcome {
                         WriteOutcome::Ok { .. } | WriteOutcome::NotFound { .. } => {
-                            self.log(item, "ARCHIVE", Some(id), "done", "archived in HubSpot");
+                            self.log(item, "ARCHIVE", Some(&id), "done", "archived in HubSpot");
                             self.result.outcomes.push((
                                 item.id,
                                 Outcome::Done {
                                     operation: "ARCHIVE".into(),
-                                    hubspot_id: Some(id.clone()),
+                                    hubspot_id: Some(id),
                                 },
                             ));
                         }
@@ -286,108 +500,21 @@ impl Run<'_> {
                 }
             }
             Err(e) => {
-                for item in targets {
+                for (item, _) in targets {
                     self.retry(item, ItemError::new("hubspot", e.to_string()));
                 }
             }
         }
     }
 
-    /// Looks unlinked records up by the match property: found ones are linked (and updated
-    /// where they differ), the rest are returned to be created.
-    async fn link_existing<'a>(
-        &mut self,
-        unlinked: Vec<Work<'a>>,
-        updates: &mut Vec<(Work<'a>, String)>,
-    ) -> Vec<Work<'a>> {
-        let prop = self.this.mapper.match_property().to_string();
-        let (with_key, without): (Vec<Work>, Vec<Work>) = unlinked
-            .into_iter()
-            .partition(|w| w.mapped.properties.get(&prop).is_some_and(|v| v.is_some()));
-        let mut creates = without;
-        if with_key.is_empty() {
-            return creates;
-        }
-        let values: Vec<String> = with_key
-            .iter()
-            .map(|w| w.mapped.properties[&prop].clone().unwrap_or_default())
-            .collect();
-        let fields: Vec<&str> = self
-            .this
-            .mapper
-            .fields()
-            .map(|f| f.hubspot.as_str())
-            .collect();
-        let found = match self
-            .this
-            .client
-            .batch_read(
-                &self.this.hubspot_object,
-                &ReadBy::Property(prop.clone()),
-                &values,
-                &fields,
-            )
-            .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                for w in with_key {
-                    self.retry(w.item, ItemError::new("hubspot", e.to_string()));
-                }
-                return creates;
-            }
-        };
-        let found_ids: Vec<String> = found.iter().flatten().map(|r| r.id.clone()).collect();
-        let owners =
-            match links::by_hubspot_ids(&self.this.pool, &self.this.object, &found_ids).await {
-                Ok(o) => o,
-                Err(e) => {
-                    for w in with_key {
-                        self.retry(w.item, ItemError::new("postgres", crate::pg::describe(&e)));
-                    }
-                    return creates;
-                }
-            };
-        for (w, record) in with_key.into_iter().zip(found) {
-            let Some(record) = record else {
-                creates.push(w);
-                continue;
-            };
-            if let Some(owner) = owners
-                .get(&record.id)
-                .filter(|l| l.sql_key != w.item.record_key)
-            {
-                let error = ItemError {
-                    field: Some(prop.clone()),
-                    rule: Some("unique".into()),
-                    ..ItemError::new(
-                        "duplicate",
-                        format!(
-                            "HubSpot contact {} with the same {prop} is already synced with record {}",
-                            record.id, owner.sql_key
-                        ),
-                    )
-                };
-                self.reject(w.item, vec![error]);
-                continue;
-            }
-            let current: Values = record.properties.clone();
-            if diff::changes(&w.mapped.properties, &current).is_empty() {
-                self.done(&w, "LINK", &record.id, "linked to the existing contact");
-            } else {
-                updates.push((w, record.id.clone()));
-            }
-        }
-        creates
-    }
-
-    async fn update(&mut self, updates: Vec<(Work<'_>, String)>) {
+    /// Sends each record's changed properties to its contact, 100 records a request.
+    async fn update(&mut self, updates: Vec<(Work<'_>, String, Values)>) {
         for chunk in updates.chunks(crate::hubspot::BATCH_LIMIT) {
             let inputs: Vec<UpdateInput> = chunk
                 .iter()
-                .map(|(w, id)| UpdateInput {
+                .map(|(_, id, changes)| UpdateInput {
                     id: id.clone(),
-                    properties: w.mapped.properties.clone(),
+                    properties: changes.clone(),
                 })
                 .collect();
             match self
@@ -397,12 +524,12 @@ impl Run<'_> {
                 .await
             {
                 Ok(outcomes) => {
-                    for ((w, _), outcome) in chunk.iter().zip(&outcomes) {
+                    for ((w, _, _), outcome) in chunk.iter().zip(&outcomes) {
                         self.settle_write(w, "UPDATE", outcome);
                     }
                 }
                 Err(e) => {
-                    for (w, _) in chunk {
+                    for (w, _, _) in chunk {
                         self.retry(w.item, ItemError::new("hubspot", e.to_string()));
                     }
                 }
@@ -412,7 +539,7 @@ impl Run<'_> {
 
     async fn create(&mut self, creates: Vec<Work<'_>>) {
         let prop = self.this.mapper.match_property().to_string();
-        let mut existing: Vec<(Work, String)> = Vec::new();
+        let mut existing: Vec<Work> = Vec::new();
         let inputs: Vec<CreateInput> = creates
             .iter()
             .map(|w| CreateInput {
@@ -433,7 +560,7 @@ impl Run<'_> {
                     match outcome {
                         // Created meanwhile (or by an earlier try of this very item): link and
                         // update it rather than creating a second one.
-                        WriteOutcome::Exists { existing_id } => existing.push((w, existing_id)),
+                        WriteOutcome::Exists { .. } => existing.push(w),
                         other => self.settle_write(&w, "CREATE", &other),
                     }
                 }
@@ -444,21 +571,41 @@ impl Run<'_> {
                 }
             }
         }
-        if !existing.is_empty() {
-            let mut updates = Vec::new();
-            let unlinked: Vec<Work> = existing.into_iter().map(|(w, _)| w).collect();
-            let leftover = self.link_existing(unlinked, &mut updates).await;
-            self.update(updates).await;
-            for w in leftover {
-                self.retry(
-                    w.item,
+        if existing.is_empty() {
+            return;
+        }
+        let mut steps = Vec::new();
+        self.this.link_existing(existing, &mut steps).await;
+        let mut updates = Vec::new();
+        for step in steps {
+            match step {
+                Step::Settle {
+                    work,
+                    operation,
+                    hubspot_id,
+                    message,
+                } => self.done(&work, operation, &hubspot_id, message),
+                Step::Update {
+                    work,
+                    hubspot_id,
+                    changes,
+                } => updates.push((work, hubspot_id, changes)),
+                Step::Reject { item, errors } => self.reject(item, errors),
+                Step::Retry { item, error } => self.retry(item, error),
+                Step::Create { work } => self.retry(
+                    work.item,
                     ItemError::new(
                         "hubspot",
                         "HubSpot said the contact exists but it could not be read",
                     ),
-                );
+                ),
+                Step::Archive { item, .. } | Step::ArchiveUnsynced { item } => self.retry(
+                    item,
+                    ItemError::new("internal", "unexpected archive step after a create"),
+                ),
             }
         }
+        self.update(updates).await;
     }
 }
 

@@ -16,6 +16,7 @@ use super::links::{self, ConflictRecord, LinkUpdate};
 use super::poller::{Polled, elected, enqueue_page, load_cursor};
 use super::to_hubspot::validation_error;
 use super::worker::{BatchHandler, BatchResult};
+use crate::hubspot::types::Record;
 use crate::hubspot::{HubSpotClient, ModifiedSince, modified_property};
 use crate::mapping::Mapper;
 use crate::mssql::{ChangeReader, RowOutcome, RowWrite, SqlWriter};
@@ -44,6 +45,31 @@ fn epoch_ms(value: &str) -> Option<i64> {
 }
 
 impl HubspotPoller {
+    /// The properties a poll reads: the mapped ones and the modification date.
+    pub fn read_properties(&self) -> Vec<String> {
+        let mut properties = self.properties.clone();
+        properties.push(modified_property(&self.hubspot_object).to_string());
+        properties
+    }
+
+    /// Queue items for HubSpot records; `high` is raised to the newest modification time seen.
+    pub fn queue_items(&self, records: &[Record], high: &mut i64) -> Vec<NewItem> {
+        let modified = modified_property(&self.hubspot_object);
+        records
+            .iter()
+            .filter_map(|r| {
+                let version = r.property(modified).and_then(epoch_ms)?;
+                *high = (*high).max(version);
+                Some(NewItem {
+                    record_key: r.id.clone(),
+                    operation: Operation::Upsert,
+                    payload: serde_json::to_value(&r.properties).ok()?,
+                    source_version: version,
+                })
+            })
+            .collect()
+    }
+
     pub async fn poll_once(&self) -> anyhow::Result<Polled> {
         elected(&self.pool, &self.object, Direction::ToSql, || {
             self.read_all()
@@ -59,33 +85,18 @@ impl HubspotPoller {
             .unwrap_or(0);
         let since_ms = (high - self.lag.as_millis() as i64).max(0);
         let since = DateTime::<Utc>::from_timestamp_millis(since_ms).unwrap_or_default();
-        let modified = modified_property(&self.hubspot_object);
-        let mut properties = self.properties.clone();
-        properties.push(modified.to_string());
         let mut pager = self.client.search_modified(
             &self.hubspot_object,
             ModifiedSince {
                 since,
                 until: None,
-                properties,
+                properties: self.read_properties(),
             },
         );
         let mut out = Polled::default();
         while let Some(records) = pager.next_page().await? {
             out.rows_read += records.len() as u64;
-            let items: Vec<NewItem> = records
-                .iter()
-                .filter_map(|r| {
-                    let version = r.property(modified).and_then(epoch_ms)?;
-                    high = high.max(version);
-                    Some(NewItem {
-                        record_key: r.id.clone(),
-                        operation: Operation::Upsert,
-                        payload: serde_json::to_value(&r.properties).ok()?,
-                        source_version: version,
-                    })
-                })
-                .collect();
+            let items = self.queue_items(&records, &mut high);
             out.items_enqueued += enqueue_page(
                 &self.pool,
                 &self.object,
@@ -142,6 +153,13 @@ impl ToSql {
             .find(|f| f.hubspot == field)
             .map(|f| f.conflict_policy)
             .unwrap_or_default()
+    }
+}
+
+impl ToSql {
+    /// What a batch would do, for dry runs.
+    pub async fn plan_ops(&self, _batch: &[ClaimedItem]) -> Vec<super::plan::PlannedOp> {
+        Vec::new()
     }
 }
 

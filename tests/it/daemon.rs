@@ -23,12 +23,12 @@ struct Daemon {
 }
 
 /// The outside systems the daemon talks to, run in this test process.
-struct Sims {
-    hubspot: hubsync::sim::hubspot::RunningSim,
-    mssql: hubsync::sim::mssql::RunningMssqlSim,
+pub struct Sims {
+    pub hubspot: hubsync::sim::hubspot::RunningSim,
+    pub mssql: hubsync::sim::mssql::RunningMssqlSim,
 }
 
-async fn sims() -> Sims {
+pub async fn sims() -> Sims {
     let hubspot = hubsync::sim::hubspot::start("127.0.0.1:0".parse().unwrap(), Default::default())
         .await
         .unwrap();
@@ -37,7 +37,7 @@ async fn sims() -> Sims {
 }
 
 /// The shipped config.yaml, pointed at the simulators, a free port and a temp log directory.
-fn config_text(port: u16, sims: &Sims, logs: &Path) -> String {
+pub fn config_text(port: u16, sims: &Sims, logs: &Path) -> String {
     let example = std::fs::read_to_string(crate::support::example_config()).unwrap();
     example
         .replace(

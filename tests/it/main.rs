@@ -1,6 +1,7 @@
 //! hubsync's integration tests: one test binary, one module per area, against real PostgreSQL
 //! and the HubSpot and SQL Server simulators.
 
+mod backfill;
 mod cli;
 mod daemon;
 mod hubspot_client;

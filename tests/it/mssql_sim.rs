@@ -8,7 +8,7 @@ use tiberius::{Client, Config, numeric::Numeric};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-type Conn = Client<Compat<TcpStream>>;
+pub type Conn = Client<Compat<TcpStream>>;
 
 async fn sim_with(schema: &str) -> RunningMssqlSim {
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
@@ -46,7 +46,7 @@ async fn connect_with(sim: &RunningMssqlSim, conn: &str) -> tiberius::Result<Con
     Client::connect(config, tcp.compat_write()).await
 }
 
-async fn connect(sim: &RunningMssqlSim) -> Conn {
+pub async fn connect(sim: &RunningMssqlSim) -> Conn {
     connect_with(sim, &sim.connection_string())
         .await
         .expect("login succeeds")
@@ -309,7 +309,7 @@ async fn count_items(c: &mut Conn) -> i32 {
 }
 
 /// The first column of the one row `sql` returns, as an int.
-async fn first_int(c: &mut Conn, sql: &str) -> i32 {
+pub async fn first_int(c: &mut Conn, sql: &str) -> i32 {
     c.query(sql, &[])
         .await
         .unwrap()

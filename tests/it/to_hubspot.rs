@@ -294,6 +294,27 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
         .take(50)
         .map(|r| r.get::<serde_json::Value, _>("payload")["numero_asociado"].to_string())
         .collect();
+    // Meanwhile a HubSpot user edits another field of theirs: an update that sent every mapped
+    // property would overwrite it.
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT hubspot_id FROM record_links WHERE sql_key = ANY($1)")
+            .bind(&keys)
+            .fetch_all(s.queue.pool())
+            .await
+            .unwrap();
+    let edits: Vec<hubsync::hubspot::types::UpdateInput> = ids
+        .iter()
+        .map(|id| hubsync::hubspot::types::UpdateInput {
+            id: id.clone(),
+            properties: BTreeMap::from([("lastname".to_string(), Some("Editado".to_string()))]),
+        })
+        .collect();
+    s.worker
+        .handler
+        .client
+        .batch_update("contacts", &edits)
+        .await
+        .unwrap();
     mssql
         .execute_batch(&format!(
             "UPDATE [dbo].[hb_contacts] SET [firstname] = N'Nuevo Nombre' WHERE [numero_asociado] IN ({})",
@@ -315,6 +336,14 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
         .filter(|c| c.properties.get("firstname").map(String::as_str) == Some("Nuevo Nombre"))
         .count();
     assert_eq!(renamed, 50);
+    for id in &ids {
+        let contact = s.sim.contact(id).unwrap();
+        assert_eq!(contact.properties["firstname"], "Nuevo Nombre");
+        assert_eq!(
+            contact.properties["lastname"], "Editado",
+            "only firstname was sent"
+        );
+    }
 
     // Nothing changed: the next cycle reads nothing and writes nothing.
     let polled = poller.poll_once().await.unwrap();

@@ -1,0 +1,136 @@
+//! `hubsync backfill`: queue every record of an object again (initial load / full resync), with
+//! a progress bar, resuming an interrupted backfill; `--dry-run` (also used by
+//! `run --once --dry-run`) prints the planned operations instead and writes nothing.
+
+use std::io::Write;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{Config, Need};
+use crate::exit::{self, Failure};
+use crate::queue::{Direction, Queue};
+use crate::sync::dry_run::{self, Scope};
+use crate::sync::engine::Engine;
+use crate::sync::plan::Report;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackfillArgs {
+    /// The object to backfill, as named under `objects:` in config.yaml (default: every object).
+    #[arg(long)]
+    pub object: Option<String>,
+    /// to_hubspot reads every SQL Server row and queues it for HubSpot; to_sql reads every
+    /// HubSpot record and queues it for SQL Server.
+    #[arg(long, value_enum, default_value = "to_hubspot")]
+    pub direction: Direction,
+    /// Print what would be done (one JSON line per record) and write nothing anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Start from the beginning even when an earlier backfill was interrupted.
+    #[arg(long)]
+    pub restart: bool,
+}
+
+/// Connects, migrates and builds the sync engine (the steps every sync command shares).
+pub async fn engine(config: &Config) -> Result<(Queue, Engine), Failure> {
+    let pool = super::connect(config).await?;
+    crate::pg::migrate(&pool)
+        .await
+        .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    let queue = Queue::new(pool, config.queue.clone());
+    let engine = crate::sync::engine::build(config, &queue)
+        .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    Ok((queue, engine))
+}
+
+fn unavailable(e: anyhow::Error) -> Failure {
+    Failure::new(exit::UNAVAILABLE, format!("{e:#}"))
+}
+
+pub async fn run(config_path: &Path, args: BackfillArgs) -> Result<u8, Failure> {
+    let config = super::load(config_path, Need::All)?;
+    if let Some(name) = &args.object
+        && !config.objects.contains_key(name)
+    {
+        let known: Vec<&str> = config.objects.keys().map(String::as_str).collect();
+        return Err(Failure::new(
+            exit::CONFIG,
+            format!(
+                "--object {name}: no such object in config.yaml (objects: {})",
+                known.join(", ")
+            ),
+        ));
+    }
+    crate::telemetry::init_cli();
+    let (queue, engine) = engine(&config).await?;
+    let objects = engine
+        .objects
+        .iter()
+        .filter(|o| args.object.as_ref().is_none_or(|n| *n == o.name));
+    if args.dry_run {
+        let plan: Vec<_> = objects.map(|o| (o, args.direction)).collect();
+        return dry_run(&queue, &plan, Scope::Everything).await;
+    }
+    for object in objects {
+        let bar = ProgressBar::new(0);
+        let template = "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} eta {eta}";
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        bar.set_prefix(format!("{} {}", object.name, args.direction));
+        let max_attempts = queue.settings().max_attempts;
+        let done = crate::sync::backfill::run(
+            object,
+            queue.pool(),
+            args.direction,
+            args.restart,
+            max_attempts,
+            |p| {
+                if let Some(total) = p.total {
+                    bar.set_length(total.max(p.rows_read));
+                }
+                bar.set_position(p.rows_read);
+            },
+        )
+        .await
+        .map_err(unavailable)?;
+        bar.finish_and_clear();
+        let resumed = if done.resumed { " (resumed)" } else { "" };
+        eprintln!(
+            "{} {}: {} records read, {} items queued{resumed}; the service (or `hubsync run --once`) syncs them",
+            object.name, args.direction, done.rows_read, done.enqueued
+        );
+        tracing::info!(operation = "BACKFILL", object = %object.name, direction = %args.direction,
+            rows_read = done.rows_read, enqueued = done.enqueued, resumed = done.resumed,
+            "backfill queued every record");
+    }
+    Ok(exit::OK)
+}
+
+/// Plans each (object, direction) and prints the operations on stdout and a summary on stderr;
+/// exit 1 when the plan rejects any record (as the real run would), else 0.
+pub async fn dry_run(
+    queue: &Queue,
+    plan: &[(&crate::sync::engine::ObjectSync, Direction)],
+    scope: Scope,
+) -> Result<u8, Failure> {
+    let mut report = Report::default();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (object, direction) in plan {
+        dry_run::plan_object(object, queue, *direction, scope, &mut report, &mut out)
+            .await
+            .map_err(unavailable)?;
+    }
+    out.flush()
+        .map_err(|e| Failure::new(exit::SOFTWARE, format!("stdout: {e}")))?;
+    for line in report.summary() {
+        eprintln!("dry run: {line}");
+    }
+    eprintln!("dry run: nothing was written to HubSpot, SQL Server or the queue");
+    Ok(if report.count("REJECT") > 0 {
+        exit::REJECTED
+    } else {
+        exit::OK
+    })
+}

@@ -1,0 +1,168 @@
+//! Dry runs (`run --once --dry-run`, `backfill --dry-run`): what a sync would do — creates,
+//! updates by property, SQL Server writes, rejections with reasons — decided by the same code the
+//! workers run, printed one JSON line per record, and nothing written anywhere (no HubSpot or
+//! SQL Server write, no queue item, link or cursor).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::diff::Values;
+use crate::queue::{ClaimedItem, Direction, ItemError, NewItem};
+
+/// One record's planned operation, as printed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedOp {
+    pub object: String,
+    pub direction: &'static str,
+    /// SQL key (to_hubspot) or HubSpot id (to_sql).
+    pub record_key: String,
+    /// CREATE, UPDATE, LINK, SKIP, ARCHIVE, REJECT, RETRY (a read failed), WRITE, INSERT.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hubspot_id: Option<String>,
+    /// What would be sent: every property of a create, the changed ones of an update, the
+    /// HubSpot values a SQL Server write carries.
+    #[serde(skip_serializing_if = "Values::is_empty")]
+    pub properties: Values,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ItemError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl PlannedOp {
+    pub fn new(object: &str, direction: Direction, record_key: &str, action: &'static str) -> Self {
+        Self {
+            object: object.into(),
+            direction: direction.as_str(),
+            record_key: record_key.into(),
+            action,
+            hubspot_id: None,
+            properties: Values::new(),
+            errors: Vec::new(),
+            message: None,
+        }
+    }
+}
+
+/// Prints planned operations and counts them by object, direction and action.
+#[derive(Debug, Default)]
+pub struct Report {
+    counts: BTreeMap<(String, &'static str, &'static str), u64>,
+}
+
+impl Report {
+    /// Prints one operation as a JSON line.
+    pub fn print(&mut self, op: &PlannedOp, out: &mut impl Write) -> std::io::Result<()> {
+        *self
+            .counts
+            .entry((op.object.clone(), op.direction, op.action))
+            .or_default() += 1;
+        serde_json::to_writer(&mut *out, op)?;
+        writeln!(out)
+    }
+
+    /// How many operations of `action` were planned (all objects and directions).
+    pub fn count(&self, action: &str) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((_, _, a), _)| *a == action)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// One line per object and direction: `contacts to_hubspot: 4750 CREATE, 250 REJECT`.
+    pub fn summary(&self) -> Vec<String> {
+        let mut lines: BTreeMap<(String, &str), Vec<String>> = BTreeMap::new();
+        for ((object, direction, action), n) in &self.counts {
+            lines
+                .entry((object.clone(), direction))
+                .or_default()
+                .push(format!("{n} {action}"));
+        }
+        lines
+            .into_iter()
+            .map(|((object, direction), parts)| {
+                format!("{object} {direction}: {}", parts.join(", "))
+            })
+            .collect()
+    }
+}
+
+/// Stand-ins for queue items, so records read during a dry run go through the workers' own
+/// planning code without ever being stored. Ids are positions (negative: never a real item).
+pub fn dry_items(object: &str, direction: Direction, items: Vec<NewItem>) -> Vec<ClaimedItem> {
+    let now = Utc::now();
+    items
+        .into_iter()
+        .zip(1i64..)
+        .map(|(item, n)| ClaimedItem {
+            id: -n,
+            object: object.into(),
+            direction,
+            record_key: item.record_key,
+            operation: item.operation,
+            payload: item.payload,
+            source_version: item.source_version,
+            attempts: 0,
+            rescues: 0,
+            hubspot_id: None,
+            batch_id: "dry-run".into(),
+            created_at: now,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Operation;
+
+    #[test]
+    fn report_prints_json_lines_and_counts_by_action() {
+        let mut report = Report::default();
+        let mut out = Vec::new();
+        let mut create = PlannedOp::new("contacts", Direction::ToHubspot, "7", "CREATE");
+        create
+            .properties
+            .insert("email".into(), Some("a@b.cr".into()));
+        report.print(&create, &mut out).unwrap();
+        let reject = PlannedOp {
+            errors: vec![ItemError::new("validation", "bad")],
+            ..PlannedOp::new("contacts", Direction::ToHubspot, "8", "REJECT")
+        };
+        report.print(&reject, &mut out).unwrap();
+        report.print(&reject, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["action"], "CREATE");
+        assert_eq!(first["properties"]["email"], "a@b.cr");
+        assert!(first.get("errors").is_none());
+        assert_eq!(text.lines().count(), 3);
+        assert_eq!((report.count("CREATE"), report.count("REJECT")), (1, 2));
+        assert_eq!(
+            report.summary(),
+            vec!["contacts to_hubspot: 1 CREATE, 2 REJECT"]
+        );
+    }
+
+    #[test]
+    fn dry_items_are_never_real_ids() {
+        let items = dry_items(
+            "contacts",
+            Direction::ToSql,
+            vec![NewItem {
+                record_key: "101".into(),
+                operation: Operation::Upsert,
+                payload: serde_json::json!({}),
+                source_version: 5,
+            }],
+        );
+        assert_eq!(items[0].id, -1);
+        assert_eq!(items[0].direction, Direction::ToSql);
+        assert_eq!(items[0].source_version, 5);
+    }
+}

@@ -1,0 +1,269 @@
+//! `run --once --dry-run` and `hubsync backfill` as real processes against a real PostgreSQL and
+//! both simulators: the dry run prints exactly what the real run then does and writes nothing;
+//! a backfill queues every record again, shows its totals and resumes where it stopped.
+
+use std::collections::BTreeMap;
+use std::process::Output;
+
+use hubsync::mapping::{Mapper, SqlRow};
+use sqlx::PgPool;
+
+use crate::daemon::{Sims, config_text, sims};
+use crate::support::{fresh_db, hubspot_writes};
+
+struct Setup {
+    pool: PgPool,
+    url: String,
+    sims: Sims,
+    dir: tempfile::TempDir,
+    members: Vec<SqlRow>,
+    mapper: Mapper,
+}
+
+async fn setup(n: u64) -> Setup {
+    let (pool, url) = fresh_db().await;
+    let sims = sims().await;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
+    let members: Vec<SqlRow> = (0..n)
+        .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
+        .collect();
+    crate::to_hubspot::insert_members(&sims.mssql, &members).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(0, &sims, &dir.path().join("logs"));
+    std::fs::write(dir.path().join("config.yaml"), &text).unwrap();
+    let config =
+        hubsync::config::load_str(&text, hubsync::config::Need::Nothing, &|_| None).unwrap();
+    let mapper = Mapper::new(&config.objects["contacts"]).unwrap();
+    Setup {
+        pool,
+        url,
+        sims,
+        dir,
+        members,
+        mapper,
+    }
+}
+
+impl Setup {
+    /// Runs the hubsync binary with this setup's config and secrets.
+    fn hubsync(&self, args: &[&str]) -> Output {
+        let config = self.dir.path().join("config.yaml");
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let connection = self.sims.mssql.connection_string();
+        let env = [
+            ("HUBSYNC_DATABASE_URL", self.url.as_str()),
+            ("HUBSYNC_HUBSPOT_TOKEN", "sim-token"),
+            ("HUBSYNC_SQL_SERVER", connection.as_str()),
+        ];
+        // The simulators keep serving on the other runtime threads meanwhile.
+        tokio::task::block_in_place(|| crate::support::hubsync(&all, &env, self.dir.path()))
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Queue items, links and cursors: what a run writes to PostgreSQL.
+    async fn rows_written(&self) -> i64 {
+        self.count(
+            "SELECT (SELECT count(*) FROM sync_queue) + (SELECT count(*) FROM record_links) \
+             + (SELECT count(*) FROM sync_cursors) + (SELECT count(*) FROM sync_conflicts)",
+        )
+        .await
+    }
+
+    fn valid_keys(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| self.mapper.to_hubspot(m).is_valid())
+            .map(|m| m["numero_asociado"].to_string())
+            .collect()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The planned operations printed on stdout, by record key.
+fn plan(out: &Output) -> BTreeMap<(String, String), serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let op: serde_json::Value = serde_json::from_str(l).unwrap();
+            let key = (
+                op["direction"].as_str().unwrap().to_string(),
+                op["record_key"].as_str().unwrap().to_string(),
+            );
+            (key, op)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
+    let s = setup(200).await;
+    // 20 members already exist in HubSpot (email in capitals, another first name).
+    let valid = s.valid_keys();
+    let existing: Vec<&SqlRow> = s
+        .members
+        .iter()
+        .filter(|m| valid.contains(&m["numero_asociado"].to_string()))
+        .take(20)
+        .collect();
+    let seeds: Vec<BTreeMap<String, Option<String>>> = existing
+        .iter()
+        .map(|m| {
+            let mut props = s.mapper.to_hubspot(m).properties;
+            let email = props["email"].clone().unwrap().to_uppercase();
+            props.insert("email".into(), Some(email));
+            props.insert("firstname".into(), Some("Otro".into()));
+            props.into_iter().collect()
+        })
+        .collect();
+    s.sims.hubspot.seed_contacts(&seeds).unwrap();
+    let sql_rows = || async {
+        let mut c = crate::mssql_sim::connect(&s.sims.mssql).await;
+        crate::mssql_sim::first_int(&mut c, "SELECT COUNT(*) FROM [dbo].[hb_contacts]").await
+    };
+    let sql_before = sql_rows().await;
+
+    let out = s.hubsync(&["run", "--once", "--dry-run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "some are rejected: {}",
+        text(&out)
+    );
+    let planned = plan(&out);
+    // Nothing was written anywhere.
+    assert_eq!(hubspot_writes(&s.sims.hubspot), 0);
+    assert_eq!(s.sims.hubspot.contacts().len(), 20);
+    assert_eq!(sql_rows().await, sql_before);
+    assert_eq!(s.rows_written().await, 0);
+
+    let actions = |action: &str| {
+        planned
+            .values()
+            .filter(|op| op["direction"] == "to_hubspot" && op["action"] == action)
+            .count()
+    };
+    assert_eq!(actions("CREATE"), valid.len() - 20);
+    assert_eq!(actions("UPDATE"), 20);
+    assert_eq!(actions("REJECT"), s.members.len() - valid.len());
+    for m in &existing {
+        let op = &planned[&("to_hubspot".into(), m["numero_asociado"].to_string())];
+        assert_eq!(op["properties"]["firstname"], m["firstname"], "{op}");
+        assert!(op["hubspot_id"].is_string());
+    }
+    for op in planned.values().filter(|op| op["action"] == "REJECT") {
+        let first = &op["errors"][0];
+        assert_eq!(
+            (&first["field"], &first["rule"]),
+            (&"email".into(), &"email".into()),
+            "{op}"
+        );
+    }
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("nothing was written"), "{summary}");
+
+    // The real run does exactly what was planned, record by record.
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let outcomes: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT record_key, state, outcome FROM sync_queue WHERE direction = 'to_hubspot'",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(outcomes.len(), s.members.len());
+    for (key, state, outcome) in outcomes {
+        let op = &planned[&("to_hubspot".into(), key)];
+        let did = if state == "rejected" {
+            "REJECT".to_string()
+        } else {
+            outcome.unwrap()
+        };
+        assert_eq!(op["action"], did.as_str(), "{op}");
+    }
+    assert_eq!(s.sims.hubspot.contacts().len(), valid.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_queues_every_record_again_and_resumes_where_it_stopped() {
+    let mut s = setup(150).await;
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let synced = s.valid_keys();
+    let writes = hubspot_writes(&s.sims.hubspot);
+
+    // A full resync queues every row again, even versions already synced or rejected.
+    let out = s.hubsync(&["backfill", "--object", "contacts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("150 records read, 150 items queued"),
+        "{}",
+        text(&out)
+    );
+    let pending =
+        "SELECT count(*) FROM sync_queue WHERE state = 'pending' AND direction = 'to_hubspot'";
+    assert_eq!(s.count(pending).await, 150);
+    // Nothing changed since: the run skips the valid ones and writes nothing to HubSpot.
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(hubspot_writes(&s.sims.hubspot), writes);
+    let skipped =
+        "SELECT count(*) FROM sync_queue WHERE outcome = 'SKIP' AND direction = 'to_hubspot'";
+    assert_eq!(s.count(skipped).await, synced.len() as i64);
+
+    // A backfill interrupted after the first 150 rows, with 100 rows added since, resumes there:
+    // it reads only the 100 (the totals are cumulative).
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(6);
+    let more: Vec<SqlRow> = (150..250)
+        .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
+        .collect();
+    crate::to_hubspot::insert_members(&s.sims.mssql, &more).await;
+    s.members.extend(more);
+    sqlx::query(
+        "UPDATE sync_backfills SET finished_at = NULL, rows_read = 150, cursor_value = \
+         (SELECT cursor_value FROM sync_cursors WHERE direction = 'to_hubspot')",
+    )
+    .execute(&s.pool)
+    .await
+    .unwrap();
+    let out = s.hubsync(&["backfill", "--object", "contacts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("250 records read, 250 items queued (resumed)"),
+        "{}",
+        text(&out)
+    );
+    let finished =
+        "SELECT count(*) FROM sync_backfills WHERE finished_at IS NOT NULL AND rows_read = 250";
+    assert_eq!(s.count(finished).await, 1);
+
+    // A backfill dry run plans every record and queues nothing: the synced ones are skipped,
+    // the new valid ones created.
+    let before = s.count("SELECT count(*) FROM sync_queue").await;
+    let out = s.hubsync(&["backfill", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let planned = plan(&out);
+    assert_eq!(planned.len(), 250);
+    let count = |action: &str| planned.values().filter(|op| op["action"] == action).count();
+    assert_eq!(count("SKIP"), synced.len());
+    assert_eq!(count("CREATE"), s.valid_keys().len() - synced.len());
+    assert_eq!(count("REJECT"), 250 - s.valid_keys().len());
+    assert_eq!(s.count("SELECT count(*) FROM sync_queue").await, before);
+
+    let out = s.hubsync(&["backfill", "--object", "nope"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out).contains("--object nope"), "{}", text(&out));
+}
