@@ -11,6 +11,7 @@ use super::backfill::{Pages, pages};
 use super::engine::ObjectSync;
 use super::plan::{PlannedOp, Report, dry_items};
 use super::poller::load_cursor;
+use super::to_hubspot::Lookup;
 use crate::mssql::ChangeCursor;
 use crate::queue::{Direction, NewItem, Operation, Queue};
 
@@ -96,7 +97,7 @@ async fn plan_items(
     for chunk in claimed.chunks(batch) {
         let ops: Vec<PlannedOp> = match direction {
             Direction::ToHubspot => {
-                let steps = object.to_hubspot.plan(chunk).await;
+                let steps = object.to_hubspot.plan(chunk, Lookup::Always).await;
                 steps.iter().map(|s| s.describe(&object.name)).collect()
             }
             Direction::ToSql => object.to_sql.plan_ops(chunk).await,

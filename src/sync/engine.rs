@@ -100,6 +100,7 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
                 mapper,
                 client: hubspot.clone(),
                 pool: queue.pool().clone(),
+                lookup: Default::default(),
             }),
         });
     }

@@ -3,6 +3,7 @@
 //! linked, or batch created. Every item gets its own outcome; a retried create can never make a
 //! second contact (a 409 links the existing one).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,6 +29,47 @@ pub struct ToHubspot {
     pub mapper: Arc<Mapper>,
     pub client: Arc<HubSpotClient>,
     pub pool: PgPool,
+    /// Whether unlinked records are looked up before they are created (adapts to HubSpot).
+    pub lookup: LookupFirst,
+}
+
+/// Whether to look unlinked records up by the match property before creating them. A lookup
+/// costs one request per batch; creating directly costs nothing extra when the contacts are new
+/// (an initial load into an empty HubSpot) and, when one exists after all, HubSpot's 409 leads to
+/// the same link and update. So: look up while lookups find contacts; after a few batches in a
+/// row whose lookups found none, create directly, until a create meets an existing contact.
+#[derive(Debug, Default)]
+pub struct LookupFirst {
+    /// Consecutive lookups that found nothing.
+    empty_streak: std::sync::atomic::AtomicU32,
+}
+
+/// Empty lookups in a row after which records are created without one.
+const EMPTY_LOOKUPS_BEFORE_CREATING_DIRECTLY: u32 = 3;
+
+impl LookupFirst {
+    fn wanted(&self) -> bool {
+        self.empty_streak.load(std::sync::atomic::Ordering::Relaxed)
+            < EMPTY_LOOKUPS_BEFORE_CREATING_DIRECTLY
+    }
+
+    fn found(&self, any: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if any {
+            self.empty_streak.store(0, Relaxed);
+        } else {
+            self.empty_streak.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// How a plan treats unlinked records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// As the workers do ([`LookupFirst`]).
+    Adaptive,
+    /// Always look up (dry runs: the plan then names the contacts that will be linked).
+    Always,
 }
 
 /// One valid record on its way to HubSpot.
@@ -129,7 +171,7 @@ impl Step<'_> {
 impl BatchHandler for ToHubspot {
     async fn handle(&self, batch: &[ClaimedItem]) -> BatchResult {
         let started = Instant::now();
-        let steps = self.plan(batch).await;
+        let steps = self.plan(batch, Lookup::Adaptive).await;
         let mut run = Run {
             this: self,
             started,
@@ -181,7 +223,7 @@ impl BatchHandler for ToHubspot {
 impl ToHubspot {
     /// Decides every item's step: map and validate, diff against the record link, and look
     /// unlinked records up in HubSpot by the match property. Reads only; writes nothing.
-    pub async fn plan<'a>(&self, batch: &'a [ClaimedItem]) -> Vec<Step<'a>> {
+    pub async fn plan<'a>(&self, batch: &'a [ClaimedItem], lookup: Lookup) -> Vec<Step<'a>> {
         let mut steps = Vec::new();
         let work = self.map_and_validate(batch, &mut steps);
         let archives: Vec<&ClaimedItem> = batch
@@ -226,7 +268,12 @@ impl ToHubspot {
                 None => unlinked.push(w),
             }
         }
-        self.link_existing(unlinked, &mut steps).await;
+        if lookup == Lookup::Always || self.lookup.wanted() {
+            let found = self.link_existing(unlinked, &mut steps).await;
+            self.lookup.found(found);
+        } else {
+            steps.extend(unlinked.into_iter().map(|work| Step::Create { work }));
+        }
         steps
     }
 
@@ -260,21 +307,23 @@ impl ToHubspot {
     }
 
     /// Looks unlinked records up by the match property: found ones are linked (and updated
-    /// where they differ), the rest are to be created.
-    async fn link_existing<'a>(&self, unlinked: Vec<Work<'a>>, steps: &mut Vec<Step<'a>>) {
+    /// where they differ), the rest are to be created. True when any was found.
+    async fn link_existing<'a>(&self, unlinked: Vec<Work<'a>>, steps: &mut Vec<Step<'a>>) -> bool {
         let prop = self.mapper.match_property().to_string();
         let (with_key, without): (Vec<Work>, Vec<Work>) = unlinked
             .into_iter()
             .partition(|w| w.mapped.properties.get(&prop).is_some_and(|v| v.is_some()));
         steps.extend(without.into_iter().map(|work| Step::Create { work }));
         if with_key.is_empty() {
-            return;
+            return false;
         }
         let retry_all = |with_key: Vec<Work<'a>>, steps: &mut Vec<Step<'a>>, error: ItemError| {
             steps.extend(with_key.into_iter().map(|w| Step::Retry {
                 item: w.item,
                 error: error.clone(),
             }));
+            // Unknown: keep looking up.
+            true
         };
         let values: Vec<String> = with_key
             .iter()
@@ -291,6 +340,10 @@ impl ToHubspot {
             Err(e) => return retry_all(with_key, steps, ItemError::new("hubspot", e.to_string())),
         };
         let found_ids: Vec<String> = found.iter().flatten().map(|r| r.id.clone()).collect();
+        if found_ids.is_empty() {
+            steps.extend(with_key.into_iter().map(|work| Step::Create { work }));
+            return false;
+        }
         let owners = match links::by_hubspot_ids(&self.pool, &self.object, &found_ids).await {
             Ok(o) => o,
             Err(e) => {
@@ -326,6 +379,7 @@ impl ToHubspot {
             }
             steps.push(changed(work, record.id.clone(), &record.properties, "LINK"));
         }
+        true
     }
 }
 
@@ -539,7 +593,8 @@ impl Run<'_> {
 
     async fn create(&mut self, creates: Vec<Work<'_>>) {
         let prop = self.this.mapper.match_property().to_string();
-        let mut existing: Vec<Work> = Vec::new();
+        // Inputs that met an existing contact, with HubSpot's refusal when it gave one.
+        let mut existing: Vec<(Work, Option<WriteOutcome>)> = Vec::new();
         let inputs: Vec<CreateInput> = creates
             .iter()
             .map(|w| CreateInput {
@@ -560,7 +615,12 @@ impl Run<'_> {
                     match outcome {
                         // Created meanwhile (or by an earlier try of this very item): link and
                         // update it rather than creating a second one.
-                        WriteOutcome::Exists { .. } => existing.push(w),
+                        WriteOutcome::Exists { .. } => existing.push((w, None)),
+                        // Another unique property of the record is taken: most likely by the
+                        // same contact, which the match property then finds.
+                        refused @ WriteOutcome::Rejected { .. } if unique_taken(&refused) => {
+                            existing.push((w, Some(refused)))
+                        }
                         other => self.settle_write(&w, "CREATE", &other),
                     }
                 }
@@ -574,8 +634,18 @@ impl Run<'_> {
         if existing.is_empty() {
             return;
         }
+        // A contact existed after all: look up first again for the next batches.
+        self.this.lookup.found(true);
+        let mut refusals: HashMap<i64, WriteOutcome> = HashMap::new();
+        let mut unlinked = Vec::new();
+        for (w, refused) in existing {
+            if let Some(refused) = refused {
+                refusals.insert(w.item.id, refused);
+            }
+            unlinked.push(w);
+        }
         let mut steps = Vec::new();
-        self.this.link_existing(existing, &mut steps).await;
+        self.this.link_existing(unlinked, &mut steps).await;
         let mut updates = Vec::new();
         for step in steps {
             match step {
@@ -592,13 +662,17 @@ impl Run<'_> {
                 } => updates.push((work, hubspot_id, changes)),
                 Step::Reject { item, errors } => self.reject(item, errors),
                 Step::Retry { item, error } => self.retry(item, error),
-                Step::Create { work } => self.retry(
-                    work.item,
-                    ItemError::new(
-                        "hubspot",
-                        "HubSpot said the contact exists but it could not be read",
+                Step::Create { work } => match refusals.remove(&work.item.id) {
+                    // Not found by the match property: the value belongs to another contact.
+                    Some(refused) => self.settle_write(&work, "CREATE", &refused),
+                    None => self.retry(
+                        work.item,
+                        ItemError::new(
+                            "hubspot",
+                            "HubSpot said the contact exists but it could not be read",
+                        ),
                     ),
-                ),
+                },
                 Step::Archive { item, .. } | Step::ArchiveUnsynced { item } => self.retry(
                     item,
                     ItemError::new("internal", "unexpected archive step after a create"),
@@ -607,6 +681,12 @@ impl Run<'_> {
         }
         self.update(updates).await;
     }
+}
+
+/// HubSpot refused a create because a unique property's value is already taken.
+fn unique_taken(outcome: &WriteOutcome) -> bool {
+    matches!(outcome, WriteOutcome::Rejected { category, message, .. }
+        if category.contains("INVALID_UNIQUE_VALUE") || message.contains("INVALID_UNIQUE_VALUE"))
 }
 
 /// A failed rule as a queue item error (field, rule, message).

@@ -61,6 +61,7 @@ pub async fn stand() -> Stand {
             mapper: mapper.clone(),
             client,
             pool,
+            lookup: Default::default(),
         }),
     };
     Stand {
@@ -350,4 +351,76 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
     assert_eq!((polled.rows_read, polled.items_enqueued), (0, 0));
     assert_eq!(s.worker.drain().await.unwrap().done, 0);
     assert_eq!(writes(&s) - before, 1);
+}
+
+#[tokio::test]
+async fn after_lookups_find_nothing_records_are_created_directly_and_an_existing_contact_still_links()
+ {
+    let s = stand().await;
+    let members = rows(600);
+    let (first, rest) = members.split_at(500);
+    let lookups = |s: &Stand| {
+        s.sim
+            .stats()
+            .requests_by_endpoint
+            .get("batch/read")
+            .copied()
+            .unwrap_or(0)
+    };
+    // An empty HubSpot: the first batches look up, find nothing, and later ones create directly.
+    enqueue(&s.queue, first, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!(settled.done + settled.rejected, 500);
+    assert_eq!(lookups(&s), 3, "three empty lookups, then creates only");
+
+    // A HubSpot user creates one of the next members by hand meanwhile (email in capitals).
+    let target = rest
+        .iter()
+        .find(|r| s.mapper.to_hubspot(r).is_valid())
+        .unwrap();
+    let mut props = s.mapper.to_hubspot(target).properties;
+    let email = props["email"].clone().unwrap();
+    props.insert("email".into(), Some(email.to_uppercase()));
+    props.insert("firstname".into(), Some("A Mano".into()));
+    let ids = s.sim.seed_contacts(&[props]).unwrap();
+    enqueue(&s.queue, rest, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!(settled.done + settled.rejected, 100);
+    // The create met the existing contact: linked and updated, never duplicated.
+    let matching = s
+        .sim
+        .contacts()
+        .iter()
+        .filter(|c| c.properties.get("email") == Some(&email))
+        .count();
+    assert_eq!(matching, 1);
+    let outcome: (String, Option<String>, serde_json::Value) =
+        sqlx::query_as("SELECT state, outcome, errors FROM sync_queue WHERE record_key = $1")
+            .bind(target["numero_asociado"].to_string())
+            .fetch_one(s.queue.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (outcome.0.as_str(), outcome.1.as_deref()),
+        ("done", Some("UPDATE")),
+        "{outcome:?}"
+    );
+    let linked: String = sqlx::query_scalar(
+        "SELECT hubspot_id FROM record_links WHERE object = 'contacts' AND sql_key = $1",
+    )
+    .bind(target["numero_asociado"].to_string())
+    .fetch_one(s.queue.pool())
+    .await
+    .unwrap();
+    assert_eq!(linked, ids[0]);
+    let contact = s.sim.contact(&ids[0]).unwrap();
+    assert_eq!(
+        Some(&contact.properties["firstname"]),
+        s.mapper.to_hubspot(target).properties["firstname"].as_ref()
+    );
+    // And the batches after it look up first again.
+    enqueue(&s.queue, &rows(700)[600..], 1).await;
+    let before = lookups(&s);
+    s.worker.drain().await.unwrap();
+    assert_eq!(lookups(&s), before + 1);
 }
