@@ -3,6 +3,7 @@
 mod hubspot;
 mod mssql;
 mod queue;
+mod sync;
 pub mod validate;
 
 use std::path::Path;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     /// Update N contacts on the in-process HubSpot simulator through 4 workers sharing one
     /// limiter; prints records/s against the tier's ceiling.
     Hubspot(hubspot::HubspotBenchArgs),
+    /// The whole service: backfill N members from the SQL Server simulator into an empty HubSpot
+    /// simulator with `hubsync run`; records/s, 429s, peak RSS and change latency.
+    Sync(sync::SyncBenchArgs),
     /// Map and validate generated member records with the configured mapping on one core.
     Validate(validate::Args),
 }
@@ -34,8 +38,18 @@ pub async fn run(command: BenchCommand, config: &Path) -> Result<u8, Failure> {
         BenchCommand::Queue(args) => queue::run(args).await,
         BenchCommand::Mssql(args) => mssql::run(args).await,
         BenchCommand::Hubspot(args) => hubspot::run(args).await,
+        BenchCommand::Sync(args) => sync::run(args, config).await,
         BenchCommand::Validate(args) => validate::run(config, args),
     }
+}
+
+/// Peak resident memory so far of process `pid` (None: this process), in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib(pid: Option<u32>) -> Option<f64> {
+    let who = pid.map_or_else(|| "self".to_string(), |p| p.to_string());
+    let status = std::fs::read_to_string(format!("/proc/{who}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// `1234567` → `1,234,567`, for figures people read.

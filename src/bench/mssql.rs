@@ -29,14 +29,6 @@ pub async fn run(args: MssqlBenchArgs) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-/// Peak resident memory of this process so far, in MiB (Linux).
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn insert_batch(from: u32, to: u32) -> String {
     let values: Vec<String> = (from..=to)
         .map(|i| {
@@ -98,7 +90,7 @@ async fn bench(args: MssqlBenchArgs) -> anyhow::Result<()> {
         .validate()
         .map_err(|p| anyhow::anyhow!("bench object settings: {:?}", p.into_vec()))?;
     let reader = ChangeReader::new(pool.clone(), object);
-    let rss_before = peak_rss_mib();
+    let rss_before = super::peak_rss_mib(None);
     let started = Instant::now();
     let mut poll = reader.poll(None);
     let (mut rows, mut pages, mut largest_page) = (0u64, 0u64, 0usize);
@@ -118,7 +110,7 @@ async fn bench(args: MssqlBenchArgs) -> anyhow::Result<()> {
         thousands(rate as u64),
         rate / HUBSPOT_CEILING_PER_S
     );
-    if let (Some(before), Some(after)) = (rss_before, peak_rss_mib()) {
+    if let (Some(before), Some(after)) = (rss_before, super::peak_rss_mib(None)) {
         println!(
             "peak RSS (simulator included): {before:.0} MiB after loading, {after:.0} MiB after reading"
         );
