@@ -50,11 +50,12 @@ SELECT TOP (@P1) [col1], [col2], [key], [modified_at] FROM [schema].[table] WHER
 -- The compound cursor (modified_at, key): rows after it in (modified_at, key) order.
 SELECT TOP (@P1) [col1], [col2], [key], [modified_at] FROM [schema].[table] WHERE [modified_at] >= @P2 AND ([modified_at] > @P2 OR [key] > @P3) ORDER BY [modified_at], [key]
 
--- name: row_by_key
+-- name: rows_by_keys
 -- sent: rpc
--- params: @P1 bigint or nvarchar (key)
--- The current SQL row of one record (conflict checks, diagnostics).
-SELECT [col1], [col2], [key], [rv] FROM [schema].[table] WHERE [key] = @P1
+-- params: @P1..@Pn bigint or nvarchar (keys; 1 to 1000 of them)
+-- The current SQL rows of a batch's records in one query (three-way diffs and conflict checks
+-- of the to_sql step, diagnostics); a key without a row is simply absent from the result.
+SELECT [col1], [col2], [key], [rv] FROM [schema].[table] WHERE [key] IN (@P1, @P2)
 
 -- name: keys_first_page
 -- sent: rpc

@@ -82,12 +82,14 @@ pub fn change_reads(obj: &SqlObject) -> (String, String) {
     }
 }
 
-pub fn row_by_key(obj: &SqlObject) -> String {
+/// The current rows of `n` records: `… WHERE [key] IN (@P1, …, @Pn)`.
+pub fn rows_by_keys(obj: &SqlObject, n: usize) -> String {
     format!(
-        "SELECT {} FROM {} WHERE {} = @P1",
+        "SELECT {} FROM {} WHERE {} IN ({})",
         select_list(obj),
         obj.table.quoted(),
-        obj.key.quoted()
+        obj.key.quoted(),
+        join((1..=n.max(1)).map(|i| format!("@P{i}")))
     )
 }
 
@@ -186,7 +188,7 @@ mod tests {
             ("rowversion_changes", change_reads(&rv).0),
             ("modified_at_changes_from", change_reads(&m).0),
             ("modified_at_changes_after", change_reads(&m).1),
-            ("row_by_key", row_by_key(&rv)),
+            ("rows_by_keys", rows_by_keys(&rv, 2)),
             ("keys_first_page", keys_first_page(&rv)),
             ("keys_after", keys_after(&rv)),
             ("update_by_key", update_by_key(&rv, &two)),

@@ -184,6 +184,19 @@ impl BatchHandler for ToSql {
                 return result;
             }
         };
+        // The SQL rows of the records HubSpot changed, in one query for the batch.
+        let changed: Vec<String> = batch
+            .iter()
+            .filter_map(|item| {
+                let link = links.get(&item.record_key)?;
+                let changes = diff::changes(&self.writable(item), &link.synced);
+                (!changes.is_empty()).then(|| link.sql_key.clone())
+            })
+            .collect();
+        let sql_rows = match changed.is_empty() {
+            true => Ok(HashMap::new()),
+            false => self.reader.rows_by_keys(&changed).await,
+        };
         let mut pending: Vec<Pending> = Vec::new();
         for item in batch {
             let hs = self.writable(item);
@@ -219,7 +232,7 @@ impl BatchHandler for ToSql {
                 continue;
             }
             // Three-way: what SQL Server holds now, what HubSpot holds, what both agreed on.
-            let sql_row = match self.reader.row_by_key(&link.sql_key).await {
+            let sql_row = match sql_rows.as_ref().map(|rows| rows.get(&link.sql_key)) {
                 Ok(Some(row)) => row,
                 Ok(None) => {
                     skip(
@@ -237,7 +250,7 @@ impl BatchHandler for ToSql {
                     continue;
                 }
             };
-            let sql_all = self.mapper.to_hubspot(&sql_row).properties;
+            let sql_all = self.mapper.to_hubspot(sql_row).properties;
             let sql: Values = hs
                 .keys()
                 .filter_map(|k| sql_all.get(k).map(|v| (k.clone(), v.clone())))

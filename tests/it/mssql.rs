@@ -379,6 +379,15 @@ async fn soft_deletes_become_archive_changes_and_reconciliation_finds_hard_delet
         json!("Socio 4")
     );
     assert!(reader.row_by_key("3").await.expect("no row").is_none());
+    let wanted: Vec<String> = ["4", "3", "1", "99"].map(String::from).into();
+    let rows = reader.rows_by_keys(&wanted).await.expect("read rows");
+    let found: std::collections::BTreeMap<&String, &Value> =
+        rows.iter().map(|(k, r)| (k, &r["nombre"])).collect();
+    let expected = [("1", json!("Socio 1")), ("4", json!("Socio 4"))];
+    assert_eq!(found.len(), 2, "{found:?}");
+    for (key, name) in &expected {
+        assert_eq!(found.get(&key.to_string()), Some(&name), "row {key}");
+    }
     t.finish().await;
 }
 

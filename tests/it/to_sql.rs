@@ -147,8 +147,16 @@ async fn hubspot_edits_reach_sql_server_and_nothing_echoes_back() {
 
     let hs = b.hs_poller.poll_once().await.unwrap();
     assert_eq!(hs.items_enqueued, 40);
+    let requests = b.mssql.stats().requests;
     let settled = b.to_sql.drain().await.unwrap();
     assert_eq!(settled.done, 40);
+    // 40 UPDATEs in one transaction plus one read of the batch's rows (a read per record
+    // would make it 80 and more).
+    let requests = b.mssql.stats().requests - requests;
+    assert!(
+        (42..60).contains(&requests),
+        "{requests} SQL Server requests"
+    );
     for (key, _) in &links {
         assert_eq!(b.sql_firstname(key).await, "Editada En HubSpot");
     }
