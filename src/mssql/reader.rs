@@ -1,6 +1,6 @@
 //! The change reader: pages of rows changed since a cursor (rowversion or `(modified_at, key)`
-//! with overlap), soft deletes as archive changes, rows by key (a batch in one query), and key reconciliation for hard
-//! deletes. Streams page by page; never loads the whole table.
+//! with overlap), soft deletes as archive changes, rows by key (a batch in one query), and key
+//! reconciliation for hard deletes. Streams page by page; never loads the whole table.
 
 use std::collections::{BTreeSet, HashMap};
 
