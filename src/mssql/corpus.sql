@@ -12,7 +12,8 @@
 --   1..n of them). Every identifier is validated against ^[A-Za-z_][A-Za-z0-9_]*$ and
 --   bracket-quoted; every value is a parameter.
 -- * The select list of the change readers is the configured columns plus, appended when not
---   already listed, the key, the rowversion or modified-at column and the soft-delete column.
+--   already listed, the key, the rowversion or modified-at column, the soft-delete column and
+--   the configured modification-time column (rowversion mode).
 --   When the object configures no column list, the readers' select list is `*` instead.
 -- * `@P1` TOP values are bigint. Key parameters are bigint for int/bigint keys and nvarchar for
 --   character keys. Written values are bound with the column's own type:
@@ -81,6 +82,13 @@ UPDATE [schema].[table] SET [col1] = @P1, [col2] = @P2 WHERE [key] = @P3
 -- Writer: a record created in HubSpot (on_new_hubspot_record: insert). The key comes back as a
 -- one-row, one-column result (the key column's own type, e.g. an IDENTITY int).
 INSERT INTO [schema].[table] ([col1], [col2]) OUTPUT INSERTED.[key] VALUES (@P1, @P2)
+
+-- name: delete_by_key
+-- sent: rpc
+-- params: @P1 bigint or nvarchar (key)
+-- Writer: the row of a record archived in HubSpot (on_hubspot_archive: delete). No row deleted
+-- means it was already gone, which is the same outcome.
+DELETE FROM [schema].[table] WHERE [key] = @P1
 
 -- name: begin_transaction
 -- sent: batch

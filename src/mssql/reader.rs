@@ -17,7 +17,7 @@ use super::object::{Change as Mode, DeletedWhen, SqlObject};
 use super::pool::{Rows, SqlPool};
 use super::sql;
 use super::table::TableShape;
-use super::value::{Param, SqlRow, format_datetime, key_text, row_to_json};
+use super::value::{Param, SqlRow, format_datetime, key_text, parse_datetime, row_to_json};
 
 /// Keys per `rows_by_keys` statement (SQL Server takes at most 2,100 parameters).
 pub const KEYS_PER_QUERY: usize = 1000;
@@ -39,7 +39,7 @@ pub struct RowChange {
     pub kind: ChangeKind,
     /// The row's version (`source_version`): rowversion `0x…` or local modified_at.
     pub version: String,
-    /// modified_at mode: the row's modification time in UTC (for newest-wins conflicts).
+    /// The row's modification time in UTC, when the object has a modification-time column.
     pub modified_utc: Option<DateTime<Utc>>,
     /// The row, in the contract's JSON encoding.
     pub row: SqlRow,
@@ -167,6 +167,18 @@ impl ChangeReader {
         Ok(out)
     }
 
+    /// When the row was last modified, in UTC: its modification-time column (see
+    /// [`SqlObject::modified_column`]) read as local time in the configured zone; None when the
+    /// object has no such column or the value is NULL or not a datetime.
+    pub fn modified_utc(&self, row: &SqlRow) -> Option<DateTime<Utc>> {
+        let column = self.obj.modified_column()?;
+        let value = row
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(column.as_str()))
+            .and_then(|(_, v)| v.as_str())?;
+        local_to_utc(parse_datetime(value)?, self.pool.zone())
+    }
+
     /// One page of keys in key order, after `after` (None: from the first key).
     pub async fn keys_page(&self, after: Option<&Value>) -> Result<Vec<Value>, MssqlError> {
         let size = Param::I64(Some(i64::from(self.obj.page_size)));
@@ -257,7 +269,7 @@ impl ChangeReader {
                 };
                 (
                     Rowversion(value).hex(),
-                    None,
+                    self.modified_utc(&json),
                     ChangeCursor::Rowversion {
                         rowversion: Rowversion(value),
                     },

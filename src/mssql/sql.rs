@@ -11,7 +11,8 @@ pub const COMMIT: &str = "COMMIT TRANSACTION";
 pub const ROLLBACK: &str = "ROLLBACK TRANSACTION";
 pub const TRANCOUNT: &str = "SELECT @@TRANCOUNT AS [trancount]";
 
-/// Configured columns plus key, change column and soft-delete column; `*` when none configured.
+/// Configured columns plus key, change column, soft-delete and modification-time columns; `*`
+/// when none configured.
 pub fn select_list(obj: &SqlObject) -> String {
     if obj.columns.is_empty() {
         return "*".into();
@@ -21,6 +22,7 @@ pub fn select_list(obj: &SqlObject) -> String {
         Some(&obj.key),
         Some(obj.change_column()),
         obj.soft_delete.as_ref().map(|(c, _)| c),
+        obj.modified_column(),
     ];
     for c in extra.into_iter().flatten() {
         if !cols.contains(&c) {
@@ -125,6 +127,15 @@ pub fn update_by_key(obj: &SqlObject, columns: &[&Ident]) -> String {
     )
 }
 
+/// `DELETE FROM … WHERE [key] = @P1`.
+pub fn delete_by_key(obj: &SqlObject) -> String {
+    format!(
+        "DELETE FROM {} WHERE {} = @P1",
+        obj.table.quoted(),
+        obj.key.quoted()
+    )
+}
+
 /// `INSERT INTO … ([c1], …) OUTPUT INSERTED.[key] VALUES (@P1, …)`.
 pub fn insert_returning_key(obj: &SqlObject, columns: &[&Ident]) -> String {
     let names = join(columns.iter().map(|c| c.quoted()));
@@ -193,6 +204,7 @@ mod tests {
             ("keys_after", keys_after(&rv)),
             ("update_by_key", update_by_key(&rv, &two)),
             ("insert_returning_key", insert_returning_key(&rv, &two)),
+            ("delete_by_key", delete_by_key(&rv)),
             ("begin_transaction", BEGIN.to_string()),
             ("commit_transaction", COMMIT.to_string()),
             ("rollback_transaction", ROLLBACK.to_string()),

@@ -80,6 +80,8 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
                 pool: queue.pool().clone(),
                 max_attempts: queue.settings().max_attempts,
                 lag: config.hubspot.search_lag,
+                archive_scan: object.on_hubspot_archive.scan_interval(),
+                last_archive_scan: Default::default(),
             }),
             to_sql: Arc::new(ToSql {
                 object: name.clone(),
@@ -87,6 +89,7 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
                 reader: Arc::new(ChangeReader::new(sql.clone(), sql_object.clone())),
                 writer: Arc::new(SqlWriter::new(sql.clone(), sql_object.clone())),
                 pool: queue.pool().clone(),
+                on_archive: object.on_hubspot_archive.clone(),
             }),
             poller: Arc::new(SqlPoller {
                 object: name.clone(),

@@ -403,6 +403,7 @@ fn update(key: u32, pairs: &[(&str, Value)]) -> RowWrite {
         key: Some(key.to_string()),
         changes: changes(pairs),
         hubspot_id: None,
+        delete: false,
     }
 }
 
@@ -436,6 +437,7 @@ async fn writer_applies_good_rows_and_reports_the_bad_row_with_its_error_number(
             key: Some("5".into()),
             changes: SqlRow::new(),
             hubspot_id: Some("hs-555".into()),
+            delete: false,
         },
     ];
     let report = writer.apply(&batch).await.expect("batch");
@@ -495,6 +497,7 @@ async fn writer_inserts_new_hubspot_records_only_when_the_policy_says_insert() {
         key: None,
         changes: changes(&[("nombre", json!("Nueva"))]),
         hubspot_id: Some("hs-1".into()),
+        delete: false,
     };
     let ignoring = SqlWriter::new(
         t.pool.clone(),
@@ -518,6 +521,7 @@ async fn writer_inserts_new_hubspot_records_only_when_the_policy_says_insert() {
         key: None,
         changes: changes(&[("nombre", Value::Null)]),
         hubspot_id: None,
+        delete: false,
     };
     let report = writer.apply(&[new, missing_name]).await.expect("insert");
     let RowOutcome::Inserted { key } = &report.outcomes[0] else {

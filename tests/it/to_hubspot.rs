@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hubsync::config::{Need, load_str};
 use hubsync::hubspot::{HubSpotClient, HubSpotSettings, Limiter};
-use hubsync::mapping::{Mapper, SqlRow};
+use hubsync::mapping::{Mapper, ObjectConfig, SqlRow};
 use hubsync::queue::{Direction, NewItem, Operation, Queue};
 use hubsync::sim::hubspot::{RunningSim, SimOptions};
 use hubsync::sync::to_hubspot::ToHubspot;
@@ -24,11 +24,19 @@ pub struct Stand {
 }
 
 pub async fn stand() -> Stand {
-    stand_with(SimOptions::default()).await
+    stand_with(SimOptions::default(), &contacts_config()).await
 }
 
-/// A stand whose HubSpot simulator starts with `options` (its tier raised so tests never wait).
-pub async fn stand_with(options: SimOptions) -> Stand {
+/// The `contacts` object of the repository's example configuration.
+pub fn contacts_config() -> ObjectConfig {
+    let text = std::fs::read_to_string(example_config()).unwrap();
+    let mut config = load_str(&text, Need::Nothing, &|_| None).unwrap();
+    config.objects.remove("contacts").unwrap()
+}
+
+/// A stand whose HubSpot simulator starts with `options` (its tier raised so tests never wait),
+/// syncing `object`.
+pub async fn stand_with(options: SimOptions, object: &ObjectConfig) -> Stand {
     let (pool, _) = fresh_db().await;
     let sim = hubsync::sim::hubspot::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -39,12 +47,7 @@ pub async fn stand_with(options: SimOptions) -> Stand {
     )
     .await
     .unwrap();
-    let text = std::fs::read_to_string(example_config()).unwrap();
-    let config = load_str(&text, Need::Nothing, &|name| {
-        (name == "SQL_SERVER").then(|| "server=tcp:127.0.0.1,1;user=sa;password=x".into())
-    })
-    .unwrap();
-    let mapper = Arc::new(Mapper::new(&config.objects["contacts"]).unwrap());
+    let mapper = Arc::new(Mapper::new(object).unwrap());
     let settings = HubSpotSettings {
         base_url: sim.base_url().parse().unwrap(),
         token: Some("sim-token".to_string().into()),
@@ -277,9 +280,7 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
         connection: Some(mssql.connection_string().into()),
         ..Default::default()
     };
-    let text = std::fs::read_to_string(example_config()).unwrap();
-    let config = load_str(&text, Need::Nothing, &|_| None).unwrap();
-    let object = hubsync::sync::poller::sql_object_settings(&config.objects["contacts"])
+    let object = hubsync::sync::poller::sql_object_settings(&contacts_config())
         .validate()
         .unwrap();
     let sql_pool = hubsync::mssql::SqlPool::new(&sql_settings).unwrap();
@@ -398,11 +399,11 @@ async fn hubspot_refusing_3_records_of_a_batch_of_100_rejects_those_3_with_its_m
     for p in properties.iter_mut().filter(|p| p.name == "marital_status") {
         p.options.retain(|o| o.value != "Viudo");
     }
-    let s = stand_with(SimOptions {
+    let options = SimOptions {
         properties,
         ..SimOptions::default()
-    })
-    .await;
+    };
+    let s = stand_with(options, &contacts_config()).await;
     let mut members: Vec<SqlRow> = rows(300)
         .into_iter()
         .filter(|r| s.mapper.to_hubspot(r).is_valid())
