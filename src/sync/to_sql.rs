@@ -488,6 +488,11 @@ impl BatchHandler for ToSql {
                     hubspot_id: Some(p.item.record_key.clone()),
                 },
             ));
+            if p.write.delete {
+                // Both records are gone: a later record with this key or id starts afresh.
+                result.unlinks.push(key);
+                continue;
+            }
             result.links.push(LinkUpdate {
                 sql_key: key,
                 hubspot_id: Some(p.item.record_key.clone()),
