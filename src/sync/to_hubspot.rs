@@ -36,6 +36,14 @@ struct Work<'a> {
     mapped: Mapped,
 }
 
+/// An update of an existing HubSpot record: only the properties that differ from what HubSpot
+/// holds (an edit made in HubSpot to another property is never overwritten).
+struct Update<'a> {
+    work: Work<'a>,
+    id: String,
+    changes: Values,
+}
+
 impl BatchHandler for ToHubspot {
     async fn handle(&self, batch: &[ClaimedItem]) -> BatchResult {
         let started = Instant::now();
@@ -73,14 +81,19 @@ impl BatchHandler for ToHubspot {
                 .get(&w.item.record_key)
                 .is_some_and(|l| l.hubspot_id.is_some())
         });
-        let mut updates: Vec<(Work, String)> = Vec::new();
+        let mut updates: Vec<Update> = Vec::new();
         for w in linked {
             let link = &links[&w.item.record_key];
             let id = link.hubspot_id.clone().unwrap_or_default();
-            if diff::changes(&w.mapped.properties, &link.synced).is_empty() {
+            let changes = diff::changes(&w.mapped.properties, &link.synced);
+            if changes.is_empty() {
                 run.done(&w, "SKIP", &id, "no change since the last sync");
             } else {
-                updates.push((w, id));
+                updates.push(Update {
+                    work: w,
+                    id,
+                    changes,
+                });
             }
         }
         let creates = run.link_existing(unlinked, &mut updates).await;
@@ -298,7 +311,7 @@ impl Run<'_> {
     async fn link_existing<'a>(
         &mut self,
         unlinked: Vec<Work<'a>>,
-        updates: &mut Vec<(Work<'a>, String)>,
+        updates: &mut Vec<Update<'a>>,
     ) -> Vec<Work<'a>> {
         let prop = self.this.mapper.match_property().to_string();
         let (with_key, without): (Vec<Work>, Vec<Work>) = unlinked
@@ -371,23 +384,27 @@ impl Run<'_> {
                 self.reject(w.item, vec![error]);
                 continue;
             }
-            let current: Values = record.properties.clone();
-            if diff::changes(&w.mapped.properties, &current).is_empty() {
+            let changes = diff::changes(&w.mapped.properties, &record.properties);
+            if changes.is_empty() {
                 self.done(&w, "LINK", &record.id, "linked to the existing contact");
             } else {
-                updates.push((w, record.id.clone()));
+                updates.push(Update {
+                    work: w,
+                    id: record.id.clone(),
+                    changes,
+                });
             }
         }
         creates
     }
 
-    async fn update(&mut self, updates: Vec<(Work<'_>, String)>) {
+    async fn update(&mut self, updates: Vec<Update<'_>>) {
         for chunk in updates.chunks(crate::hubspot::BATCH_LIMIT) {
             let inputs: Vec<UpdateInput> = chunk
                 .iter()
-                .map(|(w, id)| UpdateInput {
-                    id: id.clone(),
-                    properties: w.mapped.properties.clone(),
+                .map(|u| UpdateInput {
+                    id: u.id.clone(),
+                    properties: u.changes.clone(),
                 })
                 .collect();
             match self
@@ -397,13 +414,13 @@ impl Run<'_> {
                 .await
             {
                 Ok(outcomes) => {
-                    for ((w, _), outcome) in chunk.iter().zip(&outcomes) {
-                        self.settle_write(w, "UPDATE", outcome);
+                    for (u, outcome) in chunk.iter().zip(&outcomes) {
+                        self.settle_write(&u.work, "UPDATE", outcome);
                     }
                 }
                 Err(e) => {
-                    for (w, _) in chunk {
-                        self.retry(w.item, ItemError::new("hubspot", e.to_string()));
+                    for u in chunk {
+                        self.retry(u.work.item, ItemError::new("hubspot", e.to_string()));
                     }
                 }
             }

@@ -466,3 +466,46 @@ async fn a_contact_created_in_hubspot_becomes_a_sql_row_when_configured_and_neve
     assert_eq!(b.cycle().await, (0, 0));
     assert_eq!(b.hubspot_writes(), writes);
 }
+
+#[tokio::test]
+async fn edits_of_different_fields_on_both_sides_both_survive_whichever_side_is_polled_first() {
+    let b = both().await;
+    insert_members(&b.mssql, &rows(20)).await;
+    b.cycle().await;
+    b.cycle().await;
+    let (key, id) = b.links(1).await.remove(0);
+    b.mssql
+        .execute_batch(&format!(
+            "UPDATE [dbo].[hb_contacts] SET [firstname] = N'Nombre Desde SQL' WHERE [numero_asociado] = {key}"
+        ))
+        .await
+        .unwrap();
+    let edit = UpdateInput {
+        id: id.clone(),
+        properties: BTreeMap::from([(
+            "lastname".to_string(),
+            Some("Apellido Desde HubSpot".to_string()),
+        )]),
+    };
+    b.client.batch_update("contacts", &[edit]).await.unwrap();
+
+    // SQL Server's change is sent first: only the property it changed.
+    assert_eq!(b.sql_poller.poll_once().await.unwrap().items_enqueued, 1);
+    assert_eq!(b.s.worker.drain().await.unwrap().done, 1);
+    let contact = b.s.sim.contact(&id).unwrap();
+    assert_eq!(contact.get("firstname"), Some("Nombre Desde SQL"));
+    assert_eq!(contact.get("lastname"), Some("Apellido Desde HubSpot"));
+    // Then HubSpot's change reaches SQL Server.
+    b.cycle().await;
+    b.cycle().await;
+    let row = b.reader.row_by_key(&key).await.unwrap().unwrap();
+    assert_eq!(row["firstname"], "Nombre Desde SQL");
+    assert_eq!(row["lastname"], "Apellido Desde HubSpot");
+    let contact = b.s.sim.contact(&id).unwrap();
+    assert_eq!(contact.get("lastname"), Some("Apellido Desde HubSpot"));
+    let conflicts: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_conflicts")
+        .fetch_one(b.s.queue.pool())
+        .await
+        .unwrap();
+    assert_eq!(conflicts, 0, "different fields never conflict");
+}
