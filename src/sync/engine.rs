@@ -70,6 +70,7 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
             let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
             anyhow::anyhow!("objects.{name}: {}", text.join("; "))
         })?;
+        let reader = Arc::new(ChangeReader::new(sql.clone(), sql_object.clone()));
         objects.push(ObjectSync {
             name: name.clone(),
             hubspot_poller: Arc::new(HubspotPoller {
@@ -86,7 +87,7 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
             to_sql: Arc::new(ToSql {
                 object: name.clone(),
                 mapper: mapper.clone(),
-                reader: Arc::new(ChangeReader::new(sql.clone(), sql_object.clone())),
+                reader: reader.clone(),
                 writer: Arc::new(SqlWriter::new(sql.clone(), sql_object.clone())),
                 pool: queue.pool().clone(),
                 on_archive: object.on_hubspot_archive.clone(),
@@ -103,6 +104,7 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
                 mapper,
                 client: hubspot.clone(),
                 pool: queue.pool().clone(),
+                sql_reader: Some(reader),
             }),
         });
     }

@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use sqlx::PgPool;
 
-use super::diff::{self, Values};
-use super::links::{self, Link, LinkUpdate};
+use super::diff::{self, Modified, Values};
+use super::links::{self, ConflictRecord, Link, LinkUpdate};
 use super::worker::{BatchHandler, BatchResult};
-use crate::hubspot::HubSpotClient;
 use crate::hubspot::types::{CreateInput, ReadBy, UpdateInput, WriteOutcome};
+use crate::hubspot::{HubSpotClient, modified_property};
 use crate::mapping::{Mapped, Mapper, SqlRow};
+use crate::mssql::ChangeReader;
 use crate::queue::{ClaimedItem, Direction, ItemError, Operation, Outcome};
 use crate::telemetry::OperationLog;
 use crate::validation::Issue;
@@ -28,6 +29,9 @@ pub struct ToHubspot {
     pub mapper: Arc<Mapper>,
     pub client: Arc<HubSpotClient>,
     pub pool: PgPool,
+    /// This object's SQL Server reader, for rows' modification times (`newest_wins`); None when
+    /// they are unknown.
+    pub sql_reader: Option<Arc<ChangeReader>>,
 }
 
 /// One valid record on its way to HubSpot.
@@ -81,21 +85,17 @@ impl BatchHandler for ToHubspot {
                 .get(&w.item.record_key)
                 .is_some_and(|l| l.hubspot_id.is_some())
         });
-        let mut updates: Vec<Update> = Vec::new();
+        let mut changed: Vec<(Work, &Link)> = Vec::new();
         for w in linked {
             let link = &links[&w.item.record_key];
-            let id = link.hubspot_id.clone().unwrap_or_default();
-            let changes = diff::changes(&w.mapped.properties, &link.synced);
-            if changes.is_empty() {
+            if diff::changes(&w.mapped.properties, &link.synced).is_empty() {
+                let id = link.hubspot_id.clone().unwrap_or_default();
                 run.done(&w, "SKIP", &id, "no change since the last sync");
             } else {
-                updates.push(Update {
-                    work: w,
-                    id,
-                    changes,
-                });
+                changed.push((w, link));
             }
         }
+        let mut updates = run.merge(changed).await;
         let creates = run.link_existing(unlinked, &mut updates).await;
         run.update(updates).await;
         run.create(creates).await;
@@ -304,6 +304,94 @@ impl Run<'_> {
                 }
             }
         }
+    }
+
+    /// Three-way merge of linked records SQL Server changed: HubSpot's current values are read
+    /// (one call per 100), fields changed on both sides are settled by policy and recorded as
+    /// conflicts, and only SQL Server's winning changes are returned to be sent. The snapshot
+    /// becomes SQL Server's values, so HubSpot-side changes still reach SQL Server through the
+    /// HubSpot poller.
+    async fn merge<'a>(&mut self, changed: Vec<(Work<'a>, &Link)>) -> Vec<Update<'a>> {
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let mapper = &self.this.mapper;
+        let ids: Vec<String> = changed
+            .iter()
+            .map(|(_, l)| l.hubspot_id.clone().unwrap_or_default())
+            .collect();
+        let modified = modified_property(&self.this.hubspot_object);
+        let fields: Vec<&str> = mapper
+            .fields()
+            .map(|f| f.hubspot.as_str())
+            .chain([modified])
+            .collect();
+        let hubspot =
+            self.this
+                .client
+                .batch_read(&self.this.hubspot_object, &ReadBy::Id, &ids, &fields);
+        let current = match hubspot.await {
+            Ok(found) => found,
+            Err(e) => {
+                for (w, _) in changed {
+                    self.retry(w.item, ItemError::new("hubspot", e.to_string()));
+                }
+                return Vec::new();
+            }
+        };
+        let mut updates = Vec::new();
+        for (((w, link), id), record) in changed.into_iter().zip(ids).zip(current) {
+            let Some(record) = record else {
+                // Gone from HubSpot: the update says so.
+                let changes = diff::changes(&w.mapped.properties, &link.synced);
+                updates.push(Update {
+                    work: w,
+                    id,
+                    changes,
+                });
+                continue;
+            };
+            // Only fields HubSpot may write count as HubSpot-side changes.
+            let hs: Values = mapper
+                .fields()
+                .filter(|f| f.direction.to_sql())
+                .map(|f| {
+                    (
+                        f.hubspot.clone(),
+                        record.property(&f.hubspot).map(str::to_string),
+                    )
+                })
+                .collect();
+            let times = Modified {
+                sql: self
+                    .this
+                    .sql_reader
+                    .as_ref()
+                    .and_then(|r| r.modified_utc(w.item.payload.as_object()?)),
+                hubspot: record.property(modified).and_then(diff::hubspot_time),
+            };
+            let policy = |f: &str| diff::policy_of(mapper, f);
+            let plan = diff::plan(&w.mapped.properties, &hs, &link.synced, times, &policy);
+            for conflict in plan.conflicts {
+                self.result.conflicts.push(ConflictRecord {
+                    sql_key: link.sql_key.clone(),
+                    hubspot_id: Some(id.clone()),
+                    conflict,
+                    sql_modified_at: times.sql,
+                    hubspot_modified_at: times.hubspot,
+                });
+            }
+            if plan.to_hubspot.is_empty() {
+                self.done(&w, "SKIP", &id, "HubSpot's values stand");
+            } else {
+                updates.push(Update {
+                    work: w,
+                    id,
+                    changes: plan.to_hubspot,
+                });
+            }
+        }
+        updates
     }
 
     /// Looks unlinked records up by the match property: found ones are linked (and updated

@@ -39,12 +39,9 @@ pub struct HubspotPoller {
     pub last_archive_scan: std::sync::Mutex<Option<Instant>>,
 }
 
-/// A HubSpot timestamp (`2026-11-23T10:00:00.123Z` or epoch ms) in epoch milliseconds.
+/// A HubSpot timestamp in epoch milliseconds.
 fn epoch_ms(value: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.timestamp_millis())
-        .ok()
-        .or_else(|| value.parse().ok())
+    diff::hubspot_time(value).map(|t| t.timestamp_millis())
 }
 
 impl HubspotPoller {
@@ -247,14 +244,6 @@ impl ToSql {
             _ => Err("archived in HubSpot; on_hubspot_archive is ignore"),
         }
     }
-
-    fn policy_for(&self, field: &str) -> diff::ConflictPolicy {
-        self.mapper
-            .fields()
-            .find(|f| f.hubspot == field)
-            .map(|f| f.conflict_policy)
-            .unwrap_or_default()
-    }
 }
 
 impl BatchHandler for ToSql {
@@ -330,8 +319,7 @@ impl BatchHandler for ToSql {
                 .payload
                 .get("lastmodifieddate")
                 .and_then(|v| v.as_str())
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc));
+                .and_then(diff::hubspot_time);
             let Some(link) = links.get(&item.record_key) else {
                 // A record created in HubSpot: inserted or ignored per on_new_hubspot_record.
                 let mapped = self.mapper.to_sql(&hs);
@@ -388,7 +376,9 @@ impl BatchHandler for ToSql {
                 sql: sql_modified_at,
                 hubspot: modified_at,
             };
-            let plan = diff::plan(&sql, &hs, &link.synced, modified, &|f| self.policy_for(f));
+            let policy = |f: &str| diff::policy_of(&self.mapper, f);
+            let plan = diff::plan(&sql, &hs, &link.synced, modified, &policy);
+            let conflicted = !plan.conflicts.is_empty();
             for conflict in plan.conflicts {
                 result.conflicts.push(ConflictRecord {
                     sql_key: link.sql_key.clone(),
@@ -399,6 +389,18 @@ impl BatchHandler for ToSql {
                 });
             }
             if plan.to_sql.is_empty() {
+                if conflicted {
+                    // SQL Server won: the snapshot takes HubSpot's values, so SQL Server's
+                    // change goes to HubSpot next without being seen as a second conflict.
+                    result.links.push(LinkUpdate {
+                        sql_key: link.sql_key.clone(),
+                        hubspot_id: Some(item.record_key.clone()),
+                        synced: hs,
+                        sql_version: None,
+                        hubspot_version: Some(item.source_version),
+                        direction: Direction::ToSql,
+                    });
+                }
                 skip(&mut result, item, "SQL Server's values stand");
                 continue;
             }
@@ -417,7 +419,9 @@ impl BatchHandler for ToSql {
                     hubspot_id: None,
                     delete: false,
                 },
-                synced: plan.to_sql,
+                // HubSpot's values: written where they won; where SQL Server won a conflict its
+                // value goes to HubSpot next, as a plain change.
+                synced: hs,
                 sql_key: Some(link.sql_key.clone()),
                 operation: "WRITE",
             });

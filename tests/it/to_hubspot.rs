@@ -7,6 +7,7 @@ use std::sync::Arc;
 use hubsync::config::{Need, load_str};
 use hubsync::hubspot::{HubSpotClient, HubSpotSettings, Limiter};
 use hubsync::mapping::{Mapper, ObjectConfig, SqlRow};
+use hubsync::mssql::ChangeReader;
 use hubsync::queue::{Direction, NewItem, Operation, Queue};
 use hubsync::sim::hubspot::{RunningSim, SimOptions};
 use hubsync::sync::to_hubspot::ToHubspot;
@@ -24,7 +25,7 @@ pub struct Stand {
 }
 
 pub async fn stand() -> Stand {
-    stand_with(SimOptions::default(), &contacts_config()).await
+    stand_with(SimOptions::default(), &contacts_config(), None).await
 }
 
 /// The `contacts` object of the repository's example configuration.
@@ -35,8 +36,12 @@ pub fn contacts_config() -> ObjectConfig {
 }
 
 /// A stand whose HubSpot simulator starts with `options` (its tier raised so tests never wait),
-/// syncing `object`.
-pub async fn stand_with(options: SimOptions, object: &ObjectConfig) -> Stand {
+/// syncing `object`, with SQL Server's modification times from `sql_reader` when given.
+pub async fn stand_with(
+    options: SimOptions,
+    object: &ObjectConfig,
+    sql_reader: Option<Arc<ChangeReader>>,
+) -> Stand {
     let (pool, _) = fresh_db().await;
     let sim = hubsync::sim::hubspot::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -69,6 +74,7 @@ pub async fn stand_with(options: SimOptions, object: &ObjectConfig) -> Stand {
             mapper: mapper.clone(),
             client,
             pool,
+            sql_reader,
         }),
     };
     Stand {
@@ -403,7 +409,7 @@ async fn hubspot_refusing_3_records_of_a_batch_of_100_rejects_those_3_with_its_m
         properties,
         ..SimOptions::default()
     };
-    let s = stand_with(options, &contacts_config()).await;
+    let s = stand_with(options, &contacts_config(), None).await;
     let mut members: Vec<SqlRow> = rows(300)
         .into_iter()
         .filter(|r| s.mapper.to_hubspot(r).is_valid())

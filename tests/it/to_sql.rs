@@ -35,7 +35,6 @@ async fn both() -> Both {
 
 /// Both directions of `config` between the simulators.
 async fn both_with(config: ObjectConfig) -> Both {
-    let s = stand_with(SimOptions::default(), &config).await;
     let mssql = crate::support::mssql_sim().await;
     let object = sql_object_settings(&config).validate().unwrap();
     let sql = SqlPool::new(&SqlServerSettings {
@@ -44,6 +43,7 @@ async fn both_with(config: ObjectConfig) -> Both {
     })
     .unwrap();
     let reader = Arc::new(ChangeReader::new(sql.clone(), object.clone()));
+    let s = stand_with(SimOptions::default(), &config, Some(reader.clone())).await;
     let pool = s.queue.pool().clone();
     let client = s.worker.handler.client.clone();
     let sql_poller = SqlPoller {
@@ -231,6 +231,14 @@ impl Both {
         .unwrap()
     }
 
+    /// Conflicts recorded so far.
+    async fn conflicts(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM sync_conflicts")
+            .fetch_one(self.s.queue.pool())
+            .await
+            .unwrap()
+    }
+
     /// Both sides hold `firstname` for the record.
     async fn assert_agree(&self, (key, id): &(String, String), firstname: &str) {
         assert_eq!(
@@ -251,36 +259,48 @@ fn local_now(minutes: i64) -> NaiveDateTime {
 }
 
 #[tokio::test]
-async fn newest_wins_without_a_sql_modification_time_lets_hubspot_win() {
-    let b = both().await;
-    insert_members(&b.mssql, &rows(20)).await;
-    b.cycle().await;
-    b.cycle().await;
-    let link = b.links(1).await.remove(0);
-    b.edit_both(&link, "Desde SQL", "Desde HubSpot", None).await;
-    b.cycle().await;
-    b.cycle().await;
-    let conflict = b.conflict(&link.0).await;
-    let expected = (
-        "firstname",
-        "Desde SQL",
-        "Desde HubSpot",
-        "newest_wins",
-        "hubspot",
-        false,
-    );
-    assert_eq!(
-        (
-            conflict.0.as_str(),
-            conflict.1.as_str(),
-            conflict.2.as_str(),
-            conflict.3.as_str(),
-            conflict.4.as_str(),
-            conflict.5
-        ),
-        expected
-    );
-    b.assert_agree(&link, "Desde HubSpot").await;
+async fn newest_wins_without_a_sql_modification_time_lets_hubspot_win_whichever_side_is_polled_first()
+ {
+    for sql_first in [false, true] {
+        let b = both().await;
+        insert_members(&b.mssql, &rows(20)).await;
+        b.cycle().await;
+        b.cycle().await;
+        let link = b.links(1).await.remove(0);
+        b.edit_both(&link, "Desde SQL", "Desde HubSpot", None).await;
+        if sql_first {
+            // The to_hubspot step meets the conflict: it reads HubSpot's values first.
+            assert_eq!(b.sql_poller.poll_once().await.unwrap().items_enqueued, 1);
+            let writes = b.hubspot_writes();
+            b.s.worker.drain().await.unwrap();
+            assert_eq!(b.hubspot_writes(), writes, "HubSpot's value stands");
+        }
+        b.cycle().await;
+        b.cycle().await;
+        let conflict = b.conflict(&link.0).await;
+        let expected = (
+            "firstname",
+            "Desde SQL",
+            "Desde HubSpot",
+            "newest_wins",
+            "hubspot",
+            false,
+        );
+        assert_eq!(
+            (
+                conflict.0.as_str(),
+                conflict.1.as_str(),
+                conflict.2.as_str(),
+                conflict.3.as_str(),
+                conflict.4.as_str(),
+                conflict.5
+            ),
+            expected,
+            "SQL Server polled first: {sql_first}"
+        );
+        assert_eq!(b.conflicts().await, 1, "recorded once");
+        b.assert_agree(&link, "Desde HubSpot").await;
+    }
 }
 
 #[tokio::test]
@@ -292,47 +312,40 @@ async fn newest_wins_compares_the_configured_sql_modification_time_with_hubspots
         overlap: Duration::from_secs(300),
         modified_column: Some("modified_at".into()),
     });
-    let b = both_with(config).await;
-    insert_members(&b.mssql, &rows(20)).await;
-    b.cycle().await;
-    b.cycle().await;
-    let links = b.links(2).await;
-    // SQL Server's edit is an hour newer than HubSpot's for the first record, an hour older for
-    // the second.
-    b.edit_both(
-        &links[0],
-        "Nuevo En SQL",
-        "Viejo En HubSpot",
-        Some(local_now(60)),
-    )
-    .await;
-    b.edit_both(
-        &links[1],
-        "Viejo En SQL",
-        "Nuevo En HubSpot",
-        Some(local_now(-60)),
-    )
-    .await;
-    b.cycle().await;
-    b.cycle().await;
-    for (link, winner, value) in [
-        (&links[0], "sql", "Nuevo En SQL"),
-        (&links[1], "hubspot", "Nuevo En HubSpot"),
-    ] {
-        let conflict = b.conflict(&link.0).await;
-        assert_eq!(
-            (conflict.3.as_str(), conflict.4.as_str()),
-            ("newest_wins", winner),
-            "{conflict:?}"
-        );
-        assert!(conflict.5, "SQL Server's time is recorded");
-        b.assert_agree(link, value).await;
+    for sql_first in [false, true] {
+        let b = both_with(config.clone()).await;
+        insert_members(&b.mssql, &rows(20)).await;
+        b.cycle().await;
+        b.cycle().await;
+        let links = b.links(2).await;
+        // SQL Server's edit is an hour newer than HubSpot's for the first record, an hour older
+        // for the second.
+        let (newer, older) = (Some(local_now(60)), Some(local_now(-60)));
+        b.edit_both(&links[0], "Nuevo En SQL", "Viejo En HubSpot", newer)
+            .await;
+        b.edit_both(&links[1], "Viejo En SQL", "Nuevo En HubSpot", older)
+            .await;
+        if sql_first {
+            b.sql_poller.poll_once().await.unwrap();
+            b.s.worker.drain().await.unwrap();
+        }
+        b.cycle().await;
+        b.cycle().await;
+        for (link, winner, value) in [
+            (&links[0], "sql", "Nuevo En SQL"),
+            (&links[1], "hubspot", "Nuevo En HubSpot"),
+        ] {
+            let conflict = b.conflict(&link.0).await;
+            assert_eq!(
+                (conflict.3.as_str(), conflict.4.as_str()),
+                ("newest_wins", winner),
+                "SQL Server polled first: {sql_first}; {conflict:?}"
+            );
+            assert!(conflict.5, "SQL Server's time is recorded");
+            b.assert_agree(link, value).await;
+        }
+        assert_eq!(b.conflicts().await, 2, "each recorded once");
     }
-    let conflicts: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_conflicts")
-        .fetch_one(b.s.queue.pool())
-        .await
-        .unwrap();
-    assert_eq!(conflicts, 2);
 }
 
 impl Both {
@@ -503,9 +516,5 @@ async fn edits_of_different_fields_on_both_sides_both_survive_whichever_side_is_
     assert_eq!(row["lastname"], "Apellido Desde HubSpot");
     let contact = b.s.sim.contact(&id).unwrap();
     assert_eq!(contact.get("lastname"), Some("Apellido Desde HubSpot"));
-    let conflicts: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_conflicts")
-        .fetch_one(b.s.queue.pool())
-        .await
-        .unwrap();
-    assert_eq!(conflicts, 0, "different fields never conflict");
+    assert_eq!(b.conflicts().await, 0, "different fields never conflict");
 }
