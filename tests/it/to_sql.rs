@@ -123,21 +123,13 @@ async fn hubspot_edits_reach_sql_server_and_nothing_echoes_back() {
     assert_eq!(hs.items_enqueued, first.done);
     let echo = b.to_sql.drain().await.unwrap();
     assert_eq!(echo.done, first.done);
-    let sql_writes: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sync_queue WHERE outcome = 'WRITE'")
-            .fetch_one(b.s.queue.pool())
-            .await
-            .unwrap();
+    let sql_writes = b.outcomes("to_sql", "WRITE").await;
     assert_eq!(sql_writes, 0, "nothing written back to SQL Server");
     assert_eq!(b.cycle().await, (0, 0), "a quiet cycle reads nothing new");
     assert_eq!(b.hubspot_writes(), writes);
 
     // A HubSpot user edits 40 contacts.
-    let links: Vec<(String, String)> =
-        sqlx::query_as("SELECT sql_key, hubspot_id FROM record_links ORDER BY sql_key LIMIT 40")
-            .fetch_all(b.s.queue.pool())
-            .await
-            .unwrap();
+    let links = b.links(40).await;
     let edits: Vec<UpdateInput> = links
         .iter()
         .map(|(_, id)| UpdateInput {
@@ -171,12 +163,7 @@ async fn hubspot_edits_reach_sql_server_and_nothing_echoes_back() {
     assert_eq!(sql.items_enqueued, 40);
     let back = b.s.worker.drain().await.unwrap();
     assert_eq!(back.done, 40);
-    let skipped: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND outcome = 'SKIP'",
-    )
-    .fetch_one(b.s.queue.pool())
-    .await
-    .unwrap();
+    let skipped = b.outcomes("to_hubspot", "SKIP").await;
     assert_eq!(skipped, 40);
     assert_eq!(b.hubspot_writes(), writes, "0 HubSpot writes: no ping-pong");
     assert_eq!(b.cycle().await, (0, 0));
