@@ -405,11 +405,10 @@ fn archive_policy_and_modified_column_are_checked_by_key_path() {
     // The problems `load_str` reports, one per line.
     let problems_of = |archive: &str, detection: &str| {
         let text = CONFIG.replace(
-            "    on_new_hubspot_record: ignore",
-            &format!(
-                "    on_new_hubspot_record: ignore\n    on_hubspot_archive: {archive}\n    change_detection: {detection}"
-            ),
+            "    on_hubspot_archive: { action: ignore }",
+            &format!("    on_hubspot_archive: {archive}\n    change_detection: {detection}"),
         );
+        assert_ne!(text, CONFIG);
         match load_str(&text, Need::Nothing, &|_| None) {
             Ok(_) => Vec::new(),
             Err(e) => e
