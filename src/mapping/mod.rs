@@ -7,8 +7,8 @@ pub mod rule;
 pub mod transform;
 
 pub use object::{
-    ChangeDetection, ChangeMode, ConflictPolicy, Direction, EnumValue, FieldConfig, ObjectConfig,
-    OnInvalid, OnNewHubspotRecord, SqlType, ValidationSettings,
+    ArchiveAction, ChangeDetection, ChangeMode, ConflictPolicy, Direction, EnumValue, FieldConfig,
+    ObjectConfig, OnHubspotArchive, OnInvalid, OnNewHubspotRecord, SqlType, ValidationSettings,
 };
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -34,6 +34,9 @@ pub struct ObjectConfig {
     /// What to do with a record created in HubSpot that has no SQL row.
     #[serde(default)]
     pub on_new_hubspot_record: OnNewHubspotRecord,
+    /// What to do with the SQL row of a record archived (deleted) in HubSpot.
+    #[serde(default)]
+    pub on_hubspot_archive: OnHubspotArchive,
     /// Settings of the Costa Rica rules for this object.
     #[serde(default)]
     pub validation: ValidationSettings,
@@ -66,6 +69,11 @@ pub struct ChangeDetection {
     /// `modified_at` only: re-read this far back on every poll.
     #[serde(default = "default_overlap", with = "crate::config::duration")]
     pub overlap: Duration,
+    /// `rowversion` only: a datetime/datetime2 column holding the row's last modification (local
+    /// time), so `newest_wins` can compare it with HubSpot's. Without it SQL Server's time is
+    /// unknown and HubSpot's change wins every newest_wins conflict.
+    #[serde(default)]
+    pub modified_column: Option<String>,
 }
 
 fn default_overlap() -> Duration {
@@ -94,6 +102,86 @@ pub enum OnNewHubspotRecord {
     #[default]
     Ignore,
     Insert,
+}
+
+/// `on_hubspot_archive:` — `{ action: ignore }` (default), `{ action: delete }`, or
+/// `{ action: set_column, column: activo, value: 0 }`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnHubspotArchive {
+    #[serde(default)]
+    pub action: ArchiveAction,
+    /// `set_column`: the column to set (not the key).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// `set_column`: the value to write, a scalar in the SQL row encoding (`0`, `false`, `"baja"`).
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// How often HubSpot's archived records are listed (one request per 100 archived records in
+    /// its recycle bin); the first poll of a process always lists them.
+    #[serde(default = "default_archive_scan", with = "crate::config::duration")]
+    pub scan_every: Duration,
+}
+
+fn default_archive_scan() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveAction {
+    /// Leave the SQL row alone (HubSpot's archived records are not even read).
+    #[default]
+    Ignore,
+    /// Set `column` to `value`.
+    SetColumn,
+    /// Delete the SQL row.
+    Delete,
+}
+
+impl OnHubspotArchive {
+    /// How often HubSpot's archived records must be listed; None when they are ignored.
+    pub fn scan_interval(&self) -> Option<Duration> {
+        (self.action != ArchiveAction::Ignore).then_some(self.scan_every)
+    }
+
+    fn check(&self, path: &str, key: &str, problems: &mut Problems) {
+        let path = format!("{path}.on_hubspot_archive");
+        match self.action {
+            ArchiveAction::SetColumn => {
+                match self.column.as_deref() {
+                    None => problems.push(format!("{path}.column"), "required by set_column"),
+                    Some(c) if c.eq_ignore_ascii_case(key) => problems.push(
+                        format!("{path}.column"),
+                        "must not be the key column (use action: delete)",
+                    ),
+                    Some(c) => {
+                        if let Err(e) = crate::mssql::Ident::parse(c) {
+                            problems.push(format!("{path}.column"), e.to_string());
+                        }
+                    }
+                }
+                match &self.value {
+                    None => problems.push(format!("{path}.value"), "required by set_column"),
+                    Some(v) if v.is_array() || v.is_object() => problems.push(
+                        format!("{path}.value"),
+                        "must be a single value (number, text or true/false)",
+                    ),
+                    Some(_) => {}
+                }
+            }
+            ArchiveAction::Ignore | ArchiveAction::Delete => {
+                for (name, given) in [
+                    ("column", self.column.is_some()),
+                    ("value", self.value.is_some()),
+                ] {
+                    if given {
+                        problems.push(format!("{path}.{name}"), "only used by set_column");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `validation:` of an object.
@@ -223,6 +311,20 @@ impl ObjectConfig {
         if self.sql_key.trim().is_empty() {
             problems.push(format!("{path}.sql_key"), "must not be empty");
         }
+        if let Some(d) = &self.change_detection
+            && let Some(column) = &d.modified_column
+        {
+            let at = format!("{path}.change_detection.modified_column");
+            if d.mode == ChangeMode::ModifiedAt {
+                problems.push(
+                    at,
+                    "only for mode rowversion (in modified_at mode `column` is the modification time)",
+                );
+            } else if let Err(e) = crate::mssql::Ident::parse(column) {
+                problems.push(at, e.to_string());
+            }
+        }
+        self.on_hubspot_archive.check(path, &self.sql_key, problems);
         if let Err(e) = super::Mapper::new(self) {
             for (at, message) in e.problems {
                 problems.push(format!("{path}.{at}"), message);

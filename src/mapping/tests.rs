@@ -399,3 +399,73 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn archive_policy_and_modified_column_are_checked_by_key_path() {
+    // The problems `load_str` reports, one per line.
+    let problems_of = |archive: &str, detection: &str| {
+        let text = CONFIG.replace(
+            "    on_hubspot_archive: { action: ignore }",
+            &format!("    on_hubspot_archive: {archive}\n    change_detection: {detection}"),
+        );
+        assert_ne!(text, CONFIG);
+        match load_str(&text, Need::Nothing, &|_| None) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .to_string()
+                .lines()
+                .skip(1)
+                .map(|l| l.trim().to_string())
+                .collect::<Vec<_>>(),
+        }
+    };
+    let rowversion = "{ mode: rowversion, column: rv, modified_column: modified_at }";
+    for fine in [
+        "{ action: ignore }",
+        "{ action: delete, scan_every: 1m }",
+        "{ action: set_column, column: activo, value: 0 }",
+    ] {
+        assert_eq!(
+            problems_of(fine, rowversion),
+            Vec::<String>::new(),
+            "{fine}"
+        );
+    }
+    let p = "objects.contacts.on_hubspot_archive";
+    assert_eq!(
+        problems_of("{ action: set_column }", rowversion),
+        [
+            format!("{p}.column: required by set_column"),
+            format!("{p}.value: required by set_column")
+        ]
+    );
+    let bad = problems_of(
+        "{ action: set_column, column: 'a b', value: [1] }",
+        rowversion,
+    );
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(bad[0].starts_with(&format!("{p}.column: ")), "{bad:?}");
+    assert!(bad[1].starts_with(&format!("{p}.value: must be a single value")));
+    assert_eq!(
+        problems_of(
+            "{ action: set_column, column: numero_asociado, value: 0 }",
+            rowversion
+        ),
+        [format!(
+            "{p}.column: must not be the key column (use action: delete)"
+        )]
+    );
+    assert_eq!(
+        problems_of("{ action: delete, column: activo }", rowversion),
+        [format!("{p}.column: only used by set_column")]
+    );
+    let modified_at = "{ mode: modified_at, column: modified_at, modified_column: x }";
+    let bad = problems_of("{ action: ignore }", modified_at);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].starts_with(
+            "objects.contacts.change_detection.modified_column: only for mode rowversion"
+        ),
+        "{bad:?}"
+    );
+}

@@ -12,7 +12,8 @@
 --   1..n of them). Every identifier is validated against ^[A-Za-z_][A-Za-z0-9_]*$ and
 --   bracket-quoted; every value is a parameter.
 -- * The select list of the change readers is the configured columns plus, appended when not
---   already listed, the key, the rowversion or modified-at column and the soft-delete column.
+--   already listed, the key, the rowversion or modified-at column, the soft-delete column and
+--   the configured modification-time column (rowversion mode).
 --   When the object configures no column list, the readers' select list is `*` instead.
 -- * `@P1` TOP values are bigint. Key parameters are bigint for int/bigint keys and nvarchar for
 --   character keys. Written values are bound with the column's own type:
@@ -50,11 +51,12 @@ SELECT TOP (@P1) [col1], [col2], [key], [modified_at] FROM [schema].[table] WHER
 -- The compound cursor (modified_at, key): rows after it in (modified_at, key) order.
 SELECT TOP (@P1) [col1], [col2], [key], [modified_at] FROM [schema].[table] WHERE [modified_at] >= @P2 AND ([modified_at] > @P2 OR [key] > @P3) ORDER BY [modified_at], [key]
 
--- name: row_by_key
+-- name: rows_by_keys
 -- sent: rpc
--- params: @P1 bigint or nvarchar (key)
--- The current SQL row of one record (conflict checks, diagnostics).
-SELECT [col1], [col2], [key], [rv] FROM [schema].[table] WHERE [key] = @P1
+-- params: @P1..@Pn bigint or nvarchar (keys; 1 to 1000 of them)
+-- The current SQL rows of a batch's records in one query (three-way diffs and conflict checks
+-- of the to_sql step, diagnostics); a key without a row is simply absent from the result.
+SELECT [col1], [col2], [key], [rv] FROM [schema].[table] WHERE [key] IN (@P1, @P2)
 
 -- name: count_rows
 -- sent: rpc
@@ -85,6 +87,13 @@ UPDATE [schema].[table] SET [col1] = @P1, [col2] = @P2 WHERE [key] = @P3
 -- Writer: a record created in HubSpot (on_new_hubspot_record: insert). The key comes back as a
 -- one-row, one-column result (the key column's own type, e.g. an IDENTITY int).
 INSERT INTO [schema].[table] ([col1], [col2]) OUTPUT INSERTED.[key] VALUES (@P1, @P2)
+
+-- name: delete_by_key
+-- sent: rpc
+-- params: @P1 bigint or nvarchar (key)
+-- Writer: the row of a record archived in HubSpot (on_hubspot_archive: delete). No row deleted
+-- means it was already gone, which is the same outcome.
+DELETE FROM [schema].[table] WHERE [key] = @P1
 
 -- name: begin_transaction
 -- sent: batch

@@ -28,6 +28,10 @@ pub struct SqlObjectSettings {
     /// Optional column that receives the HubSpot id.
     #[serde(default)]
     pub hubspot_id_column: Option<String>,
+    /// Rowversion mode: an optional datetime/datetime2 column with the row's last modification
+    /// (local time), read for `newest_wins` conflicts. In modified_at mode that column is used.
+    #[serde(default)]
+    pub modified_column: Option<String>,
     #[serde(default)]
     pub on_new_hubspot_record: NewRecordPolicy,
     /// Rows per change-reader page (and keys per reconciliation page).
@@ -98,6 +102,8 @@ pub struct SqlObject {
     pub change: Change,
     pub soft_delete: Option<(Ident, DeletedWhen)>,
     pub hubspot_id_column: Option<Ident>,
+    /// The configured modification-time column (rowversion mode).
+    pub modified_column: Option<Ident>,
     pub on_new_hubspot_record: NewRecordPolicy,
     pub page_size: u32,
 }
@@ -119,6 +125,7 @@ impl SqlObjectSettings {
             change_detection,
             soft_delete: None,
             hubspot_id_column: None,
+            modified_column: None,
             on_new_hubspot_record: NewRecordPolicy::default(),
             page_size: default_page_size(),
             reconcile_every: None,
@@ -186,6 +193,21 @@ impl SqlObjectSettings {
             Some(c) => note("hubspot_id_column", Ident::parse(c)).map(Some),
             None => Some(None),
         };
+        let modified_column = match (&self.modified_column, &self.change_detection) {
+            (None, _) => Some(None),
+            (Some(c), ChangeDetection::Rowversion { .. }) => {
+                note("modified_column", Ident::parse(c)).map(Some)
+            }
+            (Some(_), ChangeDetection::ModifiedAt { .. }) => {
+                refused.push((
+                    format!("{path}.modified_column"),
+                    "only for rowversion change detection: in modified_at mode the change \
+                     detection column is the modification time"
+                        .into(),
+                ));
+                None
+            }
+        };
         ok &= refused.is_empty();
         for (p, m) in refused {
             problems.push(p, m);
@@ -214,6 +236,7 @@ impl SqlObjectSettings {
             change: change?,
             soft_delete: soft_delete?,
             hubspot_id_column: hubspot_id_column?,
+            modified_column: modified_column?,
             on_new_hubspot_record: self.on_new_hubspot_record,
             page_size: self.page_size,
         })
@@ -233,6 +256,15 @@ impl SqlObject {
             column: column.to_string(),
             sql_type: sql_type.to_string(),
             message: message.into(),
+        }
+    }
+
+    /// The column holding the row's last modification time, if known: the modified_at change
+    /// detection column, or the configured `modified_column` in rowversion mode.
+    pub fn modified_column(&self) -> Option<&Ident> {
+        match &self.change {
+            Change::ModifiedAt { column, .. } => Some(column),
+            Change::Rowversion(_) => self.modified_column.as_ref(),
         }
     }
 

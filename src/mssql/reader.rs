@@ -1,8 +1,8 @@
 //! The change reader: pages of rows changed since a cursor (rowversion or `(modified_at, key)`
-//! with overlap), soft deletes as archive changes, one row by key, and key reconciliation for hard
-//! deletes. Streams page by page; never loads the whole table.
+//! with overlap), soft deletes as archive changes, rows by key (a batch in one query), and key
+//! reconciliation for hard deletes. Streams page by page; never loads the whole table.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
@@ -17,7 +17,10 @@ use super::object::{Change as Mode, DeletedWhen, SqlObject};
 use super::pool::{Rows, SqlPool};
 use super::sql;
 use super::table::TableShape;
-use super::value::{Param, SqlRow, format_datetime, key_text, row_to_json};
+use super::value::{Param, SqlRow, format_datetime, key_text, parse_datetime, row_to_json};
+
+/// Keys per `rows_by_keys` statement (SQL Server takes at most 2,100 parameters).
+pub const KEYS_PER_QUERY: usize = 1000;
 
 /// What happened to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +39,7 @@ pub struct RowChange {
     pub kind: ChangeKind,
     /// The row's version (`source_version`): rowversion `0x…` or local modified_at.
     pub version: String,
-    /// modified_at mode: the row's modification time in UTC (for newest-wins conflicts).
+    /// The row's modification time in UTC, when the object has a modification-time column.
     pub modified_utc: Option<DateTime<Utc>>,
     /// The row, in the contract's JSON encoding.
     pub row: SqlRow,
@@ -130,16 +133,50 @@ impl ChangeReader {
 
     /// The current row of one record, or None when no row has that key.
     pub async fn row_by_key(&self, key: &str) -> Result<Option<SqlRow>, MssqlError> {
-        let param = self
-            .shape()
-            .await?
-            .key_param(&self.obj, key)
-            .map_err(MssqlError::Config)?;
-        let rows = self.fetch(&sql::row_by_key(&self.obj), vec![param]).await?;
-        match rows.rows.first() {
-            Some(row) => Ok(Some(row_to_json(&self.obj.table.to_string(), row)?)),
-            None => Ok(None),
+        let mut rows = self.rows_by_keys(&[key.to_string()]).await?;
+        Ok(rows.remove(key))
+    }
+
+    /// The current rows of several records in one query per [`KEYS_PER_QUERY`] keys, by key text
+    /// (`record_key`); keys without a row are absent.
+    pub async fn rows_by_keys(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, SqlRow>, MssqlError> {
+        let shape = self.shape().await?;
+        let table = self.obj.table.to_string();
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let params = chunk
+                .iter()
+                .map(|k| shape.key_param(&self.obj, k))
+                .collect::<Result<Vec<Param>, String>>()
+                .map_err(MssqlError::Config)?;
+            let statement = sql::rows_by_keys(&self.obj, params.len());
+            for row in &self.fetch(&statement, params).await?.rows {
+                let json = row_to_json(&table, row)?;
+                let key = json
+                    .iter()
+                    .find(|(c, _)| c.eq_ignore_ascii_case(self.obj.key.as_str()))
+                    .and_then(|(_, v)| key_text(v));
+                if let Some(key) = key {
+                    out.insert(key, json);
+                }
+            }
         }
+        Ok(out)
+    }
+
+    /// When the row was last modified, in UTC: its modification-time column (see
+    /// [`SqlObject::modified_column`]) read as local time in the configured zone; None when the
+    /// object has no such column or the value is NULL or not a datetime.
+    pub fn modified_utc(&self, row: &SqlRow) -> Option<DateTime<Utc>> {
+        let column = self.obj.modified_column()?;
+        let value = row
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(column.as_str()))
+            .and_then(|(_, v)| v.as_str())?;
+        local_to_utc(parse_datetime(value)?, self.pool.zone())
     }
 
     /// The number of rows in the table.
@@ -243,7 +280,7 @@ impl ChangeReader {
                 };
                 (
                     Rowversion(value).hex(),
-                    None,
+                    self.modified_utc(&json),
                     ChangeCursor::Rowversion {
                         rowversion: Rowversion(value),
                     },

@@ -11,7 +11,8 @@ pub const COMMIT: &str = "COMMIT TRANSACTION";
 pub const ROLLBACK: &str = "ROLLBACK TRANSACTION";
 pub const TRANCOUNT: &str = "SELECT @@TRANCOUNT AS [trancount]";
 
-/// Configured columns plus key, change column and soft-delete column; `*` when none configured.
+/// Configured columns plus key, change column, soft-delete and modification-time columns; `*`
+/// when none configured.
 pub fn select_list(obj: &SqlObject) -> String {
     if obj.columns.is_empty() {
         return "*".into();
@@ -21,6 +22,7 @@ pub fn select_list(obj: &SqlObject) -> String {
         Some(&obj.key),
         Some(obj.change_column()),
         obj.soft_delete.as_ref().map(|(c, _)| c),
+        obj.modified_column(),
     ];
     for c in extra.into_iter().flatten() {
         if !cols.contains(&c) {
@@ -82,12 +84,14 @@ pub fn change_reads(obj: &SqlObject) -> (String, String) {
     }
 }
 
-pub fn row_by_key(obj: &SqlObject) -> String {
+/// The current rows of `n` records: `… WHERE [key] IN (@P1, …, @Pn)`.
+pub fn rows_by_keys(obj: &SqlObject, n: usize) -> String {
     format!(
-        "SELECT {} FROM {} WHERE {} = @P1",
+        "SELECT {} FROM {} WHERE {} IN ({})",
         select_list(obj),
         obj.table.quoted(),
-        obj.key.quoted()
+        obj.key.quoted(),
+        join((1..=n.max(1)).map(|i| format!("@P{i}")))
     )
 }
 
@@ -125,6 +129,15 @@ pub fn update_by_key(obj: &SqlObject, columns: &[&Ident]) -> String {
         obj.table.quoted(),
         obj.key.quoted(),
         columns.len() + 1
+    )
+}
+
+/// `DELETE FROM … WHERE [key] = @P1`.
+pub fn delete_by_key(obj: &SqlObject) -> String {
+    format!(
+        "DELETE FROM {} WHERE {} = @P1",
+        obj.table.quoted(),
+        obj.key.quoted()
     )
 }
 
@@ -191,12 +204,13 @@ mod tests {
             ("rowversion_changes", change_reads(&rv).0),
             ("modified_at_changes_from", change_reads(&m).0),
             ("modified_at_changes_after", change_reads(&m).1),
-            ("row_by_key", row_by_key(&rv)),
+            ("rows_by_keys", rows_by_keys(&rv, 2)),
             ("count_rows", count_rows(&rv)),
             ("keys_first_page", keys_first_page(&rv)),
             ("keys_after", keys_after(&rv)),
             ("update_by_key", update_by_key(&rv, &two)),
             ("insert_returning_key", insert_returning_key(&rv, &two)),
+            ("delete_by_key", delete_by_key(&rv)),
             ("begin_transaction", BEGIN.to_string()),
             ("commit_transaction", COMMIT.to_string()),
             ("rollback_transaction", ROLLBACK.to_string()),

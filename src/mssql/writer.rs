@@ -1,6 +1,7 @@
 //! The writer: applies a batch of HubSpot-side changes to an object's table in one transaction —
 //! UPDATE of only the changed columns by key, INSERT for new HubSpot records (per policy),
-//! HubSpot id write-back — reporting failures per row.
+//! DELETE of records archived in HubSpot (per policy), HubSpot id write-back — reporting
+//! failures per row.
 //!
 //! Policy: each row is one statement, so a row that fails (constraint, truncation, NULL, bad
 //! value) is undone alone by SQL Server's statement atomicity, reported with its error number
@@ -24,7 +25,7 @@ use super::value::{Param, SqlRow, key_text, param_for, row_to_json};
 use crate::support::retry;
 
 /// One record's change for SQL Server.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowWrite {
     /// The record's SQL key; None for a record created in HubSpot (inserted per policy).
     pub key: Option<String>,
@@ -32,6 +33,9 @@ pub struct RowWrite {
     pub changes: SqlRow,
     /// Written to the object's `hubspot_id_column`, when one is configured.
     pub hubspot_id: Option<String>,
+    /// Delete the row with `key` instead (its record was archived in HubSpot and the object's
+    /// policy is `delete`); `changes` and `hubspot_id` are ignored.
+    pub delete: bool,
 }
 
 /// What happened to one row of the batch.
@@ -41,6 +45,10 @@ pub enum RowOutcome {
         key: String,
     },
     Inserted {
+        key: String,
+    },
+    /// Deleted, or already gone.
+    Deleted {
         key: String,
     },
     /// Nothing to write (no changed column and no id to write back).
@@ -93,6 +101,11 @@ enum Statement {
         sql: String,
         params: Vec<Param>,
     },
+    Delete {
+        key: String,
+        sql: String,
+        params: Vec<Param>,
+    },
 }
 
 enum Interrupted {
@@ -135,6 +148,7 @@ impl SqlWriter {
                 key: Some(key.to_string()),
                 changes: SqlRow::new(),
                 hubspot_id: Some(hubspot_id.to_string()),
+                delete: false,
             }])
             .await?;
         Ok(report
@@ -292,6 +306,10 @@ impl SqlWriter {
                     Ok(RowOutcome::Updated { key: key.clone() })
                 }
             }
+            Statement::Delete { key, sql, params } => {
+                conn.execute(sql, params).await?;
+                Ok(RowOutcome::Deleted { key: key.clone() })
+            }
             Statement::Insert { sql, params } => {
                 let rows = conn.query(sql, params).await?;
                 let table = self.obj.table.to_string();
@@ -315,6 +333,14 @@ impl SqlWriter {
         shape: &TableShape,
         w: &RowWrite,
     ) -> Result<Result<Statement, RowOutcome>, String> {
+        if w.delete {
+            let key = w.key.as_ref().ok_or("a row to delete needs its key")?;
+            return Ok(Ok(Statement::Delete {
+                key: key.clone(),
+                sql: sql::delete_by_key(&self.obj),
+                params: vec![shape.key_param(&self.obj, key)?],
+            }));
+        }
         let mut values: Vec<(Ident, Param)> = Vec::new();
         for (name, value) in &w.changes {
             values.push(self.column_value(shape, name, value)?);

@@ -36,6 +36,7 @@ impl Cluster {
     pub fn start(durability: Durability) -> anyhow::Result<Cluster> {
         let bin = find_bin_dir()?;
         let owner = server_user()?;
+        sweep_stale(&std::env::temp_dir());
         let dir = tempfile::Builder::new()
             .prefix("hubsync-pg-")
             .tempdir()
@@ -135,6 +136,42 @@ fn stop(child: &Arc<Mutex<Option<Child>>>) {
             nix::sys::signal::Signal::SIGINT,
         );
         let _ = c.wait();
+    }
+}
+
+/// Removes the directories of earlier throwaway clusters whose server is gone: a process that
+/// exits without running destructors (a test binary's shared cluster, a killed bench) stops
+/// its server through the parent-death signal but cannot delete the files. A directory without
+/// a server is left alone for 10 minutes (it may be one being set up right now).
+fn sweep_stale(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("hubsync-pg-"));
+        if !is_ours {
+            continue;
+        }
+        let running = std::fs::read_to_string(path.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+            .map(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let stale = match running {
+            Some(running) => !running,
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(600)),
+        };
+        if stale {
+            let _ = std::fs::remove_dir_all(&path);
+        }
     }
 }
 

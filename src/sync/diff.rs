@@ -82,6 +82,23 @@ pub struct Modified {
     pub hubspot: Option<DateTime<Utc>>,
 }
 
+/// The conflict policy of a mapped HubSpot property (its own or the object's).
+pub fn policy_of(mapper: &crate::mapping::Mapper, property: &str) -> ConflictPolicy {
+    mapper
+        .fields()
+        .find(|f| f.hubspot == property)
+        .map(|f| f.conflict_policy)
+        .unwrap_or_default()
+}
+
+/// A HubSpot timestamp (`2026-11-23T10:00:00.123Z` or epoch milliseconds).
+pub fn hubspot_time(value: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| value.parse().ok().and_then(DateTime::from_timestamp_millis))
+}
+
 /// Three-way merge of one record: SQL-side values, HubSpot-side values, and the snapshot.
 /// `policy_for` gives each field's policy (a per-field override or the object's).
 pub fn plan(
@@ -201,6 +218,14 @@ mod tests {
             ConflictPolicy::NewestWins
         });
         assert_eq!(p.conflicts[0].winner, Side::Sql);
+    }
+
+    #[test]
+    fn hubspot_times_in_both_spellings() {
+        let t = t("2026-11-23T10:00:00.123Z");
+        assert_eq!(hubspot_time("2026-11-23T10:00:00.123Z"), t);
+        assert_eq!(hubspot_time("1795428000123"), t);
+        assert_eq!(hubspot_time("yesterday"), None);
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
             let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
             anyhow::anyhow!("objects.{name}: {}", text.join("; "))
         })?;
+        let reader = Arc::new(ChangeReader::new(sql.clone(), sql_object.clone()));
         objects.push(ObjectSync {
             name: name.clone(),
             hubspot_poller: Arc::new(HubspotPoller {
@@ -80,13 +81,16 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
                 pool: queue.pool().clone(),
                 max_attempts: queue.settings().max_attempts,
                 lag: config.hubspot.search_lag,
+                archive_scan: object.on_hubspot_archive.scan_interval(),
+                last_archive_scan: Default::default(),
             }),
             to_sql: Arc::new(ToSql {
                 object: name.clone(),
                 mapper: mapper.clone(),
-                reader: Arc::new(ChangeReader::new(sql.clone(), sql_object.clone())),
+                reader: reader.clone(),
                 writer: Arc::new(SqlWriter::new(sql.clone(), sql_object.clone())),
                 pool: queue.pool().clone(),
+                on_archive: object.on_hubspot_archive.clone(),
             }),
             poller: Arc::new(SqlPoller {
                 object: name.clone(),
@@ -100,6 +104,7 @@ pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
                 mapper,
                 client: hubspot.clone(),
                 pool: queue.pool().clone(),
+                sql_reader: Some(reader),
                 lookup: Default::default(),
             }),
         });

@@ -151,6 +151,23 @@ ON CONFLICT (object, sql_key) DO UPDATE SET
     Ok(done.rows_affected())
 }
 
+/// Deletes the links of the given SQL keys.
+pub async fn remove(
+    conn: &mut PgConnection,
+    object: &str,
+    sql_keys: &[String],
+) -> Result<u64, sqlx::Error> {
+    if sql_keys.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query("DELETE FROM record_links WHERE object = $1 AND sql_key = ANY($2)")
+        .bind(object)
+        .bind(sql_keys)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// Records conflicts (and logs each with both values).
 pub async fn record_conflicts(
     conn: &mut PgConnection,

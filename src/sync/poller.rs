@@ -42,6 +42,10 @@ pub fn sql_object_settings(config: &ObjectConfig) -> crate::mssql::SqlObjectSett
     };
     let mut settings =
         crate::mssql::SqlObjectSettings::new(&config.sql_table, &config.sql_key, detection);
+    settings.modified_column = config
+        .change_detection
+        .as_ref()
+        .and_then(|d| d.modified_column.clone());
     settings.on_new_hubspot_record = match config.on_new_hubspot_record {
         crate::mapping::OnNewHubspotRecord::Insert => crate::mssql::NewRecordPolicy::Insert,
         crate::mapping::OnNewHubspotRecord::Ignore => crate::mssql::NewRecordPolicy::Ignore,

@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use sqlx::PgPool;
 
-use super::diff::{self, Values};
-use super::links::{self, LinkUpdate};
+use super::diff::{self, Modified, Values};
+use super::links::{self, ConflictRecord, Link, LinkUpdate};
 use super::plan::PlannedOp;
 use super::worker::{BatchHandler, BatchResult};
-use crate::hubspot::HubSpotClient;
 use crate::hubspot::types::{CreateInput, ReadBy, UpdateInput, WriteOutcome};
+use crate::hubspot::{HubSpotClient, modified_property};
 use crate::mapping::{Mapped, Mapper, SqlRow};
+use crate::mssql::ChangeReader;
 use crate::queue::{ClaimedItem, Direction, ItemError, Operation, Outcome};
 use crate::telemetry::OperationLog;
 use crate::validation::Issue;
@@ -29,6 +30,9 @@ pub struct ToHubspot {
     pub mapper: Arc<Mapper>,
     pub client: Arc<HubSpotClient>,
     pub pool: PgPool,
+    /// This object's SQL Server reader, for rows' modification times (`newest_wins`); None when
+    /// they are unknown.
+    pub sql_reader: Option<Arc<ChangeReader>>,
     /// Whether unlinked records are looked up before they are created (adapts to HubSpot).
     pub lookup: LookupFirst,
 }
@@ -116,6 +120,9 @@ pub enum Step<'a> {
     Create {
         work: Work<'a>,
     },
+    /// A field changed on both sides since the last sync, settled by policy (recorded with the
+    /// batch; the record's own step follows).
+    Conflict(ConflictRecord),
 }
 
 impl Step<'_> {
@@ -164,6 +171,19 @@ impl Step<'_> {
                 properties: work.mapped.properties.clone(),
                 ..op(work.item, "CREATE")
             },
+            Step::Conflict(c) => PlannedOp {
+                hubspot_id: c.hubspot_id.clone(),
+                message: Some(format!(
+                    "{} changed on both sides; {} wins by {}",
+                    c.conflict.field,
+                    match c.conflict.winner {
+                        diff::Side::Sql => "SQL Server",
+                        diff::Side::Hubspot => "HubSpot",
+                    },
+                    c.conflict.policy.as_str()
+                )),
+                ..PlannedOp::new(object, Direction::ToHubspot, &c.sql_key, "CONFLICT")
+            },
         }
     }
 }
@@ -211,6 +231,7 @@ impl BatchHandler for ToHubspot {
                     changes,
                 } => updates.push((work, hubspot_id, changes)),
                 Step::Create { work } => creates.push(work),
+                Step::Conflict(c) => run.result.conflicts.push(c),
             }
         }
         run.archive(archives).await;
@@ -259,15 +280,18 @@ impl ToHubspot {
             );
         }
         let mut unlinked = Vec::new();
+        let mut linked = Vec::new();
         for w in work {
             let link = links.get(&w.item.record_key);
             match link.and_then(|l| l.hubspot_id.clone().map(|id| (l, id))) {
-                Some((link, hubspot_id)) => {
-                    steps.push(changed(w, hubspot_id, &link.synced, "SKIP"));
-                }
+                Some((link, hubspot_id)) => match changed(w, hubspot_id, &link.synced, "SKIP") {
+                    Step::Update { work, .. } => linked.push((work, link)),
+                    unchanged => steps.push(unchanged),
+                },
                 None => unlinked.push(w),
             }
         }
+        self.merge(linked, &mut steps).await;
         if lookup == Lookup::Always || self.lookup.wanted() {
             let found = self.link_existing(unlinked, &mut steps).await;
             self.lookup.found(found);
@@ -275,6 +299,96 @@ impl ToHubspot {
             steps.extend(unlinked.into_iter().map(|work| Step::Create { work }));
         }
         steps
+    }
+
+    /// Three-way merge of linked records SQL Server changed: HubSpot's current values are read
+    /// (one call per 100), fields changed on both sides are settled by policy and recorded as
+    /// conflicts, and only SQL Server's winning changes are sent. The snapshot becomes SQL
+    /// Server's values, so HubSpot-side changes still reach SQL Server through the HubSpot poller.
+    async fn merge<'a>(&self, changed: Vec<(Work<'a>, &Link)>, steps: &mut Vec<Step<'a>>) {
+        if changed.is_empty() {
+            return;
+        }
+        let mapper = &self.mapper;
+        let ids: Vec<String> = changed
+            .iter()
+            .map(|(_, l)| l.hubspot_id.clone().unwrap_or_default())
+            .collect();
+        let modified = modified_property(&self.hubspot_object);
+        let fields: Vec<&str> = mapper
+            .fields()
+            .map(|f| f.hubspot.as_str())
+            .chain([modified])
+            .collect();
+        let hubspot = self
+            .client
+            .batch_read(&self.hubspot_object, &ReadBy::Id, &ids, &fields);
+        let current = match hubspot.await {
+            Ok(found) => found,
+            Err(e) => {
+                let error = ItemError::new("hubspot", e.to_string());
+                steps.extend(changed.into_iter().map(|(w, _)| Step::Retry {
+                    item: w.item,
+                    error: error.clone(),
+                }));
+                return;
+            }
+        };
+        for (((work, link), hubspot_id), record) in changed.into_iter().zip(ids).zip(current) {
+            let Some(record) = record else {
+                // Gone from HubSpot: the update says so.
+                let changes = diff::changes(&work.mapped.properties, &link.synced);
+                steps.push(Step::Update {
+                    work,
+                    hubspot_id,
+                    changes,
+                });
+                continue;
+            };
+            // Only fields HubSpot may write count as HubSpot-side changes.
+            let hs: Values = mapper
+                .fields()
+                .filter(|f| f.direction.to_sql())
+                .map(|f| {
+                    (
+                        f.hubspot.clone(),
+                        record.property(&f.hubspot).map(str::to_string),
+                    )
+                })
+                .collect();
+            let times = Modified {
+                sql: self
+                    .sql_reader
+                    .as_ref()
+                    .and_then(|r| r.modified_utc(work.item.payload.as_object()?)),
+                hubspot: record.property(modified).and_then(diff::hubspot_time),
+            };
+            let policy = |f: &str| diff::policy_of(mapper, f);
+            let plan = diff::plan(&work.mapped.properties, &hs, &link.synced, times, &policy);
+            steps.extend(plan.conflicts.into_iter().map(|conflict| {
+                Step::Conflict(ConflictRecord {
+                    sql_key: link.sql_key.clone(),
+                    hubspot_id: Some(hubspot_id.clone()),
+                    conflict,
+                    sql_modified_at: times.sql,
+                    hubspot_modified_at: times.hubspot,
+                })
+            }));
+            steps.push(if plan.to_hubspot.is_empty() {
+                Step::Settle {
+                    work,
+                    operation: "SKIP",
+                    hubspot_id,
+                    message: "HubSpot's values stand",
+                }
+            } else {
+                Step::Update {
+                    work,
+                    hubspot_id,
+                    changes: plan.to_hubspot,
+                }
+            });
+        }
     }
 
     fn map_and_validate<'a>(
@@ -677,6 +791,7 @@ impl Run<'_> {
                     item,
                     ItemError::new("internal", "unexpected archive step after a create"),
                 ),
+                Step::Conflict(c) => self.result.conflicts.push(c),
             }
         }
         self.update(updates).await;

@@ -18,7 +18,7 @@ use super::to_hubspot::validation_error;
 use super::worker::{BatchHandler, BatchResult};
 use crate::hubspot::types::Record;
 use crate::hubspot::{HubSpotClient, ModifiedSince, modified_property};
-use crate::mapping::Mapper;
+use crate::mapping::{ArchiveAction, Mapper, OnHubspotArchive};
 use crate::mssql::{ChangeReader, RowOutcome, RowWrite, SqlWriter};
 use crate::queue::{ClaimedItem, Direction, ItemError, NewItem, Operation, Outcome};
 use crate::telemetry::OperationLog;
@@ -34,14 +34,15 @@ pub struct HubspotPoller {
     pub max_attempts: i32,
     /// Re-read this far behind the cursor (HubSpot's search index lags writes).
     pub lag: Duration,
+    /// List archived records this often (None: never, `on_hubspot_archive` is `ignore`).
+    pub archive_scan: Option<Duration>,
+    /// When archived records were last listed.
+    pub last_archive_scan: std::sync::Mutex<Option<Instant>>,
 }
 
-/// A HubSpot timestamp (`2026-11-23T10:00:00.123Z` or epoch ms) in epoch milliseconds.
+/// A HubSpot timestamp in epoch milliseconds.
 fn epoch_ms(value: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.timestamp_millis())
-        .ok()
-        .or_else(|| value.parse().ok())
+    diff::hubspot_time(value).map(|t| t.timestamp_millis())
 }
 
 impl HubspotPoller {
@@ -83,6 +84,11 @@ impl HubspotPoller {
             .as_ref()
             .and_then(|v| v["lastmodifieddate_ms"].as_i64())
             .unwrap_or(0);
+        let archived_high = stored
+            .as_ref()
+            .and_then(|v| v["archived_at_ms"].as_i64())
+            .unwrap_or(0);
+        let cursor = |high: i64, archived_high: i64| serde_json::json!({ "lastmodifieddate_ms": high, "archived_at_ms": archived_high });
         let since_ms = (high - self.lag.as_millis() as i64).max(0);
         let since = DateTime::<Utc>::from_timestamp_millis(since_ms).unwrap_or_default();
         let mut pager = self.client.search_modified(
@@ -102,10 +108,87 @@ impl HubspotPoller {
                 &self.object,
                 Direction::ToSql,
                 &items,
-                serde_json::json!({ "lastmodifieddate_ms": high }),
+                cursor(high, archived_high),
                 self.max_attempts,
             )
             .await?;
+        }
+        if self.archive_scan_due() {
+            let archived = self
+                .read_archived(archived_high, &|a| cursor(high, a))
+                .await?;
+            out.rows_read += archived.rows_read;
+            out.items_enqueued += archived.items_enqueued;
+        }
+        Ok(out)
+    }
+
+    /// Whether archived records should be listed now (and, if so, notes the time).
+    fn archive_scan_due(&self) -> bool {
+        let Some(every) = self.archive_scan else {
+            return false;
+        };
+        let mut last = self
+            .last_archive_scan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    /// Lists HubSpot's archived records (search never returns them) and enqueues, as archive
+    /// items, those archived since the stored cursor (minus the lag).
+    async fn read_archived(
+        &self,
+        stored: i64,
+        cursor: &(dyn Fn(i64) -> serde_json::Value + Sync),
+    ) -> anyhow::Result<Polled> {
+        let mut high = stored;
+        let since = (stored - self.lag.as_millis() as i64).max(0);
+        let properties: Vec<&str> = self.properties.iter().map(String::as_str).collect();
+        let mut out = Polled::default();
+        let mut after: Option<String> = None;
+        loop {
+            let (records, next) = self
+                .client
+                .list_archived_page(&self.hubspot_object, &properties, after.as_deref())
+                .await?;
+            out.rows_read += records.len() as u64;
+            let items: Vec<NewItem> = records
+                .iter()
+                .filter_map(|r| {
+                    let at = r.archived_at.as_deref().and_then(epoch_ms)?;
+                    high = high.max(at);
+                    (at >= since).then(|| NewItem {
+                        record_key: r.id.clone(),
+                        operation: Operation::Archive,
+                        payload: serde_json::to_value(&r.properties).unwrap_or_default(),
+                        source_version: at,
+                    })
+                })
+                .collect();
+            // Pages come in id order, not archive order: the cursor moves once all are queued.
+            out.items_enqueued += enqueue_page(
+                &self.pool,
+                &self.object,
+                Direction::ToSql,
+                &items,
+                cursor(stored),
+                self.max_attempts,
+            )
+            .await?;
+            match next {
+                Some(next) if Some(&next) != after.as_ref() => after = Some(next),
+                _ => break,
+            }
+        }
+        if high > stored {
+            let (pool, object) = (&self.pool, &self.object);
+            let attempts = self.max_attempts;
+            enqueue_page(pool, object, Direction::ToSql, &[], cursor(high), attempts).await?;
         }
         Ok(out)
     }
@@ -118,6 +201,8 @@ pub struct ToSql {
     pub reader: Arc<ChangeReader>,
     pub writer: Arc<SqlWriter>,
     pub pool: PgPool,
+    /// What a record archived in HubSpot does to its SQL row.
+    pub on_archive: OnHubspotArchive,
 }
 
 /// A row to write and what to record once it is written.
@@ -127,6 +212,8 @@ struct Pending<'a> {
     /// HubSpot values now agreed on (merged into the link's snapshot).
     synced: Values,
     sql_key: Option<String>,
+    /// `WRITE`, or `ARCHIVE` for a record archived in HubSpot.
+    operation: &'static str,
 }
 
 impl ToSql {
@@ -147,12 +234,26 @@ impl ToSql {
             .collect()
     }
 
-    fn policy_for(&self, field: &str) -> diff::ConflictPolicy {
-        self.mapper
-            .fields()
-            .find(|f| f.hubspot == field)
-            .map(|f| f.conflict_policy)
-            .unwrap_or_default()
+    /// The SQL write a record archived in HubSpot calls for, or why there is none.
+    fn archive_write(&self, link: Option<&links::Link>) -> Result<RowWrite, &'static str> {
+        let link = link.ok_or("archived in HubSpot; it was never synced with SQL Server")?;
+        let key = Some(link.sql_key.clone());
+        match (&self.on_archive.action, &self.on_archive.column) {
+            (ArchiveAction::Delete, _) => Ok(RowWrite {
+                key,
+                delete: true,
+                ..RowWrite::default()
+            }),
+            (ArchiveAction::SetColumn, Some(column)) => {
+                let value = self.on_archive.value.clone().unwrap_or_default();
+                Ok(RowWrite {
+                    key,
+                    changes: [(column.clone(), value)].into_iter().collect(),
+                    ..RowWrite::default()
+                })
+            }
+            _ => Err("archived in HubSpot; on_hubspot_archive is ignore"),
+        }
     }
 }
 
@@ -202,15 +303,41 @@ impl BatchHandler for ToSql {
                 return result;
             }
         };
+        // The SQL rows of the records HubSpot changed, in one query for the batch.
+        let changed: Vec<String> = batch
+            .iter()
+            .filter(|item| item.operation == Operation::Upsert)
+            .filter_map(|item| {
+                let link = links.get(&item.record_key)?;
+                let changes = diff::changes(&self.writable(item), &link.synced);
+                (!changes.is_empty()).then(|| link.sql_key.clone())
+            })
+            .collect();
+        let sql_rows = match changed.is_empty() {
+            true => Ok(HashMap::new()),
+            false => self.reader.rows_by_keys(&changed).await,
+        };
         let mut pending: Vec<Pending> = Vec::new();
         for item in batch {
+            if item.operation == Operation::Archive {
+                match self.archive_write(links.get(&item.record_key)) {
+                    Ok(write) => pending.push(Pending {
+                        item,
+                        sql_key: write.key.clone(),
+                        write,
+                        synced: Values::new(),
+                        operation: "ARCHIVE",
+                    }),
+                    Err(why) => skip(&mut result, item, why),
+                }
+                continue;
+            }
             let hs = self.writable(item);
             let modified_at = item
                 .payload
                 .get("lastmodifieddate")
                 .and_then(|v| v.as_str())
-                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                .map(|t| t.with_timezone(&Utc));
+                .and_then(diff::hubspot_time);
             let Some(link) = links.get(&item.record_key) else {
                 // A record created in HubSpot: inserted or ignored per on_new_hubspot_record.
                 let mapped = self.mapper.to_sql(&hs);
@@ -226,9 +353,11 @@ impl BatchHandler for ToSql {
                         key: None,
                         changes: mapped.columns,
                         hubspot_id: Some(item.record_key.clone()),
+                        delete: false,
                     },
                     synced: hs,
                     sql_key: None,
+                    operation: "WRITE",
                 });
                 continue;
             };
@@ -237,7 +366,7 @@ impl BatchHandler for ToSql {
                 continue;
             }
             // Three-way: what SQL Server holds now, what HubSpot holds, what both agreed on.
-            let sql_row = match self.reader.row_by_key(&link.sql_key).await {
+            let sql_row = match sql_rows.as_ref().map(|rows| rows.get(&link.sql_key)) {
                 Ok(Some(row)) => row,
                 Ok(None) => {
                     skip(
@@ -255,26 +384,41 @@ impl BatchHandler for ToSql {
                     continue;
                 }
             };
-            let sql_all = self.mapper.to_hubspot(&sql_row).properties;
+            let sql_all = self.mapper.to_hubspot(sql_row).properties;
             let sql: Values = hs
                 .keys()
                 .filter_map(|k| sql_all.get(k).map(|v| (k.clone(), v.clone())))
                 .collect();
+            let sql_modified_at = self.reader.modified_utc(sql_row);
             let modified = Modified {
-                sql: None,
+                sql: sql_modified_at,
                 hubspot: modified_at,
             };
-            let plan = diff::plan(&sql, &hs, &link.synced, modified, &|f| self.policy_for(f));
+            let policy = |f: &str| diff::policy_of(&self.mapper, f);
+            let plan = diff::plan(&sql, &hs, &link.synced, modified, &policy);
+            let conflicted = !plan.conflicts.is_empty();
             for conflict in plan.conflicts {
                 result.conflicts.push(ConflictRecord {
                     sql_key: link.sql_key.clone(),
                     hubspot_id: Some(item.record_key.clone()),
                     conflict,
-                    sql_modified_at: None,
+                    sql_modified_at,
                     hubspot_modified_at: modified_at,
                 });
             }
             if plan.to_sql.is_empty() {
+                if conflicted {
+                    // SQL Server won: the snapshot takes HubSpot's values, so SQL Server's
+                    // change goes to HubSpot next without being seen as a second conflict.
+                    result.links.push(LinkUpdate {
+                        sql_key: link.sql_key.clone(),
+                        hubspot_id: Some(item.record_key.clone()),
+                        synced: hs,
+                        sql_version: None,
+                        hubspot_version: Some(item.source_version),
+                        direction: Direction::ToSql,
+                    });
+                }
                 skip(&mut result, item, "SQL Server's values stand");
                 continue;
             }
@@ -291,9 +435,13 @@ impl BatchHandler for ToSql {
                     key: Some(link.sql_key.clone()),
                     changes: mapped.columns,
                     hubspot_id: None,
+                    delete: false,
                 },
-                synced: plan.to_sql,
+                // HubSpot's values: written where they won; where SQL Server won a conflict its
+                // value goes to HubSpot next, as a plain change.
+                synced: hs,
                 sql_key: Some(link.sql_key.clone()),
+                operation: "WRITE",
             });
         }
         if pending.is_empty() {
@@ -319,6 +467,7 @@ impl BatchHandler for ToSql {
                 Some(
                     RowOutcome::Updated { key }
                     | RowOutcome::Inserted { key }
+                    | RowOutcome::Deleted { key }
                     | RowOutcome::Unchanged { key },
                 ) => key,
                 Some(RowOutcome::Skipped) => {
@@ -348,14 +497,24 @@ impl BatchHandler for ToSql {
                 }
                 None => p.sql_key.clone().unwrap_or_default(),
             };
-            log(p.item, "WRITE", "done", "written to SQL Server");
+            let message = match (p.operation, p.write.delete) {
+                ("ARCHIVE", true) => "archived in HubSpot: SQL Server row deleted",
+                ("ARCHIVE", false) => "archived in HubSpot: SQL Server row marked",
+                _ => "written to SQL Server",
+            };
+            log(p.item, p.operation, "done", message);
             result.outcomes.push((
                 p.item.id,
                 Outcome::Done {
-                    operation: "WRITE".into(),
+                    operation: p.operation.into(),
                     hubspot_id: Some(p.item.record_key.clone()),
                 },
             ));
+            if p.write.delete {
+                // Both records are gone: a later record with this key or id starts afresh.
+                result.unlinks.push(key);
+                continue;
+            }
             result.links.push(LinkUpdate {
                 sql_key: key,
                 hubspot_id: Some(p.item.record_key.clone()),

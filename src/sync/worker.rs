@@ -18,6 +18,8 @@ pub struct BatchResult {
     /// Outcome per item id; an item left out is retried ("no outcome").
     pub outcomes: Vec<(i64, Outcome)>,
     pub links: Vec<LinkUpdate>,
+    /// SQL keys whose link ends (the SQL row was deleted because HubSpot archived the record).
+    pub unlinks: Vec<String>,
     pub conflicts: Vec<ConflictRecord>,
 }
 
@@ -103,6 +105,7 @@ impl<H: BatchHandler> Worker<H> {
             .collect();
         let mut tx = self.queue.pool().begin().await?;
         links::upsert(&mut tx, &self.object, &result.links).await?;
+        links::remove(&mut tx, &self.object, &result.unlinks).await?;
         links::record_conflicts(&mut tx, &self.object, &result.conflicts).await?;
         let settled = self.queue.settle_on(&mut tx, &self.name, &pairs).await?;
         tx.commit().await?;

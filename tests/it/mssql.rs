@@ -379,6 +379,15 @@ async fn soft_deletes_become_archive_changes_and_reconciliation_finds_hard_delet
         json!("Socio 4")
     );
     assert!(reader.row_by_key("3").await.expect("no row").is_none());
+    let wanted: Vec<String> = ["4", "3", "1", "99"].map(String::from).into();
+    let rows = reader.rows_by_keys(&wanted).await.expect("read rows");
+    let found: std::collections::BTreeMap<&String, &Value> =
+        rows.iter().map(|(k, r)| (k, &r["nombre"])).collect();
+    let expected = [("1", json!("Socio 1")), ("4", json!("Socio 4"))];
+    assert_eq!(found.len(), 2, "{found:?}");
+    for (key, name) in &expected {
+        assert_eq!(found.get(&key.to_string()), Some(&name), "row {key}");
+    }
     t.finish().await;
 }
 
@@ -394,6 +403,7 @@ fn update(key: u32, pairs: &[(&str, Value)]) -> RowWrite {
         key: Some(key.to_string()),
         changes: changes(pairs),
         hubspot_id: None,
+        delete: false,
     }
 }
 
@@ -427,6 +437,7 @@ async fn writer_applies_good_rows_and_reports_the_bad_row_with_its_error_number(
             key: Some("5".into()),
             changes: SqlRow::new(),
             hubspot_id: Some("hs-555".into()),
+            delete: false,
         },
     ];
     let report = writer.apply(&batch).await.expect("batch");
@@ -486,6 +497,7 @@ async fn writer_inserts_new_hubspot_records_only_when_the_policy_says_insert() {
         key: None,
         changes: changes(&[("nombre", json!("Nueva"))]),
         hubspot_id: Some("hs-1".into()),
+        delete: false,
     };
     let ignoring = SqlWriter::new(
         t.pool.clone(),
@@ -509,6 +521,7 @@ async fn writer_inserts_new_hubspot_records_only_when_the_policy_says_insert() {
         key: None,
         changes: changes(&[("nombre", Value::Null)]),
         hubspot_id: None,
+        delete: false,
     };
     let report = writer.apply(&[new, missing_name]).await.expect("insert");
     let RowOutcome::Inserted { key } = &report.outcomes[0] else {

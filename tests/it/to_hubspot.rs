@@ -1,12 +1,13 @@
 //! SQL Server changes to HubSpot end to end: queue → map and validate → diff → HubSpot batch
 //! calls on the simulator → record links, with real PostgreSQL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hubsync::config::{Need, load_str};
 use hubsync::hubspot::{HubSpotClient, HubSpotSettings, Limiter};
-use hubsync::mapping::{Mapper, SqlRow};
+use hubsync::mapping::{Mapper, ObjectConfig, SqlRow};
+use hubsync::mssql::ChangeReader;
 use hubsync::queue::{Direction, NewItem, Operation, Queue};
 use hubsync::sim::hubspot::{RunningSim, SimOptions};
 use hubsync::sync::to_hubspot::ToHubspot;
@@ -24,22 +25,34 @@ pub struct Stand {
 }
 
 pub async fn stand() -> Stand {
+    stand_with(SimOptions::default(), &contacts_config(), None).await
+}
+
+/// The `contacts` object of the repository's example configuration.
+pub fn contacts_config() -> ObjectConfig {
+    let text = std::fs::read_to_string(example_config()).unwrap();
+    let mut config = load_str(&text, Need::Nothing, &|_| None).unwrap();
+    config.objects.remove("contacts").unwrap()
+}
+
+/// A stand whose HubSpot simulator starts with `options` (its tier raised so tests never wait),
+/// syncing `object`, with SQL Server's modification times from `sql_reader` when given.
+pub async fn stand_with(
+    options: SimOptions,
+    object: &ObjectConfig,
+    sql_reader: Option<Arc<ChangeReader>>,
+) -> Stand {
     let (pool, _) = fresh_db().await;
     let sim = hubsync::sim::hubspot::start(
         "127.0.0.1:0".parse().unwrap(),
         SimOptions {
             tier: 5000,
-            ..SimOptions::default()
+            ..options
         },
     )
     .await
     .unwrap();
-    let text = std::fs::read_to_string(example_config()).unwrap();
-    let config = load_str(&text, Need::Nothing, &|name| {
-        (name == "SQL_SERVER").then(|| "server=tcp:127.0.0.1,1;user=sa;password=x".into())
-    })
-    .unwrap();
-    let mapper = Arc::new(Mapper::new(&config.objects["contacts"]).unwrap());
+    let mapper = Arc::new(Mapper::new(object).unwrap());
     let settings = HubSpotSettings {
         base_url: sim.base_url().parse().unwrap(),
         token: Some("sim-token".to_string().into()),
@@ -61,6 +74,7 @@ pub async fn stand() -> Stand {
             mapper: mapper.clone(),
             client,
             pool,
+            sql_reader,
             lookup: Default::default(),
         }),
     };
@@ -210,16 +224,41 @@ pub async fn insert_members(sim: &hubsync::sim::mssql::RunningMssqlSim, rows: &[
 async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_follow() {
     let s = stand().await;
     let mssql = crate::support::mssql_sim().await;
-    let members = rows(5000);
+    let mut members = rows(5000);
+    // 300 valid members already exist in HubSpot under another name; SQL Server spells their
+    // email in capitals, HubSpot in lower case.
+    let mut emails: HashMap<String, usize> = HashMap::new();
+    for r in &members {
+        *emails
+            .entry(r["email"].to_string().to_lowercase())
+            .or_default() += 1;
+    }
+    let existing: Vec<usize> = (0..members.len())
+        .filter(|&i| {
+            s.mapper.to_hubspot(&members[i]).is_valid()
+                && emails[&members[i]["email"].to_string().to_lowercase()] == 1
+        })
+        .step_by(10)
+        .take(300)
+        .collect();
+    assert_eq!(existing.len(), 300);
+    let mut seeded: Vec<BTreeMap<String, Option<String>>> = Vec::new();
+    for &i in &existing {
+        let email = members[i]["email"].as_str().unwrap().to_string();
+        members[i].insert("email".into(), email.to_uppercase().into());
+        seeded.push(BTreeMap::from([
+            ("email".to_string(), Some(email.to_lowercase())),
+            ("firstname".to_string(), Some("Nombre Viejo".to_string())),
+        ]));
+    }
+    let seeded_ids = s.sim.seed_contacts(&seeded).unwrap();
     insert_members(&mssql, &members).await;
 
     let sql_settings = hubsync::mssql::SqlServerSettings {
         connection: Some(mssql.connection_string().into()),
         ..Default::default()
     };
-    let text = std::fs::read_to_string(example_config()).unwrap();
-    let config = load_str(&text, Need::Nothing, &|_| None).unwrap();
-    let object = hubsync::sync::poller::sql_object_settings(&config.objects["contacts"])
+    let object = hubsync::sync::poller::sql_object_settings(&contacts_config())
         .validate()
         .unwrap();
     let sql_pool = hubsync::mssql::SqlPool::new(&sql_settings).unwrap();
@@ -240,12 +279,48 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
         "{settled:?}"
     );
 
-    // HubSpot holds exactly the valid members, with the mapped values of the rows as read.
+    // HubSpot holds exactly the valid members, with the mapped values of the rows as read: the
+    // 300 that existed are linked to their contact and updated, never duplicated.
     let done = sqlx::query("SELECT payload FROM sync_queue WHERE state = 'done'")
         .fetch_all(s.queue.pool())
         .await
         .unwrap();
-    assert_eq!(s.sim.contacts().len(), done.len());
+    assert_eq!(done.len() as u64, settled.done);
+    assert_eq!(s.sim.contacts().len() as u64, 5000 - settled.rejected);
+    let links: HashMap<String, String> =
+        sqlx::query_as("SELECT sql_key, hubspot_id FROM record_links")
+            .fetch_all(s.queue.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    for (&i, id) in existing.iter().zip(&seeded_ids) {
+        let key = members[i]["numero_asociado"].to_string();
+        assert_eq!(
+            links.get(&key),
+            Some(id),
+            "member {key} linked to its contact"
+        );
+        let contact = s.sim.contact(id).unwrap();
+        assert_eq!(
+            contact.get("firstname"),
+            members[i]["firstname"].as_str().map(str::trim),
+            "member {key} updated"
+        );
+    }
+    let updated: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sync_queue WHERE outcome = 'UPDATE' AND record_key = ANY($1)",
+    )
+    .bind(
+        existing
+            .iter()
+            .map(|&i| members[i]["numero_asociado"].to_string())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_one(s.queue.pool())
+    .await
+    .unwrap();
+    assert_eq!(updated, 300);
     for row in &done {
         let payload: serde_json::Value = row.get("payload");
         let mapped = s.mapper.to_hubspot(payload.as_object().unwrap());
@@ -394,4 +469,77 @@ async fn after_lookups_find_nothing_records_are_created_directly_and_an_existing
     let before = lookups(&s);
     s.worker.drain().await.unwrap();
     assert_eq!(lookups(&s), before + 1);
+}
+
+#[tokio::test]
+async fn hubspot_refusing_3_records_of_a_batch_of_100_rejects_those_3_with_its_message_once() {
+    // This HubSpot account has no "Viudo" option for marital_status; our mapping does.
+    let mut properties = hubsync::sim::hubspot::default_properties();
+    for p in properties.iter_mut().filter(|p| p.name == "marital_status") {
+        p.options.retain(|o| o.value != "Viudo");
+    }
+    let options = SimOptions {
+        properties,
+        ..SimOptions::default()
+    };
+    let s = stand_with(options, &contacts_config(), None).await;
+    let mut members: Vec<SqlRow> = rows(300)
+        .into_iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .take(100)
+        .collect();
+    assert_eq!(members.len(), 100);
+    for (i, row) in members.iter_mut().enumerate() {
+        let code = if i % 33 == 5 { 4 } else { 1 };
+        row.insert("marital_status".into(), code.into());
+    }
+    let widowed: Vec<String> = members
+        .iter()
+        .filter(|r| r["marital_status"] == 4)
+        .map(|r| r["numero_asociado"].to_string())
+        .collect();
+    assert_eq!(widowed.len(), 3);
+
+    enqueue(&s.queue, &members, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!((settled.done, settled.rejected), (97, 3), "{settled:?}");
+    assert_eq!(settled.retried, 0);
+    assert_eq!(s.sim.contacts().len(), 97);
+    let creates = s.sim.stats().requests_by_endpoint["batch/create"];
+    assert_eq!(creates, 1, "one call: HubSpot answered 207");
+
+    let rejected: Vec<(String, serde_json::Value, i32)> = sqlx::query_as(
+        "SELECT record_key, errors, attempts FROM sync_queue WHERE state = 'rejected' ORDER BY id",
+    )
+    .fetch_all(s.queue.pool())
+    .await
+    .unwrap();
+    let mut keys: Vec<String> = rejected.iter().map(|r| r.0.clone()).collect();
+    keys.sort();
+    let mut widowed = widowed;
+    widowed.sort();
+    assert_eq!(keys, widowed);
+    for (key, errors, attempts) in &rejected {
+        assert_eq!(*attempts, 0, "{key}: no failed attempt, no retry");
+        let error = &errors[0];
+        assert_eq!(error["kind"], "hubspot", "{errors}");
+        assert_eq!(error["field"], "marital_status", "{errors}");
+        assert_eq!(error["http_status"], 207, "{errors}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains("Viudo was not one of the allowed options"),
+            "{message}"
+        );
+    }
+
+    // Nothing is left to retry: another round does no work and makes no call.
+    let calls = s.sim.stats().total_requests;
+    assert_eq!(s.worker.drain().await.unwrap(), Default::default());
+    assert_eq!(s.sim.stats().total_requests, calls);
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync_queue WHERE state IN ('pending', 'running')")
+            .fetch_one(s.queue.pool())
+            .await
+            .unwrap();
+    assert_eq!(open, 0);
 }
