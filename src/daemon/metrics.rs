@@ -98,7 +98,7 @@ impl Default for Metrics {
         );
         registry.register(
             "poll_lag_seconds",
-            "Time since each change poller last completed a poll",
+            "Time since each change poller last completed a poll (direction: to_hubspot is the SQL Server poller, to_sql the HubSpot poller)",
             m.poll_lag_seconds.clone(),
         );
         registry.register(
@@ -128,6 +128,41 @@ impl Metrics {
         self.limiter_wait_seconds.set(stats.waited.as_secs_f64());
         if let Some(left) = stats.daily_remaining {
             self.daily_budget_remaining.set(left as i64);
+        }
+    }
+
+    /// Counts the outcomes of one settled batch of `object` in `direction`.
+    pub fn count_settled(&self, object: &str, direction: &str, settled: &crate::queue::Settled) {
+        for (outcome, n) in [
+            ("done", settled.done),
+            ("rejected", settled.rejected),
+            ("dead", settled.dead),
+            ("retried", settled.retried),
+            ("superseded", settled.superseded),
+        ] {
+            if n > 0 {
+                self.records
+                    .get_or_create(&OutcomeLabels {
+                        object: object.to_string(),
+                        direction: direction.to_string(),
+                        outcome: outcome.to_string(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Replaces the poll-lag gauges: per (object, direction) the time since its poller last
+    /// completed a poll.
+    pub fn set_poll_lags(&self, lags: &[(String, String, std::time::Duration)]) {
+        self.poll_lag_seconds.clear();
+        for (object, direction, lag) in lags {
+            self.poll_lag_seconds
+                .get_or_create(&FlowLabels {
+                    object: object.clone(),
+                    direction: direction.clone(),
+                })
+                .set(lag.as_secs_f64());
         }
     }
 
@@ -181,6 +216,32 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn counts_settled_records_and_poll_lag() {
+        let m = Metrics::default();
+        let settled = crate::queue::Settled {
+            done: 98,
+            rejected: 2,
+            ..Default::default()
+        };
+        m.count_settled("contacts", "to_hubspot", &settled);
+        m.count_settled("contacts", "to_hubspot", &settled);
+        m.set_poll_lags(&[(
+            "contacts".into(),
+            "to_sql".into(),
+            std::time::Duration::from_millis(1500),
+        )]);
+        let text = m.encode();
+        for line in [
+            "hubsync_records_total{object=\"contacts\",direction=\"to_hubspot\",outcome=\"done\"} 196",
+            "hubsync_records_total{object=\"contacts\",direction=\"to_hubspot\",outcome=\"rejected\"} 4",
+            "hubsync_poll_lag_seconds{object=\"contacts\",direction=\"to_sql\"} 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing: {text}");
+        }
+        assert!(!text.contains("outcome=\"dead\""), "{text}");
     }
 
     #[test]
