@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod daemon_faults;
 mod hubspot_client;
 mod hubspot_sim;
 mod links;
