@@ -17,6 +17,8 @@ pub struct Component {
 #[derive(Debug, Default)]
 pub struct Health {
     components: Mutex<BTreeMap<String, Component>>,
+    /// Bumped on every component report, for [`Health::reported`].
+    reports: tokio::sync::watch::Sender<u64>,
     beats: Mutex<BTreeMap<String, Instant>>,
     /// Per poller (object, direction it feeds): when it last completed a poll.
     polls: Mutex<BTreeMap<(String, String), Instant>>,
@@ -32,7 +34,20 @@ impl Health {
         };
         let changed = map.get(name).is_none_or(|old| old.ready != ready);
         map.insert(name.to_string(), new);
+        drop(map);
+        self.reports.send_modify(|n| *n += 1);
         changed
+    }
+
+    /// Waits until every one of `names` has reported at least once (ready or not).
+    pub async fn reported(&self, names: &[&str]) {
+        let mut reports = self.reports.subscribe();
+        let all_known = |_: &u64| {
+            let map = self.components.lock().expect("health lock");
+            names.iter().all(|n| map.contains_key(*n))
+        };
+        // The sender lives as long as `self`, so this only ends when the condition holds.
+        let _ = reports.wait_for(all_known).await;
     }
 
     /// Ready when every known component is ready (and there is at least one).
@@ -163,6 +178,21 @@ mod tests {
         assert_eq!(h.stalled(Duration::ZERO), ["rescue"]);
         h.forget("rescue");
         assert!(h.stalled(Duration::ZERO).is_empty());
+    }
+
+    #[tokio::test]
+    async fn waits_until_components_have_reported() {
+        let h = std::sync::Arc::new(Health::default());
+        h.set("postgres", true, "ok");
+        h.reported(&["postgres"]).await;
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.reported(&["postgres", "hubspot"]).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        h.set("hubspot", false, "503");
+        waiter.await.unwrap();
     }
 
     #[test]

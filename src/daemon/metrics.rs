@@ -131,6 +131,23 @@ impl Metrics {
         }
     }
 
+    /// Shows the outcome counters of `objects` (both directions) at 0 before anything settles.
+    pub fn init_records<'a>(&self, objects: impl IntoIterator<Item = &'a str>) {
+        for object in objects {
+            for direction in ["to_hubspot", "to_sql"] {
+                for outcome in ["done", "rejected", "dead"] {
+                    self.records
+                        .get_or_create(&OutcomeLabels {
+                            object: object.to_string(),
+                            direction: direction.to_string(),
+                            outcome: outcome.to_string(),
+                        })
+                        .inc_by(0);
+                }
+            }
+        }
+    }
+
     /// Counts the outcomes of one settled batch of `object` in `direction`.
     pub fn count_settled(&self, object: &str, direction: &str, settled: &crate::queue::Settled) {
         for (outcome, n) in [
@@ -178,13 +195,13 @@ impl Metrics {
                     state: r.state.clone(),
                 })
                 .set(r.items);
+            // Every flow with items gets the gauge: 0 when nothing is pending.
+            let oldest = self.oldest_pending_seconds.get_or_create(&FlowLabels {
+                object: r.object.clone(),
+                direction: r.direction.clone(),
+            });
             if let Some(age) = r.oldest_pending_age_s {
-                self.oldest_pending_seconds
-                    .get_or_create(&FlowLabels {
-                        object: r.object.clone(),
-                        direction: r.direction.clone(),
-                    })
-                    .set(age);
+                oldest.set(age);
             }
         }
     }
@@ -242,6 +259,15 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing: {text}");
         }
         assert!(!text.contains("outcome=\"dead\""), "{text}");
+        m.init_records(["contacts"]);
+        let text = m.encode();
+        let dead =
+            "hubsync_records_total{object=\"contacts\",direction=\"to_sql\",outcome=\"dead\"} 0";
+        assert!(text.lines().any(|l| l == dead), "{text}");
+        assert!(
+            text.contains("outcome=\"done\"} 196"),
+            "counts are kept: {text}"
+        );
     }
 
     #[test]

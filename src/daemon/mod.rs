@@ -158,7 +158,20 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         pool: pool.clone(),
         instance: instance(&config),
     };
+    let first_checks = tasks::PROBE_TIMEOUT.max(config.hubspot.timeout);
     let mut sync = SyncTasks::start(&ctx, config, engine).await;
+    // READY=1 once every dependency has been checked (ready or not: /readyz tells).
+    let checked = health.reported(&["sql_server", "hubspot", "pollers"]);
+    tokio::select! {
+        r = tokio::time::timeout(first_checks, checked) => if r.is_err() {
+            tracing::warn!("first readiness checks did not finish in time");
+        },
+        _ = signals.terminate() => {
+            let grace = sync.config.service.shutdown_grace;
+            sync.stop(grace).await;
+            return Ok(stopped(&http_token));
+        }
+    }
 
     systemd::ready(&health.summary());
     tracing::info!(operation = "START", status = "ready", "hubsync is ready");

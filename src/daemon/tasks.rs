@@ -68,6 +68,8 @@ impl SyncTasks {
             })
             .collect();
         ctx.health.pollers_started(&pollers);
+        ctx.metrics
+            .init_records(engine.objects.iter().map(|o| o.name.as_str()));
         // One LISTEN connection for all workers of this set.
         let waker = Waker::new(ctx.pool.clone(), interval).await;
         for object in &engine.objects {

@@ -190,6 +190,12 @@ impl Daemon {
         (code, answer.json().await.unwrap())
     }
 
+    /// `/metrics` as text.
+    pub async fn metrics(&self) -> String {
+        let answer = reqwest::get(self.url("/metrics")).await.unwrap();
+        answer.text().await.unwrap()
+    }
+
     /// Waits (up to `limit`) until `/readyz` satisfies `check`; returns its body.
     pub async fn wait_readyz(
         &self,
@@ -281,7 +287,11 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
     let ready = http.get(daemon.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(body["components"]["postgres"]["ready"], true, "{body}");
+    // Every dependency was checked before READY=1.
+    for component in ["postgres", "sql_server", "hubspot", "pollers"] {
+        assert_eq!(body["components"][component]["ready"], true, "{body}");
+    }
+    assert_eq!(body["not_ready"], serde_json::json!([]), "{body}");
     let metrics = http
         .get(daemon.url("/metrics"))
         .send()
@@ -291,6 +301,26 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
         .await
         .unwrap();
     assert!(metrics.contains("hubsync_ready 1"), "{metrics}");
+    for name in [
+        "hubsync_queue_items",
+        "hubsync_queue_oldest_pending_seconds",
+        "hubsync_records",
+        "hubsync_hubspot_requests",
+        "hubsync_hubspot_throttled",
+        "hubsync_limiter_wait_seconds",
+        "hubsync_hubspot_daily_budget_remaining",
+        "hubsync_poll_lag_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name} missing: {metrics}"
+        );
+    }
+    for direction in ["to_hubspot", "to_sql"] {
+        let lag =
+            format!("hubsync_poll_lag_seconds{{object=\"contacts\",direction=\"{direction}\"}} ");
+        assert!(metrics.contains(&lag), "{lag} missing: {metrics}");
+    }
     // The one queued item, in whatever state the worker has it now.
     let item_lines: Vec<&str> = metrics
         .lines()

@@ -68,7 +68,11 @@ async fn assert_nothing_lost(pool: &PgPool, sims: &Sims, records: i64) {
         .iter()
         .filter_map(|c| c.get("numero_asociado").map(str::to_string))
         .collect();
-    assert_eq!(contacts.len(), in_hubspot.len(), "a member is in HubSpot twice");
+    assert_eq!(
+        contacts.len(),
+        in_hubspot.len(),
+        "a member is in HubSpot twice"
+    );
     assert_eq!(in_hubspot, synced);
 }
 
@@ -113,16 +117,24 @@ async fn a_30s_postgres_outage_is_reported_and_the_sync_resumes_without_losing_c
     })
     .await;
     daemon.expect_notify("READY=1");
-    eventually("the first members reach HubSpot", Duration::from_secs(30), || {
-        let sims = sims.clone();
-        async move { !sims.hubspot.contacts().is_empty() }
-    })
+    eventually(
+        "the first members reach HubSpot",
+        Duration::from_secs(30),
+        || {
+            let sims = sims.clone();
+            async move { !sims.hubspot.contacts().is_empty() }
+        },
+    )
     .await;
 
     let c = cluster.clone();
     tokio::task::spawn_blocking(move || c.stop()).await.unwrap();
     let body = daemon
-        .wait_readyz("postgres down", Duration::from_secs(15), not_ready("postgres"))
+        .wait_readyz(
+            "postgres down",
+            Duration::from_secs(15),
+            not_ready("postgres"),
+        )
         .await;
     assert_eq!(body["components"]["postgres"]["ready"], false, "{body}");
     // Changes keep arriving in SQL Server during the outage.
@@ -181,6 +193,15 @@ async fn dropped_sql_server_connections_are_reported_and_the_sync_resumes() {
         .await;
     wait_synced(&pool, 80, Duration::from_secs(60)).await;
     assert_nothing_lost(&pool, &sims, 80).await;
+    // /metrics counted every outcome this process settled.
+    let (_, done, rejected, _, _) = to_hubspot_counts(&pool).await;
+    let metrics = daemon.metrics().await;
+    for (outcome, n) in [("done", done), ("rejected", rejected)] {
+        let line = format!(
+            "hubsync_records_total{{object=\"contacts\",direction=\"to_hubspot\",outcome=\"{outcome}\"}} {n}"
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line}: {metrics}");
+    }
     let (code, out) = daemon.stop();
     assert_eq!(code, Some(0), "{out}");
     assert_no_secrets(&out);
@@ -374,9 +395,11 @@ fn a_configuration_error_exits_78_and_the_unit_does_not_restart_on_it() {
             .collect()
     };
     assert_eq!(get("Restart"), ["on-failure"]);
-    assert!(get("RestartPreventExitStatus")
-        .iter()
-        .any(|v| v.split_whitespace().any(|s| s == "78")));
+    assert!(
+        get("RestartPreventExitStatus")
+            .iter()
+            .any(|v| v.split_whitespace().any(|s| s == "78"))
+    );
     // systemd applies RestartPreventExitStatus= to the main process only: a failing
     // ExecStartPre= would restart-loop. So the check's failure is ignored (`-`) and `run`,
     // which checks the same file, exits 78 itself.
