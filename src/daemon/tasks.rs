@@ -147,7 +147,8 @@ fn spawn_probes(sup: &mut Supervisor, ctx: &Context, config: &Config, engine: &A
         .collect();
     hubspot_objects.sort();
     hubspot_objects.dedup();
-    let limit = config.hubspot.timeout.max(PROBE_TIMEOUT);
+    // The client retries transient failures; the probe reports after PROBE_TIMEOUT instead.
+    let limit = PROBE_TIMEOUT;
     let h = ctx.health.clone();
     let every = hubspot_check_interval(interval);
     spawn_every(sup, "hubspot-check", every, &ctx.health, move || {
