@@ -147,7 +147,11 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     http_state.set_limiter(engine.hubspot.limiter().clone());
     // HubSpot may be down now; a property problem is logged, the service still starts (and
     // a reload only applies a configuration that passes).
-    for problem in reload::check_properties(&engine, &config).await {
+    let problems = tokio::select! {
+        problems = reload::check_properties(&engine, &config) => problems,
+        _ = signals.terminate() => return Ok(stopped(&http_token)),
+    };
+    for problem in problems {
         tracing::error!(operation = "START", %problem, "HubSpot property check");
     }
     let mut maintenance = Supervisor::new(CancellationToken::new(), health.clone());
