@@ -1,5 +1,5 @@
 //! `hubsync run` under faults, as a real process: a 30 s PostgreSQL outage, dropped SQL Server
-//! connections, SIGTERM in the middle of a slow HubSpot batch, SIGHUP with a configuration
+//! connections, HubSpot answering 503, SIGTERM in the middle of a slow HubSpot batch, SIGHUP with a configuration
 //! HubSpot cannot take and with a new field mapping, and the systemd unit's handling of a
 //! configuration error.
 
@@ -202,6 +202,46 @@ async fn dropped_sql_server_connections_are_reported_and_the_sync_resumes() {
         );
         assert!(metrics.lines().any(|l| l == line), "{line}: {metrics}");
     }
+    let (code, out) = daemon.stop();
+    assert_eq!(code, Some(0), "{out}");
+    assert_no_secrets(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_outage_is_reported_and_the_sync_resumes() {
+    let (pool, url) = fresh_db().await;
+    let sims = Arc::new(sims().await);
+    let daemon = Daemon::start_with(&url, sims.clone(), |c| {
+        // Calls give up retrying soon, so the readiness check answers within seconds.
+        c.replace("max_retry_elapsed: 2m", "max_retry_elapsed: 1s")
+    })
+    .await;
+    daemon.expect_notify("READY=1");
+    sims.hubspot.set_faults(Faults {
+        error_rate: 1.0,
+        error_statuses: vec![503],
+        ..Faults::default()
+    });
+    let body = daemon
+        .wait_readyz(
+            "HubSpot down",
+            Duration::from_secs(15),
+            not_ready("hubspot"),
+        )
+        .await;
+    assert!(
+        body["components"]["hubspot"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("503")),
+        "{body}"
+    );
+    sims.hubspot.set_faults(Faults::default());
+    daemon
+        .wait_readyz("recovery", Duration::from_secs(15), ready)
+        .await;
+    insert_members(&sims.mssql, &members(0, 20)).await;
+    wait_synced(&pool, 20, Duration::from_secs(30)).await;
+    assert_nothing_lost(&pool, &sims, 20).await;
     let (code, out) = daemon.stop();
     assert_eq!(code, Some(0), "{out}");
     assert_no_secrets(&out);
