@@ -462,3 +462,36 @@ fn a_configuration_error_exits_78_and_the_unit_does_not_restart_on_it() {
         assert!(text.contains("queue.lease"), "{command}: {text}");
     }
 }
+
+/// A reload (or shutdown) cancels a poll midway; the poller's election lock must not outlive it,
+/// or the next poller — on another connection or in another process — would never be elected.
+#[tokio::test]
+async fn a_poll_cancelled_midway_leaves_the_election_free() {
+    use hubsync::queue::Direction;
+    use hubsync::sync::poller::{Polled, elected};
+    let (pool, url) = fresh_db().await;
+    let midway = elected(&pool, "contacts", Direction::ToHubspot, || {
+        std::future::pending::<anyhow::Result<Polled>>()
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), midway)
+            .await
+            .is_err()
+    );
+    let other = hubsync::pg::connect_url(&url, 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    eventually(
+        "another session is elected",
+        Duration::from_secs(5),
+        || async {
+            let polled = elected(&other, "contacts", Direction::ToHubspot, || async {
+                Ok(Polled::default())
+            })
+            .await
+            .unwrap();
+            polled.elected
+        },
+    )
+    .await;
+}
