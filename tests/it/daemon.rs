@@ -218,16 +218,22 @@ impl Daemon {
         }
     }
 
-    /// Waits for the process to end; returns (exit code, stdout + stderr).
+    /// Waits for the process to end; returns (exit code, stdout + stderr + its log files).
     pub fn wait(mut self) -> (Option<i32>, String) {
         let status = self.child.wait().unwrap();
         for r in std::mem::take(&mut self.readers) {
             r.join().unwrap();
         }
-        (status.code(), self.output())
+        let mut out = self.output();
+        let logs = self.dir.path().join("logs");
+        let files = std::fs::read_dir(&logs).into_iter().flatten().flatten();
+        for file in files {
+            out.push_str(&std::fs::read_to_string(file.path()).unwrap());
+        }
+        (status.code(), out)
     }
 
-    /// Stops with SIGTERM; returns (exit code, stdout + stderr).
+    /// Stops with SIGTERM; returns (exit code, stdout + stderr + its log files).
     pub fn stop(self) -> (Option<i32>, String) {
         self.signal(Signal::SIGTERM);
         self.expect_notify("STOPPING=1");
@@ -360,6 +366,10 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
     assert!(out.contains("configuration reloaded"), "{out}");
     assert!(out.contains("hubsync stopped"), "{out}");
     assert!(!out.contains(hubsync::sim::mssql::DEFAULT_PASSWORD));
+    assert!(
+        out.matches("hubsync is ready").count() == 2,
+        "in the output and in the log file: {out}"
+    );
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     }
