@@ -73,27 +73,32 @@ impl SyncTasks {
         // One LISTEN connection for all workers of this set.
         let waker = Waker::new(ctx.pool.clone(), interval).await;
         for object in &engine.objects {
-            let poller = object.poller.clone();
+            let (sql, hubspot) = (object.poller.clone(), object.hubspot_poller.clone());
+            let poll_sql = move || {
+                let poller = sql.clone();
+                async move { poller.poll_once().await }
+            };
+            let poll_hubspot = move || {
+                let poller = hubspot.clone();
+                async move { poller.poll_once().await }
+            };
+            let name = &object.name;
             spawn_poller(
                 &mut sup,
                 ctx,
                 interval,
-                &object.name,
+                name,
                 Direction::ToHubspot,
-                {
-                    move || {
-                        let poller = poller.clone();
-                        async move { poller.poll_once().await }
-                    }
-                },
+                poll_sql,
             );
-            let poller = object.hubspot_poller.clone();
-            spawn_poller(&mut sup, ctx, interval, &object.name, Direction::ToSql, {
-                move || {
-                    let poller = poller.clone();
-                    async move { poller.poll_once().await }
-                }
-            });
+            spawn_poller(
+                &mut sup,
+                ctx,
+                interval,
+                name,
+                Direction::ToSql,
+                poll_hubspot,
+            );
             for n in 0..config.queue.workers {
                 let name = format!("{}/{}/{n}", ctx.instance, object.name);
                 let worker = Arc::new(object.worker(&queue, &name));
