@@ -17,7 +17,11 @@ pub struct Component {
 #[derive(Debug, Default)]
 pub struct Health {
     components: Mutex<BTreeMap<String, Component>>,
+    /// Bumped on every component report, for [`Health::reported`].
+    reports: tokio::sync::watch::Sender<u64>,
     beats: Mutex<BTreeMap<String, Instant>>,
+    /// Per poller (object, direction it feeds): when it last completed a poll.
+    polls: Mutex<BTreeMap<(String, String), Instant>>,
 }
 
 impl Health {
@@ -30,7 +34,20 @@ impl Health {
         };
         let changed = map.get(name).is_none_or(|old| old.ready != ready);
         map.insert(name.to_string(), new);
+        drop(map);
+        self.reports.send_modify(|n| *n += 1);
         changed
+    }
+
+    /// Waits until every one of `names` has reported at least once (ready or not).
+    pub async fn reported(&self, names: &[&str]) {
+        let mut reports = self.reports.subscribe();
+        let all_known = |_: &u64| {
+            let map = self.components.lock().expect("health lock");
+            names.iter().all(|n| map.contains_key(*n))
+        };
+        // The sender lives as long as `self`, so this only ends when the condition holds.
+        let _ = reports.wait_for(all_known).await;
     }
 
     /// Ready when every known component is ready (and there is at least one).
@@ -56,6 +73,56 @@ impl Health {
         } else {
             format!("not ready: {}", down.join("; "))
         }
+    }
+
+    /// Names of the components that are not ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let map = self.components.lock().expect("health lock");
+        map.iter()
+            .filter(|(_, c)| !c.ready)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Forgets a component (its task is gone, e.g. after a reload removed it).
+    pub fn remove(&self, name: &str) {
+        self.components.lock().expect("health lock").remove(name);
+    }
+
+    /// A new set of pollers starts: each counts from now until its first completed poll.
+    pub fn pollers_started(&self, pollers: &[(String, String)]) {
+        let now = Instant::now();
+        let mut map = self.polls.lock().expect("health lock");
+        map.clear();
+        map.extend(pollers.iter().map(|p| (p.clone(), now)));
+    }
+
+    /// The poller of `object` feeding `direction` completed a poll.
+    pub fn polled(&self, object: &str, direction: &str) {
+        self.polls
+            .lock()
+            .expect("health lock")
+            .insert((object.to_string(), direction.to_string()), Instant::now());
+    }
+
+    /// Per poller (object, direction): time since its last completed poll.
+    pub fn poll_lags(&self) -> Vec<(String, String, Duration)> {
+        let now = Instant::now();
+        self.polls
+            .lock()
+            .expect("health lock")
+            .iter()
+            .map(|((o, d), at)| (o.clone(), d.clone(), now.duration_since(*at)))
+            .collect()
+    }
+
+    /// Pollers that have not completed a poll within `max_age`, as `object/direction`.
+    pub fn stalled_pollers(&self, max_age: Duration) -> Vec<String> {
+        self.poll_lags()
+            .into_iter()
+            .filter(|(_, _, lag)| *lag > max_age)
+            .map(|(o, d, _)| format!("{o}/{d}"))
+            .collect()
     }
 
     /// A supervised loop says it is alive.
@@ -111,5 +178,57 @@ mod tests {
         assert_eq!(h.stalled(Duration::ZERO), ["rescue"]);
         h.forget("rescue");
         assert!(h.stalled(Duration::ZERO).is_empty());
+    }
+
+    #[tokio::test]
+    async fn waits_until_components_have_reported() {
+        let h = std::sync::Arc::new(Health::default());
+        h.set("postgres", true, "ok");
+        h.reported(&["postgres"]).await;
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.reported(&["postgres", "hubspot"]).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        h.set("hubspot", false, "503");
+        waiter.await.unwrap();
+    }
+
+    #[test]
+    fn not_ready_names_the_components() {
+        let h = Health::default();
+        h.set("postgres", true, "ok");
+        h.set("sql_server", false, "timed out");
+        h.set("hubspot", false, "503");
+        assert_eq!(h.not_ready(), ["hubspot", "sql_server"]);
+        h.remove("hubspot");
+        assert_eq!(h.not_ready(), ["sql_server"]);
+    }
+
+    #[test]
+    fn pollers_count_from_their_start_and_last_poll() {
+        let h = Health::default();
+        let pollers = [
+            ("contacts".to_string(), "to_hubspot".to_string()),
+            ("contacts".to_string(), "to_sql".to_string()),
+        ];
+        h.pollers_started(&pollers);
+        assert!(h.stalled_pollers(Duration::from_secs(60)).is_empty());
+        assert_eq!(
+            h.stalled_pollers(Duration::ZERO),
+            ["contacts/to_hubspot", "contacts/to_sql"]
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        h.polled("contacts", "to_sql");
+        assert_eq!(
+            h.stalled_pollers(Duration::from_millis(4)),
+            ["contacts/to_hubspot"]
+        );
+        let lags = h.poll_lags();
+        assert_eq!(lags.len(), 2);
+        assert!(lags[0].2 > lags[1].2, "{lags:?}");
+        h.pollers_started(&pollers[..1]);
+        assert_eq!(h.poll_lags().len(), 1, "a new set replaces the old");
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP listener: `/healthz` (alive), `/readyz` (dependencies reachable; JSON naming what is
 //! not) and `/metrics` (Prometheus text).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,8 +21,21 @@ pub struct AppState {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub queue: Arc<OnceLock<Queue>>,
-    /// The process's HubSpot limiter, once the sync engine is built.
-    pub limiter: Arc<OnceLock<Arc<crate::hubspot::Limiter>>>,
+    /// The process's HubSpot limiter, once the sync engine is built (a reload may replace it).
+    pub limiter: Arc<RwLock<Option<Arc<crate::hubspot::Limiter>>>>,
+}
+
+impl AppState {
+    pub fn set_limiter(&self, limiter: Arc<crate::hubspot::Limiter>) {
+        *self.limiter.write().unwrap_or_else(|p| p.into_inner()) = Some(limiter);
+    }
+
+    fn limiter(&self) -> Option<Arc<crate::hubspot::Limiter>> {
+        self.limiter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,6 +50,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let ready = s.health.ready();
     let body = serde_json::json!({
         "ready": ready,
+        "not_ready": s.health.not_ready(),
         "components": s.health.components(),
     });
     let code = if ready {
@@ -49,9 +63,10 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     s.metrics.ready.set(i64::from(s.health.ready()));
-    if let Some(limiter) = s.limiter.get() {
+    if let Some(limiter) = s.limiter() {
         s.metrics.set_hubspot(&limiter.stats());
     }
+    s.metrics.set_poll_lags(&s.health.poll_lags());
     // Queue gauges are read at scrape time, so they are never staler than the scrape.
     if let Some(queue) = s.queue.get() {
         let summary = tokio::time::timeout(Duration::from_secs(5), queue.summary()).await;

@@ -98,7 +98,7 @@ impl Default for Metrics {
         );
         registry.register(
             "poll_lag_seconds",
-            "Time since each change poller last completed a poll",
+            "Time since each change poller last completed a poll (direction: to_hubspot is the SQL Server poller, to_sql the HubSpot poller)",
             m.poll_lag_seconds.clone(),
         );
         registry.register(
@@ -131,6 +131,58 @@ impl Metrics {
         }
     }
 
+    /// Shows the outcome counters of `objects` (both directions) at 0 before anything settles.
+    pub fn init_records<'a>(&self, objects: impl IntoIterator<Item = &'a str>) {
+        for object in objects {
+            for direction in ["to_hubspot", "to_sql"] {
+                for outcome in ["done", "rejected", "dead"] {
+                    self.records
+                        .get_or_create(&OutcomeLabels {
+                            object: object.to_string(),
+                            direction: direction.to_string(),
+                            outcome: outcome.to_string(),
+                        })
+                        .inc_by(0);
+                }
+            }
+        }
+    }
+
+    /// Counts the outcomes of one settled batch of `object` in `direction`.
+    pub fn count_settled(&self, object: &str, direction: &str, settled: &crate::queue::Settled) {
+        for (outcome, n) in [
+            ("done", settled.done),
+            ("rejected", settled.rejected),
+            ("dead", settled.dead),
+            ("retried", settled.retried),
+            ("superseded", settled.superseded),
+        ] {
+            if n > 0 {
+                self.records
+                    .get_or_create(&OutcomeLabels {
+                        object: object.to_string(),
+                        direction: direction.to_string(),
+                        outcome: outcome.to_string(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Replaces the poll-lag gauges: per (object, direction) the time since its poller last
+    /// completed a poll.
+    pub fn set_poll_lags(&self, lags: &[(String, String, std::time::Duration)]) {
+        self.poll_lag_seconds.clear();
+        for (object, direction, lag) in lags {
+            self.poll_lag_seconds
+                .get_or_create(&FlowLabels {
+                    object: object.clone(),
+                    direction: direction.clone(),
+                })
+                .set(lag.as_secs_f64());
+        }
+    }
+
     /// Replaces the queue gauges with a fresh summary (states absent from it read 0).
     pub fn set_queue(&self, rows: &[crate::queue::SummaryRow]) {
         self.queue_items.clear();
@@ -143,13 +195,13 @@ impl Metrics {
                     state: r.state.clone(),
                 })
                 .set(r.items);
+            // Every flow with items gets the gauge: 0 when nothing is pending.
+            let oldest = self.oldest_pending_seconds.get_or_create(&FlowLabels {
+                object: r.object.clone(),
+                direction: r.direction.clone(),
+            });
             if let Some(age) = r.oldest_pending_age_s {
-                self.oldest_pending_seconds
-                    .get_or_create(&FlowLabels {
-                        object: r.object.clone(),
-                        direction: r.direction.clone(),
-                    })
-                    .set(age);
+                oldest.set(age);
             }
         }
     }
@@ -181,6 +233,41 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn counts_settled_records_and_poll_lag() {
+        let m = Metrics::default();
+        let settled = crate::queue::Settled {
+            done: 98,
+            rejected: 2,
+            ..Default::default()
+        };
+        m.count_settled("contacts", "to_hubspot", &settled);
+        m.count_settled("contacts", "to_hubspot", &settled);
+        m.set_poll_lags(&[(
+            "contacts".into(),
+            "to_sql".into(),
+            std::time::Duration::from_millis(1500),
+        )]);
+        let text = m.encode();
+        for line in [
+            "hubsync_records_total{object=\"contacts\",direction=\"to_hubspot\",outcome=\"done\"} 196",
+            "hubsync_records_total{object=\"contacts\",direction=\"to_hubspot\",outcome=\"rejected\"} 4",
+            "hubsync_poll_lag_seconds{object=\"contacts\",direction=\"to_sql\"} 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing: {text}");
+        }
+        assert!(!text.contains("outcome=\"dead\""), "{text}");
+        m.init_records(["contacts"]);
+        let text = m.encode();
+        let dead =
+            "hubsync_records_total{object=\"contacts\",direction=\"to_sql\",outcome=\"dead\"} 0";
+        assert!(text.lines().any(|l| l == dead), "{text}");
+        assert!(
+            text.contains("outcome=\"done\"} 196"),
+            "counts are kept: {text}"
+        );
     }
 
     #[test]

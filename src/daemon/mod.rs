@@ -5,15 +5,16 @@
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod supervisor;
 pub mod systemd;
+pub mod tasks;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Need};
@@ -23,6 +24,7 @@ use crate::sync::dry_run::Scope as DryScope;
 use health::Health;
 use metrics::Metrics;
 use supervisor::{Supervisor, every};
+use tasks::SyncTasks;
 
 enum Sig {
     Terminate,
@@ -153,32 +155,59 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     health.set("postgres", true, "ok");
 
     let config = Arc::new(config);
-    let (config_tx, config_rx) = watch::channel(config.clone());
     let queue = Queue::new(pool.clone(), config.queue.clone());
     let _ = http_state.queue.set(queue.clone());
-    let root = CancellationToken::new();
     let engine = crate::sync::engine::build(&config, &queue)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
-    let _ = http_state.limiter.set(engine.hubspot.limiter().clone());
-    let abandon = CancellationToken::new();
-    let mut sup = Supervisor::new(root.clone(), health.clone());
-    spawn_maintenance(&mut sup, &queue, &health, config_rx);
-    // One LISTEN connection for all workers of this process.
-    let waker = crate::queue::Waker::new(pool.clone(), config.queue.poll_interval).await;
-    let name = instance(&config);
-    spawn_sync(&mut sup, &engine, &queue, &health, &abandon, &name, &waker);
+    http_state.set_limiter(engine.hubspot.limiter().clone());
+    // HubSpot may be down now; a property problem is logged, the service still starts (and
+    // a reload only applies a configuration that passes).
+    let problems = tokio::select! {
+        problems = reload::check_properties(&engine, &config) => problems,
+        _ = signals.terminate() => return Ok(stopped(&http_token)),
+    };
+    for problem in problems {
+        tracing::error!(operation = "START", %problem, "HubSpot property check");
+    }
+    let mut maintenance = Supervisor::new(CancellationToken::new(), health.clone());
+    spawn_maintenance(&mut maintenance, &queue, &health, &config);
+    let ctx = tasks::Context {
+        health: health.clone(),
+        metrics,
+        pool: pool.clone(),
+        instance: instance(&config),
+    };
+    let first_checks = tasks::PROBE_TIMEOUT.max(config.hubspot.timeout);
+    let mut sync = SyncTasks::start(&ctx, config, engine).await;
+    // READY=1 once every dependency has been checked (ready or not: /readyz tells).
+    let checked = health.reported(&["sql_server", "hubspot", "pollers"]);
+    tokio::select! {
+        r = tokio::time::timeout(first_checks, checked) => if r.is_err() {
+            tracing::warn!("first readiness checks did not finish in time");
+        },
+        _ = signals.terminate() => {
+            let grace = sync.config.service.shutdown_grace;
+            sync.stop(grace).await;
+            return Ok(stopped(&http_token));
+        }
+    }
 
     systemd::ready(&health.summary());
     tracing::info!(operation = "START", status = "ready", "hubsync is ready");
 
     while let Sig::Reload = signals.recv().await {
-        reload(config_path, &config_tx);
+        sync = reload(config_path, sync, &ctx, &queue, &http_state).await;
     }
     systemd::stopping();
     tracing::info!(operation = "STOP", "stopping: finishing in-flight work");
-    let grace = config.service.shutdown_grace;
+    let grace = sync.config.service.shutdown_grace;
+    let stop_all = async {
+        let clean = sync.stop(grace).await;
+        maintenance.shutdown(grace, &CancellationToken::new()).await;
+        clean
+    };
     tokio::select! {
-        clean = sup.shutdown(grace, &abandon) => {
+        clean = stop_all => {
             if !clean {
                 tracing::warn!(grace_ms = grace.as_millis() as u64,
                     "tasks did not finish within the grace period");
@@ -186,7 +215,6 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         }
         _ = signals.terminate() => tracing::warn!("second stop signal: exiting now"),
     }
-    drop(waker);
     // Connections still held by a task that did not stop must not hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
     Ok(stopped(&http_token))
@@ -237,148 +265,84 @@ fn instance(config: &Config) -> String {
     })
 }
 
-/// Per object: the SQL Server poller and `queue.workers` to_hubspot workers; and the SQL Server
-/// readiness check.
-fn spawn_sync(
-    sup: &mut Supervisor,
-    engine: &crate::sync::engine::Engine,
-    queue: &Queue,
-    health: &Arc<Health>,
-    abandon: &CancellationToken,
-    instance: &str,
-    waker: &crate::queue::Waker,
-) {
-    let interval = queue.settings().poll_interval;
-    let sql = engine.sql.clone();
-    let h = health.clone();
-    spawn_every(sup, "sql-server-check", interval, health, move || {
-        let (sql, health) = (sql.clone(), h.clone());
-        async move {
-            let (ok, detail) = match sql.probe().await {
-                Ok(()) => (true, "ok".to_string()),
-                Err(e) => (false, e.to_string()),
-            };
-            if health.set("sql_server", ok, detail) {
-                systemd::status(&health.summary());
-                tracing::warn!(component = "sql_server", ready = ok, "readiness changed");
-            }
-            Ok(())
-        }
-    });
-    for object in &engine.objects {
-        let poller = object.poller.clone();
-        let name = format!("poll:{}", object.name);
-        spawn_every(sup, &name, interval, health, move || {
-            let poller = poller.clone();
-            async move {
-                let polled = poller.poll_once().await?;
-                if polled.items_enqueued > 0 {
-                    tracing::info!(operation = "POLL", object = %poller.object,
-                        rows_read = polled.rows_read, enqueued = polled.items_enqueued,
-                        "changes queued");
-                }
-                Ok(())
-            }
-        });
-        let poller = object.hubspot_poller.clone();
-        let name = format!("poll-hubspot:{}", object.name);
-        spawn_every(sup, &name, interval, health, move || {
-            let poller = poller.clone();
-            async move {
-                let polled = poller.poll_once().await?;
-                if polled.items_enqueued > 0 {
-                    tracing::info!(operation = "POLL", object = %poller.object, direction = "to_sql",
-                        records_read = polled.rows_read, enqueued = polled.items_enqueued,
-                        "HubSpot changes queued");
-                }
-                Ok(())
-            }
-        });
-        for n in 0..queue.settings().workers {
-            let name = format!("{instance}/{}/{n}", object.name);
-            spawn_worker(sup, Arc::new(object.worker(queue, &name)), waker, abandon);
-            let name = format!("{instance}/{}/to_sql/{n}", object.name);
-            spawn_worker(
-                sup,
-                Arc::new(object.sql_worker(queue, &name)),
-                waker,
-                abandon,
-            );
-        }
-    }
-}
-
-/// Supervises one worker loop.
-fn spawn_worker<H: crate::sync::worker::BatchHandler>(
-    sup: &mut Supervisor,
-    worker: Arc<crate::sync::worker::Worker<H>>,
-    waker: &crate::queue::Waker,
-    abandon: &CancellationToken,
-) {
-    let (waker, abandon) = (waker.clone(), abandon.clone());
-    let task = format!("worker:{}", worker.name);
-    sup.spawn(&task, move |token| {
-        let (worker, waker, abandon) = (worker.clone(), waker.clone(), abandon.clone());
-        async move {
-            let stop = crate::sync::worker::Stop {
-                stop_claiming: token,
-                abandon,
-            };
-            worker.run(stop, waker).await
-        }
-    });
-}
-
 fn stopped(http: &CancellationToken) -> u8 {
     http.cancel();
     tracing::info!(operation = "STOP", status = "done", "hubsync stopped");
     exit::OK
 }
 
-/// SIGHUP: apply a valid configuration; keep the running one (and say why) otherwise.
-fn reload(path: &Path, tx: &watch::Sender<Arc<Config>>) {
+/// SIGHUP: a configuration that passes every check (incl. the HubSpot property preflight)
+/// replaces the running sync tasks: they stop claiming and finish their batches, then the new
+/// ones start. Otherwise the running ones stay and every problem is logged.
+async fn reload(
+    path: &Path,
+    running: SyncTasks,
+    ctx: &tasks::Context,
+    queue: &Queue,
+    http: &http::AppState,
+) -> SyncTasks {
     systemd::reloading();
-    match crate::config::load_file(path, Need::All) {
-        Ok(new) => {
-            let _ = tx.send(Arc::new(new));
+    let limiter = running.engine.hubspot.limiter().clone();
+    let next = match reload::prepare(path, &running.config, &limiter, queue).await {
+        Err(problems) => {
+            for problem in &problems {
+                tracing::error!(operation = "RELOAD", %problem, "configuration problem");
+            }
+            tracing::error!(
+                operation = "RELOAD",
+                status = "rejected",
+                problems = problems.len(),
+                "configuration reload rejected; keeping the running configuration"
+            );
+            running
+        }
+        Ok((config, engine)) => {
+            for key in reload::needs_restart(&running.config, &config) {
+                tracing::warn!(
+                    operation = "RELOAD",
+                    key,
+                    "this setting changed but takes effect only after a restart"
+                );
+            }
+            let grace = running.config.service.shutdown_grace;
+            if !running.stop(grace).await {
+                tracing::warn!(
+                    operation = "RELOAD",
+                    grace_ms = grace.as_millis() as u64,
+                    "batches that did not finish within the grace period were released"
+                );
+            }
+            http.set_limiter(engine.hubspot.limiter().clone());
+            let objects = engine.objects.len();
+            let next = SyncTasks::start(ctx, Arc::new(config), engine).await;
             tracing::info!(
                 operation = "RELOAD",
                 status = "done",
+                objects,
                 "configuration reloaded"
             );
+            next
         }
-        Err(e) => {
-            for p in e.problems() {
-                tracing::error!(operation = "RELOAD", path = %p.path, problem = %p, "configuration problem");
-            }
-            tracing::error!(operation = "RELOAD", status = "rejected", error = %e,
-                "configuration reload rejected; keeping the running configuration");
-        }
-    }
-    systemd::ready("ready");
+    };
+    systemd::ready(&ctx.health.summary());
+    next
 }
 
-fn spawn_maintenance(
-    sup: &mut Supervisor,
-    queue: &Queue,
-    health: &Arc<Health>,
-    config: watch::Receiver<Arc<Config>>,
-) {
-    let interval = config.borrow().service.health_interval;
+/// The PostgreSQL readiness check, lease rescue, pruning and the systemd watchdog: kept
+/// across reloads.
+fn spawn_maintenance(sup: &mut Supervisor, queue: &Queue, health: &Arc<Health>, config: &Config) {
+    let interval = config.service.health_interval;
     let (q, h) = (queue.clone(), health.clone());
     spawn_every(sup, "postgres-check", interval, health, move || {
         let (queue, health) = (q.clone(), h.clone());
         async move {
-            let result = sqlx::query("SELECT 1").execute(queue.pool()).await;
-            let (ok, detail) = match &result {
-                Ok(_) => (true, "ok".to_string()),
-                Err(e) => (false, crate::pg::describe(e)),
+            let probe = sqlx::query("SELECT 1").execute(queue.pool());
+            let (ok, detail) = match tokio::time::timeout(tasks::PROBE_TIMEOUT, probe).await {
+                Ok(Ok(_)) => (true, "ok".to_string()),
+                Ok(Err(e)) => (false, crate::pg::describe(&e)),
+                Err(_) => (false, "no answer to SELECT 1".to_string()),
             };
-            if health.set("postgres", ok, detail) {
-                let summary = health.summary();
-                systemd::status(&summary);
-                tracing::warn!(component = "postgres", ready = ok, %summary, "readiness changed");
-            }
+            tasks::report(&health, "postgres", ok, detail);
             Ok(())
         }
     });
@@ -432,7 +396,7 @@ fn spawn_maintenance(
 }
 
 /// Supervises a loop that runs `step` every `period`.
-fn spawn_every<S, Fut>(
+pub(crate) fn spawn_every<S, Fut>(
     sup: &mut Supervisor,
     name: &str,
     period: Duration,

@@ -14,6 +14,7 @@ pub struct Supervisor {
     token: CancellationToken,
     tasks: JoinSet<()>,
     health: Arc<Health>,
+    names: Vec<String>,
 }
 
 impl Supervisor {
@@ -22,6 +23,7 @@ impl Supervisor {
             token,
             tasks: JoinSet::new(),
             health,
+            names: Vec::new(),
         }
     }
 
@@ -35,6 +37,7 @@ impl Supervisor {
         let token = self.token.clone();
         let health = self.health.clone();
         let name = name.to_string();
+        self.names.push(name.clone());
         self.tasks.spawn(async move {
             let mut failures = 0u32;
             while !token.is_cancelled() {
@@ -87,6 +90,10 @@ impl Supervisor {
             .is_err()
         {
             self.tasks.abort_all();
+            // Aborted tasks cannot say they ended; they must not count as stalled.
+            for name in &self.names {
+                self.health.forget(name);
+            }
         }
         false
     }
@@ -94,6 +101,19 @@ impl Supervisor {
 
 async fn join_all(tasks: &mut JoinSet<()>) {
     while tasks.join_next().await.is_some() {}
+}
+
+/// Awaits `fut`, beating `name` in the health record meanwhile: a task busy with a long step
+/// (a large first poll, a slow batch) is alive, not stalled.
+pub async fn beating<F: Future>(fut: F, health: &Health, name: &str) -> F::Output {
+    let period = Duration::from_secs(1);
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tokio::time::sleep(period) => health.beat(name),
+        }
+    }
 }
 
 /// Runs `step` every `every` until cancelled, beating the health record each round; a failed
@@ -113,7 +133,7 @@ where
         health.beat(name);
         // A round stuck on an unresponsive server must not hold up shutdown.
         let result = tokio::select! {
-            r = step() => r,
+            r = beating(step(), health, name) => r,
             _ = token.cancelled() => return Ok(()),
         };
         if let Err(e) = result {

@@ -19,6 +19,9 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     child: Arc<Mutex<Option<Child>>>,
+    bin: PathBuf,
+    durability: Durability,
+    owner: Option<(u32, u32)>,
 }
 
 /// How the throwaway server trades durability for speed.
@@ -81,7 +84,16 @@ impl Cluster {
                 Ok(child) => {
                     let child = Arc::new(Mutex::new(Some(child)));
                     match wait_ready(&child, port, dir.path()) {
-                        Ok(()) => return Ok(Cluster { dir, port, child }),
+                        Ok(()) => {
+                            return Ok(Cluster {
+                                dir,
+                                port,
+                                child,
+                                bin,
+                                durability,
+                                owner,
+                            });
+                        }
                         Err(e) => {
                             last_error = e.to_string();
                             stop(&child);
@@ -115,6 +127,28 @@ impl Cluster {
             .await
             .with_context(|| format!("cannot create database {name}"))?;
         Ok(self.url(name))
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected), keeping its data, to simulate
+    /// an outage; [`Cluster::restart`] brings it back.
+    pub fn stop(&self) {
+        stop(&self.child);
+    }
+
+    /// Starts the stopped server again on the same port and data, waiting until it accepts
+    /// connections.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        let data = self.dir.path().join("data");
+        let child = spawn_server(
+            &self.bin,
+            &data,
+            self.dir.path(),
+            self.port,
+            self.durability,
+            self.owner,
+        )?;
+        *self.child.lock().expect("child lock") = Some(child);
+        wait_ready(&self.child, self.port, self.dir.path())
     }
 
     /// The server's log file, for diagnosing a failed start.

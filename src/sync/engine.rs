@@ -56,7 +56,15 @@ pub struct Engine {
 }
 
 pub fn build(config: &Config, queue: &Queue) -> anyhow::Result<Engine> {
-    let limiter = Arc::new(Limiter::from_settings(&config.hubspot));
+    build_with(
+        config,
+        queue,
+        Arc::new(Limiter::from_settings(&config.hubspot)),
+    )
+}
+
+/// As [`build`], sharing an existing HubSpot limiter (a daemon reload keeps its rate window).
+pub fn build_with(config: &Config, queue: &Queue, limiter: Arc<Limiter>) -> anyhow::Result<Engine> {
     let hubspot = Arc::new(
         HubSpotClient::new(&config.hubspot, limiter).context("cannot set up the HubSpot client")?,
     );

@@ -93,20 +93,38 @@ where
     Fut: std::future::Future<Output = anyhow::Result<Polled>>,
 {
     let name = format!("hubsync:poll:{object}:{direction}");
-    let mut lock = pool.acquire().await?;
+    let mut holder = LockHolder(Some(pool.acquire().await?));
+    let lock = holder.0.as_mut().expect("just acquired");
     let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(&name)
-        .fetch_one(&mut *lock)
+        .fetch_one(&mut **lock)
         .await?;
     if !got {
+        drop(holder.0.take());
         return Ok(Polled::default());
     }
     let result = poll().await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(&name)
-        .execute(&mut *lock)
+        .execute(&mut **lock)
         .await;
+    if unlocked.is_ok() {
+        drop(holder.0.take());
+    }
     result.map(|p| Polled { elected: true, ..p })
+}
+
+/// The connection holding a poller's advisory lock: returned to the pool once the lock is
+/// released, closed when the poll is dropped midway (cancelled by a reload or shutdown) so the
+/// session's lock ends with it instead of living on in the pool.
+struct LockHolder(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.0.take() {
+            conn.close_on_drop();
+        }
+    }
 }
 
 /// The stored position of a poller, if any.

@@ -4,6 +4,7 @@
 mod backfill;
 mod cli;
 mod daemon;
+mod daemon_faults;
 mod hubspot_client;
 mod hubspot_sim;
 mod links;
