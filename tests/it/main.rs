@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod demo;
 mod hubspot_client;
 mod hubspot_sim;
 mod links;
