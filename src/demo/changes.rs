@@ -13,6 +13,8 @@ use super::stand::{OBJECT, Stand};
 use crate::hubspot::types::UpdateInput;
 use crate::hubspot::{HubSpotClient, Limiter};
 use crate::mssql::ChangeReader;
+use crate::queue::Direction;
+use crate::sync::poller::{Polled, elected};
 
 const SURNAMES: &[&str] = &[
     "Quesada Ulate",
@@ -133,9 +135,10 @@ impl Editor {
         })
     }
 
-    /// Makes the edits; the ones on both sides right after the daemon's SQL Server poller has
-    /// polled, so that both edits are made before either is synced (the poller's next round is
-    /// then a full `poll_interval` away, while the HubSpot poller's may come sooner).
+    /// Makes the edits. Those on both sides are made while this process holds the SQL Server
+    /// poller's election, as a second hubsync instance would while polling: the daemon's SQL
+    /// Server poller reads them only after the HubSpot edits have reached the daemon, so both
+    /// sides have changed since the last sync, whatever the two pollers' timing.
     pub async fn apply(&self, stand: &Stand, changes: &Changes) -> anyhow::Result<()> {
         self.in_sql(stand, &changes.in_sql).await?;
         self.in_hubspot(&changes.in_hubspot).await?;
@@ -144,9 +147,25 @@ impl Editor {
         }
         let sql: Vec<Edit> = changes.both.iter().map(|b| b.sql.clone()).collect();
         let hubspot: Vec<Edit> = changes.both.iter().map(|b| b.hubspot.clone()).collect();
-        after_next_sql_poll(&stand.pool, stand.config.queue.poll_interval * 3).await?;
-        self.in_sql(stand, &sql).await?;
-        self.in_hubspot(&hubspot).await
+        let ids: Vec<String> = hubspot.iter().map(|e| e.hubspot_id.clone()).collect();
+        let wait = stand.config.queue.poll_interval * 10;
+        loop {
+            let since: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM sync_queue")
+                .fetch_one(&stand.pool)
+                .await?;
+            let held = elected(&stand.pool, OBJECT, Direction::ToHubspot, || async {
+                self.in_sql(stand, &sql).await?;
+                self.in_hubspot(&hubspot).await?;
+                hubspot_edits_settled(&stand.pool, &ids, since, wait).await?;
+                Ok(Polled::default())
+            })
+            .await?;
+            if held.elected {
+                return Ok(());
+            }
+            // The daemon's poller is polling right now; that takes moments.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     async fn in_sql(&self, stand: &Stand, edits: &[Edit]) -> anyhow::Result<()> {
@@ -184,24 +203,30 @@ impl Editor {
     }
 }
 
-/// Returns just after the SQL Server poller stores its position again (it does every round), or
-/// after `at_most`.
-async fn after_next_sql_poll(pool: &PgPool, at_most: std::time::Duration) -> anyhow::Result<()> {
-    let polled = || async {
-        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
-            "SELECT updated_at FROM sync_cursors WHERE object = $1 AND direction = 'to_hubspot'",
-        )
-        .bind(OBJECT)
-        .fetch_optional(pool)
-        .await
-    };
-    let before = polled().await?;
+/// Waits until the daemon has taken in the HubSpot edits of these contacts (queued after item
+/// `since` and finished), or `at_most`.
+async fn hubspot_edits_settled(
+    pool: &PgPool,
+    ids: &[String],
+    since: i64,
+    at_most: std::time::Duration,
+) -> anyhow::Result<()> {
     let until = std::time::Instant::now() + at_most;
-    // The cursor table has no notification; look often, it is one indexed row.
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    // The queue has no notification for finished items; look often, it is an indexed query.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
     while std::time::Instant::now() < until {
         tick.tick().await;
-        if polled().await? != before {
+        let finished: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT record_key) FROM sync_queue \
+             WHERE object = $1 AND direction = 'to_sql' AND record_key = ANY($2) AND id > $3 \
+               AND state NOT IN ('pending', 'running')",
+        )
+        .bind(OBJECT)
+        .bind(ids)
+        .bind(since)
+        .fetch_one(pool)
+        .await?;
+        if finished as usize >= ids.len() {
             break;
         }
     }

@@ -156,22 +156,18 @@ async fn demo(
 
     let linked = changes::linked(&stand.pool).await?;
     let per_side = (linked.len() / 25).clamp(3, 100);
-    let mut all = changes::plan(&linked, per_side, BOTH_SIDES);
+    let mut all = changes::plan(&linked, per_side, 0);
     let editor = Editor::new(stand)?;
     live.say(&format!(
-        "changes: {} surnames in SQL Server, {} first names in HubSpot, {} first names on both sides at once…",
+        "changes: {} surnames edited in SQL Server, {} first names in HubSpot…",
         all.in_sql.len(),
         all.in_hubspot.len(),
-        all.both.len()
     ));
     editor.apply(stand, &all).await?;
     let mut snapshot = until_settled(stand, &watcher, live, "changes", deadline).await?;
     // Edits on both sides are a conflict only when neither was synced before the other was
-    // made; when the daemon was quicker than us, edit two more members.
-    for _ in 1..CONFLICT_ATTEMPTS {
-        if !snapshot.conflicts.is_empty() {
-            break;
-        }
+    // made (the editor sees to that); should one still have been synced first, two more.
+    for attempt in 0..CONFLICT_ATTEMPTS {
         let used = edited_keys(&all);
         let rest: Vec<(String, String)> = linked
             .iter()
@@ -182,10 +178,20 @@ async fn demo(
         if more.both.is_empty() {
             break;
         }
-        live.say("no conflict recorded yet (each side was synced before the other was edited); editing two more members on both sides…");
+        live.say(&if attempt == 0 {
+            format!(
+                "conflict: the first name of {} members edited in SQL Server and in HubSpot at once…",
+                more.both.len()
+            )
+        } else {
+            "no conflict recorded (one side was synced before the other was edited); two more members…".to_string()
+        });
         editor.apply(stand, &more).await?;
         all.both.extend(more.both);
-        snapshot = until_settled(stand, &watcher, live, "changes", deadline).await?;
+        snapshot = until_settled(stand, &watcher, live, "conflict", deadline).await?;
+        if !snapshot.conflicts.is_empty() {
+            break;
+        }
     }
     let arrived = changes::arrived(&all, watcher.reader(), &stand.hubspot).await?;
     let f = Final {

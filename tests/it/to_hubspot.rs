@@ -200,38 +200,11 @@ async fn members_reach_hubspot_once_linked_and_only_changes_are_resent() {
     assert_eq!(renamed, 10);
 }
 
-/// A literal for a generated value, as a client's INSERT would spell it.
-fn literal(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "NULL".into(),
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::String(s) => format!("N'{}'", s.replace('\'', "''")),
-        other => format!("N'{other}'"),
-    }
-}
-
+/// Inserts member rows into the simulator's contact table as a client's INSERT would.
 pub async fn insert_members(sim: &hubsync::sim::mssql::RunningMssqlSim, rows: &[SqlRow]) {
-    let columns: Vec<&String> = rows[0].keys().collect();
-    let list = columns
-        .iter()
-        .map(|c| format!("[{c}]"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    for chunk in rows.chunks(500) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|r| {
-                let vals: Vec<String> = columns.iter().map(|c| literal(&r[c.as_str()])).collect();
-                format!("({})", vals.join(", "))
-            })
-            .collect();
-        sim.execute_batch(&format!(
-            "INSERT INTO [dbo].[hb_contacts] ({list}) VALUES {}",
-            values.join(",\n")
-        ))
+    hubsync::demo::members::insert(sim, "dbo.hb_contacts", rows)
         .await
         .unwrap();
-    }
 }
 
 #[tokio::test]
