@@ -116,6 +116,8 @@ pub fn plan(linked: &[(String, String)], per_side: usize, both: usize) -> Change
 /// The edits on both sides go out at the same moment.
 pub struct Editor {
     client: HubSpotClient,
+    /// HubSpot API requests this editor made.
+    requests: std::sync::atomic::AtomicU64,
     table: String,
     key_column: String,
 }
@@ -130,6 +132,7 @@ impl Editor {
             .ok_or_else(|| anyhow::anyhow!("no {OBJECT} object"))?;
         Ok(Editor {
             client: HubSpotClient::new(settings, Arc::new(Limiter::from_settings(settings)))?,
+            requests: Default::default(),
             table: object.sql_table.clone(),
             key_column: object.sql_key.clone(),
         })
@@ -168,6 +171,11 @@ impl Editor {
         }
     }
 
+    /// HubSpot API requests made for the edits so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn in_sql(&self, stand: &Stand, edits: &[Edit]) -> anyhow::Result<()> {
         if edits.is_empty() {
             return Ok(());
@@ -197,6 +205,8 @@ impl Editor {
                     properties: BTreeMap::from([(e.field.to_string(), Some(e.value.clone()))]),
                 })
                 .collect();
+            self.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.client.batch_update("contacts", &inputs).await?;
         }
         Ok(())

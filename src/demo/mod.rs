@@ -200,6 +200,7 @@ async fn demo(
         snapshot: &snapshot,
         changes: &all,
         arrived: &arrived,
+        demo_requests: editor.requests(),
         took: started.elapsed(),
     };
     Ok((report::final_report(&f), report::in_step(&f)))

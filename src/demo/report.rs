@@ -66,6 +66,8 @@ pub struct Final<'a> {
     pub snapshot: &'a Snapshot,
     pub changes: &'a Changes,
     pub arrived: &'a Arrived,
+    /// HubSpot API requests the demo made itself (its edits).
+    pub demo_requests: u64,
     pub took: Duration,
 }
 
@@ -157,8 +159,10 @@ pub fn final_report(f: &Final<'_>) -> String {
     });
     let _ = writeln!(
         out,
-        "  HubSpot API: {} requests; busiest 10 s window {} of {} allowed; {} answered 429{daemon}",
+        "  HubSpot API: {} requests ({} of them the demo's edits); busiest 10 s window {} of {} \
+         allowed; {} answered 429{daemon}",
         n(s.api.total_requests),
+        f.demo_requests,
         s.api.busiest_10s,
         s.api.limit_10s,
         s.api.throttled_429
@@ -227,6 +231,7 @@ mod tests {
             snapshot: &s,
             changes: &changes,
             arrived: &arrived,
+            demo_requests: 2,
             took: Duration::from_millis(41_500),
         };
         let text = final_report(&f);
@@ -247,7 +252,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("queue to_sql: WRITE 61"), "{text}");
-        assert!(text.contains("busiest 10 s window 100 of 100 allowed; 0 answered 429; the daemon's /metrics counts 1,200"), "{text}");
+        assert!(text.contains("1,234 requests (2 of them the demo's edits); busiest 10 s window 100 of 100 allowed; 0 answered 429; the daemon's /metrics counts 1,200"), "{text}");
         assert!(in_step(&f));
         let none = Snapshot {
             conflicts: vec![],
