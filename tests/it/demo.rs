@@ -115,7 +115,10 @@ async fn the_demo_syncs_a_sample_both_ways_reports_true_figures_and_stops_cleanl
     // HubSpot's rate limit held.
     let api = Regex::new(r"busiest 10 s window (\d+) of (\d+) allowed").unwrap();
     let c = api.captures(report).unwrap();
-    assert!(c[1].parse::<u32>().unwrap() <= c[2].parse::<u32>().unwrap(), "{report}");
+    assert!(
+        c[1].parse::<u32>().unwrap() <= c[2].parse::<u32>().unwrap(),
+        "{report}"
+    );
     assert!(figure(report, "HubSpot API") > valid / 100, "{report}");
 
     // Where to look, and a clean stop.
