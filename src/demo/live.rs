@@ -42,6 +42,11 @@ impl Live {
         self.bar.suspend(|| println!("{line}"));
     }
 
+    /// Prints a problem on stderr (above the spinner).
+    pub fn warn(&self, line: &str) {
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+
     /// Replaces the status lines.
     pub fn status(&self, text: String) {
         if self.terminal {

@@ -95,13 +95,13 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
             exit::REJECTED
         }
         Some(Err(e)) => {
-            live.say(&format!("demo failed: {e:#}"));
+            live.warn(&format!("hubsync demo failed: {e:#}"));
             exit::SOFTWARE
         }
         Some(Ok((text, in_step))) => {
             live.say(&text);
             if !in_step {
-                live.say("Something did not end in step: see above, and the logs.");
+                live.warn("hubsync demo: something did not end in step (see above, and the logs)");
             }
             if args.keep {
                 live.say(&format!(
@@ -125,7 +125,7 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
             dir.display()
         )),
         Ok(other) => {
-            live.say(&format!("the daemon exited with {other:?}"));
+            live.warn(&format!("hubsync demo: the daemon exited with {other:?}"));
             return Ok(code.max(exit::REJECTED));
         }
         Err(e) => return Err(software(e)),
