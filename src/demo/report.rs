@@ -24,11 +24,23 @@ fn n(v: impl TryInto<u64>) -> String {
     thousands(v.try_into().unwrap_or(0))
 }
 
-/// The two live status lines.
+/// The live status lines.
 pub fn live(phase: &str, s: &Snapshot) -> String {
+    let reasons: Vec<String> = s
+        .reasons
+        .iter()
+        .take(3)
+        .map(|r| format!("{} {}", r.rule, n(r.records)))
+        .collect();
+    let reasons = if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({}…)", reasons.join(", "))
+    };
     format!(
-        "{phase}: synced {} · rejected {} · pending {} · running {} · to SQL Server {} written\n\
-         conflicts {} · HubSpot API {} calls, busiest 10 s {}/{} · 429s {}",
+        "{phase}: synced {} · rejected {}{reasons} · pending {} · running {}\n\
+         to SQL Server {} written · conflicts {} · HubSpot API {} calls, busiest 10 s {}/{} · \
+         429s {}",
         n(s.synced),
         n(s.rejected),
         n(s.pending),

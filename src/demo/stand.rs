@@ -96,7 +96,7 @@ impl Stand {
         let log_dir = plan.dir.join("logs");
         std::fs::create_dir_all(&log_dir)
             .with_context(|| format!("cannot create {}", log_dir.display()))?;
-        let http = free_port()?;
+        let http = SocketAddr::from(([127, 0, 0, 1], crate::pg::throwaway::free_port()?));
         let base_url = hubspot.base_url();
         let text = demo_config(
             SHIPPED,
@@ -250,12 +250,6 @@ impl Stand {
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// A loopback address with a port nobody listens on right now.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(loopback())?;
-    Ok(listener.local_addr()?)
 }
 
 /// Waits for `READY=1` on the notification socket.
