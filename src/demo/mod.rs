@@ -29,8 +29,8 @@ use watch::{Snapshot, Watcher};
 /// Options of `hubsync demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
-    /// Members in the SQL Server sample.
-    #[arg(long, default_value_t = 3_000)]
+    /// Members in the SQL Server sample (20 to 1,000,000).
+    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(20..=1_000_000))]
     pub members: u64,
     /// After the report, leave everything running for exploration until Ctrl-C.
     #[arg(long)]
@@ -78,7 +78,8 @@ pub async fn run(args: DemoArgs) -> Result<u8, Failure> {
     };
     let places = places(&stand);
     live.say(&format!(
-        "hubsync run is up (pid {}). Where to look:\n{}",
+        "hubsync run is up (pid {}). Where to look while the demo runs (--keep keeps it all \
+         running after the report):\n{}",
         stand.daemon_pid().unwrap_or_default(),
         report::places(&places)
     ));
