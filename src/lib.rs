@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod exit;
 pub mod hubspot;
 pub mod mapping;

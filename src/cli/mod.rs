@@ -54,6 +54,8 @@ pub enum Command {
     Sim(crate::sim::SimCommand),
     /// Map and validate a CSV/JSONL file of SQL-side records (exit 1 if any is rejected).
     Validate(validate::ValidateArgs),
+    /// See it all work: throwaway PostgreSQL, both simulators, the daemon, live figures.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Entry point of the binary.
@@ -112,6 +114,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
         Command::Sim(command) => crate::sim::run(command).await,
         Command::Validate(args) => validate::run(&cli.config, args),
+        Command::Demo(args) => crate::demo::run(args).await,
     }
 }
 

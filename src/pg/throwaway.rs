@@ -260,7 +260,8 @@ fn as_user(cmd: &mut Command, owner: Option<(u32, u32)>) {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }

@@ -5,6 +5,7 @@ mod backfill;
 mod cli;
 mod daemon;
 mod daemon_faults;
+mod demo;
 mod hubspot_client;
 mod hubspot_sim;
 mod links;

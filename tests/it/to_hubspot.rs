@@ -215,9 +215,9 @@ async fn members_reach_hubspot_once_linked_and_only_changes_are_resent() {
     assert_eq!(renamed, 10);
 }
 
-/// A literal for a generated value, as a client's INSERT would spell it.
+/// Inserts member rows into the simulator's contact table as a client's INSERT would.
 pub async fn insert_members(sim: &hubsync::sim::mssql::RunningMssqlSim, rows: &[SqlRow]) {
-    sim.insert_rows("[dbo].[hb_contacts]", rows).await.unwrap();
+    sim.insert_rows("dbo.hb_contacts", rows).await.unwrap();
 }
 
 #[tokio::test]

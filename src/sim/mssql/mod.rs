@@ -21,6 +21,7 @@
 
 mod catalog;
 mod engine;
+pub mod setup;
 mod translate;
 mod types;
 mod wire;
@@ -204,17 +205,6 @@ fn strip_go(sql: &str) -> String {
         .join("\n")
 }
 
-/// A JSON value as a T-SQL literal.
-fn literal(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::Null => "NULL".into(),
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::Bool(b) => u8::from(*b).to_string(),
-        serde_json::Value::String(s) => format!("N'{}'", s.replace('\'', "''")),
-        other => format!("N'{}'", other.to_string().replace('\'', "''")),
-    }
-}
-
 impl RunningMssqlSim {
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -253,36 +243,16 @@ impl RunningMssqlSim {
         .await?
     }
 
-    /// Inserts rows (column name → value in the contracts' JSON encoding) into `table` (a
-    /// quoted two-part name such as `[dbo].[hb_contacts]`) with multi-row INSERT batches, as
-    /// test setup and the demo do. Every row must have the first row's columns.
+    /// Inserts rows (column name → value in the contracts' JSON encoding; every row with the
+    /// first row's columns) into `table` (`dbo.hb_contacts` or `[dbo].[hb_contacts]`) with
+    /// multi-row INSERT batches, as test setup, benchmarks and the demo do.
     pub async fn insert_rows(
         &self,
         table: &str,
         rows: &[crate::mapping::SqlRow],
     ) -> anyhow::Result<()> {
-        let Some(first) = rows.first() else {
-            return Ok(());
-        };
-        let columns: Vec<&String> = first.keys().collect();
-        let list: Vec<String> = columns.iter().map(|c| format!("[{c}]")).collect();
-        for chunk in rows.chunks(500) {
-            let values: Vec<String> = chunk
-                .iter()
-                .map(|r| {
-                    let vals: Vec<String> = columns
-                        .iter()
-                        .map(|c| literal(r.get(c.as_str()).unwrap_or(&serde_json::Value::Null)))
-                        .collect();
-                    format!("({})", vals.join(", "))
-                })
-                .collect();
-            self.execute_batch(&format!(
-                "INSERT INTO {table} ({}) VALUES {}",
-                list.join(", "),
-                values.join(",\n")
-            ))
-            .await?;
+        for statement in setup::insert_statements(table, rows) {
+            self.execute_batch(&statement).await?;
         }
         Ok(())
     }
