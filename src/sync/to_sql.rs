@@ -13,13 +13,14 @@ use sqlx::PgPool;
 
 use super::diff::{self, Modified, Values};
 use super::links::{self, ConflictRecord, LinkUpdate};
+use super::plan::PlannedOp;
 use super::poller::{Polled, elected, enqueue_page, load_cursor};
 use super::to_hubspot::validation_error;
 use super::worker::{BatchHandler, BatchResult};
 use crate::hubspot::types::Record;
 use crate::hubspot::{HubSpotClient, ModifiedSince, modified_property};
 use crate::mapping::{ArchiveAction, Mapper, OnHubspotArchive};
-use crate::mssql::{ChangeReader, RowOutcome, RowWrite, SqlWriter};
+use crate::mssql::{ChangeReader, NewRecordPolicy, RowOutcome, RowWrite, SqlWriter};
 use crate::queue::{ClaimedItem, Direction, ItemError, NewItem, Operation, Outcome};
 use crate::telemetry::OperationLog;
 
@@ -206,7 +207,7 @@ pub struct ToSql {
 }
 
 /// A row to write and what to record once it is written.
-struct Pending<'a> {
+pub struct Pending<'a> {
     item: &'a ClaimedItem,
     write: RowWrite,
     /// HubSpot values now agreed on (merged into the link's snapshot).
@@ -257,10 +258,260 @@ impl ToSql {
     }
 }
 
+/// What to do with one HubSpot change, decided from reads only: workers carry the steps out,
+/// dry runs print them.
+pub enum SqlStep<'a> {
+    /// Nothing to write; `link` moves the snapshot when SQL Server won a conflict.
+    Skip {
+        item: &'a ClaimedItem,
+        message: &'static str,
+        link: Option<LinkUpdate>,
+    },
+    Reject {
+        item: &'a ClaimedItem,
+        errors: Vec<ItemError>,
+    },
+    Retry {
+        item: &'a ClaimedItem,
+        error: ItemError,
+    },
+    /// Write (update, insert, mark or delete) one SQL Server row.
+    Write(Pending<'a>),
+    /// A field changed on both sides since the last sync, settled by policy.
+    Conflict(ConflictRecord),
+}
+
+impl SqlStep<'_> {
+    /// The step as a dry run prints it.
+    pub fn describe(&self, object: &str) -> PlannedOp {
+        let op = |item: &ClaimedItem, action: &'static str| PlannedOp {
+            hubspot_id: Some(item.record_key.clone()),
+            ..PlannedOp::new(object, Direction::ToSql, &item.record_key, action)
+        };
+        match self {
+            SqlStep::Skip { item, message, .. } => PlannedOp {
+                message: Some((*message).into()),
+                ..op(item, "SKIP")
+            },
+            SqlStep::Reject { item, errors } => PlannedOp {
+                errors: errors.clone(),
+                ..op(item, "REJECT")
+            },
+            SqlStep::Retry { item, error } => PlannedOp {
+                errors: vec![error.clone()],
+                ..op(item, "RETRY")
+            },
+            SqlStep::Write(p) => {
+                let action = match (p.operation, p.write.key.is_none()) {
+                    ("WRITE", true) => "INSERT",
+                    (operation, _) => operation,
+                };
+                PlannedOp {
+                    properties: p
+                        .write
+                        .changes
+                        .iter()
+                        .map(|(column, v)| {
+                            let text = match v {
+                                serde_json::Value::Null => None,
+                                serde_json::Value::String(s) => Some(s.clone()),
+                                other => Some(other.to_string()),
+                            };
+                            (column.clone(), text)
+                        })
+                        .collect(),
+                    message: p.write.delete.then(|| "delete the SQL Server row".into()),
+                    ..op(p.item, action)
+                }
+            }
+            SqlStep::Conflict(c) => PlannedOp {
+                message: Some(format!(
+                    "{} changed on both sides; {} wins by {}",
+                    c.conflict.field,
+                    match c.conflict.winner {
+                        diff::Side::Sql => "SQL Server",
+                        diff::Side::Hubspot => "HubSpot",
+                    },
+                    c.conflict.policy.as_str()
+                )),
+                hubspot_id: c.hubspot_id.clone(),
+                ..PlannedOp::new(object, Direction::ToSql, &c.sql_key, "CONFLICT")
+            },
+        }
+    }
+}
+
+const NEW_IGNORED: &str = "created in HubSpot; on_new_hubspot_record is ignore";
+
 impl ToSql {
-    /// What a batch would do, for dry runs.
-    pub async fn plan_ops(&self, _batch: &[ClaimedItem]) -> Vec<super::plan::PlannedOp> {
-        Vec::new()
+    /// What a batch would do, as a dry run prints it.
+    pub async fn plan_ops(&self, batch: &[ClaimedItem]) -> Vec<PlannedOp> {
+        let steps = self.plan(batch).await;
+        steps.iter().map(|s| s.describe(&self.object)).collect()
+    }
+
+    /// Decides every item's step: diff against the record link, read the linked SQL rows (one
+    /// query), settle fields changed on both sides by policy, map to columns. Reads only.
+    pub async fn plan<'a>(&self, batch: &'a [ClaimedItem]) -> Vec<SqlStep<'a>> {
+        let mut steps = Vec::new();
+        let skip = |item, message| SqlStep::Skip {
+            item,
+            message,
+            link: None,
+        };
+        let ids: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
+        let links = match links::by_hubspot_ids(&self.pool, &self.object, &ids).await {
+            Ok(l) => l,
+            Err(e) => {
+                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                return batch
+                    .iter()
+                    .map(|item| SqlStep::Retry {
+                        item,
+                        error: error.clone(),
+                    })
+                    .collect();
+            }
+        };
+        // The SQL rows of the records HubSpot changed, in one query for the batch.
+        let changed: Vec<String> = batch
+            .iter()
+            .filter(|item| item.operation == Operation::Upsert)
+            .filter_map(|item| {
+                let link = links.get(&item.record_key)?;
+                let changes = diff::changes(&self.writable(item), &link.synced);
+                (!changes.is_empty()).then(|| link.sql_key.clone())
+            })
+            .collect();
+        let sql_rows = match changed.is_empty() {
+            true => Ok(HashMap::new()),
+            false => self.reader.rows_by_keys(&changed).await,
+        };
+        for item in batch {
+            if item.operation == Operation::Archive {
+                steps.push(match self.archive_write(links.get(&item.record_key)) {
+                    Ok(write) => SqlStep::Write(Pending {
+                        item,
+                        sql_key: write.key.clone(),
+                        write,
+                        synced: Values::new(),
+                        operation: "ARCHIVE",
+                    }),
+                    Err(why) => skip(item, why),
+                });
+                continue;
+            }
+            let hs = self.writable(item);
+            let modified_at = item
+                .payload
+                .get("lastmodifieddate")
+                .and_then(|v| v.as_str())
+                .and_then(diff::hubspot_time);
+            let Some(link) = links.get(&item.record_key) else {
+                // A record created in HubSpot: inserted or ignored per on_new_hubspot_record.
+                if self.reader.object().on_new_hubspot_record != NewRecordPolicy::Insert {
+                    steps.push(skip(item, NEW_IGNORED));
+                    continue;
+                }
+                let mapped = self.mapper.to_sql(&hs);
+                if !mapped.is_valid() {
+                    let errors = mapped.errors.iter().map(validation_error).collect();
+                    steps.push(SqlStep::Reject { item, errors });
+                    continue;
+                }
+                steps.push(SqlStep::Write(Pending {
+                    item,
+                    write: RowWrite {
+                        key: None,
+                        changes: mapped.columns,
+                        hubspot_id: Some(item.record_key.clone()),
+                        delete: false,
+                    },
+                    synced: hs,
+                    sql_key: None,
+                    operation: "WRITE",
+                }));
+                continue;
+            };
+            if diff::changes(&hs, &link.synced).is_empty() {
+                steps.push(skip(item, "no change since the last sync"));
+                continue;
+            }
+            // Three-way: what SQL Server holds now, what HubSpot holds, what both agreed on.
+            let sql_row = match sql_rows.as_ref().map(|rows| rows.get(&link.sql_key)) {
+                Ok(Some(row)) => row,
+                Ok(None) => {
+                    steps.push(skip(item, "the linked SQL Server row no longer exists"));
+                    continue;
+                }
+                Err(e) => {
+                    let error = ItemError::new("sql_server", e.to_string());
+                    steps.push(SqlStep::Retry { item, error });
+                    continue;
+                }
+            };
+            let sql_all = self.mapper.to_hubspot(sql_row).properties;
+            let sql: Values = hs
+                .keys()
+                .filter_map(|k| sql_all.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
+            let sql_modified_at = self.reader.modified_utc(sql_row);
+            let modified = Modified {
+                sql: sql_modified_at,
+                hubspot: modified_at,
+            };
+            let policy = |f: &str| diff::policy_of(&self.mapper, f);
+            let plan = diff::plan(&sql, &hs, &link.synced, modified, &policy);
+            let conflicted = !plan.conflicts.is_empty();
+            steps.extend(plan.conflicts.into_iter().map(|conflict| {
+                SqlStep::Conflict(ConflictRecord {
+                    sql_key: link.sql_key.clone(),
+                    hubspot_id: Some(item.record_key.clone()),
+                    conflict,
+                    sql_modified_at,
+                    hubspot_modified_at: modified_at,
+                })
+            }));
+            if plan.to_sql.is_empty() {
+                // SQL Server won: the snapshot takes HubSpot's values, so SQL Server's change
+                // goes to HubSpot next without being seen as a second conflict.
+                let link = conflicted.then(|| LinkUpdate {
+                    sql_key: link.sql_key.clone(),
+                    hubspot_id: Some(item.record_key.clone()),
+                    synced: hs,
+                    sql_version: None,
+                    hubspot_version: Some(item.source_version),
+                    direction: Direction::ToSql,
+                });
+                steps.push(SqlStep::Skip {
+                    item,
+                    message: "SQL Server's values stand",
+                    link,
+                });
+                continue;
+            }
+            let mapped = self.mapper.to_sql(&plan.to_sql);
+            if !mapped.is_valid() {
+                let errors = mapped.errors.iter().map(validation_error).collect();
+                steps.push(SqlStep::Reject { item, errors });
+                continue;
+            }
+            steps.push(SqlStep::Write(Pending {
+                item,
+                write: RowWrite {
+                    key: Some(link.sql_key.clone()),
+                    changes: mapped.columns,
+                    hubspot_id: None,
+                    delete: false,
+                },
+                // HubSpot's values: written where they won; where SQL Server won a conflict its
+                // value goes to HubSpot next, as a plain change.
+                synced: hs,
+                sql_key: Some(link.sql_key.clone()),
+                operation: "WRITE",
+            }));
+        }
+        steps
     }
 }
 
@@ -291,158 +542,27 @@ impl BatchHandler for ToSql {
             };
             result.outcomes.push((item.id, done));
         };
-        let ids: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
-        let links = match links::by_hubspot_ids(&self.pool, &self.object, &ids).await {
-            Ok(l) => l,
-            Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
-                result.outcomes = batch
-                    .iter()
-                    .map(|i| (i.id, Outcome::Retry(error.clone())))
-                    .collect();
-                return result;
-            }
-        };
-        // The SQL rows of the records HubSpot changed, in one query for the batch.
-        let changed: Vec<String> = batch
-            .iter()
-            .filter(|item| item.operation == Operation::Upsert)
-            .filter_map(|item| {
-                let link = links.get(&item.record_key)?;
-                let changes = diff::changes(&self.writable(item), &link.synced);
-                (!changes.is_empty()).then(|| link.sql_key.clone())
-            })
-            .collect();
-        let sql_rows = match changed.is_empty() {
-            true => Ok(HashMap::new()),
-            false => self.reader.rows_by_keys(&changed).await,
-        };
         let mut pending: Vec<Pending> = Vec::new();
-        for item in batch {
-            if item.operation == Operation::Archive {
-                match self.archive_write(links.get(&item.record_key)) {
-                    Ok(write) => pending.push(Pending {
-                        item,
-                        sql_key: write.key.clone(),
-                        write,
-                        synced: Values::new(),
-                        operation: "ARCHIVE",
-                    }),
-                    Err(why) => skip(&mut result, item, why),
+        for step in self.plan(batch).await {
+            match step {
+                SqlStep::Skip {
+                    item,
+                    message,
+                    link,
+                } => {
+                    result.links.extend(link);
+                    skip(&mut result, item, message);
                 }
-                continue;
-            }
-            let hs = self.writable(item);
-            let modified_at = item
-                .payload
-                .get("lastmodifieddate")
-                .and_then(|v| v.as_str())
-                .and_then(diff::hubspot_time);
-            let Some(link) = links.get(&item.record_key) else {
-                // A record created in HubSpot: inserted or ignored per on_new_hubspot_record.
-                let mapped = self.mapper.to_sql(&hs);
-                if !mapped.is_valid() {
-                    let errors = mapped.errors.iter().map(validation_error).collect();
+                SqlStep::Reject { item, errors } => {
                     log(item, "REJECT", "rejected", "invalid values for SQL Server");
                     result.outcomes.push((item.id, Outcome::Reject(errors)));
-                    continue;
                 }
-                pending.push(Pending {
-                    item,
-                    write: RowWrite {
-                        key: None,
-                        changes: mapped.columns,
-                        hubspot_id: Some(item.record_key.clone()),
-                        delete: false,
-                    },
-                    synced: hs,
-                    sql_key: None,
-                    operation: "WRITE",
-                });
-                continue;
-            };
-            if diff::changes(&hs, &link.synced).is_empty() {
-                skip(&mut result, item, "no change since the last sync");
-                continue;
-            }
-            // Three-way: what SQL Server holds now, what HubSpot holds, what both agreed on.
-            let sql_row = match sql_rows.as_ref().map(|rows| rows.get(&link.sql_key)) {
-                Ok(Some(row)) => row,
-                Ok(None) => {
-                    skip(
-                        &mut result,
-                        item,
-                        "the linked SQL Server row no longer exists",
-                    );
-                    continue;
+                SqlStep::Retry { item, error } => {
+                    result.outcomes.push((item.id, Outcome::Retry(error)));
                 }
-                Err(e) => {
-                    result.outcomes.push((
-                        item.id,
-                        Outcome::Retry(ItemError::new("sql_server", e.to_string())),
-                    ));
-                    continue;
-                }
-            };
-            let sql_all = self.mapper.to_hubspot(sql_row).properties;
-            let sql: Values = hs
-                .keys()
-                .filter_map(|k| sql_all.get(k).map(|v| (k.clone(), v.clone())))
-                .collect();
-            let sql_modified_at = self.reader.modified_utc(sql_row);
-            let modified = Modified {
-                sql: sql_modified_at,
-                hubspot: modified_at,
-            };
-            let policy = |f: &str| diff::policy_of(&self.mapper, f);
-            let plan = diff::plan(&sql, &hs, &link.synced, modified, &policy);
-            let conflicted = !plan.conflicts.is_empty();
-            for conflict in plan.conflicts {
-                result.conflicts.push(ConflictRecord {
-                    sql_key: link.sql_key.clone(),
-                    hubspot_id: Some(item.record_key.clone()),
-                    conflict,
-                    sql_modified_at,
-                    hubspot_modified_at: modified_at,
-                });
+                SqlStep::Write(p) => pending.push(p),
+                SqlStep::Conflict(c) => result.conflicts.push(c),
             }
-            if plan.to_sql.is_empty() {
-                if conflicted {
-                    // SQL Server won: the snapshot takes HubSpot's values, so SQL Server's
-                    // change goes to HubSpot next without being seen as a second conflict.
-                    result.links.push(LinkUpdate {
-                        sql_key: link.sql_key.clone(),
-                        hubspot_id: Some(item.record_key.clone()),
-                        synced: hs,
-                        sql_version: None,
-                        hubspot_version: Some(item.source_version),
-                        direction: Direction::ToSql,
-                    });
-                }
-                skip(&mut result, item, "SQL Server's values stand");
-                continue;
-            }
-            let mapped = self.mapper.to_sql(&plan.to_sql);
-            if !mapped.is_valid() {
-                let errors = mapped.errors.iter().map(validation_error).collect();
-                log(item, "REJECT", "rejected", "invalid values for SQL Server");
-                result.outcomes.push((item.id, Outcome::Reject(errors)));
-                continue;
-            }
-            pending.push(Pending {
-                item,
-                write: RowWrite {
-                    key: Some(link.sql_key.clone()),
-                    changes: mapped.columns,
-                    hubspot_id: None,
-                    delete: false,
-                },
-                // HubSpot's values: written where they won; where SQL Server won a conflict its
-                // value goes to HubSpot next, as a plain change.
-                synced: hs,
-                sql_key: Some(link.sql_key.clone()),
-                operation: "WRITE",
-            });
         }
         if pending.is_empty() {
             return result;
@@ -471,11 +591,7 @@ impl BatchHandler for ToSql {
                     | RowOutcome::Unchanged { key },
                 ) => key,
                 Some(RowOutcome::Skipped) => {
-                    skip(
-                        &mut result,
-                        p.item,
-                        "created in HubSpot; on_new_hubspot_record is ignore",
-                    );
+                    skip(&mut result, p.item, NEW_IGNORED);
                     continue;
                 }
                 Some(RowOutcome::Failed(f)) => {

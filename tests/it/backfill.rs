@@ -76,6 +76,13 @@ impl Setup {
         .await
     }
 
+    /// SQL Server rows whose first name is `name`.
+    async fn firstnames_like(&self, name: &str) -> i32 {
+        let mut c = crate::mssql_sim::connect(&self.sims.mssql).await;
+        let sql = format!("SELECT COUNT(*) FROM [dbo].[hb_contacts] WHERE [firstname] = N'{name}'");
+        crate::mssql_sim::first_int(&mut c, &sql).await
+    }
+
     fn valid_keys(&self) -> Vec<String> {
         self.members
             .iter()
@@ -195,6 +202,68 @@ async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
         assert_eq!(op["action"], did.as_str(), "{op}");
     }
     assert_eq!(s.sims.hubspot.contacts().len(), valid.len());
+
+    // HubSpot users edit 5 contacts and add one SQL Server does not have: the dry run plans the
+    // 5 SQL Server writes (the new one is ignored, as configured) and writes nothing.
+    let settings = hubsync::hubspot::HubSpotSettings {
+        base_url: s.sims.hubspot.base_url().parse().unwrap(),
+        token: Some("sim-token".to_string().into()),
+        ..Default::default()
+    };
+    let limiter = std::sync::Arc::new(hubsync::hubspot::Limiter::from_settings(&settings));
+    let client = hubsync::hubspot::HubSpotClient::new(&settings, limiter).unwrap();
+    let edited: Vec<(String, String)> =
+        sqlx::query_as("SELECT sql_key, hubspot_id FROM record_links ORDER BY sql_key LIMIT 5")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+    let edits: Vec<hubsync::hubspot::types::UpdateInput> = edited
+        .iter()
+        .map(|(_, id)| hubsync::hubspot::types::UpdateInput {
+            id: id.clone(),
+            properties: BTreeMap::from([("firstname".into(), Some("Desde HubSpot".into()))]),
+        })
+        .collect();
+    client.batch_update("contacts", &edits).await.unwrap();
+    let stranger = BTreeMap::from([("email".to_string(), Some("nuevo@example.com".to_string()))]);
+    s.sims.hubspot.seed_contacts(&[stranger]).unwrap();
+    let (writes, rows) = (hubspot_writes(&s.sims.hubspot), s.rows_written().await);
+    let out = s.hubsync(&["run", "--once", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        (hubspot_writes(&s.sims.hubspot), s.rows_written().await),
+        (writes, rows)
+    );
+    let planned = plan(&out);
+    let to_sql: Vec<&serde_json::Value> = planned
+        .values()
+        .filter(|op| op["direction"] == "to_sql" && op["action"] == "WRITE")
+        .collect();
+    assert_eq!(to_sql.len(), 5, "{}", text(&out));
+    for op in &to_sql {
+        assert_eq!(op["properties"]["firstname"], "Desde HubSpot", "{op}");
+        assert!(edited.iter().any(|(_, id)| op["record_key"] == id.as_str()));
+    }
+    let ignored = planned
+        .values()
+        .filter(|op| op["direction"] == "to_sql" && op["action"] == "SKIP")
+        .filter(|op| {
+            op["message"]
+                .as_str()
+                .unwrap()
+                .contains("on_new_hubspot_record")
+        })
+        .count();
+    assert_eq!(ignored, 1);
+    // SQL Server still holds the old names; the real run writes exactly the 5 planned.
+    assert_eq!(s.firstnames_like("Desde HubSpot").await, 0);
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let written: i64 = s
+        .count("SELECT count(*) FROM sync_queue WHERE direction = 'to_sql' AND outcome = 'WRITE'")
+        .await;
+    assert_eq!(written, 5);
+    assert_eq!(s.firstnames_like("Desde HubSpot").await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
