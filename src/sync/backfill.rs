@@ -56,7 +56,8 @@ impl<'a> Pages<'a> {
         match self {
             Pages::Sql(poll) => Ok(poll.next_page().await?.map(|page| {
                 let read = page.changes.len() as u64;
-                (queue_items(&page.changes), read, page.cursor.to_json())
+                let cursor = page.cursor.to_json();
+                (queue_items(page.changes), read, cursor)
             })),
             Pages::Hubspot {
                 pager,

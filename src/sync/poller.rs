@@ -42,6 +42,14 @@ pub fn sql_object_settings(config: &ObjectConfig) -> crate::mssql::SqlObjectSett
     };
     let mut settings =
         crate::mssql::SqlObjectSettings::new(&config.sql_table, &config.sql_key, detection);
+    // Only the mapped columns (and the one an archive in HubSpot sets) are read; the key and
+    // change-tracking columns are added.
+    let archive_column = config.on_hubspot_archive.column.iter();
+    for column in config.fields.iter().map(|f| &f.sql).chain(archive_column) {
+        if !settings.columns.contains(column) {
+            settings.columns.push(column.clone());
+        }
+    }
     settings.modified_column = config
         .change_detection
         .as_ref()
@@ -62,19 +70,19 @@ pub fn source_version(change: &RowChange) -> Option<i64> {
     change.modified_utc.map(|t| t.timestamp_micros())
 }
 
-/// Queue items for changed SQL Server rows.
-pub fn queue_items(changes: &[RowChange]) -> Vec<NewItem> {
+/// Queue items for changed SQL Server rows (the rows move into the payloads).
+pub fn queue_items(changes: Vec<RowChange>) -> Vec<NewItem> {
     changes
-        .iter()
+        .into_iter()
         .filter_map(|c| {
             Some(NewItem {
-                record_key: c.key.clone(),
+                source_version: source_version(&c)?,
+                record_key: c.key,
                 operation: match c.kind {
                     ChangeKind::Upsert => Operation::Upsert,
                     ChangeKind::Archive => Operation::Archive,
                 },
-                payload: serde_json::Value::Object(c.row.clone()),
-                source_version: source_version(c)?,
+                payload: serde_json::Value::Object(c.row),
             })
         })
         .collect()
@@ -186,7 +194,7 @@ impl SqlPoller {
         let mut out = Polled::default();
         while let Some(page) = poll.next_page().await? {
             out.rows_read += page.changes.len() as u64;
-            let items = queue_items(&page.changes);
+            let items = queue_items(page.changes);
             out.items_enqueued += enqueue_page(
                 &self.pool,
                 &self.object,

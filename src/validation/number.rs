@@ -46,6 +46,9 @@ pub fn parse(input: &str, scale: Option<u8>) -> Result<String, Invalid> {
     let trimmed = int_digits.trim_start_matches('0');
     let int_part = if trimmed.is_empty() { "0" } else { trimmed };
     let frac = match scale {
+        // `1.000` would read back as a thousands group (one thousand): after a 1–3 digit integer
+        // part, a fourth decimal keeps three decimals unambiguous (`01,000` → `1.0000`).
+        None if frac.len() == 3 && int_part != "0" && int_part.len() <= 3 => format!("{frac}0"),
         None => frac.to_string(),
         Some(scale) => {
             let scale = usize::from(scale);
@@ -246,6 +249,7 @@ mod tests {
         assert_eq!(num("350,5"), "350.5");
         assert_eq!(num("0,125"), "0.125");
         assert_eq!(num("1250.000"), "1250.000");
+        assert_eq!(num("01,000"), "1.0000", "leading zero: a decimal comma");
         assert_eq!(num("007"), "7");
         assert_eq!(num("-12,5"), "-12.5");
         assert_eq!(num("-0"), "0");

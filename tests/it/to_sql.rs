@@ -376,10 +376,19 @@ async fn contacts_archived_in_hubspot_are_ignored_mark_or_delete_their_sql_row_p
         let linked = b.links(100).await.len() as i64;
 
         b.cycle().await;
-        let activo = |row: Option<hubsync::mssql::SqlRow>| row.map(|r| r["activo"].clone());
+        // Each row's `activo` (a column the mapping does not read), or None when it is gone.
+        let mut c = crate::mssql_sim::connect(&b.mssql).await;
         let mut left = Vec::new();
         for (key, _) in &links {
-            left.push(activo(b.reader.row_by_key(key).await.unwrap()));
+            let count = |filter: &str| {
+                format!(
+                    "SELECT COUNT(*) FROM [dbo].[hb_contacts] WHERE [numero_asociado] = {key}{filter}"
+                )
+            };
+            let exists = crate::mssql_sim::first_int(&mut c, &count("")).await == 1;
+            let active =
+                crate::mssql_sim::first_int(&mut c, &count(" AND [activo] = 1")).await == 1;
+            left.push(exists.then(|| serde_json::json!(active)));
         }
         let (yes, no) = (
             Some(serde_json::json!(true)),
