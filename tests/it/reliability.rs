@@ -176,6 +176,18 @@ impl Stand {
         f.records == self.members.len() as i64 && f.open == 0
     }
 
+    /// No HubSpot change read so far is waiting to be written back.
+    async fn to_sql_idle(&self) -> bool {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sync_queue \
+             WHERE direction = 'to_sql' AND state IN ('pending', 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        open == 0
+    }
+
     /// Every valid member is in HubSpot exactly once with its mapped values, nothing else is;
     /// every record's newest item is done (valid) or rejected (invalid), none dead or open.
     /// Returns the number of contacts checked.
@@ -301,7 +313,15 @@ async fn sigkill_at_ten_random_moments_loses_and_duplicates_nothing() {
         started.elapsed().as_secs_f64()
     );
     // Ten crashes are expected here: an item held at every one of them must not end dead.
-    let edits = [("max_rescues: 3", "max_rescues: 11")];
+    // New HubSpot records are inserted into SQL Server: a contact hubsync created but had no
+    // time to link must not come back as a new member.
+    let edits = [
+        ("max_rescues: 3", "max_rescues: 11"),
+        (
+            "on_new_hubspot_record: ignore",
+            "on_new_hubspot_record: insert",
+        ),
+    ];
     let (s, sim) = (&stand, &stand.sims.hubspot);
     let mut rng = rand::rngs::StdRng::seed_from_u64(20_261_123);
     let mut unsettled_kills = 0;
@@ -362,7 +382,7 @@ async fn sigkill_at_ten_random_moments_loses_and_duplicates_nothing() {
     let mut daemon = stand.spawn(&edits).await;
     eventually("every member is synced", Duration::from_secs(90), || {
         assert_running(&mut daemon);
-        async move { s.settled().await }
+        async move { s.settled().await && s.to_sql_idle().await }
     })
     .await;
     assert_eq!(stand.stop(daemon), Some(0));
@@ -394,6 +414,21 @@ async fn sigkill_at_ten_random_moments_loses_and_duplicates_nothing() {
     .await
     .unwrap();
     assert_eq!((attempts, kinds), (0, vec!["lease_expired".to_string()]));
+    // HubSpot's side: every contact came back as our own write; nothing written to SQL Server.
+    let to_sql: BTreeMap<String, i64> = sqlx::query_as(
+        "SELECT state || ' ' || coalesce(outcome, ''), count(*) FROM sync_queue \
+         WHERE direction = 'to_sql' GROUP BY 1",
+    )
+    .fetch_all(&stand.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(
+        to_sql.keys().collect::<Vec<_>>(),
+        ["done SKIP"],
+        "{to_sql:?}"
+    );
     let lines = stand.assert_no_secrets();
     eprintln!(
         "kill -9: 10 kills survived ({mid_batch_kills} mid-batch, {unsettled_kills} between a \
