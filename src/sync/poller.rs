@@ -111,7 +111,11 @@ where
         drop(holder.0.take());
         return Ok(Polled::default());
     }
+    // Operators (and tests) can see which instance polled when: at debug level, one line as
+    // the lock is taken and one before it is given back.
+    tracing::debug!(poller = %name, "elected: polling");
     let result = poll().await;
+    tracing::debug!(poller = %name, ok = result.is_ok(), "poll finished: releasing the lock");
     let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(&name)
         .execute(&mut **lock)

@@ -218,6 +218,18 @@ pub struct Pending<'a> {
 }
 
 impl ToSql {
+    /// The SQL key an unlinked HubSpot record carries in the key column's property, if any.
+    fn carried_key(&self, item: &ClaimedItem) -> Option<String> {
+        let key = self.reader.object().key.as_str();
+        let field = self.mapper.fields().find(|f| f.sql == key)?;
+        let value = item.payload.get(&field.hubspot)?.as_str()?.trim();
+        (!value.is_empty()).then(|| value.to_string())
+    }
+
+    fn inserts_new_records(&self) -> bool {
+        self.reader.object().on_new_hubspot_record == NewRecordPolicy::Insert
+    }
+
     /// The HubSpot values of the fields HubSpot may write to SQL Server.
     fn writable(&self, item: &ClaimedItem) -> Values {
         let props = item.payload.as_object();
@@ -373,14 +385,18 @@ impl ToSql {
                     .collect();
             }
         };
-        // The SQL rows of the records HubSpot changed, in one query for the batch.
+        // The SQL rows of the records HubSpot changed, and of new ones to insert that name a
+        // SQL key, in one query for the batch.
         let changed: Vec<String> = batch
             .iter()
             .filter(|item| item.operation == Operation::Upsert)
-            .filter_map(|item| {
-                let link = links.get(&item.record_key)?;
-                let changes = diff::changes(&self.writable(item), &link.synced);
-                (!changes.is_empty()).then(|| link.sql_key.clone())
+            .filter_map(|item| match links.get(&item.record_key) {
+                Some(link) => {
+                    let changes = diff::changes(&self.writable(item), &link.synced);
+                    (!changes.is_empty()).then(|| link.sql_key.clone())
+                }
+                None if self.inserts_new_records() => self.carried_key(item),
+                None => None,
             })
             .collect();
         let sql_rows = match changed.is_empty() {
@@ -409,9 +425,26 @@ impl ToSql {
                 .and_then(diff::hubspot_time);
             let Some(link) = links.get(&item.record_key) else {
                 // A record created in HubSpot: inserted or ignored per on_new_hubspot_record.
-                if self.reader.object().on_new_hubspot_record != NewRecordPolicy::Insert {
+                if !self.inserts_new_records() {
                     steps.push(skip(item, NEW_IGNORED));
                     continue;
+                }
+                // Naming a record SQL Server has, it is not new: most likely one synced from
+                // there whose link is not stored yet (its to_hubspot item, rescued after a
+                // crash or still settling, stores it).
+                if let Some(key) = self.carried_key(item) {
+                    match sql_rows.as_ref().map(|rows| rows.contains_key(&key)) {
+                        Ok(true) => {
+                            steps.push(skip(item, "SQL Server already has this record"));
+                            continue;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            let error = ItemError::new("sql_server", e.to_string());
+                            steps.push(SqlStep::Retry { item, error });
+                            continue;
+                        }
+                    }
                 }
                 let mapped = self.mapper.to_sql(&hs);
                 if !mapped.is_valid() {

@@ -93,6 +93,16 @@ impl Daemon {
         sims: Arc<Sims>,
         edit: impl Fn(String) -> String,
     ) -> Daemon {
+        Daemon::start_as(database_url, sims, "sim-token", edit).await
+    }
+
+    /// Like [`Daemon::start_with`], with `token` as the HubSpot token.
+    pub async fn start_as(
+        database_url: &str,
+        sims: Arc<Sims>,
+        token: &str,
+        edit: impl Fn(String) -> String,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yaml");
@@ -107,7 +117,7 @@ impl Daemon {
             .args(["--config", config.to_str().unwrap(), "run"])
             .env("NOTIFY_SOCKET", &socket)
             .env("HUBSYNC_DATABASE_URL", database_url)
-            .env("HUBSYNC_HUBSPOT_TOKEN", "sim-token")
+            .env("HUBSYNC_HUBSPOT_TOKEN", token)
             .env("HUBSYNC_SQL_SERVER", sims.mssql.connection_string())
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
@@ -252,7 +262,16 @@ impl Drop for Daemon {
 }
 
 /// Waits (up to `limit`) until `check` holds, re-checking every 100 ms.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_every(what, limit, Duration::from_millis(100), check).await
+}
+
+/// Like [`eventually`], re-checking every `every`.
+pub async fn eventually_every<F, Fut>(what: &str, limit: Duration, every: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -260,7 +279,7 @@ where
     let deadline = Instant::now() + limit;
     while !check().await {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -12,6 +12,7 @@ mod links;
 mod mssql;
 mod mssql_sim;
 mod queue;
+mod reliability;
 mod support;
 mod to_hubspot;
 mod to_sql;

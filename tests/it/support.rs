@@ -80,9 +80,16 @@ pub fn example_config() -> std::path::PathBuf {
 
 /// A SQL Server simulator with the seed contact table `dbo.hb_contacts`.
 pub async fn mssql_sim() -> hubsync::sim::mssql::RunningMssqlSim {
+    mssql_sim_with(Default::default()).await
+}
+
+/// Like [`mssql_sim`], with other options (the seed schema is always added).
+pub async fn mssql_sim_with(
+    options: hubsync::sim::mssql::MssqlSimOptions,
+) -> hubsync::sim::mssql::RunningMssqlSim {
     let options = hubsync::sim::mssql::MssqlSimOptions {
         schema: Some(hubsync::sim::mssql::SEED_SCHEMA.into()),
-        ..Default::default()
+        ..options
     };
     hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
         .await

@@ -543,3 +543,70 @@ async fn hubspot_refusing_3_records_of_a_batch_of_100_rejects_those_3_with_its_m
             .unwrap();
     assert_eq!(open, 0);
 }
+
+#[tokio::test]
+async fn a_unique_value_held_by_another_contact_is_rejected_with_hubspots_message() {
+    let s = stand().await;
+    let member = rows(1).remove(0);
+    // Another contact, another email, but this member's numero_asociado.
+    s.sim
+        .seed_contacts(&[BTreeMap::from([
+            (
+                "email".to_string(),
+                Some("otra.persona@example.com".to_string()),
+            ),
+            (
+                "numero_asociado".to_string(),
+                Some(member["numero_asociado"].to_string()),
+            ),
+        ])])
+        .unwrap();
+    enqueue(&s.queue, std::slice::from_ref(&member), 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!(settled.rejected, 1, "{settled:?}");
+    let error: String = sqlx::query_scalar("SELECT last_error FROM sync_queue")
+        .fetch_one(s.queue.pool())
+        .await
+        .unwrap();
+    assert!(
+        error.contains("numero_asociado") && error.contains("must be unique"),
+        "{error}"
+    );
+    assert_eq!(s.sim.contacts().len(), 1);
+    // Looked up by email before the create, and again after the refusal (it was not ours).
+    let stats = s.sim.stats().requests_by_endpoint;
+    assert_eq!((stats["batch/read"], stats["batch/create"]), (2, 1));
+}
+
+#[tokio::test]
+async fn a_create_refused_because_the_record_already_made_its_contact_links_it() {
+    let s = stand().await;
+    let member = rows(1).remove(0);
+    let mapped = s.mapper.to_hubspot(&member).properties;
+    // The contact appears while the create is on its way, as when an earlier try of this very
+    // create was done but its answer lost.
+    s.sim.set_faults(hubsync::sim::hubspot::Faults {
+        latency: std::time::Duration::from_millis(300),
+        ..Default::default()
+    });
+    enqueue(&s.queue, std::slice::from_ref(&member), 1).await;
+    let appear = async {
+        let creates = || {
+            let stats = s.sim.stats().requests_by_endpoint;
+            stats.get("batch/create").copied().unwrap_or(0)
+        };
+        while creates() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        s.sim.seed_contacts(std::slice::from_ref(&mapped)).unwrap()
+    };
+    let (settled, seeded) = tokio::join!(s.worker.drain(), appear);
+    assert_eq!(settled.unwrap().done, 1);
+    let (outcome, hubspot_id): (String, String) =
+        sqlx::query_as("SELECT outcome, hubspot_id FROM sync_queue")
+            .fetch_one(s.queue.pool())
+            .await
+            .unwrap();
+    assert_eq!((outcome.as_str(), hubspot_id), ("LINK", seeded[0].clone()));
+    assert_eq!(s.sim.contacts().len(), 1);
+}

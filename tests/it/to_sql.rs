@@ -514,3 +514,37 @@ async fn edits_of_different_fields_on_both_sides_both_survive_whichever_side_is_
     assert_eq!(contact.get("lastname"), Some("Apellido Desde HubSpot"));
     assert_eq!(b.conflicts().await, 0, "different fields never conflict");
 }
+
+#[tokio::test]
+async fn contacts_hubsync_created_but_had_not_linked_are_not_inserted_again() {
+    let mut config = contacts_config();
+    config.on_new_hubspot_record = hubsync::mapping::OnNewHubspotRecord::Insert;
+    config.fields[0].direction = hubsync::mapping::Direction::Both;
+    let b = both_with(config).await;
+    let members: Vec<_> = rows(20)
+        .into_iter()
+        .filter(|r| b.s.mapper.to_hubspot(r).is_valid())
+        .collect();
+    insert_members(&b.mssql, &members).await;
+    // Created in HubSpot from SQL Server by a run that crashed before storing the links.
+    let created: Vec<_> = members[..5]
+        .iter()
+        .map(|r| b.s.mapper.to_hubspot(r).properties)
+        .collect();
+    b.s.sim.seed_contacts(&created).unwrap();
+
+    // HubSpot's poller runs first: the five name members SQL Server has, so none is new.
+    b.cycle().await;
+    assert_eq!(b.sql_rows().await, members.len());
+    let rejected: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sync_queue WHERE state = 'rejected'")
+            .fetch_one(b.s.queue.pool())
+            .await
+            .unwrap();
+    assert_eq!(rejected, 0);
+    assert_eq!(b.outcomes("to_sql", "WRITE").await, 0);
+    // The SQL Server side then links them, and creates the rest.
+    assert_eq!(b.outcomes("to_hubspot", "LINK").await, 5);
+    assert_eq!(b.s.sim.contacts().len(), members.len());
+    assert_eq!(b.links(100).await.len(), members.len());
+}
