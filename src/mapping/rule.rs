@@ -82,7 +82,7 @@ impl Rule {
                         Ok(None)
                     } else {
                         number::parse(b, None)
-                            .map(Some)
+                            .map(|n| Some(n.into_owned()))
                             .map_err(|_| format!("range bound {b:?} is not a number"))
                     }
                 };
