@@ -87,15 +87,15 @@ impl Placeholders {
         }
     }
 
-    /// True when `value` is a placeholder for a field of this kind.
+    /// True when `value` is a placeholder for a field of this kind. The cheap tests come first:
+    /// most values are too long, start with another letter or are not numbers of a listed kind.
     pub fn matches(&self, value: &str, kind: ValueKind) -> bool {
-        let has_letters = value.chars().any(char::is_alphabetic);
         let first = value.trim_start().chars().next().unwrap_or(' ');
-        let may_be_text = !first.is_ascii_alphanumeric()
-            || self.first_chars.contains(&first.to_ascii_lowercase());
-        if value.len() <= self.longest_text + 4
-            && (has_letters || !self.texts_need_letters)
-            && may_be_text
+        let may_be_text = value.len() <= self.longest_text + 4
+            && (!first.is_ascii_alphanumeric()
+                || self.first_chars.contains(&first.to_ascii_lowercase()));
+        if may_be_text
+            && (!self.texts_need_letters || value.chars().any(char::is_alphabetic))
             && self.texts.contains(&fold(value))
         {
             return true;
@@ -105,17 +105,20 @@ impl Placeholders {
             ValueKind::Phone => &self.phones,
             ValueKind::Identity => &self.ids,
         };
-        if has_letters {
-            return false;
-        }
+        // The digits, or no match when the value has letters or too many digits.
         let mut buffer = [0u8; 24];
         let mut len = 0;
-        for b in value.bytes().filter(u8::is_ascii_digit) {
-            if len == buffer.len() {
+        for c in value.chars() {
+            if c.is_alphabetic() {
                 return false;
             }
-            buffer[len] = b;
-            len += 1;
+            if c.is_ascii_digit() {
+                if len == buffer.len() {
+                    return false;
+                }
+                buffer[len] = c as u8;
+                len += 1;
+            }
         }
         let mut digits = std::str::from_utf8(&buffer[..len]).unwrap_or("");
         if kind == ValueKind::Phone {
