@@ -27,7 +27,7 @@ impl Default for PlaceholderSettings {
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         Self {
             phones: strings(&["22120000", "12345678"]),
-            ids: strings(&["123456789"]),
+            ids: strings(&["000000000", "123456789"]),
             texts: strings(&[
                 "N/A",
                 "NA",
@@ -181,6 +181,23 @@ mod tests {
             assert!(p.matches(v, ValueKind::Identity), "{v}");
         }
         assert!(!p.matches("1-0234-0567", ValueKind::Identity));
+    }
+
+    #[test]
+    fn listed_identity_placeholders_do_not_depend_on_the_repeated_digit_rule() {
+        let settings = PlaceholderSettings {
+            repeated_digits: false,
+            ..PlaceholderSettings::default()
+        };
+        let p = Placeholders::new(&settings);
+        for v in ["000000000", "0-0000-0000", "123456789", "1-2345-6789"] {
+            assert!(p.matches(v, ValueKind::Identity), "{v}");
+        }
+        assert!(!p.matches("1-1111-1111", ValueKind::Identity));
+        for v in ["22120000", "2212-0000", "12345678"] {
+            assert!(p.matches(v, ValueKind::Phone), "{v}");
+        }
+        assert!(!p.matches("8888-8888", ValueKind::Phone));
     }
 
     #[test]
