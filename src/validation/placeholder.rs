@@ -63,6 +63,9 @@ pub struct Placeholders {
     /// First characters of the folded texts: a value starting with another ASCII letter is not
     /// a text placeholder, without folding it.
     first_chars: Vec<char>,
+    /// The ASCII letters and digits of the folded texts, as bits: a value with any other ASCII
+    /// letter or digit (`Sofía` has `f`) folds to something else, so it is not folded at all.
+    text_chars: u128,
     repeated_digits: bool,
 }
 
@@ -79,6 +82,12 @@ impl Placeholders {
                 .iter()
                 .filter_map(|t| fold(t).chars().next())
                 .collect(),
+            text_chars: settings
+                .texts
+                .iter()
+                .flat_map(|t| fold(t).into_bytes())
+                .filter(u8::is_ascii_alphanumeric)
+                .fold(0, |bits, b| bits | (1 << b)),
             texts_need_letters: settings
                 .texts
                 .iter()
@@ -94,7 +103,13 @@ impl Placeholders {
         let may_be_text = value.len() <= self.longest_text + 4
             && (!first.is_ascii_alphanumeric()
                 || self.first_chars.contains(&first.to_ascii_lowercase()));
+        let only_text_chars = || {
+            value.bytes().all(|b| {
+                !b.is_ascii_alphanumeric() || self.text_chars & (1 << b.to_ascii_lowercase()) != 0
+            })
+        };
         if may_be_text
+            && only_text_chars()
             && (!self.texts_need_letters || value.chars().any(char::is_alphabetic))
             && self.texts.contains(&fold(value))
         {
@@ -215,7 +230,13 @@ mod tests {
             assert!(p.matches(v, ValueKind::Text), "{v}");
             assert!(p.matches(v, ValueKind::Phone), "{v}");
         }
-        for v in ["Nadia", "Andrés", "pendientes de pago"] {
+        for v in [
+            "Nadia",
+            "Andrés",
+            "pendientes de pago",
+            "Sofía",
+            "Sin dato X",
+        ] {
             assert!(!p.matches(v, ValueKind::Text), "{v}");
         }
     }
