@@ -11,6 +11,7 @@ pub use object::{
     ObjectConfig, OnHubspotArchive, OnInvalid, OnNewHubspotRecord, SqlType, ValidationSettings,
 };
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use serde_json::Value;
 
 use crate::validation::cedula::KindSet;
 use crate::validation::placeholder::{Placeholders, ValueKind};
-use crate::validation::record::{self, RecordRule};
+use crate::validation::record::{self, Record, RecordRule};
 use crate::validation::{Issue, Note};
 use rule::Rule;
 use transform::{Context, EnumMap, Step};
@@ -98,7 +99,8 @@ struct Field {
 #[derive(Debug)]
 pub struct Mapper {
     fields: Vec<Field>,
-    record_rules: Vec<RecordRule>,
+    /// The object's record rules naming fields by index.
+    record_rules: Vec<RecordRule<usize>>,
     sql_key: String,
     match_property: String,
     placeholders: Placeholders,
@@ -108,10 +110,11 @@ pub struct Mapper {
     key_field: Option<usize>,
     /// Field indexes sorted by SQL column.
     by_column: Vec<usize>,
-    /// Field indexes sorted by HubSpot property.
+    /// Indexes of the fields mapped to HubSpot, sorted by HubSpot property.
     by_property: Vec<usize>,
-    /// HubSpot property → SQL column, for naming fields in record-rule errors.
-    column_of: HashMap<String, String>,
+    /// Those fields' properties, all empty: cloned for each record (which copies the keys and
+    /// the tree's shape without comparing any key) and filled in property order.
+    template: Properties,
 }
 
 /// Whether `SqlRow` iterates in key order (serde_json without `preserve_order`).
@@ -127,10 +130,63 @@ fn today_in_costa_rica() -> NaiveDate {
     (chrono::Utc::now() - chrono::TimeDelta::hours(6)).date_naive()
 }
 
-enum Outcome {
-    Value(Option<String>),
+enum Outcome<'a> {
+    Value(Option<Cow<'a, str>>),
     /// Left out: invalid (error or dropped with a warning).
     Omitted,
+}
+
+/// One field's value while a record is mapped; values are borrowed from the input row or the
+/// mapping where no transform changed them, and copied once into the output.
+#[derive(Debug, Clone)]
+enum Slot<'a> {
+    /// Not mapped in this direction, absent from the input, or removed by a record rule.
+    Absent,
+    /// Failed its own rules and is left out.
+    Failed,
+    Value(Option<Cow<'a, str>>),
+}
+
+impl<'a> From<Outcome<'a>> for Slot<'a> {
+    fn from(outcome: Outcome<'a>) -> Self {
+        match outcome {
+            Outcome::Value(v) => Slot::Value(v),
+            Outcome::Omitted => Slot::Failed,
+        }
+    }
+}
+
+/// A record's slots as the record rules see them (keys are field indexes).
+struct Slots<'s, 'a> {
+    slots: &'s mut [Slot<'a>],
+    fields: &'s [Field],
+}
+
+impl Record for Slots<'_, '_> {
+    type Key = usize;
+
+    fn get(&self, key: &usize) -> Option<&str> {
+        match &self.slots[*key] {
+            Slot::Value(Some(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn failed(&self, key: &usize) -> bool {
+        matches!(self.slots[*key], Slot::Failed)
+    }
+
+    fn name<'k>(&'k self, key: &'k usize) -> &'k str {
+        &self.fields[*key].info.hubspot
+    }
+
+    fn set(&mut self, key: &usize, value: &'static str) {
+        self.slots[*key] = Slot::Value(Some(Cow::Borrowed(value)));
+    }
+
+    fn remove(&mut self, key: &usize) {
+        self.slots[*key] = Slot::Absent;
+    }
 }
 
 impl Mapper {
@@ -276,22 +332,35 @@ impl Mapper {
         if !problems.is_empty() {
             return Err(MapperError { problems });
         }
-        let column_of = fields
+        let index: HashMap<&str, usize> = fields
             .iter()
-            .map(|f| (f.info.hubspot.clone(), f.info.sql.clone()))
+            .enumerate()
+            .map(|(i, f)| (f.info.hubspot.as_str(), i))
+            .collect();
+        // Every property was checked above to be a field's.
+        let record_rules = config
+            .record_rules
+            .iter()
+            .filter_map(|r| r.try_map_keys(|p| index.get(p.as_str()).copied()))
             .collect();
         let mut by_column: Vec<usize> = (0..fields.len()).collect();
         by_column.sort_by(|&a, &b| fields[a].info.sql.cmp(&fields[b].info.sql));
-        let mut by_property: Vec<usize> = (0..fields.len()).collect();
+        let mut by_property: Vec<usize> = (0..fields.len())
+            .filter(|&i| fields[i].info.direction.to_hubspot())
+            .collect();
         by_property.sort_by(|&a, &b| fields[a].info.hubspot.cmp(&fields[b].info.hubspot));
+        let template = by_property
+            .iter()
+            .map(|&i| (fields[i].info.hubspot.clone(), None))
+            .collect();
         let key_field = fields.iter().position(|f| f.info.sql == config.sql_key);
         Ok(Mapper {
             key_field,
             by_column,
             by_property,
-            column_of,
+            template,
             fields,
-            record_rules: config.record_rules.clone(),
+            record_rules,
             sql_key: config.sql_key.clone(),
             match_property: config.match_property.clone(),
             placeholders: Placeholders::new(&settings.placeholders),
@@ -334,9 +403,17 @@ impl Mapper {
         let mut entries = row.iter().peekable();
         for &i in &self.by_column {
             let name = self.fields[i].info.sql.as_str();
-            while entries.next_if(|(k, _)| k.as_str() < name).is_some() {}
-            if let Some((_, v)) = entries.next_if(|(k, _)| k.as_str() == name) {
-                columns[i] = Some(v);
+            // Usually the next column is this field's: test equality (length first) before order.
+            while let Some((k, v)) = entries.peek() {
+                if k.as_str() == name {
+                    columns[i] = Some(*v);
+                    entries.next();
+                    break;
+                }
+                if k.as_str() > name {
+                    break;
+                }
+                entries.next();
             }
         }
         columns
@@ -361,48 +438,55 @@ impl Mapper {
             record_key,
             ..Mapped::default()
         };
-        let mut failed: Vec<&str> = Vec::new();
-        let mut slots: Vec<Option<Option<String>>> = vec![None; self.fields.len()];
-        for (i, f) in self.fields.iter().enumerate() {
+        let mut slots: Vec<Slot> = Vec::with_capacity(self.fields.len());
+        for (f, column) in self.fields.iter().zip(columns) {
             if !f.info.direction.to_hubspot() {
+                slots.push(Slot::Absent);
                 continue;
             }
-            let raw = match columns[i] {
+            let raw = match column {
                 None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                Some(Value::Bool(b)) => Some(b.to_string()),
+                Some(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+                Some(Value::Number(n)) => Some(Cow::Owned(n.to_string())),
+                Some(Value::Bool(b)) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
                 Some(other) => {
                     out.errors.push(Issue {
                         field: f.info.sql.clone(),
                         rule: "type".into(),
                         message: format!("expected a single value, got {other}"),
                     });
-                    failed.push(&f.info.hubspot);
+                    slots.push(Slot::Failed);
                     continue;
                 }
             };
-            match self.map_value(
+            let outcome = self.map_value(
                 f,
                 &f.info.sql,
                 raw,
                 &ctx,
                 &mut out.errors,
                 &mut out.warnings,
-            ) {
-                Outcome::Value(v) => slots[i] = Some(v),
-                Outcome::Omitted => failed.push(&f.info.hubspot),
+            );
+            slots.push(outcome.into());
+        }
+        self.apply_record_rules(&mut slots, true, &mut out.errors);
+        // The template holds every property in order: fill it, then drop the left-out ones.
+        let mut properties = self.template.clone();
+        let mut left_out = false;
+        for (value, &i) in properties.values_mut().zip(&self.by_property) {
+            match &mut slots[i] {
+                Slot::Value(v) => *value = v.take().map(Cow::into_owned),
+                Slot::Absent | Slot::Failed => left_out = true,
             }
         }
-        // Built in property order, so the map is bulk-built without searching.
-        let mut sorted = Vec::with_capacity(self.by_property.len());
-        for &i in &self.by_property {
-            if let Some(v) = slots[i].take() {
-                sorted.push((self.fields[i].info.hubspot.clone(), v));
-            }
+        if left_out {
+            let mut keep = self
+                .by_property
+                .iter()
+                .map(|&i| matches!(slots[i], Slot::Value(_)));
+            properties.retain(|_, _| keep.next().unwrap_or(true));
         }
-        out.properties = Properties::from_iter(sorted);
-        self.apply_record_rules(&mut out.properties, &failed, true, &mut out.errors);
+        out.properties = properties;
         out
     }
 
@@ -411,31 +495,28 @@ impl Mapper {
     pub fn to_sql(&self, props: &Properties) -> MappedSql {
         let ctx = self.context();
         let mut out = MappedSql::default();
-        let mut values = Properties::new();
-        let mut failed: Vec<&str> = Vec::new();
-        let mut written = Vec::new();
-        for f in self.fields.iter().filter(|f| f.info.direction.to_sql()) {
+        let mut slots = vec![Slot::Absent; self.fields.len()];
+        for (f, slot) in self.fields.iter().zip(&mut slots) {
+            if !f.info.direction.to_sql() {
+                continue;
+            }
             let Some(raw) = props.get(&f.info.hubspot) else {
                 continue;
             };
-            match self.map_value(
-                f,
-                &f.info.hubspot,
-                raw.clone(),
-                &ctx,
-                &mut out.errors,
-                &mut out.warnings,
-            ) {
-                Outcome::Value(v) => {
-                    values.insert(f.info.hubspot.clone(), v);
-                    written.push(f);
-                }
-                Outcome::Omitted => failed.push(&f.info.hubspot),
-            }
+            *slot = self
+                .map_value(
+                    f,
+                    &f.info.hubspot,
+                    raw.as_deref().map(Cow::Borrowed),
+                    &ctx,
+                    &mut out.errors,
+                    &mut out.warnings,
+                )
+                .into();
         }
-        self.apply_record_rules(&mut values, &failed, false, &mut out.errors);
-        for f in written {
-            let Some(value) = values.get(&f.info.hubspot) else {
+        self.apply_record_rules(&mut slots, false, &mut out.errors);
+        for (f, slot) in self.fields.iter().zip(slots) {
+            let Slot::Value(value) = slot else {
                 continue;
             };
             let encoded = match value {
@@ -445,7 +526,7 @@ impl Mapper {
                         .steps
                         .iter()
                         .rev()
-                        .fold(v.clone(), |v, s| s.invert(v, &ctx));
+                        .fold(v.into_owned(), |v, s| s.invert(v, &ctx));
                     match encode(&sql_form, f.sql_type) {
                         Ok(json) => json,
                         Err(message) => {
@@ -465,15 +546,15 @@ impl Mapper {
     }
 
     /// Placeholder → transforms → rules → required, for one value in either direction.
-    fn map_value(
-        &self,
-        f: &Field,
+    fn map_value<'a>(
+        &'a self,
+        f: &'a Field,
         name: &str,
-        raw: Option<String>,
+        raw: Option<Cow<'a, str>>,
         ctx: &Context,
         errors: &mut Vec<Issue>,
         warnings: &mut Vec<Issue>,
-    ) -> Outcome {
+    ) -> Outcome<'a> {
         let issue = |rule: &str, message: String| Issue {
             field: name.to_string(),
             rule: rule.to_string(),
@@ -500,7 +581,7 @@ impl Mapper {
                     Ok(next) => v = next,
                     Err(e) => {
                         invalid = Some(e);
-                        v = String::new();
+                        v = Cow::Borrowed("");
                         break;
                     }
                 }
@@ -532,32 +613,31 @@ impl Mapper {
         Outcome::Value(value)
     }
 
-    fn apply_record_rules(
-        &self,
-        values: &mut Properties,
-        failed: &[&str],
+    /// Record rules over the mapped slots; failures name the SQL column (SQL → HubSpot) or the
+    /// HubSpot property (HubSpot → SQL).
+    fn apply_record_rules<'a>(
+        &'a self,
+        slots: &mut [Slot<'a>],
         by_sql_column: bool,
         errors: &mut Vec<Issue>,
     ) {
-        if self.record_rules.is_empty() {
-            return;
-        }
+        let mut record = Slots {
+            slots,
+            fields: &self.fields,
+        };
         for r in &self.record_rules {
-            record::apply(
-                r,
-                values,
-                &|p| failed.contains(&p),
-                &mut |p, rule, message| {
-                    errors.push(Issue {
-                        field: match self.column_of.get(p) {
-                            Some(column) if by_sql_column => column.clone(),
-                            _ => p.to_string(),
-                        },
-                        rule: rule.into(),
-                        message,
-                    })
-                },
-            );
+            record::check(r, &mut record, &mut |&i, rule, message| {
+                let info = &self.fields[i].info;
+                errors.push(Issue {
+                    field: if by_sql_column {
+                        info.sql.clone()
+                    } else {
+                        info.hubspot.clone()
+                    },
+                    rule: rule.into(),
+                    message,
+                })
+            });
         }
     }
 

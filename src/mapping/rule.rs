@@ -27,7 +27,9 @@ pub enum Rule {
     Required,
     Email,
     Pattern(Regex),
-    NumeroAsociado(Regex),
+    /// The pattern, and its digit-count bounds when it is `^[0-9]{min,max}$` (checked without
+    /// running the regex).
+    NumeroAsociado(Regex, Option<(usize, usize)>),
     MaxLength(usize),
     Positive,
     Range {
@@ -59,6 +61,7 @@ impl Rule {
             "numero_asociado" => no_arg(Rule::NumeroAsociado(
                 Regex::new(numero_asociado_pattern)
                     .map_err(|e| format!("numero_asociado_pattern is not a valid regex: {e}"))?,
+                digit_count_bounds(numero_asociado_pattern),
             )),
             "pattern" => {
                 let re = arg.ok_or("pattern needs a regex: pattern:^[0-9]+$")?;
@@ -82,7 +85,7 @@ impl Rule {
                         Ok(None)
                     } else {
                         number::parse(b, None)
-                            .map(Some)
+                            .map(|n| Some(n.into_owned()))
                             .map_err(|_| format!("range bound {b:?} is not a number"))
                     }
                 };
@@ -113,8 +116,15 @@ impl Rule {
                     ))
                 }
             }
-            Rule::NumeroAsociado(re) => {
-                if re.is_match(value) {
+            Rule::NumeroAsociado(re, bounds) => {
+                let matches = match bounds {
+                    Some((min, max)) => {
+                        (*min..=*max).contains(&value.len())
+                            && value.bytes().all(|b| b.is_ascii_digit())
+                    }
+                    None => re.is_match(value),
+                };
+                if matches {
                     Ok(())
                 } else {
                     Err(Invalid::new(
@@ -171,6 +181,14 @@ impl Rule {
     }
 }
 
+/// `(min, max)` for a pattern of exactly the form `^[0-9]{min,max}$` (the default).
+fn digit_count_bounds(pattern: &str) -> Option<(usize, usize)> {
+    let counts = pattern.strip_prefix("^[0-9]{")?.strip_suffix("}$")?;
+    let (min, max) = counts.split_once(',')?;
+    let (min, max) = (min.parse().ok()?, max.parse().ok()?);
+    (min <= max).then_some((min, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +235,13 @@ mod tests {
                 "numero_asociado",
                 "{bad}"
             );
+        }
+        assert_eq!(digit_count_bounds(r"^[0-9]{1,10}$"), Some((1, 10)));
+        assert_eq!(digit_count_bounds(r"^[0-9]{3,10}x$"), None);
+        assert_eq!(digit_count_bounds(r"^\d{1,10}$"), None);
+        let short = Rule::parse("numero_asociado", r"^[0-9]{2,3}$").unwrap();
+        for (value, ok) in [("1", false), ("12", true), ("123", true), ("1234", false)] {
+            assert_eq!(short.check(value, today()).is_ok(), ok, "{value}");
         }
         let custom = Rule::parse("numero_asociado", r"^A-[0-9]+$").unwrap();
         assert!(custom.check("A-77", today()).is_ok());

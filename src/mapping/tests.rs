@@ -129,6 +129,52 @@ fn every_failure_is_reported_with_field_and_rule() {
 }
 
 #[test]
+fn placeholders_are_cleared_with_a_warning_in_every_kind_of_field() {
+    let mut r = member();
+    for (column, value) in [
+        ("hs_whatsapp_phone_number", "2212-0000"),
+        ("telefono_habitacion", "8888-8888"),
+        ("telefono_oficina", "12345678"),
+        ("date_of_birth", "N/A"),
+        ("marital_status", "no indica"),
+        ("salario_neto_semanal_o_quincenal", "pendiente"),
+        ("salario_bruto_semanal_o_quincenal", "ND"),
+        ("frecuencia_deposito_de_su_salario", "Sin dato"),
+        ("nombre_y_apellidos__beneficiario_01_", "n/a"),
+        ("numero_de_cedula__beneficiario_1_", "000000000"),
+        ("porcentaje__beneficiario_1_", "N/D"),
+    ] {
+        r.insert(column.into(), json!(value));
+    }
+    let m = mapper().to_hubspot(&r);
+    assert!(m.is_valid(), "{:?}", m.errors);
+    let cleared: Vec<&str> = m
+        .warnings
+        .iter()
+        .filter(|w| w.rule == "placeholder")
+        .map(|w| w.field.as_str())
+        .collect();
+    assert_eq!(cleared.len(), 11, "{cleared:?}");
+    assert_eq!(m.properties.get("date_of_birth"), Some(&None));
+    assert_eq!(m.properties.get("porcentaje__beneficiario_1_"), Some(&None));
+}
+
+#[test]
+fn a_cleared_required_identity_number_fails_required() {
+    for placeholder in ["123456789", "0-0000-0000", "N/A"] {
+        let mut r = member();
+        r.insert("no__de_cedula".into(), json!(placeholder));
+        let m = mapper().to_hubspot(&r);
+        assert_eq!(m.warnings[0].rule, "placeholder", "{placeholder}");
+        assert_eq!(m.errors.len(), 1, "{placeholder}: {:?}", m.errors);
+        assert_eq!(
+            (m.errors[0].field.as_str(), m.errors[0].rule.as_str()),
+            ("no__de_cedula", "required")
+        );
+    }
+}
+
+#[test]
 fn drop_field_leaves_the_value_out_with_a_warning() {
     let config = contacts_config(|c| {
         c.replace(

@@ -1,6 +1,7 @@
 //! Named transforms of a field's transform chain: parsed once from config, applied SQL → HubSpot
 //! (normalising any accepted written form) and inverted HubSpot → SQL where they have an inverse.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crate::validation::cedula::{self, IdKind, KindSet};
 use crate::validation::phone::{self, PhoneForm};
 use crate::validation::placeholder::ValueKind;
 use crate::validation::territory::{Level, territory};
-use crate::validation::text::{collapse_spaces, fold, title};
+use crate::validation::text::{collapse_spaces, fold, is_collapsed, title};
 use crate::validation::{Invalid, Note, date, number};
 
 /// Names accepted in `transform:` lists.
@@ -89,6 +90,64 @@ impl EnumMap {
                 format!("{value:?} is not one of: {}", options.join(", ")),
             )
         })
+    }
+}
+
+/// `value` narrowed to the slice `f` picks from it (a trimmed view), without copying when borrowed.
+fn narrow<'a>(value: Cow<'a, str>, f: impl Fn(&str) -> &str) -> Cow<'a, str> {
+    match value {
+        Cow::Borrowed(s) => Cow::Borrowed(f(s)),
+        Cow::Owned(s) => {
+            let picked = f(&s);
+            if picked.len() == s.len() {
+                Cow::Owned(s)
+            } else {
+                Cow::Owned(picked.to_string())
+            }
+        }
+    }
+}
+
+/// True when the value has two spaces in a row, a tab or line break, or whitespace at either
+/// end: what `collapse_spaces` is applied to (other values are kept as they are).
+fn needs_collapsing(value: &str) -> bool {
+    let mut after_space = false;
+    for &b in value.as_bytes() {
+        match b {
+            b'\t' | b'\n' | b'\r' => return true,
+            b' ' if after_space => return true,
+            b' ' => after_space = true,
+            _ => after_space = false,
+        }
+    }
+    value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace)
+}
+
+/// Lowercase; an ASCII value without capitals is kept as it is.
+fn lowercase(value: Cow<'_, str>) -> Cow<'_, str> {
+    if value
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        value
+    } else {
+        Cow::Owned(value.to_lowercase())
+    }
+}
+
+/// Runs a normaliser that may return (a slice of) its input, keeping a borrowed input borrowed.
+fn normalize_with<'a>(
+    value: Cow<'a, str>,
+    f: impl for<'s> FnOnce(&'s str) -> Result<Cow<'s, str>, Invalid>,
+) -> Result<Cow<'a, str>, Invalid> {
+    match value {
+        Cow::Borrowed(s) => f(s),
+        Cow::Owned(s) => Ok(match f(&s)? {
+            Cow::Owned(v) => Cow::Owned(v),
+            // A borrowed result is a slice of `s`: the same length means all of it.
+            Cow::Borrowed(v) if v.len() == s.len() => Cow::Owned(s),
+            Cow::Borrowed(v) => Cow::Owned(v.to_string()),
+        }),
     }
 }
 
@@ -191,59 +250,64 @@ impl Step {
         }
     }
 
-    /// SQL → HubSpot (and normalisation of HubSpot values before writing them back).
-    pub fn apply(
-        &self,
-        value: String,
+    /// SQL → HubSpot (and normalisation of HubSpot values before writing them back). A value
+    /// the transform leaves as it is comes back borrowed, and looked-up values (enum options,
+    /// official territory names) are borrowed from the mapping, so nothing is copied for them.
+    pub fn apply<'a>(
+        &'a self,
+        value: impl Into<Cow<'a, str>>,
         ctx: &Context,
         notes: &mut Vec<Note>,
-    ) -> Result<String, Invalid> {
+    ) -> Result<Cow<'a, str>, Invalid> {
+        let value = value.into();
         Ok(match self {
-            Step::Trim => {
-                let t = value.trim();
-                if t.len() == value.len() {
-                    value
-                } else {
-                    t.to_string()
-                }
-            }
+            Step::Trim => narrow(value, str::trim),
             Step::CollapseSpaces => {
-                if value.contains("  ")
-                    || value.contains(['\t', '\n', '\r'])
-                    || value.trim().len() != value.len()
-                {
-                    collapse_spaces(&value)
+                if needs_collapsing(&value) {
+                    Cow::Owned(collapse_spaces(&value))
                 } else {
                     value
                 }
             }
-            Step::Upper => value.to_uppercase(),
-            Step::Lower => value.to_lowercase(),
-            Step::Title => title(&value),
-            Step::Email => value.trim().to_lowercase(),
-            Step::Cedula(kinds) => {
-                let (v, note) = cedula::normalize(&value, *kinds)?;
-                notes.extend(note);
-                v
+            Step::Upper => {
+                if value
+                    .bytes()
+                    .all(|b| b.is_ascii() && !b.is_ascii_lowercase())
+                {
+                    value
+                } else {
+                    Cow::Owned(value.to_uppercase())
+                }
             }
+            Step::Lower => lowercase(value),
+            Step::Title => Cow::Owned(title(&value)),
+            Step::Email => lowercase(narrow(value, str::trim)),
+            Step::Cedula(kinds) => normalize_with(value, |v| {
+                let (v, note) = cedula::normalize(v, *kinds)?;
+                notes.extend(note);
+                Ok(v)
+            })?,
             Step::Phone { service } => {
                 let (v, note) = phone::normalize(&value, *service)?;
                 notes.extend(note);
-                v
+                Cow::Owned(v)
             }
-            Step::Date => date::format(date::parse(&value, ctx.today)?),
-            Step::Number { scale } => number::parse(&value, *scale)?,
-            Step::Enum(map) => map.lookup(&value)?.hubspot.clone(),
+            Step::Date => normalize_with(value, |v| {
+                Ok(date::format_or_keep(v.trim(), date::parse(v, ctx.today)?))
+            })?,
+            Step::Number { scale } => normalize_with(value, |v| number::parse(v, *scale))?,
+            Step::Enum(map) => Cow::Borrowed(map.lookup(&value)?.hubspot.as_str()),
             Step::Territory(level) => {
                 let t = territory();
                 match level {
-                    Level::Provincia => t.provincia(&value)?.name.clone(),
-                    Level::Canton => t.canton(&value)?.name.clone(),
+                    Level::Provincia => Cow::Borrowed(t.provincia(&value)?.name.as_str()),
+                    Level::Canton => Cow::Borrowed(t.canton(&value)?.name.as_str()),
                     // Names are resolved within their cantón by the `territory` record rule.
                     Level::Distrito if value.trim().bytes().all(|b| b.is_ascii_digit()) => {
-                        t.distrito(&value, None)?.name.clone()
+                        Cow::Borrowed(t.distrito(&value, None)?.name.as_str())
                     }
-                    Level::Distrito => collapse_spaces(&value),
+                    Level::Distrito if is_collapsed(&value) => value,
+                    Level::Distrito => Cow::Owned(collapse_spaces(&value)),
                 }
             }
         })
@@ -312,6 +376,7 @@ mod tests {
         let kinds = KindSet::of(&[IdKind::Fisica, IdKind::Dimex]);
         let step = Step::parse(spec, kinds, &enums()).unwrap();
         step.apply(input.to_string(), &ctx(), &mut Vec::new())
+            .map(Cow::into_owned)
     }
 
     fn invert(spec: &str, value: &str) -> String {

@@ -2,6 +2,7 @@
 //! their canonical digits from the written forms people use. There is no check digit, so the
 //! checks are structural.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::{Invalid, Note};
@@ -84,8 +85,8 @@ impl KindSet {
 /// Normalises an identity number to its canonical digits and checks that its kind is accepted.
 /// Accepted forms: `102340567`, `1-0234-0567`, `1 0234 0567`, `1.0234.0567`, `01-0234-0567`,
 /// `0102340567`, the short form `1-234-567`; `3-101-123456` / `3-101-12345`; DIMEX
-/// `155812994816`; NITE 10 digits.
-pub fn normalize(input: &str, accepted: KindSet) -> Result<(String, Option<Note>), Invalid> {
+/// `155812994816`; NITE 10 digits. A value already canonical is returned without copying.
+pub fn normalize(input: &str, accepted: KindSet) -> Result<(Cow<'_, str>, Option<Note>), Invalid> {
     let value = input.trim();
     // The canonical física, as SQL Server and HubSpot hold it.
     if value.len() == 9
@@ -93,7 +94,13 @@ pub fn normalize(input: &str, accepted: KindSet) -> Result<(String, Option<Note>
         && value.bytes().all(|b| b.is_ascii_digit())
         && !value.starts_with('0')
     {
-        return Ok((value.to_string(), zero_group_note(value)));
+        return Ok((Cow::Borrowed(value), zero_group_note(value)));
+    }
+    // The display form `P-TTTT-AAAA` (one kind of separator), read as the general case below
+    // would read it.
+    if let Some(canonical) = grouped_fisica(value).filter(|_| accepted.contains(IdKind::Fisica)) {
+        let note = zero_group_note(&canonical);
+        return Ok((Cow::Owned(canonical), note));
     }
     if let Some(c) = value
         .chars()
@@ -109,12 +116,13 @@ pub fn normalize(input: &str, accepted: KindSet) -> Result<(String, Option<Note>
         .filter(|g| !g.is_empty())
         .collect();
     let digits: String = groups.concat();
-    let candidates = candidates(&digits, &groups);
-    if let Some((kind, canonical)) = candidates.iter().find(|(k, _)| accepted.contains(*k)) {
-        let note = (*kind == IdKind::Fisica)
-            .then(|| zero_group_note(canonical))
+    let mut candidates = candidates(&digits, &groups);
+    if let Some(i) = candidates.iter().position(|(k, _)| accepted.contains(*k)) {
+        let (kind, canonical) = candidates.swap_remove(i);
+        let note = (kind == IdKind::Fisica)
+            .then(|| zero_group_note(&canonical))
             .flatten();
-        return Ok((canonical.clone(), note));
+        return Ok((Cow::Owned(canonical), note));
     }
     let bad_juridica = digits.len() == 10
         && !digits.starts_with('0')
@@ -152,6 +160,19 @@ pub fn normalize(input: &str, accepted: KindSet) -> Result<(String, Option<Note>
         )
     };
     Err(Invalid::new("cedula", message))
+}
+
+/// The digits of `P-TTTT-AAAA`, `P TTTT AAAA` or `P.TTTT.AAAA` with P in 1–9.
+fn grouped_fisica(value: &str) -> Option<String> {
+    let b = value.as_bytes();
+    let shaped = b.len() == 11
+        && matches!(b[1], b' ' | b'-' | b'.')
+        && b[6] == b[1]
+        && (b'1'..=b'9').contains(&b[0])
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 1 || i == 6 || c.is_ascii_digit());
+    shaped.then(|| [&value[..1], &value[2..6], &value[7..]].concat())
 }
 
 /// Every (kind, canonical digits) reading of the input, most specific first.
@@ -245,6 +266,7 @@ mod tests {
         normalize(input, kinds)
             .unwrap_or_else(|e| panic!("{input}: {}", e.message))
             .0
+            .into_owned()
     }
 
     #[test]
@@ -354,7 +376,7 @@ mod tests {
         fn normalising_is_idempotent(input in "[0-9 .-]{0,16}") {
             if let Ok((once, _)) = normalize(&input, ALL) {
                 let (twice, _) = normalize(&once, ALL).unwrap();
-                prop_assert_eq!(once, twice);
+                prop_assert_eq!(&once, &twice);
             }
         }
 

@@ -1,6 +1,8 @@
 //! Dates as Costa Ricans write them — ISO `1980-09-05`, `05/09/1980`, `5-9-80`, `5 de setiembre
 //! de 1980` — read day-first (never US month-first), and the date-of-birth rule.
 
+use std::borrow::Cow;
+
 use chrono::{Datelike, NaiveDate};
 
 use super::Invalid;
@@ -66,7 +68,10 @@ fn parse_inner(value: &str, today: NaiveDate) -> Option<NaiveDate> {
     {
         let rest = &value[10..];
         if rest.is_empty() || rest.starts_with('T') || rest.starts_with(' ') {
-            return NaiveDate::parse_from_str(&value[..10], "%Y-%m-%d").ok();
+            return iso_digits(&value.as_bytes()[..10]).map_or_else(
+                || NaiveDate::parse_from_str(&value[..10], "%Y-%m-%d").ok(),
+                |(y, m, d)| NaiveDate::from_ymd_opt(y, m, d),
+            );
         }
     }
     let folded = fold(value);
@@ -91,6 +96,18 @@ fn parse_inner(value: &str, today: NaiveDate) -> Option<NaiveDate> {
     let month = number(b).or_else(|| month_number(b))?;
     let year = year(c, today)?;
     NaiveDate::from_ymd_opt(year, month, day)
+}
+
+/// `YYYY-MM-DD` made of ASCII digits only (the form HubSpot and SQL Server give), read
+/// directly; other shapes are left to chrono.
+fn iso_digits(b: &[u8]) -> Option<(i32, u32, u32)> {
+    let digits = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let year = i32::try_from(digits(0..4)?).ok()?;
+    Some((year, digits(5..7)?, digits(8..10)?))
 }
 
 fn number(word: &str) -> Option<u32> {
@@ -122,7 +139,39 @@ fn year(word: &str, today: NaiveDate) -> Option<i32> {
 
 /// HubSpot's date form, `YYYY-MM-DD`.
 pub fn format(date: NaiveDate) -> String {
-    format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
+    let year = date.year();
+    if !(0..=9999).contains(&year) {
+        return format!("{year:04}-{:02}-{:02}", date.month(), date.day());
+    }
+    let mut out = String::with_capacity(10);
+    push_digits(&mut out, year.unsigned_abs(), 4);
+    out.push('-');
+    push_digits(&mut out, date.month(), 2);
+    out.push('-');
+    push_digits(&mut out, date.day(), 2);
+    out
+}
+
+/// `value` itself when it already is `date` in HubSpot's form, otherwise the formatted date.
+pub fn format_or_keep(value: &str, date: NaiveDate) -> Cow<'_, str> {
+    let same = value.len() == 10
+        && value.as_bytes()[4] == b'-'
+        && value.as_bytes()[7] == b'-'
+        && iso_digits(value.as_bytes())
+            .is_some_and(|(y, m, d)| (y, m, d) == (date.year(), date.month(), date.day()));
+    if same {
+        Cow::Borrowed(value)
+    } else {
+        Cow::Owned(format(date))
+    }
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for p in (0..width).rev() {
+        let digit = (n / 10u32.pow(p) % 10) as u8;
+        out.push(char::from(b'0' + digit));
+    }
 }
 
 /// A date of birth is not in the future and gives an age of at most 120 years.

@@ -1,6 +1,7 @@
 //! Amounts as written in Costa Rica — `₡1.250.000,00`, `1,250,000.00`, `1 250 000`, `1250000` —
 //! read into a plain decimal string (`1250000.00`), with exact comparison helpers.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use super::Invalid;
@@ -8,7 +9,8 @@ use super::Invalid;
 /// Reads an amount into canonical form: optional `-`, digits without leading zeros, `.` and the
 /// fractional digits as written. With `scale`, the fraction is padded or trimmed of zeros to
 /// exactly that many digits; more significant digits than that are refused.
-pub fn parse(input: &str, scale: Option<u8>) -> Result<String, Invalid> {
+/// A value already in that form is returned as it is, without copying.
+pub fn parse(input: &str, scale: Option<u8>) -> Result<Cow<'_, str>, Invalid> {
     let value = input.trim();
     if let Some(canonical) = already_canonical(value, scale) {
         return Ok(canonical);
@@ -72,11 +74,11 @@ pub fn parse(input: &str, scale: Option<u8>) -> Result<String, Invalid> {
         out.push('.');
         out.push_str(&frac);
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 /// The common case of a value already in canonical form (`1250000.00`), without re-parsing.
-fn already_canonical(value: &str, scale: Option<u8>) -> Option<String> {
+fn already_canonical(value: &str, scale: Option<u8>) -> Option<Cow<'_, str>> {
     let (int, frac) = value.split_once('.').unwrap_or((value, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     let ok_int = !int.is_empty() && digits(int) && (int.len() == 1 || !int.starts_with('0'));
@@ -88,16 +90,16 @@ fn already_canonical(value: &str, scale: Option<u8>) -> Option<String> {
         return None;
     }
     match scale {
-        Some(s) if usize::from(s) == frac.len() => Some(value.to_string()),
+        Some(s) if usize::from(s) == frac.len() => Some(Cow::Borrowed(value)),
         Some(s) if frac.is_empty() => Some(if s == 0 {
-            value.to_string()
+            Cow::Borrowed(value)
         } else {
-            format!("{value}.{}", "0".repeat(usize::from(s)))
+            Cow::Owned(format!("{value}.{}", "0".repeat(usize::from(s))))
         }),
         Some(_) => None,
         // A single `.` before 3 digits after 1–3 digits reads as a group separator.
         None if frac.len() == 3 && int.len() <= 3 => None,
-        None => Some(value.to_string()),
+        None => Some(Cow::Borrowed(value)),
     }
 }
 
@@ -172,16 +174,23 @@ pub fn compare(a: &str, b: &str) -> Ordering {
         .len()
         .cmp(&ib.len())
         .then_with(|| ia.cmp(ib))
-        .then_with(|| {
-            let width = fa.len().max(fb.len());
-            format!("{fa:0<width$}").cmp(&format!("{fb:0<width$}"))
-        });
+        .then_with(|| compare_fractions(fa, fb));
     match (na, nb) {
         (false, false) => magnitude,
         (true, true) => magnitude.reverse(),
         (true, false) => Ordering::Less,
         (false, true) => Ordering::Greater,
     }
+}
+
+/// Compares fraction digits as if both were padded with zeros to the same width.
+fn compare_fractions(a: &str, b: &str) -> Ordering {
+    let width = a.len().max(b.len());
+    let digit = |s: &str, i: usize| s.as_bytes().get(i).copied().unwrap_or(b'0');
+    (0..width)
+        .map(|i| digit(a, i).cmp(&digit(b, i)))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
 }
 
 fn parts(canonical: &str) -> (bool, &str, &str) {
@@ -204,7 +213,10 @@ pub fn hundredths(canonical: &str) -> Option<i64> {
     let frac: i64 = if frac.is_empty() {
         0
     } else {
-        format!("{frac:0<2}").parse().ok()?
+        // Padded to two digits on the right: `5` → `50`.
+        let mut padded = [b'0'; 2];
+        padded[..frac.len()].copy_from_slice(frac.as_bytes());
+        std::str::from_utf8(&padded).ok()?.parse().ok()?
     };
     let total = units.checked_add(frac)?;
     Some(if negative { -total } else { total })
@@ -221,7 +233,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn num(input: &str) -> String {
-        parse(input, None).unwrap_or_else(|e| panic!("{input}: {}", e.message))
+        parse(input, None)
+            .unwrap_or_else(|e| panic!("{input}: {}", e.message))
+            .into_owned()
     }
 
     #[test]
@@ -310,7 +324,7 @@ mod tests {
             }
             for scale in 0..=3 {
                 if let Ok(once) = parse(&input, Some(scale)) {
-                    prop_assert_eq!(parse(&once, Some(scale)).unwrap(), once);
+                    prop_assert_eq!(&parse(&once, Some(scale)).unwrap(), &once);
                 }
             }
         }

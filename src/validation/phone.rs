@@ -23,7 +23,7 @@ pub fn normalize(input: &str, service: bool) -> Result<(String, Option<Note>), I
         && value.bytes().all(|b| b.is_ascii_digit())
         && (b'2'..=b'8').contains(&value.as_bytes()[0])
     {
-        return Ok((format!("+506{value}"), None));
+        return Ok((e164(value), None));
     }
     let (number, extension) = split_extension(value);
     if let Some(c) = number.chars().find(|c| {
@@ -74,14 +74,14 @@ pub fn normalize(input: &str, service: bool) -> Result<(String, Option<Note>), I
 fn national_to_e164(value: &str, national: &str, service: bool) -> Result<String, Invalid> {
     let first = national.as_bytes().first().copied().unwrap_or(b'0');
     match national.len() {
-        8 if (b'2'..=b'8').contains(&first) => Ok(format!("+506{national}")),
+        8 if (b'2'..=b'8').contains(&first) => Ok(e164(national)),
         8 => Err(Invalid::new(
             "phone",
             format!("{value:?}: 8-digit Costa Rican numbers start with 2 to 8"),
         )),
         10 if is_service(national) => {
             if service {
-                Ok(format!("+506{national}"))
+                Ok(e164(national))
             } else {
                 Err(Invalid::new(
                     "phone",
@@ -115,6 +115,14 @@ fn national_to_e164(value: &str, national: &str, service: bool) -> Result<String
     }
 }
 
+/// `+506` followed by the national digits.
+fn e164(national: &str) -> String {
+    let mut out = String::with_capacity(4 + national.len());
+    out.push_str("+506");
+    out.push_str(national);
+    out
+}
+
 fn is_service(national: &str) -> bool {
     national.len() == 10
         && ["800", "900", "905", "909"]
@@ -122,13 +130,23 @@ fn is_service(national: &str) -> bool {
             .any(|p| national.starts_with(p))
 }
 
-/// Splits `8888-8888 ext. 12` into the number and the extension digits.
+/// Splits `8888-8888 ext. 12` into the number and the extension digits. The cut is at the first
+/// `ext` (any case), `x` or `#`.
 fn split_extension(value: &str) -> (&str, Option<String>) {
-    let lower = value.to_ascii_lowercase();
-    let cut = ["ext", "x", "#"]
+    let bytes = value.as_bytes();
+    let cut = bytes
         .iter()
-        .filter_map(|marker| lower.find(marker))
-        .min();
+        .position(|b| matches!(b, b'x' | b'X' | b'#'))
+        .map(|at| {
+            // An `ext` starts one byte before its `x`, and no earlier marker can precede it.
+            let ext = at > 0
+                && bytes[at] != b'#'
+                && bytes[at - 1].eq_ignore_ascii_case(&b'e')
+                && bytes
+                    .get(at + 1)
+                    .is_some_and(|b| b.eq_ignore_ascii_case(&b't'));
+            if ext { at - 1 } else { at }
+        });
     match cut {
         Some(at) => {
             let ext: String = value[at..].chars().filter(char::is_ascii_digit).collect();

@@ -27,7 +27,7 @@ impl Default for PlaceholderSettings {
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         Self {
             phones: strings(&["22120000", "12345678"]),
-            ids: strings(&["123456789"]),
+            ids: strings(&["000000000", "123456789"]),
             texts: strings(&[
                 "N/A",
                 "NA",
@@ -63,6 +63,9 @@ pub struct Placeholders {
     /// First characters of the folded texts: a value starting with another ASCII letter is not
     /// a text placeholder, without folding it.
     first_chars: Vec<char>,
+    /// The ASCII letters and digits of the folded texts, as bits: a value with any other ASCII
+    /// letter or digit (`Sofía` has `f`) folds to something else, so it is not folded at all.
+    text_chars: u128,
     repeated_digits: bool,
 }
 
@@ -79,6 +82,12 @@ impl Placeholders {
                 .iter()
                 .filter_map(|t| fold(t).chars().next())
                 .collect(),
+            text_chars: settings
+                .texts
+                .iter()
+                .flat_map(|t| fold(t).into_bytes())
+                .filter(u8::is_ascii_alphanumeric)
+                .fold(0, |bits, b| bits | (1 << b)),
             texts_need_letters: settings
                 .texts
                 .iter()
@@ -87,15 +96,21 @@ impl Placeholders {
         }
     }
 
-    /// True when `value` is a placeholder for a field of this kind.
+    /// True when `value` is a placeholder for a field of this kind. The cheap tests come first:
+    /// most values are too long, start with another letter or are not numbers of a listed kind.
     pub fn matches(&self, value: &str, kind: ValueKind) -> bool {
-        let has_letters = value.chars().any(char::is_alphabetic);
         let first = value.trim_start().chars().next().unwrap_or(' ');
-        let may_be_text = !first.is_ascii_alphanumeric()
-            || self.first_chars.contains(&first.to_ascii_lowercase());
-        if value.len() <= self.longest_text + 4
-            && (has_letters || !self.texts_need_letters)
-            && may_be_text
+        let may_be_text = value.len() <= self.longest_text + 4
+            && (!first.is_ascii_alphanumeric()
+                || self.first_chars.contains(&first.to_ascii_lowercase()));
+        let only_text_chars = || {
+            value.bytes().all(|b| {
+                !b.is_ascii_alphanumeric() || self.text_chars & (1 << b.to_ascii_lowercase()) != 0
+            })
+        };
+        if may_be_text
+            && only_text_chars()
+            && (!self.texts_need_letters || value.chars().any(char::is_alphabetic))
             && self.texts.contains(&fold(value))
         {
             return true;
@@ -105,17 +120,20 @@ impl Placeholders {
             ValueKind::Phone => &self.phones,
             ValueKind::Identity => &self.ids,
         };
-        if has_letters {
-            return false;
-        }
+        // The digits, or no match when the value has letters or too many digits.
         let mut buffer = [0u8; 24];
         let mut len = 0;
-        for b in value.bytes().filter(u8::is_ascii_digit) {
-            if len == buffer.len() {
+        for c in value.chars() {
+            if c.is_alphabetic() {
                 return false;
             }
-            buffer[len] = b;
-            len += 1;
+            if c.is_ascii_digit() {
+                if len == buffer.len() {
+                    return false;
+                }
+                buffer[len] = c as u8;
+                len += 1;
+            }
         }
         let mut digits = std::str::from_utf8(&buffer[..len]).unwrap_or("");
         if kind == ValueKind::Phone {
@@ -181,6 +199,23 @@ mod tests {
     }
 
     #[test]
+    fn listed_identity_placeholders_do_not_depend_on_the_repeated_digit_rule() {
+        let settings = PlaceholderSettings {
+            repeated_digits: false,
+            ..PlaceholderSettings::default()
+        };
+        let p = Placeholders::new(&settings);
+        for v in ["000000000", "0-0000-0000", "123456789", "1-2345-6789"] {
+            assert!(p.matches(v, ValueKind::Identity), "{v}");
+        }
+        assert!(!p.matches("1-1111-1111", ValueKind::Identity));
+        for v in ["22120000", "2212-0000", "12345678"] {
+            assert!(p.matches(v, ValueKind::Phone), "{v}");
+        }
+        assert!(!p.matches("8888-8888", ValueKind::Phone));
+    }
+
+    #[test]
     fn default_text_placeholders_in_any_case() {
         let p = defaults();
         for v in [
@@ -195,7 +230,13 @@ mod tests {
             assert!(p.matches(v, ValueKind::Text), "{v}");
             assert!(p.matches(v, ValueKind::Phone), "{v}");
         }
-        for v in ["Nadia", "Andrés", "pendientes de pago"] {
+        for v in [
+            "Nadia",
+            "Andrés",
+            "pendientes de pago",
+            "Sofía",
+            "Sin dato X",
+        ] {
             assert!(!p.matches(v, ValueKind::Text), "{v}");
         }
     }

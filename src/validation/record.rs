@@ -9,58 +9,124 @@ use serde::Deserialize;
 
 use super::{number, territory::territory};
 
-/// One entry of `record_rules:`; field names are HubSpot property names.
+/// One entry of `record_rules:`; field names are HubSpot property names. The mapper compiles
+/// them to field indexes (`RecordRule<usize>`) so that checking a record looks nothing up by name.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "rule", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RecordRule {
+pub enum RecordRule<K = String> {
     /// The three levels exist and nest; distrito names are resolved within the cantón.
     Territory {
-        provincia: String,
-        canton: String,
-        distrito: String,
+        provincia: K,
+        canton: K,
+        distrito: K,
     },
     /// `field` ≤ `than` when both are present.
-    NotGreater { field: String, than: String },
+    NotGreater { field: K, than: K },
     /// Groups of (name, cédula, percentage).
     Beneficiaries {
-        #[serde(default)]
-        member_cedula: Option<String>,
-        groups: Vec<BeneficiaryFields>,
+        #[serde(default = "none")]
+        member_cedula: Option<K>,
+        groups: Vec<BeneficiaryFields<K>>,
     },
+}
+
+fn none<K>() -> Option<K> {
+    None
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BeneficiaryFields {
-    pub name: String,
-    pub cedula: String,
-    pub percentage: String,
+pub struct BeneficiaryFields<K = String> {
+    pub name: K,
+    pub cedula: K,
+    pub percentage: K,
 }
 
 impl RecordRule {
     /// Every property the rule reads.
     pub fn properties(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.each_key(|k| out.push(k.as_str()));
+        out
+    }
+}
+
+impl<K> RecordRule<K> {
+    fn each_key<'k>(&'k self, mut f: impl FnMut(&'k K)) {
         match self {
             RecordRule::Territory {
                 provincia,
                 canton,
                 distrito,
-            } => vec![provincia, canton, distrito],
-            RecordRule::NotGreater { field, than } => vec![field, than],
+            } => [provincia, canton, distrito].into_iter().for_each(f),
+            RecordRule::NotGreater { field, than } => [field, than].into_iter().for_each(f),
             RecordRule::Beneficiaries {
                 member_cedula,
                 groups,
-            } => member_cedula
-                .iter()
-                .map(String::as_str)
-                .chain(
-                    groups
-                        .iter()
-                        .flat_map(|g| [g.name.as_str(), g.cedula.as_str(), g.percentage.as_str()]),
-                )
-                .collect(),
+            } => {
+                member_cedula.iter().for_each(&mut f);
+                for g in groups {
+                    [&g.name, &g.cedula, &g.percentage]
+                        .into_iter()
+                        .for_each(&mut f);
+                }
+            }
         }
     }
+
+    /// The same rule naming its fields by `f(name)`; `None` when `f` does not know one.
+    pub fn try_map_keys<J>(&self, mut f: impl FnMut(&K) -> Option<J>) -> Option<RecordRule<J>> {
+        Some(match self {
+            RecordRule::Territory {
+                provincia,
+                canton,
+                distrito,
+            } => RecordRule::Territory {
+                provincia: f(provincia)?,
+                canton: f(canton)?,
+                distrito: f(distrito)?,
+            },
+            RecordRule::NotGreater { field, than } => RecordRule::NotGreater {
+                field: f(field)?,
+                than: f(than)?,
+            },
+            RecordRule::Beneficiaries {
+                member_cedula,
+                groups,
+            } => RecordRule::Beneficiaries {
+                member_cedula: match member_cedula {
+                    Some(m) => Some(f(m)?),
+                    None => None,
+                },
+                groups: groups
+                    .iter()
+                    .map(|g| {
+                        Some(BeneficiaryFields {
+                            name: f(&g.name)?,
+                            cedula: f(&g.cedula)?,
+                            percentage: f(&g.percentage)?,
+                        })
+                    })
+                    .collect::<Option<_>>()?,
+            },
+        })
+    }
+}
+
+/// The values of one record as the rules see them, by key (property name or field index).
+pub trait Record {
+    type Key;
+    /// The value, `None` when empty or absent.
+    fn get(&self, key: &Self::Key) -> Option<&str>;
+    /// True for properties that already failed their own rules (they are absent), so that one
+    /// bad value is not reported twice.
+    fn failed(&self, key: &Self::Key) -> bool;
+    /// The property name, for messages.
+    fn name<'s>(&'s self, key: &'s Self::Key) -> &'s str;
+    /// Replaces the value with an official name.
+    fn set(&mut self, key: &Self::Key, value: &'static str);
+    /// Leaves the property out of the record.
+    fn remove(&mut self, key: &Self::Key);
 }
 
 /// Values of one record by property; `None` = empty.
@@ -69,51 +135,90 @@ pub type Values = BTreeMap<String, Option<String>>;
 /// Receives each failure: property, rule, message.
 pub type Report<'a> = dyn FnMut(&str, &'static str, String) + 'a;
 
-fn get<'v>(values: &'v Values, property: &str) -> Option<&'v str> {
-    values.get(property).and_then(|v| v.as_deref())
+/// `Values` with the properties that failed their own rules.
+struct Named<'v, 'f> {
+    values: &'v mut Values,
+    failed: &'f dyn Fn(&str) -> bool,
 }
 
-/// Applies a record rule. `failed(p)` is true for properties that already failed their own
-/// rules (they are absent from `values`), so that one bad value is not reported twice.
+impl Record for Named<'_, '_> {
+    type Key = String;
+
+    fn get(&self, key: &String) -> Option<&str> {
+        self.values.get(key).and_then(|v| v.as_deref())
+    }
+
+    fn failed(&self, key: &String) -> bool {
+        (self.failed)(key)
+    }
+
+    fn name<'s>(&'s self, key: &'s String) -> &'s str {
+        key
+    }
+
+    fn set(&mut self, key: &String, value: &'static str) {
+        self.values.insert(key.clone(), Some(value.to_string()));
+    }
+
+    fn remove(&mut self, key: &String) {
+        self.values.remove(key);
+    }
+}
+
+/// Applies a record rule to values by property name. `failed(p)` is true for properties that
+/// already failed their own rules (they are absent from `values`).
 pub fn apply(
     rule: &RecordRule,
     values: &mut Values,
     failed: &dyn Fn(&str) -> bool,
     report: &mut Report,
 ) {
+    check(
+        rule,
+        &mut Named { values, failed },
+        &mut |k, rule, message| report(k, rule, message),
+    );
+}
+
+/// Applies a record rule to a record; `report` receives the key, rule and message of each failure.
+pub fn check<R: Record>(
+    rule: &RecordRule<R::Key>,
+    record: &mut R,
+    report: &mut dyn FnMut(&R::Key, &'static str, String),
+) {
     match rule {
         RecordRule::Territory {
             provincia,
             canton,
             distrito,
-        } => check_territory(values, [provincia, canton, distrito], failed, report),
+        } => check_territory(record, [provincia, canton, distrito], report),
         RecordRule::NotGreater { field, than } => {
-            if let (Some(a), Some(b)) = (get(values, field), get(values, than))
+            if let (Some(a), Some(b)) = (record.get(field), record.get(than))
                 && number::compare(a, b) == Ordering::Greater
             {
-                report(
-                    field,
-                    "not_greater",
-                    format!("{field} {a} is greater than {than} {b}"),
+                let message = format!(
+                    "{} {a} is greater than {} {b}",
+                    record.name(field),
+                    record.name(than)
                 );
+                report(field, "not_greater", message);
             }
         }
         RecordRule::Beneficiaries {
             member_cedula,
             groups,
-        } => check_beneficiaries(values, member_cedula.as_deref(), groups, failed, report),
+        } => check_beneficiaries(record, member_cedula.as_ref(), groups, report),
     }
 }
 
-fn check_territory(
-    values: &mut Values,
-    [provincia, canton, distrito]: [&String; 3],
-    failed: &dyn Fn(&str) -> bool,
-    report: &mut Report,
+fn check_territory<R: Record>(
+    record: &mut R,
+    [provincia, canton, distrito]: [&R::Key; 3],
+    report: &mut dyn FnMut(&R::Key, &'static str, String),
 ) {
     let t = territory();
-    let p = get(values, provincia).and_then(|v| t.provincia(v).ok());
-    let c = get(values, canton).and_then(|v| t.canton(v).ok());
+    let p = record.get(provincia).and_then(|v| t.provincia(v).ok());
+    let c = record.get(canton).and_then(|v| t.canton(v).ok());
     if let (Some(p), Some(c)) = (p, c)
         && c.provincia != p.code
     {
@@ -126,14 +231,16 @@ fn check_territory(
             format!("cantón {} is in provincia {actual}, not {}", c.name, p.name),
         );
     }
-    let Some(d_value) = get(values, distrito).map(str::to_string) else {
+    let Some(d_value) = record.get(distrito) else {
         return;
     };
     let is_code = d_value.len() == 5 && d_value.bytes().all(|b| b.is_ascii_digit());
-    if !is_code && c.is_none() && failed(canton) {
+    if !is_code && c.is_none() && record.failed(canton) {
         return;
     }
-    match t.distrito(&d_value, c) {
+    let found = t.distrito(d_value, c);
+    let renamed = found.as_ref().is_ok_and(|d| d_value != d.name);
+    match found {
         Ok(d) => {
             if let Some(c) = c.filter(|c| c.code != d.canton) {
                 let actual = t.canton_by_code(&d.canton).map_or("?", |x| x.name.as_str());
@@ -146,25 +253,24 @@ fn check_territory(
                     ),
                 );
             }
-            if d_value != d.name {
-                values.insert(distrito.clone(), Some(d.name.clone()));
+            if renamed {
+                record.set(distrito, &d.name);
             }
         }
         Err(e) => {
-            values.remove(distrito);
+            record.remove(distrito);
             report(distrito, e.rule, e.message);
         }
     }
 }
 
-fn check_beneficiaries(
-    values: &Values,
-    member_cedula: Option<&str>,
-    groups: &[BeneficiaryFields],
-    failed: &dyn Fn(&str) -> bool,
-    report: &mut Report,
+fn check_beneficiaries<R: Record>(
+    record: &R,
+    member_cedula: Option<&R::Key>,
+    groups: &[BeneficiaryFields<R::Key>],
+    report: &mut dyn FnMut(&R::Key, &'static str, String),
 ) {
-    let member = member_cedula.and_then(|m| get(values, m));
+    let member = member_cedula.and_then(|m| record.get(m));
     let mut total = 0i64;
     let mut present = Vec::new();
     let mut percentages_ok = true;
@@ -173,7 +279,7 @@ fn check_beneficiaries(
         let fields = [&g.name, &g.cedula, &g.percentage];
         if fields
             .iter()
-            .all(|f| get(values, f).is_none() && !failed(f))
+            .all(|f| record.get(f).is_none() && !record.failed(f))
         {
             continue;
         }
@@ -183,7 +289,7 @@ fn check_beneficiaries(
             (&g.cedula, "cédula"),
             (&g.percentage, "percentage"),
         ] {
-            if get(values, field).is_none() && !failed(field) {
+            if record.get(field).is_none() && !record.failed(field) {
                 report(
                     field,
                     "beneficiary",
@@ -191,10 +297,10 @@ fn check_beneficiaries(
                 );
             }
         }
-        if failed(&g.percentage) {
+        if record.failed(&g.percentage) {
             percentages_ok = false;
         }
-        if let Some(pct) = get(values, &g.percentage) {
+        if let Some(pct) = record.get(&g.percentage) {
             match number::hundredths(pct) {
                 Some(h) if h > 0 && h <= 10_000 => total += h,
                 Some(_) => {
@@ -217,7 +323,7 @@ fn check_beneficiaries(
         } else {
             percentages_ok = false;
         }
-        if let (Some(ced), Some(member)) = (get(values, &g.cedula), member)
+        if let (Some(ced), Some(member)) = (record.get(&g.cedula), member)
             && ced == member
         {
             report(

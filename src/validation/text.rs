@@ -16,6 +16,23 @@ pub fn collapse_spaces(value: &str) -> String {
     out
 }
 
+/// True when `collapse_spaces` would return the value unchanged: single ASCII spaces between
+/// words and no whitespace at the ends.
+pub fn is_collapsed(value: &str) -> bool {
+    let mut after_space = true;
+    for c in value.chars() {
+        if c.is_whitespace() {
+            if c != ' ' || after_space {
+                return false;
+            }
+            after_space = true;
+        } else {
+            after_space = false;
+        }
+    }
+    !after_space || value.is_empty()
+}
+
 /// Capitalises the first letter of every word and lowercases the rest: `maría  JOSÉ` →
 /// `María  José` (spacing kept).
 pub fn title(value: &str) -> String {
@@ -76,6 +93,14 @@ mod tests {
     fn collapse_spaces_trims_and_joins_runs() {
         assert_eq!(collapse_spaces("  María \t José  "), "María José");
         assert_eq!(collapse_spaces(""), "");
+        for v in ["", "María José", "a b c"] {
+            assert!(is_collapsed(v), "{v:?}");
+            assert_eq!(collapse_spaces(v), v);
+        }
+        for v in [" a", "a ", "a  b", "a\tb", "a\u{a0}b", " "] {
+            assert!(!is_collapsed(v), "{v:?}");
+            assert_ne!(collapse_spaces(v), v);
+        }
     }
 
     #[test]
