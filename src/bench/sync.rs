@@ -199,7 +199,10 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
 
     // The service drains the queue.
     let t = Instant::now();
-    let mut daemon = Daemon(stand.hubsync(&["run"]).spawn()?);
+    // As deployed: with the allocator settings of deploy/hubsync.service.
+    let mut run = stand.hubsync(&["run"]);
+    run.envs(crate::daemon::SERVICE_ALLOCATOR_ENV);
+    let mut daemon = Daemon(run.spawn()?);
     let mut rss = 0.0f64;
     loop {
         rss = rss.max(peak_rss_mib(Some(daemon.0.id())).unwrap_or(0.0));

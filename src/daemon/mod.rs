@@ -63,6 +63,14 @@ impl Signals {
     }
 }
 
+/// Allocator settings the service runs with (`deploy/hubsync.service` sets them): freed memory
+/// goes back to the system at once, so a months-long process stays near what it uses. Batch
+/// commands keep the allocator's faster defaults.
+pub const SERVICE_ALLOCATOR_ENV: [(&str, &str); 2] = [
+    ("MIMALLOC_PURGE_DELAY", "0"),
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+];
+
 /// Options of `hubsync run`.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
@@ -412,4 +420,18 @@ pub(crate) fn spawn_every<S, Fut>(
         let (health, step, task) = (health.clone(), step.clone(), task.clone());
         async move { every(&task, period, &health, &token, step).await }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_unit_runs_the_service_with_its_allocator_settings() {
+        let unit = include_str!("../../deploy/hubsync.service");
+        let line = super::SERVICE_ALLOCATOR_ENV
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(unit.contains(&format!("Environment={line}\n")), "{unit}");
+    }
 }
