@@ -73,28 +73,26 @@ pub async fn enqueue_on(
     items: &[NewItem],
     max_attempts: i32,
 ) -> Result<u64> {
-    enqueue_with(conn, object, direction, items, max_attempts, false).await
+    enqueue_with(conn, object, direction, items, max_attempts, Seen::Skip).await
 }
 
-/// Enqueue for a backfill: like [`enqueue_on`], but records are queued again even at a version
-/// already synced or rejected (a full resync after a mapping or rule change).
-pub async fn enqueue_again_on(
+/// What enqueue does with a change at a version the record already had queued or settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Skip it: re-reading an overlap window queues nothing new (pollers).
+    Skip,
+    /// Queue it again: a backfill's full resync after a mapping or rule change.
+    Requeue,
+}
+
+/// Enqueue with a choice of what happens to versions already seen; see [`enqueue_on`].
+pub async fn enqueue_with(
     conn: &mut PgConnection,
     object: &str,
     direction: Direction,
     items: &[NewItem],
     max_attempts: i32,
-) -> Result<u64> {
-    enqueue_with(conn, object, direction, items, max_attempts, true).await
-}
-
-async fn enqueue_with(
-    conn: &mut PgConnection,
-    object: &str,
-    direction: Direction,
-    items: &[NewItem],
-    max_attempts: i32,
-    force: bool,
+    seen: Seen,
 ) -> Result<u64> {
     if items.is_empty() {
         return Ok(0);
@@ -124,7 +122,7 @@ async fn enqueue_with(
         payloads.push(&item.payload);
         versions.push(item.source_version);
     }
-    let affected = sqlx::query(enqueue_sql(force))
+    let affected = sqlx::query(enqueue_sql(seen == Seen::Requeue))
         .bind(object)
         .bind(direction.as_str())
         .bind(&keys)

@@ -4,7 +4,7 @@
 //! does outside work: every call here is one short statement or transaction.
 
 mod enqueue;
-pub use enqueue::{enqueue_again_on, enqueue_on};
+pub use enqueue::{Seen, enqueue_on, enqueue_with};
 mod maintenance;
 pub use maintenance::{Rescued, prune_once};
 mod ops;

@@ -12,7 +12,7 @@ use super::poller::queue_items;
 use super::to_sql::HubspotPoller;
 use crate::hubspot::{ModifiedSince, SearchPager};
 use crate::mssql::{ChangeCursor, ChangeReader};
-use crate::queue::{Direction, NewItem, enqueue_again_on};
+use crate::queue::{Direction, NewItem, Seen, enqueue_with};
 
 /// Pages of one object's records read from one side, as queue items with the position after
 /// each page.
@@ -152,7 +152,15 @@ pub async fn queue_page(
     max_attempts: i32,
 ) -> anyhow::Result<u64> {
     let mut tx = pool.begin().await?;
-    let n = enqueue_again_on(&mut tx, object, direction, items, max_attempts).await?;
+    let n = enqueue_with(
+        &mut tx,
+        object,
+        direction,
+        items,
+        max_attempts,
+        Seen::Requeue,
+    )
+    .await?;
     sqlx::query(
         "UPDATE sync_backfills SET cursor_value = $3, rows_read = rows_read + $4, \
          enqueued = enqueued + $5, updated_at = now() WHERE object = $1 AND direction = $2",

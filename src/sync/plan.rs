@@ -9,7 +9,8 @@ use std::io::Write;
 use chrono::Utc;
 use serde::Serialize;
 
-use super::diff::Values;
+use super::diff::{Side, Values};
+use super::links::ConflictRecord;
 use crate::queue::{ClaimedItem, Direction, ItemError, NewItem};
 
 /// One record's planned operation, as printed.
@@ -44,6 +45,25 @@ impl PlannedOp {
             properties: Values::new(),
             errors: Vec::new(),
             message: None,
+        }
+    }
+}
+
+impl PlannedOp {
+    /// A field changed on both sides, and which side its policy lets win.
+    pub fn conflict(object: &str, direction: Direction, c: &ConflictRecord) -> Self {
+        let winner = match c.conflict.winner {
+            Side::Sql => "SQL Server",
+            Side::Hubspot => "HubSpot",
+        };
+        PlannedOp {
+            hubspot_id: c.hubspot_id.clone(),
+            message: Some(format!(
+                "{} changed on both sides; {winner} wins by {}",
+                c.conflict.field,
+                c.conflict.policy.as_str()
+            )),
+            ..PlannedOp::new(object, direction, &c.sql_key, "CONFLICT")
         }
     }
 }

@@ -171,19 +171,7 @@ impl Step<'_> {
                 properties: work.mapped.properties.clone(),
                 ..op(work.item, "CREATE")
             },
-            Step::Conflict(c) => PlannedOp {
-                hubspot_id: c.hubspot_id.clone(),
-                message: Some(format!(
-                    "{} changed on both sides; {} wins by {}",
-                    c.conflict.field,
-                    match c.conflict.winner {
-                        diff::Side::Sql => "SQL Server",
-                        diff::Side::Hubspot => "HubSpot",
-                    },
-                    c.conflict.policy.as_str()
-                )),
-                ..PlannedOp::new(object, Direction::ToHubspot, &c.sql_key, "CONFLICT")
-            },
+            Step::Conflict(c) => PlannedOp::conflict(object, Direction::ToHubspot, c),
         }
     }
 }

@@ -336,19 +336,7 @@ impl SqlStep<'_> {
                     ..op(p.item, action)
                 }
             }
-            SqlStep::Conflict(c) => PlannedOp {
-                message: Some(format!(
-                    "{} changed on both sides; {} wins by {}",
-                    c.conflict.field,
-                    match c.conflict.winner {
-                        diff::Side::Sql => "SQL Server",
-                        diff::Side::Hubspot => "HubSpot",
-                    },
-                    c.conflict.policy.as_str()
-                )),
-                hubspot_id: c.hubspot_id.clone(),
-                ..PlannedOp::new(object, Direction::ToSql, &c.sql_key, "CONFLICT")
-            },
+            SqlStep::Conflict(c) => PlannedOp::conflict(object, Direction::ToSql, c),
         }
     }
 }
@@ -360,6 +348,34 @@ impl ToSql {
     pub async fn plan_ops(&self, batch: &[ClaimedItem]) -> Vec<PlannedOp> {
         let steps = self.plan(batch).await;
         steps.iter().map(|s| s.describe(&self.object)).collect()
+    }
+
+    /// Writes `values` (HubSpot properties) to the row with `key`, or inserts a row for a new
+    /// HubSpot record (`key` None); rejected when they are invalid for SQL Server.
+    fn write_step<'a>(
+        &self,
+        item: &'a ClaimedItem,
+        values: &Values,
+        key: Option<String>,
+        synced: Values,
+    ) -> SqlStep<'a> {
+        let mapped = self.mapper.to_sql(values);
+        if !mapped.is_valid() {
+            let errors = mapped.errors.iter().map(validation_error).collect();
+            return SqlStep::Reject { item, errors };
+        }
+        SqlStep::Write(Pending {
+            item,
+            write: RowWrite {
+                hubspot_id: key.is_none().then(|| item.record_key.clone()),
+                key: key.clone(),
+                changes: mapped.columns,
+                delete: false,
+            },
+            synced,
+            sql_key: key,
+            operation: "WRITE",
+        })
     }
 
     /// Decides every item's step: diff against the record link, read the linked SQL rows (one
@@ -446,24 +462,7 @@ impl ToSql {
                         }
                     }
                 }
-                let mapped = self.mapper.to_sql(&hs);
-                if !mapped.is_valid() {
-                    let errors = mapped.errors.iter().map(validation_error).collect();
-                    steps.push(SqlStep::Reject { item, errors });
-                    continue;
-                }
-                steps.push(SqlStep::Write(Pending {
-                    item,
-                    write: RowWrite {
-                        key: None,
-                        changes: mapped.columns,
-                        hubspot_id: Some(item.record_key.clone()),
-                        delete: false,
-                    },
-                    synced: hs,
-                    sql_key: None,
-                    operation: "WRITE",
-                }));
+                steps.push(self.write_step(item, &hs, None, hs.clone()));
                 continue;
             };
             if diff::changes(&hs, &link.synced).is_empty() {
@@ -523,26 +522,10 @@ impl ToSql {
                 });
                 continue;
             }
-            let mapped = self.mapper.to_sql(&plan.to_sql);
-            if !mapped.is_valid() {
-                let errors = mapped.errors.iter().map(validation_error).collect();
-                steps.push(SqlStep::Reject { item, errors });
-                continue;
-            }
-            steps.push(SqlStep::Write(Pending {
-                item,
-                write: RowWrite {
-                    key: Some(link.sql_key.clone()),
-                    changes: mapped.columns,
-                    hubspot_id: None,
-                    delete: false,
-                },
-                // HubSpot's values: written where they won; where SQL Server won a conflict its
-                // value goes to HubSpot next, as a plain change.
-                synced: hs,
-                sql_key: Some(link.sql_key.clone()),
-                operation: "WRITE",
-            }));
+            // HubSpot's values are synced: written where they won; where SQL Server won a
+            // conflict its value goes to HubSpot next, as a plain change.
+            let key = Some(link.sql_key.clone());
+            steps.push(self.write_step(item, &plan.to_sql, key, hs));
         }
         steps
     }
