@@ -50,7 +50,7 @@ fn bench_config(
     hubspot: &RunningSim,
     logs: &Path,
     workers: usize,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -72,7 +72,15 @@ fn bench_config(
         }
         out = out.replace(from, &to);
     }
-    Ok(out)
+    Ok((out, port))
+}
+
+/// One figure from the daemon's `/metrics`, if it answers.
+async fn metric(port: u16, name: &str) -> Option<f64> {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 struct Stand {
@@ -136,7 +144,8 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
     )
     .await?;
     let dir = tempfile::tempdir()?;
-    let config_text = bench_config(&text, &hubspot, &dir.path().join("logs"), args.workers)?;
+    let (config_text, port) =
+        bench_config(&text, &hubspot, &dir.path().join("logs"), args.workers)?;
     std::fs::write(dir.path().join("config.yaml"), &config_text)?;
     let config = crate::config::load_str(&config_text, crate::config::Need::Nothing, &|_| None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -204,25 +213,40 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
     run.envs(crate::daemon::SERVICE_ALLOCATOR_ENV);
     let mut daemon = Daemon(run.spawn()?);
     let mut rss = 0.0f64;
+    // The steady rate runs from the first contact in HubSpot to the last.
+    let mut first_contact: Option<(Instant, usize)> = None;
     loop {
         rss = rss.max(peak_rss_mib(Some(daemon.0.id())).unwrap_or(0.0));
         if let Some(status) = daemon.0.try_wait()? {
             bail!("hubsync run exited early: {status}");
         }
+        if first_contact.is_none() {
+            let n = stand.hubspot.stats().contacts as usize;
+            if n > 0 {
+                first_contact = Some((Instant::now(), n));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
         let (open, finished) = stand.progress().await?;
         if open == 0 && finished >= args.members as i64 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let drain_s = t.elapsed().as_secs_f64();
     let stats = stand.hubspot.stats();
     let synced = stand.hubspot.contacts().len();
     let per_s = synced as f64 / drain_s;
+    let (start, first) = first_contact.unwrap_or((t, 0));
+    let steady_s = start.elapsed().as_secs_f64();
+    let steady = (synced - first) as f64 / steady_s;
 
     // Steady polling: single-row updates, each timed until HubSpot holds it.
     let latencies = latency_phase(&stand, &valid, &args, &mut rss, &mut daemon).await?;
     let stats_after = stand.hubspot.stats();
+    let paused = metric(port, "hubsync_hubspot_throttled").await;
+    let waited = metric(port, "hubsync_limiter_wait_seconds").await;
     rss = rss.max(peak_rss_mib(Some(daemon.0.id())).unwrap_or(0.0));
     daemon.stop();
 
@@ -235,17 +259,27 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         thousands(args.members)
     );
     println!(
-        "sync: {} contacts created in {drain_s:.1} s by {} workers: {per_s:.0} records/s, \
-         ratio {:.3} of the limiter's ceiling ({ceiling:.0} records/s)",
+        "sync: {} contacts created in {drain_s:.1} s by {} workers, from the daemon's start: \
+         {per_s:.0} records/s, ratio {:.3} of the limiter's ceiling ({ceiling:.0} records/s)",
         thousands(synced as u64),
         args.workers,
         per_s / ceiling
     );
     println!(
-        "HubSpot: {} requests, {} × 429, busiest 10 s window {} requests",
+        "steady rate, first contact to last ({steady_s:.1} s; the first after {:.1} s): \
+         {steady:.0} records/s, ratio {:.3}",
+        drain_s - steady_s,
+        steady / ceiling
+    );
+    println!(
+        "HubSpot: {} requests during the load, {} × 429 in all (rolling-window 429s that paused \
+         the daemon: {}), busiest 10 s window {} requests; the daemon's calls waited {:.0} s for \
+         the limiter in all",
         thousands(stats.total_requests),
         stats_after.throttled_429,
-        stats_after.max_requests_in_10s_window
+        paused.map_or("?".into(), |p| p.to_string()),
+        stats_after.max_requests_in_10s_window,
+        waited.unwrap_or(f64::NAN)
     );
     println!("daemon peak RSS: {rss:.1} MiB (target ≤ 64)");
     println!(

@@ -51,13 +51,13 @@ pub enum BudgetError {
     },
 }
 
-/// The quota that keeps every closed window of `window` (plus a 1 % jitter margin) at or below
+/// The quota that keeps every closed window of `window` (plus [`jitter_margin`]) at or below
 /// `limit` grants. Uses a burst of 2 when the limit allows (so a late wake-up does not lose a
 /// slot), else 1.
 pub fn window_quota(limit: u32, window: Duration) -> Quota {
     let limit = limit.max(1);
     let burst: u32 = if limit >= 10 { 2 } else { 1 };
-    let span = window + window / 100;
+    let span = window + jitter_margin(window);
     // τ strictly greater than span / (limit − burst + 1) ⇒ ⌊span / τ⌋ ≤ limit − burst.
     let per = span.as_nanos() / u128::from(limit - burst + 1) + 1;
     let per = Duration::from_nanos(u64::try_from(per).unwrap_or(u64::MAX));
@@ -65,6 +65,13 @@ pub fn window_quota(limit: u32, window: Duration) -> Quota {
     Quota::with_period(per)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(burst)
+}
+
+/// How much longer than HubSpot's window a pacer spreads its grants over, for the jitter between
+/// a grant here and the request's arrival there: 1 % of the window, at least 100 ms (a 1 s
+/// search window paced to the millisecond sees an occasional 429 under load).
+pub fn jitter_margin(window: Duration) -> Duration {
+    (window / 100).max(Duration::from_millis(100))
 }
 
 /// One rolling-window pacer over a `governor` GCRA, on any clock (a fake one in tests).
@@ -408,8 +415,8 @@ mod tests {
                 TEN_SECONDS
             };
             let grants = replay(limit, window, window * 30, seed);
-            // Every closed window, stretched by the 1 % jitter margin, holds ≤ limit grants.
-            let largest = largest_window(&grants, window + window / 100);
+            // Every closed window, stretched by the jitter margin, holds ≤ limit grants.
+            let largest = largest_window(&grants, window + jitter_margin(window));
             assert!(
                 largest <= limit as usize,
                 "tier {limit}: {largest} grants in one window"

@@ -177,6 +177,15 @@ impl Step<'_> {
 }
 
 impl BatchHandler for ToHubspot {
+    /// Records our own rules reject never reach HubSpot.
+    fn takes_a_place(&self, item: &ClaimedItem) -> bool {
+        match (item.operation, item.payload.as_object()) {
+            (Operation::Upsert, Some(row)) => self.mapper.to_hubspot(row).is_valid(),
+            (Operation::Upsert, None) => false,
+            (Operation::Archive, _) => true,
+        }
+    }
+
     async fn handle(&self, batch: &[ClaimedItem]) -> BatchResult {
         let started = Instant::now();
         let steps = self.plan(batch, Lookup::Adaptive).await;

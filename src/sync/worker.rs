@@ -26,7 +26,16 @@ pub struct BatchResult {
 /// Turns a claimed batch into outcomes (the to_hubspot and to_sql sync steps implement it).
 pub trait BatchHandler: Send + Sync + 'static {
     fn handle(&self, batch: &[ClaimedItem]) -> impl Future<Output = BatchResult> + Send;
+
+    /// Whether the item will take a place in an outside call (a record about to be rejected by
+    /// validation does not). Lets a worker top a batch up so that each call carries a full one.
+    fn takes_a_place(&self, _item: &ClaimedItem) -> bool {
+        true
+    }
 }
+
+/// Extra claims a worker makes to fill a batch whose items partly need no outside call.
+const TOP_UPS: usize = 4;
 
 /// Tokens that stop a worker: first `stop_claiming`, then, after the grace period, `abandon`.
 #[derive(Clone, Default)]
@@ -58,13 +67,38 @@ impl<H: BatchHandler> Worker<H> {
     /// Claims and processes one batch.
     pub async fn round(&self, abandon: &CancellationToken) -> anyhow::Result<Round> {
         let s = self.queue.settings();
-        let batch = self
+        let mut batch = self
             .queue
             .claim(&self.object, self.direction, s.batch_size, &self.name)
             .await?;
         if batch.is_empty() {
             return Ok(Round::Idle);
         }
+        // A full claim whose items partly need no call (invalid records) is topped up, so the
+        // outside call carries a full batch: the rate limit counts calls, not records.
+        let wanted = s.batch_size as usize;
+        let mut places = batch
+            .iter()
+            .filter(|i| self.handler.takes_a_place(i))
+            .count();
+        let mut drained = batch.len() < wanted;
+        for _ in 0..TOP_UPS {
+            if drained || places >= wanted {
+                break;
+            }
+            let ask = (wanted - places) as u32;
+            let more = self
+                .queue
+                .claim(&self.object, self.direction, ask, &self.name)
+                .await?;
+            drained = more.len() < ask as usize;
+            places += more
+                .iter()
+                .filter(|i| self.handler.takes_a_place(i))
+                .count();
+            batch.extend(more);
+        }
+        let started = std::time::Instant::now();
         let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
         let beat_every = (s.lease / 3).max(Duration::from_millis(100));
         let heartbeat = async {
@@ -85,7 +119,22 @@ impl<H: BatchHandler> Worker<H> {
                 return Ok(Round::Released(batch.len()));
             }
         };
-        Ok(Round::Settled(self.store(&batch, result).await?))
+        let settled = self.store(&batch, result).await?;
+        tracing::info!(
+            operation = "BATCH",
+            object = %self.object,
+            direction = %self.direction,
+            batch_id = %batch[0].batch_id,
+            worker = %self.name,
+            items = batch.len(),
+            done = settled.done,
+            rejected = settled.rejected,
+            retried = settled.retried,
+            dead = settled.dead,
+            execution_time_ms = started.elapsed().as_millis() as u64,
+            "batch settled"
+        );
+        Ok(Round::Settled(settled))
     }
 
     async fn store(&self, batch: &[ClaimedItem], result: BatchResult) -> anyhow::Result<Settled> {

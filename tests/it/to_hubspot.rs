@@ -610,3 +610,25 @@ async fn a_create_refused_because_the_record_already_made_its_contact_links_it()
     assert_eq!((outcome.as_str(), hubspot_id), ("LINK", seeded[0].clone()));
     assert_eq!(s.sim.contacts().len(), 1);
 }
+
+#[tokio::test]
+async fn batches_with_invalid_records_are_topped_up_so_a_create_carries_a_full_batch() {
+    let s = stand().await;
+    // Half the members have no usable email: a claim of 100 holds about 45 valid records.
+    let mut members = rows(200);
+    for m in members.iter_mut().step_by(2) {
+        m.insert("email".into(), "sin-correo".into());
+    }
+    let valid = members
+        .iter()
+        .filter(|m| s.mapper.to_hubspot(m).is_valid())
+        .count();
+    assert!(valid <= 100, "{valid}");
+    enqueue(&s.queue, &members, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!(settled.done as usize, valid);
+    assert_eq!(settled.rejected as usize, members.len() - valid);
+    let creates = s.sim.stats().requests_by_endpoint["batch/create"];
+    assert_eq!(creates, 1, "every valid member in one create");
+    assert_eq!(s.sim.contacts().len(), valid);
+}
