@@ -234,12 +234,13 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let drain_s = t.elapsed().as_secs_f64();
+    let end = Instant::now();
+    let drain_s = (end - t).as_secs_f64();
     let stats = stand.hubspot.stats();
     let synced = stand.hubspot.contacts().len();
     let per_s = synced as f64 / drain_s;
     let (start, first) = first_contact.unwrap_or((t, 0));
-    let steady_s = start.elapsed().as_secs_f64();
+    let steady_s = (end - start).as_secs_f64();
     let steady = (synced - first) as f64 / steady_s;
 
     // Steady polling: single-row updates, each timed until HubSpot holds it.
