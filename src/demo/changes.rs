@@ -276,25 +276,13 @@ pub async fn arrived(
     };
     for e in &changes.in_sql {
         let now = hs_value(e);
-        if now.as_deref() == Some(e.value.as_str()) {
-            out.sql_to_hubspot += 1;
-        } else {
-            out.missing.push(format!(
-                "member {}: {} is {:?} in HubSpot, SQL Server has {:?}",
-                e.sql_key, e.field, now, e.value
-            ));
-        }
+        let sides = ("HubSpot", "SQL Server");
+        tally(e, now, sides, &mut out.sql_to_hubspot, &mut out.missing);
     }
     for e in &changes.in_hubspot {
         let now = sql_value(reader, e).await?;
-        if now.as_deref() == Some(e.value.as_str()) {
-            out.hubspot_to_sql += 1;
-        } else {
-            out.missing.push(format!(
-                "member {}: {} is {:?} in SQL Server, HubSpot has {:?}",
-                e.sql_key, e.field, now, e.value
-            ));
-        }
+        let sides = ("SQL Server", "HubSpot");
+        tally(e, now, sides, &mut out.hubspot_to_sql, &mut out.missing);
     }
     for b in &changes.both {
         let (sql, hs) = (sql_value(reader, &b.sql).await?, hs_value(&b.hubspot));
@@ -309,6 +297,25 @@ pub async fn arrived(
         }
     }
     Ok(out)
+}
+
+/// Counts an edit made on one side (`from`) that the other (`to`) now holds, or says what `to`
+/// holds instead.
+fn tally(
+    e: &Edit,
+    now: Option<String>,
+    (to, from): (&str, &str),
+    arrived: &mut usize,
+    missing: &mut Vec<String>,
+) {
+    if now.as_deref() == Some(e.value.as_str()) {
+        *arrived += 1;
+    } else {
+        missing.push(format!(
+            "member {}: {} is {:?} in {to}, {from} has {:?}",
+            e.sql_key, e.field, now, e.value
+        ));
+    }
 }
 
 async fn sql_value(reader: &ChangeReader, e: &Edit) -> anyhow::Result<Option<String>> {
