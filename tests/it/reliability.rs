@@ -177,15 +177,27 @@ impl Stand {
     }
 
     /// No HubSpot change read so far is waiting to be written back.
+    /// The HubSpot poller has read every HubSpot change (its cursor has reached the newest
+    /// modification) and nothing it queued is still open.
     async fn to_sql_idle(&self) -> bool {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sync_queue \
-             WHERE direction = 'to_sql' AND state IN ('pending', 'running')",
+        let newest = self
+            .sims
+            .hubspot
+            .contacts()
+            .iter()
+            .map(|c| c.updated_ms)
+            .max()
+            .unwrap_or(0);
+        let (open, cursor): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM sync_queue \
+                     WHERE direction = 'to_sql' AND state IN ('pending', 'running')), \
+                    (SELECT (cursor_value->>'lastmodifieddate_ms')::bigint FROM sync_cursors \
+                     WHERE direction = 'to_sql')",
         )
         .fetch_one(&self.pool)
         .await
         .unwrap();
-        open == 0
+        open == 0 && cursor.is_some_and(|c| c >= newest)
     }
 
     /// Every valid member is in HubSpot exactly once with its mapped values, nothing else is;
