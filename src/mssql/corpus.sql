@@ -81,6 +81,13 @@ SELECT TOP (@P1) [key] FROM [schema].[table] WHERE [key] > @P2 ORDER BY [key]
 -- in the same statement, or the only column when nothing else changed.
 UPDATE [schema].[table] SET [col1] = @P1, [col2] = @P2 WHERE [key] = @P3
 
+-- name: update_by_key_if_unchanged
+-- sent: rpc
+-- params: as update_by_key, then @Pn+2 bigint (the rowversion the row was read with)
+-- Writer, rowversion mode: the update applies only while the row still has the rowversion the
+-- decision was made on; 0 rows affected means it changed since (decide again).
+UPDATE [schema].[table] SET [col1] = @P1, [col2] = @P2 WHERE [key] = @P3 AND [rv] = CAST(@P4 AS BINARY(8))
+
 -- name: insert_returning_key
 -- sent: rpc
 -- params: @P1..@Pn typed values

@@ -179,6 +179,18 @@ impl ChangeReader {
         local_to_utc(parse_datetime(value)?, self.pool.zone())
     }
 
+    /// The rowversion of a row this reader read (rowversion change detection; None otherwise).
+    pub fn rowversion_of(&self, row: &SqlRow) -> Option<u64> {
+        match &self.obj.change {
+            Mode::Rowversion(rv) => row
+                .get(rv.as_str())?
+                .as_str()
+                .and_then(Rowversion::parse)
+                .map(|v| v.0),
+            Mode::ModifiedAt { .. } => None,
+        }
+    }
+
     /// The number of rows in the table.
     pub async fn count(&self) -> Result<u64, MssqlError> {
         let rows = self.fetch(&sql::count_rows(&self.obj), Vec::new()).await?;

@@ -116,6 +116,17 @@ pub fn keys_after(obj: &SqlObject) -> String {
     )
 }
 
+/// `UPDATE … SET [c1] = @P1, … WHERE [key] = @Pn+1 AND [rv] = CAST(@Pn+2 AS BINARY(8))`: only
+/// while the row still has the rowversion it was read with.
+pub fn update_by_key_if_unchanged(obj: &SqlObject, columns: &[&Ident], rv: &Ident) -> String {
+    format!(
+        "{} AND {} = CAST(@P{} AS BINARY(8))",
+        update_by_key(obj, columns),
+        rv.quoted(),
+        columns.len() + 2
+    )
+}
+
 /// `UPDATE … SET [c1] = @P1, … WHERE [key] = @Pn+1`.
 pub fn update_by_key(obj: &SqlObject, columns: &[&Ident]) -> String {
     let sets = join(
@@ -209,6 +220,10 @@ mod tests {
             ("keys_first_page", keys_first_page(&rv)),
             ("keys_after", keys_after(&rv)),
             ("update_by_key", update_by_key(&rv, &two)),
+            (
+                "update_by_key_if_unchanged",
+                update_by_key_if_unchanged(&rv, &two, rv.change_column()),
+            ),
             ("insert_returning_key", insert_returning_key(&rv, &two)),
             ("delete_by_key", delete_by_key(&rv)),
             ("begin_transaction", BEGIN.to_string()),

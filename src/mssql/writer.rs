@@ -17,7 +17,7 @@ use tokio::sync::OnceCell;
 
 use super::error::{DEADLOCK, MssqlError};
 use super::ident::Ident;
-use super::object::{NewRecordPolicy, SqlObject};
+use super::object::{Change, NewRecordPolicy, SqlObject};
 use super::pool::{Conn, SqlPool};
 use super::sql;
 use super::table::TableShape;
@@ -36,6 +36,10 @@ pub struct RowWrite {
     /// Delete the row with `key` instead (its record was archived in HubSpot and the object's
     /// policy is `delete`); `changes` and `hubspot_id` are ignored.
     pub delete: bool,
+    /// The row's rowversion when it was read (rowversion change detection): the update applies
+    /// only if the row still has it, so an edit committed on SQL Server since is never
+    /// overwritten unseen ([`RowOutcome::Changed`]).
+    pub unchanged_since: Option<u64>,
 }
 
 /// What happened to one row of the batch.
@@ -57,6 +61,11 @@ pub enum RowOutcome {
     },
     /// A new HubSpot record while `on_new_hubspot_record` is `ignore`.
     Skipped,
+    /// Not written: the row changed (or went) since it was read (`unchanged_since`); decide
+    /// again from what it holds now.
+    Changed {
+        key: String,
+    },
     Failed(RowFailure),
 }
 
@@ -96,6 +105,8 @@ enum Statement {
         key: String,
         sql: String,
         params: Vec<Param>,
+        /// Only if the row still has the rowversion it was read with.
+        guarded: bool,
     },
     Insert {
         sql: String,
@@ -148,7 +159,7 @@ impl SqlWriter {
                 key: Some(key.to_string()),
                 changes: SqlRow::new(),
                 hubspot_id: Some(hubspot_id.to_string()),
-                delete: false,
+                ..RowWrite::default()
             }])
             .await?;
         Ok(report
@@ -292,9 +303,16 @@ impl SqlWriter {
 
     async fn run(&self, conn: &mut Conn, statement: &Statement) -> Result<RowOutcome, MssqlError> {
         match statement {
-            Statement::Update { key, sql, params } => {
+            Statement::Update {
+                key,
+                sql,
+                params,
+                guarded,
+            } => {
                 let affected = conn.execute(sql, params).await?;
-                if affected == 0 {
+                if affected == 0 && *guarded {
+                    Ok(RowOutcome::Changed { key: key.clone() })
+                } else if affected == 0 {
                     Ok(RowOutcome::Failed(RowFailure {
                         number: None,
                         message: format!(
@@ -366,10 +384,22 @@ impl SqlWriter {
                     return Ok(Err(RowOutcome::Unchanged { key: key.clone() }));
                 }
                 params.push(shape.key_param(&self.obj, key)?);
+                let guard = match (&self.obj.change, w.unchanged_since) {
+                    (Change::Rowversion(rv), Some(version)) => Some((rv, version)),
+                    _ => None,
+                };
+                let sql = match guard {
+                    Some((rv, version)) => {
+                        params.push(Param::I64(Some(i64::try_from(version).unwrap_or(i64::MAX))));
+                        sql::update_by_key_if_unchanged(&self.obj, &refs, rv)
+                    }
+                    None => sql::update_by_key(&self.obj, &refs),
+                };
                 Ok(Ok(Statement::Update {
                     key: key.clone(),
-                    sql: sql::update_by_key(&self.obj, &refs),
+                    sql,
                     params,
+                    guarded: guard.is_some(),
                 }))
             }
             None if self.obj.on_new_hubspot_record == NewRecordPolicy::Ignore => {

@@ -358,6 +358,7 @@ impl ToSql {
         values: &Values,
         key: Option<String>,
         synced: Values,
+        unchanged_since: Option<u64>,
     ) -> SqlStep<'a> {
         let mapped = self.mapper.to_sql(values);
         if !mapped.is_valid() {
@@ -371,6 +372,7 @@ impl ToSql {
                 key: key.clone(),
                 changes: mapped.columns,
                 delete: false,
+                unchanged_since,
             },
             synced,
             sql_key: key,
@@ -462,7 +464,7 @@ impl ToSql {
                         }
                     }
                 }
-                steps.push(self.write_step(item, &hs, None, hs.clone()));
+                steps.push(self.write_step(item, &hs, None, hs.clone(), None));
                 continue;
             };
             if diff::changes(&hs, &link.synced).is_empty() {
@@ -525,7 +527,8 @@ impl ToSql {
             // HubSpot's values are synced: written where they won; where SQL Server won a
             // conflict its value goes to HubSpot next, as a plain change.
             let key = Some(link.sql_key.clone());
-            steps.push(self.write_step(item, &plan.to_sql, key, hs));
+            let read_at = self.reader.rowversion_of(sql_row);
+            steps.push(self.write_step(item, &plan.to_sql, key, hs, read_at));
         }
         steps
     }
@@ -608,6 +611,17 @@ impl BatchHandler for ToSql {
                 ) => key,
                 Some(RowOutcome::Skipped) => {
                     skip(&mut result, p.item, NEW_IGNORED);
+                    continue;
+                }
+                Some(RowOutcome::Changed { key }) => {
+                    let error = ItemError::new(
+                        "sql_server",
+                        format!(
+                            "row {key} changed in SQL Server since it was read; deciding again"
+                        ),
+                    );
+                    log(p.item, "RETRY", "retry", &error.message);
+                    result.outcomes.push((p.item.id, Outcome::Retry(error)));
                     continue;
                 }
                 Some(RowOutcome::Failed(f)) => {

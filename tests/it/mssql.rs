@@ -403,8 +403,43 @@ fn update(key: u32, pairs: &[(&str, Value)]) -> RowWrite {
         key: Some(key.to_string()),
         changes: changes(pairs),
         hubspot_id: None,
-        delete: false,
+        ..RowWrite::default()
     }
+}
+
+#[tokio::test]
+async fn an_update_decided_on_a_row_that_changed_since_is_not_applied() {
+    let mut t = Target::start().await;
+    let table = t.contacts().await;
+    t.exec(&insert_sql(&table, 1, 2, "2024-03-09T10:00:00"))
+        .await;
+    let obj = object(&table, ROWVERSION);
+    let (reader, writer) = (
+        ChangeReader::new(t.pool.clone(), obj.clone()),
+        SqlWriter::new(t.pool.clone(), obj),
+    );
+    let read = |k: &'static str| {
+        let r = reader.clone();
+        async move { r.row_by_key(k).await.expect("read").expect("row") }
+    };
+    let (one, two) = (read("1").await, read("2").await);
+    // Someone edits row 1 after it was read.
+    t.exec(&format!(
+        "UPDATE {table} SET [nombre] = N'Editado' WHERE [numero_asociado] = 1"
+    ))
+    .await;
+    let guarded = |k: u32, row: &SqlRow| RowWrite {
+        unchanged_since: reader.rowversion_of(row),
+        ..update(k, &[("nombre", json!("Desde HubSpot"))])
+    };
+    let report = writer
+        .apply(&[guarded(1, &one), guarded(2, &two)])
+        .await
+        .expect("batch");
+    assert_eq!(report.outcomes[0], RowOutcome::Changed { key: "1".into() });
+    assert_eq!(report.outcomes[1], RowOutcome::Updated { key: "2".into() });
+    assert_eq!(read("1").await["nombre"], json!("Editado"));
+    assert_eq!(read("2").await["nombre"], json!("Desde HubSpot"));
 }
 
 #[tokio::test]
@@ -437,7 +472,7 @@ async fn writer_applies_good_rows_and_reports_the_bad_row_with_its_error_number(
             key: Some("5".into()),
             changes: SqlRow::new(),
             hubspot_id: Some("hs-555".into()),
-            delete: false,
+            ..RowWrite::default()
         },
     ];
     let report = writer.apply(&batch).await.expect("batch");
@@ -497,7 +532,7 @@ async fn writer_inserts_new_hubspot_records_only_when_the_policy_says_insert() {
         key: None,
         changes: changes(&[("nombre", json!("Nueva"))]),
         hubspot_id: Some("hs-1".into()),
-        delete: false,
+        ..RowWrite::default()
     };
     let ignoring = SqlWriter::new(
         t.pool.clone(),
@@ -521,7 +556,7 @@ async fn writer_inserts_new_hubspot_records_only_when_the_policy_says_insert() {
         key: None,
         changes: changes(&[("nombre", Value::Null)]),
         hubspot_id: None,
-        delete: false,
+        ..RowWrite::default()
     };
     let report = writer.apply(&[new, missing_name]).await.expect("insert");
     let RowOutcome::Inserted { key } = &report.outcomes[0] else {
