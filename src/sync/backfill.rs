@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use super::engine::ObjectSync;
 use super::poller::queue_items;
 use super::to_sql::HubspotPoller;
-use crate::hubspot::{ModifiedSince, SearchPager};
+use crate::hubspot::SearchPager;
 use crate::mssql::{ChangeCursor, ChangeReader};
 use crate::queue::{Direction, NewItem, Seen, enqueue_with};
 
@@ -33,14 +33,7 @@ impl<'a> Pages<'a> {
 
     /// HubSpot records modified since `since`, after record id `after_id` when resuming.
     pub fn hubspot(poller: &'a HubspotPoller, since: DateTime<Utc>, after_id: Option<u64>) -> Self {
-        let mut pager = poller.client.search_modified(
-            &poller.hubspot_object,
-            ModifiedSince {
-                since,
-                until: None,
-                properties: poller.read_properties(),
-            },
-        );
+        let mut pager = poller.pager(since);
         if let Some(id) = after_id {
             pager = pager.after_id(id);
         }

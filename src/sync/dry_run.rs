@@ -5,13 +5,12 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use chrono::{DateTime, Utc};
-
 use super::backfill::{Pages, pages};
 use super::engine::ObjectSync;
 use super::plan::{PlannedOp, Report, dry_items};
 use super::poller::load_cursor;
 use super::to_hubspot::Lookup;
+use super::to_sql::HubspotPoller;
 use crate::mssql::ChangeCursor;
 use crate::queue::{Direction, NewItem, Operation, Queue};
 
@@ -45,13 +44,8 @@ pub async fn plan_object(
                 ),
                 Direction::ToSql => {
                     let poller = &object.hubspot_poller;
-                    let high = stored
-                        .and_then(|v| v["lastmodifieddate_ms"].as_i64())
-                        .unwrap_or(0);
-                    let since_ms = (high - poller.lag.as_millis() as i64).max(0);
-                    let since =
-                        DateTime::<Utc>::from_timestamp_millis(since_ms).unwrap_or_default();
-                    Pages::hubspot(poller, since, None)
+                    let high = HubspotPoller::high_water(stored.as_ref());
+                    Pages::hubspot(poller, poller.since(high), None)
                 }
             }
         }

@@ -582,6 +582,17 @@ impl Run<'_> {
         self.result.outcomes.push((item.id, Outcome::Retry(error)));
     }
 
+    /// A HubSpot call failed as a whole: every item it carried is retried.
+    fn call_failed<'i>(
+        &mut self,
+        items: impl Iterator<Item = &'i ClaimedItem>,
+        e: &crate::hubspot::HubSpotError,
+    ) {
+        for item in items {
+            self.retry(item, ItemError::new("hubspot", e.to_string()));
+        }
+    }
+
     fn done(&mut self, w: &Work, operation: &str, hubspot_id: &str, message: &str) {
         self.log(w.item, operation, Some(hubspot_id), "done", message);
         self.result.outcomes.push((
@@ -664,11 +675,7 @@ impl Run<'_> {
                     }
                 }
             }
-            Err(e) => {
-                for (item, _) in targets {
-                    self.retry(item, ItemError::new("hubspot", e.to_string()));
-                }
-            }
+            Err(e) => self.call_failed(targets.into_iter().map(|(item, _)| item), &e),
         }
     }
 
@@ -693,11 +700,7 @@ impl Run<'_> {
                         self.settle_write(w, "UPDATE", outcome);
                     }
                 }
-                Err(e) => {
-                    for (w, _, _) in chunk {
-                        self.retry(w.item, ItemError::new("hubspot", e.to_string()));
-                    }
-                }
+                Err(e) => self.call_failed(chunk.iter().map(|(w, _, _)| w.item), &e),
             }
         }
     }
@@ -736,11 +739,7 @@ impl Run<'_> {
                     }
                 }
             }
-            Err(e) => {
-                for w in creates {
-                    self.retry(w.item, ItemError::new("hubspot", e.to_string()));
-                }
-            }
+            Err(e) => self.call_failed(creates.iter().map(|w| w.item), &e),
         }
         if existing.is_empty() {
             return;

@@ -18,7 +18,7 @@ use super::poller::{Polled, elected, enqueue_page, load_cursor};
 use super::to_hubspot::validation_error;
 use super::worker::{BatchHandler, BatchResult};
 use crate::hubspot::types::Record;
-use crate::hubspot::{HubSpotClient, ModifiedSince, modified_property};
+use crate::hubspot::{HubSpotClient, ModifiedSince, SearchPager, modified_property};
 use crate::mapping::{ArchiveAction, Mapper, OnHubspotArchive};
 use crate::mssql::{ChangeReader, NewRecordPolicy, RowOutcome, RowWrite, SqlWriter};
 use crate::queue::{ClaimedItem, Direction, ItemError, NewItem, Operation, Outcome};
@@ -54,6 +54,32 @@ impl HubspotPoller {
         properties
     }
 
+    /// The newest modification time (epoch ms) a stored cursor has reached; 0 without one.
+    pub fn high_water(stored: Option<&serde_json::Value>) -> i64 {
+        stored
+            .and_then(|v| v["lastmodifieddate_ms"].as_i64())
+            .unwrap_or(0)
+    }
+
+    /// Where a poll from the stored high-water mark `high` (epoch ms) starts: `lag` behind it,
+    /// for HubSpot's search index.
+    pub fn since(&self, high: i64) -> DateTime<Utc> {
+        let since_ms = (high - self.lag.as_millis() as i64).max(0);
+        DateTime::<Utc>::from_timestamp_millis(since_ms).unwrap_or_default()
+    }
+
+    /// A search over records modified since `since`, returning the properties a poll reads.
+    pub fn pager(&self, since: DateTime<Utc>) -> SearchPager<'_> {
+        self.client.search_modified(
+            &self.hubspot_object,
+            ModifiedSince {
+                since,
+                until: None,
+                properties: self.read_properties(),
+            },
+        )
+    }
+
     /// Queue items for HubSpot records; `high` is raised to the newest modification time seen.
     pub fn queue_items(&self, records: &[Record], high: &mut i64) -> Vec<NewItem> {
         let modified = modified_property(&self.hubspot_object);
@@ -81,25 +107,13 @@ impl HubspotPoller {
 
     async fn read_all(&self) -> anyhow::Result<Polled> {
         let stored = load_cursor(&self.pool, &self.object, Direction::ToSql).await?;
-        let mut high = stored
-            .as_ref()
-            .and_then(|v| v["lastmodifieddate_ms"].as_i64())
-            .unwrap_or(0);
+        let mut high = Self::high_water(stored.as_ref());
         let archived_high = stored
             .as_ref()
             .and_then(|v| v["archived_at_ms"].as_i64())
             .unwrap_or(0);
         let cursor = |high: i64, archived_high: i64| serde_json::json!({ "lastmodifieddate_ms": high, "archived_at_ms": archived_high });
-        let since_ms = (high - self.lag.as_millis() as i64).max(0);
-        let since = DateTime::<Utc>::from_timestamp_millis(since_ms).unwrap_or_default();
-        let mut pager = self.client.search_modified(
-            &self.hubspot_object,
-            ModifiedSince {
-                since,
-                until: None,
-                properties: self.read_properties(),
-            },
-        );
+        let mut pager = self.pager(self.since(high));
         let mut out = Polled::default();
         while let Some(records) = pager.next_page().await? {
             out.rows_read += records.len() as u64;

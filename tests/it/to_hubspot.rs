@@ -86,6 +86,18 @@ pub async fn stand_with(
     }
 }
 
+impl Stand {
+    /// HubSpot contacts whose first name is `name`.
+    pub fn with_firstname(&self, name: &str) -> usize {
+        let name = Some(name);
+        let contacts = self.sim.contacts();
+        let named = contacts
+            .iter()
+            .filter(|c| c.properties.get("firstname").map(String::as_str) == name);
+        named.count()
+    }
+}
+
 pub fn rows(n: u64) -> Vec<SqlRow> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     (0..n)
@@ -206,12 +218,7 @@ async fn members_reach_hubspot_once_linked_and_only_changes_are_resent() {
         outcomes,
         [("SKIP".to_string(), 10), ("UPDATE".to_string(), 10)]
     );
-    let renamed = s
-        .sim
-        .contacts()
-        .iter()
-        .filter(|c| c.properties.get("firstname").map(String::as_str) == Some("Renombrada"))
-        .count();
+    let renamed = s.with_firstname("Renombrada");
     assert_eq!(renamed, 10);
 }
 
@@ -376,12 +383,7 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
     let settled = s.worker.drain().await.unwrap();
     assert_eq!(settled.done, 50);
     assert_eq!(writes(&s) - before, 1, "one batch update of 50");
-    let renamed = s
-        .sim
-        .contacts()
-        .iter()
-        .filter(|c| c.properties.get("firstname").map(String::as_str) == Some("Nuevo Nombre"))
-        .count();
+    let renamed = s.with_firstname("Nuevo Nombre");
     assert_eq!(renamed, 50);
     for id in &ids {
         let contact = s.sim.contact(id).unwrap();
