@@ -177,6 +177,9 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     for problem in problems {
         tracing::error!(operation = "START", %problem, "HubSpot property check");
     }
+    if let Err(e) = rescue_from_ended(&queue).await {
+        tracing::warn!(error = %format!("{e:#}"), "could not take back an ended process's items");
+    }
     let mut maintenance = Supervisor::new(CancellationToken::new(), health.clone());
     spawn_maintenance(&mut maintenance, &queue, &health, &config);
     let ctx = tasks::Context {
@@ -262,15 +265,52 @@ async fn run_once(config: &Config) -> Result<u8, Failure> {
     Ok(if failed > 0 { exit::REJECTED } else { exit::OK })
 }
 
-/// This process's name in logs and `sync_queue.locked_by`.
+/// This machine's host name.
+fn host() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "hubsync".into())
+}
+
+/// This process's name in logs and `sync_queue.locked_by`: `host:pid`, after the configured
+/// instance name and `@` when there is one. The host and pid let a restarted process take back
+/// at once what an ended one held (see [`rescue_from_ended`]).
 fn instance(config: &Config) -> String {
-    config.service.instance.clone().unwrap_or_else(|| {
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "hubsync".into());
-        format!("{host}:{}", std::process::id())
-    })
+    let process = format!("{}:{}", host(), std::process::id());
+    match &config.service.instance {
+        Some(name) => format!("{name}@{process}"),
+        None => process,
+    }
+}
+
+/// Whether process `pid` of this host still exists (a process of another user counts).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Takes back the items earlier processes of this host held when they ended (crashed or were
+/// killed): they are returned at once instead of after their leases.
+async fn rescue_from_ended(queue: &Queue) -> anyhow::Result<()> {
+    let r = queue
+        .rescue_from_ended_processes(&host(), process_alive)
+        .await?;
+    if !(r.returned.is_empty() && r.dead.is_empty() && r.superseded.is_empty()) {
+        tracing::warn!(
+            operation = "RESCUE",
+            returned = r.returned.len(),
+            dead = r.dead.len(),
+            superseded = r.superseded.len(),
+            "took back items held by an ended hubsync process of this host"
+        );
+    }
+    Ok(())
 }
 
 fn stopped(http: &CancellationToken) -> u8 {
@@ -359,6 +399,7 @@ fn spawn_maintenance(sup: &mut Supervisor, queue: &Queue, health: &Arc<Health>, 
     spawn_every(sup, "rescue", period, health, move || {
         let queue = q.clone();
         async move {
+            rescue_from_ended(&queue).await?;
             let r = queue.rescue_expired().await?;
             if !(r.returned.is_empty() && r.dead.is_empty() && r.superseded.is_empty()) {
                 tracing::warn!(

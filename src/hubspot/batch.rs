@@ -388,9 +388,15 @@ fn settle(
                 by_unique.get(value.as_str()).copied()
             });
         if let Some(i) = position {
+            // The modification time the record's pollers will see (its `lastmodifieddate`),
+            // else HubSpot's `updatedAt`.
+            let modified = ["lastmodifieddate", "hs_lastmodifieddate"]
+                .iter()
+                .find_map(|p| record.property(p))
+                .map(str::to_string);
             out[i] = Some(WriteOutcome::Ok {
                 id: record.id.clone(),
-                updated_at: record.updated_at.clone(),
+                updated_at: modified.or_else(|| record.updated_at.clone()),
             });
         }
     }

@@ -14,7 +14,7 @@ pub use client::{HubSpotClient, PROPERTY_CACHE_TTL};
 pub use error::HubSpotError;
 pub use limiter::{BudgetError, Lane, Limiter, LimiterStats};
 pub use preflight::{PreflightProblem, PropertyUse};
-pub use search::{ModifiedSince, SearchPager, modified_property};
+pub use search::{ModifiedSince, SEARCH_PAGE, SearchPager, modified_property};
 pub use settings::HubSpotSettings;
 pub use types::{
     CreateInput, Properties, PropertyDef, PropertyDefs, ReadBy, Record, UpdateInput, WriteOutcome,

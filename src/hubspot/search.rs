@@ -1,10 +1,10 @@
-//! Incremental reads: search on the modified-date cursor sorted by `hs_object_id`, paged by 200
-//! and re-anchored on the last id before HubSpot's 10,000-result cap; archived records through
-//! the list endpoint.
+//! Incremental reads: search on a modification-time window sorted by `hs_object_id`, paged by
+//! 200 by keyset on the last id (so HubSpot's 10,000-result cap is never reached); archived
+//! records through the list endpoint.
 
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::client::{HubSpotClient, expect_ok};
 use super::error::HubSpotError;
@@ -13,8 +13,6 @@ use super::types::{Page, Record};
 
 /// Largest search page HubSpot serves.
 pub const SEARCH_PAGE: usize = 200;
-/// Results one search query may page through.
-pub const SEARCH_CAP: usize = 10_000;
 /// Largest list page.
 pub const LIST_PAGE: usize = 100;
 
@@ -38,21 +36,19 @@ pub fn modified_property(object: &str) -> &'static str {
     }
 }
 
-/// Pages through a modified-since search; never stops at the 10,000 cap.
+/// Pages through a modified-since search by keyset: every request asks for the records above
+/// the last id returned (`hs_object_id GT last`), sorted by id, so no query ever nears the
+/// 10,000-result cap and a record that leaves the result set meanwhile (modified again, past
+/// `until`) cannot shift an offset and hide another one.
 pub struct SearchPager<'c> {
     client: &'c HubSpotClient,
     object: String,
     query: ModifiedSince,
-    /// Lowest id of the current query (re-anchor point).
-    anchor: u64,
-    after: Option<String>,
-    fetched_in_query: usize,
-    last_id: Option<u64>,
+    /// Only records with a higher id are still to come.
+    after_id: u64,
     done: bool,
     /// Search requests made so far.
     pub requests: u64,
-    /// Times the search was restarted from the last id to stay under the cap.
-    pub reanchors: u64,
 }
 
 impl<'c> SearchPager<'c> {
@@ -61,33 +57,23 @@ impl<'c> SearchPager<'c> {
         if self.done {
             return Ok(None);
         }
-        if self.fetched_in_query + SEARCH_PAGE > SEARCH_CAP {
-            // The next page would cross the cap: restart just above the last id seen.
-            self.anchor = self.last_id.map_or(self.anchor, |id| id + 1);
-            self.after = None;
-            self.fetched_in_query = 0;
-            self.reanchors += 1;
-        }
         let modified = modified_property(&self.object);
         let mut filters = vec![
             json!({"propertyName": modified, "operator": "GTE",
                    "value": self.query.since.timestamp_millis().to_string()}),
-            json!({"propertyName": "hs_object_id", "operator": "GTE",
-                   "value": self.anchor.to_string()}),
+            json!({"propertyName": "hs_object_id", "operator": "GT",
+                   "value": self.after_id.to_string()}),
         ];
         if let Some(until) = self.query.until {
             filters.push(json!({"propertyName": modified, "operator": "LTE",
                                 "value": until.timestamp_millis().to_string()}));
         }
-        let mut body = json!({
+        let body = json!({
             "filterGroups": [{"filters": filters}],
             "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
             "properties": self.query.properties,
             "limit": SEARCH_PAGE,
         });
-        if let Some(after) = &self.after {
-            body["after"] = Value::String(after.clone());
-        }
         let what = format!("search of {}", self.object);
         let path = format!("{}/search", HubSpotClient::object_path(&self.object)?);
         let answer = self
@@ -96,26 +82,31 @@ impl<'c> SearchPager<'c> {
             .await?;
         self.requests += 1;
         let page: Page = expect_ok(&what, &answer)?;
+        let mut last = self.after_id;
         for record in &page.results {
             let id: u64 = record.id.parse().map_err(|_| HubSpotError::Protocol {
                 what: what.clone(),
                 status: answer.status,
                 detail: format!("record id `{}` is not numeric", record.id),
             })?;
-            self.last_id = Some(self.last_id.map_or(id, |last| last.max(id)));
+            last = last.max(id);
         }
-        self.fetched_in_query += page.results.len();
-        self.after = page.next_after();
-        if self.after.is_none() {
-            self.done = true;
-        }
+        // More pages only while HubSpot says so and the position moved (a page of ids at or
+        // below the position would repeat forever).
+        self.done = page.next_after().is_none() || last == self.after_id;
+        self.after_id = last;
         Ok(Some(page.results))
     }
 
     /// Starts (or resumes) after record `id`: only records with a higher id are returned.
     pub fn after_id(mut self, id: u64) -> Self {
-        self.anchor = id.saturating_add(1);
+        self.after_id = id;
         self
+    }
+
+    /// The highest record id returned so far (where a resumed pass goes on from).
+    pub fn position(&self) -> u64 {
+        self.after_id
     }
 
     /// Every remaining record.
@@ -135,13 +126,9 @@ impl HubSpotClient {
             client: self,
             object: object.to_owned(),
             query,
-            anchor: 0,
-            after: None,
-            fetched_in_query: 0,
-            last_id: None,
+            after_id: 0,
             done: false,
             requests: 0,
-            reanchors: 0,
         }
     }
 

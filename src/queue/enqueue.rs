@@ -33,6 +33,10 @@ ON CONFLICT (object, direction, record_key) WHERE state = 'pending'
 DO UPDATE SET payload = EXCLUDED.payload,
               source_version = EXCLUDED.source_version,
               operation = EXCLUDED.operation,
+              -- A newer change is due at once unless the item is backing off from failures.
+              run_after = CASE WHEN sync_queue.attempts = 0
+                               THEN least(sync_queue.run_after, now())
+                               ELSE sync_queue.run_after END,
               updated_at = now()
     WHERE EXCLUDED.source_version > sync_queue.source_version
 "#

@@ -7,9 +7,12 @@ use sqlx::Row;
 
 use super::{Queue, Result, interval};
 
-/// Expired leases go back to pending without charging an attempt; the rescue is counted, and
-/// an item rescued `max_rescues` times ends dead (it may be what kills workers).
-const RESCUE_SQL: &str = r#"
+/// Items taken back go to pending without charging an attempt; the rescue is counted, and an
+/// item rescued `max_rescues` times ends dead (it may be what kills workers). `{select}` picks
+/// the items, `{kind}` and `{message}` say why in the item's errors.
+fn rescue_sql(select: &str, kind: &str, message: &str) -> String {
+    format!(
+        r#"
 WITH expired AS (
     SELECT q.id,
            CASE WHEN q.rescues + 1 >= $1 THEN 'dead'
@@ -18,11 +21,9 @@ WITH expired AS (
                                AND p.direction = q.direction AND p.record_key = q.record_key)
                     THEN 'superseded'
                 ELSE 'pending' END AS new_state,
-           'lease expired: worker ' || q.locked_by || ' neither settled nor renewed it by '
-               || to_char(q.locked_until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-               AS message
+           {message} AS message
     FROM sync_queue q
-    WHERE q.state = 'running' AND q.locked_until < now()
+    WHERE q.state = 'running' AND {select}
     ORDER BY q.locked_until
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -31,7 +32,7 @@ UPDATE sync_queue q
 SET state = e.new_state,
     rescues = q.rescues + 1,
     errors = q.errors || jsonb_build_array(jsonb_build_object(
-        'at', now(), 'kind', 'lease_expired', 'message', e.message)),
+        'at', now(), 'kind', '{kind}', 'message', e.message)),
     last_error = CASE WHEN e.new_state = 'dead'
                       THEN 'gave up after ' || (q.rescues + 1) || ' rescues; ' || e.message
                       ELSE e.message END,
@@ -39,7 +40,36 @@ SET state = e.new_state,
     finished_at = CASE WHEN e.new_state = 'pending' THEN NULL ELSE now() END
 FROM expired e WHERE q.id = e.id
 RETURNING q.id, q.state
-"#;
+"#
+    )
+}
+
+/// Expired leases: a worker crashed or stalled.
+static RESCUE_EXPIRED_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    rescue_sql(
+        "q.locked_until < now()",
+        "lease_expired",
+        "'lease expired: worker ' || q.locked_by || ' neither settled nor renewed it by ' \
+         || to_char(q.locked_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+    )
+});
+
+/// Items held by processes known to be gone (`$3`: their worker-name prefixes).
+static RESCUE_GONE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    rescue_sql(
+        "split_part(q.locked_by, '/', 1) = ANY($3)",
+        "worker_gone",
+        "'worker ' || q.locked_by || ' ended without settling it (its process is gone)'",
+    )
+});
+
+/// The process part of a worker name, `[instance@]host:pid/…`: (prefix, host, pid).
+pub fn process_of(locked_by: &str) -> Option<(&str, &str, u32)> {
+    let prefix = locked_by.split('/').next()?;
+    let process = prefix.rsplit('@').next()?;
+    let (host, pid) = process.rsplit_once(':')?;
+    Some((prefix, host, pid.parse().ok()?))
+}
 
 /// Finished items past retention; a rejected or dead item only once a newer item of the same
 /// record exists (until then it is the record's current state and operators need it).
@@ -67,15 +97,49 @@ pub struct Rescued {
 impl Queue {
     /// Takes back every expired lease (in batches of 1,000).
     pub async fn rescue_expired(&self) -> Result<Rescued> {
+        self.rescue(&RESCUE_EXPIRED_SQL, &[]).await
+    }
+
+    /// Takes back at once, without waiting for their leases, the items held by earlier
+    /// processes on this host that have ended (a restart after a crash): a worker is named
+    /// `[instance@]host:pid/…`, and a process of this host whose pid `alive` denies is gone for
+    /// good. Items held on other hosts, or by live processes, wait for their leases.
+    pub async fn rescue_from_ended_processes(
+        &self,
+        host: &str,
+        alive: impl Fn(u32) -> bool,
+    ) -> Result<Rescued> {
+        let holders: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT locked_by FROM sync_queue WHERE state = 'running'")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut gone: Vec<String> = holders
+            .iter()
+            .filter_map(|h| process_of(h))
+            .filter(|(_, h, pid)| *h == host && *pid != std::process::id() && !alive(*pid))
+            .map(|(prefix, _, _)| prefix.to_string())
+            .collect();
+        gone.sort();
+        gone.dedup();
+        if gone.is_empty() {
+            return Ok(Rescued::default());
+        }
+        self.rescue(&RESCUE_GONE_SQL, &gone).await
+    }
+
+    async fn rescue(&self, sql: &str, prefixes: &[String]) -> Result<Rescued> {
         let mut out = Rescued::default();
         loop {
             let rows = loop {
-                match sqlx::query(RESCUE_SQL)
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(self.settings.max_rescues)
-                    .bind(1000_i64)
-                    .fetch_all(&self.pool)
-                    .await
-                {
+                    .bind(1000_i64);
+                let query = if prefixes.is_empty() {
+                    query
+                } else {
+                    query.bind(prefixes)
+                };
+                match query.fetch_all(&self.pool).await {
                     Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
                     other => break other?,
                 }
@@ -121,4 +185,24 @@ pub async fn prune_once<'e, E: sqlx::PgExecutor<'e>>(
         .execute(executor)
         .await?
         .rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::process_of;
+
+    #[test]
+    fn worker_names_give_their_process() {
+        assert_eq!(
+            process_of("db1:4242/contacts/0"),
+            Some(("db1:4242", "db1", 4242))
+        );
+        assert_eq!(
+            process_of("hubsync-1@db1:77/contacts/to_sql/3"),
+            Some(("hubsync-1@db1:77", "db1", 77))
+        );
+        assert_eq!(process_of("db1:4242/once"), Some(("db1:4242", "db1", 4242)));
+        assert_eq!(process_of("hubsync-1/contacts/0"), None);
+        assert_eq!(process_of("db1:x/contacts/0"), None);
+    }
 }

@@ -39,6 +39,12 @@ pub enum Outcome {
     Reject(Vec<ItemError>),
     /// Give up now.
     Dead(ItemError),
+    /// Not yet: take it up again after `delay`, charging no attempt and recording no error
+    /// (the item waits for another item of the same record to settle).
+    Defer {
+        reason: String,
+        delay: std::time::Duration,
+    },
 }
 
 /// What a settle call did.
@@ -86,7 +92,7 @@ WITH s AS (
                WHEN 'reject' THEN 'rejected'
                WHEN 'dead' THEN 'dead'
                ELSE CASE
-                   WHEN q.attempts + 1 >= q.max_attempts THEN 'dead'
+                   WHEN s.kind = 'retry' AND q.attempts + 1 >= q.max_attempts THEN 'dead'
                    WHEN EXISTS (SELECT 1 FROM sync_queue p
                                 WHERE p.state = 'pending' AND p.object = q.object
                                   AND p.direction = q.direction AND p.record_key = q.record_key)
@@ -268,6 +274,14 @@ impl Queue {
                         )
                     }
                     Outcome::Dead(e) => ("dead", 0, vec![e], Some(e.summary()), None, None),
+                    Outcome::Defer { reason, delay } => (
+                        "defer",
+                        delay.as_millis() as i64,
+                        vec![],
+                        Some(reason.clone()),
+                        None,
+                        None,
+                    ),
                 };
             kinds.push(kind);
             delays.push(delay);

@@ -21,7 +21,6 @@ pub enum Pages<'a> {
     Hubspot {
         pager: SearchPager<'a>,
         poller: &'a HubspotPoller,
-        high: i64,
     },
 }
 
@@ -37,11 +36,7 @@ impl<'a> Pages<'a> {
         if let Some(id) = after_id {
             pager = pager.after_id(id);
         }
-        Pages::Hubspot {
-            pager,
-            poller,
-            high: 0,
-        }
+        Pages::Hubspot { pager, poller }
     }
 
     /// The next page's items and the position after it; None at the end.
@@ -52,23 +47,15 @@ impl<'a> Pages<'a> {
                 let cursor = page.cursor.to_json();
                 (queue_items(page.changes), read, cursor)
             })),
-            Pages::Hubspot {
-                pager,
-                poller,
-                high,
-            } => {
+            Pages::Hubspot { pager, poller } => {
                 let Some(records) = pager.next_page().await? else {
                     return Ok(None);
                 };
-                let last = records
-                    .iter()
-                    .filter_map(|r| r.id.parse::<u64>().ok())
-                    .max();
-                let items = poller.queue_items(&records, high);
+                let items = poller.queue_items(&records);
                 Ok(Some((
                     items,
                     records.len() as u64,
-                    json!({ "after_id": last }),
+                    json!({ "after_id": pager.position() }),
                 )))
             }
         }

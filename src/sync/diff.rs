@@ -43,6 +43,8 @@ pub struct Conflict {
     pub synced_value: Option<String>,
     pub policy: ConflictPolicy,
     pub winner: Side,
+    /// Why the winner won (stored as `sync_conflicts.decided_by`).
+    pub decided_by: &'static str,
 }
 
 /// Fields of `current` whose value differs from `synced` (fields absent from `current` are not
@@ -58,6 +60,20 @@ pub fn changes(current: &Values, synced: &Values) -> Values {
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// The snapshot as a side's current values show it after hubsync's own unsettled writes to that
+/// side: every field of `sent` (what hubsync wrote or is writing) that `current` holds is taken
+/// as synced, so the write's echo is no change and no conflict. Fields `current` holds
+/// differently stay as they were: someone else changed them. Pure.
+pub fn recognise(synced: &Values, sent: &Values, current: &Values) -> Values {
+    let mut base = synced.clone();
+    for (field, value) in sent {
+        if current.get(field).is_some_and(|c| norm(c) == norm(value)) {
+            base.insert(field.clone(), value.clone());
+        }
+    }
+    base
 }
 
 /// An empty string and no value are the same to HubSpot.
@@ -99,6 +115,29 @@ pub fn hubspot_time(value: &str) -> Option<DateTime<Utc>> {
         .or_else(|| value.parse().ok().and_then(DateTime::from_timestamp_millis))
 }
 
+/// Which side a policy lets win a conflict, and why (as `sync_conflicts.decided_by` says it).
+/// `newest_wins` compares the two modification times; without SQL Server's (rowversion mode
+/// and no `modified_column`) HubSpot's edit wins, without HubSpot's SQL Server's does, and the
+/// reason says which time was missing.
+pub fn decide(policy: ConflictPolicy, modified: Modified) -> (Side, &'static str) {
+    match policy {
+        ConflictPolicy::SqlWins => (Side::Sql, "policy sql_wins"),
+        ConflictPolicy::HubspotWins => (Side::Hubspot, "policy hubspot_wins"),
+        ConflictPolicy::NewestWins => match (modified.sql, modified.hubspot) {
+            (Some(s), Some(h)) if h > s => (Side::Hubspot, "HubSpot's edit is newer"),
+            (Some(_), Some(_)) => (Side::Sql, "SQL Server's edit is newer or as new"),
+            (None, Some(_)) => (
+                Side::Hubspot,
+                "no SQL Server modification time: HubSpot's edit wins",
+            ),
+            (_, None) => (
+                Side::Sql,
+                "no HubSpot modification time: SQL Server's edit wins",
+            ),
+        },
+    }
+}
+
 /// Three-way merge of one record: SQL-side values, HubSpot-side values, and the snapshot.
 /// `policy_for` gives each field's policy (a per-field override or the object's).
 pub fn plan(
@@ -120,15 +159,7 @@ pub fn plan(
             Some(hs_value) if norm(hs_value) == norm(sql_value) => {}
             Some(hs_value) => {
                 let policy = policy_for(field);
-                let winner = match policy {
-                    ConflictPolicy::SqlWins => Side::Sql,
-                    ConflictPolicy::HubspotWins => Side::Hubspot,
-                    ConflictPolicy::NewestWins => match (modified.sql, modified.hubspot) {
-                        (Some(s), Some(h)) if h > s => Side::Hubspot,
-                        (None, Some(_)) => Side::Hubspot,
-                        _ => Side::Sql,
-                    },
-                };
+                let (winner, decided_by) = decide(policy, modified);
                 match winner {
                     Side::Sql => out.to_hubspot.insert(field.clone(), sql_value.clone()),
                     Side::Hubspot => out.to_sql.insert(field.clone(), hs_value.clone()),
@@ -140,6 +171,7 @@ pub fn plan(
                     synced_value: synced.get(field).cloned().flatten(),
                     policy,
                     winner,
+                    decided_by,
                 });
             }
         }
@@ -213,11 +245,45 @@ mod tests {
         assert_eq!(p.to_hubspot, sql);
         assert_eq!(p.conflicts[0].winner, Side::Sql);
 
-        // A tie (or unknown times) goes to SQL Server under newest_wins.
+        // Unknown times go to SQL Server under newest_wins, and the conflict says why.
         let p = plan(&sql, &hs, &synced, Modified::default(), &|_| {
             ConflictPolicy::NewestWins
         });
         assert_eq!(p.conflicts[0].winner, Side::Sql);
+        assert!(
+            p.conflicts[0]
+                .decided_by
+                .contains("no HubSpot modification time")
+        );
+        // Without SQL Server's time HubSpot's edit wins, said on the conflict.
+        let no_sql_time = Modified {
+            sql: None,
+            ..newer_hs
+        };
+        let p = plan(&sql, &hs, &synced, no_sql_time, &|_| {
+            ConflictPolicy::NewestWins
+        });
+        assert_eq!(p.conflicts[0].winner, Side::Hubspot);
+        assert!(
+            p.conflicts[0]
+                .decided_by
+                .contains("no SQL Server modification time")
+        );
+    }
+
+    #[test]
+    fn hubsyncs_own_unsettled_writes_are_recognised_not_someone_elses_edits() {
+        let synced = v(&[("firstname", Some("Ana")), ("lastname", Some("Mora"))]);
+        let sent = v(&[("firstname", Some("Ana")), ("lastname", Some("Solís"))]);
+        // The other side holds what hubsync sent: its echo is no change.
+        let echo = v(&[("firstname", Some("Ana")), ("lastname", Some("Solís"))]);
+        let base = recognise(&synced, &sent, &echo);
+        assert!(changes(&echo, &base).is_empty());
+        // Someone changed the field since: it stays a change against the old snapshot.
+        let edited = v(&[("firstname", Some("Ana")), ("lastname", Some("Rojas"))]);
+        let base = recognise(&synced, &sent, &edited);
+        assert_eq!(base, synced);
+        assert_eq!(changes(&edited, &base), v(&[("lastname", Some("Rojas"))]));
     }
 
     #[test]

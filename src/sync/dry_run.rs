@@ -10,7 +10,6 @@ use super::engine::ObjectSync;
 use super::plan::{PlannedOp, Report, dry_items};
 use super::poller::load_cursor;
 use super::to_hubspot::Lookup;
-use super::to_sql::HubspotPoller;
 use crate::mssql::ChangeCursor;
 use crate::queue::{Direction, NewItem, Operation, Queue};
 
@@ -44,8 +43,9 @@ pub async fn plan_object(
                 ),
                 Direction::ToSql => {
                     let poller = &object.hubspot_poller;
-                    let high = HubspotPoller::high_water(stored.as_ref());
-                    Pages::hubspot(poller, poller.since(high), None)
+                    let pass = poller.pass(stored.as_ref(), chrono::Utc::now());
+                    let since = chrono::DateTime::from_timestamp_millis(pass.since_ms);
+                    Pages::hubspot(poller, since.unwrap_or_default(), None)
                 }
             }
         }

@@ -185,12 +185,13 @@ pub async fn record_conflicts(
             hubspot_value = %masked(&c.conflict.hubspot_value),
             policy = c.conflict.policy.as_str(),
             winner = ?c.conflict.winner,
+            decided_by = c.conflict.decided_by,
             "field changed on both sides"
         );
         sqlx::query(
             "INSERT INTO sync_conflicts (object, sql_key, hubspot_id, field, sql_value, \
-             hubspot_value, synced_value, sql_modified_at, hubspot_modified_at, policy, winner) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             hubspot_value, synced_value, sql_modified_at, hubspot_modified_at, policy, winner, \
+             decided_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(object)
         .bind(&c.sql_key)
@@ -206,6 +207,7 @@ pub async fn record_conflicts(
             Side::Sql => "sql",
             Side::Hubspot => "hubspot",
         })
+        .bind(c.conflict.decided_by)
         .execute(&mut *conn)
         .await?;
     }

@@ -12,3 +12,4 @@ pub mod poller;
 pub mod to_hubspot;
 pub mod to_sql;
 pub mod worker;
+pub mod writes;

@@ -13,6 +13,7 @@ use super::diff::{self, Modified, Values};
 use super::links::{self, ConflictRecord, Link, LinkUpdate};
 use super::plan::PlannedOp;
 use super::worker::{BatchHandler, BatchResult};
+use super::writes::{self, By};
 use crate::hubspot::types::{CreateInput, ReadBy, UpdateInput, WriteOutcome};
 use crate::hubspot::{HubSpotClient, modified_property};
 use crate::mapping::{Mapped, Mapper, SqlRow};
@@ -276,15 +277,48 @@ impl ToHubspot {
                 },
             );
         }
+        // hubsync's own writes to SQL Server not settled yet (a crash): SQL Server's echo of
+        // them is no change.
+        let linked_keys: Vec<String> = work
+            .iter()
+            .filter(|w| links.contains_key(&w.item.record_key))
+            .map(|w| w.item.record_key.clone())
+            .collect();
+        let in_flight = match writes::load(
+            &self.pool,
+            &self.object,
+            Direction::ToSql,
+            By::SqlKey,
+            &linked_keys,
+        )
+        .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                steps.extend(work.iter().map(|w| Step::Retry {
+                    item: w.item,
+                    error: error.clone(),
+                }));
+                return steps;
+            }
+        };
         let mut unlinked = Vec::new();
         let mut linked = Vec::new();
         for w in work {
             let link = links.get(&w.item.record_key);
             match link.and_then(|l| l.hubspot_id.clone().map(|id| (l, id))) {
-                Some((link, hubspot_id)) => match changed(w, hubspot_id, &link.synced, "SKIP") {
-                    Step::Update { work, .. } => linked.push((work, link)),
-                    unchanged => steps.push(unchanged),
-                },
+                Some((link, hubspot_id)) => {
+                    let mut link = link.clone();
+                    if let Some(write) = in_flight.get(&link.sql_key) {
+                        link.synced =
+                            diff::recognise(&link.synced, &write.sent, &w.mapped.properties);
+                    }
+                    match changed(w, hubspot_id, &link.synced, "SKIP") {
+                        Step::Update { work, .. } => linked.push((work, link)),
+                        unchanged => steps.push(unchanged),
+                    }
+                }
                 None => unlinked.push(w),
             }
         }
@@ -302,7 +336,7 @@ impl ToHubspot {
     /// (one call per 100), fields changed on both sides are settled by policy and recorded as
     /// conflicts, and only SQL Server's winning changes are sent. The snapshot becomes SQL
     /// Server's values, so HubSpot-side changes still reach SQL Server through the HubSpot poller.
-    async fn merge<'a>(&self, changed: Vec<(Work<'a>, &Link)>, steps: &mut Vec<Step<'a>>) {
+    async fn merge<'a>(&self, changed: Vec<(Work<'a>, Link)>, steps: &mut Vec<Step<'a>>) {
         if changed.is_empty() {
             return;
         }
@@ -331,7 +365,31 @@ impl ToHubspot {
                 return;
             }
         };
-        for (((work, link), hubspot_id), record) in changed.into_iter().zip(ids).zip(current) {
+        // hubsync's own writes to HubSpot not settled yet (cut short by a crash): HubSpot
+        // holding them is no HubSpot edit.
+        let keys: Vec<String> = changed.iter().map(|(_, l)| l.sql_key.clone()).collect();
+        let ours = writes::load(
+            &self.pool,
+            &self.object,
+            Direction::ToHubspot,
+            By::SqlKey,
+            &keys,
+        );
+        let ours = match ours.await {
+            Ok(o) => o,
+            Err(e) => {
+                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                steps.extend(changed.into_iter().map(|(w, _)| Step::Retry {
+                    item: w.item,
+                    error: error.clone(),
+                }));
+                return;
+            }
+        };
+        for (((work, mut link), hubspot_id), record) in changed.into_iter().zip(ids).zip(current) {
+            if let (Some(write), Some(record)) = (ours.get(&link.sql_key), &record) {
+                link.synced = diff::recognise(&link.synced, &write.sent, &record.properties);
+            }
             let Some(record) = record else {
                 // Gone from HubSpot: the update says so.
                 let changes = diff::changes(&work.mapped.properties, &link.synced);
@@ -342,50 +400,68 @@ impl ToHubspot {
                 });
                 continue;
             };
-            // Only fields HubSpot may write count as HubSpot-side changes.
-            let hs: Values = mapper
-                .fields()
-                .filter(|f| f.direction.to_sql())
-                .map(|f| {
-                    (
-                        f.hubspot.clone(),
-                        record.property(&f.hubspot).map(str::to_string),
-                    )
-                })
-                .collect();
-            let times = Modified {
-                sql: self
-                    .sql_reader
-                    .as_ref()
-                    .and_then(|r| r.modified_utc(work.item.payload.as_object()?)),
-                hubspot: record.property(modified).and_then(diff::hubspot_time),
-            };
-            let policy = |f: &str| diff::policy_of(mapper, f);
-            let plan = diff::plan(&work.mapped.properties, &hs, &link.synced, times, &policy);
-            steps.extend(plan.conflicts.into_iter().map(|conflict| {
-                Step::Conflict(ConflictRecord {
-                    sql_key: link.sql_key.clone(),
-                    hubspot_id: Some(hubspot_id.clone()),
-                    conflict,
-                    sql_modified_at: times.sql,
-                    hubspot_modified_at: times.hubspot,
-                })
-            }));
-            steps.push(if plan.to_hubspot.is_empty() {
-                Step::Settle {
-                    work,
-                    operation: "SKIP",
-                    hubspot_id,
-                    message: "HubSpot's values stand",
-                }
-            } else {
-                Step::Update {
-                    work,
-                    hubspot_id,
-                    changes: plan.to_hubspot,
-                }
-            });
+            self.three_way(work, &link, hubspot_id, &record, "SKIP", steps);
         }
+    }
+
+    /// One record's three-way merge: SQL Server's values (`work`), HubSpot's (`record`) and
+    /// the snapshot both agreed on (`link.synced`). Fields changed on both sides are settled by
+    /// policy and recorded as conflicts; only SQL Server's winning changes are sent. With
+    /// nothing to send the record settles as `unchanged` (SKIP, or LINK for a contact found).
+    fn three_way<'a>(
+        &self,
+        work: Work<'a>,
+        link: &Link,
+        hubspot_id: String,
+        record: &crate::hubspot::types::Record,
+        unchanged: &'static str,
+        steps: &mut Vec<Step<'a>>,
+    ) {
+        let mapper = &self.mapper;
+        let modified = modified_property(&self.hubspot_object);
+        // Only fields HubSpot may write count as HubSpot-side changes.
+        let hs: Values = mapper
+            .fields()
+            .filter(|f| f.direction.to_sql())
+            .map(|f| {
+                (
+                    f.hubspot.clone(),
+                    record.property(&f.hubspot).map(str::to_string),
+                )
+            })
+            .collect();
+        let times = Modified {
+            sql: self
+                .sql_reader
+                .as_ref()
+                .and_then(|r| r.modified_utc(work.item.payload.as_object()?)),
+            hubspot: record.property(modified).and_then(diff::hubspot_time),
+        };
+        let policy = |f: &str| diff::policy_of(mapper, f);
+        let plan = diff::plan(&work.mapped.properties, &hs, &link.synced, times, &policy);
+        steps.extend(plan.conflicts.into_iter().map(|conflict| {
+            Step::Conflict(ConflictRecord {
+                sql_key: link.sql_key.clone(),
+                hubspot_id: Some(hubspot_id.clone()),
+                conflict,
+                sql_modified_at: times.sql,
+                hubspot_modified_at: times.hubspot,
+            })
+        }));
+        steps.push(if plan.to_hubspot.is_empty() {
+            Step::Settle {
+                work,
+                operation: unchanged,
+                hubspot_id,
+                message: "HubSpot's values stand",
+            }
+        } else {
+            Step::Update {
+                work,
+                hubspot_id,
+                changes: plan.to_hubspot,
+            }
+        });
     }
 
     fn map_and_validate<'a>(
@@ -440,7 +516,13 @@ impl ToHubspot {
             .iter()
             .map(|w| w.mapped.properties[&prop].clone().unwrap_or_default())
             .collect();
-        let fields: Vec<&str> = self.mapper.fields().map(|f| f.hubspot.as_str()).collect();
+        let modified = modified_property(&self.hubspot_object);
+        let fields: Vec<&str> = self
+            .mapper
+            .fields()
+            .map(|f| f.hubspot.as_str())
+            .chain([modified, "createdate"])
+            .collect();
         let read_by = ReadBy::Property(prop.clone());
         let found = match self
             .client
@@ -457,6 +539,24 @@ impl ToHubspot {
         }
         let owners = match links::by_hubspot_ids(&self.pool, &self.object, &found_ids).await {
             Ok(o) => o,
+            Err(e) => {
+                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                return retry_all(with_key, steps, error);
+            }
+        };
+        // Contacts hubsync itself created and had not linked (it crashed before settling):
+        // the values they were created with are the base for the conflict policy.
+        let keys: Vec<String> = with_key.iter().map(|w| w.item.record_key.clone()).collect();
+        let created = match writes::load(
+            &self.pool,
+            &self.object,
+            Direction::ToHubspot,
+            By::SqlKey,
+            &keys,
+        )
+        .await
+        {
+            Ok(c) => c,
             Err(e) => {
                 let error = ItemError::new("postgres", crate::pg::describe(&e));
                 return retry_all(with_key, steps, error);
@@ -486,6 +586,20 @@ impl ToHubspot {
                     item: work.item,
                     errors: vec![error],
                 });
+                continue;
+            }
+            if let Some(write) = created
+                .get(&work.item.record_key)
+                .filter(|w| w.created(&record))
+            {
+                let base = Link {
+                    sql_key: work.item.record_key.clone(),
+                    hubspot_id: Some(record.id.clone()),
+                    synced: write.sent.clone(),
+                    sql_version: None,
+                    hubspot_version: None,
+                };
+                self.three_way(work, &base, record.id.clone(), &record, "LINK", steps);
                 continue;
             }
             steps.push(changed(work, record.id.clone(), &record.properties, "LINK"));
@@ -594,6 +708,20 @@ impl Run<'_> {
     }
 
     fn done(&mut self, w: &Work, operation: &str, hubspot_id: &str, message: &str) {
+        self.done_at(w, operation, hubspot_id, message, None);
+    }
+
+    /// Settles a record synced; `modified` is the contact's modification time after hubsync's
+    /// write (epoch ms), when it made one: HubSpot changes read before it are then known to be
+    /// older than a state hubsync has reconciled.
+    fn done_at(
+        &mut self,
+        w: &Work,
+        operation: &str,
+        hubspot_id: &str,
+        message: &str,
+        modified: Option<i64>,
+    ) {
         self.log(w.item, operation, Some(hubspot_id), "done", message);
         self.result.outcomes.push((
             w.item.id,
@@ -607,7 +735,7 @@ impl Run<'_> {
             hubspot_id: Some(hubspot_id.into()),
             synced: w.mapped.properties.clone(),
             sql_version: Some(w.item.source_version),
-            hubspot_version: None,
+            hubspot_version: modified,
             direction: Direction::ToHubspot,
         });
     }
@@ -615,7 +743,13 @@ impl Run<'_> {
     /// Settles one write outcome; `Exists` is handled by the caller.
     fn settle_write(&mut self, w: &Work, operation: &str, outcome: &WriteOutcome) {
         match outcome {
-            WriteOutcome::Ok { id, .. } => self.done(w, operation, id, "written"),
+            WriteOutcome::Ok { id, updated_at } => {
+                let modified = updated_at
+                    .as_deref()
+                    .and_then(diff::hubspot_time)
+                    .map(|t| t.timestamp_millis());
+                self.done_at(w, operation, id, "written", modified)
+            }
             WriteOutcome::Rejected {
                 status,
                 message,
@@ -679,9 +813,45 @@ impl Run<'_> {
         }
     }
 
+    /// Records the writes about to be sent; false (every item retried) when PostgreSQL
+    /// cannot store them, so that nothing is sent unrecorded.
+    async fn record_writes<'i>(
+        &mut self,
+        items: impl Iterator<Item = (&'i ClaimedItem, Option<&'i str>, &'i Values)> + Clone,
+    ) -> bool {
+        let sent: Vec<writes::Write> = items
+            .clone()
+            .map(|(item, hubspot_id, values)| writes::Write {
+                record_key: item.record_key.clone(),
+                item_id: item.id,
+                sql_key: Some(item.record_key.clone()),
+                hubspot_id: hubspot_id.map(str::to_string),
+                sent: values.clone(),
+                first_sent_at: None,
+            })
+            .collect();
+        let (pool, object) = (&self.this.pool, &self.this.object);
+        match writes::record(pool, object, Direction::ToHubspot, &sent).await {
+            Ok(()) => true,
+            Err(e) => {
+                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                for (item, _, _) in items {
+                    self.retry(item, error.clone());
+                }
+                false
+            }
+        }
+    }
+
     /// Sends each record's changed properties to its contact, 100 records a request.
     async fn update(&mut self, updates: Vec<(Work<'_>, String, Values)>) {
         for chunk in updates.chunks(crate::hubspot::BATCH_LIMIT) {
+            let sent = chunk
+                .iter()
+                .map(|(w, id, changes)| (w.item, Some(id.as_str()), changes));
+            if !self.record_writes(sent).await {
+                continue;
+            }
             let inputs: Vec<UpdateInput> = chunk
                 .iter()
                 .map(|(_, id, changes)| UpdateInput {
@@ -718,6 +888,10 @@ impl Run<'_> {
         if inputs.is_empty() {
             return;
         }
+        let sent = creates.iter().map(|w| (w.item, None, &w.mapped.properties));
+        if !self.record_writes(sent).await {
+            return;
+        }
         match self
             .this
             .client
@@ -725,6 +899,22 @@ impl Run<'_> {
             .await
         {
             Ok(outcomes) => {
+                // The new contacts' ids, stored as soon as HubSpot names them.
+                let created: Vec<(String, String)> = creates
+                    .iter()
+                    .zip(&outcomes)
+                    .filter_map(|(w, o)| match o {
+                        WriteOutcome::Ok { id, .. } => {
+                            Some((w.item.record_key.clone(), id.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let (pool, object) = (&self.this.pool, &self.this.object);
+                if let Err(e) = writes::set_hubspot_ids(pool, object, &created).await {
+                    tracing::warn!(error = %crate::pg::describe(&e),
+                        "could not note the ids of contacts just created");
+                }
                 for (w, outcome) in creates.into_iter().zip(outcomes) {
                     match outcome {
                         // Created meanwhile (or by an earlier try of this very item): link and

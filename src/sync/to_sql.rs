@@ -17,6 +17,7 @@ use super::plan::PlannedOp;
 use super::poller::{Polled, elected, enqueue_page, load_cursor};
 use super::to_hubspot::validation_error;
 use super::worker::{BatchHandler, BatchResult};
+use super::writes::{self, By};
 use crate::hubspot::types::Record;
 use crate::hubspot::{HubSpotClient, ModifiedSince, SearchPager, modified_property};
 use crate::mapping::{ArchiveAction, Mapper, OnHubspotArchive};
@@ -41,6 +42,39 @@ pub struct HubspotPoller {
     pub last_archive_scan: std::sync::Mutex<Option<Instant>>,
 }
 
+/// A HubSpot poller pass: records modified in `since_ms..=until_ms` (epoch ms), read in id
+/// order; `after_id` is the last id read so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pass {
+    pub since_ms: i64,
+    pub until_ms: i64,
+    pub after_id: u64,
+}
+
+/// The HubSpot poller's stored position (`sync_cursors.cursor_value`).
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    /// Every change modified at or before this time has been read.
+    high: i64,
+    /// Archived records up to this archive time have been queued.
+    archived_high: i64,
+    /// The pass under way, if one was interrupted.
+    pass: Option<Pass>,
+}
+
+impl Cursor {
+    fn to_json(self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "lastmodifieddate_ms": self.high,
+            "archived_at_ms": self.archived_high,
+        });
+        if let Some(pass) = self.pass {
+            v["pass"] = serde_json::to_value(pass).unwrap_or_default();
+        }
+        v
+    }
+}
+
 /// A HubSpot timestamp in epoch milliseconds.
 fn epoch_ms(value: &str) -> Option<i64> {
     diff::hubspot_time(value).map(|t| t.timestamp_millis())
@@ -54,7 +88,8 @@ impl HubspotPoller {
         properties
     }
 
-    /// The newest modification time (epoch ms) a stored cursor has reached; 0 without one.
+    /// Every change modified at or before this time (epoch ms) has been read, by a stored
+    /// cursor; 0 without one.
     pub fn high_water(stored: Option<&serde_json::Value>) -> i64 {
         stored
             .and_then(|v| v["lastmodifieddate_ms"].as_i64())
@@ -68,26 +103,45 @@ impl HubspotPoller {
         DateTime::<Utc>::from_timestamp_millis(since_ms).unwrap_or_default()
     }
 
+    /// The pass a poll makes: the one a stored cursor left unfinished, or a new one over every
+    /// change since the high-water mark (less the lag) up to `now`.
+    pub fn pass(&self, stored: Option<&serde_json::Value>, now: DateTime<Utc>) -> Pass {
+        if let Some(pass) = stored
+            .and_then(|v| v.get("pass"))
+            .and_then(|p| serde_json::from_value::<Pass>(p.clone()).ok())
+        {
+            return pass;
+        }
+        Pass {
+            since_ms: self.since(Self::high_water(stored)).timestamp_millis(),
+            until_ms: now.timestamp_millis(),
+            after_id: 0,
+        }
+    }
+
     /// A search over records modified since `since`, returning the properties a poll reads.
     pub fn pager(&self, since: DateTime<Utc>) -> SearchPager<'_> {
+        self.pager_until(since, None)
+    }
+
+    fn pager_until(&self, since: DateTime<Utc>, until: Option<DateTime<Utc>>) -> SearchPager<'_> {
         self.client.search_modified(
             &self.hubspot_object,
             ModifiedSince {
                 since,
-                until: None,
+                until,
                 properties: self.read_properties(),
             },
         )
     }
 
-    /// Queue items for HubSpot records; `high` is raised to the newest modification time seen.
-    pub fn queue_items(&self, records: &[Record], high: &mut i64) -> Vec<NewItem> {
+    /// Queue items for HubSpot records, versioned by their modification time.
+    pub fn queue_items(&self, records: &[Record]) -> Vec<NewItem> {
         let modified = modified_property(&self.hubspot_object);
         records
             .iter()
             .filter_map(|r| {
                 let version = r.property(modified).and_then(epoch_ms)?;
-                *high = (*high).max(version);
                 Some(NewItem {
                     record_key: r.id.clone(),
                     operation: Operation::Upsert,
@@ -105,33 +159,71 @@ impl HubspotPoller {
         .await
     }
 
+    /// One pass over the changes since the cursor. The cursor never moves past a time it has
+    /// not fully read: a pass covers a fixed window (the high-water mark less the lag, up to the
+    /// pass's start), stores its position (the last record id) with every page it enqueues, and
+    /// only when it is complete does the high-water mark become the pass's start. A record
+    /// modified behind the pass while it runs is past its window and is read by the next one;
+    /// an interrupted pass is resumed where it stopped.
     async fn read_all(&self) -> anyhow::Result<Polled> {
         let stored = load_cursor(&self.pool, &self.object, Direction::ToSql).await?;
-        let mut high = Self::high_water(stored.as_ref());
+        let high = Self::high_water(stored.as_ref());
         let archived_high = stored
             .as_ref()
             .and_then(|v| v["archived_at_ms"].as_i64())
             .unwrap_or(0);
-        let cursor = |high: i64, archived_high: i64| serde_json::json!({ "lastmodifieddate_ms": high, "archived_at_ms": archived_high });
-        let mut pager = self.pager(self.since(high));
+        let pass = self.pass(stored.as_ref(), Utc::now());
+        let time = |ms| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
+        let mut pager = self
+            .pager_until(time(pass.since_ms), Some(time(pass.until_ms)))
+            .after_id(pass.after_id);
         let mut out = Polled::default();
         while let Some(records) = pager.next_page().await? {
             out.rows_read += records.len() as u64;
-            let items = self.queue_items(&records, &mut high);
+            let items = self.queue_items(&records);
+            let position = Pass {
+                after_id: pager.position(),
+                ..pass
+            };
+            let cursor = Cursor {
+                high,
+                archived_high,
+                pass: Some(position),
+            };
             out.items_enqueued += enqueue_page(
                 &self.pool,
                 &self.object,
                 Direction::ToSql,
                 &items,
-                cursor(high, archived_high),
+                cursor.to_json(),
                 self.max_attempts,
             )
             .await?;
         }
+        let complete = Cursor {
+            high: high.max(pass.until_ms),
+            archived_high,
+            pass: None,
+        };
+        let (pool, object, attempts) = (&self.pool, &self.object, self.max_attempts);
+        enqueue_page(
+            pool,
+            object,
+            Direction::ToSql,
+            &[],
+            complete.to_json(),
+            attempts,
+        )
+        .await?;
         if self.archive_scan_due() {
-            let archived = self
-                .read_archived(archived_high, &|a| cursor(high, a))
-                .await?;
+            let cursor = |a| {
+                Cursor {
+                    archived_high: a,
+                    ..complete
+                }
+                .to_json()
+            };
+            let archived = self.read_archived(archived_high, &cursor).await?;
             out.rows_read += archived.rows_read;
             out.items_enqueued += archived.items_enqueued;
         }
@@ -229,6 +321,8 @@ pub struct Pending<'a> {
     sql_key: Option<String>,
     /// `WRITE`, or `ARCHIVE` for a record archived in HubSpot.
     operation: &'static str,
+    /// The HubSpot values written (recorded in `sync_writes` before the write).
+    sent: Values,
 }
 
 impl ToSql {
@@ -301,6 +395,11 @@ pub enum SqlStep<'a> {
         item: &'a ClaimedItem,
         error: ItemError,
     },
+    /// Not yet: another item of the same record must settle first.
+    Defer {
+        item: &'a ClaimedItem,
+        reason: &'static str,
+    },
     /// Write (update, insert, mark or delete) one SQL Server row.
     Write(Pending<'a>),
     /// A field changed on both sides since the last sync, settled by policy.
@@ -326,6 +425,10 @@ impl SqlStep<'_> {
             SqlStep::Retry { item, error } => PlannedOp {
                 errors: vec![error.clone()],
                 ..op(item, "RETRY")
+            },
+            SqlStep::Defer { item, reason } => PlannedOp {
+                message: Some((*reason).into()),
+                ..op(item, "DEFER")
             },
             SqlStep::Write(p) => {
                 let action = match (p.operation, p.write.key.is_none()) {
@@ -356,6 +459,9 @@ impl SqlStep<'_> {
 }
 
 const NEW_IGNORED: &str = "created in HubSpot; on_new_hubspot_record is ignore";
+
+/// How long a deferred item waits before it is taken up again.
+const DEFER_DELAY: Duration = Duration::from_secs(1);
 
 impl ToSql {
     /// What a batch would do, as a dry run prints it.
@@ -391,6 +497,7 @@ impl ToSql {
             synced,
             sql_key: key,
             operation: "WRITE",
+            sent: values.clone(),
         })
     }
 
@@ -407,6 +514,30 @@ impl ToSql {
         let links = match links::by_hubspot_ids(&self.pool, &self.object, &ids).await {
             Ok(l) => l,
             Err(e) => {
+                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                return batch
+                    .iter()
+                    .map(|item| SqlStep::Retry {
+                        item,
+                        error: error.clone(),
+                    })
+                    .collect();
+            }
+        };
+        // hubsync's own writes to HubSpot not settled yet (in flight, or cut short by a crash):
+        // by contact id, and by the SQL key a contact created but not linked yet carries.
+        let carried: Vec<String> = batch
+            .iter()
+            .filter(|i| !links.contains_key(&i.record_key))
+            .filter_map(|i| self.carried_key(i))
+            .collect();
+        let (pool, object) = (&self.pool, &self.object);
+        let in_flight = match (
+            writes::load(pool, object, Direction::ToHubspot, By::HubspotId, &ids).await,
+            writes::load(pool, object, Direction::ToHubspot, By::SqlKey, &carried).await,
+        ) {
+            (Ok(by_id), Ok(by_key)) => (by_id, by_key),
+            (Err(e), _) | (_, Err(e)) => {
                 let error = ItemError::new("postgres", crate::pg::describe(&e));
                 return batch
                     .iter()
@@ -444,6 +575,7 @@ impl ToSql {
                         write,
                         synced: Values::new(),
                         operation: "ARCHIVE",
+                        sent: Values::new(),
                     }),
                     Err(why) => skip(item, why),
                 });
@@ -456,6 +588,20 @@ impl ToSql {
                 .and_then(|v| v.as_str())
                 .and_then(diff::hubspot_time);
             let Some(link) = links.get(&item.record_key) else {
+                // A contact hubsync is creating (or created, then crashed before linking it):
+                // taken up again once its link is stored, so that edits made to it in HubSpot
+                // meanwhile are diffed against the values it was created with.
+                let creating = in_flight.0.contains_key(&item.record_key)
+                    || self
+                        .carried_key(item)
+                        .is_some_and(|k| in_flight.1.contains_key(&k));
+                if creating {
+                    steps.push(SqlStep::Defer {
+                        item,
+                        reason: "hubsync created this contact and has not linked it yet",
+                    });
+                    continue;
+                }
                 // A record created in HubSpot: inserted or ignored per on_new_hubspot_record.
                 if !self.inserts_new_records() {
                     steps.push(skip(item, NEW_IGNORED));
@@ -481,6 +627,21 @@ impl ToSql {
                 steps.push(self.write_step(item, &hs, None, hs.clone(), None));
                 continue;
             };
+            if link
+                .hubspot_version
+                .is_some_and(|seen| item.source_version < seen)
+            {
+                // Read before a state of the contact hubsync has synced since (its own write,
+                // or a newer change already written): that state's read carries every change.
+                steps.push(skip(item, "older than a HubSpot state already synced"));
+                continue;
+            }
+            // hubsync's own unsettled write coming back is no change.
+            let mut link = link.clone();
+            if let Some(write) = in_flight.0.get(&item.record_key) {
+                link.synced = diff::recognise(&link.synced, &write.sent, &hs);
+            }
+            let link = &link;
             if diff::changes(&hs, &link.synced).is_empty() {
                 steps.push(skip(item, "no change since the last sync"));
                 continue;
@@ -593,11 +754,42 @@ impl BatchHandler for ToSql {
                 SqlStep::Retry { item, error } => {
                     result.outcomes.push((item.id, Outcome::Retry(error)));
                 }
+                SqlStep::Defer { item, reason } => {
+                    log(item, "DEFER", "pending", reason);
+                    let delay = DEFER_DELAY;
+                    let reason = reason.to_string();
+                    result
+                        .outcomes
+                        .push((item.id, Outcome::Defer { reason, delay }));
+                }
                 SqlStep::Write(p) => pending.push(p),
                 SqlStep::Conflict(c) => result.conflicts.push(c),
             }
         }
         if pending.is_empty() {
+            return result;
+        }
+        // What is about to be written is recorded first: after a crash before settling, SQL
+        // Server's echo of it is still known as hubsync's own.
+        let sent: Vec<writes::Write> = pending
+            .iter()
+            .filter(|p| !p.sent.is_empty())
+            .map(|p| writes::Write {
+                record_key: p.item.record_key.clone(),
+                item_id: p.item.id,
+                sql_key: p.sql_key.clone(),
+                hubspot_id: Some(p.item.record_key.clone()),
+                sent: p.sent.clone(),
+                first_sent_at: None,
+            })
+            .collect();
+        if let Err(e) = writes::record(&self.pool, &self.object, Direction::ToSql, &sent).await {
+            let error = ItemError::new("postgres", crate::pg::describe(&e));
+            for p in &pending {
+                result
+                    .outcomes
+                    .push((p.item.id, Outcome::Retry(error.clone())));
+            }
             return result;
         }
         let writes: Vec<RowWrite> = pending.iter().map(|p| p.write.clone()).collect();

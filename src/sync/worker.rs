@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::links::{self, ConflictRecord, LinkUpdate};
+use super::writes;
 use crate::queue::{ClaimedItem, Direction, ItemError, Outcome, Queue, Settled, Waker};
 
 /// What a handler decided for one batch.
@@ -157,6 +158,14 @@ impl<H: BatchHandler> Worker<H> {
         links::remove(&mut tx, &self.object, &result.unlinks).await?;
         links::record_conflicts(&mut tx, &self.object, &result.conflicts).await?;
         let settled = self.queue.settle_on(&mut tx, &self.name, &pairs).await?;
+        // The writes of finished items are settled with them; an item retried keeps its write
+        // on record (it may have landed), and one rescued meanwhile belongs to its new holder.
+        let held: Vec<i64> = batch
+            .iter()
+            .map(|i| i.id)
+            .filter(|id| !settled.lost.contains(id))
+            .collect();
+        writes::clear(&mut tx, &held).await?;
         tx.commit().await?;
         if !settled.lost.is_empty() {
             tracing::warn!(worker = %self.name, lost = ?settled.lost,

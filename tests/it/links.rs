@@ -98,6 +98,7 @@ async fn links_conflicts_and_outcomes_commit_together_or_not_at_all() {
             synced_value: Some("old@example.com".into()),
             policy: ConflictPolicy::SqlWins,
             winner: Side::Sql,
+            decided_by: "policy sql_wins",
         },
         sql_modified_at: None,
         hubspot_modified_at: None,

@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod daemon_faults;
 mod demo;
+mod every_edit;
 mod hubspot_client;
 mod hubspot_sim;
 mod links;

@@ -19,17 +19,18 @@ use hubsync::sim::hubspot::SimOptions;
 
 use crate::to_hubspot::{Stand, contacts_config, insert_members, rows, stand_with};
 
-struct Both {
-    s: Stand,
-    mssql: hubsync::sim::mssql::RunningMssqlSim,
-    sql_poller: SqlPoller,
-    hs_poller: HubspotPoller,
-    to_sql: Worker<ToSql>,
-    reader: Arc<ChangeReader>,
-    client: Arc<hubsync::hubspot::HubSpotClient>,
+/// Both directions of one object between the simulators, driven step by step.
+pub(crate) struct Both {
+    pub(crate) s: Stand,
+    pub(crate) mssql: hubsync::sim::mssql::RunningMssqlSim,
+    pub(crate) sql_poller: SqlPoller,
+    pub(crate) hs_poller: HubspotPoller,
+    pub(crate) to_sql: Worker<ToSql>,
+    pub(crate) reader: Arc<ChangeReader>,
+    pub(crate) client: Arc<hubsync::hubspot::HubSpotClient>,
 }
 
-async fn both() -> Both {
+pub(crate) async fn both() -> Both {
     both_with(contacts_config()).await
 }
 
@@ -91,7 +92,7 @@ async fn both_with(config: ObjectConfig) -> Both {
 impl Both {
     /// One full cycle: both pollers, both directions drained. Returns (rows read from SQL
     /// Server, records read from HubSpot).
-    async fn cycle(&self) -> (u64, u64) {
+    pub(crate) async fn cycle(&self) -> (u64, u64) {
         let hs = self.hs_poller.poll_once().await.unwrap();
         self.to_sql.drain().await.unwrap();
         let sql = self.sql_poller.poll_once().await.unwrap();
@@ -103,7 +104,7 @@ impl Both {
         crate::support::hubspot_writes(&self.s.sim)
     }
 
-    async fn sql_firstname(&self, key: &str) -> String {
+    pub(crate) async fn sql_firstname(&self, key: &str) -> String {
         let row = self.reader.row_by_key(key).await.unwrap().unwrap();
         row["firstname"].as_str().unwrap().to_string()
     }
@@ -172,7 +173,7 @@ async fn hubspot_edits_reach_sql_server_and_nothing_echoes_back() {
 
 impl Both {
     /// The first `n` links: (SQL key, HubSpot id).
-    async fn links(&self, n: i64) -> Vec<(String, String)> {
+    pub(crate) async fn links(&self, n: i64) -> Vec<(String, String)> {
         sqlx::query_as("SELECT sql_key, hubspot_id FROM record_links ORDER BY sql_key LIMIT $1")
             .bind(n)
             .fetch_all(self.s.queue.pool())
@@ -219,7 +220,7 @@ impl Both {
     }
 
     /// Conflicts recorded so far.
-    async fn conflicts(&self) -> i64 {
+    pub(crate) async fn conflicts(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM sync_conflicts")
             .fetch_one(self.s.queue.pool())
             .await

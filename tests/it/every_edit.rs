@@ -1,0 +1,210 @@
+//! Every edit arrives, whatever happens between reading and settling: the HubSpot poller's
+//! cursor never passes a change it has not read however long a pass takes, and hubsync's own
+//! writes cut short by a crash (written, never settled) are still known as its own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubsync::hubspot::types::UpdateInput;
+use hubsync::queue::{ClaimedItem, Direction};
+use hubsync::sync::to_sql::HubspotPoller;
+use hubsync::sync::worker::BatchHandler;
+
+use crate::to_hubspot::{insert_members, rows};
+use crate::to_sql::{Both, both};
+
+/// One property edit made in HubSpot through its API.
+fn edit(id: &str, property: &str, value: &str) -> UpdateInput {
+    UpdateInput {
+        id: id.to_string(),
+        properties: BTreeMap::from([(property.to_string(), Some(value.to_string()))]),
+    }
+}
+
+impl Both {
+    /// A worker that writes a batch of to_hubspot items to HubSpot and dies before settling
+    /// them: its items are taken back (as a restart does) and the writes stay unsettled.
+    async fn write_and_crash(&self) -> Vec<ClaimedItem> {
+        let q = &self.s.queue;
+        let batch = q
+            .claim("contacts", Direction::ToHubspot, 100, "crashed")
+            .await
+            .unwrap();
+        assert!(!batch.is_empty(), "something to write");
+        let _never_settled = self.s.worker.handler.handle(&batch).await;
+        let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
+        q.release("crashed", &ids).await.unwrap();
+        batch
+    }
+
+    async fn sql_set(&self, key: &str, column: &str, value: &str) {
+        self.mssql
+            .execute_batch(&format!(
+                "UPDATE [dbo].[hb_contacts] SET [{column}] = N'{value}' WHERE [numero_asociado] = {key}"
+            ))
+            .await
+            .unwrap();
+    }
+
+    async fn sql_value(&self, key: &str, column: &str) -> String {
+        let row = self.reader.row_by_key(key).await.unwrap().unwrap();
+        row[column].as_str().unwrap().to_string()
+    }
+
+    fn hubspot_value(&self, id: &str, property: &str) -> String {
+        let contact = self.s.sim.contact(id).unwrap();
+        contact.get(property).unwrap_or_default().to_string()
+    }
+
+    /// Both pollers and both directions, until a whole cycle reads nothing new.
+    async fn settle_all(&self) {
+        for _ in 0..10 {
+            if self.cycle().await == (0, 0) {
+                return;
+            }
+        }
+        panic!("the two sides never came to rest");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_pass_slower_than_the_search_lag_misses_no_edit_made_behind_it() {
+    let b = both().await;
+    // 4,000 contacts: at HubSpot's 5 searches a second a pass of 20 pages takes 4 s, four
+    // times the lag.
+    let contacts: Vec<BTreeMap<String, Option<String>>> = (0..4_000)
+        .map(|i| {
+            BTreeMap::from([
+                ("email".to_string(), Some(format!("socio{i}@coop.cr"))),
+                ("firstname".to_string(), Some("Antes".to_string())),
+                (
+                    "lastmodifieddate".to_string(),
+                    Some("2026-11-01T08:00:00.000Z".to_string()),
+                ),
+            ])
+        })
+        .collect();
+    let ids = b.s.sim.seed_contacts(&contacts).unwrap();
+    let poller = Arc::new(HubspotPoller {
+        lag: Duration::from_secs(1),
+        properties: vec!["email".into(), "firstname".into()],
+        client: b.client.clone(),
+        pool: b.s.queue.pool().clone(),
+        last_archive_scan: Default::default(),
+        archive_scan: None,
+        object: "contacts".into(),
+        hubspot_object: "contacts".into(),
+        max_attempts: 10,
+    });
+    let pass = tokio::spawn({
+        let poller = poller.clone();
+        async move { poller.poll_once().await.unwrap() }
+    });
+    // Once the pass has queued its first page, a contact it has gone past is edited, and then
+    // one far ahead of it, more than the lag later.
+    let pool = b.s.queue.pool().clone();
+    crate::daemon::eventually("the first page queued", Duration::from_secs(30), || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_queue")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n >= 200
+        }
+    })
+    .await;
+    let (behind, ahead) = (&ids[10], &ids[3_990]);
+    b.client
+        .batch_update("contacts", &[edit(behind, "firstname", "Detrás")])
+        .await
+        .unwrap();
+    let behind_at = b.s.sim.contact(behind).unwrap().updated_ms;
+    let mut ahead_at = 0;
+    while ahead_at <= behind_at + 1_000 {
+        b.client
+            .batch_update("contacts", &[edit(ahead, "firstname", "Delante")])
+            .await
+            .unwrap();
+        ahead_at = b.s.sim.contact(ahead).unwrap().updated_ms;
+    }
+    assert!(
+        !pass.is_finished(),
+        "the edits were made while the pass ran"
+    );
+    pass.await.unwrap();
+    poller.poll_once().await.unwrap();
+    // Both edits are queued at their new versions: nothing was passed over.
+    for (id, at) in [(behind, behind_at), (ahead, ahead_at)] {
+        let version: i64 = sqlx::query_scalar(
+            "SELECT max(source_version) FROM sync_queue WHERE direction = 'to_sql' \
+             AND record_key = $1",
+        )
+        .bind(id)
+        .fetch_one(b.s.queue.pool())
+        .await
+        .unwrap();
+        assert_eq!(version, at, "contact {id}: its edit was read");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsettled_write_coming_back_after_a_crash_is_no_conflict_and_overwrites_nothing() {
+    let b = both().await;
+    insert_members(&b.mssql, &rows(20)).await;
+    b.settle_all().await;
+    let (key, id) = b.links(1).await.remove(0);
+    // SQL Server's change is written to HubSpot; the worker dies before settling it.
+    b.sql_set(&key, "lastname", "Uno Primero").await;
+    b.sql_poller.poll_once().await.unwrap();
+    b.write_and_crash().await;
+    assert_eq!(b.hubspot_value(&id, "lastname"), "Uno Primero");
+    // Meanwhile the member's surname changes again in SQL Server.
+    b.sql_set(&key, "lastname", "Dos Segundo").await;
+    // HubSpot's poller reads the contact first: hubsync's own write, not an edit.
+    b.hs_poller.poll_once().await.unwrap();
+    b.to_sql.drain().await.unwrap();
+    assert_eq!(b.sql_value(&key, "lastname").await, "Dos Segundo");
+    b.settle_all().await;
+    assert_eq!(b.sql_value(&key, "lastname").await, "Dos Segundo");
+    assert_eq!(b.hubspot_value(&id, "lastname"), "Dos Segundo");
+    assert_eq!(b.conflicts().await, 0, "no one else changed the surname");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_created_before_a_crash_keeps_the_hubspot_edits_made_before_it_was_linked() {
+    let b = both().await;
+    let members = rows(20);
+    insert_members(&b.mssql, &members).await;
+    b.sql_poller.poll_once().await.unwrap();
+    // The contacts are created in HubSpot; the worker dies before linking them.
+    let batch = b.write_and_crash().await;
+    let key = batch[0].record_key.clone();
+    let id =
+        b.s.sim
+            .contacts()
+            .into_iter()
+            .find(|c| c.get("numero_asociado") == Some(key.as_str()))
+            .map(|c| c.id.to_string())
+            .expect("created");
+    // Before hubsync links it, someone edits the contact's first name in HubSpot and the
+    // member's surname changes in SQL Server.
+    b.client
+        .batch_update("contacts", &[edit(&id, "firstname", "Editada Enhubspot")])
+        .await
+        .unwrap();
+    b.sql_set(&key, "lastname", "Nueva Ensql").await;
+    b.settle_all().await;
+    // Both edits stand on both sides: neither side's was taken back to the creation values.
+    assert_eq!(b.hubspot_value(&id, "firstname"), "Editada Enhubspot");
+    assert_eq!(b.sql_value(&key, "firstname").await, "Editada Enhubspot");
+    assert_eq!(b.hubspot_value(&id, "lastname"), "Nueva Ensql");
+    assert_eq!(b.sql_value(&key, "lastname").await, "Nueva Ensql");
+    assert_eq!(b.conflicts().await, 0, "different fields changed");
+    let valid = members
+        .iter()
+        .filter(|r| b.s.mapper.to_hubspot(r).is_valid())
+        .count();
+    assert_eq!(b.s.sim.contacts().len(), valid, "each member created once");
+}
