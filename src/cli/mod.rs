@@ -83,7 +83,10 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::CheckConfig => {
-            load(&cli.config, Need::All)?;
+            let config = load(&cli.config, Need::All)?;
+            for note in config.notes() {
+                println!("note: {note}");
+            }
             println!("ok");
             Ok(exit::OK)
         }

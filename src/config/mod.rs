@@ -49,11 +49,22 @@ pub struct Config {
     pub objects: BTreeMap<String, ObjectConfig>,
 }
 
+impl Config {
+    /// Notes on how the objects are synced that an operator should know (none is an error).
+    pub fn notes(&self) -> Vec<String> {
+        self.objects
+            .iter()
+            .flat_map(|(name, o)| o.notes(&format!("objects.{name}")))
+            .collect()
+    }
+}
+
 /// `service:` — the daemon process itself.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceSettings {
-    /// Name of this instance in logs and in `sync_queue.locked_by`; defaults to the host name.
+    /// Name of this instance in logs and in `sync_queue.locked_by` (as `name@host:pid`);
+    /// without one, `host:pid`.
     pub instance: Option<String>,
     /// Address of the `/healthz`, `/readyz` and `/metrics` listener.
     pub http_listen: SocketAddr,

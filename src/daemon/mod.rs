@@ -177,6 +177,9 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     for problem in problems {
         tracing::error!(operation = "START", %problem, "HubSpot property check");
     }
+    for note in config.notes() {
+        tracing::warn!(operation = "START", %note, "configuration note");
+    }
     if let Err(e) = rescue_from_ended(&queue).await {
         tracing::warn!(error = %format!("{e:#}"), "could not take back an ended process's items");
     }

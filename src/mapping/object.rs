@@ -302,6 +302,35 @@ pub enum SqlType {
 }
 
 impl ObjectConfig {
+    /// Whether `newest_wins` settles some field's conflicts without SQL Server's modification
+    /// time (rowversion mode and no `modified_column`): HubSpot's edit then wins them all.
+    pub fn newest_wins_without_sql_time(&self) -> bool {
+        let rowversion = self
+            .change_detection
+            .as_ref()
+            .is_none_or(|d| d.mode == ChangeMode::Rowversion && d.modified_column.is_none());
+        rowversion
+            && self.fields.iter().any(|f| {
+                f.direction == Direction::Both
+                    && f.conflict_policy.unwrap_or(self.conflict_policy)
+                        == ConflictPolicy::NewestWins
+            })
+    }
+
+    /// What an operator should know about how this object is synced (printed by
+    /// `check-config`, logged at start); none of it stops the service.
+    pub fn notes(&self, path: &str) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.newest_wins_without_sql_time() {
+            notes.push(format!(
+                "{path}.conflict_policy: newest_wins has no SQL Server modification time to \
+                 compare (rowversion mode without change_detection.modified_column): HubSpot's \
+                 edit wins every conflict, and each conflict records that reason"
+            ));
+        }
+        notes
+    }
+
     /// Adds a problem for every setting of this object that cannot work, including unknown
     /// transform and rule names (`objects.contacts.fields[3].transform[1]: unknown transform "foo"`).
     pub fn check(&self, path: &str, problems: &mut Problems) {

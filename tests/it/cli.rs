@@ -44,7 +44,18 @@ fn the_example_config_passes_check_config() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    // newest_wins without a SQL Server modification time: check-config says HubSpot wins.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "note: objects.contacts.conflict_policy: newest_wins has no SQL Server modification \
+             time to compare (rowversion mode without change_detection.modified_column): \
+             HubSpot's edit wins every conflict, and each conflict records that reason",
+            "ok"
+        ]
+    );
 }
 
 #[test]
