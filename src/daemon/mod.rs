@@ -304,16 +304,24 @@ async fn rescue_from_ended(queue: &Queue) -> anyhow::Result<()> {
     let r = queue
         .rescue_from_ended_processes(&host(), process_alive)
         .await?;
+    log_rescue(
+        &r,
+        "took back items held by an ended hubsync process of this host",
+    );
+    Ok(())
+}
+
+/// One `RESCUE` line for a rescue that took anything back.
+fn log_rescue(r: &crate::queue::Rescued, message: &str) {
     if !(r.returned.is_empty() && r.dead.is_empty() && r.superseded.is_empty()) {
         tracing::warn!(
             operation = "RESCUE",
             returned = r.returned.len(),
             dead = r.dead.len(),
             superseded = r.superseded.len(),
-            "took back items held by an ended hubsync process of this host"
+            "{message}"
         );
     }
-    Ok(())
 }
 
 fn stopped(http: &CancellationToken) -> u8 {
@@ -404,15 +412,10 @@ fn spawn_maintenance(sup: &mut Supervisor, queue: &Queue, health: &Arc<Health>, 
         async move {
             rescue_from_ended(&queue).await?;
             let r = queue.rescue_expired().await?;
-            if !(r.returned.is_empty() && r.dead.is_empty() && r.superseded.is_empty()) {
-                tracing::warn!(
-                    operation = "RESCUE",
-                    returned = r.returned.len(),
-                    dead = r.dead.len(),
-                    superseded = r.superseded.len(),
-                    "took back items whose worker stopped renewing its lease"
-                );
-            }
+            log_rescue(
+                &r,
+                "took back items whose worker stopped renewing its lease",
+            );
             Ok(())
         }
     });

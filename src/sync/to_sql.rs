@@ -510,19 +510,21 @@ impl ToSql {
             message,
             link: None,
         };
+        // PostgreSQL failing a read: every item is retried.
+        let retry_all = |e: sqlx::Error| -> Vec<SqlStep<'a>> {
+            let error = ItemError::new("postgres", crate::pg::describe(&e));
+            batch
+                .iter()
+                .map(|item| SqlStep::Retry {
+                    item,
+                    error: error.clone(),
+                })
+                .collect()
+        };
         let ids: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
         let links = match links::by_hubspot_ids(&self.pool, &self.object, &ids).await {
             Ok(l) => l,
-            Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
-                return batch
-                    .iter()
-                    .map(|item| SqlStep::Retry {
-                        item,
-                        error: error.clone(),
-                    })
-                    .collect();
-            }
+            Err(e) => return retry_all(e),
         };
         // hubsync's own writes to HubSpot not settled yet (in flight, or cut short by a crash):
         // by contact id, and by the SQL key a contact created but not linked yet carries.
@@ -537,16 +539,7 @@ impl ToSql {
             writes::load(pool, object, Direction::ToHubspot, By::SqlKey, &carried).await,
         ) {
             (Ok(by_id), Ok(by_key)) => (by_id, by_key),
-            (Err(e), _) | (_, Err(e)) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
-                return batch
-                    .iter()
-                    .map(|item| SqlStep::Retry {
-                        item,
-                        error: error.clone(),
-                    })
-                    .collect();
-            }
+            (Err(e), _) | (_, Err(e)) => return retry_all(e),
         };
         // The SQL rows of the records HubSpot changed, and of new ones to insert that name a
         // SQL key, in one query for the batch.
