@@ -26,13 +26,30 @@ pub struct Sides<'a> {
     pub mapper: &'a Mapper,
 }
 
-/// What the comparison found; each list holds one line per finding.
+/// One thing found wrong with one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub key: String,
+    pub text: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What the comparison found.
 #[derive(Debug, Clone, Default)]
 pub struct Findings {
     /// HubSpot edits SQL Server does not hold (or HubSpot no longer holds).
-    pub lost_to_sql: Vec<String>,
+    pub lost_to_sql: Vec<Finding>,
+    /// … of which HubSpot no longer holds the edit: overwritten there by SQL Server's value.
+    pub overwritten_in_hubspot: usize,
     /// SQL Server edits HubSpot does not hold (or SQL Server no longer holds).
-    pub lost_to_hubspot: Vec<String>,
+    pub lost_to_hubspot: Vec<Finding>,
+    /// … of which SQL Server no longer holds the edit: overwritten there by HubSpot's value.
+    pub overwritten_in_sql: usize,
     /// HubSpot contacts beyond the first of a member.
     pub duplicates: usize,
     /// Valid members with no HubSpot contact.
@@ -40,13 +57,13 @@ pub struct Findings {
     /// Contacts of invalid or unknown members.
     pub unexpected: Vec<String>,
     /// Conflicts recorded for a field not edited on both sides.
-    pub false_conflicts: Vec<String>,
+    pub false_conflicts: Vec<Finding>,
     /// Fields edited on both sides.
     pub conflicts: usize,
     /// … of which both sides hold one of the two edits, a conflict is recorded and its winner's
     /// value is the one both hold.
     pub settled: usize,
-    pub unsettled: Vec<String>,
+    pub unsettled: Vec<Finding>,
     /// Settled conflicts by recorded winner (`sql`, `hubspot`).
     pub winners: BTreeMap<String, usize>,
     /// Fields not edited that differ between the two systems, or from the member's row.
@@ -94,11 +111,14 @@ pub fn compare(s: &Sides<'_>) -> Findings {
             Some(Expect::Both { .. })
         );
         if !both {
-            f.false_conflicts.push(format!(
-                "member {key} {field}: conflict recorded (SQL Server {:?} vs HubSpot {:?}, {} won) \
-                 though only one side changed it",
-                c.sql_value, c.hubspot_value, c.winner
-            ));
+            f.false_conflicts.push(Finding {
+                key: key.to_string(),
+                text: format!(
+                    "member {key} {field}: conflict recorded (SQL Server {:?} vs HubSpot {:?}, {} \
+                     won) though only one side changed it",
+                    c.sql_value, c.hubspot_value, c.winner
+                ),
+            });
         }
     }
     for key in s.valid {
@@ -120,21 +140,29 @@ pub fn compare(s: &Sides<'_>) -> Findings {
             edited.insert(*field);
             f.fields_checked += 1;
             let (sql, hs) = (sql_text(row, field), hubspot_text(Some(contact), field));
-            let shows = |v: &Option<String>| format!("{v:?}");
+            let when = s
+                .expected
+                .at
+                .get(&(key.clone(), *field))
+                .map_or(String::new(), |t| {
+                    format!(" at {}", t.format("%H:%M:%S%.3f"))
+                });
+            let finding = |what: String| Finding {
+                key: key.clone(),
+                text: format!(
+                    "member {key} {field}: {what}{when}; SQL Server has {sql:?}, HubSpot {hs:?}"
+                ),
+            };
             match expect {
                 Expect::Sql(v) if sql.as_ref() != Some(v) || hs.as_ref() != Some(v) => {
-                    f.lost_to_hubspot.push(format!(
-                        "member {key} {field}: edited to {v:?} in SQL Server; SQL Server has {}, HubSpot {}",
-                        shows(&sql),
-                        shows(&hs)
-                    ))
+                    f.overwritten_in_sql += usize::from(sql.as_ref() != Some(v));
+                    f.lost_to_hubspot
+                        .push(finding(format!("edited to {v:?} in SQL Server")));
                 }
                 Expect::Hubspot(v) if sql.as_ref() != Some(v) || hs.as_ref() != Some(v) => {
-                    f.lost_to_sql.push(format!(
-                        "member {key} {field}: edited to {v:?} in HubSpot; SQL Server has {}, HubSpot {}",
-                        shows(&sql),
-                        shows(&hs)
-                    ))
+                    f.overwritten_in_hubspot += usize::from(hs.as_ref() != Some(v));
+                    f.lost_to_sql
+                        .push(finding(format!("edited to {v:?} in HubSpot")));
                 }
                 Expect::Both { sql: a, hubspot: b } => {
                     f.conflicts += 1;
@@ -151,18 +179,18 @@ pub fn compare(s: &Sides<'_>) -> Findings {
                     } else {
                         None
                     };
+                    let recorded = conflict.map_or("no conflict recorded".to_string(), |c| {
+                        format!("conflict recorded, {} won", c.winner)
+                    });
                     match problem {
                         None => {
                             f.settled += 1;
                             let winner = conflict.map_or("", |c| c.winner.as_str());
                             *f.winners.entry(winner.to_string()).or_default() += 1;
                         }
-                        Some(problem) => f.unsettled.push(format!(
-                            "member {key} {field}: SQL Server {a:?} vs HubSpot {b:?}: {problem}; \
-                             SQL Server has {}, HubSpot {}",
-                            shows(&sql),
-                            shows(&hs)
-                        )),
+                        Some(problem) => f.unsettled.push(finding(format!(
+                            "SQL Server {a:?} vs HubSpot {b:?}: {problem} ({recorded})"
+                        ))),
                     }
                 }
                 Expect::Sql(_) | Expect::Hubspot(_) => {}
@@ -344,7 +372,10 @@ mod tests {
         set_sql(&mut w, "1", "firstname", "Ana Paty");
         let f = run(&w);
         assert_eq!((f.conflicts, f.settled), (1, 0), "{f:?}");
-        assert!(f.unsettled[0].contains("no conflict recorded"), "{f:?}");
+        assert!(
+            f.unsettled[0].text.contains("no conflict recorded"),
+            "{f:?}"
+        );
         let conflict = |winner: &str| Conflict {
             sql_key: "1".into(),
             field: "firstname".into(),

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -74,6 +75,8 @@ pub enum Expect {
 pub struct Expected {
     /// (member key, field) → its last edit.
     pub fields: BTreeMap<(String, &'static str), Expect>,
+    /// (member key, field) → when its last edit was made.
+    pub at: BTreeMap<(String, &'static str), DateTime<Utc>>,
     pub sql_edits: usize,
     pub hubspot_edits: usize,
     pub both_edits: usize,
@@ -142,7 +145,7 @@ pub async fn edit_until(
     let mut expected = Expected::default();
     let mut last_conflict = Instant::now();
     while !stop.is_cancelled() {
-        let pause = Duration::from_millis(rng.random_range(200..=1_200));
+        let pause = Duration::from_millis(rng.random_range(100..=600));
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.cancelled() => break,
@@ -198,9 +201,11 @@ async fn in_sql(
         let value = new_value(SQL_FIELD, &current, rng);
         changes.in_sql.push(edit(key, "", SQL_FIELD, value));
     }
+    let now = Utc::now();
     editor.apply(&stand.pool, &stand.mssql, &changes).await?;
     for e in &changes.in_sql {
         let at = (e.sql_key.clone(), SQL_FIELD);
+        expected.at.insert(at.clone(), now);
         expected.fields.insert(at, Expect::Sql(e.value.clone()));
     }
     expected.sql_edits += changes.in_sql.len();
@@ -236,9 +241,11 @@ async fn hubspot(
     if changes.in_hubspot.is_empty() {
         return Ok(0);
     }
+    let now = Utc::now();
     editor.apply(&stand.pool, &stand.mssql, &changes).await?;
     for e in &changes.in_hubspot {
         let at = (e.sql_key.clone(), HUBSPOT_FIELD);
+        expected.at.insert(at.clone(), now);
         expected.fields.insert(at, Expect::Hubspot(e.value.clone()));
         expected.hubspot_edited.insert(e.sql_key.clone());
     }
@@ -294,9 +301,11 @@ async fn both_sides(
     if changes.both.is_empty() {
         return Ok(0);
     }
+    let now = Utc::now();
     editor.apply(&stand.pool, &stand.mssql, &changes).await?;
     for b in &changes.both {
         let key = b.sql.sql_key.clone();
+        expected.at.insert((key.clone(), HUBSPOT_FIELD), now);
         let both = Expect::Both {
             sql: b.sql.value.clone(),
             hubspot: b.hubspot.value.clone(),

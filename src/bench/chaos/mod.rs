@@ -86,6 +86,8 @@ pub struct ChaosReport {
     pub edit_batches: usize,
     pub edit_requests: u64,
     pub findings: Findings,
+    /// What the queue did with a few of the members found wrong, one line each.
+    pub histories: Vec<String>,
     /// Seconds from the last start until nothing the last killed process held is left.
     pub recovery_s: f64,
     /// Seconds from the last start until everything was settled.
@@ -202,11 +204,25 @@ impl ChaosReport {
                 self.elapsed_s
             ),
         ];
+        let f = &self.findings;
+        if f.overwritten_in_hubspot + f.overwritten_in_sql > 0 {
+            out.push(format!(
+                "of the lost edits, overwritten at their source by the other side's older value: \
+                 {} in HubSpot, {} in SQL Server",
+                f.overwritten_in_hubspot, f.overwritten_in_sql
+            ));
+        }
         for (what, list) in [
             ("lost to_sql", &f.lost_to_sql),
             ("lost to_hubspot", &f.lost_to_hubspot),
             ("false conflict", &f.false_conflicts),
             ("conflict not settled", &f.unsettled),
+        ] {
+            for finding in list.iter().take(examples) {
+                out.push(format!("  {what}: {finding}"));
+            }
+        }
+        for (what, list) in [
             ("missing", &f.missing),
             ("unexpected", &f.unexpected),
             ("differing", &f.differing),
@@ -214,6 +230,9 @@ impl ChaosReport {
             for line in list.iter().take(examples) {
                 out.push(format!("  {what}: {line}"));
             }
+        }
+        for line in &self.histories {
+            out.push(format!("  history: {line}"));
         }
         if !self.clean() {
             out.push(format!(
@@ -341,8 +360,7 @@ async fn scenario_in(opts: &ChaosOptions, dir: &Path) -> anyhow::Result<ChaosRep
             stop.cancel();
             expected = Some(task.await??);
         }
-        let armed = Duration::from_millis(rng.random_range(500..=3_000));
-        live_for(&stand, &mut daemon, armed).await?;
+        live_for(&stand, &mut daemon, plan::armed_after(kind, &mut rng)).await?;
         let progress = progress(&stand, &members).await?;
         let moment = plan::moment(kind, &progress, &mut rng);
         let reached = wait_for(&stand, &mut daemon, moment, Duration::from_secs(60)).await?;
@@ -400,6 +418,20 @@ async fn scenario_in(opts: &ChaosOptions, dir: &Path) -> anyhow::Result<ChaosRep
         expected: &expected,
         mapper: &mapper,
     });
+    let mut histories = Vec::new();
+    for list in [
+        &findings.lost_to_sql,
+        &findings.lost_to_hubspot,
+        &findings.unsettled,
+        &findings.false_conflicts,
+    ] {
+        for finding in list.iter().take(3) {
+            let line = history(&stand, &finding.key).await?;
+            if !histories.contains(&line) {
+                histories.push(line);
+            }
+        }
+    }
     Ok(ChaosReport {
         members: members.rows.len(),
         valid: valid.len(),
@@ -411,6 +443,7 @@ async fn scenario_in(opts: &ChaosOptions, dir: &Path) -> anyhow::Result<ChaosRep
         edit_batches: expected.batches,
         edit_requests: expected.requests,
         findings,
+        histories,
         recovery_s: recovery.as_secs_f64(),
         settled_s: settled.as_secs_f64(),
         exit_code,
@@ -480,12 +513,13 @@ async fn wait_for(
         let stats = stand.hubspot.stats();
         let now = match moment {
             Moment::Queued(at) => queued(stand).await? >= at,
-            Moment::InFlight(at) => stats.write_requests() >= at,
-            Moment::Written(at) => stats.contacts >= at,
-            Moment::MidPoll(at) => searches(&stats) >= at,
-            Moment::Holding(at) => {
+            // The edits' own write calls count too: the daemon's is in flight while it holds
+            // items.
+            Moment::InFlight(at) => {
                 stats.write_requests() >= at && !held_by(&stand.pool, daemon.pid).await?.is_empty()
             }
+            Moment::Written(at) => stats.contacts >= at,
+            Moment::MidPoll(at) => searches(&stats) >= at,
         };
         if now {
             return Ok(true);
@@ -602,4 +636,45 @@ async fn open_items(stand: &Stand) -> anyhow::Result<String> {
     } else {
         parts.join(", ")
     })
+}
+
+/// One member's items in both directions, oldest first, and its HubSpot contact's last
+/// modification: `to_hubspot CREATE 21:36:40.120-21:36:41.007 (1 rescue), …`.
+async fn history(stand: &Stand, key: &str) -> anyhow::Result<String> {
+    let items: Vec<(String, String, String, String, i32)> = sqlx::query_as(
+        "WITH link AS (SELECT hubspot_id FROM record_links WHERE object = $1 AND sql_key = $2) \
+         SELECT direction, coalesce(outcome, state), \
+                to_char(created_at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS'), \
+                coalesce(to_char(finished_at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS'), 'open'), \
+                rescues \
+         FROM sync_queue WHERE object = $1 AND ( \
+           (direction = 'to_hubspot' AND record_key = $2) \
+           OR (direction = 'to_sql' AND record_key IN (SELECT hubspot_id FROM link))) \
+         ORDER BY id",
+    )
+    .bind(OBJECT)
+    .bind(key)
+    .fetch_all(&stand.pool)
+    .await?;
+    let items: Vec<String> = items
+        .iter()
+        .map(|(direction, what, from, to, rescues)| {
+            let rescued = match rescues {
+                0 => String::new(),
+                n => format!(" ({n} rescued)"),
+            };
+            format!("{direction} {what} {from}-{to}{rescued}")
+        })
+        .collect();
+    let modified = stand
+        .hubspot
+        .contacts()
+        .into_iter()
+        .find(|c| c.get("numero_asociado") == Some(key))
+        .and_then(|c| chrono::DateTime::from_timestamp_millis(c.updated_ms))
+        .map_or("-".to_string(), |t| t.format("%H:%M:%S%.3f").to_string());
+    Ok(format!(
+        "member {key}: {}; HubSpot last modified {modified}",
+        items.join(", ")
+    ))
 }

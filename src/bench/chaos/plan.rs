@@ -19,7 +19,7 @@ pub enum Kind {
     InFlight,
     /// While the HubSpot poller is mid-pass.
     MidPoll,
-    /// While a HubSpot write is in flight and the process holds items (the last kill, so that
+    /// At the next HubSpot write in flight (the last kill, right after the last edits, so that
     /// the recovery after it has something to recover).
     Holding,
 }
@@ -44,14 +44,13 @@ pub struct Progress {
 pub enum Moment {
     /// This many records queued for HubSpot.
     Queued(u64),
-    /// HubSpot has received this many write calls (the last one in flight).
+    /// HubSpot has received this many write calls and the process holds items (the last call
+    /// is the daemon's, in flight).
     InFlight(u64),
     /// HubSpot holds this many contacts (the batch just written is not settled).
     Written(u64),
     /// HubSpot has received this many searches (the HubSpot poller mid-pass).
     MidPoll(u64),
-    /// This many write calls received and the process holds items.
-    Holding(u64),
 }
 
 impl Moment {
@@ -61,7 +60,6 @@ impl Moment {
             Moment::InFlight(n) => format!("HubSpot write #{n} in flight"),
             Moment::Written(n) => format!("contact #{n} written to HubSpot, not settled"),
             Moment::MidPoll(n) => format!("HubSpot poller mid-pass (search #{n})"),
-            Moment::Holding(n) => format!("HubSpot write #{n} in flight, items held"),
         }
     }
 }
@@ -79,6 +77,15 @@ pub fn kinds(kills: usize) -> Vec<Kind> {
         .collect()
 }
 
+/// How long the daemon works before a kill of `kind` is armed: a kill in the initial load at
+/// once, the others after a while of edits and sync.
+pub fn armed_after(kind: Kind, rng: &mut impl Rng) -> Duration {
+    Duration::from_millis(match kind {
+        Kind::Loading => rng.random_range(0..=500),
+        _ => rng.random_range(1_000..=5_000),
+    })
+}
+
 /// The moment a kill of `kind` waits for, from where the work stands. A moment of the initial
 /// load that has passed becomes a write in flight.
 pub fn moment(kind: Kind, p: &Progress, rng: &mut impl Rng) -> Moment {
@@ -94,7 +101,7 @@ pub fn moment(kind: Kind, p: &Progress, rng: &mut impl Rng) -> Moment {
             Moment::Written(p.contacts + rng.random_range(1..=(left / 2).max(1)))
         }
         Kind::MidPoll => Moment::MidPoll(p.searches + rng.random_range(1..=3)),
-        Kind::Holding => Moment::Holding(p.writes + 1),
+        Kind::Holding => Moment::InFlight(p.writes + 1),
         Kind::Loading | Kind::Written | Kind::InFlight => in_flight(rng),
     }
 }
@@ -253,7 +260,10 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(moment(Kind::Holding, &loaded, &mut rng), Moment::Holding(8));
+        assert_eq!(
+            moment(Kind::Holding, &loaded, &mut rng),
+            Moment::InFlight(8)
+        );
     }
 
     #[test]
