@@ -350,6 +350,7 @@ async fn scenario_in(opts: &ChaosOptions, dir: &Path) -> anyhow::Result<ChaosRep
     let mut expected: Option<Expected> = None;
     let mut killed = Vec::with_capacity(kills);
     stand.hubspot.set_faults(windows[0].faults());
+    say(&format!("start; HubSpot: {}", windows[0].describe()));
     let mut daemon = stand.spawn()?;
     for (n, kind) in plan::kinds(kills).into_iter().enumerate() {
         let window = windows[n].describe();
@@ -360,7 +361,8 @@ async fn scenario_in(opts: &ChaosOptions, dir: &Path) -> anyhow::Result<ChaosRep
             stop.cancel();
             expected = Some(task.await??);
         }
-        live_for(&stand, &mut daemon, plan::armed_after(kind, &mut rng)).await?;
+        let armed = plan::armed_after(kind, &mut rng).max(windows[n].min_life());
+        live_for(&stand, &mut daemon, armed).await?;
         let progress = progress(&stand, &members).await?;
         let moment = plan::moment(kind, &progress, &mut rng);
         let reached = wait_for(&stand, &mut daemon, moment, Duration::from_secs(60)).await?;
@@ -368,10 +370,11 @@ async fn scenario_in(opts: &ChaosOptions, dir: &Path) -> anyhow::Result<ChaosRep
         daemon.kill().await?;
         let kill = left_behind(&stand, pid, moment, reached, started, window).await?;
         say(&format!(
-            "kill {} of {kills} at {:.1} s ({}{}): {} items held, {} of them written to HubSpot \
-             and not settled",
+            "kill {} of {kills} at {:.1} s after {:.1} s of life ({}{}): {} items held, {} of them \
+             written to HubSpot and not settled",
             n + 1,
             kill.at_s,
+            daemon.started.elapsed().as_secs_f64(),
             moment.describe(),
             if reached { "" } else { ", not reached in 60 s" },
             kill.held.len(),

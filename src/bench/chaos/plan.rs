@@ -77,11 +77,12 @@ pub fn kinds(kills: usize) -> Vec<Kind> {
         .collect()
 }
 
-/// How long the daemon works before a kill of `kind` is armed: a kill in the initial load at
-/// once, the others after a while of edits and sync.
+/// How long the daemon works before a kill of `kind` is armed: a kill in the initial load or
+/// right after the last edits at once, the others after a while of edits and sync.
 pub fn armed_after(kind: Kind, rng: &mut impl Rng) -> Duration {
     Duration::from_millis(match kind {
         Kind::Loading => rng.random_range(0..=500),
+        Kind::Holding => 0,
         _ => rng.random_range(1_000..=5_000),
     })
 }
@@ -157,6 +158,15 @@ impl Window {
         }
     }
 
+    /// How long a life under this window lasts at least: slow searches long enough for a
+    /// poller pass of several pages, each slower than the lag.
+    pub fn min_life(&self) -> Duration {
+        match self {
+            Window::SlowSearch { latency } => *latency * 3,
+            _ => Duration::ZERO,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             Window::Calm => "no faults".into(),
@@ -208,6 +218,10 @@ pub fn windows(lives: usize, search_lag: Duration, rng: &mut impl Rng) -> Vec<Wi
             },
         ];
         round.shuffle(rng);
+        // The first life is cut short by a kill in the initial load, too soon for a slow pass.
+        if out.is_empty() && matches!(round[0], Window::SlowSearch { .. }) {
+            round.swap(0, 1);
+        }
         round.push(Window::Calm);
         out.extend(round);
     }
@@ -280,6 +294,10 @@ mod tests {
             _ => None,
         });
         assert!(slow.is_some_and(|l| l > lag), "{slow:?}");
+        assert!(
+            !matches!(w[0], Window::SlowSearch { .. }),
+            "not in the first life"
+        );
         assert_eq!(windows(10, lag, &mut rng)[4], Window::Calm);
         for window in windows(10, lag, &mut rng) {
             let f = window.faults();
