@@ -1,5 +1,6 @@
 //! Benchmarks run from the CLI (`hubsync bench …`): each prints figures and ratios from one run.
 
+pub mod chaos;
 mod hubspot;
 mod mssql;
 mod queue;
@@ -25,6 +26,11 @@ pub enum BenchCommand {
     /// The whole service: backfill N members from the SQL Server simulator into an empty HubSpot
     /// simulator with `hubsync run`; records/s, 429s, peak RSS and change latency.
     Sync(sync::SyncBenchArgs),
+    /// Kill and compare: N members, the daemon SIGKILLed K times at seeded moments and
+    /// restarted, edits on both sides, HubSpot faults; then SQL Server and HubSpot compared
+    /// field by field. Prints lost edits per direction, duplicates, conflicts and the recovery
+    /// time after the last kill; exits 1 if a target is missed.
+    Chaos(chaos::ChaosArgs),
     /// Map and validate generated member records with the configured mapping on one core.
     Validate(validate::Args),
 }
@@ -39,6 +45,7 @@ pub async fn run(command: BenchCommand, config: &Path) -> Result<u8, Failure> {
         BenchCommand::Mssql(args) => mssql::run(args).await,
         BenchCommand::Hubspot(args) => hubspot::run(args).await,
         BenchCommand::Sync(args) => sync::run(args, config).await,
+        BenchCommand::Chaos(args) => chaos::run(args, config).await,
         BenchCommand::Validate(args) => validate::run(config, args),
     }
 }

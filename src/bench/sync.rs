@@ -45,7 +45,7 @@ pub async fn run(args: SyncBenchArgs, config: &Path) -> Result<u8, Failure> {
 }
 
 /// The shipped config with the bench's addresses; each replaced setting must be present.
-fn bench_config(
+pub(super) fn bench_config(
     text: &str,
     hubspot: &RunningSim,
     logs: &Path,

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use super::stand::{OBJECT, Stand};
-use crate::hubspot::types::UpdateInput;
+use super::stand::OBJECT;
+use crate::config::Config;
+use crate::hubspot::types::{UpdateInput, WriteOutcome};
 use crate::hubspot::{HubSpotClient, Limiter};
 use crate::mssql::ChangeReader;
 use crate::queue::Direction;
+use crate::sim::mssql::RunningMssqlSim;
 use crate::sim::mssql::setup::literal;
 use crate::sync::poller::{Polled, elected};
 
@@ -120,13 +122,16 @@ pub struct Editor {
     requests: std::sync::atomic::AtomicU64,
     table: String,
     key_column: String,
+    /// The daemon's `queue.poll_interval`.
+    poll_interval: std::time::Duration,
 }
 
 impl Editor {
-    pub fn new(stand: &Stand) -> anyhow::Result<Editor> {
-        let settings = &stand.config.hubspot;
-        let object = stand
-            .config
+    /// An editor of the `contacts` object of `config`, through HubSpot's API at
+    /// `hubspot.base_url`.
+    pub fn new(config: &Config) -> anyhow::Result<Editor> {
+        let settings = &config.hubspot;
+        let object = config
             .objects
             .get(OBJECT)
             .ok_or_else(|| anyhow::anyhow!("no {OBJECT} object"))?;
@@ -135,6 +140,7 @@ impl Editor {
             requests: Default::default(),
             table: object.sql_table.clone(),
             key_column: object.sql_key.clone(),
+            poll_interval: config.queue.poll_interval,
         })
     }
 
@@ -142,8 +148,13 @@ impl Editor {
     /// poller's election, as a second hubsync instance would while polling: the daemon's SQL
     /// Server poller reads them only after the HubSpot edits have reached the daemon, so both
     /// sides have changed since the last sync, whatever the two pollers' timing.
-    pub async fn apply(&self, stand: &Stand, changes: &Changes) -> anyhow::Result<()> {
-        self.in_sql(stand, &changes.in_sql).await?;
+    pub async fn apply(
+        &self,
+        pool: &PgPool,
+        mssql: &RunningMssqlSim,
+        changes: &Changes,
+    ) -> anyhow::Result<()> {
+        self.in_sql(mssql, &changes.in_sql).await?;
         self.in_hubspot(&changes.in_hubspot).await?;
         if changes.both.is_empty() {
             return Ok(());
@@ -151,15 +162,15 @@ impl Editor {
         let sql: Vec<Edit> = changes.both.iter().map(|b| b.sql.clone()).collect();
         let hubspot: Vec<Edit> = changes.both.iter().map(|b| b.hubspot.clone()).collect();
         let ids: Vec<String> = hubspot.iter().map(|e| e.hubspot_id.clone()).collect();
-        let wait = stand.config.queue.poll_interval * 10;
+        let wait = self.poll_interval * 10;
         loop {
             let since: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM sync_queue")
-                .fetch_one(&stand.pool)
+                .fetch_one(pool)
                 .await?;
-            let held = elected(&stand.pool, OBJECT, Direction::ToHubspot, || async {
-                self.in_sql(stand, &sql).await?;
+            let held = elected(pool, OBJECT, Direction::ToHubspot, || async {
+                self.in_sql(mssql, &sql).await?;
                 self.in_hubspot(&hubspot).await?;
-                hubspot_edits_settled(&stand.pool, &ids, since, wait).await?;
+                hubspot_edits_settled(pool, &ids, since, wait).await?;
                 Ok(Polled::default())
             })
             .await?;
@@ -176,7 +187,7 @@ impl Editor {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn in_sql(&self, stand: &Stand, edits: &[Edit]) -> anyhow::Result<()> {
+    async fn in_sql(&self, mssql: &RunningMssqlSim, edits: &[Edit]) -> anyhow::Result<()> {
         if edits.is_empty() {
             return Ok(());
         }
@@ -193,7 +204,7 @@ impl Editor {
                 )
             })
             .collect();
-        stand.mssql.execute_batch(&statements.join(";\n")).await
+        mssql.execute_batch(&statements.join(";\n")).await
     }
 
     async fn in_hubspot(&self, edits: &[Edit]) -> anyhow::Result<()> {
@@ -207,7 +218,13 @@ impl Editor {
                 .collect();
             self.requests
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.client.batch_update("contacts", &inputs).await?;
+            let outcomes = self.client.batch_update("contacts", &inputs).await?;
+            if let Some(refused) = outcomes
+                .iter()
+                .find(|o| !matches!(o, WriteOutcome::Ok { .. }))
+            {
+                anyhow::bail!("HubSpot did not take an edit: {refused:?}");
+            }
         }
         Ok(())
     }

@@ -48,16 +48,19 @@ pub fn demo_config(shipped: &str, t: &Targets<'_>) -> Result<String, String> {
          # PostgreSQL. Secrets come from the environment, as in production.\n{shipped}"
     );
     for (from, to) in edits {
-        match text.matches(from).count() {
-            1 => text = text.replacen(from, &to, 1),
-            n => {
-                return Err(format!(
-                    "`{from}` occurs {n} times in config.yaml, expected once"
-                ));
-            }
-        }
+        text = replace_once(&text, from, &to)?;
     }
     Ok(text)
+}
+
+/// `text` with `from`, which must occur exactly once, replaced by `to`; or why not.
+pub fn replace_once(text: &str, from: &str, to: &str) -> Result<String, String> {
+    match text.matches(from).count() {
+        1 => Ok(text.replacen(from, to, 1)),
+        n => Err(format!(
+            "`{from}` occurs {n} times in config.yaml, expected once"
+        )),
+    }
 }
 
 #[cfg(test)]

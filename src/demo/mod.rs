@@ -158,13 +158,13 @@ async fn demo(
     let linked = changes::linked(&stand.pool).await?;
     let per_side = (linked.len() / 25).clamp(3, 100);
     let mut all = changes::plan(&linked, per_side, 0);
-    let editor = Editor::new(stand)?;
+    let editor = Editor::new(&stand.config)?;
     live.say(&format!(
         "changes: {} surnames edited in SQL Server, {} first names in HubSpot…",
         all.in_sql.len(),
         all.in_hubspot.len(),
     ));
-    editor.apply(stand, &all).await?;
+    editor.apply(&stand.pool, &stand.mssql, &all).await?;
     let mut snapshot = until_settled(stand, &watcher, live, "changes", deadline).await?;
     // Edits on both sides are a conflict only when neither was synced before the other was
     // made (the editor sees to that); should one still have been synced first, two more.
@@ -187,7 +187,7 @@ async fn demo(
         } else {
             "no conflict recorded (one side was synced before the other was edited); two more members…".to_string()
         });
-        editor.apply(stand, &more).await?;
+        editor.apply(&stand.pool, &stand.mssql, &more).await?;
         all.both.extend(more.both);
         snapshot = until_settled(stand, &watcher, live, "conflict", deadline).await?;
         if !snapshot.conflicts.is_empty() {

@@ -7,8 +7,10 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::stand::{OBJECT, Stand};
+use crate::config::Config;
 use crate::mssql::{ChangeCursor, ChangeReader, SqlPool};
 use crate::queue::Direction;
+use crate::sim::hubspot::RunningSim;
 
 /// One rejection reason and how many records it stops.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -95,18 +97,9 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(stand: &Stand) -> anyhow::Result<Watcher> {
-        let object = stand
-            .config
-            .objects
-            .get(OBJECT)
-            .ok_or_else(|| anyhow::anyhow!("no {OBJECT} object in the demo config"))?;
-        let sql_object = crate::sync::poller::sql_object_settings(object)
-            .validate()
-            .map_err(|p| anyhow::anyhow!("{p:?}"))?;
-        let sql = SqlPool::new(&stand.config.sql_server)?;
         Ok(Watcher {
             pool: stand.pool.clone(),
-            reader: ChangeReader::new(sql, sql_object),
+            reader: sql_reader(&stand.config)?,
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(5))
                 .build()?,
@@ -165,13 +158,7 @@ impl Watcher {
         .bind(OBJECT)
         .fetch_all(pool)
         .await?;
-        let conflicts: Vec<Conflict> = sqlx::query_as(
-            "SELECT sql_key, field, sql_value, hubspot_value, winner FROM sync_conflicts \
-             WHERE object = $1 ORDER BY id",
-        )
-        .bind(OBJECT)
-        .fetch_all(pool)
-        .await?;
+        let conflicts = conflicts(pool).await?;
         let stats = stand.hubspot.stats();
         Ok(Snapshot {
             outcomes,
@@ -214,40 +201,87 @@ impl Watcher {
         metric(&text, "hubsync_hubspot_requests")
     }
 
-    /// True when nothing is left to do: no item pending or running, the SQL Server poller has
-    /// read every row change, the HubSpot poller every contact change, and no item was queued
-    /// while this was checked (so no worker wrote anything meanwhile).
-    pub async fn settled(&self, hubspot: &crate::sim::hubspot::RunningSim) -> anyhow::Result<bool> {
-        let before = queue_mark(&self.pool).await?;
-        if before.1 > 0 {
-            return Ok(false);
-        }
-        let sql_cursor = crate::sync::poller::load_cursor(&self.pool, OBJECT, Direction::ToHubspot)
-            .await?
-            .map(|v| ChangeCursor::from_json(&v))
-            .transpose()
-            .map_err(|e| anyhow::anyhow!(e))?;
-        if sql_cursor.is_none() || self.reader.poll(sql_cursor).next_page().await?.is_some() {
-            return Ok(false);
-        }
-        let hubspot_cursor =
-            crate::sync::poller::load_cursor(&self.pool, OBJECT, Direction::ToSql).await?;
-        let read_up_to = hubspot_cursor
-            .as_ref()
-            .and_then(|v| v["lastmodifieddate_ms"].as_i64());
-        let newest = hubspot
-            .contacts()
-            .iter()
-            .filter(|c| !c.archived())
-            .map(|c| c.updated_ms)
-            .max();
-        if let Some(newest) = newest
-            && read_up_to.is_none_or(|r| r < newest)
-        {
-            return Ok(false);
-        }
-        Ok(queue_mark(&self.pool).await? == before)
+    /// See [`settled`].
+    pub async fn settled(&self, hubspot: &RunningSim) -> anyhow::Result<bool> {
+        settled(&self.pool, &self.reader, hubspot).await
     }
+}
+
+/// A reader of the SQL Server table of the `contacts` object of `config`, through the
+/// production change reader.
+pub fn sql_reader(config: &Config) -> anyhow::Result<ChangeReader> {
+    let object = config
+        .objects
+        .get(OBJECT)
+        .ok_or_else(|| anyhow::anyhow!("no {OBJECT} object in the config"))?;
+    let sql_object = crate::sync::poller::sql_object_settings(object)
+        .validate()
+        .map_err(|p| anyhow::anyhow!("{p:?}"))?;
+    Ok(ChangeReader::new(
+        SqlPool::new(&config.sql_server)?,
+        sql_object,
+    ))
+}
+
+/// Every recorded conflict, oldest first.
+pub async fn conflicts(pool: &PgPool) -> anyhow::Result<Vec<Conflict>> {
+    Ok(sqlx::query_as(
+        "SELECT sql_key, field, sql_value, hubspot_value, winner FROM sync_conflicts \
+         WHERE object = $1 ORDER BY id",
+    )
+    .bind(OBJECT)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// True when nothing is left to do: no item pending or running, the SQL Server poller has
+/// read every row change, the HubSpot poller every contact change, and no item was queued
+/// while this was checked (so no worker wrote anything meanwhile).
+pub async fn settled(
+    pool: &PgPool,
+    reader: &ChangeReader,
+    hubspot: &RunningSim,
+) -> anyhow::Result<bool> {
+    let before = queue_mark(pool).await?;
+    if before.1 > 0 {
+        return Ok(false);
+    }
+    let sql_cursor = crate::sync::poller::load_cursor(pool, OBJECT, Direction::ToHubspot)
+        .await?
+        .map(|v| ChangeCursor::from_json(&v))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if sql_cursor.is_none() || reader.poll(sql_cursor).next_page().await?.is_some() {
+        return Ok(false);
+    }
+    if !hubspot_read_all(pool, hubspot).await? {
+        return Ok(false);
+    }
+    Ok(queue_mark(pool).await? == before)
+}
+
+/// Whether the HubSpot poller has read every HubSpot change: its cursor has reached the newest
+/// modification time of any live contact (true while HubSpot has none).
+pub async fn hubspot_read_all(pool: &PgPool, hubspot: &RunningSim) -> anyhow::Result<bool> {
+    let newest = hubspot
+        .contacts()
+        .iter()
+        .filter(|c| !c.archived())
+        .map(|c| c.updated_ms)
+        .max();
+    let Some(newest) = newest else {
+        return Ok(true);
+    };
+    let read_up_to: Option<i64> = sqlx::query_scalar(
+        "SELECT (cursor_value->>'lastmodifieddate_ms')::bigint FROM sync_cursors \
+         WHERE object = $1 AND direction = $2",
+    )
+    .bind(OBJECT)
+    .bind(Direction::ToSql.as_str())
+    .fetch_optional(pool)
+    .await?
+    .flatten();
+    Ok(read_up_to.is_some_and(|r| r >= newest))
 }
 
 /// (highest item id, items pending or running).

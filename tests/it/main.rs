@@ -2,6 +2,7 @@
 //! and the HubSpot and SQL Server simulators.
 
 mod backfill;
+mod chaos;
 mod cli;
 mod daemon;
 mod daemon_faults;

@@ -149,17 +149,15 @@ impl Stand {
         }
     }
 
-    /// Keys of the to_hubspot items the process `pid` holds (its workers are named
-    /// `<host>:<pid>/…`).
+    /// Keys of the to_hubspot items the process `pid` holds.
     async fn held_by(&self, pid: u32) -> Vec<String> {
-        sqlx::query_scalar(
-            "SELECT record_key FROM sync_queue WHERE direction = 'to_hubspot' \
-             AND state = 'running' AND locked_by LIKE '%:' || $1 || '/%'",
-        )
-        .bind(pid.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .unwrap()
+        hubsync::bench::chaos::stand::held_by(&self.pool, pid)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.direction == "to_hubspot")
+            .map(|h| h.record_key)
+            .collect()
     }
 
     /// Records linked to a HubSpot contact.
@@ -176,28 +174,20 @@ impl Stand {
         f.records == self.members.len() as i64 && f.open == 0
     }
 
-    /// No HubSpot change read so far is waiting to be written back.
     /// The HubSpot poller has read every HubSpot change (its cursor has reached the newest
     /// modification) and nothing it queued is still open.
     async fn to_sql_idle(&self) -> bool {
-        let newest = self
-            .sims
-            .hubspot
-            .contacts()
-            .iter()
-            .map(|c| c.updated_ms)
-            .max()
-            .unwrap_or(0);
-        let (open, cursor): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM sync_queue \
-                     WHERE direction = 'to_sql' AND state IN ('pending', 'running')), \
-                    (SELECT (cursor_value->>'lastmodifieddate_ms')::bigint FROM sync_cursors \
-                     WHERE direction = 'to_sql')",
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sync_queue \
+             WHERE direction = 'to_sql' AND state IN ('pending', 'running')",
         )
         .fetch_one(&self.pool)
         .await
         .unwrap();
-        open == 0 && cursor.is_some_and(|c| c >= newest)
+        open == 0
+            && hubsync::demo::watch::hubspot_read_all(&self.pool, &self.sims.hubspot)
+                .await
+                .unwrap()
     }
 
     /// Every valid member is in HubSpot exactly once with its mapped values, nothing else is;

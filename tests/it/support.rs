@@ -96,11 +96,7 @@ pub async fn mssql_sim_with(
         .expect("start the SQL Server simulator")
 }
 
-/// HubSpot write calls (batch create, update, archive) the simulator has served.
+/// HubSpot write calls (batch create, update, upsert, archive) the simulator has served.
 pub fn hubspot_writes(sim: &hubsync::sim::hubspot::RunningSim) -> u64 {
-    let stats = sim.stats().requests_by_endpoint;
-    ["batch/create", "batch/update", "batch/archive"]
-        .iter()
-        .map(|e| stats.get(*e).copied().unwrap_or(0))
-        .sum()
+    sim.stats().write_requests()
 }

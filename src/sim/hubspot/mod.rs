@@ -93,6 +93,10 @@ pub struct Faults {
     /// Added before every API request is handled.
     #[serde(with = "humantime_serde")]
     pub latency: Duration,
+    /// Added, on top of `latency`, before every search request is handled: a slow search index
+    /// makes a poller's pass over the changes last longer than the writes it reads.
+    #[serde(with = "humantime_serde")]
+    pub search_latency: Duration,
     /// The next N API requests get 429 (TEN_SECONDLY_ROLLING; SECONDLY for search).
     pub burst_429: u32,
     /// The next N API requests hang for `timeout_hang`, then get 524, doing nothing.
@@ -111,6 +115,7 @@ impl Default for Faults {
             drop_rate: 0.0,
             lost_response_rate: 0.0,
             latency: Duration::ZERO,
+            search_latency: Duration::ZERO,
             burst_429: 0,
             timeout_next: 0,
             timeout_hang: Duration::from_secs(100),
@@ -135,6 +140,21 @@ pub struct SimStats {
     pub faults_injected: u64,
     /// Live (not archived) contacts.
     pub contacts: u64,
+}
+
+impl SimStats {
+    /// Write calls received (batch create, update, upsert and archive), whatever their answer.
+    pub fn write_requests(&self) -> u64 {
+        [
+            "batch/create",
+            "batch/update",
+            "batch/upsert",
+            "batch/archive",
+        ]
+        .iter()
+        .map(|e| self.requests_by_endpoint.get(*e).copied().unwrap_or(0))
+        .sum()
+    }
 }
 
 /// A running simulator; dropping it stops the server too.
@@ -308,6 +328,9 @@ pub struct HubspotArgs {
     /// Latency added to every API request, e.g. "20ms".
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub latency: Duration,
+    /// Latency added to every search request on top of --latency, e.g. "3s".
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub search_latency: Duration,
     /// Answer the first N API requests with 429.
     #[arg(long, default_value_t = 0)]
     pub burst_429: u32,
@@ -359,6 +382,7 @@ impl HubspotArgs {
                 drop_rate: self.drop_rate,
                 lost_response_rate: self.lost_response_rate,
                 latency: self.latency,
+                search_latency: self.search_latency,
                 burst_429: self.burst_429,
                 timeout_next: self.timeout_next,
                 timeout_hang: self.timeout_hang,

@@ -211,11 +211,14 @@ struct FaultPlan {
     lose_response: bool,
 }
 
-fn draw_faults(state: &mut Inner) -> FaultPlan {
+fn draw_faults(state: &mut Inner, endpoint: Endpoint) -> FaultPlan {
     let faults = state.faults.clone();
     let mut plan = FaultPlan {
         missing_scope: faults.missing_write_scope,
-        latency: faults.latency,
+        latency: match endpoint {
+            Endpoint::Search => faults.latency + faults.search_latency,
+            _ => faults.latency,
+        },
         ..FaultPlan::default()
     };
     if faults.timeout_next > 0 {
@@ -377,7 +380,7 @@ async fn api(
             counters.peak.record(arrived_us);
         }
         let correlation = state.next_correlation(shared.options.seed);
-        (draw_faults(&mut state), correlation, arrived_us)
+        (draw_faults(&mut state, endpoint), correlation, arrived_us)
     };
     if !plan.latency.is_zero() {
         tokio::select! {
@@ -734,7 +737,7 @@ mod tests {
         let mut state = Inner::new(&options);
         (0..n)
             .map(|_| {
-                let plan = draw_faults(&mut state);
+                let plan = draw_faults(&mut state, Endpoint::BatchUpdate);
                 (plan.drop_before, plan.error, plan.burst_429)
             })
             .collect()
@@ -759,6 +762,23 @@ mod tests {
         );
         assert_eq!(draws(faults.clone(), 9, 2_000), first);
         assert_ne!(draws(faults, 10, 2_000), first);
+    }
+
+    #[test]
+    fn search_latency_slows_searches_only() {
+        let mut state = Inner::new(&SimOptions {
+            faults: Faults {
+                latency: Duration::from_millis(100),
+                search_latency: Duration::from_secs(3),
+                ..Faults::default()
+            },
+            ..SimOptions::default()
+        });
+        let search = draw_faults(&mut state, Endpoint::Search);
+        let update = draw_faults(&mut state, Endpoint::BatchUpdate);
+        assert_eq!(search.latency, Duration::from_millis(3_100));
+        assert_eq!(update.latency, Duration::from_millis(100));
+        assert_eq!(state.counters.faults, 0, "latency is not an injected fault");
     }
 
     #[test]
