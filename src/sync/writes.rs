@@ -54,8 +54,13 @@ ON CONFLICT (object, direction, record_key) DO UPDATE SET
     item_id = EXCLUDED.item_id,
     sql_key = coalesce(EXCLUDED.sql_key, w.sql_key),
     hubspot_id = coalesce(EXCLUDED.hubspot_id, w.hubspot_id),
-    sent = EXCLUDED.sent,
-    created_at = CASE WHEN w.item_id = EXCLUDED.item_id THEN w.created_at ELSE now() END
+    -- A create retried (or taken up again after a crash) never replaces the record of an
+    -- earlier create that may have landed: those are the values the contact was created with.
+    sent = CASE WHEN EXCLUDED.hubspot_id IS NULL
+                     AND (w.hubspot_id IS NOT NULL OR w.item_id = EXCLUDED.item_id)
+                THEN w.sent ELSE EXCLUDED.sent END,
+    created_at = CASE WHEN w.item_id = EXCLUDED.item_id OR w.hubspot_id IS NOT NULL
+                      THEN w.created_at ELSE now() END
 "#,
     )
     .bind(object)
