@@ -19,7 +19,7 @@ use crate::exit::{self, Failure};
 use crate::mapping::{Mapper, SqlRow};
 use crate::pg::throwaway::{Cluster, Durability};
 use crate::sim::hubspot::{RunningSim, SimOptions};
-use crate::sim::mssql::{MssqlSimOptions, RunningMssqlSim, SEED_SCHEMA};
+use crate::sim::mssql::{MssqlSimOptions, RunningMssqlSim};
 
 #[derive(Debug, Args)]
 pub struct SyncBenchArgs {
@@ -135,14 +135,7 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let mssql = crate::sim::mssql::start(
-        "127.0.0.1:0".parse()?,
-        MssqlSimOptions {
-            schema: Some(SEED_SCHEMA.to_string()),
-            ..MssqlSimOptions::default()
-        },
-    )
-    .await?;
+    let mssql = crate::sim::mssql::start("127.0.0.1:0".parse()?, MssqlSimOptions::seeded()).await?;
     let dir = tempfile::tempdir()?;
     let (config_text, port) =
         bench_config(&text, &hubspot, &dir.path().join("logs"), args.workers)?;

@@ -26,13 +26,20 @@ const SURNAMES: &[&str] = &[
     "Madrigal Porras",
     "Camacho Villalobos",
 ];
-const FIRST_NAMES: &[&str] = &[
+/// First names the edits give (the demo's and the kill-and-compare scenario's).
+pub const FIRST_NAMES: &[&str] = &[
     "Marianela",
     "Yorleny",
     "Minor",
     "Yendry",
     "Greivin",
     "Hazel",
+    "Keilor",
+    "Dinia",
+    "Jeffry",
+    "Xinia",
+    "Maikol",
+    "Shirley",
 ];
 /// (SQL Server value, HubSpot value) of a first name edited on both sides.
 const BOTH_SIDES: &[(&str, &str)] = &[

@@ -53,6 +53,21 @@ pub fn demo_config(shipped: &str, t: &Targets<'_>) -> Result<String, String> {
     Ok(text)
 }
 
+/// Loads a config `text` whose secrets come from `secrets` (environment name, value) instead of
+/// the environment, as the daemon started with them would see it.
+pub fn load_with_secrets(
+    text: &str,
+    secrets: &[(&str, String)],
+) -> Result<crate::config::Config, crate::config::ConfigError> {
+    let env = |name: &str| {
+        secrets
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
+    };
+    crate::config::load_str(text, crate::config::Need::All, &env)
+}
+
 /// `text` with `from`, which must occur exactly once, replaced by `to`; or why not.
 pub fn replace_once(text: &str, from: &str, to: &str) -> Result<String, String> {
     match text.matches(from).count() {

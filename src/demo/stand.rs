@@ -17,7 +17,7 @@ use crate::config::{Config, ENV_DATABASE_URL, ENV_HUBSPOT_TOKEN, ENV_SQL_SERVER,
 use crate::mapping::SqlRow;
 use crate::pg::throwaway::{Cluster, Durability};
 use crate::sim::hubspot::{RunningSim, SimOptions};
-use crate::sim::mssql::{MssqlSimOptions, RunningMssqlSim, SEED_SCHEMA};
+use crate::sim::mssql::{MssqlSimOptions, RunningMssqlSim};
 
 /// The object the demo syncs (the shipped config's only one).
 pub const OBJECT: &str = "contacts";
@@ -78,14 +78,7 @@ impl Stand {
             "starting the SQL Server simulator with {} members…",
             plan.members.len()
         ));
-        let mssql = crate::sim::mssql::start(
-            loopback(),
-            MssqlSimOptions {
-                schema: Some(SEED_SCHEMA.into()),
-                ..Default::default()
-            },
-        )
-        .await?;
+        let mssql = crate::sim::mssql::start(loopback(), MssqlSimOptions::seeded()).await?;
         mssql
             .insert_rows(&table, plan.members)
             .await
@@ -116,13 +109,7 @@ impl Stand {
             (ENV_HUBSPOT_TOKEN, token),
             (ENV_SQL_SERVER, mssql.connection_string()),
         ];
-        let env = |name: &str| {
-            secrets
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let config = crate::config::load_str(&text, Need::All, &env)
+        let config = super::config::load_with_secrets(&text, &secrets)
             .map_err(|e| anyhow::anyhow!("the demo config: {e}"))?;
 
         say("starting the hubsync daemon (hubsync run)…");

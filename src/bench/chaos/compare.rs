@@ -179,8 +179,8 @@ pub fn compare(s: &Sides<'_>) -> Findings {
                     } else {
                         None
                     };
-                    let recorded = conflict.map_or("no conflict recorded".to_string(), |c| {
-                        format!("conflict recorded, {} won", c.winner)
+                    let recorded = conflict.map_or(String::new(), |c| {
+                        format!(" (conflict recorded, {} won)", c.winner)
                     });
                     match problem {
                         None => {
@@ -189,7 +189,7 @@ pub fn compare(s: &Sides<'_>) -> Findings {
                             *f.winners.entry(winner.to_string()).or_default() += 1;
                         }
                         Some(problem) => f.unsettled.push(finding(format!(
-                            "SQL Server {a:?} vs HubSpot {b:?}: {problem} ({recorded})"
+                            "SQL Server {a:?} vs HubSpot {b:?}: {problem}{recorded}"
                         ))),
                     }
                 }

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
 use super::stand::Stand;
-use crate::demo::changes::{BothSides, Changes, Edit, Editor};
+use crate::demo::changes::{BothSides, Changes, Edit, Editor, FIRST_NAMES};
 use crate::demo::stand::OBJECT;
 use crate::mapping::SqlRow;
 
@@ -43,20 +43,6 @@ const SURNAMES: &[&str] = &[
     "Chaves",
     "Arias",
     "Vargas",
-];
-const FIRST_NAMES: &[&str] = &[
-    "Marianela",
-    "Yorleny",
-    "Minor",
-    "Yendry",
-    "Greivin",
-    "Hazel",
-    "Keilor",
-    "Dinia",
-    "Jeffry",
-    "Xinia",
-    "Maikol",
-    "Shirley",
 ];
 
 /// The last edit of one member's field.
@@ -139,41 +125,40 @@ pub async fn edit_until(
     stop: CancellationToken,
     seed: u64,
 ) -> anyhow::Result<Expected> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let editor = Editor::new(&stand.config)?;
-    let mut expected = Expected::default();
+    let mut user = User {
+        editor: Editor::new(&stand.config)?,
+        stand,
+        members,
+        expected: Expected::default(),
+        rng: StdRng::seed_from_u64(seed),
+    };
     let mut last_conflict = Instant::now();
     while !stop.is_cancelled() {
-        let pause = Duration::from_millis(rng.random_range(100..=600));
+        let pause = Duration::from_millis(user.rng.random_range(100..=600));
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.cancelled() => break,
         }
         let since = last_conflict.elapsed();
         let conflict = since > Duration::from_secs(12)
-            || (since > Duration::from_secs(3) && rng.random_bool(0.25));
-        let done = if conflict {
-            let n = rng.random_range(2..=8);
-            both_sides(&stand, &editor, &members, &mut expected, n, &mut rng).await?
-        } else {
-            0
-        };
-        if done > 0 {
-            last_conflict = Instant::now();
-            continue;
+            || (since > Duration::from_secs(3) && user.rng.random_bool(0.25));
+        if conflict {
+            let n = user.rng.random_range(2..=8);
+            if user.both_sides(n).await? > 0 {
+                last_conflict = Instant::now();
+                continue;
+            }
         }
-        let n = rng.random_range(1..=BATCH);
-        if rng.random_bool(0.5)
-            || hubspot(&stand, &editor, &members, &mut expected, n, &mut rng).await? == 0
-        {
-            in_sql(&stand, &editor, &members, &mut expected, n, &mut rng).await?;
+        let n = user.rng.random_range(1..=BATCH);
+        if user.rng.random_bool(0.5) || user.in_hubspot(n).await? == 0 {
+            user.in_sql(n).await?;
         }
     }
     // SQL Server's last: they make HubSpot writes for the last kill to find in flight.
-    hubspot(&stand, &editor, &members, &mut expected, BATCH, &mut rng).await?;
-    in_sql(&stand, &editor, &members, &mut expected, BATCH, &mut rng).await?;
-    expected.requests = editor.requests();
-    Ok(expected)
+    user.in_hubspot(BATCH).await?;
+    user.in_sql(BATCH).await?;
+    user.expected.requests = user.editor.requests();
+    Ok(user.expected)
 }
 
 fn edit(key: &str, hubspot_id: &str, field: &'static str, value: String) -> Edit {
@@ -185,137 +170,142 @@ fn edit(key: &str, hubspot_id: &str, field: &'static str, value: String) -> Edit
     }
 }
 
-/// Surnames of `n` valid members edited in SQL Server.
-async fn in_sql(
-    stand: &Stand,
-    editor: &Editor,
-    members: &Members,
-    expected: &mut Expected,
-    n: usize,
-    rng: &mut StdRng,
-) -> anyhow::Result<usize> {
-    let keys: Vec<&String> = members.valid.choose_multiple(rng, n).collect();
-    let mut changes = Changes::default();
-    for key in keys {
-        let current = expected.current(key, SQL_FIELD, &members.rows[key]);
-        let value = new_value(SQL_FIELD, &current, rng);
-        changes.in_sql.push(edit(key, "", SQL_FIELD, value));
-    }
-    let now = Utc::now();
-    editor.apply(&stand.pool, &stand.mssql, &changes).await?;
-    for e in &changes.in_sql {
-        let at = (e.sql_key.clone(), SQL_FIELD);
-        expected.at.insert(at.clone(), now);
-        expected.fields.insert(at, Expect::Sql(e.value.clone()));
-    }
-    expected.sql_edits += changes.in_sql.len();
-    expected.batches += 1;
-    Ok(changes.in_sql.len())
+/// The people editing both systems, and what their edits add up to so far.
+struct User {
+    stand: Arc<Stand>,
+    editor: Editor,
+    members: Arc<Members>,
+    expected: Expected,
+    rng: StdRng,
 }
 
-/// First names of up to `n` members already in HubSpot edited there.
-async fn hubspot(
-    stand: &Stand,
-    editor: &Editor,
-    members: &Members,
-    expected: &mut Expected,
-    n: usize,
-    rng: &mut StdRng,
-) -> anyhow::Result<usize> {
-    let mut seen = HashSet::new();
-    let contacts: Vec<(String, String)> = stand
-        .hubspot
-        .contacts()
-        .into_iter()
-        .filter(|c| !c.archived())
-        .filter_map(|c| Some((c.get("numero_asociado")?.to_string(), c.id.to_string())))
-        .filter(|(key, _)| members.rows.contains_key(key) && !expected.conflicted.contains(key))
-        .filter(|(key, _)| seen.insert(key.clone()))
-        .collect();
-    let mut changes = Changes::default();
-    for (key, id) in contacts.choose_multiple(rng, n) {
-        let current = expected.current(key, HUBSPOT_FIELD, &members.rows[key]);
-        let value = new_value(HUBSPOT_FIELD, &current, rng);
-        changes.in_hubspot.push(edit(key, id, HUBSPOT_FIELD, value));
+impl User {
+    /// A value for `key`'s `field` other than the one it should hold now.
+    fn new_value(&mut self, key: &str, field: &'static str) -> String {
+        let current = self.expected.current(key, field, &self.members.rows[key]);
+        new_value(field, &current, &mut self.rng)
     }
-    if changes.in_hubspot.is_empty() {
-        return Ok(0);
-    }
-    let now = Utc::now();
-    editor.apply(&stand.pool, &stand.mssql, &changes).await?;
-    for e in &changes.in_hubspot {
-        let at = (e.sql_key.clone(), HUBSPOT_FIELD);
-        expected.at.insert(at.clone(), now);
-        expected.fields.insert(at, Expect::Hubspot(e.value.clone()));
-        expected.hubspot_edited.insert(e.sql_key.clone());
-    }
-    expected.hubspot_edits += changes.in_hubspot.len();
-    expected.batches += 1;
-    Ok(changes.in_hubspot.len())
-}
 
-/// First names of up to `n` synced members with nothing in the queue edited on both sides, while
-/// this process holds the SQL Server poller's election (as a second instance would): neither
-/// edit is synced before the other is made.
-async fn both_sides(
-    stand: &Stand,
-    editor: &Editor,
-    members: &Members,
-    expected: &mut Expected,
-    n: usize,
-    rng: &mut StdRng,
-) -> anyhow::Result<usize> {
-    let idle: Vec<(String, String)> = sqlx::query_as(
-        "SELECT l.sql_key, l.hubspot_id FROM record_links l \
-         WHERE l.object = $1 AND l.hubspot_id IS NOT NULL AND NOT EXISTS ( \
-           SELECT 1 FROM sync_queue q WHERE q.object = l.object \
-           AND q.state IN ('pending', 'running') \
-           AND q.record_key IN (l.sql_key, l.hubspot_id))",
-    )
-    .bind(OBJECT)
-    .fetch_all(&stand.pool)
-    .await?;
-    let free: Vec<&(String, String)> = idle
-        .iter()
-        .filter(|(key, _)| {
-            members.rows.contains_key(key)
-                && !expected.hubspot_edited.contains(key)
-                && !expected.conflicted.contains(key)
-        })
-        .collect();
-    let mut changes = Changes::default();
-    for (key, id) in free.choose_multiple(rng, n).copied() {
-        let current = expected.current(key, HUBSPOT_FIELD, &members.rows[key]);
-        let sql = new_value(HUBSPOT_FIELD, &current, rng);
-        let hubspot = loop {
-            let v = new_value(HUBSPOT_FIELD, &current, rng);
-            if v != sql {
-                break v;
-            }
-        };
-        changes.both.push(BothSides {
-            sql: edit(key, id, HUBSPOT_FIELD, sql),
-            hubspot: edit(key, id, HUBSPOT_FIELD, hubspot),
+    /// Surnames of `n` valid members edited in SQL Server.
+    async fn in_sql(&mut self, n: usize) -> anyhow::Result<usize> {
+        let members = self.members.clone();
+        let mut changes = Changes::default();
+        for key in members.valid.choose_multiple(&mut self.rng, n) {
+            let value = self.new_value(key, SQL_FIELD);
+            changes.in_sql.push(edit(key, "", SQL_FIELD, value));
+        }
+        self.make(changes).await
+    }
+
+    /// First names of up to `n` members already in HubSpot edited there.
+    async fn in_hubspot(&mut self, n: usize) -> anyhow::Result<usize> {
+        let mut seen = HashSet::new();
+        let contacts: Vec<(String, String)> = self
+            .stand
+            .hubspot
+            .contacts()
+            .into_iter()
+            .filter(|c| !c.archived())
+            .filter_map(|c| Some((c.get("numero_asociado")?.to_string(), c.id.to_string())))
+            .filter(|(key, _)| {
+                self.members.rows.contains_key(key) && !self.expected.conflicted.contains(key)
+            })
+            .filter(|(key, _)| seen.insert(key.clone()))
+            .collect();
+        let mut changes = Changes::default();
+        for (key, id) in contacts.choose_multiple(&mut self.rng, n) {
+            let value = self.new_value(key, HUBSPOT_FIELD);
+            changes.in_hubspot.push(edit(key, id, HUBSPOT_FIELD, value));
+        }
+        self.make(changes).await
+    }
+
+    /// First names of up to `n` synced members with nothing in the queue edited on both
+    /// sides, while this process holds the SQL Server poller's election (as a second instance
+    /// would): neither edit is synced before the other is made.
+    async fn both_sides(&mut self, n: usize) -> anyhow::Result<usize> {
+        let idle: Vec<(String, String)> = sqlx::query_as(
+            "SELECT l.sql_key, l.hubspot_id FROM record_links l \
+             WHERE l.object = $1 AND l.hubspot_id IS NOT NULL AND NOT EXISTS ( \
+               SELECT 1 FROM sync_queue q WHERE q.object = l.object \
+               AND q.state IN ('pending', 'running') \
+               AND q.record_key IN (l.sql_key, l.hubspot_id))",
+        )
+        .bind(OBJECT)
+        .fetch_all(&self.stand.pool)
+        .await?;
+        let free: Vec<&(String, String)> = idle
+            .iter()
+            .filter(|(key, _)| {
+                self.members.rows.contains_key(key)
+                    && !self.expected.hubspot_edited.contains(key)
+                    && !self.expected.conflicted.contains(key)
+            })
+            .collect();
+        let picked: Vec<&(String, String)> =
+            free.choose_multiple(&mut self.rng, n).copied().collect();
+        let mut changes = Changes::default();
+        for (key, id) in picked {
+            let sql = self.new_value(key, HUBSPOT_FIELD);
+            let hubspot = loop {
+                let v = self.new_value(key, HUBSPOT_FIELD);
+                if v != sql {
+                    break v;
+                }
+            };
+            changes.both.push(BothSides {
+                sql: edit(key, id, HUBSPOT_FIELD, sql),
+                hubspot: edit(key, id, HUBSPOT_FIELD, hubspot),
+            });
+        }
+        self.make(changes).await
+    }
+
+    /// Makes `changes` and keeps what they add up to; returns how many edits were made.
+    async fn make(&mut self, changes: Changes) -> anyhow::Result<usize> {
+        let made = changes.in_sql.len() + changes.in_hubspot.len() + changes.both.len();
+        if made == 0 {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        self.editor
+            .apply(&self.stand.pool, &self.stand.mssql, &changes)
+            .await?;
+        let sql = changes
+            .in_sql
+            .iter()
+            .map(|e| (e, Expect::Sql(e.value.clone())));
+        let hubspot = changes
+            .in_hubspot
+            .iter()
+            .map(|e| (e, Expect::Hubspot(e.value.clone())));
+        let both = changes.both.iter().map(|b| {
+            let expect = Expect::Both {
+                sql: b.sql.value.clone(),
+                hubspot: b.hubspot.value.clone(),
+            };
+            (&b.sql, expect)
         });
+        let expected = &mut self.expected;
+        for (e, expect) in sql.chain(hubspot).chain(both) {
+            match expect {
+                Expect::Sql(_) => expected.sql_edits += 1,
+                Expect::Hubspot(_) => {
+                    expected.hubspot_edits += 1;
+                    expected.hubspot_edited.insert(e.sql_key.clone());
+                }
+                Expect::Both { .. } => {
+                    expected.both_edits += 1;
+                    expected.conflicted.insert(e.sql_key.clone());
+                }
+            }
+            let at = (e.sql_key.clone(), e.field);
+            expected.at.insert(at.clone(), now);
+            expected.fields.insert(at, expect);
+        }
+        expected.batches += 1;
+        Ok(made)
     }
-    if changes.both.is_empty() {
-        return Ok(0);
-    }
-    let now = Utc::now();
-    editor.apply(&stand.pool, &stand.mssql, &changes).await?;
-    for b in &changes.both {
-        let key = b.sql.sql_key.clone();
-        expected.at.insert((key.clone(), HUBSPOT_FIELD), now);
-        let both = Expect::Both {
-            sql: b.sql.value.clone(),
-            hubspot: b.hubspot.value.clone(),
-        };
-        expected.fields.insert((key.clone(), HUBSPOT_FIELD), both);
-        expected.conflicted.insert(key);
-    }
-    expected.both_edits += changes.both.len();
-    expected.batches += 1;
-    Ok(changes.both.len())
 }
 
 #[cfg(test)]

@@ -13,13 +13,13 @@ use anyhow::{Context, bail};
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
-use crate::config::{Config, ENV_DATABASE_URL, ENV_HUBSPOT_TOKEN, ENV_SQL_SERVER, Need};
+use crate::config::{Config, ENV_DATABASE_URL, ENV_HUBSPOT_TOKEN, ENV_SQL_SERVER};
 use crate::demo::config::replace_once;
 use crate::mapping::SqlRow;
 use crate::mssql::ChangeReader;
 use crate::pg::throwaway::{Cluster, Durability};
 use crate::sim::hubspot::{RunningSim, SimOptions};
-use crate::sim::mssql::{MssqlSimOptions, RunningMssqlSim, SEED_SCHEMA};
+use crate::sim::mssql::{MssqlSimOptions, RunningMssqlSim};
 
 /// The HubSpot tier the scenario runs at (requests per rolling 10 s).
 pub const TIER: u32 = 250;
@@ -131,14 +131,7 @@ impl Stand {
         };
         let token = secrecy::ExposeSecret::expose_secret(&sim_options.token).to_string();
         let hubspot = crate::sim::hubspot::start(loopback(), sim_options).await?;
-        let mssql = crate::sim::mssql::start(
-            loopback(),
-            MssqlSimOptions {
-                schema: Some(SEED_SCHEMA.into()),
-                ..Default::default()
-            },
-        )
-        .await?;
+        let mssql = crate::sim::mssql::start(loopback(), MssqlSimOptions::seeded()).await?;
         let text = scenario_config(shipped, &hubspot, &dir.join("logs"), kills)?;
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, &text)
@@ -148,13 +141,7 @@ impl Stand {
             (ENV_HUBSPOT_TOKEN, token.clone()),
             (ENV_SQL_SERVER, mssql.connection_string()),
         ];
-        let env = |name: &str| {
-            secrets
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.clone())
-        };
-        let config = crate::config::load_str(&text, Need::All, &env)
+        let config = crate::demo::config::load_with_secrets(&text, &secrets)
             .map_err(|e| anyhow::anyhow!("the scenario's config: {e}"))?;
         let table = config
             .objects

@@ -90,6 +90,16 @@ impl Default for MssqlSimOptions {
     }
 }
 
+impl MssqlSimOptions {
+    /// The defaults with the seed contact table `dbo.hb_contacts` ([`SEED_SCHEMA`]).
+    pub fn seeded() -> Self {
+        Self {
+            schema: Some(SEED_SCHEMA.into()),
+            ..Self::default()
+        }
+    }
+}
+
 /// Counters for tests and the demo.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MssqlSimStats {
