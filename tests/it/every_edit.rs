@@ -208,3 +208,40 @@ async fn a_contact_created_before_a_crash_keeps_the_hubspot_edits_made_before_it
         .count();
     assert_eq!(b.s.sim.contacts().len(), valid, "each member created once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsettled_sql_server_write_coming_back_after_a_crash_is_no_conflict() {
+    let b = both().await;
+    insert_members(&b.mssql, &rows(20)).await;
+    b.settle_all().await;
+    let (key, id) = b.links(1).await.remove(0);
+    // A HubSpot edit is written to SQL Server; the worker dies before settling it.
+    b.client
+        .batch_update("contacts", &[edit(&id, "firstname", "Uno Primera")])
+        .await
+        .unwrap();
+    b.hs_poller.poll_once().await.unwrap();
+    let batch = b
+        .s
+        .queue
+        .claim("contacts", Direction::ToSql, 100, "crashed")
+        .await
+        .unwrap();
+    let _never_settled = b.to_sql.handler.handle(&batch).await;
+    let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
+    b.s.queue.release("crashed", &ids).await.unwrap();
+    assert_eq!(b.sql_value(&key, "firstname").await, "Uno Primera");
+    // Meanwhile the first name changes again in HubSpot.
+    b.client
+        .batch_update("contacts", &[edit(&id, "firstname", "Dos Segunda")])
+        .await
+        .unwrap();
+    // SQL Server's poller reads the row first: hubsync's own write, not a SQL Server edit.
+    b.sql_poller.poll_once().await.unwrap();
+    b.s.worker.drain().await.unwrap();
+    assert_eq!(b.hubspot_value(&id, "firstname"), "Dos Segunda");
+    b.settle_all().await;
+    assert_eq!(b.sql_value(&key, "firstname").await, "Dos Segunda");
+    assert_eq!(b.hubspot_value(&id, "firstname"), "Dos Segunda");
+    assert_eq!(b.conflicts().await, 0, "no one changed the first name in SQL Server");
+}
