@@ -31,5 +31,14 @@ COMMENT ON COLUMN sync_writes.hubspot_id IS 'HubSpot id of the record, when know
 COMMENT ON COLUMN sync_writes.sent IS 'HubSpot property values (as mapped) the record has once the write lands.';
 
 ALTER TABLE sync_conflicts ADD COLUMN decided_by text;
+-- A conflict is recorded as soon as it is decided, before the winner is written (a crash after
+-- the write would otherwise lose it: the retry finds both sides equal), and again when the item
+-- settles; the item, field and three values identify it, so it is stored once.
+ALTER TABLE sync_conflicts ADD COLUMN item_id bigint;
+CREATE UNIQUE INDEX sync_conflicts_once ON sync_conflicts (
+    item_id, field,
+    md5(coalesce(sql_value, '') || chr(1) || coalesce(hubspot_value, '') || chr(1) || coalesce(synced_value, '')))
+    WHERE item_id IS NOT NULL;
+COMMENT ON COLUMN sync_conflicts.item_id IS 'The sync_queue item that found the conflict.';
 COMMENT ON COLUMN sync_conflicts.decided_by IS
     'Why the winner won: the policy, the two modification times, or (newest_wins) which time was missing.';

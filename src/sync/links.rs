@@ -33,6 +33,8 @@ pub struct LinkUpdate {
 /// A conflict to record, with the record it belongs to.
 #[derive(Debug, Clone)]
 pub struct ConflictRecord {
+    /// The queue item that found it (a retry of the item records it once).
+    pub item_id: Option<i64>,
     pub sql_key: String,
     pub hubspot_id: Option<String>,
     pub conflict: Conflict,
@@ -168,30 +170,34 @@ pub async fn remove(
     Ok(done.rows_affected())
 }
 
-/// Records conflicts (and logs each with both values).
+/// Records conflicts as soon as they are decided, before the winner is written: a crash after
+/// the write would otherwise lose them (the retry finds both sides equal). Settling records
+/// them again, which stores nothing new.
+pub async fn record_conflicts_now(
+    pool: &PgPool,
+    object: &str,
+    conflicts: &[ConflictRecord],
+) -> Result<(), sqlx::Error> {
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let mut conn = pool.acquire().await?;
+    record_conflicts(&mut conn, object, conflicts).await
+}
+
+/// Records conflicts (and logs each with both values), each once.
 pub async fn record_conflicts(
     conn: &mut PgConnection,
     object: &str,
     conflicts: &[ConflictRecord],
 ) -> Result<(), sqlx::Error> {
     for c in conflicts {
-        tracing::warn!(
-            operation = "CONFLICT",
-            object,
-            record_key = %c.sql_key,
-            hubspot_id = c.hubspot_id.as_deref().unwrap_or(""),
-            field = %c.conflict.field,
-            sql_value = %masked(&c.conflict.sql_value),
-            hubspot_value = %masked(&c.conflict.hubspot_value),
-            policy = c.conflict.policy.as_str(),
-            winner = ?c.conflict.winner,
-            decided_by = c.conflict.decided_by,
-            "field changed on both sides"
-        );
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO sync_conflicts (object, sql_key, hubspot_id, field, sql_value, \
              hubspot_value, synced_value, sql_modified_at, hubspot_modified_at, policy, winner, \
-             decided_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             decided_by, item_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(object)
         .bind(&c.sql_key)
@@ -208,8 +214,25 @@ pub async fn record_conflicts(
             Side::Hubspot => "hubspot",
         })
         .bind(c.conflict.decided_by)
+        .bind(c.item_id)
         .execute(&mut *conn)
         .await?;
+        if inserted.rows_affected() == 0 {
+            continue; // recorded already, when it was decided
+        }
+        tracing::warn!(
+            operation = "CONFLICT",
+            object,
+            record_key = %c.sql_key,
+            hubspot_id = c.hubspot_id.as_deref().unwrap_or(""),
+            field = %c.conflict.field,
+            sql_value = %masked(&c.conflict.sql_value),
+            hubspot_value = %masked(&c.conflict.hubspot_value),
+            policy = c.conflict.policy.as_str(),
+            winner = ?c.conflict.winner,
+            decided_by = c.conflict.decided_by,
+            "field changed on both sides"
+        );
     }
     Ok(())
 }

@@ -232,6 +232,18 @@ impl BatchHandler for ToHubspot {
                 Step::Conflict(c) => run.result.conflicts.push(c),
             }
         }
+        let conflicts = &run.result.conflicts;
+        if let Err(e) = links::record_conflicts_now(&self.pool, &self.object, conflicts).await {
+            // Nothing is written whose conflict could not be recorded first.
+            let error = ItemError::new("postgres", crate::pg::describe(&e));
+            let items = (archives.iter().map(|(item, _)| *item))
+                .chain(updates.iter().map(|(w, _, _)| w.item))
+                .chain(creates.iter().map(|w| w.item));
+            for item in items.collect::<Vec<_>>() {
+                run.retry(item, error.clone());
+            }
+            return run.result;
+        }
         run.archive(archives).await;
         run.update(updates).await;
         run.create(creates).await;
@@ -441,6 +453,7 @@ impl ToHubspot {
         let plan = diff::plan(&work.mapped.properties, &hs, &link.synced, times, &policy);
         steps.extend(plan.conflicts.into_iter().map(|conflict| {
             Step::Conflict(ConflictRecord {
+                item_id: Some(work.item.id),
                 sql_key: link.sql_key.clone(),
                 hubspot_id: Some(hubspot_id.clone()),
                 conflict,

@@ -667,6 +667,7 @@ impl ToSql {
             let conflicted = !plan.conflicts.is_empty();
             steps.extend(plan.conflicts.into_iter().map(|conflict| {
                 SqlStep::Conflict(ConflictRecord {
+                    item_id: Some(item.id),
                     sql_key: link.sql_key.clone(),
                     hubspot_id: Some(item.record_key.clone()),
                     conflict,
@@ -776,7 +777,12 @@ impl BatchHandler for ToSql {
                 first_sent_at: None,
             })
             .collect();
-        if let Err(e) = writes::record(&self.pool, &self.object, Direction::ToSql, &sent).await {
+        let (pool, object) = (&self.pool, &self.object);
+        let recorded = match writes::record(pool, object, Direction::ToSql, &sent).await {
+            Ok(()) => links::record_conflicts_now(pool, object, &result.conflicts).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
             let error = ItemError::new("postgres", crate::pg::describe(&e));
             for p in &pending {
                 result

@@ -221,12 +221,11 @@ async fn an_unsettled_sql_server_write_coming_back_after_a_crash_is_no_conflict(
         .await
         .unwrap();
     b.hs_poller.poll_once().await.unwrap();
-    let batch = b
-        .s
-        .queue
-        .claim("contacts", Direction::ToSql, 100, "crashed")
-        .await
-        .unwrap();
+    let batch =
+        b.s.queue
+            .claim("contacts", Direction::ToSql, 100, "crashed")
+            .await
+            .unwrap();
     let _never_settled = b.to_sql.handler.handle(&batch).await;
     let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
     b.s.queue.release("crashed", &ids).await.unwrap();
@@ -243,5 +242,54 @@ async fn an_unsettled_sql_server_write_coming_back_after_a_crash_is_no_conflict(
     b.settle_all().await;
     assert_eq!(b.sql_value(&key, "firstname").await, "Dos Segunda");
     assert_eq!(b.hubspot_value(&id, "firstname"), "Dos Segunda");
-    assert_eq!(b.conflicts().await, 0, "no one changed the first name in SQL Server");
+    assert_eq!(
+        b.conflicts().await,
+        0,
+        "no one changed the first name in SQL Server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_settled_just_before_a_crash_is_recorded_once() {
+    let b = both().await;
+    insert_members(&b.mssql, &rows(20)).await;
+    b.settle_all().await;
+    let (key, id) = b.links(1).await.remove(0);
+    // The same field edited on both sides; HubSpot's poller sees it first.
+    b.sql_set(&key, "firstname", "Desde Sql").await;
+    b.client
+        .batch_update("contacts", &[edit(&id, "firstname", "Desde Hubspot")])
+        .await
+        .unwrap();
+    b.hs_poller.poll_once().await.unwrap();
+    // The winner is written to SQL Server; the worker dies before settling.
+    let batch =
+        b.s.queue
+            .claim("contacts", Direction::ToSql, 100, "crashed")
+            .await
+            .unwrap();
+    let _never_settled = b.to_sql.handler.handle(&batch).await;
+    let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
+    b.s.queue.release("crashed", &ids).await.unwrap();
+    b.settle_all().await;
+    // Both sides hold the winner, and the conflict is on record, once.
+    let (sql, hubspot) = (
+        b.sql_value(&key, "firstname").await,
+        b.hubspot_value(&id, "firstname"),
+    );
+    assert_eq!(sql, hubspot);
+    let recorded: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT field, winner, decided_by FROM sync_conflicts WHERE sql_key = $1")
+            .bind(&key)
+            .fetch_all(b.s.queue.pool())
+            .await
+            .unwrap();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].0, "firstname");
+    let winner = if recorded[0].1 == "hubspot" {
+        "Desde Hubspot"
+    } else {
+        "Desde Sql"
+    };
+    assert_eq!(sql, winner, "{recorded:?}");
 }

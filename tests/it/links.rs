@@ -89,6 +89,7 @@ async fn links_conflicts_and_outcomes_commit_together_or_not_at_all() {
         .await
         .unwrap();
     let conflict = ConflictRecord {
+        item_id: None,
         sql_key: "10045".into(),
         hubspot_id: Some("901".into()),
         conflict: Conflict {
