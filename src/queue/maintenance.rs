@@ -167,9 +167,21 @@ impl Queue {
             let n = prune_once(&self.pool, retention, batch).await?;
             total += n;
             if n < batch as u64 {
-                return Ok(total);
+                break;
             }
         }
+        // Writes left on record by items that never finished (discarded by an operator, or
+        // superseded with no newer item ending since), once no item of the record is open.
+        sqlx::query(
+            "DELETE FROM sync_writes w WHERE w.created_at < now() - $1 \
+             AND NOT EXISTS (SELECT 1 FROM sync_queue q WHERE q.state IN ('pending', 'running') \
+                               AND q.object = w.object AND q.direction = w.direction \
+                               AND q.record_key = w.record_key)",
+        )
+        .bind(interval(retention))
+        .execute(&self.pool)
+        .await?;
+        Ok(total)
     }
 }
 
