@@ -8,7 +8,9 @@ use std::path::Path;
 use secrecy::{ExposeSecret, SecretString};
 use serde_yaml::Value;
 
+use super::input::{MAX_BYTES, MAX_DEPTH, check_nesting, read_regular_file};
 use super::interpolate::{interpolate, join};
+use super::scrub::Substituted;
 use super::{
     Config, ConfigError, ENV_DATABASE_URL, ENV_HUBSPOT_TOKEN, ENV_SQL_SERVER, Problem, Problems,
 };
@@ -26,20 +28,54 @@ pub enum Need {
 
 /// Reads and checks a configuration file, with overrides from the process environment.
 pub fn load_file(path: &Path, need: Need) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    load_str(&text, need, &|name| std::env::var(name).ok())
+    load_file_with(path, need, &|name| std::env::var(name).ok())
+}
+
+/// Reads and checks a configuration file (a regular file of at most 1 MiB), looking variables
+/// up with `env` (e.g. those of an environment file).
+pub fn load_file_with(
+    path: &Path,
+    need: Need,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    load_str(&read_regular_file(path)?, need, env)
 }
 
 /// Checks configuration text; `env` looks up environment variables (tests pass their own).
+/// No problem shows a value taken from the environment: it names the variable instead.
 pub fn load_str(
     text: &str,
     need: Need,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let mut substituted = Substituted::default();
+    load_noting(text, need, env, &mut substituted).map_err(|e| match e {
+        ConfigError::Invalid(problems) => ConfigError::Invalid(
+            problems
+                .into_iter()
+                .map(|p| substituted.explain(p))
+                .collect(),
+        ),
+        other => other,
+    })
+}
+
+/// [`load_str`], noting every value taken from the environment in `substituted`.
+fn load_noting(
+    text: &str,
+    need: Need,
+    env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut Substituted,
+) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
+    if text.len() as u64 > MAX_BYTES {
+        problems.push("", "the configuration is larger than 1 MiB");
+        return Err(ConfigError::Invalid(problems.into_vec()));
+    }
+    // Before the parser: deep nesting costs it seconds of CPU before it gives up.
+    if let Err(problem) = check_nesting(text, MAX_DEPTH) {
+        return Err(ConfigError::Invalid(vec![problem]));
+    }
     let mut value: Value = match serde_yaml::from_str(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(v) => v,
@@ -48,12 +84,12 @@ pub fn load_str(
             return Err(ConfigError::Invalid(problems.into_vec()));
         }
     };
-    interpolate(&mut value, "", env, &mut problems);
+    interpolate(&mut value, "", env, substituted, &mut problems);
 
     let Some(mut config) = deserialize_all(text, value, &mut problems) else {
         return Err(ConfigError::Invalid(problems.into_vec()));
     };
-    apply_secret_overrides(&mut config, env);
+    apply_secret_overrides(&mut config, env, substituted);
     check(&config, need, &mut problems);
     let problems: Vec<Problem> = problems
         .into_vec()
@@ -278,7 +314,11 @@ fn problem_from_yaml(path: &str, e: &serde_yaml::Error) -> Problem {
     }
 }
 
-fn apply_secret_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) {
+fn apply_secret_overrides(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut Substituted,
+) {
     // An empty secret in the file (e.g. `${SQL_SERVER:-}` with the variable unset) is no secret.
     let blank = |s: &Option<SecretString>| {
         s.as_ref()
@@ -293,18 +333,18 @@ fn apply_secret_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<Stri
     if blank(&config.sql_server.connection) {
         config.sql_server.connection = None;
     }
-    let secret = |name: &str| {
-        env(name)
-            .filter(|v| !v.trim().is_empty())
-            .map(SecretString::from)
+    let mut secret = |path: &str, name: &str| {
+        let value = env(name).filter(|v| !v.trim().is_empty())?;
+        substituted.note(path, name, &value);
+        Some(SecretString::from(value))
     };
-    if let Some(v) = secret(ENV_DATABASE_URL) {
+    if let Some(v) = secret("postgres.url", ENV_DATABASE_URL) {
         config.postgres.url = Some(v);
     }
-    if let Some(v) = secret(ENV_HUBSPOT_TOKEN) {
+    if let Some(v) = secret("hubspot.token", ENV_HUBSPOT_TOKEN) {
         config.hubspot.token = Some(v);
     }
-    if let Some(v) = secret(ENV_SQL_SERVER) {
+    if let Some(v) = secret("sql_server.connection", ENV_SQL_SERVER) {
         config.sql_server.connection = Some(v);
     }
 }
@@ -330,41 +370,12 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
             Err(e) => problems.push("postgres.url", format!("not a valid URL ({e})")),
         },
     }
-    if config.postgres.max_connections == 0 {
-        problems.push("postgres.max_connections", "must be at least 1");
-    }
-
     let q = &config.queue;
-    if q.workers == 0 {
-        problems.push("queue.workers", "must be at least 1");
-    }
-    if !(1..=100).contains(&q.batch_size) {
-        problems.push(
-            "queue.batch_size",
-            "must be between 1 and 100 (HubSpot's batch limit)",
-        );
-    }
-    if q.max_attempts < 1 {
-        problems.push("queue.max_attempts", "must be at least 1");
-    }
-    if q.max_rescues < 1 {
-        problems.push("queue.max_rescues", "must be at least 1");
-    }
-    if q.lease.as_secs() < 5 {
-        problems.push("queue.lease", "must be at least 5s");
-    }
     if q.retry_initial > q.retry_max {
         problems.push("queue.retry_initial", "must not exceed queue.retry_max");
     }
-    if q.prune_batch < 1 {
-        problems.push("queue.prune_batch", "must be at least 1");
-    }
-
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.logging.level) {
         problems.push("logging.level", format!("not a valid log filter ({e})"));
-    }
-    if config.logging.retention_days == 0 {
-        problems.push("logging.retention_days", "must be at least 1");
     }
 
     let needs_outside = need == Need::All;
@@ -378,6 +389,8 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
     if need == Need::All && config.objects.is_empty() {
         problems.push("objects", "no objects are configured: nothing to sync");
     }
+    // Last, so a key its section already refused is not reported twice.
+    super::bounds::check(config, problems);
 }
 
 #[cfg(test)]
