@@ -96,11 +96,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::CheckConfig(args) => {
             let config = match &args.env_file {
                 None => load(&cli.config, Need::All)?,
+                // Only the file's variables: the service gets no others from a shell.
                 Some(path) => {
-                    let vars = config::envfile::read(path)
-                        .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
+                    let vars = config::envfile::read(path).map_err(config_failure)?;
                     config::load_file_with(&cli.config, Need::All, &|name| vars.get(name).cloned())
-                        .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?
+                        .map_err(config_failure)?
                 }
             };
             for note in config.notes() {
@@ -142,7 +142,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
 
 /// Loads the configuration or fails with exit 78 listing every problem.
 pub fn load(path: &std::path::Path, need: Need) -> Result<Config, Failure> {
-    config::load_file(path, need).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))
+    config::load_file(path, need).map_err(config_failure)
+}
+
+fn config_failure(e: config::ConfigError) -> Failure {
+    Failure::new(exit::CONFIG, e.to_string())
 }
 
 /// Connects to the queue database or fails with exit 69 and a one-line reason.

@@ -359,7 +359,20 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
         ),
         None => {}
         Some(url) => match url::Url::parse(url.expose_secret()) {
-            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
+            // The parse `run` connects with; its message may quote the URL, so it is not shown.
+            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
+                if url
+                    .expose_secret()
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .is_err()
+                {
+                    problems.push(
+                        "postgres.url",
+                        "not a usable PostgreSQL URL: check the port and the options after `?` \
+                         (e.g. sslmode=require)",
+                    );
+                }
+            }
             Ok(u) => problems.push(
                 "postgres.url",
                 format!(
@@ -378,6 +391,16 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
         problems.push("logging.level", format!("not a valid log filter ({e})"));
     }
 
+    // The header the HubSpot client sends; a token that cannot be one fails every call.
+    if let Some(token) = &config.hubspot.token
+        && reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .is_err()
+    {
+        problems.push(
+            "hubspot.token",
+            "holds characters not allowed in an HTTP header (a line break or control character?)",
+        );
+    }
     let needs_outside = need == Need::All;
     config.hubspot.check("hubspot", needs_outside, problems);
     config
@@ -469,6 +492,51 @@ mod tests {
             text.contains("postgres.url") && text.contains(ENV_DATABASE_URL),
             "{text}"
         );
+    }
+
+    #[test]
+    fn urls_and_tokens_run_cannot_use_are_refused_without_their_values() {
+        let env = |name: &str| match name {
+            "HUBSYNC_DATABASE_URL" => {
+                Some("postgres://u:hunter2@localhost/db?sslmode=bogus".to_string())
+            }
+            "HUBSYNC_HUBSPOT_TOKEN" => Some("pat-na1-hunter2\nX".to_string()),
+            _ => None,
+        };
+        let err = load_str("", Need::Postgres, &env).unwrap_err();
+        let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["postgres.url", "hubspot.token"]);
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("${HUBSYNC_HUBSPOT_TOKEN}"), "{text}");
+    }
+
+    #[test]
+    fn a_value_from_the_environment_is_named_not_shown() {
+        let env = |name: &str| match name {
+            "HUBSYNC_DATABASE_URL" => Some("postgres://u:p@localhost/db".to_string()),
+            "SQL_SERVER" => Some("server=tcp:db,1433;user=u;password=hunter2".to_string()),
+            _ => None,
+        };
+        let text = "sql_server: ${SQL_SERVER}\nqueue:\n  lease: ${SQL_SERVER}\n";
+        let err = load_str(text, Need::Postgres, &env).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["sql_server", "queue.lease"], "{shown}");
+        for p in err.problems() {
+            assert!(p.message.contains("${SQL_SERVER}"), "{p}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let text = "queue: ".to_string() + &"[".repeat(100_000);
+        let start = std::time::Instant::now();
+        let p = problems(&text);
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(p.len(), 1);
+        assert!(p[0].message.contains("nested"), "{}", p[0].message);
     }
 
     #[test]
