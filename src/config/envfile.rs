@@ -75,7 +75,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
                 rest.trim()
             ));
         }
-        if !valid_name(k) {
+        if !crate::mapping::is_identifier(k) {
             // The text is not shown: a stray line of a secret may look like a key.
             return Err(format!(
                 "line {at}: the key is not a variable name (letters, digits and `_`, not \
@@ -200,14 +200,6 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
         }
     }
     Ok(vars)
-}
-
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

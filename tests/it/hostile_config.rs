@@ -4,10 +4,10 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::example_config;
+use crate::support::{example_config, hubsync_command};
 
 const TOKEN: &str = "pat-na1-99999999-8888-7777-6666-555555555555";
 const SQL_PASSWORD: &str = "Sup3r-S3cret-Pw";
@@ -17,36 +17,42 @@ fn sql_server() -> String {
     format!("server=tcp:sql.internal,1433;database=coop;user=hubsync;password={SQL_PASSWORD}")
 }
 
-/// A queue database nobody listens on: a config error must be found before connecting.
-fn unreachable_database() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("postgres://hubsync:{SQL_PASSWORD}@127.0.0.1:{port}/hubsync")
+/// The secrets a valid config needs, with a queue database nobody listens on: a config error
+/// must be found before connecting.
+struct Secrets {
+    database_url: String,
+    sql_server: String,
+}
+
+impl Secrets {
+    fn new() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self {
+            database_url: format!("postgres://hubsync:{SQL_PASSWORD}@127.0.0.1:{port}/hubsync"),
+            sql_server: sql_server(),
+        }
+    }
+
+    fn env(&self) -> [(&str, &str); 3] {
+        [
+            ("HUBSYNC_DATABASE_URL", self.database_url.as_str()),
+            ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
+            ("SQL_SERVER", self.sql_server.as_str()),
+        ]
+    }
 }
 
 /// Runs the binary with only `env` set (of hubsync's variables) and kills it after `limit`:
 /// a command that hangs fails the test instead of stalling it.
 fn hubsync_within(args: &[&str], env: &[(&str, &str)], cwd: &Path, limit: Duration) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubsync"));
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
+    let mut cmd = hubsync_command(args, env, cwd);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for var in [
-        "HUBSYNC_DATABASE_URL",
-        "HUBSYNC_HUBSPOT_TOKEN",
-        "HUBSYNC_SQL_SERVER",
-        "HUBSYNC_CONFIG",
-        "SQL_SERVER",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().expect("start hubsync");
     // Read both pipes meanwhile, so a chatty child never blocks on a full pipe.
     let mut stdout = child.stdout.take().unwrap();
@@ -135,14 +141,8 @@ fn both_refuse(config: &str, key: &str, env: &[(&str, &str)], secrets: &[&str]) 
 
 #[test]
 fn check_config_and_run_refuse_the_same_hostile_settings() {
-    let db = unreachable_database();
-    let conn = sql_server();
-    let env = [
-        ("HUBSYNC_DATABASE_URL", db.as_str()),
-        ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
-        ("SQL_SERVER", conn.as_str()),
-    ];
-    let secrets = [TOKEN, SQL_PASSWORD];
+    let secrets = Secrets::new();
+    let env = secrets.env();
     let long_column = "c".repeat(300);
     let detection = |column: &str| {
         format!(
@@ -213,19 +213,19 @@ fn check_config_and_run_refuse_the_same_hostile_settings() {
     for (edits, key) in cases {
         let dir = tempfile::tempdir().unwrap();
         let edits: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*a, b.as_str())).collect();
-        both_refuse(&example_with(dir.path(), &edits), key, &env, &secrets);
+        both_refuse(
+            &example_with(dir.path(), &edits),
+            key,
+            &env,
+            &[TOKEN, SQL_PASSWORD],
+        );
     }
 }
 
 #[test]
 fn a_secret_in_the_wrong_key_is_named_by_its_variable_never_shown() {
-    let db = unreachable_database();
-    let conn = sql_server();
-    let env = [
-        ("HUBSYNC_DATABASE_URL", db.as_str()),
-        ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
-        ("SQL_SERVER", conn.as_str()),
-    ];
+    let secrets = Secrets::new();
+    let env = secrets.env();
     let dir = tempfile::tempdir().unwrap();
     // The connection string given as the whole section (its old lines go under another key).
     let whole_section = example_with(
@@ -281,7 +281,12 @@ fn a_secret_in_the_wrong_key_is_named_by_its_variable_never_shown() {
         ),
     ];
     for (config, key, variable) in cases {
-        for out in both_refuse(&config, key, &env, &[TOKEN, SQL_PASSWORD, &conn]) {
+        for out in both_refuse(
+            &config,
+            key,
+            &env,
+            &[TOKEN, SQL_PASSWORD, &secrets.sql_server],
+        ) {
             assert!(out.contains(variable), "{key}: {out}");
         }
     }
@@ -290,7 +295,7 @@ fn a_secret_in_the_wrong_key_is_named_by_its_variable_never_shown() {
         &whole_section,
         "sql_server",
         &env,
-        &[TOKEN, SQL_PASSWORD, &conn],
+        &[TOKEN, SQL_PASSWORD, &secrets.sql_server],
     );
     for out in printed {
         assert!(out.contains("${SQL_SERVER}"), "{out}");
