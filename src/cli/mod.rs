@@ -34,8 +34,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check the configuration; prints "ok" or every problem with its key path (exit 78).
-    CheckConfig,
+    /// Check the configuration exactly as `run` does; prints "ok" or every problem with its key
+    /// path (exit 78).
+    CheckConfig(CheckConfigArgs),
     /// Apply the queue database migrations.
     Migrate,
     /// Run the service until SIGTERM (SIGHUP reloads config.yaml); `--once` polls and drains.
@@ -56,6 +57,16 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// See it all work: throwaway PostgreSQL, both simulators, the daemon, live figures.
     Demo(crate::demo::DemoArgs),
+}
+
+/// Options of `hubsync check-config`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CheckConfigArgs {
+    /// Take the variables from this systemd EnvironmentFile (e.g. /etc/hubsync/hubsync.env,
+    /// mode 0600) instead of the environment, read as systemd reads it: the check sees what the
+    /// service will, and no secret goes on a command line.
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
 }
 
 /// Entry point of the binary.
@@ -82,8 +93,16 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
-        Command::CheckConfig => {
-            let config = load(&cli.config, Need::All)?;
+        Command::CheckConfig(args) => {
+            let config = match &args.env_file {
+                None => load(&cli.config, Need::All)?,
+                // Only the file's variables: the service gets no others from a shell.
+                Some(path) => {
+                    let vars = config::envfile::read(path).map_err(config_failure)?;
+                    config::load_file_with(&cli.config, Need::All, &|name| vars.get(name).cloned())
+                        .map_err(config_failure)?
+                }
+            };
             for note in config.notes() {
                 println!("note: {note}");
             }
@@ -123,7 +142,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
 
 /// Loads the configuration or fails with exit 78 listing every problem.
 pub fn load(path: &std::path::Path, need: Need) -> Result<Config, Failure> {
-    config::load_file(path, need).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))
+    config::load_file(path, need).map_err(config_failure)
+}
+
+fn config_failure(e: config::ConfigError) -> Failure {
+    Failure::new(exit::CONFIG, e.to_string())
 }
 
 /// Connects to the queue database or fails with exit 69 and a one-line reason.

@@ -3,17 +3,21 @@
 use serde_yaml::Value;
 
 use super::Problems;
+use super::scrub::Substituted;
 
 /// Replaces `${VAR}` in every string scalar of `value`; `$${` stays a literal `${`.
 /// A variable that is not set (and has no default) is a problem at the value's key path.
+/// Every value taken from the environment is noted in `substituted`, so that no problem
+/// message shows it.
 pub fn interpolate(
     value: &mut Value,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut Substituted,
     problems: &mut Problems,
 ) {
     match value {
-        Value::String(s) if s.contains('$') => match expand(s, env) {
+        Value::String(s) if s.contains('$') => match expand(s, path, env, substituted) {
             Ok(expanded) => *s = expanded,
             Err(message) => problems.push(path, message),
         },
@@ -23,15 +27,15 @@ pub fn interpolate(
                     Value::String(s) => s.clone(),
                     other => format!("{other:?}"),
                 };
-                interpolate(v, &join(path, &key), env, problems);
+                interpolate(v, &join(path, &key), env, substituted, problems);
             }
         }
         Value::Sequence(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                interpolate(v, &format!("{path}[{i}]"), env, problems);
+                interpolate(v, &format!("{path}[{i}]"), env, substituted, problems);
             }
         }
-        Value::Tagged(tagged) => interpolate(&mut tagged.value, path, env, problems),
+        Value::Tagged(tagged) => interpolate(&mut tagged.value, path, env, substituted, problems),
         _ => {}
     }
 }
@@ -44,7 +48,12 @@ pub fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn expand(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand(
+    input: &str,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut Substituted,
+) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -66,7 +75,10 @@ fn expand(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
                 return Err(format!("`${{{spec}}}` is not a valid variable reference"));
             }
             match (env(name).filter(|v| !v.is_empty()), default) {
-                (Some(v), _) => out.push_str(&v),
+                (Some(v), _) => {
+                    substituted.note(path, name, &v);
+                    out.push_str(&v);
+                }
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
                     return Err(format!("environment variable {name} is not set"));
@@ -94,6 +106,10 @@ mod tests {
         }
     }
 
+    fn expand(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+        super::expand(input, "x", env, &mut Substituted::default())
+    }
+
     #[test]
     fn expands_set_variables_and_defaults() {
         assert_eq!(expand("a ${HOST} b", &env).unwrap(), "a db.local b");
@@ -115,8 +131,10 @@ mod tests {
         let mut v: Value =
             serde_yaml::from_str("a:\n  b: [\"${HOST}\", \"${MISSING}\"]\n").unwrap();
         let mut problems = Problems::default();
-        interpolate(&mut v, "", &env, &mut problems);
+        let mut substituted = Substituted::default();
+        interpolate(&mut v, "", &env, &mut substituted, &mut problems);
         assert_eq!(v["a"]["b"][0].as_str(), Some("db.local"));
+        assert_eq!(substituted.scrub("at db.local:1"), "at ${HOST}:1");
         let p = problems.into_vec();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].path, "a.b[1]");

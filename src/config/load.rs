@@ -8,7 +8,9 @@ use std::path::Path;
 use secrecy::{ExposeSecret, SecretString};
 use serde_yaml::Value;
 
+use super::input::{MAX_BYTES, MAX_DEPTH, check_nesting, read_regular_file};
 use super::interpolate::{interpolate, join};
+use super::scrub::Substituted;
 use super::{
     Config, ConfigError, ENV_DATABASE_URL, ENV_HUBSPOT_TOKEN, ENV_SQL_SERVER, Problem, Problems,
 };
@@ -26,20 +28,54 @@ pub enum Need {
 
 /// Reads and checks a configuration file, with overrides from the process environment.
 pub fn load_file(path: &Path, need: Need) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    load_str(&text, need, &|name| std::env::var(name).ok())
+    load_file_with(path, need, &|name| std::env::var(name).ok())
+}
+
+/// Reads and checks a configuration file (a regular file of at most 1 MiB), looking variables
+/// up with `env` (e.g. those of an environment file).
+pub fn load_file_with(
+    path: &Path,
+    need: Need,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    load_str(&read_regular_file(path)?, need, env)
 }
 
 /// Checks configuration text; `env` looks up environment variables (tests pass their own).
+/// No problem shows a value taken from the environment: it names the variable instead.
 pub fn load_str(
     text: &str,
     need: Need,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    let mut substituted = Substituted::default();
+    load_noting(text, need, env, &mut substituted).map_err(|e| match e {
+        ConfigError::Invalid(problems) => ConfigError::Invalid(
+            problems
+                .into_iter()
+                .map(|p| substituted.explain(p))
+                .collect(),
+        ),
+        other => other,
+    })
+}
+
+/// [`load_str`], noting every value taken from the environment in `substituted`.
+fn load_noting(
+    text: &str,
+    need: Need,
+    env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut Substituted,
+) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
+    if text.len() as u64 > MAX_BYTES {
+        problems.push("", "the configuration is larger than 1 MiB");
+        return Err(ConfigError::Invalid(problems.into_vec()));
+    }
+    // Before the parser: deep nesting costs it seconds of CPU before it gives up.
+    if let Err(problem) = check_nesting(text, MAX_DEPTH) {
+        return Err(ConfigError::Invalid(vec![problem]));
+    }
     let mut value: Value = match serde_yaml::from_str(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(v) => v,
@@ -48,12 +84,12 @@ pub fn load_str(
             return Err(ConfigError::Invalid(problems.into_vec()));
         }
     };
-    interpolate(&mut value, "", env, &mut problems);
+    interpolate(&mut value, "", env, substituted, &mut problems);
 
     let Some(mut config) = deserialize_all(text, value, &mut problems) else {
         return Err(ConfigError::Invalid(problems.into_vec()));
     };
-    apply_secret_overrides(&mut config, env);
+    apply_secret_overrides(&mut config, env, substituted);
     check(&config, need, &mut problems);
     let problems: Vec<Problem> = problems
         .into_vec()
@@ -278,7 +314,11 @@ fn problem_from_yaml(path: &str, e: &serde_yaml::Error) -> Problem {
     }
 }
 
-fn apply_secret_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) {
+fn apply_secret_overrides(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    substituted: &mut Substituted,
+) {
     // An empty secret in the file (e.g. `${SQL_SERVER:-}` with the variable unset) is no secret.
     let blank = |s: &Option<SecretString>| {
         s.as_ref()
@@ -293,18 +333,18 @@ fn apply_secret_overrides(config: &mut Config, env: &dyn Fn(&str) -> Option<Stri
     if blank(&config.sql_server.connection) {
         config.sql_server.connection = None;
     }
-    let secret = |name: &str| {
-        env(name)
-            .filter(|v| !v.trim().is_empty())
-            .map(SecretString::from)
+    let mut secret = |path: &str, name: &str| {
+        let value = env(name).filter(|v| !v.trim().is_empty())?;
+        substituted.note(path, name, &value);
+        Some(SecretString::from(value))
     };
-    if let Some(v) = secret(ENV_DATABASE_URL) {
+    if let Some(v) = secret("postgres.url", ENV_DATABASE_URL) {
         config.postgres.url = Some(v);
     }
-    if let Some(v) = secret(ENV_HUBSPOT_TOKEN) {
+    if let Some(v) = secret("hubspot.token", ENV_HUBSPOT_TOKEN) {
         config.hubspot.token = Some(v);
     }
-    if let Some(v) = secret(ENV_SQL_SERVER) {
+    if let Some(v) = secret("sql_server.connection", ENV_SQL_SERVER) {
         config.sql_server.connection = Some(v);
     }
 }
@@ -319,7 +359,20 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
         ),
         None => {}
         Some(url) => match url::Url::parse(url.expose_secret()) {
-            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
+            // The parse `run` connects with; its message may quote the URL, so it is not shown.
+            Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {
+                if url
+                    .expose_secret()
+                    .parse::<sqlx::postgres::PgConnectOptions>()
+                    .is_err()
+                {
+                    problems.push(
+                        "postgres.url",
+                        "not a usable PostgreSQL URL: check the port and the options after `?` \
+                         (e.g. sslmode=require)",
+                    );
+                }
+            }
             Ok(u) => problems.push(
                 "postgres.url",
                 format!(
@@ -330,43 +383,24 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
             Err(e) => problems.push("postgres.url", format!("not a valid URL ({e})")),
         },
     }
-    if config.postgres.max_connections == 0 {
-        problems.push("postgres.max_connections", "must be at least 1");
-    }
-
     let q = &config.queue;
-    if q.workers == 0 {
-        problems.push("queue.workers", "must be at least 1");
-    }
-    if !(1..=100).contains(&q.batch_size) {
-        problems.push(
-            "queue.batch_size",
-            "must be between 1 and 100 (HubSpot's batch limit)",
-        );
-    }
-    if q.max_attempts < 1 {
-        problems.push("queue.max_attempts", "must be at least 1");
-    }
-    if q.max_rescues < 1 {
-        problems.push("queue.max_rescues", "must be at least 1");
-    }
-    if q.lease.as_secs() < 5 {
-        problems.push("queue.lease", "must be at least 5s");
-    }
     if q.retry_initial > q.retry_max {
         problems.push("queue.retry_initial", "must not exceed queue.retry_max");
     }
-    if q.prune_batch < 1 {
-        problems.push("queue.prune_batch", "must be at least 1");
-    }
-
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.logging.level) {
         problems.push("logging.level", format!("not a valid log filter ({e})"));
     }
-    if config.logging.retention_days == 0 {
-        problems.push("logging.retention_days", "must be at least 1");
-    }
 
+    // The header the HubSpot client sends; a token that cannot be one fails every call.
+    if let Some(token) = &config.hubspot.token
+        && reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .is_err()
+    {
+        problems.push(
+            "hubspot.token",
+            "holds characters not allowed in an HTTP header (a line break or control character?)",
+        );
+    }
     let needs_outside = need == Need::All;
     config.hubspot.check("hubspot", needs_outside, problems);
     config
@@ -378,6 +412,8 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
     if need == Need::All && config.objects.is_empty() {
         problems.push("objects", "no objects are configured: nothing to sync");
     }
+    // Last, so a key its section already refused is not reported twice.
+    super::bounds::check(config, problems);
 }
 
 #[cfg(test)]
@@ -456,6 +492,51 @@ mod tests {
             text.contains("postgres.url") && text.contains(ENV_DATABASE_URL),
             "{text}"
         );
+    }
+
+    #[test]
+    fn urls_and_tokens_run_cannot_use_are_refused_without_their_values() {
+        let env = |name: &str| match name {
+            "HUBSYNC_DATABASE_URL" => {
+                Some("postgres://u:hunter2@localhost/db?sslmode=bogus".to_string())
+            }
+            "HUBSYNC_HUBSPOT_TOKEN" => Some("pat-na1-hunter2\nX".to_string()),
+            _ => None,
+        };
+        let err = load_str("", Need::Postgres, &env).unwrap_err();
+        let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["postgres.url", "hubspot.token"]);
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("${HUBSYNC_HUBSPOT_TOKEN}"), "{text}");
+    }
+
+    #[test]
+    fn a_value_from_the_environment_is_named_not_shown() {
+        let env = |name: &str| match name {
+            "HUBSYNC_DATABASE_URL" => Some("postgres://u:p@localhost/db".to_string()),
+            "SQL_SERVER" => Some("server=tcp:db,1433;user=u;password=hunter2".to_string()),
+            _ => None,
+        };
+        let text = "sql_server: ${SQL_SERVER}\nqueue:\n  lease: ${SQL_SERVER}\n";
+        let err = load_str(text, Need::Postgres, &env).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["sql_server", "queue.lease"], "{shown}");
+        for p in err.problems() {
+            assert!(p.message.contains("${SQL_SERVER}"), "{p}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let text = "queue: ".to_string() + &"[".repeat(100_000);
+        let start = std::time::Instant::now();
+        let p = problems(&text);
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(p.len(), 1);
+        assert!(p[0].message.contains("nested"), "{}", p[0].message);
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Configuration: typed settings loaded from `config.yaml`, `${VAR}` interpolation, `HUBSYNC_…`
 //! secret overrides, and a check that reports every problem with its key path.
 
+mod bounds;
 pub mod duration;
+pub mod envfile;
+mod input;
 mod interpolate;
 mod load;
 mod problems;
+mod scrub;
 
-pub use load::{Need, load_file, load_str};
+pub use input::{MAX_BYTES, MAX_DEPTH, check_nesting, read_regular_file};
+pub use load::{Need, load_file, load_file_with, load_str};
 pub use problems::{ConfigError, Problem, Problems};
 
 use std::collections::BTreeMap;

@@ -73,6 +73,8 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    #[error("refusing {path}: {reason}")]
+    Refused { path: String, reason: String },
     #[error("{}", render(.0))]
     Invalid(Vec<Problem>),
 }
@@ -80,7 +82,7 @@ pub enum ConfigError {
 impl ConfigError {
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ConfigError::Read { .. } => &[],
+            ConfigError::Read { .. } | ConfigError::Refused { .. } => &[],
             ConfigError::Invalid(problems) => problems,
         }
     }

@@ -727,7 +727,8 @@ fn encode(value: &str, sql_type: SqlType) -> Result<Value, String> {
     })
 }
 
-fn is_identifier(name: &str) -> bool {
+/// `^[A-Za-z_][A-Za-z0-9_]*$`: a column or variable name.
+pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()

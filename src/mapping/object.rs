@@ -155,11 +155,8 @@ impl OnHubspotArchive {
                         format!("{path}.column"),
                         "must not be the key column (use action: delete)",
                     ),
-                    Some(c) => {
-                        if let Err(e) = crate::mssql::Ident::parse(c) {
-                            problems.push(format!("{path}.column"), e.to_string());
-                        }
-                    }
+                    // Its name is checked with the object's other columns (`check_sql`).
+                    Some(_) => {}
                 }
                 match &self.value {
                     None => problems.push(format!("{path}.value"), "required by set_column"),
@@ -333,31 +330,98 @@ impl ObjectConfig {
 
     /// Adds a problem for every setting of this object that cannot work, including unknown
     /// transform and rule names (`objects.contacts.fields[3].transform[1]: unknown transform "foo"`).
+    /// The SQL Server side is checked by the very validation the sync engine runs before it
+    /// quotes any identifier, so what passes here is what `run` accepts.
     pub fn check(&self, path: &str, problems: &mut Problems) {
-        if self.sql_table.trim().is_empty() {
-            problems.push(format!("{path}.sql_table"), "must not be empty");
-        }
-        if self.sql_key.trim().is_empty() {
-            problems.push(format!("{path}.sql_key"), "must not be empty");
+        if let Err(message) = check_hubspot_object(&self.hubspot_object) {
+            problems.push(format!("{path}.hubspot_object"), message);
         }
         if let Some(d) = &self.change_detection
-            && let Some(column) = &d.modified_column
+            && d.modified_column.is_some()
+            && d.mode == ChangeMode::ModifiedAt
         {
-            let at = format!("{path}.change_detection.modified_column");
-            if d.mode == ChangeMode::ModifiedAt {
-                problems.push(
-                    at,
-                    "only for mode rowversion (in modified_at mode `column` is the modification time)",
-                );
-            } else if let Err(e) = crate::mssql::Ident::parse(column) {
-                problems.push(at, e.to_string());
-            }
+            problems.push(
+                format!("{path}.change_detection.modified_column"),
+                "only for mode rowversion (in modified_at mode `column` is the modification time)",
+            );
         }
+        self.check_sql(path, problems);
         self.on_hubspot_archive.check(path, &self.sql_key, problems);
         if let Err(e) = super::Mapper::new(self) {
             for (at, message) in e.problems {
                 problems.push(format!("{path}.{at}"), message);
             }
         }
+    }
+
+    /// Runs the sync engine's SQL Server validation (`SqlObjectSettings::validate`) on the
+    /// settings the engine derives from this object, naming each refused setting by the key
+    /// that gave it (`sql_table`, `fields[2].sql`, …).
+    fn check_sql(&self, path: &str, problems: &mut Problems) {
+        let settings = crate::sync::poller::sql_object_settings(self);
+        let Err(found) = settings.validate() else {
+            return;
+        };
+        for problem in found.iter() {
+            let at = problem.path.strip_prefix("sql.").unwrap_or(&problem.path);
+            let key = match at {
+                "table" => "sql_table".to_string(),
+                "key" => "sql_key".to_string(),
+                // Reported above, with the object's own wording.
+                "modified_column"
+                    if self
+                        .change_detection
+                        .as_ref()
+                        .is_some_and(|d| d.mode == ChangeMode::ModifiedAt) =>
+                {
+                    continue;
+                }
+                "modified_column" => "change_detection.modified_column".to_string(),
+                other => match column_index(other).and_then(|i| settings.columns.get(i)) {
+                    Some(column) => self.column_key(column),
+                    None => other.to_string(),
+                },
+            };
+            problems.push(format!("{path}.{key}"), problem.message.clone());
+        }
+    }
+
+    /// The key a column read by the engine comes from: the first field mapping it, or the
+    /// archive column.
+    fn column_key(&self, column: &str) -> String {
+        match self.fields.iter().position(|f| f.sql == column) {
+            Some(i) => format!("fields[{i}].sql"),
+            None => "on_hubspot_archive.column".to_string(),
+        }
+    }
+}
+
+/// `columns[3]` → 3.
+fn column_index(at: &str) -> Option<usize> {
+    at.strip_prefix("columns[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// A HubSpot object type as the CRM API names it: `contacts`, `companies`, `deals`, a custom
+/// object's `p12345_cars`, or an object type id such as `0-1` or `2-123`. Anything else could
+/// change the API path it is put into.
+pub fn check_hubspot_object(name: &str) -> Result<(), String> {
+    let named = name.len() <= 100
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let id = name.split_once('-').is_some_and(|(a, b)| {
+        [a, b]
+            .iter()
+            .all(|p| (1..=20).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
+    });
+    if named || id {
+        Ok(())
+    } else {
+        Err(
+            "not a HubSpot object type: write a name such as `contacts` or `p12345_cars` \
+             (lowercase letters, digits, `_`) or a type id such as `0-1` or `2-123`"
+                .into(),
+        )
     }
 }

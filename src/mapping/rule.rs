@@ -89,10 +89,15 @@ impl Rule {
                             .map_err(|_| format!("range bound {b:?} is not a number"))
                     }
                 };
-                Ok(Rule::Range {
-                    min: bound(lo)?,
-                    max: bound(hi)?,
-                })
+                let (min, max) = (bound(lo)?, bound(hi)?);
+                if let (Some(a), Some(b)) = (&min, &max)
+                    && number::compare(a, b) == Ordering::Greater
+                {
+                    return Err(format!(
+                        "range {a}..{b} is empty: the minimum is above the maximum"
+                    ));
+                }
+                Ok(Rule::Range { min, max })
             }
             other => Err(format!(
                 "unknown rule {other:?} (known: {})",
@@ -266,6 +271,8 @@ mod tests {
         assert!(err("max_length:0").contains("positive number"));
         assert!(err("range:5").contains("min..max"));
         assert!(err("range:a..b").contains("not a number"));
+        assert!(err("range:10..1").contains("empty"));
+        assert!(check("range:1..1", "1").is_ok());
         assert!(
             Rule::parse("numero_asociado", "(")
                 .unwrap_err()

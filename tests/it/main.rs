@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_faults;
 mod demo;
 mod every_edit;
+mod hostile_config;
 mod hubspot_client;
 mod hubspot_sim;
 mod links;

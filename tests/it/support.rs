@@ -55,6 +55,13 @@ pub async fn fresh_db() -> (PgPool, String) {
 
 /// Runs the hubsync binary with `args`, extra environment, and no inherited secrets.
 pub fn hubsync(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
+    hubsync_command(args, env, cwd)
+        .output()
+        .expect("run hubsync")
+}
+
+/// The hubsync binary with `args`, extra environment, and no inherited secrets, not started.
+pub fn hubsync_command(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"));
     cmd.args(args).current_dir(cwd);
     for var in [
@@ -70,7 +77,7 @@ pub fn hubsync(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run hubsync")
+    cmd
 }
 
 /// The repository's example `config.yaml`.
