@@ -9,6 +9,7 @@ mod daemon_faults;
 mod demo;
 mod every_edit;
 mod hubspot_client;
+mod hubspot_conformance;
 mod hubspot_sim;
 mod links;
 mod mssql;
