@@ -1,5 +1,5 @@
 //! Contact property definitions served by the HubSpot simulator: HubSpot's read-only defaults
-//! plus the cooperative's custom properties, and their JSON shape on `GET /crm/v3/properties`.
+//! plus the cooperative's custom properties, and their JSON shape on `GET …/properties/contacts`.
 
 use serde_json::{Value, json};
 
@@ -98,7 +98,7 @@ impl PropertyDef {
         self
     }
 
-    /// The property as `GET /crm/v3/properties/contacts` returns it.
+    /// The property as `GET …/properties/contacts` returns it.
     pub fn to_json(&self) -> Value {
         let options: Vec<Value> = self
             .options

@@ -417,7 +417,7 @@ impl Compiled<'_> {
 /// Properties free-text `query` looks in.
 const QUERY_PROPERTIES: &[&str] = &["email", "firstname", "lastname", "phone", "mobilephone"];
 
-/// `POST /crm/v3/objects/contacts/search` over the contacts search currently sees.
+/// `POST …/objects/contacts/search` over the contacts search currently sees.
 pub fn search(store: &mut Store, body: &[u8], now_us: u64, corr: &str) -> Reply {
     store.refresh_index(now_us);
     let store: &Store = store;
