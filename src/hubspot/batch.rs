@@ -1,4 +1,4 @@
-//! Batch calls (`…/batch/{create,update,read,archive}`): chunks of 100, an `objectWriteTraceId`
+//! Batch calls (`…/batch/{create,update,read,archive}`, paths by API version): chunks of 100, an `objectWriteTraceId`
 //! per input, per-input outcomes matched by trace id / id / lowercased unique value (never by
 //! position), 409 "already exists" resolved to the existing id, and whole-batch 400s split in
 //! halves until the bad inputs are isolated.
@@ -12,29 +12,13 @@ use serde_json::{Value, json};
 use super::client::{Answer, HubSpotClient, expect_ok};
 use super::error::HubSpotError;
 use super::limiter::Lane;
+use super::paths::BatchOp as Op;
 use super::types::{
     ApiError, BatchAnswer, CreateInput, ReadBy, Record, UpdateInput, WriteOutcome, wire_properties,
 };
 
 /// HubSpot's cap on inputs per batch call.
 pub const BATCH_LIMIT: usize = 100;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Create,
-    Update,
-    Archive,
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Create => "create",
-            Self::Update => "update",
-            Self::Archive => "archive",
-        }
-    }
-}
 
 /// One input waiting for its outcome; its position in the call is its trace id.
 struct Pending {
@@ -115,7 +99,7 @@ impl HubSpotClient {
         items: Vec<Pending>,
         unique_property: Option<&str>,
     ) -> Result<Vec<WriteOutcome>, HubSpotError> {
-        let path = format!("{}/batch/{}", Self::object_path(object)?, op.name());
+        let path = self.paths().batch(object, op)?;
         let what = format!("batch {} of {object}", op.name());
         let mut out: Vec<Option<WriteOutcome>> = vec![None; items.len()];
         let all: Vec<usize> = (0..items.len()).collect();
@@ -263,7 +247,7 @@ impl HubSpotClient {
         keys: &[String],
         properties: &[&str],
     ) -> Result<Vec<Option<Record>>, HubSpotError> {
-        let path = format!("{}/batch/read", Self::object_path(object)?);
+        let path = self.paths().batch(object, Op::Read)?;
         let what = format!("batch read of {object}");
         let key_of = |k: &str| match by {
             ReadBy::Id => k.trim().to_owned(),
@@ -349,7 +333,9 @@ fn rejection(answer: &Answer, error: &ApiError) -> WriteOutcome {
     }
 }
 
-/// Settles a group from a 200/201/207 answer by trace id, id or unique value.
+/// Settles a group from a 200/201/207 answer by trace id, id or unique value. Per-input errors
+/// are read whatever the status: from `2026-09` on a partial batch answers 200/201 with
+/// `numErrors`/`errors` in the body, before it 207.
 fn settle(
     op: Op,
     items: &[Pending],
@@ -432,7 +418,7 @@ fn settle(
                 Op::Update | Op::Archive => WriteOutcome::NotFound {
                     id: items[i].id.clone().unwrap_or_default(),
                 },
-                Op::Create => WriteOutcome::Transient {
+                Op::Create | Op::Upsert | Op::Read => WriteOutcome::Transient {
                     status: Some(answer.status),
                     message: "HubSpot's answer did not mention this input".into(),
                 },

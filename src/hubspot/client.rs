@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::HubSpotSettings;
 use super::error::HubSpotError;
 use super::limiter::{Lane, Limiter, TEN_SECONDS};
+use super::paths::Paths;
 use super::preflight::{PreflightProblem, PropertyUse, preflight};
 use super::types::{ApiError, PropertyDefs, PropertyList};
 use crate::support::retry;
@@ -63,6 +64,7 @@ impl RateHeaders {
 pub struct HubSpotClient {
     http: reqwest::Client,
     base: String,
+    paths: Paths,
     token: SecretString,
     limiter: Arc<Limiter>,
     retry_initial: Duration,
@@ -75,6 +77,7 @@ impl std::fmt::Debug for HubSpotClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HubSpotClient")
             .field("base_url", &self.base)
+            .field("api_version", &self.paths.version)
             .field("limiter", &self.limiter)
             .finish_non_exhaustive()
     }
@@ -108,6 +111,7 @@ impl HubSpotClient {
         Ok(Self {
             http,
             base: settings.base_url.as_str().trim_end_matches('/').to_owned(),
+            paths: Paths::new(settings.api_version),
             token,
             limiter,
             retry_initial: settings.retry_initial,
@@ -136,18 +140,9 @@ impl HubSpotClient {
         Ok(value)
     }
 
-    /// `/crm/v3/objects/{object}`, refusing object names that could alter the path.
-    pub(crate) fn object_path(object: &str) -> Result<String, HubSpotError> {
-        if object.is_empty()
-            || !object
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(HubSpotError::Config(format!(
-                "HubSpot object type `{object}` is not a valid name"
-            )));
-        }
-        Ok(format!("/crm/v3/objects/{object}"))
+    /// The paths of the configured API version.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
     }
 
     /// Sends one call through the limiter, retrying transient failures. Returns 2xx answers and
@@ -328,9 +323,8 @@ impl HubSpotClient {
         &self,
         object: &str,
     ) -> Result<Arc<PropertyDefs>, HubSpotError> {
-        Self::object_path(object)?;
         let what = "property definitions";
-        let path = format!("/crm/v3/properties/{object}");
+        let path = self.paths.properties(object)?;
         let answer = self
             .call(what, Lane::Standard, Method::GET, &path, &[], None)
             .await?;
@@ -426,14 +420,6 @@ mod tests {
             RateHeaders::parse(&HeaderMap::new()),
             RateHeaders::default()
         );
-    }
-
-    #[test]
-    fn object_names_cannot_alter_the_path() {
-        assert!(HubSpotClient::object_path("contacts").is_ok());
-        assert!(HubSpotClient::object_path("2-123").is_ok());
-        assert!(HubSpotClient::object_path("../properties").is_err());
-        assert!(HubSpotClient::object_path("").is_err());
     }
 
     fn client() -> HubSpotClient {

@@ -1,9 +1,11 @@
-//! HubSpot CRM: settings, the rate-limited batch client, API types and the property cache.
+//! HubSpot CRM: settings, the paths of each API version, the rate-limited batch client, API types
+//! and the property cache.
 
 mod batch;
 mod client;
 mod error;
 pub mod limiter;
+pub mod paths;
 pub mod preflight;
 mod search;
 mod settings;
@@ -13,6 +15,7 @@ pub use batch::{BATCH_LIMIT, update_concurrently};
 pub use client::{HubSpotClient, PROPERTY_CACHE_TTL};
 pub use error::HubSpotError;
 pub use limiter::{BudgetError, Lane, Limiter, LimiterStats};
+pub use paths::{ApiVersion, BatchOp, Paths};
 pub use preflight::{PreflightProblem, PropertyUse};
 pub use search::{ModifiedSince, SEARCH_PAGE, SearchPager, modified_property};
 pub use settings::HubSpotSettings;

@@ -75,7 +75,7 @@ impl<'c> SearchPager<'c> {
             "limit": SEARCH_PAGE,
         });
         let what = format!("search of {}", self.object);
-        let path = format!("{}/search", HubSpotClient::object_path(&self.object)?);
+        let path = self.client.paths().search(&self.object)?;
         let answer = self
             .client
             .call(&what, Lane::Search, Method::POST, &path, &[], Some(&body))
@@ -139,7 +139,7 @@ impl HubSpotClient {
         properties: &[&str],
         after: Option<&str>,
     ) -> Result<(Vec<Record>, Option<String>), HubSpotError> {
-        let path = Self::object_path(object)?;
+        let path = self.paths().objects(object)?;
         let what = format!("list of archived {object}");
         let mut query = vec![
             ("archived", "true".to_owned()),

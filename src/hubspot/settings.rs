@@ -1,10 +1,12 @@
-//! `hubspot:` settings — API base URL, token, rate-limit tier, timeouts and retry budget.
+//! `hubspot:` settings — API base URL and version, token, rate-limit tier, timeouts and retry
+//! budget.
 
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
 
+use super::paths::ApiVersion;
 use crate::config::Problems;
 
 #[derive(Debug, Deserialize)]
@@ -12,6 +14,9 @@ use crate::config::Problems;
 pub struct HubSpotSettings {
     /// API root; tests and the demo point it at `hubsync sim hubspot`.
     pub base_url: url::Url,
+    /// HubSpot API version the paths are built for: `2026-09` (default), `2026-03` or the legacy
+    /// `v3` (unsupported by HubSpot from September 2027). Anything else is a config error.
+    pub api_version: ApiVersion,
     /// Private-app token; a secret, usually from `HUBSYNC_HUBSPOT_TOKEN`.
     pub token: Option<SecretString>,
     /// Requests allowed in any rolling 10 s window (the account tier: 100, 190 or 250).
@@ -41,6 +46,7 @@ impl Default for HubSpotSettings {
     fn default() -> Self {
         Self {
             base_url: url::Url::parse("https://api.hubapi.com").expect("static URL"),
+            api_version: ApiVersion::default(),
             token: None,
             requests_per_10s: 100,
             search_per_second: 5,

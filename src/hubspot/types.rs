@@ -127,7 +127,7 @@ pub struct ModificationMetadata {
     pub archivable: bool,
 }
 
-/// A property definition from `GET /crm/v3/properties/{object}`.
+/// A property definition from `GET …/properties/{object}`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PropertyDef {

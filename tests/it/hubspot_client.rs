@@ -1,6 +1,7 @@
 //! The HubSpot client against the in-process HubSpot simulator: the shared limiter keeps every
 //! rolling window under the tier, faults and 429s lose nothing, creates never duplicate, search
-//! passes the 10,000 cap, preflight names problems, and a bad token gives one clear error.
+//! passes the 10,000 cap, preflight names problems, and a bad token gives one clear error. The
+//! key tests run on API version `2026-09` (the default) and on the legacy `v3`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use hubsync::hubspot::{
-    CreateInput, HubSpotClient, HubSpotError, HubSpotSettings, Limiter, ModifiedSince,
+    ApiVersion, CreateInput, HubSpotClient, HubSpotError, HubSpotSettings, Limiter, ModifiedSince,
     PreflightProblem, Properties, PropertyUse, ReadBy, UpdateInput, WriteOutcome,
     update_concurrently,
 };
@@ -18,6 +19,8 @@ use secrecy::SecretString;
 /// A raised limit for tests that move many records, so they take seconds.
 const FAST_TIER: u32 = 5_000;
 const TOKEN: &str = "sim-token";
+/// The versions the key tests run on: the default and the legacy one a portal may still use.
+const VERSIONS: [ApiVersion; 2] = [ApiVersion::V2026_09, ApiVersion::V3];
 
 async fn sim(options: SimOptions) -> RunningSim {
     start("127.0.0.1:0".parse().expect("addr"), options)
@@ -45,7 +48,24 @@ fn client_with(settings: &HubSpotSettings) -> Arc<HubSpotClient> {
 }
 
 fn client(sim: &RunningSim, tier: u32) -> Arc<HubSpotClient> {
-    client_with(&settings(sim, tier, TOKEN))
+    client_on(sim, tier, ApiVersion::default())
+}
+
+fn client_on(sim: &RunningSim, tier: u32, version: ApiVersion) -> Arc<HubSpotClient> {
+    client_with(&HubSpotSettings {
+        api_version: version,
+        ..settings(sim, tier, TOKEN)
+    })
+}
+
+/// Every request the simulator served came in on `version`'s paths.
+fn all_on(sim: &RunningSim, version: ApiVersion) {
+    let by_version = sim.stats().requests_by_version;
+    assert_eq!(
+        by_version.keys().collect::<Vec<_>>(),
+        [version.as_str()],
+        "{by_version:?}"
+    );
 }
 
 fn props(pairs: &[(&str, &str)]) -> Properties {
@@ -183,6 +203,12 @@ async fn a_429_burst_is_waited_out_without_losing_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_1000_of_which_300_exist_links_every_input_without_duplicates() {
+    for version in VERSIONS {
+        create_1000_of_which_300_exist(version).await;
+    }
+}
+
+async fn create_1000_of_which_300_exist(version: ApiVersion) {
     let sim = sim(SimOptions {
         tier: FAST_TIER,
         seed: 3,
@@ -211,12 +237,13 @@ async fn creating_1000_of_which_300_exist_links_every_input_without_duplicates()
             properties: props(&[("email", e), ("firstname", "Ana")]),
         })
         .collect();
-    let client = client(&sim, FAST_TIER);
+    let client = client_on(&sim, FAST_TIER, version);
     let outcomes = client
         .batch_create("contacts", &inputs, Some("email"))
         .await
         .expect("create");
     assert_eq!(sim.contacts().len(), 1000, "exactly 1,000 contacts");
+    all_on(&sim, version);
     let mut exists = 0;
     let mut linked = HashSet::new();
     for (email, outcome) in emails.iter().zip(&outcomes) {
@@ -236,6 +263,12 @@ async fn creating_1000_of_which_300_exist_links_every_input_without_duplicates()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_returns_25000_contacts_modified_in_one_second_exactly_once() {
+    for version in VERSIONS {
+        search_25000_modified_in_one_second(version).await;
+    }
+}
+
+async fn search_25000_modified_in_one_second(version: ApiVersion) {
     let sim = sim(SimOptions {
         search_per_second: 100,
         ..SimOptions::default()
@@ -257,6 +290,7 @@ async fn search_returns_25000_contacts_modified_in_one_second_exactly_once() {
         .collect();
     let mut settings = settings(&sim, 100, TOKEN);
     settings.search_per_second = 100;
+    settings.api_version = version;
     let client = client_with(&settings);
     let mut pager = client.search_modified(
         "contacts",
@@ -283,12 +317,19 @@ async fn search_returns_25000_contacts_modified_in_one_second_exactly_once() {
         25_000 / hubsync::hubspot::SEARCH_PAGE as u64
     );
     assert_eq!(sim.stats().throttled_429, 0);
+    all_on(&sim, version);
 }
 
 #[tokio::test]
 async fn preflight_names_unknown_read_only_and_bad_enumeration_option() {
+    for version in VERSIONS {
+        preflight_names_problems(version).await;
+    }
+}
+
+async fn preflight_names_problems(version: ApiVersion) {
     let sim = sim(SimOptions::default()).await;
-    let client = client(&sim, 100);
+    let client = client_on(&sim, 100, version);
     let uses = vec![
         PropertyUse::written("email").with_type("string"),
         PropertyUse::written("numero_de_socio_inexistente"),
@@ -312,22 +353,33 @@ async fn preflight_names_unknown_read_only_and_bad_enumeration_option() {
             PreflightProblem::BadOption {
                 name: "lifecyclestage".into(),
                 value: "Customer".into(),
-                allowed: ["subscriber", "lead", "customer", "other"]
-                    .map(String::from)
-                    .to_vec(),
+                allowed: hubsync::sim::hubspot::LIFECYCLE_STAGES
+                    .iter()
+                    .map(|(_, value)| (*value).to_owned())
+                    .collect(),
             },
         ]
     );
     // The definitions are cached: a second preflight does not call HubSpot again.
     client.preflight("contacts", &uses).await.expect("again");
     assert_eq!(sim.stats().requests_by_endpoint.get("properties"), Some(&1));
+    all_on(&sim, version);
 }
 
 #[tokio::test]
 async fn a_wrong_token_gives_one_clear_error_that_never_shows_the_token() {
+    for version in VERSIONS {
+        wrong_token(version).await;
+    }
+}
+
+async fn wrong_token(version: ApiVersion) {
     let sim = sim(SimOptions::default()).await;
     let wrong = "pat-na1-0000-wrong-secret-token";
-    let client = client_with(&settings(&sim, 100, wrong));
+    let client = client_with(&HubSpotSettings {
+        api_version: version,
+        ..settings(&sim, 100, wrong)
+    });
     let err = client
         .batch_update(
             "contacts",
@@ -346,17 +398,26 @@ async fn a_wrong_token_gives_one_clear_error_that_never_shows_the_token() {
         "{text}"
     );
     assert_eq!(sim.stats().total_requests, 1, "a 401 is not retried");
+    all_on(&sim, version);
 }
 
 #[tokio::test]
 async fn per_input_outcomes_are_matched_by_trace_id_and_id() {
+    for version in VERSIONS {
+        per_input_outcomes(version).await;
+    }
+}
+
+async fn per_input_outcomes(version: ApiVersion) {
     let sim = sim(SimOptions {
         seed: 11,
         ..SimOptions::default()
     })
     .await;
     let ids = seed_emails(&sim, (0..3).map(|i| format!("o{i}@coop.cr")));
-    let client = client(&sim, 100);
+    let client = client_on(&sim, 100, version);
+    // A partial batch answers 207 on v3; from 2026-09 on 200 with the errors in its body.
+    let partial = if version.multi_status() { 207 } else { 200 };
     let inputs = vec![
         UpdateInput {
             id: ids[0].clone(),
@@ -381,7 +442,8 @@ async fn per_input_outcomes_are_matched_by_trace_id_and_id() {
         .expect("update");
     assert!(matches!(&outcomes[0], WriteOutcome::Ok { id, .. } if *id == ids[0]));
     assert!(
-        matches!(&outcomes[1], WriteOutcome::Rejected { property: Some(p), .. } if p == "lifecyclestage"),
+        matches!(&outcomes[1], WriteOutcome::Rejected { property: Some(p), status, .. }
+            if p == "lifecyclestage" && *status == partial),
         "{:?}",
         outcomes[1]
     );
@@ -421,6 +483,33 @@ async fn per_input_outcomes_are_matched_by_trace_id_and_id() {
         .map(|r| r.id)
         .collect();
     assert_eq!(listed, ids[..2].iter().cloned().collect());
+
+    // A create with one bad input: 201 (2026-09) or 207 (v3), the good one created either way.
+    let created = client
+        .batch_create(
+            "contacts",
+            &[
+                CreateInput {
+                    properties: props(&[("email", "nueva@coop.cr")]),
+                },
+                CreateInput {
+                    properties: props(&[("email", "mala@coop.cr"), ("marital_status", "x")]),
+                },
+            ],
+            Some("email"),
+        )
+        .await
+        .expect("create");
+    let partial = if version.multi_status() { 207 } else { 201 };
+    assert!(created[0].is_ok(), "{:?}", created[0]);
+    assert!(
+        matches!(&created[1], WriteOutcome::Rejected { property: Some(p), status, .. }
+            if p == "marital_status" && *status == partial),
+        "{:?}",
+        created[1]
+    );
+    assert!(sim.contact_by_email("mala@coop.cr").is_none());
+    all_on(&sim, version);
 }
 
 #[tokio::test]
@@ -558,4 +647,45 @@ async fn when_retries_run_out_every_input_is_left_transient() {
         );
     }
     assert!(sim.stats().total_requests > 1, "retried before giving up");
+}
+
+#[test]
+fn an_unknown_api_version_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = std::fs::read_to_string(crate::support::example_config()).expect("example");
+    assert!(example.contains("api_version: \"2026-09\""));
+    let check = |version: &str| {
+        let path = dir.path().join(format!("{version}.yaml"));
+        let text = example.replace(
+            "api_version: \"2026-09\"",
+            &format!("api_version: {version}"),
+        );
+        std::fs::write(&path, text).expect("write config");
+        let out = crate::support::hubsync(
+            &["--config", &path.display().to_string(), "check-config"],
+            &[
+                ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
+                ("HUBSYNC_DATABASE_URL", "postgres://localhost/hubsync"),
+                ("SQL_SERVER", "server=tcp:localhost,1433;database=coop"),
+            ],
+            dir.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = err
+            .lines()
+            .find(|l| l.trim_start().starts_with("hubspot.api_version"))
+            .map(str::to_owned);
+        (out.status.code(), line, err)
+    };
+    let (code, line, err) = check("2025-09");
+    assert_eq!(code, Some(78), "{err}");
+    let line = line.unwrap_or_else(|| panic!("hubspot.api_version not named:\n{err}"));
+    assert!(
+        line.contains("`2025-09`") && line.contains("2026-09, 2026-03, v3"),
+        "{line}"
+    );
+    for accepted in ["v3", "2026-03", "'2026-09'"] {
+        let (_, line, err) = check(accepted);
+        assert_eq!(line, None, "{accepted}: {err}");
+    }
 }

@@ -9,20 +9,20 @@ use hubsync::sim::hubspot::{Faults, RunningSim, SimOptions, start};
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 
-const TOKEN: &str = "sim-token";
+pub(crate) const TOKEN: &str = "sim-token";
 
-struct Sim {
-    sim: RunningSim,
-    http: reqwest::Client,
+pub(crate) struct Sim {
+    pub(crate) sim: RunningSim,
+    pub(crate) http: reqwest::Client,
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
-async fn sim_with(options: SimOptions) -> Sim {
+pub(crate) async fn sim_with(options: SimOptions) -> Sim {
     let sim = start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .unwrap();
@@ -33,12 +33,12 @@ async fn sim_with(options: SimOptions) -> Sim {
     Sim { sim, http }
 }
 
-async fn sim() -> Sim {
+pub(crate) async fn sim() -> Sim {
     sim_with(SimOptions::default()).await
 }
 
 impl Sim {
-    async fn send_as(
+    pub(crate) async fn send_as(
         &self,
         token: &str,
         method: Method,
@@ -66,17 +66,17 @@ impl Sim {
         })
     }
 
-    async fn post(&self, path: &str, body: Value) -> Answer {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Answer {
         self.send_as(TOKEN, Method::POST, path, Some(body))
             .await
             .unwrap()
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.send_as(TOKEN, Method::GET, path, None).await.unwrap()
     }
 
-    async fn create(&self, inputs: Value) -> Answer {
+    pub(crate) async fn create(&self, inputs: Value) -> Answer {
         self.post(
             "/crm/v3/objects/contacts/batch/create",
             json!({"inputs": inputs}),
@@ -84,7 +84,7 @@ impl Sim {
         .await
     }
 
-    fn seed(&self, records: &[&[(&str, &str)]]) -> Vec<String> {
+    pub(crate) fn seed(&self, records: &[&[(&str, &str)]]) -> Vec<String> {
         let records: Vec<BTreeMap<String, Option<String>>> = records
             .iter()
             .map(|r| {
@@ -1015,4 +1015,112 @@ async fn concurrent_clients_share_one_window_and_stats_see_every_request() {
     assert_eq!(stats.max_requests_in_10s_window, 120);
     assert_eq!(stats.throttled_429, 20);
     assert_eq!(stats.requests_by_endpoint.get("list"), Some(&120));
+}
+
+#[tokio::test]
+async fn every_api_version_serves_its_paths_with_its_shapes_and_unknown_ones_404() {
+    // (version, objects path, properties path, status of a partial create / update / read)
+    let versions = [
+        (
+            "v3",
+            "/crm/v3/objects/contacts",
+            "/crm/v3/properties/contacts",
+            [207, 207, 207],
+        ),
+        (
+            "2026-03",
+            "/crm/objects/2026-03/contacts",
+            "/crm/properties/2026-03/0-1",
+            [207, 207, 207],
+        ),
+        (
+            "2026-09",
+            "/crm/objects/2026-09/0-1",
+            "/crm/properties/2026-09/contacts",
+            [201, 200, 200],
+        ),
+    ];
+    for (version, objects, properties, [create, update, read]) in versions {
+        let s = sim().await;
+        let ids = s.seed(&[&[("email", "a@coop.cr")], &[("email", "b@coop.cr")]]);
+        assert_eq!(s.get(properties).await.status, StatusCode::OK, "{version}");
+        let created = s
+            .post(
+                &format!("{objects}/batch/create"),
+                json!({"inputs": [
+                    {"properties": {"email": "c@coop.cr"}, "objectWriteTraceId": "t1"},
+                    {"properties": {"email": "d@coop.cr", "marital_status": "x"},
+                     "objectWriteTraceId": "t2"}]}),
+            )
+            .await;
+        let updated = s
+            .post(
+                &format!("{objects}/batch/update"),
+                json!({"inputs": [
+                    {"id": ids[0], "properties": {"city": "Cartago"}, "objectWriteTraceId": "u1"},
+                    {"id": "999999", "properties": {"city": "Cartago"}, "objectWriteTraceId": "u2"}]}),
+            )
+            .await;
+        let read_back = s
+            .post(
+                &format!("{objects}/batch/read"),
+                json!({"inputs": [{"id": ids[1]}, {"id": "999999"}]}),
+            )
+            .await;
+        for (what, answer, status, results) in [
+            ("create", &created, create, 1),
+            ("update", &updated, update, 1),
+            ("read", &read_back, read, 1),
+        ] {
+            assert_eq!(answer.status.as_u16(), status, "{version} {what}");
+            assert_eq!(answer.body["numErrors"], 1, "{version} {what}");
+            assert_eq!(answer.body["errors"].as_array().unwrap().len(), 1);
+            assert_eq!(answer.body["results"].as_array().unwrap().len(), results);
+        }
+        assert_eq!(
+            created.body["errors"][0]["context"]["objectWriteTraceId"][0],
+            "t2"
+        );
+        assert_eq!(updated.body["errors"][0]["category"], "OBJECT_NOT_FOUND");
+        // A batch without errors keeps its success status and has no error fields.
+        let clean = s
+            .post(
+                &format!("{objects}/batch/read"),
+                json!({"inputs": [{"id": ids[1]}]}),
+            )
+            .await;
+        assert_eq!(clean.status, StatusCode::OK, "{version}");
+        assert!(clean.body.get("numErrors").is_none() && clean.body.get("errors").is_none());
+        let page = s.get(&format!("{objects}?limit=1")).await;
+        let link = page.body["paging"]["next"]["link"].as_str().unwrap();
+        assert!(
+            link.starts_with(&format!("{}{objects}?", s.sim.base_url())),
+            "{version}: {link}"
+        );
+        let search = s.post(&format!("{objects}/search"), json!({})).await;
+        assert_eq!(search.body["total"], 3, "{version}");
+        assert_eq!(
+            s.sim.stats().requests_by_version.keys().collect::<Vec<_>>(),
+            [version]
+        );
+    }
+    let s = sim().await;
+    for unknown in [
+        "/crm/objects/2025-09/contacts/search",
+        "/crm/objects/2027-03/contacts/batch/create",
+        "/crm/v4/objects/contacts/batch/create",
+        "/crm/v2026-09/objects/contacts/search",
+    ] {
+        let answer = s.post(unknown, json!({"inputs": []})).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{unknown}");
+    }
+    assert_eq!(
+        s.get("/crm/properties/2025-09/contacts").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.sim.stats().total_requests,
+        0,
+        "unknown paths are not API requests"
+    );
 }

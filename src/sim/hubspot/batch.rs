@@ -1,6 +1,8 @@
 //! The batch endpoints' semantics (create, update, read, archive): the 100-input cap, whole-batch
-//! 400 versus 207 with `objectWriteTraceId`, 409 on an existing email, OBJECT_NOT_FOUND, and
-//! results in shuffled order. Pure over the store (time and randomness are passed in).
+//! 400 versus per-input errors with `objectWriteTraceId` (207 before `2026-09`, 200/201 with
+//! `numErrors`/`errors` from it), 409 on an existing email, OBJECT_NOT_FOUND, updates by record
+//! id or unique property only, `lifecyclestage` forward only, and results in shuffled order.
+//! Pure over the store (time and randomness are passed in).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -22,6 +24,9 @@ pub struct Ctx<'a, R: Rng> {
     pub now_us: u64,
     pub rng: &'a mut R,
     pub correlation: String,
+    /// Partial batches answer 207 (API versions before `2026-09`); otherwise the success status
+    /// with the errors in the body.
+    pub multi_status: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,15 +76,19 @@ pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8], correlation: &str) -> Re
     })
 }
 
-/// Refuses an `idProperty` that is neither email nor a unique property, in HubSpot's words.
+/// Refuses an `idProperty` that is neither email (where `email_ok`) nor a unique custom
+/// property, in HubSpot's words. Batch update takes record ids, never email.
 pub fn check_id_property(
     store: &Store,
     name: Option<&str>,
     action: &str,
+    email_ok: bool,
     corr: &str,
 ) -> Result<(), Reply> {
+    let allowed =
+        |name: &str| store.is_unique_property(name) || (email_ok && store.is_id_property(name));
     match name {
-        Some(name) if !store.is_id_property(name) => Err(bad_request(
+        Some(name) if !allowed(name) => Err(bad_request(
             format!("Unable to perform {action} by non-unique 0-1 property {name}"),
             corr,
         )),
@@ -228,7 +237,7 @@ fn batch_reply<R: Rng>(
     }
     body["numErrors"] = json!(errors.len());
     body["errors"] = Value::Array(errors);
-    Reply::json(207, body)
+    Reply::json(if ctx.multi_status { 207 } else { ok }, body)
 }
 
 fn trace_mode(inputs: &[WriteInput]) -> bool {
@@ -242,17 +251,17 @@ fn with_trace(mut object: Value, trace: Option<&str>) -> Value {
     object
 }
 
-/// `POST /crm/v3/objects/contacts/batch/create`.
+/// `POST …/objects/contacts/batch/create`.
 pub fn create<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
     write(store, body, ctx, Mode::Create)
 }
 
-/// `POST /crm/v3/objects/contacts/batch/update`.
+/// `POST …/objects/contacts/batch/update`: by record id (or a unique custom property).
 pub fn update<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
     write(store, body, ctx, Mode::Update)
 }
 
-/// `POST /crm/v3/objects/contacts/batch/upsert`: by `idProperty` (email or a unique property),
+/// `POST …/objects/contacts/batch/upsert`: by `idProperty` (email or a unique property),
 /// updating the contact that holds the value or creating one with it; results carry `new`.
 pub fn upsert<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
     write(store, body, ctx, Mode::Upsert)
@@ -352,8 +361,10 @@ fn write<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>, mode: Mod
                     &corr,
                 );
             }
+            let id_property = input.id_property.as_deref();
+            let email_ok = mode == Mode::Upsert;
             if let Err(reply) =
-                check_id_property(store, input.id_property.as_deref(), "update/upsert", &corr)
+                check_id_property(store, id_property, "update/upsert", email_ok, &corr)
             {
                 return reply;
             }
@@ -387,7 +398,9 @@ fn write<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>, mode: Mod
                 .or_insert_with(|| Value::String(raw.clone()));
         }
         let checked = validate_input(store, &properties).and_then(|changes| {
-            let problems = unique_problems(store, target.own(), &changes, &mut claimed, i);
+            let mut problems = unique_problems(store, target.own(), &changes, &mut claimed, i);
+            let current = target.own().and_then(|id| store.get(id));
+            problems.extend(lifecycle_problem(store, current, &changes));
             if problems.is_empty() {
                 Ok(changes)
             } else {
@@ -453,6 +466,26 @@ fn write<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>, mode: Mod
     batch_reply(ctx, ok, results, errors)
 }
 
+/// `lifecyclestage` only moves forward (in option order) unless it is first cleared.
+fn lifecycle_problem(
+    store: &Store,
+    current: Option<&super::store::Contact>,
+    changes: &BTreeMap<String, Option<String>>,
+) -> Option<PropertyError> {
+    const NAME: &str = "lifecyclestage";
+    let new = changes.get(NAME)?.as_deref()?;
+    let old = current?.get(NAME)?;
+    let options = &store.property(NAME)?.options;
+    let rank = |v: &str| options.iter().position(|o| o.value == v);
+    (rank(new)? < rank(old)?).then(|| PropertyError {
+        name: NAME.to_owned(),
+        code: "INVALID_OPTION",
+        message: format!(
+            "{NAME} can only move forward: {new} comes before the current {old}; clear it first"
+        ),
+    })
+}
+
 fn appears_once(inputs: &[WriteInput], raw: &str) -> bool {
     inputs
         .iter()
@@ -496,7 +529,7 @@ fn id_text(value: &Value) -> String {
     }
 }
 
-/// `POST /crm/v3/objects/contacts/batch/read[?archived=true]`.
+/// `POST …/objects/contacts/batch/read[?archived=true]`.
 pub fn read<R: Rng>(store: &Store, body: &[u8], archived: bool, ctx: &mut Ctx<'_, R>) -> Reply {
     let corr = ctx.correlation.clone();
     let request: ReadRequest = match parse(body, &corr) {
@@ -510,10 +543,10 @@ pub fn read<R: Rng>(store: &Store, body: &[u8], archived: bool, ctx: &mut Ctx<'_
         .id_property
         .as_deref()
         .filter(|p| *p != "hs_object_id");
-    if let Err(reply) = check_id_property(store, id_property, "read", &corr) {
+    if let Err(reply) = check_id_property(store, id_property, "read", true, &corr) {
         return reply;
     }
-    let mut properties = super::query::requested(request.properties.clone());
+    let mut properties = super::query::requested(store, request.properties.clone());
     if let Some(name) = id_property
         && !properties.iter().any(|p| p == name)
     {
@@ -545,7 +578,7 @@ pub fn read<R: Rng>(store: &Store, body: &[u8], archived: bool, ctx: &mut Ctx<'_
     batch_reply(ctx, 200, results, errors)
 }
 
-/// `POST /crm/v3/objects/contacts/batch/archive`: 204, unknown ids ignored.
+/// `POST …/objects/contacts/batch/archive`: 204, unknown ids ignored.
 pub fn archive<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>) -> Reply {
     let request: Inputs<IdInput> = match parse(body, &ctx.correlation) {
         Ok(r) => r,
@@ -634,6 +667,7 @@ mod tests {
             now_us: 0,
             rng: &mut rng,
             correlation: "c".into(),
+            multi_status: true,
         };
         f(store, body.to_string().as_bytes(), &mut ctx)
     }

@@ -1,4 +1,5 @@
-//! HubSpot simulator: an HTTP server on HubSpot's CRM v3 paths with an in-memory contact store,
+//! HubSpot simulator: an HTTP server on HubSpot's CRM paths (`v3`, `2026-03` and `2026-09`, each
+//! with its version's answer shapes) with an in-memory contact store,
 //! HubSpot's validation, conflicts, rate limits and error bodies, injectable faults and request
 //! statistics. Started in-process by tests and benchmarks, or by `hubsync sim hubspot`.
 
@@ -22,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use properties::{
-    FRECUENCIA_DEPOSITO, MARITAL_STATUS, PropertyDef, PropertyOption, PropertyType,
-    default_properties,
+    FRECUENCIA_DEPOSITO, LIFECYCLE_STAGES, MARITAL_STATUS, PropertyDef, PropertyOption,
+    PropertyType, default_properties,
 };
 pub use store::Contact as SimContact;
 
@@ -130,6 +131,9 @@ pub struct SimStats {
     /// API requests received per endpoint: batch/create, batch/update, batch/read,
     /// batch/archive, list, get, search, properties.
     pub requests_by_endpoint: BTreeMap<String, u64>,
+    /// API requests received per API version of their path (`v3`, `2026-03`, `2026-09`).
+    #[serde(default)]
+    pub requests_by_version: BTreeMap<String, u64>,
     /// 429 answers served (rate limits and injected bursts).
     pub throttled_429: u64,
     /// Largest number of non-search API requests received in any rolling 10 s window

@@ -1,5 +1,5 @@
 //! Contact property definitions served by the HubSpot simulator: HubSpot's read-only defaults
-//! plus the cooperative's custom properties, and their JSON shape on `GET /crm/v3/properties`.
+//! plus the cooperative's custom properties, and their JSON shape on `GET …/properties/contacts`.
 
 use serde_json::{Value, json};
 
@@ -98,7 +98,7 @@ impl PropertyDef {
         self
     }
 
-    /// The property as `GET /crm/v3/properties/contacts` returns it.
+    /// The property as `GET …/properties/contacts` returns it.
     pub fn to_json(&self) -> Value {
         let options: Vec<Value> = self
             .options
@@ -149,6 +149,18 @@ pub const MARITAL_STATUS: &[(&str, &str)] = &[
     ("Unión Libre", "Unión Libre"),
 ];
 
+/// HubSpot's lifecycle stages, in the order a contact moves through them (forward only).
+pub const LIFECYCLE_STAGES: &[(&str, &str)] = &[
+    ("Subscriber", "subscriber"),
+    ("Lead", "lead"),
+    ("Marketing Qualified Lead", "marketingqualifiedlead"),
+    ("Sales Qualified Lead", "salesqualifiedlead"),
+    ("Opportunity", "opportunity"),
+    ("Customer", "customer"),
+    ("Evangelist", "evangelist"),
+    ("Other", "other"),
+];
+
 /// Internal values of `frecuencia_deposito_de_su_salario`, in option order.
 pub const FRECUENCIA_DEPOSITO: &[(&str, &str)] = &[
     ("Semanal", "semanal"),
@@ -178,17 +190,8 @@ pub fn default_properties() -> Vec<PropertyDef> {
             .hubspot(false),
         PropertyDef::custom("address", "Street Address", Text).hubspot(false),
         PropertyDef::custom("city", "City", Text).hubspot(false),
-        PropertyDef::enumeration(
-            "lifecyclestage",
-            "Lifecycle Stage",
-            &[
-                ("Subscriber", "subscriber"),
-                ("Lead", "lead"),
-                ("Customer", "customer"),
-                ("Other", "other"),
-            ],
-        )
-        .hubspot(false),
+        PropertyDef::enumeration("lifecyclestage", "Lifecycle Stage", LIFECYCLE_STAGES)
+            .hubspot(false),
     ];
     let mut numero = PropertyDef::custom("numero_asociado", "Número de asociado", Text);
     numero.unique = true;

@@ -1,6 +1,6 @@
-//! The read endpoints' semantics: list (paging, `archived=true`), get by id, search (filters,
-//! one sort, `limit` ≤ 200, `after` paging, the 10,000-result cap) and property definitions.
-//! Pure over the store.
+//! The read endpoints' semantics: list (paging, `archived=true` in any case), get by id, search
+//! (filters, one sort, `limit` ≤ 200, `after` paging, the 10,000-result cap) and property
+//! definitions. Requested properties that are not defined are left out. Pure over the store.
 
 use std::cmp::Ordering;
 
@@ -43,7 +43,8 @@ impl ReadParams {
             match key.as_ref() {
                 "limit" => params.limit = Some(value.into_owned()),
                 "after" => params.after = Some(value.into_owned()),
-                "archived" => params.archived = value == "true",
+                // The Python SDK sends `archived=True`.
+                "archived" => params.archived = value.eq_ignore_ascii_case("true"),
                 "idProperty" => params.id_property = Some(value.into_owned()),
                 "properties" => params.properties.extend(
                     value
@@ -58,15 +59,18 @@ impl ReadParams {
         params
     }
 
-    fn properties(&self) -> Vec<String> {
-        requested(self.properties.clone())
+    fn properties(&self, store: &Store) -> Vec<String> {
+        requested(store, self.properties.clone())
     }
 }
 
-pub fn requested(mut names: Vec<String>) -> Vec<String> {
+/// The properties a read returns: the defaults when none are asked for, else those asked for
+/// that are defined (HubSpot leaves unknown names out) plus id and timestamps.
+pub fn requested(store: &Store, mut names: Vec<String>) -> Vec<String> {
     if names.is_empty() {
         return DEFAULT_READ.iter().map(|s| (*s).to_owned()).collect();
     }
+    names.retain(|n| store.property(n).is_some());
     for always in ["hs_object_id", "createdate", "lastmodifieddate"] {
         if !names.iter().any(|n| n == always) {
             names.push(always.to_owned());
@@ -75,8 +79,9 @@ pub fn requested(mut names: Vec<String>) -> Vec<String> {
     names
 }
 
-/// `GET /crm/v3/objects/contacts`: pages in id order; `after` is the next record's id.
-pub fn list(store: &Store, params: &ReadParams, base_url: &str, corr: &str) -> Reply {
+/// `GET …/objects/contacts`: pages in id order; `after` is the next record's id. `objects_url`
+/// is the absolute URL of the path the request came in on, for `paging.next.link`.
+pub fn list(store: &Store, params: &ReadParams, objects_url: &str, corr: &str) -> Reply {
     let limit = match params.limit.as_deref().map(str::parse::<usize>) {
         None => 10,
         Some(Ok(n)) if n >= 1 => n.min(MAX_LIST),
@@ -88,7 +93,7 @@ pub fn list(store: &Store, params: &ReadParams, base_url: &str, corr: &str) -> R
         Some(Err(_)) => return bad_request("after must be an integer", corr),
     };
     let archived = params.archived;
-    let properties = params.properties();
+    let properties = params.properties(store);
     let mut page = store.range_from(after).filter(|c| c.archived() == archived);
     let results: Vec<Value> = page
         .by_ref()
@@ -97,22 +102,19 @@ pub fn list(store: &Store, params: &ReadParams, base_url: &str, corr: &str) -> R
         .collect();
     let mut body = json!({"results": results});
     if let Some(next) = page.next() {
-        let link = format!(
-            "{base_url}/crm/v3/objects/contacts?limit={limit}&after={}",
-            next.id
-        );
+        let link = format!("{objects_url}?limit={limit}&after={}", next.id);
         body["paging"] = json!({"next": {"after": next.id.to_string(), "link": link}});
     }
     Reply::json(200, body)
 }
 
-/// `GET /crm/v3/objects/contacts/{id}` (or by `idProperty`).
+/// `GET …/objects/contacts/{id}` (or by `idProperty`).
 pub fn get(store: &Store, id: &str, params: &ReadParams, corr: &str) -> Reply {
     let id_property = params
         .id_property
         .as_deref()
         .filter(|p| *p != "hs_object_id");
-    if let Err(reply) = check_id_property(store, id_property, "read", corr) {
+    if let Err(reply) = check_id_property(store, id_property, "read", true, corr) {
         return reply;
     }
     let archived = params.archived;
@@ -121,18 +123,18 @@ pub fn get(store: &Store, id: &str, params: &ReadParams, corr: &str) -> Reply {
         .and_then(|id| store.get(id))
         .filter(|c| c.archived() == archived)
     {
-        Some(contact) => Reply::json(200, contact.to_json(&params.properties())),
+        Some(contact) => Reply::json(200, contact.to_json(&params.properties(store))),
         None => Reply::error(404, "OBJECT_NOT_FOUND", "resource not found", corr),
     }
 }
 
-/// `GET /crm/v3/properties/contacts`.
+/// `GET …/properties/contacts`.
 pub fn properties(store: &Store) -> Reply {
     let results: Vec<Value> = store.properties.iter().map(PropertyDef::to_json).collect();
     Reply::json(200, json!({"results": results}))
 }
 
-/// `GET /crm/v3/properties/contacts/{name}`.
+/// `GET …/properties/contacts/{name}`.
 pub fn property(store: &Store, name: &str, corr: &str) -> Reply {
     match store.property(name) {
         Some(def) => Reply::json(200, def.to_json()),
@@ -150,8 +152,9 @@ pub fn property(store: &Store, name: &str, corr: &str) -> Reply {
 struct SearchRequest {
     #[serde(default)]
     filter_groups: Vec<FilterGroup>,
+    /// Sort rules; the spec types them as strings, which HubSpot ignores.
     #[serde(default)]
-    sorts: Vec<Sort>,
+    sorts: Vec<Value>,
     #[serde(default)]
     properties: Vec<String>,
     #[serde(default)]
@@ -274,6 +277,9 @@ struct Compiled<'a> {
     high: Option<Key>,
     values: Vec<Key>,
     raw: String,
+    /// Contacts have no `hs_lastmodifieddate` in search (they use `lastmodifieddate`): a filter
+    /// on it matches nothing, whatever the operator.
+    never: bool,
 }
 
 fn compile<'a>(store: &'a Store, filter: &'a Filter, corr: &str) -> Result<Compiled<'a>, Reply> {
@@ -331,8 +337,14 @@ fn compile<'a>(store: &'a Store, filter: &'a Filter, corr: &str) -> Result<Compi
         }
         _ => None,
     };
+    // IN / NOT_IN on strings compare the given values exactly with the lowercased stored ones:
+    // HubSpot asks for lowercase values.
+    let exact = |v: &Value| match def.kind {
+        PropertyType::String | PropertyType::Bool => Ok(Key::Text(text(v))),
+        _ => convert(v),
+    };
     let values = match (&filter.values, needs_values) {
-        (Some(vs), true) => vs.iter().map(convert).collect::<Result<Vec<_>, _>>()?,
+        (Some(vs), true) => vs.iter().map(exact).collect::<Result<Vec<_>, _>>()?,
         (None, true) => {
             return Err(bad_request(
                 format!("Filter {operator} on {name} needs values"),
@@ -354,11 +366,15 @@ fn compile<'a>(store: &'a Store, filter: &'a Filter, corr: &str) -> Result<Compi
         high,
         values,
         raw,
+        never: name == "hs_lastmodifieddate",
     })
 }
 
 impl Compiled<'_> {
     fn matches(&self, contact: &Contact) -> bool {
+        if self.never {
+            return false;
+        }
         let stored = contact.get(&self.def.name);
         if self.operator == "HAS_PROPERTY" {
             return stored.is_some();
@@ -401,7 +417,7 @@ impl Compiled<'_> {
 /// Properties free-text `query` looks in.
 const QUERY_PROPERTIES: &[&str] = &["email", "firstname", "lastname", "phone", "mobilephone"];
 
-/// `POST /crm/v3/objects/contacts/search` over the contacts search currently sees.
+/// `POST …/objects/contacts/search` over the contacts search currently sees.
 pub fn search(store: &mut Store, body: &[u8], now_us: u64, corr: &str) -> Reply {
     store.refresh_index(now_us);
     let store: &Store = store;
@@ -468,7 +484,13 @@ pub fn search(store: &mut Store, body: &[u8], now_us: u64, corr: &str) -> Reply 
         }
         compiled.push(filters);
     }
-    let sort = match request.sorts.first() {
+    // Only one rule is honoured; plain-string rules (the spec's type) are ignored.
+    let rule = request.sorts.iter().find(|s| s.is_object()).cloned();
+    let rule = match rule.map(serde_json::from_value::<Sort>).transpose() {
+        Ok(rule) => rule,
+        Err(e) => return bad_request(format!("Invalid sort: {e}"), corr),
+    };
+    let sort = match rule {
         Some(sort) => match store.property(&sort.property_name) {
             Some(def) => Some((def.clone(), sort.direction.as_deref() == Some("DESCENDING"))),
             None => {
@@ -480,7 +502,7 @@ pub fn search(store: &mut Store, body: &[u8], now_us: u64, corr: &str) -> Reply 
         },
         None => None,
     };
-    let properties = requested(request.properties.clone());
+    let properties = requested(store, request.properties.clone());
     let defs = store.properties.clone();
     let created = defs.iter().find(|d| d.name == "createdate").cloned();
     let mut hits: Vec<&Contact> = store
@@ -582,7 +604,8 @@ mod tests {
             json!({"filterGroups": [{"filters": [
             {"propertyName": "email", "operator": "IN", "values": ["socio1@coop.cr", "SOCIO3@coop.cr"]}]}]}),
         );
-        assert_eq!(by_in.body.unwrap_or_default()["total"], 2);
+        // Case-sensitive: only the lowercase value matches.
+        assert_eq!(by_in.body.unwrap_or_default()["total"], 1);
         let none = run(
             &mut store,
             json!({"filterGroups": [{"filters": [

@@ -1,4 +1,5 @@
-//! The simulator's HTTP side: axum routes on HubSpot's paths, bearer auth, the rolling 10 s,
+//! The simulator's HTTP side: axum routes on HubSpot's paths for every API version (`v3`,
+//! `2026-03`, `2026-09`; others 404), bearer auth, the rolling 10 s,
 //! secondly (search) and daily limits with their headers, fault injection, request statistics,
 //! the `/_sim/...` admin API, and a connection loop that can drop a connection mid-request.
 
@@ -30,6 +31,7 @@ use super::query::{self, ReadParams};
 use super::store::{Contact, Store};
 use super::window::{PeakWindow, RollingLimit, TimeWindow};
 use super::{Faults, SimOptions, SimStats};
+use crate::hubspot::{ApiVersion, Paths};
 
 const SECOND_US: u64 = 1_000_000;
 /// Largest request body accepted (admin seeding can be large).
@@ -82,6 +84,7 @@ impl Endpoint {
 #[derive(Debug)]
 struct Counters {
     by_endpoint: BTreeMap<&'static str, u64>,
+    by_version: BTreeMap<&'static str, u64>,
     throttled: u64,
     faults: u64,
     total: u64,
@@ -92,6 +95,7 @@ impl Counters {
     fn new() -> Self {
         Self {
             by_endpoint: BTreeMap::new(),
+            by_version: BTreeMap::new(),
             throttled: 0,
             faults: 0,
             total: 0,
@@ -168,6 +172,11 @@ impl Shared {
         SimStats {
             requests_by_endpoint: c
                 .by_endpoint
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            requests_by_version: c
+                .by_version
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
@@ -363,6 +372,7 @@ type Op = Box<dyn FnOnce(&mut Store, &mut Ctx<'_, StdRng>) -> Reply + Send>;
 async fn api(
     shared: Arc<Shared>,
     endpoint: Endpoint,
+    version: ApiVersion,
     headers: HeaderMap,
     kill: ConnKill,
     op: Op,
@@ -376,6 +386,7 @@ async fn api(
         let counters = &mut state.counters;
         counters.total += 1;
         *counters.by_endpoint.entry(endpoint.name()).or_default() += 1;
+        *counters.by_version.entry(version.as_str()).or_default() += 1;
         if !search {
             counters.peak.record(arrived_us);
         }
@@ -448,6 +459,7 @@ async fn api(
                     now_us,
                     rng: &mut state.rng,
                     correlation: correlation.clone(),
+                    multi_status: version.multi_status(),
                 };
                 op(&mut state.store, &mut ctx)
             }
@@ -463,10 +475,13 @@ async fn api(
 
 type S = State<Arc<Shared>>;
 type K = Extension<ConnKill>;
+/// The API version of the path a request came in on.
+type V = Extension<ApiVersion>;
 
 async fn batch_read(
     State(sh): S,
     Extension(k): K,
+    Extension(v): V,
     RawQuery(q): RawQuery,
     h: HeaderMap,
     body: Bytes,
@@ -475,6 +490,7 @@ async fn batch_read(
     api(
         sh,
         Endpoint::BatchRead,
+        v,
         h,
         k,
         Box::new(move |store, ctx| batch::read(store, &body, archived, ctx)),
@@ -485,10 +501,11 @@ async fn batch_read(
 /// A body-only batch endpoint.
 fn batch_route(endpoint: Endpoint, logic: BatchLogic) -> MethodRouter<Arc<Shared>> {
     post(
-        move |State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes| async move {
+        move |State(sh): S, Extension(k): K, Extension(v): V, h: HeaderMap, body: Bytes| async move {
             api(
                 sh,
                 endpoint,
+                v,
                 h,
                 k,
                 Box::new(move |store, ctx| logic(store, &body, ctx)),
@@ -501,12 +518,14 @@ fn batch_route(endpoint: Endpoint, logic: BatchLogic) -> MethodRouter<Arc<Shared
 async fn property_one(
     State(sh): S,
     Extension(k): K,
+    Extension(v): V,
     Path(name): Path<String>,
     h: HeaderMap,
 ) -> Response {
     api(
         sh,
         Endpoint::Properties,
+        v,
         h,
         k,
         Box::new(move |store, ctx| query::property(store, &name, &ctx.correlation)),
@@ -514,12 +533,21 @@ async fn property_one(
     .await
 }
 
-async fn list(State(sh): S, Extension(k): K, RawQuery(q): RawQuery, h: HeaderMap) -> Response {
-    let base = sh.base_url.clone();
+async fn list(
+    State(sh): S,
+    Extension(k): K,
+    Extension(v): V,
+    uri: axum::http::Uri,
+    RawQuery(q): RawQuery,
+    h: HeaderMap,
+) -> Response {
+    // `paging.next.link` repeats the path the request came in on.
+    let base = format!("{}{}", sh.base_url, uri.path());
     let p = ReadParams::parse(q.as_deref());
     api(
         sh,
         Endpoint::List,
+        v,
         h,
         k,
         Box::new(move |store, ctx| query::list(store, &p, &base, &ctx.correlation)),
@@ -530,6 +558,7 @@ async fn list(State(sh): S, Extension(k): K, RawQuery(q): RawQuery, h: HeaderMap
 async fn get_one(
     State(sh): S,
     Extension(k): K,
+    Extension(v): V,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
     h: HeaderMap,
@@ -538,6 +567,7 @@ async fn get_one(
     api(
         sh,
         Endpoint::Get,
+        v,
         h,
         k,
         Box::new(move |store, ctx| query::get(store, &id, &p, &ctx.correlation)),
@@ -545,10 +575,17 @@ async fn get_one(
     .await
 }
 
-async fn search(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Response {
+async fn search(
+    State(sh): S,
+    Extension(k): K,
+    Extension(v): V,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
     api(
         sh,
         Endpoint::Search,
+        v,
         h,
         k,
         Box::new(move |store, ctx| query::search(store, &body, ctx.now_us, &ctx.correlation)),
@@ -556,10 +593,11 @@ async fn search(State(sh): S, Extension(k): K, h: HeaderMap, body: Bytes) -> Res
     .await
 }
 
-async fn properties(State(sh): S, Extension(k): K, h: HeaderMap) -> Response {
+async fn properties(State(sh): S, Extension(k): K, Extension(v): V, h: HeaderMap) -> Response {
     api(
         sh,
         Endpoint::Properties,
+        v,
         h,
         k,
         Box::new(|store, _| query::properties(store)),
@@ -633,12 +671,14 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
-/// All routes, HubSpot's (contacts by name or by type id `0-1`) and the admin ones.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// HubSpot's routes for one API version, contacts by name or by type id `0-1`.
+fn api_routes(version: ApiVersion) -> Router<Arc<Shared>> {
+    let paths = Paths::new(version);
     let mut router = Router::new();
     for object in ["contacts", "0-1"] {
-        let objects = format!("/crm/v3/objects/{object}");
-        let props = format!("/crm/v3/properties/{object}");
+        let (Ok(objects), Ok(props)) = (paths.objects(object), paths.properties(object)) else {
+            continue;
+        };
         router = router
             .route(
                 &format!("{objects}/batch/create"),
@@ -662,6 +702,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
             .route(&format!("{objects}/{{id}}"), get(get_one))
             .route(&props, get(properties))
             .route(&format!("{props}/{{name}}"), get(property_one));
+    }
+    router.layer(Extension(version))
+}
+
+/// All routes: HubSpot's for every supported API version, and the admin ones.
+pub fn router(shared: Arc<Shared>) -> Router {
+    let mut router = Router::new();
+    for version in ApiVersion::ALL {
+        router = router.merge(api_routes(version));
     }
     router
         .route("/_sim/stats", get(admin_stats))

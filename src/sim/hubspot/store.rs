@@ -120,6 +120,11 @@ impl Store {
         self.property(name).is_some_and(|p| p.email || p.unique)
     }
 
+    /// Whether `name` is a custom property with `hasUniqueValue` (email is not one).
+    pub fn is_unique_property(&self, name: &str) -> bool {
+        self.property(name).is_some_and(|p| p.unique && !p.email)
+    }
+
     pub fn get(&self, id: u64) -> Option<&Contact> {
         self.contacts.get(&id)
     }
