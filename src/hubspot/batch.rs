@@ -75,6 +75,36 @@ impl HubSpotClient {
             .await
     }
 
+    /// Creates or updates records by a unique property (`email`, or a custom property HubSpot
+    /// keeps unique): one idempotent request per 100, so a retried upsert never makes a second
+    /// record. Each input carries its whole property set (HubSpot refuses partial upserts by
+    /// email). One outcome per input, in input order; `created` says which it was.
+    pub async fn batch_upsert(
+        &self,
+        object: &str,
+        id_property: &str,
+        inputs: &[CreateInput],
+    ) -> Result<Vec<WriteOutcome>, HubSpotError> {
+        let pending = inputs
+            .iter()
+            .map(|i| {
+                let value = i
+                    .properties
+                    .get(id_property)
+                    .and_then(|v| v.clone())
+                    .unwrap_or_default();
+                Pending {
+                    id: Some(value.clone()),
+                    body: json!({"id": value, "idProperty": id_property,
+                                 "properties": wire_properties(&i.properties)}),
+                    unique: Some(normalize(&value)),
+                }
+            })
+            .collect();
+        self.write(object, Op::Upsert, pending, Some(id_property))
+            .await
+    }
+
     /// Archives records by id (HubSpot's recycle bin). One outcome per input, in input order.
     pub async fn batch_archive(
         &self,
@@ -141,6 +171,7 @@ impl HubSpotClient {
                         out[i] = Some(WriteOutcome::Ok {
                             id,
                             updated_at: None,
+                            created: None,
                         });
                     }
                 }
@@ -383,6 +414,7 @@ fn settle(
             out[i] = Some(WriteOutcome::Ok {
                 id: record.id.clone(),
                 updated_at: modified.or_else(|| record.updated_at.clone()),
+                created: record.new,
             });
         }
     }

@@ -26,6 +26,9 @@ pub struct Record {
     pub archived_at: Option<String>,
     #[serde(default)]
     pub object_write_trace_id: Option<String>,
+    /// On upsert results: whether the record was created (true) or updated (false).
+    #[serde(default)]
+    pub new: Option<bool>,
 }
 
 impl Record {
@@ -67,6 +70,8 @@ pub enum WriteOutcome {
     Ok {
         id: String,
         updated_at: Option<String>,
+        /// Upserts: whether HubSpot created the record (`new`); None for other writes.
+        created: Option<bool>,
     },
     /// A create found a record with the same unique value: link `existing_id` and update it.
     Exists { existing_id: String },

@@ -105,6 +105,33 @@ async fn load(
     rows.iter().map(from_row).collect()
 }
 
+/// Links whose snapshot holds one of `values` (lowercased) as `property`, by that value: who
+/// already has a match value, without asking HubSpot.
+pub async fn holders_of(
+    pool: &PgPool,
+    object: &str,
+    property: &str,
+    values: &[String],
+) -> Result<HashMap<String, Link>, sqlx::Error> {
+    if values.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, lower(synced->>$2) AS held FROM record_links \
+         WHERE object = $1 AND lower(synced->>$2) = ANY($3)"
+    )))
+    .bind(object)
+    .bind(property)
+    .bind(values)
+    .fetch_all(pool)
+    .await?;
+    let mut out = HashMap::new();
+    for row in &rows {
+        out.insert(row.try_get::<String, _>("held")?, from_row(row)?);
+    }
+    Ok(out)
+}
+
 /// Inserts or updates links in one statement; the snapshot is merged field by field.
 pub async fn upsert(
     conn: &mut PgConnection,

@@ -121,6 +121,10 @@ pub enum Step<'a> {
     Create {
         work: Work<'a>,
     },
+    /// Create or update by the match property HubSpot keeps unique (`batch/upsert`).
+    Upsert {
+        work: Work<'a>,
+    },
     /// A field changed on both sides since the last sync, settled by policy (recorded with the
     /// batch; the record's own step follows).
     Conflict(ConflictRecord),
@@ -168,6 +172,10 @@ impl Step<'_> {
                 properties: changes.clone(),
                 ..op(work.item, "UPDATE")
             },
+            Step::Upsert { work } => PlannedOp {
+                properties: work.mapped.properties.clone(),
+                ..op(work.item, "UPSERT")
+            },
             Step::Create { work } => PlannedOp {
                 properties: work.mapped.properties.clone(),
                 ..op(work.item, "CREATE")
@@ -196,6 +204,7 @@ impl BatchHandler for ToHubspot {
             result: BatchResult::default(),
         };
         let (mut archives, mut updates, mut creates) = (Vec::new(), Vec::new(), Vec::new());
+        let mut upserts = Vec::new();
         for step in steps {
             match step {
                 Step::Reject { item, errors } => run.reject(item, errors),
@@ -229,6 +238,7 @@ impl BatchHandler for ToHubspot {
                     changes,
                 } => updates.push((work, hubspot_id, changes)),
                 Step::Create { work } => creates.push(work),
+                Step::Upsert { work } => upserts.push(work),
                 Step::Conflict(c) => run.result.conflicts.push(c),
             }
         }
@@ -238,7 +248,7 @@ impl BatchHandler for ToHubspot {
             let error = ItemError::new("postgres", crate::pg::describe(&e));
             let items = (archives.iter().map(|(item, _)| *item))
                 .chain(updates.iter().map(|(w, _, _)| w.item))
-                .chain(creates.iter().map(|w| w.item));
+                .chain(creates.iter().chain(&upserts).map(|w| w.item));
             for item in items.collect::<Vec<_>>() {
                 run.retry(item, error.clone());
             }
@@ -247,6 +257,7 @@ impl BatchHandler for ToHubspot {
         run.archive(archives).await;
         run.update(updates).await;
         run.create(creates).await;
+        run.upsert(upserts).await;
         run.result
     }
 }
@@ -335,6 +346,13 @@ impl ToHubspot {
             }
         }
         self.merge(linked, &mut steps).await;
+        let unlinked = match self.upsert_property(lookup).await {
+            Some(prop) => self.upsert_fresh(unlinked, &prop, &mut steps).await,
+            None => unlinked,
+        };
+        if unlinked.is_empty() {
+            return steps;
+        }
         if lookup == Lookup::Always || self.lookup.wanted() {
             let found = self.link_existing(unlinked, &mut steps).await;
             self.lookup.found(found);
@@ -342,6 +360,93 @@ impl ToHubspot {
             steps.extend(unlinked.into_iter().map(|work| Step::Create { work }));
         }
         steps
+    }
+
+    /// The match property unlinked records are upserted by: `email` on contacts, or a property
+    /// HubSpot keeps unique (`hasUniqueValue`). None for dry runs (they look records up, to
+    /// show which exist) and when the property is not unique or its definition is unknown.
+    async fn upsert_property(&self, lookup: Lookup) -> Option<String> {
+        if lookup == Lookup::Always {
+            return None;
+        }
+        let prop = self.mapper.match_property();
+        if prop == "email" && matches!(self.hubspot_object.as_str(), "contacts" | "0-1") {
+            return Some(prop.to_string());
+        }
+        let defs = self.client.properties(&self.hubspot_object).await.ok()?;
+        defs.get(prop)
+            .filter(|d| d.has_unique_value)
+            .map(|_| prop.to_string())
+    }
+
+    /// Unlinked records to upsert by `prop`, each after two checks made without a HubSpot call:
+    /// a record whose earlier create may have landed (a write on record in `sync_writes`) is
+    /// left to the look-up path, which merges against what that create sent; and one whose
+    /// value a link of another SQL Server record holds is rejected, naming both records, so an
+    /// upsert never overwrites another member's contact. Returns the records left.
+    async fn upsert_fresh<'a>(
+        &self,
+        unlinked: Vec<Work<'a>>,
+        prop: &str,
+        steps: &mut Vec<Step<'a>>,
+    ) -> Vec<Work<'a>> {
+        if unlinked.is_empty() {
+            return unlinked;
+        }
+        let keys: Vec<String> = unlinked.iter().map(|w| w.item.record_key.clone()).collect();
+        let values: Vec<String> = unlinked
+            .iter()
+            .filter_map(|w| w.mapped.properties.get(prop).cloned().flatten())
+            .map(|v| v.trim().to_lowercase())
+            .collect();
+        let (pool, object) = (&self.pool, &self.object);
+        let checks = tokio::try_join!(
+            writes::load(pool, object, Direction::ToHubspot, By::SqlKey, &keys),
+            links::holders_of(pool, object, prop, &values),
+        );
+        let (earlier, holders) = match checks {
+            Ok(c) => c,
+            Err(e) => {
+                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                steps.extend(unlinked.into_iter().map(|w| Step::Retry {
+                    item: w.item,
+                    error: error.clone(),
+                }));
+                return Vec::new();
+            }
+        };
+        let mut rest = Vec::new();
+        for work in unlinked {
+            let value = work
+                .mapped
+                .properties
+                .get(prop)
+                .cloned()
+                .flatten()
+                .map(|v| v.trim().to_lowercase());
+            let Some(value) = value.filter(|v| !v.is_empty()) else {
+                rest.push(work);
+                continue;
+            };
+            if earlier.contains_key(&work.item.record_key) {
+                rest.push(work);
+                continue;
+            }
+            match holders
+                .get(&value)
+                .filter(|h| h.sql_key != work.item.record_key)
+            {
+                Some(holder) => {
+                    let error = duplicate_of(prop, holder.hubspot_id.as_deref(), &holder.sql_key);
+                    steps.push(Step::Reject {
+                        item: work.item,
+                        errors: vec![error],
+                    });
+                }
+                None => steps.push(Step::Upsert { work }),
+            }
+        }
+        rest
     }
 
     /// Three-way merge of linked records SQL Server changed: HubSpot's current values are read
@@ -584,17 +689,7 @@ impl ToHubspot {
                 .get(&record.id)
                 .filter(|l| l.sql_key != work.item.record_key)
             {
-                let error = ItemError {
-                    field: Some(prop.clone()),
-                    rule: Some("unique".into()),
-                    ..ItemError::new(
-                        "duplicate",
-                        format!(
-                            "HubSpot contact {} with the same {prop} is already synced with record {}",
-                            record.id, owner.sql_key
-                        ),
-                    )
-                };
+                let error = duplicate_of(&prop, Some(&record.id), &owner.sql_key);
                 steps.push(Step::Reject {
                     item: work.item,
                     errors: vec![error],
@@ -756,7 +851,7 @@ impl Run<'_> {
     /// Settles one write outcome; `Exists` is handled by the caller.
     fn settle_write(&mut self, w: &Work, operation: &str, outcome: &WriteOutcome) {
         match outcome {
-            WriteOutcome::Ok { id, updated_at } => {
+            WriteOutcome::Ok { id, updated_at, .. } => {
                 let modified = updated_at
                     .as_deref()
                     .and_then(diff::hubspot_time)
@@ -888,6 +983,77 @@ impl Run<'_> {
         }
     }
 
+    /// Upserts records by the match property, 100 a request: created or updated, never twice.
+    async fn upsert(&mut self, upserts: Vec<Work<'_>>) {
+        let prop = self.this.mapper.match_property().to_string();
+        for chunk in upserts.chunks(crate::hubspot::BATCH_LIMIT) {
+            let sent = chunk.iter().map(|w| (w.item, None, &w.mapped.properties));
+            if !self.record_writes(sent).await {
+                continue;
+            }
+            let inputs: Vec<CreateInput> = chunk
+                .iter()
+                .map(|w| CreateInput {
+                    properties: w.mapped.properties.clone(),
+                })
+                .collect();
+            let (client, object) = (&self.this.client, &self.this.hubspot_object);
+            let outcomes = match client.batch_upsert(object, &prop, &inputs).await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.call_failed(chunk.iter().map(|w| w.item), &e);
+                    continue;
+                }
+            };
+            let written: Vec<(String, String)> = chunk
+                .iter()
+                .zip(&outcomes)
+                .filter_map(|(w, o)| match o {
+                    WriteOutcome::Ok { id, .. } => Some((w.item.record_key.clone(), id.clone())),
+                    _ => None,
+                })
+                .collect();
+            let (pool, name) = (&self.this.pool, &self.this.object);
+            if let Err(e) = writes::set_hubspot_ids(pool, name, &written).await {
+                tracing::warn!(error = %crate::pg::describe(&e),
+                    "could not note the ids of contacts just upserted");
+            }
+            // A contact another SQL Server record is linked to (its snapshot had an older
+            // value): never linked twice.
+            let ids: Vec<String> = written.iter().map(|(_, id)| id.clone()).collect();
+            let owners = links::by_hubspot_ids(pool, name, &ids).await;
+            for (w, outcome) in chunk.iter().zip(&outcomes) {
+                let owner = match (&owners, outcome) {
+                    (Ok(owners), WriteOutcome::Ok { id, .. }) => owners
+                        .get(id)
+                        .filter(|l| l.sql_key != w.item.record_key)
+                        .map(|l| (id.clone(), l.sql_key.clone())),
+                    _ => None,
+                };
+                if let Some((id, owner)) = owner {
+                    tracing::error!(operation = "UPSERT", record_key = %w.item.record_key,
+                        hubspot_id = %id, other_record = %owner,
+                        "the upsert landed on a contact linked to another record");
+                    self.reject(w.item, vec![duplicate_of(&prop, Some(&id), &owner)]);
+                    continue;
+                }
+                if let Err(e) = &owners {
+                    let error = ItemError::new("postgres", crate::pg::describe(e));
+                    self.retry(w.item, error);
+                    continue;
+                }
+                let operation = match outcome {
+                    WriteOutcome::Ok {
+                        created: Some(false),
+                        ..
+                    } => "UPDATE",
+                    _ => "CREATE",
+                };
+                self.settle_write(w, operation, outcome);
+            }
+        }
+    }
+
     async fn create(&mut self, creates: Vec<Work<'_>>) {
         let prop = self.this.mapper.match_property().to_string();
         // Inputs that met an existing contact, with HubSpot's refusal when it gave one.
@@ -986,6 +1152,10 @@ impl Run<'_> {
                         ),
                     ),
                 },
+                Step::Upsert { work } => self.retry(
+                    work.item,
+                    ItemError::new("internal", "unexpected upsert step after a create"),
+                ),
                 Step::Archive { item, .. } | Step::ArchiveUnsynced { item } => self.retry(
                     item,
                     ItemError::new("internal", "unexpected archive step after a create"),
@@ -994,6 +1164,22 @@ impl Run<'_> {
             }
         }
         self.update(updates).await;
+    }
+}
+
+/// The error of a record whose match value belongs to the HubSpot contact of another SQL Server
+/// record (`owner`).
+fn duplicate_of(prop: &str, hubspot_id: Option<&str>, owner: &str) -> ItemError {
+    ItemError {
+        field: Some(prop.to_string()),
+        rule: Some("unique".into()),
+        ..ItemError::new(
+            "duplicate",
+            format!(
+                "HubSpot contact {} with the same {prop} is already synced with record {owner}",
+                hubspot_id.unwrap_or("?")
+            ),
+        )
     }
 }
 

@@ -402,8 +402,8 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
 }
 
 #[tokio::test]
-async fn after_lookups_find_nothing_records_are_created_directly_and_an_existing_contact_still_links()
- {
+async fn unlinked_records_are_upserted_by_email_and_an_existing_contact_is_linked_never_duplicated()
+{
     let s = stand().await;
     let members = rows(600);
     let (first, rest) = members.split_at(500);
@@ -415,11 +415,23 @@ async fn after_lookups_find_nothing_records_are_created_directly_and_an_existing
             .copied()
             .unwrap_or(0)
     };
-    // An empty HubSpot: the first batches look up, find nothing, and later ones create directly.
+    let upserts = |s: &Stand| s.sim.stats().requests_by_endpoint["batch/upsert"];
+    // An empty HubSpot: one upsert per 100 valid records, no look-ups, no creates.
     enqueue(&s.queue, first, 1).await;
     let settled = s.worker.drain().await.unwrap();
     assert_eq!(settled.done + settled.rejected, 500);
-    assert_eq!(lookups(&s), 3, "three empty lookups, then creates only");
+    assert_eq!(lookups(&s), 0, "no look-ups");
+    let valid = first
+        .iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .count() as u64;
+    assert_eq!(upserts(&s), valid.div_ceil(100), "one upsert per 100");
+    assert!(
+        !s.sim
+            .stats()
+            .requests_by_endpoint
+            .contains_key("batch/create")
+    );
 
     // A HubSpot user creates one of the next members by hand meanwhile (email in capitals).
     let target = rest
@@ -434,7 +446,7 @@ async fn after_lookups_find_nothing_records_are_created_directly_and_an_existing
     enqueue(&s.queue, rest, 1).await;
     let settled = s.worker.drain().await.unwrap();
     assert_eq!(settled.done + settled.rejected, 100);
-    // The create met the existing contact: linked and updated, never duplicated.
+    // The upsert met the existing contact: linked and updated, never duplicated.
     let matching = s
         .sim
         .contacts()
@@ -466,11 +478,7 @@ async fn after_lookups_find_nothing_records_are_created_directly_and_an_existing
         Some(&contact.properties["firstname"]),
         s.mapper.to_hubspot(target).properties["firstname"].as_ref()
     );
-    // And the batches after it look up first again.
-    enqueue(&s.queue, &rows(700)[600..], 1).await;
-    let before = lookups(&s);
-    s.worker.drain().await.unwrap();
-    assert_eq!(lookups(&s), before + 1);
+    assert_eq!(lookups(&s), 0, "still no look-ups");
 }
 
 #[tokio::test]
@@ -507,10 +515,10 @@ async fn hubspot_refusing_3_records_of_a_batch_of_100_rejects_those_3_with_its_m
     assert_eq!((settled.done, settled.rejected), (97, 3), "{settled:?}");
     assert_eq!(settled.retried, 0);
     assert_eq!(s.sim.contacts().len(), 97);
-    let creates = s.sim.stats().requests_by_endpoint["batch/create"];
+    let upserts = s.sim.stats().requests_by_endpoint["batch/upsert"];
     assert_eq!(
-        creates, 1,
-        "one call: HubSpot answered 201 with the errors in its body"
+        upserts, 1,
+        "one call: HubSpot answered with the errors in its body"
     );
 
     let rejected: Vec<(String, serde_json::Value, i32)> = sqlx::query_as(
@@ -529,8 +537,9 @@ async fn hubspot_refusing_3_records_of_a_batch_of_100_rejects_those_3_with_its_m
         let error = &errors[0];
         assert_eq!(error["kind"], "hubspot", "{errors}");
         assert_eq!(error["field"], "marital_status", "{errors}");
-        // API version 2026-09 (the default) folds per-record errors into a 201 (no 207).
-        assert_eq!(error["http_status"], 201, "{errors}");
+        // API version 2026-09 (the default) folds per-record errors into the upsert's 200
+        // (no 207).
+        assert_eq!(error["http_status"], 200, "{errors}");
         let message = error["message"].as_str().unwrap();
         assert!(
             message.contains("Viudo was not one of the allowed options"),
@@ -579,18 +588,19 @@ async fn a_unique_value_held_by_another_contact_is_rejected_with_hubspots_messag
         "{error}"
     );
     assert_eq!(s.sim.contacts().len(), 1);
-    // Looked up by email before the create, and again after the refusal (it was not ours).
+    // One upsert, refused for that record; nothing looked up.
     let stats = s.sim.stats().requests_by_endpoint;
-    assert_eq!((stats["batch/read"], stats["batch/create"]), (2, 1));
+    assert_eq!(stats["batch/upsert"], 1);
+    assert!(!stats.contains_key("batch/read"), "{stats:?}");
 }
 
 #[tokio::test]
-async fn a_create_refused_because_the_record_already_made_its_contact_links_it() {
+async fn a_contact_appearing_while_the_upsert_is_on_its_way_is_linked_not_duplicated() {
     let s = stand().await;
     let member = rows(1).remove(0);
     let mapped = s.mapper.to_hubspot(&member).properties;
-    // The contact appears while the create is on its way, as when an earlier try of this very
-    // create was done but its answer lost.
+    // The contact appears while the upsert is on its way, as when an earlier try of this very
+    // write was done but its answer lost.
     s.sim.set_faults(hubsync::sim::hubspot::Faults {
         latency: std::time::Duration::from_millis(300),
         ..Default::default()
@@ -599,7 +609,7 @@ async fn a_create_refused_because_the_record_already_made_its_contact_links_it()
     let appear = async {
         let creates = || {
             let stats = s.sim.stats().requests_by_endpoint;
-            stats.get("batch/create").copied().unwrap_or(0)
+            stats.get("batch/upsert").copied().unwrap_or(0)
         };
         while creates() == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -613,7 +623,10 @@ async fn a_create_refused_because_the_record_already_made_its_contact_links_it()
             .fetch_one(s.queue.pool())
             .await
             .unwrap();
-    assert_eq!((outcome.as_str(), hubspot_id), ("LINK", seeded[0].clone()));
+    assert_eq!(
+        (outcome.as_str(), hubspot_id),
+        ("UPDATE", seeded[0].clone())
+    );
     assert_eq!(s.sim.contacts().len(), 1);
 }
 
@@ -634,7 +647,92 @@ async fn batches_with_invalid_records_are_topped_up_so_a_create_carries_a_full_b
     let settled = s.worker.drain().await.unwrap();
     assert_eq!(settled.done as usize, valid);
     assert_eq!(settled.rejected as usize, members.len() - valid);
-    let creates = s.sim.stats().requests_by_endpoint["batch/create"];
-    assert_eq!(creates, 1, "every valid member in one create");
+    let upserts = s.sim.stats().requests_by_endpoint["batch/upsert"];
+    assert_eq!(upserts, 1, "every valid member in one upsert");
     assert_eq!(s.sim.contacts().len(), valid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserting_1000_of_which_300_exist_links_or_rejects_every_input_and_duplicates_none() {
+    let s = stand().await;
+    let members: Vec<_> = rows(1_100)
+        .into_iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .take(1_000)
+        .collect();
+    assert_eq!(members.len(), 1_000);
+    // 300 are in HubSpot already, under their email in capitals; 20 of those contacts are
+    // synced with other SQL Server records.
+    let existing: Vec<BTreeMap<String, Option<String>>> = members[..300]
+        .iter()
+        .map(|m| {
+            let mut p = s.mapper.to_hubspot(m).properties;
+            let email = p["email"].clone().unwrap().to_uppercase();
+            p.insert("email".into(), Some(email));
+            p.insert("firstname".into(), Some("Ya Existe".into()));
+            p.remove("numero_asociado");
+            p
+        })
+        .collect();
+    let ids = s.sim.seed_contacts(&existing).unwrap();
+    for (n, id) in ids[..20].iter().enumerate() {
+        let email = s.mapper.to_hubspot(&members[n]).properties["email"].clone();
+        sqlx::query(
+            "INSERT INTO record_links (object, sql_key, hubspot_id, synced) \
+             VALUES ('contacts', $1, $2, jsonb_build_object('email', $3::text))",
+        )
+        .bind(format!("otro-{n}"))
+        .bind(id)
+        .bind(email)
+        .execute(s.queue.pool())
+        .await
+        .unwrap();
+    }
+    enqueue(&s.queue, &members, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!((settled.done, settled.rejected), (980, 20), "{settled:?}");
+    // Exactly 1,000 contacts: 300 found, 700 created, none twice.
+    let contacts = s.sim.contacts();
+    assert_eq!(contacts.len(), 1_000);
+    let emails: std::collections::HashSet<String> = contacts
+        .iter()
+        .map(|c| c.properties["email"].to_lowercase())
+        .collect();
+    assert_eq!(emails.len(), 1_000, "no duplicates");
+    // The 20 whose contact belongs to another record are rejected naming both, untouched.
+    for (n, id) in ids[..20].iter().enumerate() {
+        let key = members[n]["numero_asociado"].to_string();
+        let error: String = sqlx::query_scalar(
+            "SELECT last_error FROM sync_queue WHERE record_key = $1 AND state = 'rejected'",
+        )
+        .bind(&key)
+        .fetch_one(s.queue.pool())
+        .await
+        .unwrap();
+        assert!(
+            error.contains(id.as_str()) && error.contains(&format!("otro-{n}")),
+            "{error}"
+        );
+        assert_eq!(
+            s.sim.contact(id).unwrap().get("firstname"),
+            Some("Ya Existe")
+        );
+    }
+    // Every other input is linked to its own contact, which holds its values.
+    let linked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM record_links WHERE object = 'contacts' AND sql_key NOT LIKE 'otro-%'",
+    )
+    .fetch_one(s.queue.pool())
+    .await
+    .unwrap();
+    assert_eq!(linked, 980);
+    for (n, id) in ids[20..].iter().enumerate() {
+        let want = s.mapper.to_hubspot(&members[20 + n]).properties["firstname"].clone();
+        assert_eq!(s.sim.contact(id).unwrap().get("firstname"), want.as_deref());
+    }
+    let stats = s.sim.stats().requests_by_endpoint;
+    assert_eq!(
+        stats["batch/upsert"], 10,
+        "one request per 100 records: {stats:?}"
+    );
 }
