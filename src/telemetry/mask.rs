@@ -207,6 +207,10 @@ const EXEMPT: &[&str] = &[
     "object",
     "direction",
     "status",
+    // `name@host:pid` of a worker, not an email.
+    "worker",
+    "locked_by",
+    "instance",
 ];
 
 /// Masks one formatted log line. A JSON object keeps its shape and key order: each string value

@@ -219,6 +219,66 @@ async fn queue_commands_work_against_a_live_database() {
     assert_eq!(states, ["discarded", "pending", "pending"]);
 }
 
+/// Rejected items whose stored errors quote personal data: `queue stuck` masks them unless
+/// asked with `--unmask`.
+#[tokio::test]
+async fn queue_stuck_masks_stored_values_unless_unmasked() {
+    let (pool, url) = fresh_db().await;
+    let queue = Queue::new(pool.clone(), Default::default());
+    let item = NewItem {
+        record_key: "112345678".into(),
+        operation: Operation::Upsert,
+        payload: serde_json::json!({ "email": "ana.rojas@example.com" }),
+        source_version: 1,
+    };
+    queue
+        .enqueue("contacts", Direction::ToSql, &[item])
+        .await
+        .unwrap();
+    let batch = queue
+        .claim("contacts", Direction::ToSql, 10, "w")
+        .await
+        .unwrap();
+    let errors = vec![
+        ItemError {
+            field: Some("firstname".into()),
+            ..ItemError::new("validation", "\"Ana María Rojas Villalobos\" is too long")
+        },
+        ItemError::new(
+            "sql_server",
+            "SQL Server error 2627: The duplicate key value is (1-0234-0567). \
+             Truncated value: 'ana.rojas.longname@examp'.",
+        ),
+    ];
+    queue
+        .settle("w", &[(&batch[0], Outcome::Reject(errors))])
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "c.yaml", "queue:\n  workers: 2\n");
+    let env = [("HUBSYNC_DATABASE_URL", url.as_str())];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config.as_str(), "queue", "stuck"];
+        all.extend_from_slice(args);
+        let out = hubsync(&all, &env, dir.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let clear = ["Ana María", "ana.rojas", "0234", "112345678"];
+    for masked in [run(&[]), run(&["--json"])] {
+        for value in clear {
+            assert!(!masked.contains(value), "shows {value}: {masked}");
+        }
+        assert!(masked.contains("1-****-**78"), "{masked}");
+        assert!(masked.contains("is too long"), "{masked}");
+    }
+    let unmasked = run(&["--json", "--unmask"]);
+    for value in clear {
+        assert!(unmasked.contains(value), "hides {value}: {unmasked}");
+    }
+}
+
 #[tokio::test]
 async fn migrate_is_idempotent_and_logs_json_lines_without_secrets() {
     let (_pool, url) = fresh_db().await;
