@@ -101,3 +101,62 @@ async fn a_redirect_from_hubspot_is_an_error_and_is_not_followed() {
         "the redirect was followed"
     );
 }
+
+#[test]
+fn check_config_notes_weak_tls_without_showing_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::example_config();
+    let out = hubsync(
+        &["--config", config.to_str().unwrap(), "check-config"],
+        &[
+            (
+                "HUBSYNC_DATABASE_URL",
+                "postgres://hubsync:pg-Secret-1@db.internal/hubsync?sslmode=require",
+            ),
+            ("HUBSYNC_HUBSPOT_TOKEN", "pat-na1-test"),
+            (
+                "SQL_SERVER",
+                "server=tcp:sql.internal,1433;user=hubsync;password=Sql-Secret-2;\
+                 encrypt=false;TrustServerCertificate=true",
+            ),
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for note in [
+        "note: postgres.url: PostgreSQL at db.internal with sslmode=require",
+        "note: sql_server.connection: encrypt=false",
+        "note: sql_server.connection: trustServerCertificate=true",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(note)),
+            "{note}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("pg-Secret-1") && !stdout.contains("Sql-Secret-2"));
+}
+
+#[test]
+fn tiberius_row_logging_is_refused_while_masking() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |logging: &str| {
+        let config = dir.path().join("c.yaml");
+        std::fs::write(&config, format!("logging:\n{logging}")).unwrap();
+        let out = hubsync(
+            &["--config", config.to_str().unwrap(), "check-config"],
+            &[],
+            dir.path(),
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let refused = check("  level: info,tiberius=debug\n");
+    let line = refused
+        .lines()
+        .find(|l| l.trim_start().starts_with("logging.level"))
+        .unwrap_or_else(|| panic!("logging.level is not named: {refused}"));
+    assert!(line.contains("mask_personal_data"), "{line}");
+    let allowed = check("  level: info,tiberius=debug\n  mask_personal_data: false\n");
+    assert!(!allowed.contains("logging.level"), "{allowed}");
+    assert!(!check("  level: debug\n").contains("logging.level"));
+}
