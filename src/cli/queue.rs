@@ -173,7 +173,9 @@ fn table<const N: usize>(header: [&str; N]) -> Table {
 /// Masks the stored values an item shows: its record key and last error (the problem is
 /// hubsync's own words and names a worker, `name@host:pid`).
 fn mask_stuck(item: &mut StuckItem) {
-    let masked = |s: &str| mask::stored(s).into_owned();
+    fn masked(s: &str) -> String {
+        mask::stored(s).into_owned()
+    }
     item.record_key = masked(&item.record_key);
     item.last_error = item.last_error.as_deref().map(masked);
 }

@@ -188,7 +188,8 @@ pub struct LoggingSettings {
     pub directory: Option<PathBuf>,
     /// Rotated files kept.
     pub retention_days: usize,
-    /// Mask emails and identity numbers in logs.
+    /// Mask personal data (emails, identity numbers, phones, record values) in every log line;
+    /// while on, tiberius row logging (debug/trace) is refused.
     pub mask_personal_data: bool,
 }
 

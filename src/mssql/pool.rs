@@ -22,13 +22,13 @@ type TdsClient = Client<Compat<TcpStream>>;
 /// lower case.
 fn keyword(conn: &str, keys: &[&str]) -> Option<String> {
     conn.split(';')
-        .filter_map(|part| {
+        .rev()
+        .find_map(|part| {
             let (k, v) = part.split_once('=')?;
             let k = k.trim().to_ascii_lowercase();
             keys.contains(&k.as_str())
                 .then(|| v.trim().trim_matches(['\'', '"']).to_ascii_lowercase())
         })
-        .last()
 }
 
 /// True when the string asks for Windows/Kerberos integrated authentication.
