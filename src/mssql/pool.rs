@@ -21,14 +21,12 @@ type TdsClient = Client<Compat<TcpStream>>;
 /// The last value of a connection-string keyword (any of `keys`, lower case), unquoted and in
 /// lower case.
 fn keyword(conn: &str, keys: &[&str]) -> Option<String> {
-    conn.split(';')
-        .rev()
-        .find_map(|part| {
-            let (k, v) = part.split_once('=')?;
-            let k = k.trim().to_ascii_lowercase();
-            keys.contains(&k.as_str())
-                .then(|| v.trim().trim_matches(['\'', '"']).to_ascii_lowercase())
-        })
+    conn.split(';').rev().find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        let k = k.trim().to_ascii_lowercase();
+        keys.contains(&k.as_str())
+            .then(|| v.trim().trim_matches(['\'', '"']).to_ascii_lowercase())
+    })
 }
 
 /// True when the string asks for Windows/Kerberos integrated authentication.

@@ -24,6 +24,16 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// Queues `items` for contacts in `direction` and claims them as worker `w`.
+async fn enqueue_and_claim(
+    queue: &Queue,
+    direction: Direction,
+    items: &[NewItem],
+) -> Vec<hubsync::queue::ClaimedItem> {
+    queue.enqueue("contacts", direction, items).await.unwrap();
+    queue.claim("contacts", direction, 10, "w").await.unwrap()
+}
+
 #[test]
 fn the_example_config_passes_check_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,14 +166,7 @@ async fn queue_commands_work_against_a_live_database() {
             source_version: 1,
         })
         .collect();
-    queue
-        .enqueue("contacts", Direction::ToHubspot, &items)
-        .await
-        .unwrap();
-    let batch = queue
-        .claim("contacts", Direction::ToHubspot, 10, "w")
-        .await
-        .unwrap();
+    let batch = enqueue_and_claim(&queue, Direction::ToHubspot, &items).await;
     let results: Vec<_> = batch
         .iter()
         .map(|i| {
@@ -231,14 +234,7 @@ async fn queue_stuck_masks_stored_values_unless_unmasked() {
         payload: serde_json::json!({ "email": "ana.rojas@example.com" }),
         source_version: 1,
     };
-    queue
-        .enqueue("contacts", Direction::ToSql, &[item])
-        .await
-        .unwrap();
-    let batch = queue
-        .claim("contacts", Direction::ToSql, 10, "w")
-        .await
-        .unwrap();
+    let batch = enqueue_and_claim(&queue, Direction::ToSql, &[item]).await;
     let errors = vec![
         ItemError {
             field: Some("firstname".into()),

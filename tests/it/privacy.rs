@@ -1,6 +1,8 @@
 //! Personal data and secrets on the wire: the HubSpot token never goes out over plain HTTP to
 //! another host, and HubSpot's answers are never followed elsewhere by a redirect.
 
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,14 +14,32 @@ use tokio::net::TcpListener;
 
 use crate::support::hubsync;
 
+/// `check-config` on `yaml` written to `dir/c.yaml`, with `env`.
+fn check_config(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> Output {
+    let config = dir.join("c.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    hubsync(
+        &["--config", config.to_str().unwrap(), "check-config"],
+        env,
+        dir,
+    )
+}
+
+/// The line of `stderr` that reports a problem at `path`.
+fn problem<'a>(stderr: &'a str, path: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(path))
+        .unwrap_or_else(|| panic!("{path} is not named: {stderr}"))
+}
+
 #[test]
 fn an_http_hubspot_base_url_to_another_host_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let run = |base_url: &str| {
-        let config = dir.path().join("c.yaml");
-        std::fs::write(&config, format!("hubspot:\n  base_url: {base_url}\n")).unwrap();
-        hubsync(
-            &["--config", config.to_str().unwrap(), "check-config"],
+        check_config(
+            dir.path(),
+            &format!("hubspot:\n  base_url: {base_url}\n"),
             &[
                 (
                     "HUBSYNC_DATABASE_URL",
@@ -27,16 +47,12 @@ fn an_http_hubspot_base_url_to_another_host_exits_78() {
                 ),
                 ("HUBSYNC_HUBSPOT_TOKEN", "pat-na1-test"),
             ],
-            dir.path(),
         )
     };
     let out = run("http://api.hubapi.com");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("hubspot.base_url"))
-        .unwrap_or_else(|| panic!("hubspot.base_url is not named: {stderr}"));
+    let line = problem(&stderr, "hubspot.base_url");
     assert!(line.contains("http://"), "{line}");
     // To this host (the simulators) plain HTTP stays allowed: only other problems remain.
     for local in [
@@ -141,20 +157,11 @@ fn check_config_notes_weak_tls_without_showing_secrets() {
 fn tiberius_row_logging_is_refused_while_masking() {
     let dir = tempfile::tempdir().unwrap();
     let check = |logging: &str| {
-        let config = dir.path().join("c.yaml");
-        std::fs::write(&config, format!("logging:\n{logging}")).unwrap();
-        let out = hubsync(
-            &["--config", config.to_str().unwrap(), "check-config"],
-            &[],
-            dir.path(),
-        );
+        let out = check_config(dir.path(), &format!("logging:\n{logging}"), &[]);
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let refused = check("  level: info,tiberius=debug\n");
-    let line = refused
-        .lines()
-        .find(|l| l.trim_start().starts_with("logging.level"))
-        .unwrap_or_else(|| panic!("logging.level is not named: {refused}"));
+    let line = problem(&refused, "logging.level");
     assert!(line.contains("mask_personal_data"), "{line}");
     let allowed = check("  level: info,tiberius=debug\n  mask_personal_data: false\n");
     assert!(!allowed.contains("logging.level"), "{allowed}");
