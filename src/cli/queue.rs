@@ -6,7 +6,8 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::config::Config;
 use crate::exit::{self, Failure};
-use crate::queue::{OpReport, Queue, RetrySelection};
+use crate::queue::{OpReport, Queue, RetrySelection, StuckItem};
+use crate::telemetry::mask;
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -24,6 +25,10 @@ pub enum QueueCommand {
         /// At most this many rows.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Show record keys and errors as stored: personal data (emails, identity numbers,
+        /// phones, quoted values) is masked otherwise.
+        #[arg(long)]
+        unmask: bool,
     },
     /// Bring rejected or dead items back to pending with fresh attempts.
     Retry(RetryArgs),
@@ -80,11 +85,18 @@ pub async fn run(command: QueueCommand, config: &Config) -> Result<u8, Failure> 
                 println!("{t}");
             }
         }
-        QueueCommand::Stuck { json, limit } => {
-            let items = queue
+        QueueCommand::Stuck {
+            json,
+            limit,
+            unmask,
+        } => {
+            let mut items = queue
                 .stuck(config.queue.stuck_after, limit)
                 .await
                 .map_err(db)?;
+            if !unmask {
+                items.iter_mut().for_each(mask_stuck);
+            }
             if json {
                 println!(
                     "{}",
@@ -156,6 +168,16 @@ fn table<const N: usize>(header: [&str; N]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
     t
+}
+
+/// Masks the stored values an item shows: its record key and last error (the problem is
+/// hubsync's own words and names a worker, `name@host:pid`).
+fn mask_stuck(item: &mut StuckItem) {
+    fn masked(s: &str) -> String {
+        mask::stored(s).into_owned()
+    }
+    item.record_key = masked(&item.record_key);
+    item.last_error = item.last_error.as_deref().map(masked);
 }
 
 fn print_report(verb: &str, report: &OpReport) {

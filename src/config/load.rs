@@ -390,6 +390,17 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.logging.level) {
         problems.push("logging.level", format!("not a valid log filter ({e})"));
     }
+    let rows = crate::telemetry::row_logging(&config.logging.level);
+    if config.logging.mask_personal_data && !rows.is_empty() {
+        problems.push(
+            "logging.level",
+            format!(
+                "{} would log whole SQL Server rows, which masking cannot recognise; \
+                 set logging.mask_personal_data: false to allow it",
+                rows.join(",")
+            ),
+        );
+    }
 
     // The header the HubSpot client sends; a token that cannot be one fails every call.
     if let Some(token) = &config.hubspot.token

@@ -55,12 +55,24 @@ pub struct Config {
 }
 
 impl Config {
-    /// Notes on how the objects are synced that an operator should know (none is an error).
+    /// Notes on how the objects are synced and how the connections are secured that an
+    /// operator should know (none is an error).
     pub fn notes(&self) -> Vec<String> {
-        self.objects
+        let mut notes: Vec<String> = self
+            .objects
             .iter()
             .flat_map(|(name, o)| o.notes(&format!("objects.{name}")))
-            .collect()
+            .collect();
+        let pg = self.postgres.url.as_ref().and_then(|url| {
+            crate::pg::connect_options(secrecy::ExposeSecret::expose_secret(url)).ok()
+        });
+        notes.extend(
+            pg.as_ref()
+                .and_then(crate::pg::tls_warning)
+                .map(|w| format!("postgres.url: {w}")),
+        );
+        notes.extend(self.sql_server.notes("sql_server"));
+        notes
     }
 }
 
@@ -176,7 +188,8 @@ pub struct LoggingSettings {
     pub directory: Option<PathBuf>,
     /// Rotated files kept.
     pub retention_days: usize,
-    /// Mask emails and identity numbers in logs.
+    /// Mask personal data (emails, identity numbers, phones, record values) in every log line;
+    /// while on, tiberius row logging (debug/trace) is refused.
     pub mask_personal_data: bool,
 }
 

@@ -103,6 +103,7 @@ impl HubSpotClient {
         })?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("hubsync/", env!("CARGO_PKG_VERSION")))

@@ -73,8 +73,16 @@ impl HubSpotSettings {
                 ),
             );
         }
-        if !matches!(self.base_url.scheme(), "http" | "https") {
-            problems.push(format!("{path}.base_url"), "must be an http(s) URL");
+        match self.base_url.scheme() {
+            "https" => {}
+            // The token would cross the network in clear: only to this host (the simulators).
+            "http" if is_loopback(&self.base_url) => {}
+            "http" => problems.push(
+                format!("{path}.base_url"),
+                "http:// sends the token in clear: use https://, or http:// to a loopback host \
+                 (127.0.0.1, ::1, localhost) only",
+            ),
+            _ => problems.push(format!("{path}.base_url"), "must be an http(s) URL"),
         }
         if self.requests_per_10s == 0 {
             problems.push(format!("{path}.requests_per_10s"), "must be at least 1");
@@ -94,5 +102,14 @@ impl HubSpotSettings {
         if self.daily_reserve >= self.daily_limit {
             problems.push(format!("{path}.daily_reserve"), "must be below daily_limit");
         }
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }

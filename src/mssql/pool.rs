@@ -18,19 +18,59 @@ use crate::support::retry;
 
 type TdsClient = Client<Compat<TcpStream>>;
 
+/// The last value of a connection-string keyword (any of `keys`, lower case), unquoted and in
+/// lower case.
+fn keyword(conn: &str, keys: &[&str]) -> Option<String> {
+    conn.split(';').rev().find_map(|part| {
+        let (k, v) = part.split_once('=')?;
+        let k = k.trim().to_ascii_lowercase();
+        keys.contains(&k.as_str())
+            .then(|| v.trim().trim_matches(['\'', '"']).to_ascii_lowercase())
+    })
+}
+
 /// True when the string asks for Windows/Kerberos integrated authentication.
 fn wants_integrated_auth(conn: &str) -> bool {
-    conn.split(';').any(|part| {
-        let Some((k, v)) = part.split_once('=') else {
-            return false;
-        };
-        let k = k.trim().to_ascii_lowercase();
-        let v = v.trim().trim_matches(['\'', '"']).to_ascii_lowercase();
-        matches!(
-            k.as_str(),
-            "integratedsecurity" | "integrated security" | "trusted_connection"
-        ) && matches!(v.as_str(), "true" | "yes" | "sspi")
-    })
+    keyword(
+        conn,
+        &[
+            "integratedsecurity",
+            "integrated security",
+            "trusted_connection",
+        ],
+    )
+    .is_some_and(|v| matches!(v.as_str(), "true" | "yes" | "sspi"))
+}
+
+/// What the connection string gives up of TLS: encryption off (`encrypt=false` encrypts the
+/// login only; `DANGER_PLAINTEXT` nothing) or a server certificate that is not checked
+/// (`trustServerCertificate=true`). Empty for a verified, encrypted connection (the default).
+pub fn tls_weaknesses(conn: &SecretString) -> Vec<&'static str> {
+    let text = conn.expose_secret();
+    let mut weak = Vec::new();
+    match keyword(text, &["encrypt"]).as_deref() {
+        Some("false" | "no") => weak.push(
+            "encrypt=false: only the login is encrypted, queries and rows cross the network in \
+             clear",
+        ),
+        Some("danger_plaintext") => weak.push(
+            "encrypt=DANGER_PLAINTEXT: nothing is encrypted, not even the password (for the \
+             simulator only)",
+        ),
+        _ => {}
+    }
+    if keyword(
+        text,
+        &["trustservercertificate", "trust server certificate"],
+    )
+    .is_some_and(|v| matches!(v.as_str(), "true" | "yes"))
+    {
+        weak.push(
+            "trustServerCertificate=true: the server certificate is not checked, so anyone on \
+             the path can pose as the server",
+        );
+    }
+    weak
 }
 
 /// Parses the connection string into a tiberius configuration. The message of a failure never
@@ -51,13 +91,6 @@ pub fn parse_connection(conn: &SecretString) -> Result<Config, String> {
     })?;
     config.application_name("hubsync");
     Ok(config)
-}
-
-/// True when the string turns TLS off (`encrypt=DANGER_PLAINTEXT`), only for the simulator.
-fn is_plaintext(conn: &SecretString) -> bool {
-    conn.expose_secret()
-        .to_ascii_lowercase()
-        .contains("encrypt=danger_plaintext")
 }
 
 /// One pooled connection; marked broken after an I/O or protocol failure so the pool drops it.
@@ -222,8 +255,8 @@ impl SqlPool {
         config.handshake_timeout(Some(settings.connect_timeout));
         config.command_timeout(Some(settings.command_timeout));
         let addr = config.get_addr();
-        if is_plaintext(conn) {
-            tracing::warn!(server = %addr, "SQL Server connection without TLS (encrypt=DANGER_PLAINTEXT): for the simulator only");
+        for weakness in tls_weaknesses(conn) {
+            tracing::warn!(server = %addr, "SQL Server connection: {weakness}");
         }
         let manager = Manager {
             config,
@@ -353,6 +386,19 @@ mod tests {
         );
         let config = parse_connection(&s).unwrap();
         assert_eq!(config.get_addr(), "db.coop.local:1433");
-        assert!(!is_plaintext(&s));
+        assert!(tls_weaknesses(&s).is_empty());
+    }
+
+    #[test]
+    fn encryption_off_or_an_unchecked_certificate_is_named() {
+        let weak = |s: &str| tls_weaknesses(&SecretString::from(s.to_owned()));
+        assert!(weak("server=tcp:db,1433;user=u;password=p").is_empty());
+        let both = weak("server=tcp:db,1433;Encrypt=False;TrustServerCertificate=True");
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(
+            both[0].starts_with("encrypt=false") && both[1].starts_with("trustServerCertificate")
+        );
+        assert!(weak("server=db;encrypt=DANGER_PLAINTEXT")[0].contains("nothing is encrypted"));
+        assert!(weak("server=db;encrypt=true;trust server certificate=no").is_empty());
     }
 }

@@ -53,6 +53,18 @@ impl SqlServerSettings {
             .unwrap_or(chrono_tz::America::Costa_Rica)
     }
 
+    /// What check-config should say about the connection's TLS (see
+    /// [`super::pool::tls_weaknesses`]); `run` logs the same as warnings.
+    pub fn notes(&self, path: &str) -> Vec<String> {
+        self.connection
+            .as_ref()
+            .map(super::pool::tls_weaknesses)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|weakness| format!("{path}.connection: {weakness}"))
+            .collect()
+    }
+
     pub fn check(&self, path: &str, need_connection: bool, problems: &mut Problems) {
         if need_connection && self.connection.is_none() {
             problems.push(

@@ -14,7 +14,7 @@ pub struct OperationLog<'a> {
     pub hubspot_id: Option<&'a str>,
     pub batch_id: &'a str,
     pub status: &'a str,
-    /// Free text; must already be masked (see [`super::mask`]).
+    /// Free text; every line is masked on output (see [`super::mask`]).
     pub message: &'a str,
     pub started: Instant,
 }

@@ -24,6 +24,16 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// Queues `items` for contacts in `direction` and claims them as worker `w`.
+async fn enqueue_and_claim(
+    queue: &Queue,
+    direction: Direction,
+    items: &[NewItem],
+) -> Vec<hubsync::queue::ClaimedItem> {
+    queue.enqueue("contacts", direction, items).await.unwrap();
+    queue.claim("contacts", direction, 10, "w").await.unwrap()
+}
+
 #[test]
 fn the_example_config_passes_check_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,14 +166,7 @@ async fn queue_commands_work_against_a_live_database() {
             source_version: 1,
         })
         .collect();
-    queue
-        .enqueue("contacts", Direction::ToHubspot, &items)
-        .await
-        .unwrap();
-    let batch = queue
-        .claim("contacts", Direction::ToHubspot, 10, "w")
-        .await
-        .unwrap();
+    let batch = enqueue_and_claim(&queue, Direction::ToHubspot, &items).await;
     let results: Vec<_> = batch
         .iter()
         .map(|i| {
@@ -217,6 +220,59 @@ async fn queue_commands_work_against_a_live_database() {
         .await
         .unwrap();
     assert_eq!(states, ["discarded", "pending", "pending"]);
+}
+
+/// Rejected items whose stored errors quote personal data: `queue stuck` masks them unless
+/// asked with `--unmask`.
+#[tokio::test]
+async fn queue_stuck_masks_stored_values_unless_unmasked() {
+    let (pool, url) = fresh_db().await;
+    let queue = Queue::new(pool.clone(), Default::default());
+    let item = NewItem {
+        record_key: "112345678".into(),
+        operation: Operation::Upsert,
+        payload: serde_json::json!({ "email": "ana.rojas@example.com" }),
+        source_version: 1,
+    };
+    let batch = enqueue_and_claim(&queue, Direction::ToSql, &[item]).await;
+    let errors = vec![
+        ItemError {
+            field: Some("firstname".into()),
+            ..ItemError::new("validation", "\"Ana María Rojas Villalobos\" is too long")
+        },
+        ItemError::new(
+            "sql_server",
+            "SQL Server error 2627: The duplicate key value is (1-0234-0567). \
+             Truncated value: 'ana.rojas.longname@examp'.",
+        ),
+    ];
+    queue
+        .settle("w", &[(&batch[0], Outcome::Reject(errors))])
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "c.yaml", "queue:\n  workers: 2\n");
+    let env = [("HUBSYNC_DATABASE_URL", url.as_str())];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config.as_str(), "queue", "stuck"];
+        all.extend_from_slice(args);
+        let out = hubsync(&all, &env, dir.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let clear = ["Ana María", "ana.rojas", "0234", "112345678"];
+    for masked in [run(&[]), run(&["--json"])] {
+        for value in clear {
+            assert!(!masked.contains(value), "shows {value}: {masked}");
+        }
+        assert!(masked.contains("1-****-**78"), "{masked}");
+        assert!(masked.contains("is too long"), "{masked}");
+    }
+    let unmasked = run(&["--json", "--unmask"]);
+    for value in clear {
+        assert!(unmasked.contains(value), "hides {value}: {unmasked}");
+    }
 }
 
 #[tokio::test]

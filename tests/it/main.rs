@@ -15,6 +15,7 @@ mod hubspot_sim;
 mod links;
 mod mssql;
 mod mssql_sim;
+mod privacy;
 mod queue;
 mod reliability;
 mod support;
