@@ -275,6 +275,19 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         stats_after.max_requests_in_10s_window,
         waited.unwrap_or(f64::NAN)
     );
+    // Batch calls (reads, creates, upserts, updates) the load took per 100 contacts made.
+    let batch_calls: u64 = stats
+        .requests_by_endpoint
+        .iter()
+        .filter(|(endpoint, _)| endpoint.starts_with("batch/"))
+        .map(|(_, n)| n)
+        .sum();
+    println!(
+        "requests per 100 records: {:.2} (minimum 1.00; {} batch calls for {} contacts)",
+        batch_calls as f64 * 100.0 / synced.max(1) as f64,
+        thousands(batch_calls),
+        thousands(synced as u64)
+    );
     println!("daemon peak RSS: {rss:.1} MiB (target ≤ 64)");
     println!(
         "change-to-HubSpot latency over {} single-row updates: p50 {:.2} s, p95 {:.2} s, max {:.2} s \
