@@ -30,6 +30,9 @@ COMMENT ON COLUMN sync_writes.sql_key IS 'SQL Server key of the record, when kno
 COMMENT ON COLUMN sync_writes.hubspot_id IS 'HubSpot id of the record, when known (a created contact''s as soon as HubSpot answers).';
 COMMENT ON COLUMN sync_writes.sent IS 'HubSpot property values (as mapped) the record has once the write lands.';
 
+-- Who already holds a match value (the upsert path checks it before sending, once per batch).
+CREATE INDEX record_links_synced_email ON record_links (object, (synced->>'email'));
+
 ALTER TABLE sync_conflicts ADD COLUMN decided_by text;
 -- A conflict is recorded as soon as it is decided, before the winner is written (a crash after
 -- the write would otherwise lose it: the retry finds both sides equal), and again when the item

@@ -113,15 +113,21 @@ pub async fn holders_of(
     property: &str,
     values: &[String],
 ) -> Result<HashMap<String, Link>, sqlx::Error> {
-    if values.is_empty() {
+    // The name is written into the statement (so that an index on the expression, such as
+    // `record_links_synced_email`, serves it): only a HubSpot property name's characters.
+    if values.is_empty()
+        || property.is_empty()
+        || !property
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
         return Ok(HashMap::new());
     }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS}, lower(synced->>$2) AS held FROM record_links \
-         WHERE object = $1 AND lower(synced->>$2) = ANY($3)"
+        "SELECT {COLUMNS}, lower(synced->>'{property}') AS held FROM record_links \
+         WHERE object = $1 AND synced->>'{property}' = ANY($2)"
     )))
     .bind(object)
-    .bind(property)
     .bind(values)
     .fetch_all(pool)
     .await?;

@@ -394,10 +394,11 @@ impl ToHubspot {
             return unlinked;
         }
         let keys: Vec<String> = unlinked.iter().map(|w| w.item.record_key.clone()).collect();
+        // As mapped, and lowercased as HubSpot compares them.
         let values: Vec<String> = unlinked
             .iter()
             .filter_map(|w| w.mapped.properties.get(prop).cloned().flatten())
-            .map(|v| v.trim().to_lowercase())
+            .flat_map(|v| [v.trim().to_string(), v.trim().to_lowercase()])
             .collect();
         let (pool, object) = (&self.pool, &self.object);
         let checks = tokio::try_join!(
