@@ -26,13 +26,22 @@ impl Both {
     /// A worker that writes a batch of to_hubspot items to HubSpot and dies before settling
     /// them: its items are taken back (as a restart does) and the writes stay unsettled.
     async fn write_and_crash(&self) -> Vec<ClaimedItem> {
+        self.crash_after(Direction::ToHubspot).await
+    }
+
+    /// A worker of `direction` that writes one batch to the other side and dies before
+    /// settling it: its items are taken back (as a restart does); the writes stay unsettled.
+    async fn crash_after(&self, direction: Direction) -> Vec<ClaimedItem> {
         let q = &self.s.queue;
         let batch = q
-            .claim("contacts", Direction::ToHubspot, 100, "crashed")
+            .claim("contacts", direction, 100, "crashed")
             .await
             .unwrap();
         assert!(!batch.is_empty(), "something to write");
-        let _never_settled = self.s.worker.handler.handle(&batch).await;
+        let _never_settled = match direction {
+            Direction::ToHubspot => self.s.worker.handler.handle(&batch).await,
+            Direction::ToSql => self.to_sql.handler.handle(&batch).await,
+        };
         let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
         q.release("crashed", &ids).await.unwrap();
         batch
@@ -221,14 +230,7 @@ async fn an_unsettled_sql_server_write_coming_back_after_a_crash_is_no_conflict(
         .await
         .unwrap();
     b.hs_poller.poll_once().await.unwrap();
-    let batch =
-        b.s.queue
-            .claim("contacts", Direction::ToSql, 100, "crashed")
-            .await
-            .unwrap();
-    let _never_settled = b.to_sql.handler.handle(&batch).await;
-    let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
-    b.s.queue.release("crashed", &ids).await.unwrap();
+    b.crash_after(Direction::ToSql).await;
     assert_eq!(b.sql_value(&key, "firstname").await, "Uno Primera");
     // Meanwhile the first name changes again in HubSpot.
     b.client
@@ -263,14 +265,7 @@ async fn a_conflict_settled_just_before_a_crash_is_recorded_once() {
         .unwrap();
     b.hs_poller.poll_once().await.unwrap();
     // The winner is written to SQL Server; the worker dies before settling.
-    let batch =
-        b.s.queue
-            .claim("contacts", Direction::ToSql, 100, "crashed")
-            .await
-            .unwrap();
-    let _never_settled = b.to_sql.handler.handle(&batch).await;
-    let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
-    b.s.queue.release("crashed", &ids).await.unwrap();
+    b.crash_after(Direction::ToSql).await;
     b.settle_all().await;
     // Both sides hold the winner, and the conflict is on record, once.
     let (sql, hubspot) = (
