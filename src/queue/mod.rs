@@ -118,6 +118,12 @@ impl ItemError {
         }
     }
 
+    /// PostgreSQL failed a read or write the item needed: a transient failure, described
+    /// without connection details.
+    pub fn postgres(e: &sqlx::Error) -> Self {
+        Self::new("postgres", crate::pg::describe(e))
+    }
+
     /// A one-line form for `sync_queue.last_error`.
     pub fn summary(&self) -> String {
         match (&self.field, &self.rule) {

@@ -245,7 +245,7 @@ impl BatchHandler for ToHubspot {
         let conflicts = &run.result.conflicts;
         if let Err(e) = links::record_conflicts_now(&self.pool, &self.object, conflicts).await {
             // Nothing is written whose conflict could not be recorded first.
-            let error = ItemError::new("postgres", crate::pg::describe(&e));
+            let error = ItemError::postgres(&e);
             let items = (archives.iter().map(|(item, _)| *item))
                 .chain(updates.iter().map(|(w, _, _)| w.item))
                 .chain(creates.iter().chain(&upserts).map(|w| w.item));
@@ -280,7 +280,7 @@ impl ToHubspot {
         let links = match links::by_sql_keys(&self.pool, &self.object, &keys).await {
             Ok(l) => l,
             Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                let error = ItemError::postgres(&e);
                 let items = work.iter().map(|w| w.item).chain(archives);
                 steps.extend(items.map(|item| Step::Retry {
                     item,
@@ -318,7 +318,7 @@ impl ToHubspot {
         {
             Ok(w) => w,
             Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                let error = ItemError::postgres(&e);
                 steps.extend(work.iter().map(|w| Step::Retry {
                     item: w.item,
                     error: error.clone(),
@@ -408,7 +408,7 @@ impl ToHubspot {
         let (earlier, holders) = match checks {
             Ok(c) => c,
             Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                let error = ItemError::postgres(&e);
                 steps.extend(unlinked.into_iter().map(|w| Step::Retry {
                     item: w.item,
                     error: error.clone(),
@@ -496,7 +496,7 @@ impl ToHubspot {
         let ours = match ours.await {
             Ok(o) => o,
             Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                let error = ItemError::postgres(&e);
                 steps.extend(changed.into_iter().map(|(w, _)| Step::Retry {
                     item: w.item,
                     error: error.clone(),
@@ -659,7 +659,7 @@ impl ToHubspot {
         let owners = match links::by_hubspot_ids(&self.pool, &self.object, &found_ids).await {
             Ok(o) => o,
             Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                let error = ItemError::postgres(&e);
                 return retry_all(with_key, steps, error);
             }
         };
@@ -677,7 +677,7 @@ impl ToHubspot {
         {
             Ok(c) => c,
             Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                let error = ItemError::postgres(&e);
                 return retry_all(with_key, steps, error);
             }
         };
@@ -943,7 +943,7 @@ impl Run<'_> {
         match writes::record(pool, object, Direction::ToHubspot, &sent).await {
             Ok(()) => true,
             Err(e) => {
-                let error = ItemError::new("postgres", crate::pg::describe(&e));
+                let error = ItemError::postgres(&e);
                 for (item, _, _) in items {
                     self.retry(item, error.clone());
                 }
@@ -1039,7 +1039,7 @@ impl Run<'_> {
                     continue;
                 }
                 if let Err(e) = &owners {
-                    let error = ItemError::new("postgres", crate::pg::describe(e));
+                    let error = ItemError::postgres(e);
                     self.retry(w.item, error);
                     continue;
                 }

@@ -512,7 +512,7 @@ impl ToSql {
         };
         // PostgreSQL failing a read: every item is retried.
         let retry_all = |e: sqlx::Error| -> Vec<SqlStep<'a>> {
-            let error = ItemError::new("postgres", crate::pg::describe(&e));
+            let error = ItemError::postgres(&e);
             batch
                 .iter()
                 .map(|item| SqlStep::Retry {
@@ -630,11 +630,19 @@ impl ToSql {
                 continue;
             }
             // hubsync's own unsettled write coming back is no change.
-            let mut link = link.clone();
-            if let Some(write) = in_flight.0.get(&item.record_key) {
-                link.synced = diff::recognise(&link.synced, &write.sent, &hs);
-            }
-            let link = &link;
+            // (copied only for a record with such a write)
+            let recognised;
+            let link = match in_flight.0.get(&item.record_key) {
+                Some(write) => {
+                    let synced = diff::recognise(&link.synced, &write.sent, &hs);
+                    recognised = links::Link {
+                        synced,
+                        ..link.clone()
+                    };
+                    &recognised
+                }
+                None => link,
+            };
             if diff::changes(&hs, &link.synced).is_empty() {
                 steps.push(skip(item, "no change since the last sync"));
                 continue;
@@ -783,7 +791,7 @@ impl BatchHandler for ToSql {
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {
-            let error = ItemError::new("postgres", crate::pg::describe(&e));
+            let error = ItemError::postgres(&e);
             for p in &pending {
                 result
                     .outcomes
