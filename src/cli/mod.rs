@@ -67,6 +67,10 @@ pub struct CheckConfigArgs {
     /// service will, and no secret goes on a command line.
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
+    /// Do not contact HubSpot: skip the check of the mapped properties and of the portal's
+    /// write rules.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 /// Entry point of the binary.
@@ -106,6 +110,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             for note in config.notes() {
                 println!("note: {note}");
             }
+            if !args.offline {
+                for line in hubspot_check(&config).await {
+                    println!("{line}");
+                }
+            }
             println!("ok");
             Ok(exit::OK)
         }
@@ -138,6 +147,43 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Validate(args) => validate::run(&cli.config, args),
         Command::Demo(args) => crate::demo::run(args).await,
     }
+}
+
+/// What `run` logs at start about HubSpot, checked once without retries: the mapped
+/// properties against their definitions and the mapping against the portal's write rules.
+/// HubSpot unreachable is a note: `run` starts then too.
+async fn hubspot_check(config: &Config) -> Vec<String> {
+    let mut settings = config.hubspot.clone();
+    settings.max_retry_elapsed = std::time::Duration::ZERO;
+    settings.timeout = settings.timeout.min(std::time::Duration::from_secs(5));
+    let limiter = std::sync::Arc::new(crate::hubspot::Limiter::from_settings(&settings));
+    let client = match crate::hubspot::HubSpotClient::new(&settings, limiter) {
+        Ok(client) => client,
+        Err(e) => return vec![format!("note: HubSpot not checked: {e}")],
+    };
+    let first = config.objects.values().next();
+    if let Some(object) = first
+        && let Err(e) = client.properties(&object.hubspot_object).await
+    {
+        return vec![format!(
+            "note: HubSpot not checked (properties and portal rules): {e}"
+        )];
+    }
+    let mut lines = Vec::new();
+    for (name, object) in &config.objects {
+        let uses = crate::daemon::reload::property_uses(object);
+        match client.preflight(&object.hubspot_object, &uses).await {
+            Ok(found) => lines.extend(found.iter().map(|p| {
+                format!("warning: objects.{name}: {p} (run starts; a reload with it is refused)")
+            })),
+            Err(e) => lines.push(format!(
+                "warning: objects.{name}: cannot read HubSpot's properties: {e}"
+            )),
+        }
+    }
+    let clashes = crate::daemon::reload::portal_clashes(&client, config).await;
+    lines.extend(clashes.into_iter().map(|c| format!("warning: {c}")));
+    lines
 }
 
 /// Loads the configuration or fails with exit 78 listing every problem.

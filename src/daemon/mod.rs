@@ -177,6 +177,9 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     for problem in problems {
         tracing::error!(operation = "START", %problem, "HubSpot property check");
     }
+    for clash in reload::portal_clashes(&engine.hubspot, &config).await {
+        tracing::warn!(operation = "START", %clash, "portal write rule");
+    }
     for note in config.notes() {
         tracing::warn!(operation = "START", %note, "configuration note");
     }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, Need};
-use crate::hubspot::{HubSpotSettings, Limiter, PropertyUse};
+use crate::hubspot::portal::{PortalRules, PortalUse};
+use crate::hubspot::{HubSpotClient, HubSpotSettings, Limiter, PropertyUse};
 use crate::mapping::ObjectConfig;
 use crate::queue::Queue;
 use crate::sync::engine::Engine;
@@ -40,6 +41,62 @@ pub fn property_uses(object: &ObjectConfig) -> Vec<PropertyUse> {
         uses.push(PropertyUse::read(&object.match_property));
     }
     uses
+}
+
+/// How one object's mapping writes each property, for comparing with the portal's rules.
+pub fn portal_uses(object: &ObjectConfig) -> Vec<PortalUse> {
+    object
+        .fields
+        .iter()
+        .filter(|f| f.direction.to_hubspot())
+        .map(|f| PortalUse {
+            property: f.hubspot.clone(),
+            field: f.sql.clone(),
+            max_length: f
+                .rules
+                .iter()
+                .filter_map(|r| r.trim().strip_prefix("max_length:"))
+                .filter_map(|n| n.trim().parse().ok())
+                .min(),
+            international_phone: f.transform.iter().any(|t| t.trim().starts_with("phone_cr")),
+            required: f.required,
+        })
+        .collect()
+}
+
+/// Where each object's mapping clashes with the portal's write rules (its published property
+/// validation rules and the declared `portal_required`), one line per property and rule, as
+/// `objects.<name>: …`. None of them stops the service: records that break a rule are
+/// rejected before sending.
+pub async fn portal_clashes(client: &HubSpotClient, config: &Config) -> Vec<String> {
+    let limit = config.hubspot.timeout.max(super::tasks::PROBE_TIMEOUT);
+    let mut lines = Vec::new();
+    for (name, object) in &config.objects {
+        let published = match tokio::time::timeout(
+            limit,
+            client.validation_rules(&object.hubspot_object),
+        )
+        .await
+        {
+            Ok(Ok(published)) => published.as_ref().clone(),
+            Ok(Err(e)) => {
+                lines.push(format!("objects.{name}: cannot read the portal's property validation rules ({e}); only portal_required is checked before sending"));
+                Vec::new()
+            }
+            Err(_) => {
+                lines.push(format!("objects.{name}: HubSpot did not answer the property validation rules within {} s", limit.as_secs()));
+                Vec::new()
+            }
+        };
+        let rules = PortalRules::new(published, object.portal_required.clone());
+        lines.extend(
+            rules
+                .clashes(&portal_uses(object))
+                .into_iter()
+                .map(|c| format!("objects.{name}: {c}")),
+        );
+    }
+    lines
 }
 
 /// Checks every object's property uses against HubSpot's definitions; each problem as
@@ -142,6 +199,9 @@ pub async fn prepare(
     let problems = check_properties(&engine, &config).await;
     if !problems.is_empty() {
         return Err(problems);
+    }
+    for clash in portal_clashes(&engine.hubspot, &config).await {
+        tracing::warn!(operation = "RELOAD", %clash, "portal write rule");
     }
     Ok((config, engine))
 }

@@ -15,6 +15,7 @@ use super::HubSpotSettings;
 use super::error::HubSpotError;
 use super::limiter::{Lane, Limiter, TEN_SECONDS};
 use super::paths::Paths;
+use super::portal::{PropertyRules, ValidationList, object_type_id};
 use super::preflight::{PreflightProblem, PropertyUse, preflight};
 use super::types::{ApiError, PropertyDefs, PropertyList};
 use crate::support::retry;
@@ -71,6 +72,8 @@ pub struct HubSpotClient {
     retry_max_interval: Duration,
     max_retry_elapsed: Duration,
     properties: tokio::sync::Mutex<HashMap<String, (Instant, Arc<PropertyDefs>)>>,
+    /// The portal's published validation rules per object, cached like the definitions.
+    validations: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Vec<PropertyRules>>)>>,
 }
 
 impl std::fmt::Debug for HubSpotClient {
@@ -119,6 +122,7 @@ impl HubSpotClient {
             retry_max_interval: settings.retry_max_interval,
             max_retry_elapsed: settings.max_retry_elapsed,
             properties: tokio::sync::Mutex::new(HashMap::new()),
+            validations: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -336,6 +340,50 @@ impl HubSpotClient {
             .await
             .insert(object.to_owned(), (Instant::now(), defs.clone()));
         Ok(defs)
+    }
+
+    /// The portal's property validation rules for `object`
+    /// (`GET …/property-validations/{objectTypeId}`), from the cache when fresh.
+    pub async fn validation_rules(
+        &self,
+        object: &str,
+    ) -> Result<Arc<Vec<PropertyRules>>, HubSpotError> {
+        if let Some((at, rules)) = self.validations.lock().await.get(object)
+            && at.elapsed() < PROPERTY_CACHE_TTL
+        {
+            return Ok(rules.clone());
+        }
+        self.refresh_validation_rules(object).await
+    }
+
+    /// Reads the portal's validation rules for `object` again and caches them.
+    pub async fn refresh_validation_rules(
+        &self,
+        object: &str,
+    ) -> Result<Arc<Vec<PropertyRules>>, HubSpotError> {
+        let what = "property validation rules";
+        let path = self.paths.property_validations(object_type_id(object))?;
+        let answer = self
+            .call(what, Lane::Standard, Method::GET, &path, &[], None)
+            .await?;
+        let list: ValidationList = match expect_ok(what, &answer) {
+            Ok(list) => list,
+            Err(refused) => {
+                // Refused (a missing scope, a portal without the API): not asked again before
+                // the cache expires.
+                self.validations
+                    .lock()
+                    .await
+                    .insert(object.to_owned(), (Instant::now(), Arc::new(Vec::new())));
+                return Err(refused);
+            }
+        };
+        let rules = Arc::new(list.results);
+        self.validations
+            .lock()
+            .await
+            .insert(object.to_owned(), (Instant::now(), rules.clone()));
+        Ok(rules)
     }
 
     /// Checks property uses against `object`'s definitions; every problem, named.

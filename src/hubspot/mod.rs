@@ -6,6 +6,7 @@ mod client;
 mod error;
 pub mod limiter;
 pub mod paths;
+pub mod portal;
 pub mod preflight;
 mod search;
 mod settings;

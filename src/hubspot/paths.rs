@@ -41,6 +41,12 @@ impl ApiVersion {
         !matches!(self, Self::V2026_09)
     }
 
+    /// Whether writes obey the portal's conditionally required properties and the create
+    /// form's required fields (from `2026-09` on).
+    pub fn enforces_required(self) -> bool {
+        matches!(self, Self::V2026_09)
+    }
+
     /// `GET /crm/properties/{v}/{object}` etc.: the path of `family` (objects, properties,
     /// property-validations) for this version.
     fn crm(self, family: &str) -> String {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::paths::ApiVersion;
 use crate::config::Problems;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubSpotSettings {
     /// API root; tests and the demo point it at `hubsync sim hubspot`.

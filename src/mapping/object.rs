@@ -49,6 +49,11 @@ pub struct ObjectConfig {
     /// Rules over several fields (territory, amounts, beneficiaries).
     #[serde(default)]
     pub record_rules: Vec<RecordRule>,
+    /// The HubSpot portal's required properties, as its admins set them (HubSpot enforces them
+    /// on writes from API version 2026-09 but has no API to read them): a record that lacks one
+    /// is rejected before sending, naming the rule.
+    #[serde(default)]
+    pub portal_required: Vec<crate::hubspot::portal::RequiredProperty>,
 }
 
 fn default_hubspot_object() -> String {
@@ -335,6 +340,29 @@ impl ObjectConfig {
     pub fn check(&self, path: &str, problems: &mut Problems) {
         if let Err(message) = check_hubspot_object(&self.hubspot_object) {
             problems.push(format!("{path}.hubspot_object"), message);
+        }
+        for (i, rule) in self.portal_required.iter().enumerate() {
+            let names = std::iter::once(("property", &rule.property))
+                .chain(rule.when.iter().map(|w| ("when.property", &w.property)));
+            for (key, name) in names {
+                let valid = name.len() <= 100
+                    && name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !valid {
+                    problems.push(
+                        format!("{path}.portal_required[{i}].{key}"),
+                        "not a HubSpot property name (lowercase letters, digits, `_`)",
+                    );
+                }
+            }
+            if rule.when.as_ref().is_some_and(|w| w.values.is_empty()) {
+                problems.push(
+                    format!("{path}.portal_required[{i}].when.is"),
+                    "list the values that make the property required",
+                );
+            }
         }
         if let Some(d) = &self.change_detection
             && d.modified_column.is_some()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::poller::{SqlPoller, sql_object_settings};
-use super::to_hubspot::ToHubspot;
+use super::to_hubspot::{PortalCache, ToHubspot};
 use super::to_sql::{HubspotPoller, ToSql};
 use super::worker::Worker;
 use crate::config::Config;
@@ -114,6 +114,7 @@ pub fn build_with(config: &Config, queue: &Queue, limiter: Arc<Limiter>) -> anyh
                 pool: queue.pool().clone(),
                 sql_reader: Some(reader),
                 lookup: Default::default(),
+                portal: PortalCache::new(object.portal_required.clone()),
             }),
         });
     }

@@ -14,6 +14,7 @@ use super::links::{self, ConflictRecord, Link, LinkUpdate};
 use super::plan::PlannedOp;
 use super::worker::{BatchHandler, BatchResult};
 use super::writes::{self, By};
+use crate::hubspot::portal::{PortalRules, PropertyRules, RequiredProperty};
 use crate::hubspot::types::{CreateInput, ReadBy, UpdateInput, WriteOutcome};
 use crate::hubspot::{HubSpotClient, modified_property};
 use crate::mapping::{Mapped, Mapper, SqlRow};
@@ -36,6 +37,51 @@ pub struct ToHubspot {
     pub sql_reader: Option<Arc<ChangeReader>>,
     /// Whether unlinked records are looked up before they are created (adapts to HubSpot).
     pub lookup: LookupFirst,
+    /// The portal's write rules, checked before sending.
+    pub portal: PortalCache,
+}
+
+/// The portal's rules compiled for one object: the published validation rules (re-read with
+/// the property definitions) and the required properties declared in config.
+pub struct PortalCache {
+    required: Vec<RequiredProperty>,
+    compiled: std::sync::Mutex<Option<(Arc<Vec<PropertyRules>>, Arc<PortalRules>)>>,
+}
+
+impl PortalCache {
+    pub fn new(required: Vec<RequiredProperty>) -> Self {
+        Self {
+            required,
+            compiled: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The rules in force: recompiled only when the published rules were read again. A portal
+    /// that does not publish them (an old API version, a missing scope) leaves the declared ones.
+    async fn rules(&self, client: &HubSpotClient, object: &str) -> Arc<PortalRules> {
+        let published = match client.validation_rules(object).await {
+            Ok(published) => published,
+            Err(e) => {
+                tracing::warn!(object, error = %e, "cannot read the portal's property validation rules; only the declared required properties are checked");
+                Arc::new(Vec::new())
+            }
+        };
+        let mut compiled = self
+            .compiled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((source, rules)) = compiled.as_ref()
+            && (Arc::ptr_eq(source, &published) || (source.is_empty() && published.is_empty()))
+        {
+            return rules.clone();
+        }
+        let rules = Arc::new(PortalRules::new(
+            published.as_ref().clone(),
+            self.required.clone(),
+        ));
+        *compiled = Some((published, rules.clone()));
+        rules
+    }
 }
 
 /// Whether to look unlinked records up by the match property before creating them. A lookup
@@ -267,7 +313,8 @@ impl ToHubspot {
     /// unlinked records up in HubSpot by the match property. Reads only; writes nothing.
     pub async fn plan<'a>(&self, batch: &'a [ClaimedItem], lookup: Lookup) -> Vec<Step<'a>> {
         let mut steps = Vec::new();
-        let work = self.map_and_validate(batch, &mut steps);
+        let portal = self.portal.rules(&self.client, &self.hubspot_object).await;
+        let work = self.map_and_validate(batch, &portal, &mut steps);
         let archives: Vec<&ClaimedItem> = batch
             .iter()
             .filter(|i| i.operation == Operation::Archive)
@@ -586,6 +633,7 @@ impl ToHubspot {
     fn map_and_validate<'a>(
         &self,
         batch: &'a [ClaimedItem],
+        portal: &PortalRules,
         steps: &mut Vec<Step<'a>>,
     ) -> Vec<Work<'a>> {
         let mut duplicates = self.mapper.duplicate_check();
@@ -602,14 +650,44 @@ impl ToHubspot {
             let row: &SqlRow = row;
             let mut mapped = self.mapper.to_hubspot(row);
             duplicates.check(&mut mapped);
-            if mapped.is_valid() {
+            if !mapped.is_valid() {
+                let errors = mapped.errors.iter().map(validation_error).collect();
+                steps.push(Step::Reject { item, errors });
+                continue;
+            }
+            let broken = portal.check(&mapped.properties);
+            if broken.is_empty() {
                 work.push(Work { item, mapped });
             } else {
-                let errors = mapped.errors.iter().map(validation_error).collect();
+                let errors = broken.iter().map(|v| self.portal_error(v)).collect();
                 steps.push(Step::Reject { item, errors });
             }
         }
         work
+    }
+
+    /// A portal rule the record breaks, as its queue error: the SQL column, the portal's rule
+    /// and why (never the value).
+    fn portal_error(&self, v: &crate::hubspot::portal::Violation) -> ItemError {
+        let column = self
+            .mapper
+            .fields()
+            .find(|f| f.hubspot == v.property)
+            .map(|f| f.sql.clone());
+        ItemError {
+            field: Some(column.clone().unwrap_or_else(|| v.property.clone())),
+            rule: Some(v.rule.clone()),
+            ..ItemError::new(
+                "portal_rule",
+                format!(
+                    "HubSpot portal rule {} on property {}{}: {}",
+                    v.rule,
+                    v.property,
+                    column.map(|c| format!(" (column {c})")).unwrap_or_default(),
+                    v.message
+                ),
+            )
+        }
     }
 
     /// Looks unlinked records up by the match property: found ones are linked (and updated

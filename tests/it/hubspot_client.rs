@@ -689,3 +689,105 @@ fn an_unknown_api_version_is_a_config_error_naming_the_key() {
         assert_eq!(line, None, "{accepted}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reports_each_clash_between_the_mapping_and_the_portals_rules() {
+    let sim = sim(SimOptions::default()).await;
+    let http = reqwest::Client::new();
+    for (property, rule, args) in [
+        (
+            "telefono_oficina",
+            "PHONE_NUMBER_WITH_EXPLICIT_COUNTRY_CODE",
+            vec![],
+        ),
+        (
+            "telefono_habitacion",
+            "PHONE_NUMBER_WITH_EXPLICIT_COUNTRY_CODE",
+            vec![],
+        ),
+        ("firstname", "MAX_LENGTH", vec!["40"]),
+    ] {
+        let path = format!(
+            "{}/crm/property-validations/2026-09/0-1/{property}/rule-type/{rule}",
+            sim.base_url()
+        );
+        let put = http
+            .put(path)
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({ "ruleArguments": args }))
+            .send()
+            .await
+            .expect("rule set");
+        assert_eq!(put.status(), 204);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let example = std::fs::read_to_string(crate::support::example_config()).expect("example");
+    let office =
+        "{ sql: telefono_oficina, hubspot: telefono_oficina, transform: [\"phone_cr:service\"]";
+    assert!(example.contains(office));
+    let text = example
+        .replace("https://api.hubapi.com", &sim.base_url())
+        .replace(office, "{ sql: telefono_oficina, hubspot: telefono_oficina, transform: [trim]")
+        .replace(
+            "    record_rules:\n",
+            "    portal_required:\n      - { property: canton, when: { property: provincia, is: [Cartago] } }\n      - { property: hs_lead_status }\n    record_rules:\n",
+        );
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).expect("write config");
+    let config = path.display().to_string();
+    let env = [
+        ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
+        ("HUBSYNC_DATABASE_URL", "postgres://localhost/hubsync"),
+        ("SQL_SERVER", "server=tcp:localhost,1433;database=coop"),
+    ];
+    let out = crate::support::hubsync(&["--config", &config, "check-config"], &env, dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    let has = |needle: &str| warnings.iter().any(|w| w.contains(needle));
+    assert!(
+        has(
+            "objects.contacts: property telefono_oficina (telefono_oficina): portal rule PHONE_NUMBER_WITH_EXPLICIT_COUNTRY_CODE"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        has(
+            "property firstname (firstname): portal rule MAX_LENGTH: the mapping allows 100 characters, the portal 40"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        has("property canton (canton): the portal requires it when provincia"),
+        "{stdout}"
+    );
+    assert!(
+        has(
+            "property hs_lead_status: the portal requires it on create but the mapping does not write it"
+        ),
+        "{stdout}"
+    );
+    // telefono_habitacion goes through phone_cr: +506… satisfies the rule, no clash.
+    assert!(!has("telefono_habitacion"), "{stdout}");
+    assert_eq!(warnings.len(), 4, "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("ok"));
+
+    // --offline does not contact HubSpot.
+    let before = sim.stats().total_requests;
+    let out = crate::support::hubsync(
+        &["--config", &config, "check-config", "--offline"],
+        &env,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("warning:"));
+    assert_eq!(sim.stats().total_requests, before);
+}

@@ -230,3 +230,127 @@ async fn sorts_given_as_plain_strings_are_ignored() {
         assert_eq!(emails, ["b@coop.cr", "a@coop.cr"], "{objects}");
     }
 }
+
+/// `PUT …/property-validations/{v}/0-1/{property}/rule-type/{ruleType}` on the paths of
+/// `objects`' version.
+fn rule_path(objects: &str, property: &str, rule_type: &str) -> String {
+    let validations = objects
+        .replace("/objects/", "/property-validations/")
+        .replace("/contacts", "/0-1");
+    format!("{validations}/{property}/rule-type/{rule_type}")
+}
+
+#[tokio::test]
+async fn property_validation_rules_are_published_and_enforced_on_writes() {
+    for objects in OBJECTS {
+        let s = sim().await;
+        let put = s
+            .send_as(
+                crate::hubspot_sim::TOKEN,
+                reqwest::Method::PUT,
+                &rule_path(
+                    objects,
+                    "telefono_oficina",
+                    "PHONE_NUMBER_WITH_EXPLICIT_COUNTRY_CODE",
+                ),
+                Some(json!({"ruleArguments": []})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            put.status,
+            StatusCode::NO_CONTENT,
+            "{objects}: {}",
+            put.body
+        );
+        let bad = s
+            .send_as(
+                crate::hubspot_sim::TOKEN,
+                reqwest::Method::PUT,
+                &rule_path(objects, "firstname", "MAX_LENGTH"),
+                Some(json!({"ruleArguments": ["many"]})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{objects}");
+        let listed = s
+            .get(&rule_path(objects, "x", "y").replace("/x/rule-type/y", ""))
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{objects}");
+        assert_eq!(
+            listed.body["results"],
+            json!([{"propertyName": "telefono_oficina", "propertyValidationRules": [
+                {"ruleType": "PHONE_NUMBER_WITH_EXPLICIT_COUNTRY_CODE", "ruleArguments": [],
+                 "shouldApplyNormalization": false}]}])
+        );
+        // A national number breaks the rule; the whole batch fails (no trace ids).
+        let answer = s
+            .post(
+                &format!("{objects}/batch/create"),
+                json!({"inputs": [
+                    {"properties": {"email": "a@coop.cr", "telefono_oficina": "22223333"}},
+                    {"properties": {"email": "b@coop.cr", "telefono_oficina": "+50622223333"}}]}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{objects}");
+        assert_eq!(answer.body["category"], "VALIDATION_ERROR");
+        let message = answer.body["message"].as_str().unwrap();
+        assert!(
+            message.contains("INVALID_PHONE_NUMBER_COUNTRY_CODE")
+                && message.contains("telefono_oficina"),
+            "{message}"
+        );
+        assert_eq!(s.sim.contacts().len(), 0, "{objects}");
+    }
+}
+
+#[tokio::test]
+async fn conditionally_required_properties_bind_writes_from_2026_09_only() {
+    for (objects, enforced) in [(OBJECTS[0], false), (OBJECTS[1], true)] {
+        let s = sim().await;
+        let url = format!("{}/_sim/required-rules", s.sim.base_url());
+        let rules =
+            json!([{"property": "canton", "when": {"property": "provincia", "is": ["Cartago"]}}]);
+        let set = s.http.put(url).json(&rules).send().await.unwrap();
+        assert!(set.status().is_success());
+        let create = |email: &str, provincia: &str| json!({"inputs": [{"properties": {"email": email, "provincia": provincia}}]});
+        let answer = s
+            .post(
+                &format!("{objects}/batch/create"),
+                create("a@coop.cr", "Cartago"),
+            )
+            .await;
+        if enforced {
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{objects}: {}",
+                answer.body
+            );
+            let message = answer.body["message"].as_str().unwrap();
+            assert!(
+                message.contains("canton") && message.contains("provincia"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(
+                answer.status,
+                StatusCode::CREATED,
+                "{objects}: {}",
+                answer.body
+            );
+        }
+        let other = s
+            .post(
+                &format!("{objects}/batch/create"),
+                create("b@coop.cr", "Limón"),
+            )
+            .await;
+        assert_eq!(
+            other.status,
+            StatusCode::CREATED,
+            "{objects}: {}",
+            other.body
+        );
+    }
+}

@@ -10,7 +10,7 @@ use hubsync::mapping::{Mapper, ObjectConfig, SqlRow};
 use hubsync::mssql::ChangeReader;
 use hubsync::queue::{Direction, NewItem, Operation, Queue};
 use hubsync::sim::hubspot::{RunningSim, SimOptions};
-use hubsync::sync::to_hubspot::ToHubspot;
+use hubsync::sync::to_hubspot::{PortalCache, ToHubspot};
 use hubsync::sync::worker::Worker;
 use rand::SeedableRng;
 use sqlx::Row;
@@ -76,6 +76,7 @@ pub async fn stand_with(
             pool,
             sql_reader,
             lookup: Default::default(),
+            portal: PortalCache::new(object.portal_required.clone()),
         }),
     };
     Stand {
@@ -735,4 +736,138 @@ async fn upserting_1000_of_which_300_exist_links_or_rejects_every_input_and_dupl
         stats["batch/upsert"], 10,
         "one request per 100 records: {stats:?}"
     );
+}
+
+#[tokio::test]
+async fn records_breaking_the_portals_write_rules_are_rejected_before_sending_naming_the_rule() {
+    // The portal wants office phones with an explicit country code, and a gross salary whenever
+    // the salary is paid monthly. This mapping sends the office phone as SQL Server holds it.
+    let mut object = contacts_config();
+    for f in object
+        .fields
+        .iter_mut()
+        .filter(|f| f.sql == "telefono_oficina")
+    {
+        f.transform = vec!["trim".into()];
+    }
+    let required = serde_json::json!([{"property": "salario_bruto_semanal_o_quincenal",
+        "when": {"property": "frecuencia_deposito_de_su_salario", "is": ["mensual"]}}]);
+    object.portal_required = serde_json::from_value(required.clone()).unwrap();
+    let s = stand_with(SimOptions::default(), &object, None).await;
+    let http = reqwest::Client::new();
+    let base = s.sim.base_url();
+    let rule = http
+        .put(format!("{base}/crm/property-validations/2026-09/0-1/telefono_oficina/rule-type/PHONE_NUMBER_WITH_EXPLICIT_COUNTRY_CODE"))
+        .bearer_auth("sim-token")
+        .json(&serde_json::json!({"ruleArguments": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rule.status(), 204);
+    let set = http
+        .put(format!("{base}/_sim/required-rules"))
+        .json(&required)
+        .send()
+        .await
+        .unwrap();
+    assert!(set.status().is_success());
+
+    let mut members: Vec<SqlRow> = rows(400)
+        .into_iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .take(200)
+        .collect();
+    let mut breaking = BTreeMap::new();
+    for (i, row) in members.iter_mut().enumerate() {
+        let key = row["numero_asociado"].to_string();
+        row.insert(
+            "frecuencia_deposito_de_su_salario".into(),
+            "quincenal".into(),
+        );
+        match i % 10 {
+            // A national number: breaks the phone rule.
+            3 => {
+                row.insert("telefono_oficina".into(), "22223333".into());
+                breaking.insert(
+                    key,
+                    (
+                        "telefono_oficina",
+                        "PHONE_NUMBER_WITH_EXPLICIT_COUNTRY_CODE",
+                    ),
+                );
+            }
+            4 => {
+                row.insert("telefono_oficina".into(), "+50622223333".into());
+            }
+            // Paid monthly without a gross salary: breaks the required rule.
+            7 => {
+                row.insert("frecuencia_deposito_de_su_salario".into(), "mensual".into());
+                row.insert(
+                    "salario_bruto_semanal_o_quincenal".into(),
+                    serde_json::Value::Null,
+                );
+                row.insert(
+                    "salario_neto_semanal_o_quincenal".into(),
+                    serde_json::Value::Null,
+                );
+                breaking.insert(key, ("salario_bruto_semanal_o_quincenal", "REQUIRED"));
+            }
+            8 => {
+                row.insert("frecuencia_deposito_de_su_salario".into(), "mensual".into());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(breaking.len(), 40);
+    assert!(
+        members.iter().all(|r| s.mapper.to_hubspot(r).is_valid()),
+        "hubsync's own rules pass them all"
+    );
+
+    enqueue(&s.queue, &members, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!(
+        (settled.done, settled.rejected, settled.retried),
+        (160, 40, 0),
+        "{settled:?}"
+    );
+    let stats = s.sim.stats();
+    assert_eq!(
+        stats.answers_by_status.get("400"),
+        None,
+        "no batch failed: {stats:?}"
+    );
+    assert_eq!(s.sim.contacts().len(), 160);
+
+    let rejected: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("SELECT record_key, errors FROM sync_queue WHERE state = 'rejected'")
+            .fetch_all(s.queue.pool())
+            .await
+            .unwrap();
+    assert_eq!(rejected.len(), 40);
+    for (key, errors) in &rejected {
+        let (column, rule) = breaking[key];
+        let error = &errors[0];
+        assert_eq!(error["kind"], "portal_rule", "{key}: {errors}");
+        assert_eq!(error["field"], column, "{key}: {errors}");
+        assert_eq!(error["rule"], rule, "{key}: {errors}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("HubSpot portal rule {rule}")),
+            "{message}"
+        );
+        assert!(
+            !message.contains("22223333"),
+            "the value is not quoted: {message}"
+        );
+    }
+    // The batch-mates are in HubSpot with their values; the international office phone too.
+    let phones: Vec<String> = s
+        .sim
+        .contacts()
+        .iter()
+        .filter_map(|c| c.properties.get("telefono_oficina").cloned())
+        .collect();
+    assert_eq!(phones.len(), 20);
+    assert!(phones.iter().all(|p| p == "+50622223333"), "{phones:?}");
 }

@@ -27,6 +27,9 @@ pub struct Ctx<'a, R: Rng> {
     /// Partial batches answer 207 (API versions before `2026-09`); otherwise the success status
     /// with the errors in the body.
     pub multi_status: bool,
+    /// Conditionally required properties and the create form's required fields are enforced
+    /// (`2026-09` on).
+    pub enforce_required: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +138,9 @@ fn validate_input(
             value_text(name, raw).and_then(|text| check_value(store.property(name), name, &text));
         match checked {
             Ok(value) => {
+                if let Some(v) = &value {
+                    problems.extend(store.rules.value_problems(name, v));
+                }
                 changes.insert(name.clone(), value);
             }
             Err(problem) => problems.push(problem),
@@ -401,6 +407,9 @@ fn write<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>, mode: Mod
             let mut problems = unique_problems(store, target.own(), &changes, &mut claimed, i);
             let current = target.own().and_then(|id| store.get(id));
             problems.extend(lifecycle_problem(store, current, &changes));
+            if ctx.enforce_required {
+                problems.extend(required_problems(store, current, &changes));
+            }
             if problems.is_empty() {
                 Ok(changes)
             } else {
@@ -464,6 +473,22 @@ fn write<R: Rng>(store: &mut Store, body: &[u8], ctx: &mut Ctx<'_, R>, mode: Mod
     }
     let ok = if mode == Mode::Create { 201 } else { 200 };
     batch_reply(ctx, ok, results, errors)
+}
+
+/// Required properties the record would lack after the write (`current` None: a create).
+pub fn required_problems(
+    store: &Store,
+    current: Option<&super::store::Contact>,
+    changes: &BTreeMap<String, Option<String>>,
+) -> Vec<PropertyError> {
+    let mut after = current.map(|c| c.properties.clone()).unwrap_or_default();
+    for (name, value) in changes {
+        match value {
+            Some(v) => after.insert(name.clone(), v.clone()),
+            None => after.remove(name),
+        };
+    }
+    store.rules.required_problems(&after, current.is_none())
 }
 
 /// `lifecyclestage` only moves forward (in option order) unless it is first cleared.
@@ -668,6 +693,7 @@ mod tests {
             rng: &mut rng,
             correlation: "c".into(),
             multi_status: true,
+            enforce_required: true,
         };
         f(store, body.to_string().as_bytes(), &mut ctx)
     }

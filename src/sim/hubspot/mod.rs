@@ -7,6 +7,7 @@ mod batch;
 mod errors;
 mod properties;
 mod query;
+mod rules;
 mod server;
 mod store;
 mod validate;
@@ -134,6 +135,9 @@ pub struct SimStats {
     /// API requests received per API version of their path (`v3`, `2026-03`, `2026-09`).
     #[serde(default)]
     pub requests_by_version: BTreeMap<String, u64>,
+    /// API answers served per HTTP status (`"200"`, `"400"`, …).
+    #[serde(default)]
+    pub answers_by_status: BTreeMap<String, u64>,
     /// 429 answers served (rate limits and injected bursts).
     pub throttled_429: u64,
     /// Largest number of non-search API requests received in any rolling 10 s window

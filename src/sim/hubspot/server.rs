@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, get, post, put};
 use axum::{Extension, Json, Router};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{self, Ctx};
 use super::errors::{Policy, Reply, missing_scope, rate_limited, unauthorized};
 use super::query::{self, ReadParams};
+use super::rules;
 use super::store::{Contact, Store};
 use super::window::{PeakWindow, RollingLimit, TimeWindow};
 use super::{Faults, SimOptions, SimStats};
@@ -51,6 +52,7 @@ pub enum Endpoint {
     Get,
     Search,
     Properties,
+    PropertyValidations,
 }
 
 impl Endpoint {
@@ -76,6 +78,7 @@ impl Endpoint {
             Endpoint::Get => "get",
             Endpoint::Search => "search",
             Endpoint::Properties => "properties",
+            Endpoint::PropertyValidations => "property-validations",
         }
     }
 }
@@ -85,6 +88,7 @@ impl Endpoint {
 struct Counters {
     by_endpoint: BTreeMap<&'static str, u64>,
     by_version: BTreeMap<&'static str, u64>,
+    by_status: BTreeMap<u16, u64>,
     throttled: u64,
     faults: u64,
     total: u64,
@@ -96,6 +100,7 @@ impl Counters {
         Self {
             by_endpoint: BTreeMap::new(),
             by_version: BTreeMap::new(),
+            by_status: BTreeMap::new(),
             throttled: 0,
             faults: 0,
             total: 0,
@@ -179,6 +184,11 @@ impl Shared {
                 .by_version
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            answers_by_status: c
+                .by_status
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             throttled_429: c.throttled,
             max_requests_in_10s_window: c.peak.peak() as u64,
@@ -368,8 +378,27 @@ fn to_response(reply: Reply, correlation: &str, limits: Option<LimitHeaders>) ->
 type BatchLogic = fn(&mut Store, &[u8], &mut Ctx<'_, StdRng>) -> Reply;
 type Op = Box<dyn FnOnce(&mut Store, &mut Ctx<'_, StdRng>) -> Reply + Send>;
 
-/// One API request: statistics, faults, auth, limits, then the endpoint's logic.
+/// One API request, its answer's status counted.
 async fn api(
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    version: ApiVersion,
+    headers: HeaderMap,
+    kill: ConnKill,
+    op: Op,
+) -> Response {
+    let response = answer(shared.clone(), endpoint, version, headers, kill, op).await;
+    *shared
+        .lock()
+        .counters
+        .by_status
+        .entry(response.status().as_u16())
+        .or_default() += 1;
+    response
+}
+
+/// One API request: statistics, faults, auth, limits, then the endpoint's logic.
+async fn answer(
     shared: Arc<Shared>,
     endpoint: Endpoint,
     version: ApiVersion,
@@ -460,6 +489,7 @@ async fn api(
                     rng: &mut state.rng,
                     correlation: correlation.clone(),
                     multi_status: version.multi_status(),
+                    enforce_required: version.enforces_required(),
                 };
                 op(&mut state.store, &mut ctx)
             }
@@ -605,6 +635,57 @@ async fn properties(State(sh): S, Extension(k): K, Extension(v): V, h: HeaderMap
     .await
 }
 
+/// `…/property-validations/{objectTypeId}`, `…/{propertyName}` and
+/// `…/{propertyName}/rule-type/{ruleType}` (GET, PUT, DELETE).
+async fn validations(
+    State(sh): S,
+    Extension(k): K,
+    Extension(v): V,
+    method: axum::http::Method,
+    Path(params): Path<BTreeMap<String, String>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let property = params.get("name").cloned();
+    let rule_type = params.get("rule").cloned();
+    let op: Op = match (method, property, rule_type) {
+        (axum::http::Method::PUT, Some(p), Some(r)) => {
+            Box::new(move |store, ctx| rules::put(store, &p, &r, &body, &ctx.correlation))
+        }
+        (axum::http::Method::DELETE, Some(p), Some(r)) => {
+            Box::new(move |store, ctx| rules::delete(store, &p, &r, &ctx.correlation))
+        }
+        (_, p, None) => {
+            Box::new(move |store, ctx| rules::get(store, p.as_deref(), &ctx.correlation))
+        }
+        (_, p, Some(r)) => Box::new(move |store, ctx| {
+            let rule = store.rules.property_json(p.as_deref().unwrap_or(""))["results"]
+                .as_array()
+                .and_then(|rules| rules.iter().find(|x| x["ruleType"] == r.as_str()).cloned());
+            match rule {
+                Some(rule) => Reply::json(200, rule),
+                None => Reply::error(
+                    404,
+                    "OBJECT_NOT_FOUND",
+                    format!("No {r} rule"),
+                    &ctx.correlation,
+                ),
+            }
+        }),
+    };
+    api(sh, Endpoint::PropertyValidations, v, h, k, op).await
+}
+
+/// `PUT /_sim/required-rules`: the portal's conditionally required properties (set in HubSpot's
+/// UI by an admin, with no public API).
+async fn admin_required(
+    State(sh): S,
+    Json(rules): Json<Vec<rules::RequiredRule>>,
+) -> Json<Vec<rules::RequiredRule>> {
+    sh.lock().store.rules.required = rules.clone();
+    Json(rules)
+}
+
 async fn admin_stats(State(sh): S) -> Json<SimStats> {
     Json(sh.stats())
 }
@@ -702,6 +783,16 @@ fn api_routes(version: ApiVersion) -> Router<Arc<Shared>> {
             .route(&format!("{objects}/{{id}}"), get(get_one))
             .route(&props, get(properties))
             .route(&format!("{props}/{{name}}"), get(property_one));
+        let Ok(rules) = paths.property_validations(object) else {
+            continue;
+        };
+        router = router
+            .route(&rules, get(validations))
+            .route(&format!("{rules}/{{name}}"), get(validations))
+            .route(
+                &format!("{rules}/{{name}}/rule-type/{{rule}}"),
+                get(validations).put(validations).delete(validations),
+            );
     }
     router.layer(Extension(version))
 }
@@ -721,6 +812,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .post(admin_set_faults),
         )
         .route("/_sim/reset", post(admin_reset))
+        .route("/_sim/required-rules", put(admin_required))
         .route("/_sim/contacts", get(admin_contacts).post(admin_seed))
         .route("/_sim/contacts/{id}", get(admin_contact))
         .fallback(not_found)

@@ -86,6 +86,8 @@ pub const DEFAULT_READ: &[&str] = &[
 #[derive(Debug)]
 pub struct Store {
     pub properties: Vec<PropertyDef>,
+    /// The portal's write rules (property validations, required properties).
+    pub rules: super::rules::PortalRules,
     contacts: BTreeMap<u64, Contact>,
     by_email: HashMap<String, u64>,
     by_unique: HashMap<(String, String), u64>,
@@ -101,6 +103,7 @@ impl Store {
     pub fn new(properties: Vec<PropertyDef>, index_lag_us: u64) -> Self {
         Self {
             properties,
+            rules: Default::default(),
             contacts: BTreeMap::new(),
             by_email: HashMap::new(),
             by_unique: HashMap::new(),
