@@ -131,7 +131,7 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         "127.0.0.1:0".parse()?,
         SimOptions {
             tier: 100,
-            ..SimOptions::default()
+            ..SimOptions::lagging()
         },
     )
     .await?;

@@ -83,7 +83,7 @@ impl Stand {
             .insert_rows(&table, plan.members)
             .await
             .context("cannot load the members into the SQL Server simulator")?;
-        let sim_options = SimOptions::default();
+        let sim_options = SimOptions::lagging();
         let token = secrecy::ExposeSecret::expose_secret(&sim_options.token).to_string();
         let hubspot = crate::sim::hubspot::start(loopback(), sim_options).await?;
 

@@ -71,9 +71,9 @@ pub struct HubSpotClient {
     retry_initial: Duration,
     retry_max_interval: Duration,
     max_retry_elapsed: Duration,
-    properties: tokio::sync::Mutex<HashMap<String, (Instant, Arc<PropertyDefs>)>>,
+    properties: Cache<PropertyDefs>,
     /// The portal's published validation rules per object, cached like the definitions.
-    validations: tokio::sync::Mutex<HashMap<String, (Instant, Arc<Vec<PropertyRules>>)>>,
+    validations: Cache<Vec<PropertyRules>>,
 }
 
 impl std::fmt::Debug for HubSpotClient {
@@ -85,6 +85,9 @@ impl std::fmt::Debug for HubSpotClient {
             .finish_non_exhaustive()
     }
 }
+
+/// Per-object answers and when they were read.
+type Cache<T> = tokio::sync::Mutex<HashMap<String, (Instant, Arc<T>)>>;
 
 /// What went wrong with one attempt, and how long to wait before the next.
 #[derive(Debug)]

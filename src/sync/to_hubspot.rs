@@ -45,8 +45,11 @@ pub struct ToHubspot {
 /// the property definitions) and the required properties declared in config.
 pub struct PortalCache {
     required: Vec<RequiredProperty>,
-    compiled: std::sync::Mutex<Option<(Arc<Vec<PropertyRules>>, Arc<PortalRules>)>>,
+    compiled: std::sync::Mutex<Option<Compiled>>,
 }
+
+/// The published rules last read, and the rules compiled from them.
+type Compiled = (Arc<Vec<PropertyRules>>, Arc<PortalRules>);
 
 impl PortalCache {
     pub fn new(required: Vec<RequiredProperty>) -> Self {

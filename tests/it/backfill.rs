@@ -227,6 +227,7 @@ async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
     client.batch_update("contacts", &edits).await.unwrap();
     let stranger = BTreeMap::from([("email".to_string(), Some("nuevo@example.com".to_string()))]);
     s.sims.hubspot.seed_contacts(&[stranger]).unwrap();
+    s.sims.hubspot.indexed().await;
     let (writes, rows) = (hubspot_writes(&s.sims.hubspot), s.rows_written().await);
     let out = s.hubsync(&["run", "--once", "--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

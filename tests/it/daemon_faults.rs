@@ -314,7 +314,7 @@ async fn sims_with_ocupacion() -> Sims {
     ));
     let options = hubsync::sim::hubspot::SimOptions {
         properties,
-        ..Default::default()
+        ..hubsync::sim::hubspot::SimOptions::lagging()
     };
     let hubspot = hubsync::sim::hubspot::start("127.0.0.1:0".parse().unwrap(), options)
         .await

@@ -95,6 +95,7 @@ async fn a_hubspot_pass_slower_than_the_search_lag_misses_no_edit_made_behind_it
         })
         .collect();
     let ids = b.s.sim.seed_contacts(&contacts).unwrap();
+    b.s.sim.indexed().await;
     let poller = Arc::new(HubspotPoller {
         lag: Duration::from_secs(1),
         properties: vec!["email".into(), "firstname".into()],
@@ -143,6 +144,7 @@ async fn a_hubspot_pass_slower_than_the_search_lag_misses_no_edit_made_behind_it
         "the edits were made while the pass ran"
     );
     pass.await.unwrap();
+    b.s.sim.indexed().await;
     poller.poll_once().await.unwrap();
     // Both edits are queued at their new versions: nothing was passed over.
     for (id, at) in [(behind, behind_at), (ahead, ahead_at)] {
@@ -172,7 +174,7 @@ async fn an_unsettled_write_coming_back_after_a_crash_is_no_conflict_and_overwri
     // Meanwhile the member's surname changes again in SQL Server.
     b.sql_set(&key, "lastname", "Dos Segundo").await;
     // HubSpot's poller reads the contact first: hubsync's own write, not an edit.
-    b.hs_poller.poll_once().await.unwrap();
+    b.poll_hubspot().await;
     b.to_sql.drain().await.unwrap();
     assert_eq!(b.sql_value(&key, "lastname").await, "Dos Segundo");
     b.settle_all().await;
@@ -229,7 +231,7 @@ async fn an_unsettled_sql_server_write_coming_back_after_a_crash_is_no_conflict(
         .batch_update("contacts", &[edit(&id, "firstname", "Uno Primera")])
         .await
         .unwrap();
-    b.hs_poller.poll_once().await.unwrap();
+    b.poll_hubspot().await;
     b.crash_after(Direction::ToSql).await;
     assert_eq!(b.sql_value(&key, "firstname").await, "Uno Primera");
     // Meanwhile the first name changes again in HubSpot.
@@ -263,7 +265,7 @@ async fn a_conflict_settled_just_before_a_crash_is_recorded_once() {
         .batch_update("contacts", &[edit(&id, "firstname", "Desde Hubspot")])
         .await
         .unwrap();
-    b.hs_poller.poll_once().await.unwrap();
+    b.poll_hubspot().await;
     // The winner is written to SQL Server; the worker dies before settling.
     b.crash_after(Direction::ToSql).await;
     b.settle_all().await;

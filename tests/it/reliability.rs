@@ -305,7 +305,7 @@ async fn sigkill_at_ten_random_moments_loses_and_duplicates_nothing() {
                 latency: Duration::from_millis(60),
                 ..Faults::default()
             },
-            ..SimOptions::default()
+            ..SimOptions::lagging()
         },
     )
     .await;
@@ -462,7 +462,7 @@ async fn a_restarted_daemon_takes_back_at_once_what_its_killed_predecessor_held(
                 latency: Duration::from_millis(300),
                 ..Faults::default()
             },
-            ..SimOptions::default()
+            ..SimOptions::lagging()
         },
     )
     .await;
@@ -527,7 +527,7 @@ async fn a_hubspot_fault_storm_syncs_everyone_once_and_nothing_dies_of_429() {
                 timeout_hang: Duration::from_millis(1_500),
                 ..Faults::default()
             },
-            ..SimOptions::default()
+            ..SimOptions::lagging()
         },
     )
     .await;
@@ -634,7 +634,7 @@ async fn two_daemons_on_one_database_sync_each_member_once_and_take_turns_pollin
         3_000,
         SimOptions {
             tier: 250,
-            ..SimOptions::default()
+            ..SimOptions::lagging()
         },
     )
     .await;

@@ -25,7 +25,7 @@ pub struct Stand {
 }
 
 pub async fn stand() -> Stand {
-    stand_with(SimOptions::default(), &contacts_config(), None).await
+    stand_with(SimOptions::lagging(), &contacts_config(), None).await
 }
 
 /// The `contacts` object of the repository's example configuration.
@@ -491,7 +491,7 @@ async fn hubspot_refusing_3_records_of_a_batch_of_100_rejects_those_3_with_its_m
     }
     let options = SimOptions {
         properties,
-        ..SimOptions::default()
+        ..SimOptions::lagging()
     };
     let s = stand_with(options, &contacts_config(), None).await;
     let mut members: Vec<SqlRow> = rows(300)
@@ -753,7 +753,7 @@ async fn records_breaking_the_portals_write_rules_are_rejected_before_sending_na
     let required = serde_json::json!([{"property": "salario_bruto_semanal_o_quincenal",
         "when": {"property": "frecuencia_deposito_de_su_salario", "is": ["mensual"]}}]);
     object.portal_required = serde_json::from_value(required.clone()).unwrap();
-    let s = stand_with(SimOptions::default(), &object, None).await;
+    let s = stand_with(SimOptions::lagging(), &object, None).await;
     let http = reqwest::Client::new();
     let base = s.sim.base_url();
     let rule = http

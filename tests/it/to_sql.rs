@@ -44,7 +44,7 @@ async fn both_with(config: ObjectConfig) -> Both {
     })
     .unwrap();
     let reader = Arc::new(ChangeReader::new(sql.clone(), object.clone()));
-    let s = stand_with(SimOptions::default(), &config, Some(reader.clone())).await;
+    let s = stand_with(SimOptions::lagging(), &config, Some(reader.clone())).await;
     let pool = s.queue.pool().clone();
     let client = s.worker.handler.client.clone();
     let sql_poller = SqlPoller {
@@ -90,10 +90,16 @@ async fn both_with(config: ObjectConfig) -> Both {
 }
 
 impl Both {
+    /// One pass of the HubSpot poller once HubSpot has indexed every write made so far.
+    pub(crate) async fn poll_hubspot(&self) -> hubsync::sync::poller::Polled {
+        self.s.sim.indexed().await;
+        self.hs_poller.poll_once().await.unwrap()
+    }
+
     /// One full cycle: both pollers, both directions drained. Returns (rows read from SQL
     /// Server, records read from HubSpot).
     pub(crate) async fn cycle(&self) -> (u64, u64) {
-        let hs = self.hs_poller.poll_once().await.unwrap();
+        let hs = self.poll_hubspot().await;
         self.to_sql.drain().await.unwrap();
         let sql = self.sql_poller.poll_once().await.unwrap();
         self.s.worker.drain().await.unwrap();
@@ -120,7 +126,7 @@ async fn hubspot_edits_reach_sql_server_and_nothing_echoes_back() {
 
     // HubSpot reports every contact we just created; all of them are our own writes.
     let writes = b.hubspot_writes();
-    let hs = b.hs_poller.poll_once().await.unwrap();
+    let hs = b.poll_hubspot().await;
     assert_eq!(hs.items_enqueued, first.done);
     let echo = b.to_sql.drain().await.unwrap();
     assert_eq!(echo.done, first.done);
@@ -144,7 +150,7 @@ async fn hubspot_edits_reach_sql_server_and_nothing_echoes_back() {
     b.client.batch_update("contacts", &edits).await.unwrap();
     let writes = b.hubspot_writes();
 
-    let hs = b.hs_poller.poll_once().await.unwrap();
+    let hs = b.poll_hubspot().await;
     assert_eq!(hs.items_enqueued, 40);
     let requests = b.mssql.stats().requests;
     let settled = b.to_sql.drain().await.unwrap();

@@ -67,7 +67,19 @@ impl Default for SimOptions {
     }
 }
 
+/// How far HubSpot's search index trails writes in the stands of the engine and daemon tests,
+/// the demo and the benchmarks (HubSpot's own lag is seconds; their `search_lag` covers it).
+pub const TYPICAL_INDEX_LAG: Duration = Duration::from_secs(1);
+
 impl SimOptions {
+    /// The defaults with search trailing writes by [`TYPICAL_INDEX_LAG`], as on HubSpot.
+    pub fn lagging() -> Self {
+        Self {
+            index_lag: TYPICAL_INDEX_LAG,
+            ..Self::default()
+        }
+    }
+
     /// The daily allowance in force.
     pub fn daily_limit(&self) -> u64 {
         self.daily_limit.unwrap_or(match self.tier {
@@ -204,6 +216,16 @@ impl RunningSim {
 
     pub fn faults(&self) -> Faults {
         self.shared.lock().faults.clone()
+    }
+
+    /// Resolves once every write made so far is visible to search (at once without an index
+    /// lag): the point after which a poll is sure to see them.
+    pub async fn indexed(&self) {
+        let due = self.shared.lock().store.indexed_by_us();
+        let now = self.shared.now_us();
+        if let Some(due) = due.filter(|&d| d > now) {
+            tokio::time::sleep(Duration::from_micros(due - now)).await;
+        }
     }
 
     pub fn set_faults(&self, faults: Faults) {

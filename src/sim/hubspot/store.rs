@@ -290,6 +290,11 @@ impl Store {
             .push_back((now_us + self.index_lag_us, id, state));
     }
 
+    /// When the last write made so far becomes visible to search (None: all are).
+    pub fn indexed_by_us(&self) -> Option<u64> {
+        self.pending.back().map(|(at, _, _)| *at)
+    }
+
     /// Makes writes whose index lag has passed at `now_us` visible to search.
     pub fn refresh_index(&mut self, now_us: u64) {
         while let Some((at, _, _)) = self.pending.front() {
