@@ -184,8 +184,7 @@ async fn lifecyclestage_moves_forward_only_unless_first_cleared() {
 #[tokio::test]
 async fn archived_true_is_read_whatever_its_case() {
     for objects in OBJECTS {
-        let s = sim().await;
-        let ids = s.seed(&[&[("email", "a@coop.cr")], &[("email", "b@coop.cr")]]);
+        let (s, ids) = with_contacts(&["a", "b"]).await;
         s.post(
             &format!("{objects}/batch/archive"),
             json!({"inputs": [{"id": ids[1]}]}),
@@ -240,6 +239,16 @@ async fn sorts_given_as_plain_strings_are_ignored() {
     }
 }
 
+/// A simulator holding one contact `{name}@coop.cr` per name, and their ids in that order.
+async fn with_contacts(names: &[&str]) -> (Sim, Vec<String>) {
+    let s = sim().await;
+    let emails: Vec<String> = names.iter().map(|n| format!("{n}@coop.cr")).collect();
+    let records: Vec<[(&str, &str); 1]> = emails.iter().map(|e| [("email", e.as_str())]).collect();
+    let records: Vec<&[(&str, &str)]> = records.iter().map(|r| r.as_slice()).collect();
+    let ids = s.seed(&records);
+    (s, ids)
+}
+
 async fn send(s: &Sim, method: Method, path: &str, body: Option<Value>) -> Answer {
     s.send_as(TOKEN, method, path, body).await.unwrap()
 }
@@ -252,6 +261,10 @@ async fn patch(s: &Sim, path: &str, properties: Value) -> Answer {
 async fn merge(s: &Sim, objects: &str, primary: &str, other: &str) -> Answer {
     let body = json!({"primaryObjectId": primary, "objectIdToMerge": other});
     s.post(&format!("{objects}/merge"), body).await
+}
+
+async fn gdpr_delete(s: &Sim, objects: &str, body: Value) -> Answer {
+    s.post(&format!("{objects}/gdpr-delete"), body).await
 }
 
 /// The survivor's id from a successful merge answer.
@@ -493,12 +506,7 @@ async fn a_merge_makes_a_new_record_that_both_old_ids_resolve_to() {
 #[tokio::test]
 async fn merged_ids_accumulate_across_repeated_merges() {
     for objects in EVERY_VERSION {
-        let s = sim().await;
-        let ids = s.seed(&[
-            &[("email", "a@coop.cr")],
-            &[("email", "b@coop.cr")],
-            &[("email", "c@coop.cr")],
-        ]);
+        let (s, ids) = with_contacts(&["a", "b", "c"]).await;
         let ab = merged_id(&merge(&s, objects, &ids[0], &ids[1]).await);
         let answer = merge(&s, objects, &ids[2], &ab).await;
         let abc = merged_id(&answer);
@@ -566,8 +574,7 @@ async fn with_primary_id_preservation_the_primary_keeps_its_id() {
 #[tokio::test]
 async fn a_merged_away_email_stays_taken_by_the_survivor() {
     for objects in EVERY_VERSION {
-        let s = sim().await;
-        let ids = s.seed(&[&[("email", "a@coop.cr")], &[("email", "b@coop.cr")]]);
+        let (s, ids) = with_contacts(&["a", "b"]).await;
         let survivor = merged_id(&merge(&s, objects, &ids[0], &ids[1]).await);
         let create = s
             .post(objects, json!({"properties": {"email": "B@coop.cr"}}))
@@ -587,8 +594,7 @@ async fn a_merged_away_email_stays_taken_by_the_survivor() {
 #[tokio::test]
 async fn batch_update_leaves_merged_away_ids_out_while_patch_updates_their_survivor() {
     for objects in EVERY_VERSION {
-        let s = sim().await;
-        let ids = s.seed(&[&[("email", "a@coop.cr")], &[("email", "b@coop.cr")]]);
+        let (s, ids) = with_contacts(&["a", "b"]).await;
         let survivor = merged_id(&merge(&s, objects, &ids[0], &ids[1]).await);
         let batch = s
             .post(
@@ -622,12 +628,7 @@ async fn batch_update_leaves_merged_away_ids_out_while_patch_updates_their_survi
 #[tokio::test]
 async fn merges_with_itself_or_an_unknown_or_archived_id_are_refused() {
     for objects in EVERY_VERSION {
-        let s = sim().await;
-        let ids = s.seed(&[
-            &[("email", "a@coop.cr")],
-            &[("email", "b@coop.cr")],
-            &[("email", "c@coop.cr")],
-        ]);
+        let (s, ids) = with_contacts(&["a", "b", "c"]).await;
         let itself = merge(&s, objects, &ids[0], &ids[0]).await;
         assert_eq!(itself.status, StatusCode::BAD_REQUEST, "{objects}");
         assert_eq!(itself.body["category"], "VALIDATION_ERROR");
@@ -654,14 +655,9 @@ async fn merges_with_itself_or_an_unknown_or_archived_id_are_refused() {
 #[tokio::test]
 async fn records_in_250_merges_between_them_cannot_be_merged_again() {
     for objects in EVERY_VERSION {
-        let s = sim().await;
-        let records: Vec<String> = (0..=MAX_MERGES + 1)
-            .map(|i| format!("m{i}@coop.cr"))
-            .collect();
-        let records: Vec<[(&str, &str); 1]> =
-            records.iter().map(|e| [("email", e.as_str())]).collect();
-        let refs: Vec<&[(&str, &str)]> = records.iter().map(|r| r.as_slice()).collect();
-        let ids = s.seed(&refs);
+        let names: Vec<String> = (0..=MAX_MERGES + 1).map(|i| format!("m{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (s, ids) = with_contacts(&names).await;
         let last = MAX_MERGES as usize;
         // 248 merges in-process (no rate limit), then the 249th and 250th over the API.
         let mut survivor = ids[0].clone();
@@ -692,26 +688,20 @@ async fn records_in_250_merges_between_them_cannot_be_merged_again() {
 #[tokio::test]
 async fn a_gdpr_delete_is_permanent() {
     for objects in EVERY_VERSION {
-        let s = sim().await;
-        let ids = s.seed(&[&[("email", "a@coop.cr")], &[("email", "b@coop.cr")]]);
-        let gone = s
-            .post(
-                &format!("{objects}/gdpr-delete"),
-                json!({"objectId": ids[0]}),
-            )
-            .await;
+        let (s, ids) = with_contacts(&["a", "b"]).await;
+        let gone = gdpr_delete(&s, objects, json!({"objectId": ids[0]})).await;
         assert_eq!(
             gone.status,
             StatusCode::NO_CONTENT,
             "{objects}: {}",
             gone.body
         );
-        let by_email = s
-            .post(
-                &format!("{objects}/gdpr-delete"),
-                json!({"objectId": "B@coop.cr", "idProperty": "email"}),
-            )
-            .await;
+        let by_email = gdpr_delete(
+            &s,
+            objects,
+            json!({"objectId": "B@coop.cr", "idProperty": "email"}),
+        )
+        .await;
         assert_eq!(by_email.status, StatusCode::NO_CONTENT, "{objects}");
         for id in &ids {
             let path = format!("{objects}/{id}");
@@ -735,12 +725,7 @@ async fn a_gdpr_delete_is_permanent() {
         assert_eq!(read.body["errors"][0]["category"], "OBJECT_NOT_FOUND");
         assert_eq!(read.body["errors"][0]["context"]["ids"], json!(ids));
         assert!(s.sim.contacts().is_empty(), "{objects}: nothing left");
-        let unknown = s
-            .post(
-                &format!("{objects}/gdpr-delete"),
-                json!({"objectId": "999999"}),
-            )
-            .await;
+        let unknown = gdpr_delete(&s, objects, json!({"objectId": "999999"})).await;
         assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{objects}");
     }
 }
@@ -751,12 +736,12 @@ async fn a_gdpr_delete_blocklists_the_email_even_when_no_contact_has_it() {
         let s = sim().await;
         let ids = s.seed(&[&[("email", "a@coop.cr")]]);
         assert!(s.sim.gdpr_delete_email("A@coop.cr"));
-        let unknown = s
-            .post(
-                &format!("{objects}/gdpr-delete"),
-                json!({"objectId": "Nadie@coop.cr", "idProperty": "email"}),
-            )
-            .await;
+        let unknown = gdpr_delete(
+            &s,
+            objects,
+            json!({"objectId": "Nadie@coop.cr", "idProperty": "email"}),
+        )
+        .await;
         assert_eq!(unknown.status, StatusCode::NO_CONTENT, "{objects}");
         for email in ["a@coop.cr", "NADIE@coop.cr"] {
             let create = s
@@ -793,8 +778,7 @@ async fn a_gdpr_delete_blocklists_the_email_even_when_no_contact_has_it() {
 #[tokio::test]
 async fn single_writes_merges_and_gdpr_deletes_are_limited_and_faulted_like_the_api() {
     for objects in EVERY_VERSION {
-        let s = sim().await;
-        let ids = s.seed(&[&[("email", "a@coop.cr")], &[("email", "b@coop.cr")]]);
+        let (s, ids) = with_contacts(&["a", "b"]).await;
         s.sim.set_faults(Faults {
             missing_write_scope: true,
             ..Faults::default()
@@ -805,11 +789,7 @@ async fn single_writes_merges_and_gdpr_deletes_are_limited_and_faulted_like_the_
             patch(&s, &path, json!({"city": "x"})).await,
             send(&s, Method::DELETE, &path, None).await,
             merge(&s, objects, &ids[0], &ids[1]).await,
-            s.post(
-                &format!("{objects}/gdpr-delete"),
-                json!({"objectId": ids[0]}),
-            )
-            .await,
+            gdpr_delete(&s, objects, json!({"objectId": ids[0]})).await,
         ];
         for answer in &refused {
             assert_eq!(

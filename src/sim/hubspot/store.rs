@@ -253,11 +253,24 @@ impl Store {
         self.next_id += 1;
         let created = created_ms.unwrap_or(modified_ms.map_or(now_ms, |m| m.min(now_ms)));
         let modified = modified_ms.unwrap_or(now_ms.max(created));
+        self.insert_new(id, values, created, modified, now_us);
+        id
+    }
+
+    /// Stores a new live record under `id` with its identity and timestamps set.
+    fn insert_new(
+        &mut self,
+        id: u64,
+        values: BTreeMap<String, String>,
+        created_ms: i64,
+        modified_ms: i64,
+        now_us: u64,
+    ) {
         let mut contact = Contact {
             id,
             properties: values,
-            created_ms: created,
-            updated_ms: modified,
+            created_ms,
+            updated_ms: modified_ms,
             archived_ms: None,
         };
         contact
@@ -265,12 +278,11 @@ impl Store {
             .insert("hs_object_id".into(), id.to_string());
         contact
             .properties
-            .insert("createdate".into(), format_ms(created));
-        stamp(&mut contact, modified);
+            .insert("createdate".into(), format_ms(created_ms));
+        stamp(&mut contact, modified_ms);
         self.index_keys(&contact);
         self.contacts.insert(id, contact);
         self.reindex(id, now_us);
-        id
     }
 
     /// Applies validated changes (`None` clears) and bumps the modification time, strictly past
@@ -357,26 +369,10 @@ impl Store {
         self.merge_counts.insert(id, merges);
         let created = first.created_ms.min(second.created_ms);
         let modified = now_ms.max(first.updated_ms.max(second.updated_ms) + 1);
-        let mut contact = Contact {
-            id,
-            properties: values,
-            created_ms: created,
-            updated_ms: modified,
-            archived_ms: None,
-        };
-        contact
-            .properties
-            .insert("hs_object_id".into(), id.to_string());
-        contact
-            .properties
-            .insert("createdate".into(), format_ms(created));
-        stamp(&mut contact, modified);
-        self.index_keys(&contact);
-        self.contacts.insert(id, contact);
         for &g in &gone {
             self.reindex(g, now_us);
         }
-        self.reindex(id, now_us);
+        self.insert_new(id, values, created, modified, now_us);
         Some(id)
     }
 
