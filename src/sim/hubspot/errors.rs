@@ -64,6 +64,11 @@ pub fn missing_scope(correlation: &str) -> Reply {
     Reply::json(403, body)
 }
 
+/// 404 for a single record that does not exist (or not in the state asked for).
+pub fn object_not_found(correlation: &str) -> Reply {
+    Reply::error(404, "OBJECT_NOT_FOUND", "resource not found", correlation)
+}
+
 /// A 400 VALIDATION_ERROR with a plain message.
 pub fn bad_request(message: impl Into<String>, correlation: &str) -> Reply {
     Reply::error(400, "VALIDATION_ERROR", message, correlation)

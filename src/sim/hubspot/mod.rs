@@ -1,14 +1,17 @@
 //! HubSpot simulator: an HTTP server on HubSpot's CRM paths (`v3`, `2026-03` and `2026-09`, each
-//! with its version's answer shapes) with an in-memory contact store,
-//! HubSpot's validation, conflicts, rate limits and error bodies, injectable faults and request
-//! statistics. Started in-process by tests and benchmarks, or by `hubsync sim hubspot`.
+//! with its version's answer shapes) with an in-memory contact store, batch and single-object
+//! endpoints, merges and GDPR deletes, HubSpot's validation, conflicts, rate limits and error
+//! bodies, injectable faults and request statistics. Started in-process by tests and
+//! benchmarks, or by `hubsync sim hubspot`.
 
 mod batch;
 mod errors;
+mod merge;
 mod properties;
 mod query;
 mod rules;
 mod server;
+mod single;
 mod store;
 mod validate;
 mod window;
@@ -23,6 +26,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+pub use merge::{MAX_MERGES, MergeError};
 pub use properties::{
     FRECUENCIA_DEPOSITO, LIFECYCLE_STAGES, MARITAL_STATUS, PropertyDef, PropertyOption,
     PropertyType, default_properties,
@@ -50,6 +54,10 @@ pub struct SimOptions {
     pub faults: Faults,
     /// Contact property definitions; `default_properties()` unless replaced.
     pub properties: Vec<PropertyDef>,
+    /// Merges keep the primary's id, as in portals with HubSpot's "primary ID preservation for
+    /// merged records" beta; otherwise (HubSpot's default) a merge makes a new record with a new
+    /// id. Changeable at run time through `PUT /_sim/settings`.
+    pub preserve_primary_id: bool,
 }
 
 impl Default for SimOptions {
@@ -63,6 +71,7 @@ impl Default for SimOptions {
             index_lag: Duration::ZERO,
             faults: Faults::default(),
             properties: default_properties(),
+            preserve_primary_id: false,
         }
     }
 }
@@ -138,11 +147,33 @@ impl Default for Faults {
     }
 }
 
+/// Portal settings changeable at run time: `GET`/`PUT /_sim/settings`. `/_sim/reset` restores
+/// the starting ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSettings {
+    /// See `SimOptions::preserve_primary_id`.
+    pub preserve_primary_id: bool,
+}
+
+impl SimSettings {
+    fn of(store: &store::Store) -> Self {
+        Self {
+            preserve_primary_id: store.keep_primary_id,
+        }
+    }
+
+    fn apply(&self, store: &mut store::Store) {
+        store.keep_primary_id = self.preserve_primary_id;
+    }
+}
+
 /// What `GET /_sim/stats` reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
-    /// API requests received per endpoint: batch/create, batch/update, batch/read,
-    /// batch/archive, list, get, search, properties.
+    /// API requests received per endpoint: batch/create, batch/update, batch/upsert,
+    /// batch/read, batch/archive, create, update, archive, merge, gdpr-delete, list, get,
+    /// search, properties.
     pub requests_by_endpoint: BTreeMap<String, u64>,
     /// API requests received per API version of their path (`v3`, `2026-03`, `2026-09`).
     #[serde(default)]
@@ -163,7 +194,7 @@ pub struct SimStats {
 }
 
 impl SimStats {
-    /// Write calls received (batch create, update, upsert and archive), whatever their answer.
+    /// Batch write calls received (create, update, upsert and archive), whatever their answer.
     pub fn write_requests(&self) -> u64 {
         [
             "batch/create",
@@ -258,6 +289,37 @@ impl RunningSim {
         self.shared.lock().store.get(id).cloned()
     }
 
+    /// The settings in force (`GET /_sim/settings`).
+    pub fn settings(&self) -> SimSettings {
+        SimSettings::of(&self.shared.lock().store)
+    }
+
+    /// Changes the settings (`PUT /_sim/settings`).
+    pub fn set_settings(&self, settings: &SimSettings) {
+        settings.apply(&mut self.shared.lock().store);
+    }
+
+    /// Merges contact `other` into `primary` as a HubSpot user would, without auth, limits or
+    /// faults (the API's `POST …/contacts/merge` does the same with them). Returns the
+    /// survivor's id: new, or the primary's with `preserve_primary_id`.
+    pub fn merge_contacts(&self, primary: &str, other: &str) -> Result<String, MergeError> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_us = self.shared.now_us();
+        let mut state = self.shared.lock();
+        merge::merge_contacts(&mut state.store, primary, other, now_ms, now_us)
+            .map(|id| id.to_string())
+    }
+
+    /// GDPR-deletes the contact holding `email` (any case) for good and blocklists its emails;
+    /// an email no contact holds is blocklisted all the same. Returns whether a contact went.
+    pub fn gdpr_delete_email(&self, email: &str) -> bool {
+        let now_us = self.shared.now_us();
+        let store = &mut self.shared.lock().store;
+        let found = store.lookup(Some("email"), email).is_some();
+        single::purge(store, Some("email"), email, now_us);
+        found
+    }
+
     /// The live contact with this email (any case).
     pub fn contact_by_email(&self, email: &str) -> Option<SimContact> {
         let state = self.shared.lock();
@@ -294,6 +356,9 @@ fn seed(
         let seeded = batch::seed_values(&state.store, record)
             .map_err(|e| anyhow::anyhow!("seed contact #{index}: {e}"))?;
         if let Some(email) = seeded.values.get("email") {
+            if state.store.is_blocklisted(email) {
+                anyhow::bail!("seed contact #{index}: email is blocklisted by a GDPR delete");
+            }
             if let Some(existing) = state.store.holder("email", email) {
                 anyhow::bail!("seed contact #{index}: email already belongs to contact {existing}");
             }
@@ -373,6 +438,10 @@ pub struct HubspotArgs {
     /// How long a hanging request hangs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "100s")]
     pub timeout_hang: Duration,
+    /// Merges keep the primary's id (HubSpot's primary ID preservation beta) instead of making
+    /// a new record.
+    #[arg(long)]
+    pub preserve_primary_id: bool,
 }
 
 fn parse_tier(text: &str) -> Result<u32, String> {
@@ -419,6 +488,7 @@ impl HubspotArgs {
                 missing_write_scope: self.missing_write_scope,
             },
             properties: default_properties(),
+            preserve_primary_id: self.preserve_primary_id,
         })
     }
 }

@@ -181,6 +181,14 @@ pub fn default_properties() -> Vec<PropertyDef> {
         PropertyDef::custom("lastmodifieddate", "Last Modified Date", DateTime).hubspot(true),
         PropertyDef::custom("hs_lastmodifieddate", "Object last modified", DateTime).hubspot(true),
         PropertyDef::custom("hs_merged_object_ids", "Merged Record IDs", Text).hubspot(true),
+        PropertyDef::custom(
+            "hs_calculated_merged_vids",
+            "Merged vids with timestamps of a contact",
+            Text,
+        )
+        .hubspot(true),
+        PropertyDef::custom("hs_additional_emails", "Additional email addresses", Text)
+            .hubspot(true),
         email,
         PropertyDef::custom("firstname", "First Name", Text).hubspot(false),
         PropertyDef::custom("lastname", "Last Name", Text).hubspot(false),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::batch::{check_id_property, parse};
-use super::errors::{Reply, bad_request};
+use super::errors::{Reply, bad_request, object_not_found};
 use super::properties::{PropertyDef, PropertyType};
 use super::store::{Contact, DEFAULT_READ, Store};
 use super::validate::{normalize, parse_timestamp_ms};
@@ -108,7 +108,8 @@ pub fn list(store: &Store, params: &ReadParams, objects_url: &str, corr: &str) -
     Reply::json(200, body)
 }
 
-/// `GET …/objects/contacts/{id}` (or by `idProperty`).
+/// `GET …/objects/contacts/{id}` (or by `idProperty`); a merged-away id answers the record it
+/// was merged into, under that record's id.
 pub fn get(store: &Store, id: &str, params: &ReadParams, corr: &str) -> Reply {
     let id_property = params
         .id_property
@@ -119,12 +120,12 @@ pub fn get(store: &Store, id: &str, params: &ReadParams, corr: &str) -> Reply {
     }
     let archived = params.archived;
     match store
-        .lookup(id_property, id)
+        .lookup_survivor(id_property, id)
         .and_then(|id| store.get(id))
         .filter(|c| c.archived() == archived)
     {
         Some(contact) => Reply::json(200, contact.to_json(&params.properties(store))),
-        None => Reply::error(404, "OBJECT_NOT_FOUND", "resource not found", corr),
+        None => object_not_found(corr),
     }
 }
 

@@ -27,11 +27,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{self, Ctx};
 use super::errors::{Policy, Reply, missing_scope, rate_limited, unauthorized};
+use super::merge;
 use super::query::{self, ReadParams};
 use super::rules;
+use super::single;
 use super::store::{Contact, Store};
 use super::window::{PeakWindow, RollingLimit, TimeWindow};
-use super::{Faults, SimOptions, SimStats};
+use super::{Faults, SimOptions, SimSettings, SimStats};
 use crate::hubspot::{ApiVersion, Paths};
 
 const SECOND_US: u64 = 1_000_000;
@@ -48,6 +50,11 @@ pub enum Endpoint {
     BatchRead,
     BatchArchive,
     BatchUpsert,
+    Create,
+    Update,
+    Archive,
+    Merge,
+    GdprDelete,
     List,
     Get,
     Search,
@@ -64,6 +71,11 @@ impl Endpoint {
                 | Endpoint::BatchUpdate
                 | Endpoint::BatchArchive
                 | Endpoint::BatchUpsert
+                | Endpoint::Create
+                | Endpoint::Update
+                | Endpoint::Archive
+                | Endpoint::Merge
+                | Endpoint::GdprDelete
         )
     }
 
@@ -74,6 +86,11 @@ impl Endpoint {
             Endpoint::BatchRead => "batch/read",
             Endpoint::BatchArchive => "batch/archive",
             Endpoint::BatchUpsert => "batch/upsert",
+            Endpoint::Create => "create",
+            Endpoint::Update => "update",
+            Endpoint::Archive => "archive",
+            Endpoint::Merge => "merge",
+            Endpoint::GdprDelete => "gdpr-delete",
             Endpoint::List => "list",
             Endpoint::Get => "get",
             Endpoint::Search => "search",
@@ -124,11 +141,13 @@ pub struct Inner {
 
 impl Inner {
     fn new(options: &SimOptions) -> Self {
+        let mut store = Store::new(
+            options.properties.clone(),
+            options.index_lag.as_micros() as u64,
+        );
+        store.keep_primary_id = options.preserve_primary_id;
         Self {
-            store: Store::new(
-                options.properties.clone(),
-                options.index_lag.as_micros() as u64,
-            ),
+            store,
             rng: StdRng::seed_from_u64(options.seed),
             ten_second: RollingLimit::new(options.tier as usize, WINDOW_US),
             last_second: TimeWindow::new(SECOND_US),
@@ -375,7 +394,7 @@ fn to_response(reply: Reply, correlation: &str, limits: Option<LimitHeaders>) ->
     response
 }
 
-type BatchLogic = fn(&mut Store, &[u8], &mut Ctx<'_, StdRng>) -> Reply;
+type BodyLogic = fn(&mut Store, &[u8], &mut Ctx<'_, StdRng>) -> Reply;
 type Op = Box<dyn FnOnce(&mut Store, &mut Ctx<'_, StdRng>) -> Reply + Send>;
 
 /// One API request, its answer's status counted.
@@ -528,8 +547,8 @@ async fn batch_read(
     .await
 }
 
-/// A body-only batch endpoint.
-fn batch_route(endpoint: Endpoint, logic: BatchLogic) -> MethodRouter<Arc<Shared>> {
+/// A body-only endpoint (batch, single create, merge, GDPR delete).
+fn body_route(endpoint: Endpoint, logic: BodyLogic) -> MethodRouter<Arc<Shared>> {
     post(
         move |State(sh): S, Extension(k): K, Extension(v): V, h: HeaderMap, body: Bytes| async move {
             api(
@@ -601,6 +620,45 @@ async fn get_one(
         h,
         k,
         Box::new(move |store, ctx| query::get(store, &id, &p, &ctx.correlation)),
+    )
+    .await
+}
+
+async fn update_one(
+    State(sh): S,
+    Extension(k): K,
+    Extension(v): V,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let id_property = ReadParams::parse(q.as_deref()).id_property;
+    api(
+        sh,
+        Endpoint::Update,
+        v,
+        h,
+        k,
+        Box::new(move |store, ctx| single::update(store, &id, id_property.as_deref(), &body, ctx)),
+    )
+    .await
+}
+
+async fn archive_one(
+    State(sh): S,
+    Extension(k): K,
+    Extension(v): V,
+    Path(id): Path<String>,
+    h: HeaderMap,
+) -> Response {
+    api(
+        sh,
+        Endpoint::Archive,
+        v,
+        h,
+        k,
+        Box::new(move |store, ctx| single::archive(store, &id, ctx)),
     )
     .await
 }
@@ -699,6 +757,15 @@ async fn admin_set_faults(State(sh): S, Json(faults): Json<Faults>) -> Json<Faul
     Json(faults)
 }
 
+async fn admin_get_settings(State(sh): S) -> Json<SimSettings> {
+    Json(SimSettings::of(&sh.lock().store))
+}
+
+async fn admin_set_settings(State(sh): S, Json(settings): Json<SimSettings>) -> Json<SimSettings> {
+    settings.apply(&mut sh.lock().store);
+    Json(settings)
+}
+
 async fn admin_reset(State(sh): S) -> StatusCode {
     sh.reset();
     StatusCode::NO_CONTENT
@@ -763,24 +830,38 @@ fn api_routes(version: ApiVersion) -> Router<Arc<Shared>> {
         router = router
             .route(
                 &format!("{objects}/batch/create"),
-                batch_route(Endpoint::BatchCreate, batch::create),
+                body_route(Endpoint::BatchCreate, batch::create),
             )
             .route(
                 &format!("{objects}/batch/update"),
-                batch_route(Endpoint::BatchUpdate, batch::update),
+                body_route(Endpoint::BatchUpdate, batch::update),
             )
             .route(
                 &format!("{objects}/batch/upsert"),
-                batch_route(Endpoint::BatchUpsert, batch::upsert),
+                body_route(Endpoint::BatchUpsert, batch::upsert),
             )
             .route(
                 &format!("{objects}/batch/archive"),
-                batch_route(Endpoint::BatchArchive, batch::archive),
+                body_route(Endpoint::BatchArchive, batch::archive),
             )
             .route(&format!("{objects}/batch/read"), post(batch_read))
             .route(&format!("{objects}/search"), post(search))
-            .route(&objects, get(list))
-            .route(&format!("{objects}/{{id}}"), get(get_one))
+            .route(
+                &format!("{objects}/merge"),
+                body_route(Endpoint::Merge, merge::merge),
+            )
+            .route(
+                &format!("{objects}/gdpr-delete"),
+                body_route(Endpoint::GdprDelete, single::gdpr_delete),
+            )
+            .route(
+                &objects,
+                get(list).merge(body_route(Endpoint::Create, single::create)),
+            )
+            .route(
+                &format!("{objects}/{{id}}"),
+                get(get_one).patch(update_one).delete(archive_one),
+            )
             .route(&props, get(properties))
             .route(&format!("{props}/{{name}}"), get(property_one));
         let Ok(rules) = paths.property_validations(object) else {
@@ -810,6 +891,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(admin_get_faults)
                 .put(admin_set_faults)
                 .post(admin_set_faults),
+        )
+        .route(
+            "/_sim/settings",
+            get(admin_get_settings).put(admin_set_settings),
         )
         .route("/_sim/reset", post(admin_reset))
         .route("/_sim/required-rules", put(admin_required))

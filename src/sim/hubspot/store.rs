@@ -1,8 +1,9 @@
-//! The simulator's in-memory contact store: records, the lowercased-email and unique-property
-//! indexes, write timestamps, archiving, and the search index with its optional lag. Pure (time
-//! is passed in).
+//! The simulator's in-memory contact store: records, the lowercased-email (additional emails
+//! included) and unique-property indexes, write timestamps, archiving, merges (merged-away ids
+//! resolving to their survivor), GDPR purges with their email blocklist, and the search index
+//! with its optional lag. Pure (time is passed in).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -12,6 +13,10 @@ use super::validate::format_ms;
 
 /// First id handed out; ids are numeric strings like HubSpot's.
 const FIRST_ID: u64 = 1001;
+
+/// The secondary addresses a merge leaves on the survivor, `;`-separated; unique across
+/// contacts like `email`.
+pub const ADDITIONAL_EMAILS: &str = "hs_additional_emails";
 
 /// One stored contact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,6 +61,14 @@ impl Contact {
         self.with_properties(props)
     }
 
+    /// The addresses the contact holds: its email, then its additional emails.
+    pub fn addresses(&self) -> impl Iterator<Item = &str> {
+        let additional = self.get(ADDITIONAL_EMAILS).unwrap_or_default().split(';');
+        self.get("email")
+            .into_iter()
+            .chain(additional.map(str::trim).filter(|a| !a.is_empty()))
+    }
+
     fn with_properties(&self, props: Map<String, Value>) -> Value {
         let mut object = json!({
             "id": self.id.to_string(),
@@ -88,7 +101,16 @@ pub struct Store {
     pub properties: Vec<PropertyDef>,
     /// The portal's write rules (property validations, required properties).
     pub rules: super::rules::PortalRules,
+    /// Merges keep the primary's id (HubSpot's "primary ID preservation for merged records"
+    /// beta) rather than making a new record with a new id.
+    pub keep_primary_id: bool,
     contacts: BTreeMap<u64, Contact>,
+    /// Merged-away id → the live record it now resolves to (kept current through later merges).
+    merged_into: HashMap<u64, u64>,
+    /// Merges each record has taken part in, its predecessors' included (absent = none).
+    merge_counts: HashMap<u64, u32>,
+    /// Lowercased emails a GDPR delete has blocklisted.
+    blocklist: HashSet<String>,
     by_email: HashMap<String, u64>,
     by_unique: HashMap<(String, String), u64>,
     next_id: u64,
@@ -104,7 +126,11 @@ impl Store {
         Self {
             properties,
             rules: Default::default(),
+            keep_primary_id: false,
             contacts: BTreeMap::new(),
+            merged_into: HashMap::new(),
+            merge_counts: HashMap::new(),
+            blocklist: HashSet::new(),
             by_email: HashMap::new(),
             by_unique: HashMap::new(),
             next_id: FIRST_ID,
@@ -173,6 +199,45 @@ impl Store {
         }
     }
 
+    /// Like `lookup`, but a merged-away id resolves to the record it was merged into, as
+    /// HubSpot's reads and single-object writes do.
+    pub fn lookup_survivor(&self, id_property: Option<&str>, value: &str) -> Option<u64> {
+        match id_property {
+            None | Some("hs_object_id") => {
+                let id: u64 = value.trim().parse().ok()?;
+                if self.contacts.contains_key(&id) {
+                    Some(id)
+                } else {
+                    self.merged_into.get(&id).copied()
+                }
+            }
+            Some(_) => self.lookup(id_property, value),
+        }
+    }
+
+    /// Whether `value` is an id that was merged into another record.
+    pub fn merged_away(&self, value: &str) -> bool {
+        value
+            .trim()
+            .parse()
+            .is_ok_and(|id: u64| self.merged_into.contains_key(&id))
+    }
+
+    /// Merges the record `id` has taken part in.
+    pub fn merge_count(&self, id: u64) -> u32 {
+        self.merge_counts.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Whether a GDPR delete blocklisted this email (any case).
+    pub fn is_blocklisted(&self, email: &str) -> bool {
+        self.blocklist.contains(&email.trim().to_lowercase())
+    }
+
+    /// Blocklists an email (any case): it can no longer be given to a contact.
+    pub fn blocklist(&mut self, email: &str) {
+        self.blocklist.insert(email.trim().to_lowercase());
+    }
+
     /// The live contact holding `value` for an email or unique property, if any.
     pub fn holder(&self, name: &str, value: &str) -> Option<u64> {
         self.lookup(Some(name), value)
@@ -191,11 +256,24 @@ impl Store {
         self.next_id += 1;
         let created = created_ms.unwrap_or(modified_ms.map_or(now_ms, |m| m.min(now_ms)));
         let modified = modified_ms.unwrap_or(now_ms.max(created));
+        self.insert_new(id, values, created, modified, now_us);
+        id
+    }
+
+    /// Stores a new live record under `id` with its identity and timestamps set.
+    fn insert_new(
+        &mut self,
+        id: u64,
+        values: BTreeMap<String, String>,
+        created_ms: i64,
+        modified_ms: i64,
+        now_us: u64,
+    ) {
         let mut contact = Contact {
             id,
             properties: values,
-            created_ms: created,
-            updated_ms: modified,
+            created_ms,
+            updated_ms: modified_ms,
             archived_ms: None,
         };
         contact
@@ -203,12 +281,11 @@ impl Store {
             .insert("hs_object_id".into(), id.to_string());
         contact
             .properties
-            .insert("createdate".into(), format_ms(created));
-        stamp(&mut contact, modified);
+            .insert("createdate".into(), format_ms(created_ms));
+        stamp(&mut contact, modified_ms);
         self.index_keys(&contact);
         self.contacts.insert(id, contact);
         self.reindex(id, now_us);
-        id
     }
 
     /// Applies validated changes (`None` clears) and bumps the modification time, strictly past
@@ -253,27 +330,88 @@ impl Store {
         true
     }
 
+    /// Replaces `primary` and `other` (both live) with one record holding `values` (already
+    /// merged): a new record with a new id, or the primary under its own id when
+    /// `keep_primary_id`. The merged-away ids resolve to it from then on, and so do the ids
+    /// merged into either before. Its modification time is the merge time, strictly past both
+    /// records'. Returns its id.
+    pub fn merge(
+        &mut self,
+        primary: u64,
+        other: u64,
+        values: BTreeMap<String, String>,
+        now_ms: i64,
+        now_us: u64,
+    ) -> Option<u64> {
+        let first = self.contacts.remove(&primary)?;
+        let Some(second) = self.contacts.remove(&other) else {
+            self.contacts.insert(primary, first);
+            return None;
+        };
+        self.unindex_keys(&first);
+        self.unindex_keys(&second);
+        let id = if self.keep_primary_id {
+            primary
+        } else {
+            self.next_id += 1;
+            self.next_id - 1
+        };
+        let gone: Vec<u64> = [primary, other].into_iter().filter(|&g| g != id).collect();
+        for target in self.merged_into.values_mut() {
+            if gone.contains(target) {
+                *target = id;
+            }
+        }
+        for &g in &gone {
+            self.merged_into.insert(g, id);
+        }
+        let merges = self.merge_count(primary) + self.merge_count(other) + 1;
+        for g in &gone {
+            self.merge_counts.remove(g);
+        }
+        self.merge_counts.insert(id, merges);
+        let created = first.created_ms.min(second.created_ms);
+        let modified = now_ms.max(first.updated_ms.max(second.updated_ms) + 1);
+        for &g in &gone {
+            self.reindex(g, now_us);
+        }
+        self.insert_new(id, values, created, modified, now_us);
+        Some(id)
+    }
+
+    /// Removes a contact for good (GDPR delete): no read, list or id finds it again, the ids
+    /// merged into it included. Returns what it held.
+    pub fn purge(&mut self, id: u64, now_us: u64) -> Option<Contact> {
+        let contact = self.contacts.remove(&id)?;
+        self.unindex_keys(&contact);
+        self.merged_into.retain(|_, target| *target != id);
+        self.merge_counts.remove(&id);
+        self.reindex(id, now_us);
+        Some(contact)
+    }
+
     fn index_keys(&mut self, contact: &Contact) {
         if contact.archived() {
             return;
         }
+        for address in contact.addresses() {
+            self.by_email.insert(address.to_owned(), contact.id);
+        }
         for (name, value) in &contact.properties {
-            if let Some(def) = self.properties.iter().find(|p| &p.name == name) {
-                if def.email {
-                    self.by_email.insert(value.clone(), contact.id);
-                } else if def.unique {
-                    self.by_unique
-                        .insert((name.clone(), value.clone()), contact.id);
-                }
+            if self.is_unique_property(name) {
+                self.by_unique
+                    .insert((name.clone(), value.clone()), contact.id);
             }
         }
     }
 
     fn unindex_keys(&mut self, contact: &Contact) {
-        for (name, value) in &contact.properties {
-            if self.by_email.get(value) == Some(&contact.id) && name == "email" {
-                self.by_email.remove(value);
+        for address in contact.addresses() {
+            if self.by_email.get(address) == Some(&contact.id) {
+                self.by_email.remove(address);
             }
+        }
+        for (name, value) in &contact.properties {
             let key = (name.clone(), value.clone());
             if self.by_unique.get(&key) == Some(&contact.id) {
                 self.by_unique.remove(&key);
@@ -374,6 +512,32 @@ mod tests {
         assert_eq!(store.get(id).map(|c| c.updated_ms), Some(5_001));
         assert_eq!(store.lookup(Some("email"), "a@x.cr"), None);
         assert_eq!(store.lookup(Some("email"), "b@x.cr"), Some(id));
+    }
+
+    #[test]
+    fn merged_away_ids_follow_their_survivor_through_later_merges() {
+        let mut store = Store::new(default_properties(), 0);
+        let a = store.create(values(&[("email", "a@x.cr")]), 10, 0, None, None);
+        let b = store.create(values(&[("email", "b@x.cr")]), 20, 0, None, None);
+        let merged = values(&[("email", "a@x.cr"), (ADDITIONAL_EMAILS, "b@x.cr")]);
+        let ab = store.merge(a, b, merged, 30, 0);
+        let ab = ab.unwrap_or_else(|| panic!("merge refused"));
+        assert!(ab != a && ab != b, "a new record");
+        assert_eq!((store.get(a), store.get(b)), (None, None));
+        assert_eq!(store.lookup_survivor(None, &a.to_string()), Some(ab));
+        assert_eq!(store.lookup(None, &a.to_string()), None);
+        assert_eq!(store.lookup(Some("email"), "b@x.cr"), Some(ab));
+        assert_eq!(store.get(ab).map(|c| c.created_ms), Some(10));
+        store.keep_primary_id = true;
+        let c = store.create(BTreeMap::new(), 40, 0, None, None);
+        assert_eq!(store.merge(c, ab, BTreeMap::new(), 50, 0), Some(c));
+        assert_eq!(store.lookup_survivor(None, &b.to_string()), Some(c));
+        assert_eq!(store.merge_count(c), 2);
+        assert_eq!(
+            store.lookup(Some("email"), "a@x.cr"),
+            None,
+            "values as given"
+        );
     }
 
     #[test]
