@@ -827,33 +827,20 @@ fn api_routes(version: ApiVersion) -> Router<Arc<Shared>> {
         let (Ok(objects), Ok(props)) = (paths.objects(object), paths.properties(object)) else {
             continue;
         };
+        let posts: [(&str, Endpoint, BodyLogic); 6] = [
+            ("batch/create", Endpoint::BatchCreate, batch::create),
+            ("batch/update", Endpoint::BatchUpdate, batch::update),
+            ("batch/upsert", Endpoint::BatchUpsert, batch::upsert),
+            ("batch/archive", Endpoint::BatchArchive, batch::archive),
+            ("merge", Endpoint::Merge, merge::merge),
+            ("gdpr-delete", Endpoint::GdprDelete, single::gdpr_delete),
+        ];
+        for (suffix, endpoint, logic) in posts {
+            router = router.route(&format!("{objects}/{suffix}"), body_route(endpoint, logic));
+        }
         router = router
-            .route(
-                &format!("{objects}/batch/create"),
-                body_route(Endpoint::BatchCreate, batch::create),
-            )
-            .route(
-                &format!("{objects}/batch/update"),
-                body_route(Endpoint::BatchUpdate, batch::update),
-            )
-            .route(
-                &format!("{objects}/batch/upsert"),
-                body_route(Endpoint::BatchUpsert, batch::upsert),
-            )
-            .route(
-                &format!("{objects}/batch/archive"),
-                body_route(Endpoint::BatchArchive, batch::archive),
-            )
             .route(&format!("{objects}/batch/read"), post(batch_read))
             .route(&format!("{objects}/search"), post(search))
-            .route(
-                &format!("{objects}/merge"),
-                body_route(Endpoint::Merge, merge::merge),
-            )
-            .route(
-                &format!("{objects}/gdpr-delete"),
-                body_route(Endpoint::GdprDelete, single::gdpr_delete),
-            )
             .route(
                 &objects,
                 get(list).merge(body_route(Endpoint::Create, single::create)),
