@@ -423,10 +423,15 @@ fn spawn_maintenance(sup: &mut Supervisor, queue: &Queue, health: &Arc<Health>, 
     spawn_every(sup, "prune", Duration::from_secs(600), health, move || {
         let queue = q.clone();
         async move {
-            let s = queue.settings();
-            let n = queue.prune(s.retention, s.prune_batch).await?;
-            if n > 0 {
-                tracing::info!(operation = "PRUNE", deleted = n, "pruned finished items");
+            let done = queue.enforce_retention().await?;
+            if !done.is_empty() {
+                tracing::info!(
+                    operation = "PRUNE",
+                    deleted = done.items,
+                    payloads_dropped = done.payloads_dropped,
+                    conflicts_deleted = done.conflicts,
+                    "applied retention"
+                );
             }
             Ok(())
         }

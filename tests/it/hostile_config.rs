@@ -204,6 +204,20 @@ fn check_config_and_run_refuse_the_same_hostile_settings() {
         ),
         (
             vec![(
+                "rejected_payload_retention: 30d",
+                "rejected_payload_retention: 0s".into(),
+            )],
+            "queue.rejected_payload_retention",
+        ),
+        (
+            vec![(
+                "conflict_retention: 90d",
+                "conflict_retention: 500000y".into(),
+            )],
+            "queue.conflict_retention",
+        ),
+        (
+            vec![(
                 "rules: [placeholder, positive] }",
                 "rules: [placeholder, \"range:10..1\"] }".into(),
             )],
