@@ -736,3 +736,67 @@ async fn upserting_1000_of_which_300_exist_links_or_rejects_every_input_and_dupl
         "one request per 100 records: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn hostile_values_from_sql_server_are_rejected_by_the_worker_and_never_reach_hubspot() {
+    let s = stand().await;
+    let mut members: Vec<SqlRow> = rows(40)
+        .into_iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .take(8)
+        .collect();
+    let hostile: [(&str, &str, &str); 6] = [
+        ("firstname", "Ana\u{0}", "text"),
+        ("lastname", "Mora\u{1b}[2J", "text"),
+        ("firstname", "Ana\u{202e}arom", "text"),
+        ("lastname", "Mo\u{200b}ra", "text"),
+        (
+            "salario_bruto_semanal_o_quincenal",
+            "99999999999999999999999999999999999999999999999999.00",
+            "sql_type",
+        ),
+        ("email", "josé@example.com", "email_local_part"),
+    ];
+    for (row, (field, value, _)) in members.iter_mut().zip(hostile) {
+        row.insert(field.into(), value.into());
+    }
+    // An internationalised domain is sent in its ASCII form.
+    members[6].insert("email".into(), "Luis@Correo.Café.cr".into());
+
+    enqueue(&s.queue, &members, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    assert_eq!((settled.done, settled.rejected), (2, 6), "{settled:?}");
+
+    for (row, (field, value, rule)) in members.iter().zip(hostile) {
+        let key = row["numero_asociado"].to_string();
+        let (state, errors): (String, serde_json::Value) =
+            sqlx::query_as("SELECT state, errors FROM sync_queue WHERE record_key = $1")
+                .bind(&key)
+                .fetch_one(s.queue.pool())
+                .await
+                .unwrap();
+        assert_eq!(state, "rejected", "{value:?}");
+        assert_eq!(errors[0]["field"], field, "{errors}");
+        assert_eq!(errors[0]["rule"], rule, "{errors}");
+    }
+    let contacts = s.sim.contacts();
+    assert_eq!(contacts.len(), 2);
+    let sent: String = contacts
+        .iter()
+        .flat_map(|c| c.properties.values())
+        .cloned()
+        .collect();
+    assert!(
+        !sent
+            .chars()
+            .any(|c| hubsync::validation::text::unsafe_kind(c, false).is_some()),
+        "{sent:?}"
+    );
+    assert!(
+        contacts
+            .iter()
+            .any(|c| c.properties.get("email").map(String::as_str)
+                == Some("luis@correo.xn--caf-dma.cr")),
+        "the ASCII form was sent"
+    );
+}

@@ -232,3 +232,98 @@ fn validate_file(input: &std::path::Path) -> std::process::Output {
         ],
     )
 }
+
+/// Hostile values, one per record of an otherwise valid member, and the (field, rule) each must
+/// be rejected with.
+const HOSTILE: &[(&str, &str, &str)] = &[
+    ("firstname", "Ana\u{0}", "text"),
+    ("lastname", "\u{1b}[31mRuiz\u{1b}[0m", "text"),
+    ("firstname", "Ana\u{202e}zíuR", "text"),
+    ("lastname", "Ru\u{2067}iz\u{2069}", "text"),
+    ("firstname", "Ana\u{200b}", "text"),
+    ("lastname", "\u{feff}Ruiz", "text"),
+    ("firstname", "Ana\tMaría", "text"),
+    ("lastname", "Ruiz\u{9b}2J", "text"),
+    ("email", "ana\u{200d}@example.com", "text"),
+    (
+        "salario_bruto_semanal_o_quincenal",
+        "99999999999999999999999999999999999999999999999999",
+        "sql_type",
+    ),
+    ("porcentaje__beneficiario_1_", "1000", "sql_type"),
+    ("email", "josé@example.com", "email_local_part"),
+];
+
+fn hostile_member(field: &str, value: &str, key: usize) -> serde_json::Value {
+    let mut member = serde_json::json!({
+        "numero_asociado": 4000 + key, "no__de_cedula": "402340567", "firstname": "Íñigo",
+        "lastname": "Ruiz", "email": format!("inigo{key}@example.com"),
+    });
+    if field == "porcentaje__beneficiario_1_" {
+        member["nombre_y_apellidos__beneficiario_01_"] = "Luis Mora".into();
+        member["numero_de_cedula__beneficiario_1_"] = "203450678".into();
+    }
+    member[field] = value.into();
+    member
+}
+
+#[test]
+fn hostile_text_numbers_and_emails_are_rejected_naming_record_field_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("hostile.jsonl");
+    let mut lines: Vec<String> = HOSTILE
+        .iter()
+        .enumerate()
+        .map(|(i, (field, value, _))| hostile_member(field, value, i).to_string())
+        .collect();
+    // An internationalised domain is converted, not rejected (the shipped default).
+    lines.push(hostile_member("email", "Ana@Correo.Café.CR", 99).to_string());
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = validate_file(&input);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let results: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), HOSTILE.len() + 1);
+    for (i, (field, value, rule)) in HOSTILE.iter().enumerate() {
+        let r = &results[i];
+        assert_eq!(r["record_key"], (4000 + i).to_string(), "{r}");
+        assert_eq!(r["valid"], false, "{value:?} passed: {r}");
+        let errors: Vec<(&str, &str)> = r["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["field"].as_str().unwrap(), e["rule"].as_str().unwrap()))
+            .collect();
+        assert_eq!(errors, [(*field, *rule)], "{value:?}: {r}");
+        assert!(
+            r["properties"].get(field).is_none(),
+            "{value:?} would be sent: {r}"
+        );
+    }
+    let idn = &results[HOSTILE.len()];
+    assert_eq!(idn["valid"], true, "{idn}");
+    assert_eq!(idn["properties"]["email"], "ana@correo.xn--caf-dma.cr");
+    assert_eq!(idn["warnings"][0]["rule"], "email_domain");
+
+    // With `idn_domains: reject` the same address is refused.
+    let config = edited_config(dir.path(), |c| {
+        c.replace("idn_domains: punycode", "idn_domains: reject")
+    });
+    std::fs::write(&input, lines.last().unwrap()).unwrap();
+    let out = hubsync(
+        &config,
+        &[
+            "validate",
+            "--object",
+            "contacts",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(r["errors"][0]["field"], "email", "{r}");
+    assert_eq!(r["errors"][0]["rule"], "email_domain", "{r}");
+}
