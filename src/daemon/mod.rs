@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// JSON line per record) without writing anywhere.
     #[arg(long, requires = "once")]
     pub dry_run: bool,
+    /// With --dry-run: print the planned values as they are; personal data is masked otherwise.
+    #[arg(long, requires = "dry_run")]
+    pub unmask: bool,
 }
 
 /// `hubsync run`: runs until SIGTERM/SIGINT; exits 0 then, 78 on a configuration error.
@@ -95,7 +98,8 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
             .iter()
             .flat_map(|o| [(o, Direction::ToHubspot), (o, Direction::ToSql)])
             .collect();
-        return crate::cli::backfill::dry_run(&queue, &plan, DryScope::SinceCursor).await;
+        return crate::cli::backfill::dry_run(&queue, &plan, DryScope::SinceCursor, args.unmask)
+            .await;
     }
     let _telemetry = crate::telemetry::init(&config.logging)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
