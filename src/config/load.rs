@@ -84,6 +84,7 @@ fn load_noting(
             return Err(ConfigError::Invalid(problems.into_vec()));
         }
     };
+    note_literal_secrets(&value, substituted);
     interpolate(&mut value, "", env, substituted, &mut problems);
 
     let Some(mut config) = deserialize_all(text, value, &mut problems) else {
@@ -105,6 +106,22 @@ fn load_noting(
         Ok(config)
     } else {
         Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Notes the secrets written literally in the file (not as `${VAR}`, which interpolation
+/// notes with its variable), so no problem message shows them.
+fn note_literal_secrets(value: &Value, substituted: &mut Substituted) {
+    for key in super::scrub::SECRET_KEYS {
+        let mut node = Some(value);
+        for segment in key.split('.') {
+            node = node.and_then(|n| n.get(segment));
+        }
+        if let Some(Value::String(text)) = node
+            && !text.contains("${")
+        {
+            substituted.note_literal(key, text);
+        }
     }
 }
 
