@@ -92,7 +92,7 @@ impl Substituted {
     /// `problem` with its message scrubbed ([`Self::scrub`]) and, when its key took a value
     /// from the environment, naming the variable: `(the value comes from ${SQL_SERVER})`.
     pub fn explain(&self, problem: Problem) -> Problem {
-        let mut message = self.scrub(&mask_secret_shapes(&problem.message));
+        let mut message = mask_secret_shapes(&self.scrub(&problem.message));
         let unnamed: Vec<String> = self
             .at
             .iter()

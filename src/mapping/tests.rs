@@ -17,7 +17,16 @@ fn contacts_config(edit: impl Fn(&str) -> String) -> ObjectConfig {
 }
 
 fn mapper() -> Mapper {
-    Mapper::new(&contacts_config(str::to_string))
+    edited_mapper("", "")
+}
+
+/// The shipped mapping with the first `from` of its config text replaced by `to`.
+fn edited_mapper(from: &str, to: &str) -> Mapper {
+    let config = contacts_config(|c| {
+        assert!(c.contains(from), "the config has no {from:?}");
+        c.replacen(from, to, 1)
+    });
+    Mapper::new(&config)
         .unwrap()
         .with_today(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap())
 }
@@ -176,13 +185,10 @@ fn a_cleared_required_identity_number_fails_required() {
 
 #[test]
 fn drop_field_leaves_the_value_out_with_a_warning() {
-    let config = contacts_config(|c| {
-        c.replace(
-            "transform: [phone_cr], rules: [placeholder] }\n      - { sql: telefono_habitacion",
-            "transform: [phone_cr], rules: [placeholder], on_invalid: drop_field }\n      - { sql: telefono_habitacion",
-        )
-    });
-    let mapper = Mapper::new(&config).unwrap();
+    let mapper = edited_mapper(
+        "transform: [phone_cr], rules: [placeholder] }\n      - { sql: telefono_habitacion",
+        "transform: [phone_cr], rules: [placeholder], on_invalid: drop_field }\n      - { sql: telefono_habitacion",
+    );
     let mut r = member();
     r.insert("hs_whatsapp_phone_number".into(), json!("12"));
     let m = mapper.to_hubspot(&r);
@@ -263,8 +269,7 @@ fn to_sql_rejects_invalid_hubspot_values_naming_the_property() {
 
 #[test]
 fn phone_sql_form_e164_keeps_the_country_code() {
-    let config = contacts_config(|c| c.replace("phone_sql_form: national", "phone_sql_form: e164"));
-    let mapper = Mapper::new(&config).unwrap();
+    let mapper = edited_mapper("phone_sql_form: national", "phone_sql_form: e164");
     let props: Properties = [(
         "telefono_habitacion".to_string(),
         Some("22345678".to_string()),
@@ -559,13 +564,10 @@ fn control_bidi_and_zero_width_characters_reject_the_record_naming_field_and_rul
 
 #[test]
 fn multiline_fields_take_line_breaks_and_strip_mode_removes_the_characters() {
-    let config = contacts_config(|c| {
-        c.replace(
-            "rules: [placeholder, \"max_length:200\"] }\n      - { sql: numero_de_cedula__beneficiario_1_",
-            "rules: [placeholder, \"max_length:200\"], multiline: true }\n      - { sql: numero_de_cedula__beneficiario_1_",
-        )
-    });
-    let mapper = Mapper::new(&config).unwrap();
+    let mapper = edited_mapper(
+        "rules: [placeholder, \"max_length:200\"] }\n      - { sql: numero_de_cedula__beneficiario_1_",
+        "rules: [placeholder, \"max_length:200\"], multiline: true }\n      - { sql: numero_de_cedula__beneficiario_1_",
+    );
     let mut r = member();
     r.insert(
         "nombre_y_apellidos__beneficiario_01_".into(),
@@ -585,11 +587,7 @@ fn multiline_fields_take_line_breaks_and_strip_mode_removes_the_characters() {
     let m = mapper.to_hubspot(&r);
     assert!(rules_of(&m.errors).contains(&("nombre_y_apellidos__beneficiario_01_", "text")));
 
-    let strip =
-        contacts_config(|c| c.replace("unsafe_characters: reject", "unsafe_characters: strip"));
-    let mapper = Mapper::new(&strip)
-        .unwrap()
-        .with_today(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
+    let mapper = edited_mapper("unsafe_characters: reject", "unsafe_characters: strip");
     let mut r = member();
     r.insert("firstname".into(), json!("An\u{200b}a\u{202e}\tMaría"));
     let m = mapper.to_hubspot(&r);
@@ -607,17 +605,14 @@ fn internationalised_email_domains_are_converted_or_rejected_per_config() {
     assert_eq!(prop(&m, "email"), Some("ana@correo.xn--caf-dma.cr"));
     assert_eq!(rules_of(&m.warnings), [("email", "email_domain")]);
 
-    let reject = contacts_config(|c| c.replace("idn_domains: punycode", "idn_domains: reject"));
-    let m = Mapper::new(&reject).unwrap().to_hubspot(&r);
+    let m = edited_mapper("idn_domains: punycode", "idn_domains: reject").to_hubspot(&r);
     assert_eq!(rules_of(&m.errors), [("email", "email_domain")]);
     assert!(!m.properties.contains_key("email"));
 
     r.insert("email".into(), json!("josé@example.com"));
     let m = mapper().to_hubspot(&r);
     assert_eq!(rules_of(&m.errors), [("email", "email_local_part")]);
-    let allow =
-        contacts_config(|c| c.replace("unicode_local_part: false", "unicode_local_part: true"));
-    let m = Mapper::new(&allow).unwrap().to_hubspot(&r);
+    let m = edited_mapper("unicode_local_part: false", "unicode_local_part: true").to_hubspot(&r);
     assert!(m.is_valid(), "{:?}", m.errors);
     assert_eq!(prop(&m, "email"), Some("josé@example.com"));
 }

@@ -285,15 +285,12 @@ async fn coalescing_keeps_one_pending_item_with_the_newest_payload() {
 
 #[tokio::test]
 async fn a_dead_workers_items_are_rescued_without_charging_attempts() {
-    let (pool, _) = fresh_db().await;
     // A zero lease expires as soon as the claim commits: no waiting for a clock.
-    let queue = Queue::new(
-        pool.clone(),
-        QueueSettings {
-            lease: Duration::ZERO,
-            ..settings()
-        },
-    );
+    let (pool, queue) = queue_with(QueueSettings {
+        lease: Duration::ZERO,
+        ..settings()
+    })
+    .await;
     let keys: Vec<_> = (0..10).map(|i| item(&format!("k{i}"), 1)).collect();
     queue
         .enqueue(OBJ, Direction::ToHubspot, &keys)
@@ -623,14 +620,11 @@ async fn pruning_deletes_only_old_finished_items_and_never_blocks_claims() {
 
 #[tokio::test]
 async fn operator_views_show_counts_and_stuck_items() {
-    let (pool, _) = fresh_db().await;
-    let queue = Queue::new(
-        pool.clone(),
-        QueueSettings {
-            lease: Duration::ZERO,
-            ..settings()
-        },
-    );
+    let (_, queue) = queue_with(QueueSettings {
+        lease: Duration::ZERO,
+        ..settings()
+    })
+    .await;
     put(&queue, &[item("a", 1), item("b", 1)]).await;
     queue
         .enqueue(OBJ, Direction::ToSql, &[item("123", 1)])
@@ -684,6 +678,12 @@ async fn an_idle_worker_wakes_on_enqueue_without_waiting_for_its_poll() {
         .unwrap();
 }
 
+/// A fresh database and a queue on it with `settings`.
+async fn queue_with(settings: QueueSettings) -> (PgPool, Queue) {
+    let (pool, _) = fresh_db().await;
+    (pool.clone(), Queue::new(pool, settings))
+}
+
 /// Settles every claimed item of `keys` with its outcome, then backdates it `days` finished.
 async fn finish(queue: &Queue, pool: &PgPool, outcomes: Vec<(&str, Outcome, i32)>) {
     let claimed = queue
@@ -722,14 +722,11 @@ fn invalid_email() -> ItemError {
 
 #[tokio::test]
 async fn rejected_and_dead_payloads_lose_their_values_after_retention_and_keep_their_reasons() {
-    let (pool, _) = fresh_db().await;
-    let queue = Queue::new(
-        pool.clone(),
-        QueueSettings {
-            rejected_payload_retention: Duration::from_secs(30 * 86400),
-            ..settings()
-        },
-    );
+    let (pool, queue) = queue_with(QueueSettings {
+        rejected_payload_retention: Duration::from_secs(30 * 86400),
+        ..settings()
+    })
+    .await;
     let member = |key: &str| NewItem {
         payload: json!({"email": "ana.rojas@example", "firstname": "Ana", "salario": 1250000.5}),
         ..item(key, 1)
@@ -857,15 +854,12 @@ async fn rejected_and_dead_payloads_lose_their_values_after_retention_and_keep_t
 
 #[tokio::test]
 async fn conflicts_are_deleted_after_their_retention() {
-    let (pool, _) = fresh_db().await;
-    let queue = Queue::new(
-        pool.clone(),
-        QueueSettings {
-            conflict_retention: Duration::from_secs(90 * 86400),
-            prune_batch: 1,
-            ..settings()
-        },
-    );
+    let (pool, queue) = queue_with(QueueSettings {
+        conflict_retention: Duration::from_secs(90 * 86400),
+        prune_batch: 1,
+        ..settings()
+    })
+    .await;
     for (key, days) in [("old-1", 100), ("old-2", 91), ("recent", 89)] {
         sqlx::query(
             "INSERT INTO sync_conflicts (object, sql_key, field, sql_value, hubspot_value, \

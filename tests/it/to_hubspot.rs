@@ -15,7 +15,7 @@ use hubsync::sync::worker::Worker;
 use rand::SeedableRng;
 use sqlx::Row;
 
-use crate::support::{example_config, fresh_db};
+use crate::support::{HOSTILE, example_config, fresh_db};
 
 pub struct Stand {
     pub sim: RunningSim,
@@ -740,34 +740,27 @@ async fn upserting_1000_of_which_300_exist_links_or_rejects_every_input_and_dupl
 #[tokio::test]
 async fn hostile_values_from_sql_server_are_rejected_by_the_worker_and_never_reach_hubspot() {
     let s = stand().await;
-    let mut members: Vec<SqlRow> = rows(40)
+    let mut members: Vec<SqlRow> = rows(60)
         .into_iter()
         .filter(|r| s.mapper.to_hubspot(r).is_valid())
-        .take(8)
+        .take(HOSTILE.len() + 2)
         .collect();
-    let hostile: [(&str, &str, &str); 6] = [
-        ("firstname", "Ana\u{0}", "text"),
-        ("lastname", "Mora\u{1b}[2J", "text"),
-        ("firstname", "Ana\u{202e}arom", "text"),
-        ("lastname", "Mo\u{200b}ra", "text"),
-        (
-            "salario_bruto_semanal_o_quincenal",
-            "99999999999999999999999999999999999999999999999999.00",
-            "sql_type",
-        ),
-        ("email", "josé@example.com", "email_local_part"),
-    ];
-    for (row, (field, value, _)) in members.iter_mut().zip(hostile) {
+    for (row, &(field, value, _)) in members.iter_mut().zip(HOSTILE) {
         row.insert(field.into(), value.into());
     }
     // An internationalised domain is sent in its ASCII form.
-    members[6].insert("email".into(), "Luis@Correo.Café.cr".into());
+    members[HOSTILE.len()].insert("email".into(), "Luis@Correo.Café.cr".into());
 
     enqueue(&s.queue, &members, 1).await;
     let settled = s.worker.drain().await.unwrap();
-    assert_eq!((settled.done, settled.rejected), (2, 6), "{settled:?}");
+    let rejected = HOSTILE.len() as u64;
+    assert_eq!(
+        (settled.done, settled.rejected),
+        (2, rejected),
+        "{settled:?}"
+    );
 
-    for (row, (field, value, rule)) in members.iter().zip(hostile) {
+    for (row, &(field, value, rule)) in members.iter().zip(HOSTILE) {
         let key = row["numero_asociado"].to_string();
         let (state, errors): (String, serde_json::Value) =
             sqlx::query_as("SELECT state, errors FROM sync_queue WHERE record_key = $1")

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::HOSTILE;
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -169,16 +171,7 @@ fn a_new_field_in_config_maps_a_new_column_without_code_change() {
         "{\"numero_asociado\": 4001, \"no__de_cedula\": \"102340567\", \"firstname\": \"Ana\", \"lastname\": \"Mora\", \"email\": \"ana@example.com\", \"ocupacion\": \"  maestra   de ESCUELA \"}\n",
     )
     .unwrap();
-    let out = hubsync(
-        &config,
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    let out = validate_with(&config, &input);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let line: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(line["properties"]["jobtitle"], "Maestra De Escuela");
@@ -206,23 +199,19 @@ fn check_config_reports_unknown_transform_and_rule_names_by_key_path() {
     );
     // validate refuses the same config with exit 78.
     let input = repo("tests/data/contacts.jsonl");
-    let out = hubsync(
-        &config,
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    let out = validate_with(&config, &input);
     assert_eq!(out.status.code(), Some(78));
 }
 
 /// `hubsync validate --object contacts --input FILE` with the shipped config.
-fn validate_file(input: &std::path::Path) -> std::process::Output {
+fn validate_file(input: &Path) -> Output {
+    validate_with(&repo("config.yaml"), input)
+}
+
+/// `hubsync validate --object contacts --input FILE` with `config`.
+fn validate_with(config: &Path, input: &Path) -> Output {
     hubsync(
-        &repo("config.yaml"),
+        config,
         &[
             "validate",
             "--object",
@@ -232,27 +221,6 @@ fn validate_file(input: &std::path::Path) -> std::process::Output {
         ],
     )
 }
-
-/// Hostile values, one per record of an otherwise valid member, and the (field, rule) each must
-/// be rejected with.
-const HOSTILE: &[(&str, &str, &str)] = &[
-    ("firstname", "Ana\u{0}", "text"),
-    ("lastname", "\u{1b}[31mRuiz\u{1b}[0m", "text"),
-    ("firstname", "Ana\u{202e}zíuR", "text"),
-    ("lastname", "Ru\u{2067}iz\u{2069}", "text"),
-    ("firstname", "Ana\u{200b}", "text"),
-    ("lastname", "\u{feff}Ruiz", "text"),
-    ("firstname", "Ana\tMaría", "text"),
-    ("lastname", "Ruiz\u{9b}2J", "text"),
-    ("email", "ana\u{200d}@example.com", "text"),
-    (
-        "salario_bruto_semanal_o_quincenal",
-        "99999999999999999999999999999999999999999999999999",
-        "sql_type",
-    ),
-    ("porcentaje__beneficiario_1_", "1000", "sql_type"),
-    ("email", "josé@example.com", "email_local_part"),
-];
 
 fn hostile_member(field: &str, value: &str, key: usize) -> serde_json::Value {
     let mut member = serde_json::json!({
@@ -312,16 +280,7 @@ fn hostile_text_numbers_and_emails_are_rejected_naming_record_field_and_rule() {
         c.replace("idn_domains: punycode", "idn_domains: reject")
     });
     std::fs::write(&input, lines.last().unwrap()).unwrap();
-    let out = hubsync(
-        &config,
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    let out = validate_with(&config, &input);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(r["errors"][0]["field"], "email", "{r}");
