@@ -158,7 +158,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         keys.push("logging");
     }
     let (a, b) = (&old.queue, &new.queue);
-    if a.lease != b.lease || a.retention != b.retention || a.prune_batch != b.prune_batch {
+    if a.lease != b.lease
+        || a.retention != b.retention
+        || a.rejected_payload_retention != b.rejected_payload_retention
+        || a.conflict_retention != b.conflict_retention
+        || a.prune_batch != b.prune_batch
+    {
         keys.push("queue.lease/retention/prune_batch");
     }
     keys

@@ -16,7 +16,7 @@ use hubsync::sync::worker::Worker;
 use rand::SeedableRng;
 use sqlx::Row;
 
-use crate::support::{example_config, fresh_db};
+use crate::support::{HOSTILE, example_config, fresh_db};
 
 pub struct Stand {
     pub sim: RunningSim,
@@ -893,4 +893,61 @@ async fn records_breaking_the_portals_write_rules_are_rejected_before_sending_na
         .collect();
     assert_eq!(phones.len(), 20);
     assert!(phones.iter().all(|p| p == "+50622223333"), "{phones:?}");
+}
+
+#[tokio::test]
+async fn hostile_values_from_sql_server_are_rejected_by_the_worker_and_never_reach_hubspot() {
+    let s = stand().await;
+    let mut members: Vec<SqlRow> = rows(60)
+        .into_iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .take(HOSTILE.len() + 2)
+        .collect();
+    for (row, &(field, value, _)) in members.iter_mut().zip(HOSTILE) {
+        row.insert(field.into(), value.into());
+    }
+    // An internationalised domain is sent in its ASCII form.
+    members[HOSTILE.len()].insert("email".into(), "Luis@Correo.Café.cr".into());
+
+    enqueue(&s.queue, &members, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    let rejected = HOSTILE.len() as u64;
+    assert_eq!(
+        (settled.done, settled.rejected),
+        (2, rejected),
+        "{settled:?}"
+    );
+
+    for (row, &(field, value, rule)) in members.iter().zip(HOSTILE) {
+        let key = row["numero_asociado"].to_string();
+        let (state, errors): (String, serde_json::Value) =
+            sqlx::query_as("SELECT state, errors FROM sync_queue WHERE record_key = $1")
+                .bind(&key)
+                .fetch_one(s.queue.pool())
+                .await
+                .unwrap();
+        assert_eq!(state, "rejected", "{value:?}");
+        assert_eq!(errors[0]["field"], field, "{errors}");
+        assert_eq!(errors[0]["rule"], rule, "{errors}");
+    }
+    let contacts = s.sim.contacts();
+    assert_eq!(contacts.len(), 2);
+    let sent: String = contacts
+        .iter()
+        .flat_map(|c| c.properties.values())
+        .cloned()
+        .collect();
+    assert!(
+        !sent
+            .chars()
+            .any(|c| hubsync::validation::text::unsafe_kind(c, false).is_some()),
+        "{sent:?}"
+    );
+    assert!(
+        contacts
+            .iter()
+            .any(|c| c.properties.get("email").map(String::as_str)
+                == Some("luis@correo.xn--caf-dma.cr")),
+        "the ASCII form was sent"
+    );
 }
