@@ -27,6 +27,8 @@ pub struct Ctx<'a, R: Rng> {
     /// Partial batches answer 207 (API versions before `2026-09`); otherwise the success status
     /// with the errors in the body.
     pub multi_status: bool,
+    /// The portal's day, for the usage endpoint.
+    pub usage: super::usage::Figures,
 }
 
 #[derive(Debug, Deserialize)]
@@ -668,6 +670,7 @@ mod tests {
             rng: &mut rng,
             correlation: "c".into(),
             multi_status: true,
+            usage: Default::default(),
         };
         f(store, body.to_string().as_bytes(), &mut ctx)
     }
