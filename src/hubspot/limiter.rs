@@ -725,19 +725,29 @@ mod tests {
         text.parse().expect("time")
     }
 
+    /// A budget configured for 250k with `reserve`, seeded at `at` (wall clock) with HubSpot's
+    /// `limit` and `used`, the day ending at midnight UTC; with its instant and wall time.
+    fn seeded(
+        reserve: u64,
+        at: &str,
+        limit: u64,
+        used: u64,
+    ) -> (DailyBudget, Instant, DateTime<Utc>) {
+        let mut budget = DailyBudget::new(250_000, reserve);
+        let (t0, w0) = (Instant::now(), wall(at));
+        budget.seed(&report(limit, used, MIDNIGHT), t0, w0);
+        (budget, t0, w0)
+    }
+
+    const MIDNIGHT: &str = "2026-10-02T00:00:00Z";
+
     #[test]
     fn the_usage_endpoint_seeds_limit_usage_and_reset() {
         // Configured for 250k; HubSpot says 1,000 of which other apps used 900.
-        let mut budget = DailyBudget::new(250_000, 50);
-        let t0 = Instant::now();
-        let w0 = wall("2026-10-01T23:00:00Z");
-        budget.seed(&report(1_000, 900, "2026-10-02T00:00:00Z"), t0, w0);
+        let (mut budget, t0, w0) = seeded(50, "2026-10-01T23:00:00Z", 1_000, 900);
         assert_eq!(budget.remaining(), 100);
         assert_eq!(budget.limit, 1_000);
-        assert_eq!(
-            budget.reported().map(|(_, at)| at),
-            Some(wall("2026-10-02T00:00:00Z"))
-        );
+        assert_eq!(budget.reported().map(|(_, at)| at), Some(wall(MIDNIGHT)));
         for _ in 0..50 {
             budget.spend(t0).expect("above the reserve");
         }
@@ -749,7 +759,7 @@ mod tests {
             ..
         } = err.clone();
         assert_eq!(retry_after, Duration::from_secs(3_600) + RESET_GRACE);
-        assert_eq!(resets_at, Some(wall("2026-10-02T00:00:00Z")));
+        assert_eq!(resets_at, Some(wall(MIDNIGHT)));
         assert!(
             err.to_string()
                 .contains("until HubSpot's daily reset at 2026-10-02T00:00:00Z (in 3601s)"),
@@ -760,7 +770,7 @@ mod tests {
             "the reserve asks for a fresh figure"
         );
         // A fresh figure still at the reserve keeps the block; no further read is wanted.
-        budget.seed(&report(1_000, 951, "2026-10-02T00:00:00Z"), t0, w0);
+        budget.seed(&report(1_000, 951, MIDNIGHT), t0, w0);
         assert!(!budget.refresh_wanted(t0));
         let hour = Duration::from_secs(3_600);
         assert!(
@@ -778,10 +788,7 @@ mod tests {
 
     #[test]
     fn a_fresh_figure_with_room_lifts_the_block_and_headers_only_tighten() {
-        let mut budget = DailyBudget::new(250_000, 10);
-        let t0 = Instant::now();
-        let w0 = wall("2026-10-01T12:00:00Z");
-        budget.seed(&report(100, 80, "2026-10-02T00:00:00Z"), t0, w0);
+        let (mut budget, t0, w0) = seeded(10, "2026-10-01T12:00:00Z", 100, 80);
         // Headers within the reported day lower the figure, never raise it.
         budget.observe(50, t0);
         assert_eq!(budget.remaining(), 20);
@@ -792,22 +799,19 @@ mod tests {
         }
         assert!(budget.spend(t0).is_err());
         // The limit was raised meanwhile: HubSpot's figure leaves room again.
-        budget.seed(&report(1_000, 95, "2026-10-02T00:00:00Z"), t0, w0);
+        budget.seed(&report(1_000, 95, MIDNIGHT), t0, w0);
         budget.spend(t0).expect("room again");
         assert_eq!(budget.remaining(), 904);
     }
 
     #[test]
     fn a_daily_429_waits_for_the_reported_reset_and_outranks_a_cached_figure() {
-        let mut budget = DailyBudget::new(250_000, 10);
-        let t0 = Instant::now();
-        let w0 = wall("2026-10-01T23:30:00Z");
-        budget.seed(&report(1_000, 500, "2026-10-02T00:00:00Z"), t0, w0);
+        let (mut budget, t0, w0) = seeded(10, "2026-10-01T23:30:00Z", 1_000, 500);
         let half_hour = Duration::from_secs(1_800);
         assert_eq!(budget.exhausted(t0), half_hour + RESET_GRACE);
         assert!(budget.refresh_wanted(t0));
         // A (cached) figure with room does not lift HubSpot's 429.
-        budget.seed(&report(1_000, 500, "2026-10-02T00:00:00Z"), t0, w0);
+        budget.seed(&report(1_000, 500, MIDNIGHT), t0, w0);
         assert!(budget.spend(t0 + half_hour).is_err());
         budget
             .spend(t0 + half_hour + RESET_GRACE)

@@ -144,23 +144,15 @@ mod tests {
             collected_at: None,
             fetch_status: "SUCCESS".into(),
         };
-        // Ahead: as reported.
-        assert_eq!(
-            report.next_reset(at("2026-10-01T03:59:59Z")),
-            at("2026-10-01T04:00:00Z")
-        );
-        // Behind (HubSpot's legacy example: collected at 06:46, resets at 04:00 that day).
-        assert_eq!(
-            report.next_reset(at("2026-10-01T06:46:40Z")),
-            at("2026-10-02T04:00:00Z")
-        );
-        assert_eq!(
-            report.next_reset(at("2026-10-01T04:00:00Z")),
-            at("2026-10-02T04:00:00Z")
-        );
-        assert_eq!(
-            report.next_reset(at("2026-10-03T05:00:00Z")),
-            at("2026-10-04T04:00:00Z")
-        );
+        for (now, next) in [
+            // Ahead: as reported.
+            ("2026-10-01T03:59:59Z", "2026-10-01T04:00:00Z"),
+            // Behind (HubSpot's legacy example: collected at 06:46, resets at 04:00 that day).
+            ("2026-10-01T06:46:40Z", "2026-10-02T04:00:00Z"),
+            ("2026-10-01T04:00:00Z", "2026-10-02T04:00:00Z"),
+            ("2026-10-03T05:00:00Z", "2026-10-04T04:00:00Z"),
+        ] {
+            assert_eq!(report.next_reset(at(now)), at(next), "at {now}");
+        }
     }
 }

@@ -138,23 +138,24 @@ mod tests {
 
     #[test]
     fn midnight_is_the_accounts() {
-        assert_eq!(
-            next_midnight(chrono_tz::America::Costa_Rica, at("2026-10-01T05:59:59Z")),
-            at("2026-10-01T06:00:00Z")
-        );
-        assert_eq!(
-            next_midnight(chrono_tz::America::Costa_Rica, at("2026-10-01T06:00:00Z")),
-            at("2026-10-02T06:00:00Z")
-        );
-        assert_eq!(
-            next_midnight(chrono_tz::UTC, at("2026-10-01T23:00:00Z")),
-            at("2026-10-02T00:00:00Z")
-        );
-        // Santiago skips 00:00–01:00 when summer time starts (6 September 2026).
-        assert_eq!(
-            next_midnight(chrono_tz::America::Santiago, at("2026-09-05T12:00:00Z")),
-            at("2026-09-06T04:00:00Z")
-        );
+        use chrono_tz::America::{Costa_Rica, Santiago};
+        for (zone, after, midnight) in [
+            (Costa_Rica, "2026-10-01T05:59:59Z", "2026-10-01T06:00:00Z"),
+            (Costa_Rica, "2026-10-01T06:00:00Z", "2026-10-02T06:00:00Z"),
+            (
+                chrono_tz::UTC,
+                "2026-10-01T23:00:00Z",
+                "2026-10-02T00:00:00Z",
+            ),
+            // Santiago skips 00:00–01:00 when summer time starts (6 September 2026).
+            (Santiago, "2026-09-05T12:00:00Z", "2026-09-06T04:00:00Z"),
+        ] {
+            assert_eq!(
+                next_midnight(zone, at(after)),
+                at(midnight),
+                "{zone} {after}"
+            );
+        }
     }
 
     #[test]
