@@ -44,6 +44,8 @@ pub async fn engine(config: &Config) -> Result<(Queue, Engine), Failure> {
     let queue = Queue::new(pool, config.queue.clone());
     let engine = crate::sync::engine::build(config, &queue)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    // What the account has left today, before the first HubSpot call (a failure is a warning).
+    engine.hubspot.refresh_daily_budget().await;
     Ok((queue, engine))
 }
 

@@ -173,9 +173,10 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
     http_state.set_limiter(engine.hubspot.limiter().clone());
     // HubSpot may be down now; a property problem is logged, the service still starts (and
-    // a reload only applies a configuration that passes).
+    // a reload only applies a configuration that passes). The daily budget is read first, so
+    // nothing is sent before hubsync knows what the account has left today.
     let problems = tokio::select! {
-        problems = reload::check_properties(&engine, &config) => problems,
+        problems = reload::check_hubspot(&engine, &config) => problems,
         _ = signals.terminate() => return Ok(stopped(&http_token)),
     };
     for problem in problems {
