@@ -86,6 +86,17 @@ pub enum HubSpotError {
 }
 
 impl HubSpotError {
+    /// How long until calling again can succeed, when HubSpot's answer (or the budget) says:
+    /// the daily reset, or the end of an account migration.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Budget(BudgetError::DailyReserve { retry_after, .. })
+            | Self::DailyLimit { retry_after }
+            | Self::Migrating { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// Whether the caller should stop calling HubSpot for a while (budget, auth, migration,
     /// setup).
     pub fn stops_all_calls(&self) -> bool {

@@ -107,6 +107,10 @@ pub struct ItemError {
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// The failure says when trying again can help (HubSpot's daily budget resets, an account
+    /// migration ends): the item waits that long without being charged an attempt.
+    #[serde(skip)]
+    pub wait: Option<std::time::Duration>,
 }
 
 impl ItemError {
@@ -117,6 +121,15 @@ impl ItemError {
             field: None,
             rule: None,
             http_status: None,
+            wait: None,
+        }
+    }
+
+    /// A HubSpot call that failed as a whole; waits out a daily budget or a migration.
+    pub fn hubspot(e: &crate::hubspot::HubSpotError) -> Self {
+        Self {
+            wait: e.retry_after(),
+            ..Self::new("hubspot", e.to_string())
         }
     }
 

@@ -951,3 +951,58 @@ async fn hostile_values_from_sql_server_are_rejected_by_the_worker_and_never_rea
         "the ASCII form was sent"
     );
 }
+
+#[tokio::test]
+async fn at_the_daily_reserve_items_wait_for_hubspots_reset_without_spending_attempts() {
+    // Other apps on the portal have used all but 5,000 of the day's 20,000 requests; hubsync
+    // keeps a reserve of 10,000.
+    let options = SimOptions {
+        daily_limit: Some(20_000),
+        other_apps_usage: 15_000,
+        ..SimOptions::lagging()
+    };
+    let s = stand_with(options, &contacts_config(), None).await;
+    s.worker
+        .handler
+        .client
+        .refresh_daily_budget()
+        .await
+        .expect("usage read");
+    let members: Vec<SqlRow> = rows(200)
+        .into_iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .take(50)
+        .collect();
+    enqueue(&s.queue, &members, 1).await;
+    let writes = s.sim.stats().write_requests();
+    let settled = s.worker.drain().await.unwrap();
+    // Deferred items are pending again (counted as retried), none done or dead.
+    assert_eq!((settled.done, settled.dead), (0, 0), "{settled:?}");
+    assert_eq!(
+        s.sim.stats().write_requests(),
+        writes,
+        "nothing sent at the reserve"
+    );
+    let waiting: Vec<(i32, String, f64)> = sqlx::query_as(
+        "SELECT attempts, state, extract(epoch FROM run_after - now())::float8 \
+         FROM sync_queue WHERE direction = 'to_hubspot'",
+    )
+    .fetch_all(s.queue.pool())
+    .await
+    .unwrap();
+    assert_eq!(waiting.len(), 50);
+    // HubSpot's reset is at the next midnight in the account's time zone.
+    let reset_in = s.sim.usage().resets_at - chrono::Utc::now();
+    for (attempts, state, wait_s) in &waiting {
+        assert_eq!(
+            (*attempts, state.as_str()),
+            (0, "pending"),
+            "no attempt charged"
+        );
+        let off = (wait_s - reset_in.as_seconds_f64()).abs();
+        assert!(
+            off < 120.0,
+            "waits until the reset: {wait_s} s vs {reset_in}"
+        );
+    }
+}
