@@ -1,5 +1,7 @@
 //! The HTTP listener: `/healthz` (alive), `/readyz` (dependencies reachable; JSON naming what is
-//! not) and `/metrics` (Prometheus text).
+//! not) and `/metrics` (Prometheus text), hardened against clients that hold connections open:
+//! a header-read timeout, a cap on open connections (a new one closes the oldest) and a small
+//! request body limit.
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -85,14 +87,70 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
+/// A connection must send a request's headers within this time, and an idle keep-alive
+/// connection is closed after it.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open connections at most; accepting one more closes the oldest, so clients that hold
+/// connections open can neither exhaust file descriptors nor lock the probes out.
+pub const MAX_CONNECTIONS: usize = 64;
+/// No endpoint takes a body.
+const MAX_BODY: usize = 16 * 1024;
+/// The longest a connection lives, whatever it does (a scraper reconnects).
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+
 /// Serves until `token` is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+    let router = router(state).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY));
+    // Oldest first; a connection's token is cancelled when it ends or is evicted.
+    let mut open: std::collections::VecDeque<CancellationToken> = Default::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = token.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        while tasks.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, usually: back off instead of spinning.
+                tracing::warn!(error = %e, "HTTP listener cannot accept a connection");
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                }
+            }
+        };
+        open.retain(|c| !c.is_cancelled());
+        while open.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = open.pop_front() {
+                oldest.cancel();
+            }
+        }
+        let closed = token.child_token();
+        open.push_back(closed.clone());
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tasks.spawn(async move {
+            let _ends = closed.clone().drop_guard();
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = closed.cancelled() => {}
+                _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {}
+            }
+        });
+    }
+    tasks.shutdown().await;
     Ok(())
 }

@@ -476,3 +476,56 @@ async fn run_once_syncs_sql_server_members_to_hubspot_and_exits_1_on_rejections(
     assert_eq!(writes(&sims), before);
     assert_eq!(to_sql().await, [("SKIP".to_string(), done)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_holding_a_partial_request_never_lock_the_probes_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_pool, url) = fresh_db().await;
+    let daemon = Daemon::start(&url).await;
+    daemon.expect_notify("READY=1");
+    let addr = format!("127.0.0.1:{}", daemon.port);
+    // 500 clients send the start of a request and then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..500 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: hubsync\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let ready = http.get(daemon.url("/readyz")).send().await;
+    assert_eq!(
+        ready.map(|r| r.status().as_u16()).ok(),
+        Some(200),
+        "/readyz answers within 1 s"
+    );
+    // The oldest were closed to make room; the newest is closed once the header timeout passes.
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(
+            hubsync::daemon::http::HEADER_READ_TIMEOUT + Duration::from_secs(10),
+            s.read(&mut buf),
+        )
+        .await;
+        // Closed: end of file, a reset, or a 408 answer before the close.
+        matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+            || matches!(read, Ok(Ok(n)) if buf[..n].starts_with(b"HTTP/1.1 408"))
+    };
+    let newest = slow.pop().unwrap();
+    let oldest = slow.remove(0);
+    assert!(
+        closed(oldest).await,
+        "the oldest partial connection was closed"
+    );
+    assert!(
+        closed(newest).await,
+        "an idle partial connection is closed after the timeout"
+    );
+    drop(slow);
+    let (code, _) = daemon.stop();
+    assert_eq!(code, Some(0));
+}
