@@ -13,6 +13,7 @@ mod hubspot_client;
 mod hubspot_conformance;
 mod hubspot_sim;
 mod links;
+mod merges;
 mod mssql;
 mod mssql_sim;
 mod privacy;
