@@ -26,6 +26,10 @@ pub struct BackfillArgs {
     /// Print what would be done (one JSON line per record) and write nothing anywhere.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: print the planned values as they are; personal data (every value sent,
+    /// emails, identity numbers, quoted values in errors) is masked otherwise.
+    #[arg(long, requires = "dry_run")]
+    pub unmask: bool,
     /// Start from the beginning even when an earlier backfill was interrupted.
     #[arg(long)]
     pub restart: bool,
@@ -40,6 +44,8 @@ pub async fn engine(config: &Config) -> Result<(Queue, Engine), Failure> {
     let queue = Queue::new(pool, config.queue.clone());
     let engine = crate::sync::engine::build(config, &queue)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    // What the account has left today, before the first HubSpot call (a failure is a warning).
+    engine.hubspot.refresh_daily_budget().await;
     Ok((queue, engine))
 }
 
@@ -69,7 +75,7 @@ pub async fn run(config_path: &Path, args: BackfillArgs) -> Result<u8, Failure> 
         .filter(|o| args.object.as_ref().is_none_or(|n| *n == o.name));
     if args.dry_run {
         let plan: Vec<_> = objects.map(|o| (o, args.direction)).collect();
-        return dry_run(&queue, &plan, Scope::Everything).await;
+        return dry_run(&queue, &plan, Scope::Everything, args.unmask).await;
     }
     for object in objects {
         let bar = ProgressBar::new(0);
@@ -107,14 +113,20 @@ pub async fn run(config_path: &Path, args: BackfillArgs) -> Result<u8, Failure> 
     Ok(exit::OK)
 }
 
-/// Plans each (object, direction) and prints the operations on stdout and a summary on stderr;
-/// exit 1 when the plan rejects any record (as the real run would), else 0.
+/// Plans each (object, direction) and prints the operations on stdout (values masked unless
+/// `unmask`) and a summary on stderr; exit 1 when the plan rejects any record (as the real run
+/// would), else 0.
 pub async fn dry_run(
     queue: &Queue,
     plan: &[(&crate::sync::engine::ObjectSync, Direction)],
     scope: Scope,
+    unmask: bool,
 ) -> Result<u8, Failure> {
-    let mut report = Report::default();
+    let mut report = if unmask {
+        Report::unmasked()
+    } else {
+        Report::default()
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for (object, direction) in plan {

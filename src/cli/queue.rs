@@ -37,7 +37,9 @@ pub enum QueueCommand {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
-    /// Delete finished items older than queue.retention now (the daemon also does this).
+    /// Apply retention now (the daemon also does this): delete finished items older than
+    /// queue.retention, drop the payload values of rejected and dead items older than
+    /// queue.rejected_payload_retention, delete conflicts older than queue.conflict_retention.
     Prune,
 }
 
@@ -154,11 +156,12 @@ pub async fn run(command: QueueCommand, config: &Config) -> Result<u8, Failure> 
             }
         }
         QueueCommand::Prune => {
-            let n = queue
-                .prune(config.queue.retention, config.queue.prune_batch)
-                .await
-                .map_err(db)?;
-            println!("pruned {n} finished item(s)");
+            let done = queue.enforce_retention().await.map_err(db)?;
+            println!(
+                "pruned {} finished item(s), dropped the payload values of {} rejected or dead \
+                 item(s), deleted {} conflict(s)",
+                done.items, done.payloads_dropped, done.conflicts
+            );
         }
     }
     Ok(exit::OK)

@@ -53,6 +53,18 @@ pub fn check(config: &Config, problems: &mut Problems) {
     b.duration("queue.retry_max", q.retry_max, 100 * MS, 7 * DAY);
     b.duration("queue.poll_interval", q.poll_interval, 100 * MS, HOUR);
     b.duration("queue.retention", q.retention, MINUTE, 3650 * DAY);
+    b.duration(
+        "queue.rejected_payload_retention",
+        q.rejected_payload_retention,
+        MINUTE,
+        3650 * DAY,
+    );
+    b.duration(
+        "queue.conflict_retention",
+        q.conflict_retention,
+        MINUTE,
+        3650 * DAY,
+    );
     b.number("queue.prune_batch", q.prune_batch, 1, 100_000);
     b.duration("queue.stuck_after", q.stuck_after, SECOND, 30 * DAY);
 
@@ -194,7 +206,8 @@ mod tests {
     #[test]
     fn reports_out_of_range_values_once() {
         let mut config: Config = serde_yaml::from_str(
-            "queue: {workers: 100000000, poll_interval: 0s, retention: 500000y}\n",
+            "queue: {workers: 100000000, poll_interval: 0s, retention: 500000y, \
+             rejected_payload_retention: 0s, conflict_retention: 20000d}\n",
         )
         .unwrap();
         config.hubspot.timeout = Duration::ZERO;
@@ -209,6 +222,8 @@ mod tests {
                 "queue.workers: 100000000 is not between 1 and 64",
                 "queue.poll_interval: 0s is not between 100ms and 1h",
                 "queue.retention: 182625000d is not between 1m and 3650d",
+                "queue.rejected_payload_retention: 0s is not between 1m and 3650d",
+                "queue.conflict_retention: 20000d is not between 1m and 3650d",
             ]
         );
     }

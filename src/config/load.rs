@@ -84,6 +84,7 @@ fn load_noting(
             return Err(ConfigError::Invalid(problems.into_vec()));
         }
     };
+    note_literal_secrets(&value, "", substituted);
     interpolate(&mut value, "", env, substituted, &mut problems);
 
     let Some(mut config) = deserialize_all(text, value, &mut problems) else {
@@ -105,6 +106,33 @@ fn load_noting(
         Ok(config)
     } else {
         Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// Notes the secrets written literally in the file (not as `${VAR}`, which interpolation
+/// notes with its variable), so no problem message shows them: the string at each secret key,
+/// and any string anywhere that holds something shaped like a secret (`password=…`).
+fn note_literal_secrets(value: &Value, path: &str, substituted: &mut Substituted) {
+    match value {
+        Value::String(text) if !text.contains("${") => {
+            let secret_key = super::scrub::SECRET_KEYS.contains(&path);
+            if secret_key || super::scrub::mask_secret_shapes(text) != *text {
+                substituted.note_literal(path, text);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                if let Value::String(key) = k {
+                    note_literal_secrets(v, &super::interpolate::join(path, key), substituted);
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, v) in items.iter().enumerate() {
+                note_literal_secrets(v, &format!("{path}[{i}]"), substituted);
+            }
+        }
+        _ => {}
     }
 }
 

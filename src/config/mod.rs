@@ -151,6 +151,13 @@ pub struct QueueSettings {
     /// Finished items (done, rejected settled by a newer change, discarded) kept for audit.
     #[serde(with = "duration")]
     pub retention: Duration,
+    /// A record's newest item that ended rejected or dead keeps its payload values this long
+    /// after it finished; then they are dropped (keys, reasons and record key kept).
+    #[serde(with = "duration")]
+    pub rejected_payload_retention: Duration,
+    /// `sync_conflicts` rows (both sides' values) are deleted this long after detection.
+    #[serde(with = "duration")]
+    pub conflict_retention: Duration,
     /// Rows deleted per pruning statement, so pruning never holds long locks.
     pub prune_batch: i64,
     /// A pending item older than this past its due time shows in `sync_queue_stuck`.
@@ -170,6 +177,8 @@ impl Default for QueueSettings {
             retry_max: Duration::from_secs(30 * 60),
             poll_interval: Duration::from_secs(5),
             retention: Duration::from_secs(30 * 24 * 3600),
+            rejected_payload_retention: Duration::from_secs(30 * 24 * 3600),
+            conflict_retention: Duration::from_secs(90 * 24 * 3600),
             prune_batch: 1000,
             stuck_after: Duration::from_secs(15 * 60),
         }

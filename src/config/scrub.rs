@@ -1,6 +1,9 @@
-//! Keeps values taken from the environment out of configuration problems: each problem message
-//! has every such value, and any long piece of one (a truncated quote), replaced by `${NAME}`,
-//! whatever key it landed in and however serde quoted it.
+//! Keeps secrets out of configuration problems: each problem message has every value taken from
+//! the environment, and any long piece of one (a truncated quote), replaced by `${NAME}`,
+//! whatever key it landed in and however serde quoted it; a secret written literally in the file
+//! (`hubspot.token: pat-…`, a whole `sql_server:` given as a connection string) is replaced the
+//! same way by `<secret from KEY>`; and anything shaped like a secret (`password=…`,
+//! `user:password@` in a URL, a HubSpot `pat-…` token) is masked wherever it comes from.
 
 /// Pieces of an environment value this long or longer are replaced wherever they appear
 /// (shorter ones would also hit ordinary words: a URL's `postgres` in a list of section names).
@@ -9,12 +12,54 @@ const MIN_FRAGMENT: usize = 12;
 /// would garble every message).
 const MIN_WHOLE: usize = 3;
 
+use std::sync::LazyLock;
+
+use regex::Regex;
+
 use super::Problem;
 
+/// Keys whose value is a secret (and the sections a secret may be given as, by mistake).
+pub const SECRET_KEYS: &[&str] = &[
+    "postgres.url",
+    "hubspot.token",
+    "sql_server.connection",
+    "postgres",
+    "hubspot",
+    "sql_server",
+];
+
+/// Secret-shaped text: a connection string's password, a URL's password, a HubSpot token.
+static SECRET_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)
+          (?P<kw>\b(?:password|pwd)\s*=\s*)(?:\{[^}]*\}|[^;\s`']*)
+        | (?P<url>://[^:/@\s`']+:)[^@\s`']+@
+        | \bpat-[a-z0-9]{2,}-[0-9a-f-]{8,}
+        ",
+    )
+    .expect("static pattern")
+});
+
+/// `message` with every secret-shaped piece masked.
+pub fn mask_secret_shapes(message: &str) -> String {
+    SECRET_SHAPES
+        .replace_all(message, |c: &regex::Captures<'_>| {
+            if let Some(kw) = c.name("kw") {
+                format!("{}***", kw.as_str())
+            } else if let Some(url) = c.name("url") {
+                format!("{}***@", url.as_str())
+            } else {
+                "pat-***".to_string()
+            }
+        })
+        .into_owned()
+}
+
 /// Values substituted from the environment, with the variable each came from and the key path
-/// it went to.
+/// it went to, and secrets written literally in the file.
 #[derive(Debug, Default, Clone)]
 pub struct Substituted {
+    /// (what replaces the value in messages, the value).
     values: Vec<(String, String)>,
     at: Vec<(String, String)>,
 }
@@ -25,17 +70,29 @@ impl Substituted {
         if !self.at.iter().any(|(p, n)| p == path && n == name) {
             self.at.push((path.to_string(), name.to_string()));
         }
+        self.hide(format!("${{{name}}}"), value);
+    }
+
+    /// Remembers a secret written literally at key `path` (no variable to name).
+    pub fn note_literal(&mut self, path: &str, value: &str) {
+        self.hide(format!("<secret from {path}>"), value);
+    }
+
+    fn hide(&mut self, replacement: String, value: &str) {
         if value.chars().count() >= MIN_WHOLE
-            && !self.values.iter().any(|(n, v)| n == name && v == value)
+            && !self
+                .values
+                .iter()
+                .any(|(r, v)| *r == replacement && v == value)
         {
-            self.values.push((name.to_string(), value.to_string()));
+            self.values.push((replacement, value.to_string()));
         }
     }
 
     /// `problem` with its message scrubbed ([`Self::scrub`]) and, when its key took a value
     /// from the environment, naming the variable: `(the value comes from ${SQL_SERVER})`.
     pub fn explain(&self, problem: Problem) -> Problem {
-        let mut message = self.scrub(&problem.message);
+        let mut message = mask_secret_shapes(&self.scrub(&problem.message));
         let unnamed: Vec<String> = self
             .at
             .iter()
@@ -81,10 +138,8 @@ impl Substituted {
                 }
             }
             match best {
-                Some((len, name)) => {
-                    out.push_str("${");
-                    out.push_str(name);
-                    out.push('}');
+                Some((len, replacement)) => {
+                    out.push_str(replacement);
                     i += len;
                 }
                 None => {
@@ -169,6 +224,36 @@ mod tests {
         assert_eq!(e.message, "invalid type: string \"${SQL_SERVER}\"");
         let e = s.explain(p("queue", "unrelated"));
         assert_eq!(e.message, "unrelated");
+    }
+
+    #[test]
+    fn literal_secrets_are_named_by_their_key() {
+        let mut s = Substituted::default();
+        s.note_literal("hubspot.token", "pat-na1-0000-literal-token");
+        let message = "invalid type: string \"pat-na1-0000-literal-token\", expected struct";
+        assert_eq!(
+            s.scrub(message),
+            "invalid type: string \"<secret from hubspot.token>\", expected struct"
+        );
+    }
+
+    #[test]
+    fn secret_shapes_are_masked_wherever_they_come_from() {
+        assert_eq!(
+            mask_secret_shapes("server=tcp:db;Password=hunter2;user=u"),
+            "server=tcp:db;Password=***;user=u"
+        );
+        assert_eq!(mask_secret_shapes("pwd = {a;b}x"), "pwd = ***x");
+        assert_eq!(
+            mask_secret_shapes("bad `postgres://hub:s3cr%40t@db/x`"),
+            "bad `postgres://hub:***@db/x`"
+        );
+        assert_eq!(
+            mask_secret_shapes("token pat-na1-99999999-8888-7777 refused"),
+            "token pat-*** refused"
+        );
+        let plain = "postgres://db/x: expected one of `service`, `postgres`";
+        assert_eq!(mask_secret_shapes(plain), plain);
     }
 
     #[test]

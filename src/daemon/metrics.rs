@@ -48,6 +48,10 @@ pub struct Metrics {
     pub hubspot_throttled: Gauge,
     pub limiter_wait_seconds: FloatGauge,
     pub daily_budget_remaining: Gauge,
+    pub daily_limit: Gauge,
+    pub daily_usage: Gauge,
+    pub daily_reset_timestamp: Gauge,
+    pub daily_paused: Gauge,
     pub poll_lag_seconds: Family<FlowLabels, FloatGauge>,
     pub ready: Gauge,
 }
@@ -64,6 +68,10 @@ impl Default for Metrics {
             hubspot_throttled: Gauge::default(),
             limiter_wait_seconds: FloatGauge::default(),
             daily_budget_remaining: Gauge::default(),
+            daily_limit: Gauge::default(),
+            daily_usage: Gauge::default(),
+            daily_reset_timestamp: Gauge::default(),
+            daily_paused: Gauge::default(),
             poll_lag_seconds: Family::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
@@ -105,8 +113,28 @@ impl Default for Metrics {
         );
         registry.register(
             "hubspot_daily_budget_remaining",
-            "HubSpot API requests left today (from the rate-limit headers)",
+            "HubSpot API requests left today (from HubSpot's usage endpoint, tightened by the rate-limit headers)",
             m.daily_budget_remaining.clone(),
+        );
+        registry.register(
+            "hubspot_daily_limit",
+            "HubSpot API requests the account may make today (HubSpot's usageLimit, else hubspot.daily_limit)",
+            m.daily_limit.clone(),
+        );
+        registry.register(
+            "hubspot_daily_usage",
+            "HubSpot API requests the account (every app) had made today at the last usage-endpoint read",
+            m.daily_usage.clone(),
+        );
+        registry.register(
+            "hubspot_daily_reset_timestamp_seconds",
+            "When HubSpot's daily limit next resets (Unix time, from the usage endpoint)",
+            m.daily_reset_timestamp.clone(),
+        );
+        registry.register(
+            "hubspot_daily_paused",
+            "1 while hubsync sends nothing to HubSpot because the daily reserve is reached",
+            m.daily_paused.clone(),
         );
         registry.register(
             "poll_lag_seconds",
@@ -141,6 +169,15 @@ impl Metrics {
         if let Some(left) = stats.daily_remaining {
             self.daily_budget_remaining.set(left as i64);
         }
+        self.daily_limit.set(stats.daily_limit as i64);
+        if let Some(usage) = &stats.daily_usage {
+            self.daily_usage.set(usage.current_usage as i64);
+        }
+        if let Some(at) = stats.daily_resets_at {
+            self.daily_reset_timestamp.set(at.timestamp());
+        }
+        self.daily_paused
+            .set(i64::from(stats.daily_paused_until.is_some()));
     }
 
     /// Shows the outcome counters of `objects` (both directions) at 0 before anything settles.
@@ -306,6 +343,16 @@ mod tests {
             pauses: 1,
             daily_remaining: Some(249_000),
             window_remaining: Some(7),
+            daily_limit: 250_000,
+            daily_usage: Some(crate::hubspot::UsageReport {
+                usage_limit: 250_000,
+                current_usage: 1_000,
+                resets_at: "2026-10-02T06:00:00Z".parse().unwrap(),
+                collected_at: None,
+                fetch_status: "SUCCESS".into(),
+            }),
+            daily_resets_at: Some("2026-10-02T06:00:00Z".parse().unwrap()),
+            daily_paused_until: None,
         });
         let text = m.encode();
         for line in [
@@ -313,6 +360,10 @@ mod tests {
             "hubsync_hubspot_throttled 1",
             "hubsync_limiter_wait_seconds 2.5",
             "hubsync_hubspot_daily_budget_remaining 249000",
+            "hubsync_hubspot_daily_limit 250000",
+            "hubsync_hubspot_daily_usage 1000",
+            "hubsync_hubspot_daily_reset_timestamp_seconds 1790920800",
+            "hubsync_hubspot_daily_paused 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing: {text}");
         }

@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// JSON line per record) without writing anywhere.
     #[arg(long, requires = "once")]
     pub dry_run: bool,
+    /// With --dry-run: print the planned values as they are; personal data is masked otherwise.
+    #[arg(long, requires = "dry_run")]
+    pub unmask: bool,
 }
 
 /// `hubsync run`: runs until SIGTERM/SIGINT; exits 0 then, 78 on a configuration error.
@@ -95,7 +98,8 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
             .iter()
             .flat_map(|o| [(o, Direction::ToHubspot), (o, Direction::ToSql)])
             .collect();
-        return crate::cli::backfill::dry_run(&queue, &plan, DryScope::SinceCursor).await;
+        return crate::cli::backfill::dry_run(&queue, &plan, DryScope::SinceCursor, args.unmask)
+            .await;
     }
     let _telemetry = crate::telemetry::init(&config.logging)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
@@ -169,9 +173,10 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
     http_state.set_limiter(engine.hubspot.limiter().clone());
     // HubSpot may be down now; a property problem is logged, the service still starts (and
-    // a reload only applies a configuration that passes).
+    // a reload only applies a configuration that passes). The daily budget is read first, so
+    // nothing is sent before hubsync knows what the account has left today.
     let problems = tokio::select! {
-        problems = reload::check_properties(&engine, &config) => problems,
+        problems = reload::check_hubspot(&engine, &config) => problems,
         _ = signals.terminate() => return Ok(stopped(&http_token)),
     };
     for problem in problems {
@@ -426,10 +431,15 @@ fn spawn_maintenance(sup: &mut Supervisor, queue: &Queue, health: &Arc<Health>, 
     spawn_every(sup, "prune", Duration::from_secs(600), health, move || {
         let queue = q.clone();
         async move {
-            let s = queue.settings();
-            let n = queue.prune(s.retention, s.prune_batch).await?;
-            if n > 0 {
-                tracing::info!(operation = "PRUNE", deleted = n, "pruned finished items");
+            let done = queue.enforce_retention().await?;
+            if !done.is_empty() {
+                tracing::info!(
+                    operation = "PRUNE",
+                    deleted = done.items,
+                    payloads_dropped = done.payloads_dropped,
+                    conflicts_deleted = done.conflicts,
+                    "applied retention"
+                );
             }
             Ok(())
         }

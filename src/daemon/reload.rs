@@ -1,6 +1,7 @@
 //! SIGHUP: re-reads `config.yaml`, checks it (structure, mappings, the HubSpot property
-//! preflight) and builds its sync engine; only a configuration that passes every check replaces
-//! the running one. Every problem of a refused one is logged.
+//! preflight) and builds its sync engine, reading HubSpot's daily usage into the budget; only a
+//! configuration that passes every check replaces the running one. Every problem of a refused
+//! one is logged.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -99,6 +100,13 @@ pub async fn portal_clashes(client: &HubSpotClient, config: &Config) -> Vec<Stri
     lines
 }
 
+/// At start and on reload: reads HubSpot's daily API usage into the budget (a failure is a
+/// warning, never a problem), then checks every object's property uses.
+pub async fn check_hubspot(engine: &Engine, config: &Config) -> Vec<String> {
+    engine.hubspot.refresh_daily_budget().await;
+    check_properties(engine, config).await
+}
+
 /// Checks every object's property uses against HubSpot's definitions; each problem as
 /// `objects.<name>: …`. HubSpot not answering is a problem too: an unverified mapping is not
 /// applied.
@@ -158,7 +166,12 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         keys.push("logging");
     }
     let (a, b) = (&old.queue, &new.queue);
-    if a.lease != b.lease || a.retention != b.retention || a.prune_batch != b.prune_batch {
+    if a.lease != b.lease
+        || a.retention != b.retention
+        || a.rejected_payload_retention != b.rejected_payload_retention
+        || a.conflict_retention != b.conflict_retention
+        || a.prune_batch != b.prune_batch
+    {
         keys.push("queue.lease/retention/prune_batch");
     }
     keys
@@ -196,7 +209,7 @@ pub async fn prepare(
     let queue = Queue::new(queue.pool().clone(), config.queue.clone());
     let engine = crate::sync::engine::build_with(&config, &queue, limiter)
         .map_err(|e| vec![format!("{e:#}")])?;
-    let problems = check_properties(&engine, &config).await;
+    let problems = check_hubspot(&engine, &config).await;
     if !problems.is_empty() {
         return Err(problems);
     }

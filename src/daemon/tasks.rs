@@ -1,5 +1,6 @@
 //! The sync tasks of one running configuration: per object the SQL Server and HubSpot pollers
-//! and the workers of both directions, plus the SQL Server, HubSpot and poller readiness checks.
+//! and the workers of both directions, plus the SQL Server, HubSpot and poller readiness checks
+//! and the periodic read of HubSpot's daily usage.
 //! A reload stops one set gracefully (stop claiming, finish in-flight batches) and starts the next.
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use super::metrics::Metrics;
 use super::supervisor::{Supervisor, beating};
 use super::{spawn_every, systemd};
 use crate::config::Config;
+use crate::hubspot::limiter::USAGE_REFRESH_INTERVAL;
 use crate::queue::{Direction, Queue, Waker};
 use crate::sync::engine::Engine;
 use crate::sync::worker::{BatchHandler, Round, Stop, Worker};
@@ -171,6 +173,20 @@ fn spawn_probes(sup: &mut Supervisor, ctx: &Context, config: &Config, engine: &A
                 Err(_) => (false, no_answer(limit)),
             };
             report(&health, "hubspot", ok, detail);
+            Ok(())
+        }
+    });
+
+    // HubSpot's daily usage, read again every USAGE_REFRESH_INTERVAL (the client also reads it
+    // at the reserve and when the day ends); checked as often as the HubSpot probe, so the
+    // round stays within the watchdog's reach.
+    let client = engine.hubspot.clone();
+    spawn_every(sup, "hubspot-usage", every, &ctx.health, move || {
+        let client = client.clone();
+        async move {
+            client
+                .refresh_daily_budget_older_than(USAGE_REFRESH_INTERVAL)
+                .await;
             Ok(())
         }
     });

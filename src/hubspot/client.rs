@@ -1,12 +1,13 @@
 //! The HubSpot HTTP client: one `reqwest` client, bearer auth from a secret, every request through
 //! the shared [`Limiter`], retries (timeouts, connection errors, 429, 423, 5xx, 477) via
-//! `support::retry`, and the property cache with its preflight.
+//! `support::retry`, the daily budget read from HubSpot's usage endpoint, and the property cache
+//! with its preflight.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -18,6 +19,7 @@ use super::paths::Paths;
 use super::portal::{PropertyRules, ValidationList, object_type_id};
 use super::preflight::{PreflightProblem, PropertyUse, preflight};
 use super::types::{ApiError, PropertyDefs, PropertyList};
+use super::usage::UsageReport;
 use crate::support::retry;
 
 /// How long loaded property definitions are trusted before they are read again.
@@ -34,13 +36,16 @@ pub(crate) struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Rate-limit figures HubSpot sends on non-search answers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What hubsync reads from an answer's headers: the rate-limit figures HubSpot sends on
+/// non-search answers, `Retry-After`, and where a redirect points.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct RateHeaders {
     pub daily_remaining: Option<u64>,
     pub window_remaining: Option<u64>,
     pub interval: Option<Duration>,
     pub retry_after: Option<Duration>,
+    /// `Location`, without its query or fragment.
+    pub location: Option<String>,
 }
 
 impl RateHeaders {
@@ -57,8 +62,46 @@ impl RateHeaders {
             interval: number("x-hubspot-ratelimit-interval-milliseconds")
                 .map(Duration::from_millis),
             retry_after: number("retry-after").map(Duration::from_secs),
+            location: headers
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(['?', '#']).next())
+                .map(str::to_owned),
         }
     }
+}
+
+/// What the client knows of HubSpot's usage endpoint.
+#[derive(Debug, Default)]
+struct UsageState {
+    /// When it was last tried.
+    tried: Option<Instant>,
+    /// It refused in a way that will not change for this client (scope, path, shape): no
+    /// more tries.
+    refused: bool,
+    /// A failure was logged as a warning; later ones are not, until a read succeeds.
+    warned: bool,
+}
+
+/// When [`HubSpotClient::refresh_usage`] reads the endpoint.
+#[derive(Debug, Clone, Copy)]
+enum Refresh {
+    Now,
+    /// When the limiter asks for it (reserve reached, day ended, 429 DAILY).
+    IfWanted,
+    /// When the last try is at least this old.
+    IfOlder(Duration),
+}
+
+/// One request as [`HubSpotClient::attempt`] sends it.
+struct Outgoing<'a> {
+    what: &'a str,
+    lane: Lane,
+    method: Method,
+    url: String,
+    bearer: HeaderValue,
+    query: &'a [(&'a str, String)],
+    body: Option<&'a Value>,
 }
 
 /// The HubSpot client. Cheap to share behind an `Arc`; workers share its limiter.
@@ -74,6 +117,7 @@ pub struct HubSpotClient {
     properties: Cache<PropertyDefs>,
     /// The portal's published validation rules per object, cached like the definitions.
     validations: Cache<Vec<PropertyRules>>,
+    usage: tokio::sync::Mutex<UsageState>,
 }
 
 impl std::fmt::Debug for HubSpotClient {
@@ -126,6 +170,7 @@ impl HubSpotClient {
             max_retry_elapsed: settings.max_retry_elapsed,
             properties: tokio::sync::Mutex::new(HashMap::new()),
             validations: tokio::sync::Mutex::new(HashMap::new()),
+            usage: tokio::sync::Mutex::default(),
         })
     }
 
@@ -164,8 +209,18 @@ impl HubSpotClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Answer, HubSpotError> {
-        let url = format!("{}{path}", self.base);
-        let bearer = self.bearer()?;
+        if self.limiter.usage_wanted() {
+            self.refresh_usage(Refresh::IfWanted).await;
+        }
+        let out = Outgoing {
+            what,
+            lane,
+            method,
+            url: format!("{}{path}", self.base),
+            bearer: self.bearer()?,
+            query,
+            body,
+        };
         let started = Instant::now();
         let mut backoff = retry::exponential(
             self.retry_initial,
@@ -175,45 +230,18 @@ impl HubSpotClient {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            self.limiter.acquire(lane).await?;
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .header(AUTHORIZATION, bearer.clone());
-            if !query.is_empty() {
-                request = request.query(query);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let retry = match request.send().await {
-                Err(e) => Retry {
-                    status: None,
-                    reason: describe(&e),
-                    at_least: Duration::ZERO,
-                },
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = RateHeaders::parse(response.headers());
-                    self.limiter
-                        .observe(headers.daily_remaining, headers.window_remaining);
-                    match response.bytes().await {
-                        Err(e) => Retry {
-                            status: Some(status.as_u16()),
-                            reason: describe(&e),
-                            at_least: Duration::ZERO,
-                        },
-                        Ok(bytes) => match self.classify(what, lane, status, &headers, &bytes)? {
-                            Some(retry) => retry,
-                            None => {
-                                return Ok(Answer {
-                                    status: status.as_u16(),
-                                    body: bytes.to_vec(),
-                                });
-                            }
-                        },
-                    }
+            if let Err(refused) = self.limiter.acquire(lane).await {
+                // Reaching the reserve asks for HubSpot's own figures first: they may leave
+                // room (another app spent less, the limit was raised, the day has reset).
+                if !self.limiter.usage_wanted() {
+                    return Err(refused.into());
                 }
+                self.refresh_usage(Refresh::IfWanted).await;
+                self.limiter.acquire(lane).await?;
+            }
+            let retry = match self.attempt(&out).await? {
+                Ok(answer) => return Ok(answer),
+                Err(retry) => retry,
             };
             use backoff::backoff::Backoff as _;
             let Some(wait) = backoff.next_backoff() else {
@@ -235,6 +263,162 @@ impl HubSpotClient {
                 "retrying HubSpot call"
             );
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Sends one request (its slot already granted) and reads the answer: `Ok(Ok)` for the
+    /// caller, `Ok(Err)` to retry, `Err` to stop.
+    async fn attempt(&self, out: &Outgoing<'_>) -> Result<Result<Answer, Retry>, HubSpotError> {
+        let mut request = self
+            .http
+            .request(out.method.clone(), &out.url)
+            .header(AUTHORIZATION, out.bearer.clone());
+        if !out.query.is_empty() {
+            request = request.query(out.query);
+        }
+        if let Some(body) = out.body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return Ok(Err(Retry {
+                    status: None,
+                    reason: describe(&e),
+                    at_least: Duration::ZERO,
+                }));
+            }
+        };
+        let status = response.status();
+        let headers = RateHeaders::parse(response.headers());
+        self.limiter
+            .observe(headers.daily_remaining, headers.window_remaining);
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return Ok(Err(Retry {
+                    status: Some(status.as_u16()),
+                    reason: describe(&e),
+                    at_least: Duration::ZERO,
+                }));
+            }
+        };
+        Ok(
+            match self.classify(out.what, out.lane, status, &headers, &bytes)? {
+                Some(retry) => Err(retry),
+                None => Ok(Answer {
+                    status: status.as_u16(),
+                    body: bytes.to_vec(),
+                }),
+            },
+        )
+    }
+
+    /// Reads HubSpot's usage endpoint once: the account's daily limit, what every app has used
+    /// today and when the day resets. The request counts against the day but goes out even at
+    /// the reserve, which is kept for it; it is not retried (the next refresh tries again).
+    pub async fn read_usage(&self) -> Result<UsageReport, HubSpotError> {
+        let what = "daily API usage";
+        let out = Outgoing {
+            what,
+            lane: Lane::Standard,
+            method: Method::GET,
+            url: format!("{}{}", self.base, self.paths.account_usage()),
+            bearer: self.bearer()?,
+            query: &[],
+            body: None,
+        };
+        let started = Instant::now();
+        self.limiter.acquire_reserve().await;
+        let answer = match self.attempt(&out).await? {
+            Ok(answer) => answer,
+            Err(retry) => {
+                return Err(HubSpotError::Unavailable {
+                    what: what.to_owned(),
+                    attempts: 1,
+                    elapsed: started.elapsed(),
+                    status: retry.status,
+                    last: retry.reason,
+                });
+            }
+        };
+        if !(200..300).contains(&answer.status) {
+            return Err(refused(what, &answer));
+        }
+        UsageReport::parse(&answer.body).map_err(|detail| HubSpotError::Protocol {
+            what: what.to_owned(),
+            status: answer.status,
+            detail,
+        })
+    }
+
+    /// Reads HubSpot's usage endpoint and seeds the daily budget with it (at start and on
+    /// reload). When it cannot be read, the budget keeps to `hubspot.daily_limit` and the
+    /// rate-limit headers, and the first failure is logged as a warning naming the reason;
+    /// never an error.
+    pub async fn refresh_daily_budget(&self) -> Option<UsageReport> {
+        self.refresh_usage(Refresh::Now).await
+    }
+
+    /// As [`Self::refresh_daily_budget`] when the last read is at least `age` old (the
+    /// service's periodic refresh).
+    pub async fn refresh_daily_budget_older_than(&self, age: Duration) -> Option<UsageReport> {
+        self.refresh_usage(Refresh::IfOlder(age)).await
+    }
+
+    async fn refresh_usage(&self, when: Refresh) -> Option<UsageReport> {
+        // One reader at a time; the others wait and then see its figures.
+        let mut state = self.usage.lock().await;
+        let due = match when {
+            Refresh::Now => true,
+            Refresh::IfWanted => self.limiter.usage_wanted(),
+            Refresh::IfOlder(age) => state.tried.is_none_or(|t| t.elapsed() >= age),
+        };
+        if state.refused || !due {
+            if state.refused {
+                self.limiter.daily_unreported();
+            }
+            return None;
+        }
+        state.tried = Some(Instant::now());
+        match self.read_usage().await {
+            Ok(report) => {
+                self.limiter.seed_daily(&report);
+                if std::mem::take(&mut state.warned) {
+                    tracing::info!("HubSpot's daily API usage can be read again");
+                }
+                tracing::debug!(
+                    usage_limit = report.usage_limit,
+                    current_usage = report.current_usage,
+                    resets_at = %report.resets_at,
+                    fetch_status = %report.fetch_status,
+                    "HubSpot daily API usage"
+                );
+                Some(report)
+            }
+            Err(e) => {
+                self.limiter.daily_unreported();
+                // A refusal about the scope, the path or the answer's shape stays so.
+                state.refused = matches!(
+                    e,
+                    HubSpotError::MissingScope { .. }
+                        | HubSpotError::Rejected { .. }
+                        | HubSpotError::Protocol { .. }
+                        | HubSpotError::Redirected { .. }
+                        | HubSpotError::Config(_)
+                );
+                if std::mem::replace(&mut state.warned, true) {
+                    tracing::debug!(reason = %e, "HubSpot's daily API usage still unreadable");
+                } else {
+                    tracing::warn!(
+                        reason = %e,
+                        retried = !state.refused,
+                        "cannot read HubSpot's daily API usage; the daily budget keeps to \
+                         hubspot.daily_limit and the rate-limit headers"
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -306,6 +490,11 @@ impl HubSpotClient {
                 }
             }
             500..=599 => retry(format!("{status} from HubSpot"), Duration::ZERO),
+            300..=399 => Err(HubSpotError::Redirected {
+                what: what.to_owned(),
+                status: code,
+                location: headers.location.clone(),
+            }),
             _ => {
                 tracing::debug!(call = what, status = code, "HubSpot answered");
                 Ok(None)
@@ -406,19 +595,24 @@ pub(crate) fn expect_ok<T: serde::de::DeserializeOwned>(
     answer: &Answer,
 ) -> Result<T, HubSpotError> {
     if !(200..300).contains(&answer.status) {
-        let error = ApiError::parse(&answer.body);
-        return Err(HubSpotError::Rejected {
-            what: what.to_owned(),
-            status: answer.status,
-            category: error.category().to_owned(),
-            message: error.message().to_owned(),
-        });
+        return Err(refused(what, answer));
     }
     serde_json::from_slice(&answer.body).map_err(|e| HubSpotError::Protocol {
         what: what.to_owned(),
         status: answer.status,
         detail: e.to_string(),
     })
+}
+
+/// A non-2xx answer handed to the caller, as [`HubSpotError::Rejected`].
+fn refused(what: &str, answer: &Answer) -> HubSpotError {
+    let error = ApiError::parse(&answer.body);
+    HubSpotError::Rejected {
+        what: what.to_owned(),
+        status: answer.status,
+        category: error.category().to_owned(),
+        message: error.message().to_owned(),
+    }
 }
 
 /// A transport error in a few words (no URL query, never headers).
@@ -466,6 +660,7 @@ mod tests {
                 window_remaining: Some(97),
                 interval: Some(TEN_SECONDS),
                 retry_after: Some(Duration::from_secs(30)),
+                location: None,
             }
         );
         assert_eq!(
@@ -551,6 +746,38 @@ mod tests {
                 Ok(None)
             ));
         }
+    }
+
+    #[test]
+    fn a_redirect_is_a_setup_error_that_names_the_status_and_not_the_records() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            LOCATION,
+            HeaderValue::from_static("https://login.example.com/sso?session=abc#top"),
+        );
+        let headers = RateHeaders::parse(&h);
+        assert_eq!(
+            headers.location.as_deref(),
+            Some("https://login.example.com/sso")
+        );
+        for status in [301, 302, 307, 308] {
+            let err = classify(status, headers.clone(), "").expect_err("redirect");
+            assert!(
+                matches!(err, HubSpotError::Redirected { status: s, .. } if s == status),
+                "{err:?}"
+            );
+            assert!(err.stops_all_calls());
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "redirect ({status} to https://login.example.com/sso)"
+                )) && text.contains("hubspot.base_url")
+                    && !text.contains("session=abc"),
+                "{text}"
+            );
+        }
+        let bare = classify(302, RateHeaders::default(), "").expect_err("redirect");
+        assert!(bare.to_string().contains("redirect (302)"), "{bare}");
     }
 
     #[test]

@@ -53,6 +53,21 @@ pub enum HubSpotError {
         status: Option<u16>,
         last: String,
     },
+    /// A 3xx answer: HubSpot's API does not redirect and hubsync follows no redirects, so the
+    /// base URL is wrong or a proxy in between answers. About the setup, never the records;
+    /// not retried.
+    #[error(
+        "HubSpot answered {what} with a redirect ({status}{}) that hubsync does not follow: \
+         hubspot.base_url must point at HubSpot's API itself (https://api.hubapi.com), or a \
+         proxy in between is answering",
+        location.as_deref().map(|l| format!(" to {l}")).unwrap_or_default()
+    )]
+    Redirected {
+        what: String,
+        status: u16,
+        /// The `Location` header, without its query.
+        location: Option<String>,
+    },
     /// HubSpot refused the whole request (4xx other than 401/403/429).
     #[error("HubSpot refused {what} ({status} {category}): {message}")]
     Rejected {
@@ -71,7 +86,19 @@ pub enum HubSpotError {
 }
 
 impl HubSpotError {
-    /// Whether the caller should stop calling HubSpot for a while (budget, auth, migration).
+    /// How long until calling again can succeed, when HubSpot's answer (or the budget) says:
+    /// the daily reset, or the end of an account migration.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Budget(BudgetError::DailyReserve { retry_after, .. })
+            | Self::DailyLimit { retry_after }
+            | Self::Migrating { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Whether the caller should stop calling HubSpot for a while (budget, auth, migration,
+    /// setup).
     pub fn stops_all_calls(&self) -> bool {
         matches!(
             self,
@@ -80,6 +107,7 @@ impl HubSpotError {
                 | Self::Budget(_)
                 | Self::DailyLimit { .. }
                 | Self::Migrating { .. }
+                | Self::Redirected { .. }
                 | Self::Config(_)
         )
     }

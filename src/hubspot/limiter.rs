@@ -1,6 +1,7 @@
 //! The process-wide HubSpot request limiter: a rolling-window pacer on `governor` for ordinary
-//! calls, a separate pacer for search, a daily budget fed by the rate-limit headers, a shared
-//! pause after a burst 429, and wait-time accounting for metrics.
+//! calls, a separate pacer for search, a daily budget seeded from HubSpot's usage endpoint and
+//! tightened by the rate-limit headers, a shared pause after a burst 429, and wait-time
+//! accounting for metrics.
 //!
 //! A plain GCRA quota of N per window lets N requests through at once and then refills during the
 //! next window, so a rolling window can see up to 2N. [`window_quota`] instead picks a small burst
@@ -13,18 +14,27 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use super::HubSpotSettings;
+use super::usage::UsageReport;
 
 /// HubSpot's burst window.
 pub const TEN_SECONDS: Duration = Duration::from_secs(10);
-/// How long hubsync stops spending once the daily reserve is reached before it lets one request
-/// through to read the daily headers again (HubSpot resets at midnight in the account's zone).
+/// How long hubsync stops spending once the daily reserve is reached, when HubSpot's reset time
+/// is unknown (its usage endpoint could not be read), before it lets one request through to
+/// read the daily headers again.
 pub const DAILY_PROBE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// How often the service reads HubSpot's usage endpoint again; it also reads it at start, on
+/// reload, when the reserve is reached, when the reported day ends and after a 429 DAILY.
+pub const USAGE_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// How long past HubSpot's reported reset hubsync waits before spending again, for the
+/// difference between HubSpot's clock and this machine's.
+pub const RESET_GRACE: Duration = Duration::from_secs(1);
 
 /// Which pacer a request draws on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +51,31 @@ pub enum BudgetError {
     /// The daily budget is down to the configured reserve (or HubSpot answered 429 DAILY).
     #[error(
         "HubSpot daily API budget reached: {remaining} requests left today, reserve is {reserve}; \
-         hubsync stops calling HubSpot until the daily reset (next check in {}s)",
-        retry_after.as_secs()
+         hubsync stops calling HubSpot {}",
+        until_reset(resets_at.as_ref(), *retry_after)
     )]
     DailyReserve {
         remaining: u64,
         reserve: u64,
         retry_after: Duration,
+        /// HubSpot's reported reset, when its usage endpoint could be read.
+        resets_at: Option<DateTime<Utc>>,
     },
+}
+
+/// "until …" for a refusal: the reported reset, or the next check when none is known.
+fn until_reset(resets_at: Option<&DateTime<Utc>>, retry_after: Duration) -> String {
+    match resets_at {
+        Some(at) => format!(
+            "until HubSpot's daily reset at {} (in {}s)",
+            at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            retry_after.as_secs()
+        ),
+        None => format!(
+            "until the daily reset (next check in {}s)",
+            retry_after.as_secs()
+        ),
+    }
 }
 
 /// The quota that keeps every closed window of `window` (plus [`jitter_margin`]) at or below
@@ -124,18 +151,36 @@ impl WindowPacer<DefaultClock> {
     }
 }
 
-/// The daily budget: the last `X-HubSpot-RateLimit-Daily-Remaining` minus later grants, and the
-/// block that starts when the reserve is reached. Pure: callers pass the time.
+/// The day HubSpot's usage endpoint reported.
+#[derive(Debug, Clone)]
+struct ReportedDay {
+    report: UsageReport,
+    /// The reset on the wall clock.
+    resets_at: DateTime<Utc>,
+    /// The reset plus [`RESET_GRACE`] on the monotonic clock.
+    resets: Instant,
+}
+
+/// The daily budget: the account's figures from HubSpot's usage endpoint (limit, what every app
+/// has used, when the day resets) or else the configured limit, tightened by the
+/// `X-HubSpot-RateLimit-Daily-Remaining` headers, minus later grants; and the block that starts
+/// when the reserve is reached. Pure: callers pass the time.
 #[derive(Debug)]
 pub struct DailyBudget {
     limit: u64,
     reserve: u64,
-    /// Last daily-remaining figure HubSpot sent.
+    /// Last daily-remaining figure HubSpot sent (usage endpoint or headers).
     remaining: Option<u64>,
     /// Grants since that figure (or since start when none was seen).
     spent_since: u64,
     /// No spending before this instant (reserve reached or 429 DAILY).
     blocked_until: Option<Instant>,
+    /// The block comes from a 429 DAILY, which a (possibly cached) usage figure does not lift.
+    exhausted: bool,
+    /// The day the usage endpoint reported, until it ends.
+    day: Option<ReportedDay>,
+    /// The usage endpoint should be read before spending more.
+    refresh_wanted: bool,
 }
 
 impl DailyBudget {
@@ -146,6 +191,9 @@ impl DailyBudget {
             remaining: None,
             spent_since: 0,
             blocked_until: None,
+            exhausted: false,
+            day: None,
+            refresh_wanted: false,
         }
     }
 
@@ -158,31 +206,29 @@ impl DailyBudget {
 
     /// May one more request go out at `now`? Spends it if so.
     pub fn spend(&mut self, now: Instant) -> Result<(), BudgetError> {
+        self.roll(now);
         let remaining = self.remaining();
         match self.blocked_until {
-            Some(until) if now < until => {
-                return Err(BudgetError::DailyReserve {
-                    remaining,
-                    reserve: self.reserve,
-                    retry_after: until - now,
-                });
-            }
+            Some(until) if now < until => return Err(self.refusal(remaining, until - now)),
             Some(_) => {
                 // Probe: one request goes out and its headers tell the new figure.
                 self.blocked_until = None;
+                self.exhausted = false;
             }
             None if remaining <= self.reserve => {
-                self.blocked_until = Some(now + DAILY_PROBE_INTERVAL);
+                let wait = self.block(now);
+                // Read HubSpot's figure before staying put: another app may have spent less, or
+                // the limit may have been raised.
+                self.refresh_wanted = true;
+                let refusal = self.refusal(remaining, wait);
                 tracing::warn!(
                     remaining,
                     reserve = self.reserve,
+                    resets_at = ?self.day.as_ref().map(|d| d.resets_at),
+                    wait_s = wait.as_secs(),
                     "HubSpot daily budget reached the reserve; pausing HubSpot calls"
                 );
-                return Err(BudgetError::DailyReserve {
-                    remaining,
-                    reserve: self.reserve,
-                    retry_after: DAILY_PROBE_INTERVAL,
-                });
+                return Err(refusal);
             }
             None => {}
         }
@@ -190,17 +236,112 @@ impl DailyBudget {
         Ok(())
     }
 
-    /// A daily-remaining figure from HubSpot's headers.
-    pub fn observe(&mut self, remaining: u64) {
+    /// Spends one request of the reserve itself, block or not: reading the usage endpoint is
+    /// what the reserve keeps room for.
+    pub fn spend_reserve(&mut self, now: Instant) {
+        self.roll(now);
+        self.spent_since += 1;
+    }
+
+    /// A daily-remaining figure from HubSpot's headers. Within a day the usage endpoint
+    /// reported, the headers can only lower the figure; otherwise they set it.
+    pub fn observe(&mut self, remaining: u64, now: Instant) {
+        self.roll(now);
+        if self.day.is_some() && remaining >= self.remaining() {
+            return;
+        }
         self.remaining = Some(remaining);
         self.spent_since = 0;
     }
 
-    /// HubSpot answered 429 DAILY at `now`.
+    /// The usage endpoint's figures, read at `now` (`wall` on the wall clock): they replace
+    /// the limit, what is left and the reset time. A block at the reserve lasts until the
+    /// reported reset, or ends when the figures leave room above the reserve.
+    pub fn seed(&mut self, report: &UsageReport, now: Instant, wall: DateTime<Utc>) {
+        let resets_at = report.next_reset(wall);
+        let ahead = (resets_at - wall).to_std().unwrap_or_default();
+        self.limit = report.usage_limit;
+        self.remaining = Some(report.remaining());
+        self.spent_since = 0;
+        self.refresh_wanted = false;
+        self.day = Some(ReportedDay {
+            report: report.clone(),
+            resets_at,
+            resets: now + ahead + RESET_GRACE,
+        });
+        if self.remaining() <= self.reserve {
+            self.block(now);
+        } else if !self.exhausted {
+            self.blocked_until = None;
+        }
+    }
+
+    /// The usage endpoint could not be read: today's figures stand, no new read is wanted.
+    pub fn unreported(&mut self, now: Instant) {
+        self.roll(now);
+        self.refresh_wanted = false;
+    }
+
+    /// HubSpot answered 429 DAILY at `now`: no spending until the reported reset (or the next
+    /// probe). Returns how long that is.
     pub fn exhausted(&mut self, now: Instant) -> Duration {
-        self.observe(0);
-        self.blocked_until = Some(now + DAILY_PROBE_INTERVAL);
-        DAILY_PROBE_INTERVAL
+        self.roll(now);
+        self.remaining = Some(0);
+        self.spent_since = 0;
+        self.exhausted = true;
+        self.refresh_wanted = true;
+        self.block(now)
+    }
+
+    /// Whether the usage endpoint should be read before spending more: the reserve was
+    /// reached, HubSpot answered 429 DAILY or the reported day ended.
+    pub fn refresh_wanted(&self, now: Instant) -> bool {
+        self.refresh_wanted || self.day.as_ref().is_some_and(|d| now >= d.resets)
+    }
+
+    /// Until when spending is held back, if it is at `now`.
+    pub fn blocked_until(&self, now: Instant) -> Option<Instant> {
+        self.blocked_until.filter(|until| *until > now)
+    }
+
+    /// The usage endpoint's last figures and the reset they lead to, within their day.
+    pub fn reported(&self) -> Option<(&UsageReport, DateTime<Utc>)> {
+        self.day.as_ref().map(|d| (&d.report, d.resets_at))
+    }
+
+    /// Blocks spending until the reported reset, or for a probe interval when none is known;
+    /// returns how long.
+    fn block(&mut self, now: Instant) -> Duration {
+        let until = match &self.day {
+            Some(day) if day.resets > now => day.resets,
+            _ => now + DAILY_PROBE_INTERVAL,
+        };
+        self.blocked_until = Some(until);
+        until - now
+    }
+
+    /// Past the reported reset a new day starts with the whole limit, and HubSpot's figures
+    /// are wanted again.
+    fn roll(&mut self, now: Instant) {
+        if self.day.as_ref().is_some_and(|d| now >= d.resets) {
+            self.day = None;
+            self.remaining = Some(self.limit);
+            self.spent_since = 0;
+            self.refresh_wanted = true;
+            if self.blocked_until.is_some_and(|until| until <= now) {
+                self.blocked_until = None;
+                self.exhausted = false;
+            }
+        }
+    }
+
+    fn refusal(&self, remaining: u64, retry_after: Duration) -> BudgetError {
+        BudgetError::DailyReserve {
+            remaining,
+            reserve: self.reserve,
+            retry_after,
+            resets_at: self.day.as_ref().map(|d| d.resets_at),
+        }
     }
 }
 
@@ -219,6 +360,15 @@ pub struct LimiterStats {
     pub daily_remaining: Option<u64>,
     /// Last `X-HubSpot-RateLimit-Remaining` HubSpot reported.
     pub window_remaining: Option<u64>,
+    /// The daily limit in force: HubSpot's reported `usageLimit`, else `hubspot.daily_limit`.
+    pub daily_limit: u64,
+    /// The account's figures as HubSpot's usage endpoint last reported them, within their day
+    /// (none when the endpoint could not be read).
+    pub daily_usage: Option<UsageReport>,
+    /// The next daily reset those figures lead to.
+    pub daily_resets_at: Option<DateTime<Utc>>,
+    /// While hubsync holds back at the reserve (or after a 429 DAILY): until when.
+    pub daily_paused_until: Option<DateTime<Utc>>,
 }
 
 /// The one limiter per process; share it (`Arc`) between every worker and client.
@@ -280,6 +430,18 @@ impl Limiter {
     pub async fn acquire(&self, lane: Lane) -> Result<(), BudgetError> {
         // Budget first, so a refused caller does not wait for a slot it will not use.
         lock(&self.daily).spend(Instant::now())?;
+        self.slot(lane).await;
+        Ok(())
+    }
+
+    /// Waits for a standard slot for a request the reserve is kept for (reading the usage
+    /// endpoint): it counts against the day but goes out even at the reserve.
+    pub async fn acquire_reserve(&self) {
+        lock(&self.daily).spend_reserve(Instant::now());
+        self.slot(Lane::Standard).await;
+    }
+
+    async fn slot(&self, lane: Lane) {
         let started = tokio::time::Instant::now();
         loop {
             let paused = *lock(&self.paused_until);
@@ -304,20 +466,49 @@ impl Limiter {
             Lane::Standard => self.granted.fetch_add(1, Ordering::Relaxed),
             Lane::Search => self.search_granted.fetch_add(1, Ordering::Relaxed),
         };
-        Ok(())
     }
 
     /// Records the `X-HubSpot-RateLimit-Daily-Remaining` and `-Remaining` figures of a response.
     pub fn observe(&self, daily_remaining: Option<u64>, window_remaining: Option<u64>) {
         if let Some(remaining) = daily_remaining {
-            lock(&self.daily).observe(remaining);
+            lock(&self.daily).observe(remaining, Instant::now());
         }
         if let Some(remaining) = window_remaining {
             self.window_remaining.store(remaining, Ordering::Relaxed);
         }
     }
 
-    /// HubSpot answered 429 DAILY: stop spending until the next probe.
+    /// Seeds the daily budget with the figures of HubSpot's usage endpoint.
+    pub fn seed_daily(&self, report: &UsageReport) {
+        lock(&self.daily).seed(report, Instant::now(), Utc::now());
+    }
+
+    /// The usage endpoint could not be read: the budget keeps its figures.
+    pub fn daily_unreported(&self) {
+        lock(&self.daily).unreported(Instant::now());
+    }
+
+    /// Whether HubSpot's usage endpoint should be read before spending more (the reserve was
+    /// reached, the reported day ended, or HubSpot answered 429 DAILY).
+    pub fn usage_wanted(&self) -> bool {
+        lock(&self.daily).refresh_wanted(Instant::now())
+    }
+
+    /// Resolves once the daily budget may be spent again: at once when nothing holds it back,
+    /// else at HubSpot's reported reset (or the next probe when the reset is unknown).
+    pub async fn daily_budget_back(&self) {
+        loop {
+            let until = lock(&self.daily).blocked_until(Instant::now());
+            match until {
+                Some(until) => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// HubSpot answered 429 DAILY: stop spending until the reported reset (or the next probe).
     pub fn daily_exhausted(&self) -> Duration {
         lock(&self.daily).exhausted(Instant::now())
     }
@@ -338,9 +529,20 @@ impl Limiter {
     }
 
     pub fn stats(&self) -> LimiterStats {
-        let daily_remaining = lock(&self.daily).remaining;
+        let (now, wall) = (Instant::now(), Utc::now());
+        let daily = lock(&self.daily);
+        let daily_remaining = daily.remaining;
+        let reported = daily.reported();
+        let paused = daily.blocked_until(now).and_then(|until| {
+            let ahead = chrono::TimeDelta::from_std(until - now).ok()?;
+            wall.checked_add_signed(ahead)
+        });
         let window_remaining = self.window_remaining.load(Ordering::Relaxed);
         LimiterStats {
+            daily_limit: daily.limit,
+            daily_usage: reported.map(|(report, _)| report.clone()),
+            daily_resets_at: reported.map(|(_, at)| at),
+            daily_paused_until: paused,
             granted: self.granted.load(Ordering::Relaxed),
             search_granted: self.search_granted.load(Ordering::Relaxed),
             waited: Duration::from_nanos(self.waited_nanos.load(Ordering::Relaxed)),
@@ -474,7 +676,7 @@ mod tests {
     fn daily_reserve_stops_spending_and_reports_it() {
         let mut budget = DailyBudget::new(1_000, 100);
         let t0 = Instant::now();
-        budget.observe(102);
+        budget.observe(102, t0);
         budget.spend(t0).expect("102 left");
         budget.spend(t0).expect("101 left");
         let err = budget.spend(t0).expect_err("reserve");
@@ -487,7 +689,7 @@ mod tests {
         budget.spend(t0 + DAILY_PROBE_INTERVAL).expect("probe");
         // … and if the day has not reset the next is refused again.
         assert!(budget.spend(t0 + DAILY_PROBE_INTERVAL).is_err());
-        budget.observe(250_000);
+        budget.observe(250_000, t0 + DAILY_PROBE_INTERVAL);
         budget.spend(t0 + DAILY_PROBE_INTERVAL * 3).expect("reset");
         assert_eq!(budget.remaining(), 249_999);
     }
@@ -507,6 +709,160 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(budget.exhausted(t0), DAILY_PROBE_INTERVAL);
         assert!(budget.spend(t0 + Duration::from_secs(1)).is_err());
+    }
+
+    fn report(limit: u64, used: u64, resets_at: &str) -> UsageReport {
+        UsageReport {
+            usage_limit: limit,
+            current_usage: used,
+            resets_at: resets_at.parse().expect("time"),
+            collected_at: None,
+            fetch_status: "SUCCESS".into(),
+        }
+    }
+
+    fn wall(text: &str) -> DateTime<Utc> {
+        text.parse().expect("time")
+    }
+
+    /// A budget configured for 250k with `reserve`, seeded at `at` (wall clock) with HubSpot's
+    /// `limit` and `used`, the day ending at midnight UTC; with its instant and wall time.
+    fn seeded(
+        reserve: u64,
+        at: &str,
+        limit: u64,
+        used: u64,
+    ) -> (DailyBudget, Instant, DateTime<Utc>) {
+        let mut budget = DailyBudget::new(250_000, reserve);
+        let (t0, w0) = (Instant::now(), wall(at));
+        budget.seed(&report(limit, used, MIDNIGHT), t0, w0);
+        (budget, t0, w0)
+    }
+
+    const MIDNIGHT: &str = "2026-10-02T00:00:00Z";
+
+    #[test]
+    fn the_usage_endpoint_seeds_limit_usage_and_reset() {
+        // Configured for 250k; HubSpot says 1,000 of which other apps used 900.
+        let (mut budget, t0, w0) = seeded(50, "2026-10-01T23:00:00Z", 1_000, 900);
+        assert_eq!(budget.remaining(), 100);
+        assert_eq!(budget.limit, 1_000);
+        assert_eq!(budget.reported().map(|(_, at)| at), Some(wall(MIDNIGHT)));
+        for _ in 0..50 {
+            budget.spend(t0).expect("above the reserve");
+        }
+        // At the reserve: refused until the reported reset, not for a probe interval.
+        let err = budget.spend(t0).expect_err("reserve");
+        let BudgetError::DailyReserve {
+            retry_after,
+            resets_at,
+            ..
+        } = err.clone();
+        assert_eq!(retry_after, Duration::from_secs(3_600) + RESET_GRACE);
+        assert_eq!(resets_at, Some(wall(MIDNIGHT)));
+        assert!(
+            err.to_string()
+                .contains("until HubSpot's daily reset at 2026-10-02T00:00:00Z (in 3601s)"),
+            "{err}"
+        );
+        assert!(
+            budget.refresh_wanted(t0),
+            "the reserve asks for a fresh figure"
+        );
+        // A fresh figure still at the reserve keeps the block; no further read is wanted.
+        budget.seed(&report(1_000, 951, MIDNIGHT), t0, w0);
+        assert!(!budget.refresh_wanted(t0));
+        let hour = Duration::from_secs(3_600);
+        assert!(
+            budget.spend(t0 + DAILY_PROBE_INTERVAL * 2).is_err(),
+            "no probe"
+        );
+        assert!(budget.spend(t0 + hour).is_err(), "the grace");
+        // Past the reset: the whole limit again, and HubSpot's figures are wanted.
+        let after = t0 + hour + RESET_GRACE;
+        assert!(budget.refresh_wanted(after));
+        budget.spend(after).expect("a new day");
+        assert_eq!(budget.remaining(), 999);
+        assert!(budget.reported().is_none());
+    }
+
+    #[test]
+    fn a_fresh_figure_with_room_lifts_the_block_and_headers_only_tighten() {
+        let (mut budget, t0, w0) = seeded(10, "2026-10-01T12:00:00Z", 100, 80);
+        // Headers within the reported day lower the figure, never raise it.
+        budget.observe(50, t0);
+        assert_eq!(budget.remaining(), 20);
+        budget.observe(15, t0);
+        assert_eq!(budget.remaining(), 15);
+        for _ in 0..5 {
+            budget.spend(t0).expect("spend");
+        }
+        assert!(budget.spend(t0).is_err());
+        // The limit was raised meanwhile: HubSpot's figure leaves room again.
+        budget.seed(&report(1_000, 95, MIDNIGHT), t0, w0);
+        budget.spend(t0).expect("room again");
+        assert_eq!(budget.remaining(), 904);
+    }
+
+    #[test]
+    fn a_daily_429_waits_for_the_reported_reset_and_outranks_a_cached_figure() {
+        let (mut budget, t0, w0) = seeded(10, "2026-10-01T23:30:00Z", 1_000, 500);
+        let half_hour = Duration::from_secs(1_800);
+        assert_eq!(budget.exhausted(t0), half_hour + RESET_GRACE);
+        assert!(budget.refresh_wanted(t0));
+        // A (cached) figure with room does not lift HubSpot's 429.
+        budget.seed(&report(1_000, 500, MIDNIGHT), t0, w0);
+        assert!(budget.spend(t0 + half_hour).is_err());
+        budget
+            .spend(t0 + half_hour + RESET_GRACE)
+            .expect("after the reset");
+    }
+
+    #[test]
+    fn without_a_reported_day_the_headers_set_the_figure() {
+        let mut budget = DailyBudget::new(250_000, 10);
+        let t0 = Instant::now();
+        budget.observe(100, t0);
+        budget.observe(200, t0);
+        assert_eq!(budget.remaining(), 200);
+        // A failed read leaves the probe behaviour as it was.
+        budget.observe(10, t0);
+        assert!(budget.spend(t0).is_err());
+        budget.unreported(t0);
+        assert!(!budget.refresh_wanted(t0));
+        budget.spend(t0 + DAILY_PROBE_INTERVAL).expect("probe");
+    }
+
+    #[test]
+    fn the_reserve_pays_for_reading_the_usage_endpoint() {
+        let mut budget = DailyBudget::new(100, 10);
+        let t0 = Instant::now();
+        budget.observe(10, t0);
+        assert!(budget.spend(t0).is_err());
+        budget.spend_reserve(t0);
+        assert_eq!(budget.remaining(), 9);
+    }
+
+    #[tokio::test]
+    async fn daily_budget_back_resolves_when_the_block_ends() {
+        let limiter = Limiter::new(100, 5, 250_000, 10);
+        // Nothing holds it back: at once.
+        limiter.daily_budget_back().await;
+        let soon = Utc::now() + chrono::TimeDelta::milliseconds(200);
+        limiter.seed_daily(&UsageReport {
+            resets_at: soon,
+            ..report(1_000, 995, "2026-10-02T00:00:00Z")
+        });
+        let stats = limiter.stats();
+        assert_eq!(stats.daily_limit, 1_000);
+        assert_eq!(stats.daily_resets_at, Some(soon));
+        assert!(stats.daily_paused_until.is_some_and(|p| p >= soon));
+        assert!(limiter.acquire(Lane::Standard).await.is_err());
+        limiter.daily_budget_back().await;
+        assert!(Utc::now() >= soon);
+        limiter.acquire(Lane::Standard).await.expect("a new day");
+        assert!(limiter.usage_wanted());
+        assert_eq!(limiter.stats().daily_paused_until, None);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub mod preflight;
 mod search;
 mod settings;
 pub mod types;
+pub mod usage;
 
 pub use batch::{BATCH_LIMIT, update_concurrently};
 pub use client::{HubSpotClient, PROPERTY_CACHE_TTL};
@@ -23,3 +24,4 @@ pub use settings::HubSpotSettings;
 pub use types::{
     CreateInput, Properties, PropertyDef, PropertyDefs, ReadBy, Record, UpdateInput, WriteOutcome,
 };
+pub use usage::UsageReport;

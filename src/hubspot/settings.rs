@@ -23,8 +23,10 @@ pub struct HubSpotSettings {
     pub requests_per_10s: u32,
     /// Search requests per second (HubSpot allows 5).
     pub search_per_second: u32,
-    /// Requests per day the account may make; hubsync stops at `daily_reserve` left.
+    /// Requests per day the account may make, when HubSpot's usage endpoint (which gives the
+    /// real limit, usage and reset) cannot be read.
     pub daily_limit: u64,
+    /// hubsync stops sending at this many requests left today, until HubSpot's daily reset.
     pub daily_reserve: u64,
     /// Per-request timeout.
     #[serde(with = "crate::config::duration")]

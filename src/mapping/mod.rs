@@ -7,8 +7,9 @@ pub mod rule;
 pub mod transform;
 
 pub use object::{
-    ArchiveAction, ChangeDetection, ChangeMode, ConflictPolicy, Direction, EnumValue, FieldConfig,
-    ObjectConfig, OnHubspotArchive, OnInvalid, OnNewHubspotRecord, SqlType, ValidationSettings,
+    ArchiveAction, ChangeDetection, ChangeMode, ConflictPolicy, Direction, EmailSettings,
+    EnumValue, FieldConfig, IdnDomains, ObjectConfig, OnHubspotArchive, OnInvalid,
+    OnNewHubspotRecord, SqlType, UnsafeCharacters, ValidationSettings,
 };
 
 use std::borrow::Cow;
@@ -22,7 +23,8 @@ use serde_json::Value;
 use crate::validation::cedula::KindSet;
 use crate::validation::placeholder::{Placeholders, ValueKind};
 use crate::validation::record::{self, Record, RecordRule};
-use crate::validation::{Issue, Note};
+use crate::validation::text::{find_unsafe, strip_unsafe};
+use crate::validation::{Invalid, Issue, Note};
 use rule::Rule;
 use transform::{Context, EnumMap, Step};
 
@@ -91,6 +93,7 @@ struct Field {
     rules: Vec<Rule>,
     required: bool,
     on_invalid: OnInvalid,
+    multiline: bool,
     sql_type: SqlType,
     placeholder: Option<ValueKind>,
 }
@@ -105,6 +108,8 @@ pub struct Mapper {
     match_property: String,
     placeholders: Placeholders,
     phone_form: crate::validation::phone::PhoneForm,
+    unsafe_characters: UnsafeCharacters,
+    email: EmailSettings,
     today: Option<NaiveDate>,
     /// The field reading the key column, if any.
     key_field: Option<usize>,
@@ -286,6 +291,7 @@ impl Mapper {
                 rules,
                 required,
                 on_invalid: f.on_invalid,
+                multiline: f.multiline,
                 sql_type,
                 placeholder,
             });
@@ -365,6 +371,8 @@ impl Mapper {
             match_property: config.match_property.clone(),
             placeholders: Placeholders::new(&settings.placeholders),
             phone_form: settings.phone_sql_form,
+            unsafe_characters: settings.unsafe_characters,
+            email: settings.email,
             today: None,
         })
     }
@@ -423,6 +431,7 @@ impl Mapper {
         Context {
             today: self.today.unwrap_or_else(today_in_costa_rica),
             phone_form: self.phone_form,
+            email: self.email,
         }
     }
 
@@ -561,6 +570,30 @@ impl Mapper {
             message,
         };
         let mut value = raw.filter(|s| !s.trim().is_empty());
+        let mut invalid = None;
+        if let Some(found) = value.as_deref().and_then(|v| find_unsafe(v, f.multiline)) {
+            let what = found.describe();
+            match self.unsafe_characters {
+                UnsafeCharacters::Reject => {
+                    invalid = Some(Invalid::new(
+                        "text",
+                        format!(
+                            "contains {what}: control, bidi and zero-width characters are refused"
+                        ),
+                    ));
+                    value = None;
+                }
+                UnsafeCharacters::Strip => {
+                    warnings.push(issue(
+                        "text",
+                        format!("contained {what} and others like it; they were removed"),
+                    ));
+                    value = value
+                        .map(|v| Cow::<str>::Owned(strip_unsafe(&v, f.multiline)))
+                        .filter(|s| !s.trim().is_empty());
+                }
+            }
+        }
         if let (Some(kind), Some(v)) = (f.placeholder, value.as_deref())
             && self.placeholders.matches(v, kind)
         {
@@ -573,7 +606,6 @@ impl Mapper {
             ));
             value = None;
         }
-        let mut invalid = None;
         if let Some(mut v) = value.take() {
             let mut notes: Vec<Note> = Vec::new();
             for step in &f.steps {
@@ -587,7 +619,16 @@ impl Mapper {
                 }
             }
             if invalid.is_none() {
-                invalid = f.rules.iter().find_map(|r| r.check(&v, ctx.today).err());
+                invalid = f.rules.iter().find_map(|r| r.check(&v, ctx).err());
+            }
+            if invalid.is_none() && f.sql_type.is_bounded() && !v.is_empty() {
+                // The column's own bounds, on the value as SQL Server would store it.
+                let sql_form = f
+                    .steps
+                    .iter()
+                    .rev()
+                    .fold(v.to_string(), |v, s| s.invert(v, ctx));
+                invalid = f.sql_type.check(&sql_form).err();
             }
             for n in notes {
                 warnings.push(issue(n.rule, n.message));
@@ -709,7 +750,7 @@ fn key_text(value: &Value) -> Option<String> {
 /// Encodes a SQL-side text value as the contracts' JSON for the column type.
 fn encode(value: &str, sql_type: SqlType) -> Result<Value, String> {
     Ok(match sql_type {
-        SqlType::Int => Value::Number(
+        SqlType::Int { .. } => Value::Number(
             value
                 .parse::<i64>()
                 .map_err(|_| format!("{value:?} is not an integer"))?
@@ -721,7 +762,7 @@ fn encode(value: &str, sql_type: SqlType) -> Result<Value, String> {
             _ => return Err(format!("{value:?} is not true or false")),
         },
         SqlType::Datetime if value.len() == 10 => Value::String(format!("{value}T00:00:00")),
-        SqlType::Text | SqlType::Decimal | SqlType::Date | SqlType::Datetime => {
+        SqlType::Text | SqlType::Decimal(_) | SqlType::Date | SqlType::Datetime => {
             Value::String(value.to_string())
         }
     })

@@ -11,6 +11,7 @@ use crate::validation::cedula::IdKind;
 use crate::validation::phone::PhoneForm;
 use crate::validation::placeholder::PlaceholderSettings;
 use crate::validation::record::RecordRule;
+use crate::validation::{Invalid, number};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,6 +198,47 @@ pub struct ValidationSettings {
     /// How SQL Server stores phones: `national` (8 digits) or `e164` (`+506…`).
     pub phone_sql_form: PhoneForm,
     pub placeholders: PlaceholderSettings,
+    /// Control, bidi and zero-width characters in any field's value: the record is rejected
+    /// naming the field (default), or they are stripped with a warning.
+    pub unsafe_characters: UnsafeCharacters,
+    /// How email addresses with non-ASCII parts are treated.
+    pub email: EmailSettings,
+}
+
+/// `validation.unsafe_characters:` — what the default text rule does with a control, bidi or
+/// zero-width character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsafeCharacters {
+    /// The value fails rule `text` (the field's `on_invalid` applies).
+    #[default]
+    Reject,
+    /// The characters are removed (a tab or line break in a single-line field becomes a space)
+    /// and a warning names the field.
+    Strip,
+}
+
+/// `validation.email:` — internationalised addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailSettings {
+    /// A domain with non-ASCII letters (`correo.café.cr`).
+    pub idn_domains: IdnDomains,
+    /// Accept non-ASCII letters before the `@` (`josé@…`); many mail systems, and HubSpot's
+    /// validation, do not.
+    pub unicode_local_part: bool,
+}
+
+/// What the `email` transform does with an internationalised domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdnDomains {
+    /// Converted to its ASCII form (`correo.xn--caf-dma.cr`, IDNA/UTS #46) with a warning; a
+    /// domain IDNA refuses (mixed scripts, bidi violations) is rejected.
+    #[default]
+    Punycode,
+    /// The value fails rule `email_domain`.
+    Reject,
 }
 
 impl Default for ValidationSettings {
@@ -206,6 +248,8 @@ impl Default for ValidationSettings {
             numero_asociado_pattern: r"^[0-9]{1,10}$".into(),
             phone_sql_form: PhoneForm::National,
             placeholders: PlaceholderSettings::default(),
+            unsafe_characters: UnsafeCharacters::default(),
+            email: EmailSettings::default(),
         }
     }
 }
@@ -255,6 +299,9 @@ pub struct FieldConfig {
     pub required: bool,
     #[serde(default)]
     pub on_invalid: OnInvalid,
+    /// The value may hold tabs and line breaks (an address, a note); names and ids may not.
+    #[serde(default)]
+    pub multiline: bool,
     /// SQL column type, for writing values back; default from the transforms (text otherwise).
     #[serde(default)]
     pub sql_type: Option<SqlType>,
@@ -292,15 +339,127 @@ pub enum OnInvalid {
     DropField,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// A field's SQL column type, as `sql_type:` names it: `text`, `tinyint`, `smallint`, `int`,
+/// `bigint`, `decimal(18,2)` (or `numeric(p,s)`; a bare `decimal` is SQL Server's widest, 38
+/// digits), `date`, `datetime`, `bit`. Numbers that do not fit are rejected before any write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SqlType {
     Text,
-    Int,
-    Decimal,
+    /// An integer column: its name and range.
+    Int {
+        name: &'static str,
+        min: i64,
+        max: i64,
+    },
+    /// `decimal(precision, scale)`; `None`: any SQL Server decimal (38 digits at most).
+    Decimal(Option<(u8, u8)>),
     Date,
     Datetime,
     Bit,
+}
+
+impl SqlType {
+    /// SQL Server's `int`.
+    pub const INT: SqlType = SqlType::Int {
+        name: "INT",
+        min: i32::MIN as i64,
+        max: i32::MAX as i64,
+    };
+
+    /// Parses a `sql_type:` value (case does not matter).
+    pub fn parse(spec: &str) -> Result<SqlType, String> {
+        let spec = spec.trim().to_ascii_lowercase();
+        let int = |name, min, max| Ok(SqlType::Int { name, min, max });
+        match spec.as_str() {
+            "text" => return Ok(SqlType::Text),
+            "tinyint" => return int("TINYINT", 0, 255),
+            "smallint" => return int("SMALLINT", i16::MIN.into(), i16::MAX.into()),
+            "int" => return Ok(SqlType::INT),
+            "bigint" => return int("BIGINT", i64::MIN, i64::MAX),
+            "decimal" | "numeric" => return Ok(SqlType::Decimal(None)),
+            "date" => return Ok(SqlType::Date),
+            "datetime" => return Ok(SqlType::Datetime),
+            "bit" => return Ok(SqlType::Bit),
+            _ => {}
+        }
+        let args = spec
+            .strip_prefix("decimal")
+            .or_else(|| spec.strip_prefix("numeric"))
+            .and_then(|rest| rest.trim().strip_prefix('('))
+            .and_then(|rest| rest.strip_suffix(')'));
+        let Some(args) = args else {
+            return Err(format!(
+                "unknown sql_type {spec:?} (known: text, tinyint, smallint, int, bigint, \
+                 decimal, decimal(p,s), numeric(p,s), date, datetime, bit)"
+            ));
+        };
+        let (p, s) = args.split_once(',').unwrap_or((args, "0"));
+        match (p.trim().parse::<u8>(), s.trim().parse::<u8>()) {
+            (Ok(p), Ok(s)) if (1..=38).contains(&p) && s <= p => Ok(SqlType::Decimal(Some((p, s)))),
+            _ => Err(format!(
+                "{spec:?}: precision must be 1 to 38 and scale 0 to the precision, \
+                 as SQL Server requires"
+            )),
+        }
+    }
+
+    /// Whether a value in its SQL form fits this column: an integer in the column's range, a
+    /// decimal with at most `precision - scale` integer digits and `scale` fractional digits
+    /// (trailing zeros past the scale do not count; nothing is rounded). Other types pass.
+    pub fn check(&self, value: &str) -> Result<(), Invalid> {
+        let invalid = |why: String| Invalid::new("sql_type", why);
+        match *self {
+            SqlType::Int { name, min, max } => match value.trim().parse::<i128>() {
+                Ok(n) if (i128::from(min)..=i128::from(max)).contains(&n) => Ok(()),
+                Ok(_) => Err(invalid(format!(
+                    "does not fit the column's {name} ({min} to {max})"
+                ))),
+                Err(_) => Err(invalid(format!(
+                    "is not a whole number, as the column's {name} needs"
+                ))),
+            },
+            SqlType::Decimal(bounds) => {
+                let value = value.trim();
+                let (int, frac) = match number::digit_counts(value) {
+                    Some(counts) => counts,
+                    None => number::digit_counts(&number::parse(value, None)?)
+                        .ok_or_else(|| invalid("is not a number".into()))?,
+                };
+                let (column, int_max, frac_max) = match bounds {
+                    Some((p, s)) => (
+                        format!("DECIMAL({p},{s})"),
+                        usize::from(p - s),
+                        usize::from(s),
+                    ),
+                    None => ("DECIMAL (38 digits at most)".to_string(), 38 - frac, frac),
+                };
+                if int > int_max {
+                    Err(invalid(format!(
+                        "{int} integer digits do not fit the column's {column}: at most {int_max}"
+                    )))
+                } else if frac > frac_max {
+                    Err(invalid(format!(
+                        "{frac} decimals do not fit the column's {column}: at most {frac_max}"
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            SqlType::Text | SqlType::Date | SqlType::Datetime | SqlType::Bit => Ok(()),
+        }
+    }
+
+    /// Whether [`check`](Self::check) can refuse a value of this type.
+    pub fn is_bounded(&self) -> bool {
+        matches!(self, SqlType::Int { .. } | SqlType::Decimal(_))
+    }
+}
+
+impl<'de> Deserialize<'de> for SqlType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = String::deserialize(d)?;
+        SqlType::parse(&spec).map_err(serde::de::Error::custom)
+    }
 }
 
 impl ObjectConfig {

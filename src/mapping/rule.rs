@@ -3,9 +3,9 @@
 
 use std::cmp::Ordering;
 
-use chrono::NaiveDate;
 use regex::Regex;
 
+use super::transform::Context;
 use crate::validation::{Invalid, date, email, number};
 
 /// Names accepted in `rules:` lists.
@@ -107,10 +107,11 @@ impl Rule {
     }
 
     /// Checks a non-empty, transformed value.
-    pub fn check(&self, value: &str, today: NaiveDate) -> Result<(), Invalid> {
+    pub fn check(&self, value: &str, ctx: &Context) -> Result<(), Invalid> {
+        let today = ctx.today;
         match self {
             Rule::Required | Rule::Placeholder => Ok(()),
-            Rule::Email => email(value),
+            Rule::Email => email(value, ctx.email.unicode_local_part),
             Rule::Pattern(re) => {
                 if re.is_match(value) {
                     Ok(())
@@ -197,15 +198,20 @@ fn digit_count_bounds(pattern: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
-    fn today() -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+    fn today() -> Context {
+        Context {
+            today: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+            phone_form: crate::validation::phone::PhoneForm::National,
+            email: Default::default(),
+        }
     }
 
     fn check(spec: &str, value: &str) -> Result<(), Invalid> {
         Rule::parse(spec, r"^[0-9]{1,10}$")
             .unwrap()
-            .check(value, today())
+            .check(value, &today())
     }
 
     #[test]
@@ -246,10 +252,10 @@ mod tests {
         assert_eq!(digit_count_bounds(r"^\d{1,10}$"), None);
         let short = Rule::parse("numero_asociado", r"^[0-9]{2,3}$").unwrap();
         for (value, ok) in [("1", false), ("12", true), ("123", true), ("1234", false)] {
-            assert_eq!(short.check(value, today()).is_ok(), ok, "{value}");
+            assert_eq!(short.check(value, &today()).is_ok(), ok, "{value}");
         }
         let custom = Rule::parse("numero_asociado", r"^A-[0-9]+$").unwrap();
-        assert!(custom.check("A-77", today()).is_ok());
+        assert!(custom.check("A-77", &today()).is_ok());
         assert!(check("birth_date", "1980-09-05").is_ok());
         assert_eq!(
             check("birth_date", "2030-01-01").unwrap_err().rule,

@@ -17,7 +17,16 @@ fn contacts_config(edit: impl Fn(&str) -> String) -> ObjectConfig {
 }
 
 fn mapper() -> Mapper {
-    Mapper::new(&contacts_config(str::to_string))
+    edited_mapper("", "")
+}
+
+/// The shipped mapping with the first `from` of its config text replaced by `to`.
+fn edited_mapper(from: &str, to: &str) -> Mapper {
+    let config = contacts_config(|c| {
+        assert!(c.contains(from), "the config has no {from:?}");
+        c.replacen(from, to, 1)
+    });
+    Mapper::new(&config)
         .unwrap()
         .with_today(NaiveDate::from_ymd_opt(2026, 11, 23).unwrap())
 }
@@ -176,13 +185,10 @@ fn a_cleared_required_identity_number_fails_required() {
 
 #[test]
 fn drop_field_leaves_the_value_out_with_a_warning() {
-    let config = contacts_config(|c| {
-        c.replace(
-            "transform: [phone_cr], rules: [placeholder] }\n      - { sql: telefono_habitacion",
-            "transform: [phone_cr], rules: [placeholder], on_invalid: drop_field }\n      - { sql: telefono_habitacion",
-        )
-    });
-    let mapper = Mapper::new(&config).unwrap();
+    let mapper = edited_mapper(
+        "transform: [phone_cr], rules: [placeholder] }\n      - { sql: telefono_habitacion",
+        "transform: [phone_cr], rules: [placeholder], on_invalid: drop_field }\n      - { sql: telefono_habitacion",
+    );
     let mut r = member();
     r.insert("hs_whatsapp_phone_number".into(), json!("12"));
     let m = mapper.to_hubspot(&r);
@@ -263,8 +269,7 @@ fn to_sql_rejects_invalid_hubspot_values_naming_the_property() {
 
 #[test]
 fn phone_sql_form_e164_keeps_the_country_code() {
-    let config = contacts_config(|c| c.replace("phone_sql_form: national", "phone_sql_form: e164"));
-    let mapper = Mapper::new(&config).unwrap();
+    let mapper = edited_mapper("phone_sql_form: national", "phone_sql_form: e164");
     let props: Properties = [(
         "telefono_habitacion".to_string(),
         Some("22345678".to_string()),
@@ -433,7 +438,7 @@ proptest! {
     #[test]
     fn mapping_is_idempotent_on_its_own_output(s in "[ a-zA-ZáéíóúñÑ0-9./-]{0,20}") {
         // Every transform applied to its own output changes nothing.
-        let ctx = Context { today: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), phone_form: crate::validation::phone::PhoneForm::National };
+        let ctx = Context { today: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(), phone_form: crate::validation::phone::PhoneForm::National, email: Default::default() };
         let enums = std::collections::HashMap::new();
         let all = crate::validation::cedula::KindSet::of(&crate::validation::cedula::IdKind::ALL);
         for spec in ["trim", "collapse_spaces", "upper", "lower", "title", "email", "cedula_cr", "phone_cr:service", "date", "number", "number:2", "territory_cr:provincia", "territory_cr:canton", "territory_cr:distrito"] {
@@ -513,5 +518,233 @@ fn archive_policy_and_modified_column_are_checked_by_key_path() {
             "objects.contacts.change_detection.modified_column: only for mode rowversion"
         ),
         "{bad:?}"
+    );
+}
+
+fn rules_of(issues: &[Issue]) -> Vec<(&str, &str)> {
+    issues
+        .iter()
+        .map(|i| (i.field.as_str(), i.rule.as_str()))
+        .collect()
+}
+
+#[test]
+fn control_bidi_and_zero_width_characters_reject_the_record_naming_field_and_rule() {
+    let mapper = mapper();
+    for (field, value) in [
+        ("firstname", "Ana\u{0}"),
+        ("lastname", "\u{1b}[2JRojas"),
+        ("firstname", "Ana\u{202e}lexa"),
+        ("lastname", "Ro\u{2066}jas"),
+        ("lastname", "Mora\u{200b} Vargas"),
+        ("firstname", "\u{feff}Ana"),
+        ("firstname", "Ana\nMaría"),
+        ("firstname", "Ana\u{85}"),
+        ("email", "ana\u{200d}@example.com"),
+        ("no__de_cedula", "1-0234-0567\u{2060}"),
+    ] {
+        let mut r = member();
+        r.insert(field.into(), json!(value));
+        let m = mapper.to_hubspot(&r);
+        assert_eq!(rules_of(&m.errors), [(field, "text")], "{value:?}");
+        let message = &m.errors[0].message;
+        assert!(message.contains("U+"), "{message}");
+        assert!(
+            !message.contains(value),
+            "the value is not repeated: {message}"
+        );
+        assert!(!m.properties.contains_key(field), "{value:?} is never sent");
+    }
+    // The other direction too: a HubSpot value is never written to SQL Server.
+    let props: Properties = [("firstname".to_string(), Some("Ana\u{202e}".to_string()))].into();
+    let out = mapper.to_sql(&props);
+    assert_eq!(rules_of(&out.errors), [("firstname", "text")]);
+    assert!(out.columns.is_empty());
+}
+
+#[test]
+fn multiline_fields_take_line_breaks_and_strip_mode_removes_the_characters() {
+    let mapper = edited_mapper(
+        "rules: [placeholder, \"max_length:200\"] }\n      - { sql: numero_de_cedula__beneficiario_1_",
+        "rules: [placeholder, \"max_length:200\"], multiline: true }\n      - { sql: numero_de_cedula__beneficiario_1_",
+    );
+    let mut r = member();
+    r.insert(
+        "nombre_y_apellidos__beneficiario_01_".into(),
+        json!("Luis\tMora"),
+    );
+    r.insert(
+        "numero_de_cedula__beneficiario_1_".into(),
+        json!("2-0345-0678"),
+    );
+    r.insert("porcentaje__beneficiario_1_".into(), json!("100"));
+    let m = mapper.to_hubspot(&r);
+    assert!(m.errors.iter().all(|e| e.rule != "text"), "{:?}", m.errors);
+    r.insert(
+        "nombre_y_apellidos__beneficiario_01_".into(),
+        json!("Luis\u{0}Mora"),
+    );
+    let m = mapper.to_hubspot(&r);
+    assert!(rules_of(&m.errors).contains(&("nombre_y_apellidos__beneficiario_01_", "text")));
+
+    let mapper = edited_mapper("unsafe_characters: reject", "unsafe_characters: strip");
+    let mut r = member();
+    r.insert("firstname".into(), json!("An\u{200b}a\u{202e}\tMaría"));
+    let m = mapper.to_hubspot(&r);
+    assert!(m.is_valid(), "{:?}", m.errors);
+    assert_eq!(prop(&m, "firstname"), Some("Ana María"));
+    assert_eq!(rules_of(&m.warnings), [("firstname", "text")]);
+}
+
+#[test]
+fn internationalised_email_domains_are_converted_or_rejected_per_config() {
+    let mut r = member();
+    r.insert("email".into(), json!("Ana@Correo.Café.cr"));
+    let m = mapper().to_hubspot(&r);
+    assert!(m.is_valid(), "{:?}", m.errors);
+    assert_eq!(prop(&m, "email"), Some("ana@correo.xn--caf-dma.cr"));
+    assert_eq!(rules_of(&m.warnings), [("email", "email_domain")]);
+
+    let m = edited_mapper("idn_domains: punycode", "idn_domains: reject").to_hubspot(&r);
+    assert_eq!(rules_of(&m.errors), [("email", "email_domain")]);
+    assert!(!m.properties.contains_key("email"));
+
+    r.insert("email".into(), json!("josé@example.com"));
+    let m = mapper().to_hubspot(&r);
+    assert_eq!(rules_of(&m.errors), [("email", "email_local_part")]);
+    let m = edited_mapper("unicode_local_part: false", "unicode_local_part: true").to_hubspot(&r);
+    assert!(m.is_valid(), "{:?}", m.errors);
+    assert_eq!(prop(&m, "email"), Some("josé@example.com"));
+}
+
+#[test]
+fn numbers_that_do_not_fit_the_sql_column_are_rejected_naming_field_and_type() {
+    let mapper = mapper();
+    let mut r = member();
+    r.insert(
+        "salario_bruto_semanal_o_quincenal".into(),
+        json!("9".repeat(50)),
+    );
+    let m = mapper.to_hubspot(&r);
+    assert_eq!(
+        rules_of(&m.errors),
+        [("salario_bruto_semanal_o_quincenal", "sql_type")]
+    );
+    let message = &m.errors[0].message;
+    assert!(
+        message.contains("DECIMAL(18,2)") && message.contains("50 integer digits"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("999999"),
+        "the amount is not repeated: {message}"
+    );
+    // 16 integer digits is the most DECIMAL(18,2) holds.
+    r.insert(
+        "salario_bruto_semanal_o_quincenal".into(),
+        json!("9".repeat(16)),
+    );
+    r.insert("salario_neto_semanal_o_quincenal".into(), json!("1"));
+    assert!(mapper.to_hubspot(&r).is_valid());
+    r.insert(
+        "salario_bruto_semanal_o_quincenal".into(),
+        json!("9".repeat(17)),
+    );
+    assert_eq!(mapper.to_hubspot(&r).errors[0].rule, "sql_type");
+
+    // HubSpot → SQL: refused before the write, whatever the property's own rules allow.
+    let props = |k: &str, v: &str| -> Properties { [(k.to_string(), Some(v.to_string()))].into() };
+    let out = mapper.to_sql(&props("porcentaje__beneficiario_1_", "1000"));
+    // (The beneficiary rule also misses the group's name and cédula.)
+    assert_eq!(
+        rules_of(&out.errors)[0],
+        ("porcentaje__beneficiario_1_", "sql_type")
+    );
+    assert!(
+        out.errors[0].message.contains("DECIMAL(5,2)"),
+        "{}",
+        out.errors[0].message
+    );
+    assert!(!out.columns.contains_key("porcentaje__beneficiario_1_"));
+    assert!(
+        mapper
+            .to_sql(&props("porcentaje__beneficiario_1_", "100.00"))
+            .errors
+            .iter()
+            .all(|e| e.rule != "sql_type")
+    );
+    assert!(
+        mapper
+            .to_sql(&props("salario_neto_semanal_o_quincenal", &"1".repeat(40)))
+            .errors[0]
+            .message
+            .contains("DECIMAL(18,2)")
+    );
+}
+
+#[test]
+fn sql_types_parse_and_bound_their_values() {
+    let t = |s: &str| SqlType::parse(s).unwrap();
+    assert_eq!(t("decimal(18,2)"), SqlType::Decimal(Some((18, 2))));
+    assert_eq!(t("NUMERIC( 5 , 2 )"), SqlType::Decimal(Some((5, 2))));
+    assert_eq!(t("decimal(10)"), SqlType::Decimal(Some((10, 0))));
+    assert_eq!(t("int"), SqlType::INT);
+    for bad in [
+        "decimal(39,2)",
+        "decimal(5,6)",
+        "decimal(0)",
+        "decimal(a,b)",
+        "varchar",
+        "decimal(18,2",
+    ] {
+        assert!(SqlType::parse(bad).is_err(), "{bad}");
+    }
+    let fits = |ty: &str, v: &str| t(ty).check(v).map_err(|e| e.message);
+    assert!(fits("decimal(18,2)", "9999999999999999.99").is_ok());
+    assert!(fits("decimal(18,2)", "-9999999999999999.99").is_ok());
+    assert!(
+        fits("decimal(18,2)", "1.500").is_ok(),
+        "trailing zeros past the scale fit"
+    );
+    assert!(
+        fits("decimal(18,2)", "1.505")
+            .unwrap_err()
+            .contains("3 decimals")
+    );
+    assert!(
+        fits("decimal(18,2)", "10000000000000000")
+            .unwrap_err()
+            .contains("17 integer digits")
+    );
+    assert!(fits("decimal(5,2)", "0.01").is_ok());
+    assert!(fits("decimal", &"9".repeat(38)).is_ok());
+    assert!(fits("decimal", &"9".repeat(39)).is_err());
+    assert!(fits("decimal", &format!("1.{}", "5".repeat(38))).is_err());
+    assert!(fits("int", "2147483647").is_ok());
+    assert!(fits("int", "2147483648").unwrap_err().contains("INT"));
+    assert!(
+        fits("tinyint", "-1")
+            .unwrap_err()
+            .contains("TINYINT (0 to 255)")
+    );
+    assert!(fits("bigint", "9223372036854775808").is_err());
+    assert!(fits("int", "1.5").unwrap_err().contains("whole number"));
+    assert!(fits("text", &"9".repeat(100)).is_ok());
+}
+
+#[test]
+fn an_unknown_sql_type_is_a_config_problem() {
+    let text = CONFIG.replace("sql_type: int }", "sql_type: \"decimal(40,2)\" }");
+    let env = |name: &str| (name == "SQL_SERVER").then(|| "server=tcp:db,1433".to_string());
+    let err = load_str(&text, Need::Nothing, &env).unwrap_err();
+    let all = err
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        all.contains("fields[9].sql_type") && all.contains("precision"),
+        "{all}"
     );
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 
-use super::object::{EnumValue, SqlType};
+use super::object::{EmailSettings, EnumValue, IdnDomains, SqlType};
 use crate::validation::cedula::{self, IdKind, KindSet};
 use crate::validation::phone::{self, PhoneForm};
 use crate::validation::placeholder::ValueKind;
 use crate::validation::territory::{Level, territory};
 use crate::validation::text::{collapse_spaces, fold, is_collapsed, title};
-use crate::validation::{Invalid, Note, date, number};
+use crate::validation::{self, Invalid, Note, date, number};
 
 /// Names accepted in `transform:` lists.
 pub const TRANSFORMS: &[&str] = &[
@@ -172,6 +172,7 @@ pub enum Step {
 pub struct Context {
     pub today: NaiveDate,
     pub phone_form: PhoneForm,
+    pub email: EmailSettings,
 }
 
 impl Step {
@@ -281,7 +282,24 @@ impl Step {
             }
             Step::Lower => lowercase(value),
             Step::Title => Cow::Owned(title(&value)),
-            Step::Email => lowercase(narrow(value, str::trim)),
+            Step::Email => {
+                let value = lowercase(narrow(value, str::trim));
+                let email = ctx.email;
+                let reject = email.idn_domains == IdnDomains::Reject;
+                match validation::email_to_ascii(&value, reject, email.unicode_local_part)? {
+                    None => value,
+                    Some(ascii) => {
+                        notes.push(Note {
+                            rule: "email_domain",
+                            message: format!(
+                                "internationalised domain converted to its ASCII form {:?}",
+                                ascii.rsplit_once('@').map_or("", |(_, d)| d)
+                            ),
+                        });
+                        Cow::Owned(ascii)
+                    }
+                }
+            }
             Step::Cedula(kinds) => normalize_with(value, |v| {
                 let (v, note) = cedula::normalize(v, *kinds)?;
                 notes.extend(note);
@@ -326,7 +344,7 @@ impl Step {
     pub fn sql_type(&self) -> Option<SqlType> {
         match self {
             Step::Date => Some(SqlType::Date),
-            Step::Number { .. } => Some(SqlType::Decimal),
+            Step::Number { .. } => Some(SqlType::Decimal(None)),
             _ => None,
         }
     }
@@ -349,6 +367,7 @@ mod tests {
         Context {
             today: NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
             phone_form: PhoneForm::National,
+            email: EmailSettings::default(),
         }
     }
 

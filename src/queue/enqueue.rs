@@ -1,7 +1,10 @@
 //! Enqueue with coalescing: one statement per batch; a newer change replaces a pending item's
 //! payload, an older or already-seen one is ignored.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use serde_json::Value;
 
 use sqlx::PgConnection;
 
@@ -68,6 +71,50 @@ impl Queue {
     }
 }
 
+/// What stands for a NUL character in queued text: PostgreSQL text and jsonb cannot hold
+/// U+0000, and a record that carries one must be rejected by validation (rule `text` refuses
+/// U+FFFD), not block its whole batch from being queued.
+pub const NUL_STAND_IN: char = '\u{fffd}';
+
+/// `text` with every NUL replaced by [`NUL_STAND_IN`]; borrowed when it has none.
+pub fn storable_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', &NUL_STAND_IN.to_string()))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A payload PostgreSQL can store: NULs in its strings and keys replaced (see
+/// [`NUL_STAND_IN`]); borrowed when it has none.
+pub fn storable(payload: &Value) -> Cow<'_, Value> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(has_nul),
+            Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn replaced(v: &Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(storable_text(s).into_owned()),
+            Value::Array(a) => Value::Array(a.iter().map(replaced).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (storable_text(k).into_owned(), replaced(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    if has_nul(payload) {
+        Cow::Owned(replaced(payload))
+    } else {
+        Cow::Borrowed(payload)
+    }
+}
+
 /// Enqueue on a given connection, so a poller can enqueue and advance its cursor in one
 /// transaction. Wakes idle workers (NOTIFY is delivered when that transaction commits).
 pub async fn enqueue_on(
@@ -121,11 +168,12 @@ pub async fn enqueue_with(
         Vec::with_capacity(n),
     );
     for item in newest.values() {
-        keys.push(item.record_key.as_str());
+        keys.push(storable_text(&item.record_key));
         ops.push(item.operation.as_str());
-        payloads.push(&item.payload);
+        payloads.push(storable(&item.payload));
         versions.push(item.source_version);
     }
+    let payloads: Vec<&Value> = payloads.iter().map(AsRef::as_ref).collect();
     let affected = sqlx::query(enqueue_sql(seen == Seen::Requeue))
         .bind(object)
         .bind(direction.as_str())
@@ -145,4 +193,23 @@ pub async fn enqueue_with(
             .await?;
     }
     Ok(affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nul_characters_are_replaced_so_postgresql_can_store_the_item() {
+        let clean = json!({"firstname": "Ana", "n": 5});
+        assert!(matches!(storable(&clean), Cow::Borrowed(_)));
+        let dirty = json!({"firstname": "Ana\u{0}", "list": ["a\u{0}b"], "k\u{0}": 1});
+        assert_eq!(
+            storable(&dirty).into_owned(),
+            json!({"firstname": "Ana\u{fffd}", "list": ["a\u{fffd}b"], "k\u{fffd}": 1})
+        );
+        assert_eq!(storable_text("12\u{0}3"), "12\u{fffd}3");
+        assert!(matches!(storable_text("123"), Cow::Borrowed(_)));
+    }
 }

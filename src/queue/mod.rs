@@ -8,6 +8,8 @@ pub use enqueue::{Seen, enqueue_on, enqueue_with};
 mod maintenance;
 pub use maintenance::{Rescued, prune_once};
 mod ops;
+mod retention;
+pub use retention::{Enforced, reasons_without_values, without_values};
 mod wake;
 mod work;
 
@@ -105,6 +107,10 @@ pub struct ItemError {
     pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// The failure says when trying again can help (HubSpot's daily budget resets, an account
+    /// migration ends): the item waits that long without being charged an attempt.
+    #[serde(skip)]
+    pub wait: Option<std::time::Duration>,
 }
 
 impl ItemError {
@@ -115,6 +121,15 @@ impl ItemError {
             field: None,
             rule: None,
             http_status: None,
+            wait: None,
+        }
+    }
+
+    /// A HubSpot call that failed as a whole; waits out a daily budget or a migration.
+    pub fn hubspot(e: &crate::hubspot::HubSpotError) -> Self {
+        Self {
+            wait: e.retry_after(),
+            ..Self::new("hubspot", e.to_string())
         }
     }
 

@@ -58,6 +58,8 @@ SET state = 'pending', attempts = 0, rescues = 0, run_after = now(), finished_at
     errors = q.errors || jsonb_build_array(jsonb_build_object(
         'at', now(), 'kind', 'operator_retry', 'message', 'retried by an operator'))
 WHERE q.state IN ('rejected', 'dead')
+  -- Values dropped after retention: retrying would send an empty record.
+  AND q.payload_dropped_at IS NULL
   AND ($1::bigint[] IS NULL OR q.id = ANY($1))
   AND ($2::text IS NULL OR q.state = $2)
   AND ($3::text IS NULL OR q.object = $3)
@@ -197,7 +199,8 @@ impl Queue {
             return Ok(vec![]);
         }
         let rows = sqlx::query(
-            "SELECT q.id, q.state, (SELECT max(n.id) FROM sync_queue n \
+            "SELECT q.id, q.state, q.payload_dropped_at IS NOT NULL AS dropped, \
+                 (SELECT max(n.id) FROM sync_queue n \
                  WHERE n.object = q.object AND n.direction = q.direction \
                    AND n.record_key = q.record_key AND n.id > q.id) AS newer \
              FROM sync_queue q WHERE q.id = ANY($1)",
@@ -218,6 +221,11 @@ impl Queue {
                         Some(newer) if state != "running" => {
                             format!("{state}; superseded by newer item {newer} of the same record")
                         }
+                        _ if r.try_get::<bool, _>("dropped")? => format!(
+                            "{state}; its payload values were dropped after \
+                             queue.rejected_payload_retention: change the record at its source \
+                             or backfill it"
+                        ),
                         _ => format!("it is {state}, not {allowed}"),
                     }
                 }

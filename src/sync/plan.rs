@@ -13,6 +13,7 @@ use super::diff::{Side, Values};
 use super::links::ConflictRecord;
 use super::merges::Merge;
 use crate::queue::{ClaimedItem, Direction, ItemError, NewItem};
+use crate::telemetry::mask;
 
 /// One record's planned operation, as printed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,6 +53,43 @@ impl PlannedOp {
 }
 
 impl PlannedOp {
+    /// The operation as printed without `--unmask`: every value it would send hidden (`***`;
+    /// an email keeps its first letter and domain, `a***@example.com`), personal data and
+    /// quoted values in its errors and message masked, a SQL key masked like stored errors.
+    /// Property names, actions, rules and HubSpot ids stay, so the plan still says what changes.
+    pub fn masked(&self) -> PlannedOp {
+        let stored = |s: &str| mask::stored(s).into_owned();
+        let value = |v: &String| {
+            if v.contains('@') {
+                stored(v)
+            } else {
+                "***".to_string()
+            }
+        };
+        PlannedOp {
+            record_key: if self.direction == Direction::ToHubspot.as_str() {
+                stored(&self.record_key)
+            } else {
+                self.record_key.clone()
+            },
+            properties: self
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().map(value)))
+                .collect(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| ItemError {
+                    message: stored(&e.message),
+                    ..e.clone()
+                })
+                .collect(),
+            message: self.message.as_deref().map(stored),
+            ..self.clone()
+        }
+    }
+
     /// A field changed on both sides, and which side its policy lets win.
     pub fn conflict(object: &str, direction: Direction, c: &ConflictRecord) -> Self {
         let winner = match c.conflict.winner {
@@ -68,9 +106,7 @@ impl PlannedOp {
             ..PlannedOp::new(object, direction, &c.sql_key, "CONFLICT")
         }
     }
-}
 
-impl PlannedOp {
     /// A contact merged in HubSpot whose record link follows the survivor.
     pub fn merge(object: &str, direction: Direction, m: &Merge) -> Self {
         let record_key = match direction {
@@ -88,20 +124,34 @@ impl PlannedOp {
     }
 }
 
-/// Prints planned operations and counts them by object, direction and action.
+/// Prints planned operations and counts them by object, direction and action. Values are
+/// masked (see [`PlannedOp::masked`]) unless the report is [`unmasked`](Report::unmasked).
 #[derive(Debug, Default)]
 pub struct Report {
     counts: BTreeMap<(String, &'static str, &'static str), u64>,
+    unmask: bool,
 }
 
 impl Report {
+    /// A report that prints values as they are (`--unmask`).
+    pub fn unmasked() -> Self {
+        Self {
+            unmask: true,
+            ..Self::default()
+        }
+    }
+
     /// Prints one operation as a JSON line.
     pub fn print(&mut self, op: &PlannedOp, out: &mut impl Write) -> std::io::Result<()> {
         *self
             .counts
             .entry((op.object.clone(), op.direction, op.action))
             .or_default() += 1;
-        serde_json::to_writer(&mut *out, op)?;
+        if self.unmask {
+            serde_json::to_writer(&mut *out, op)?;
+        } else {
+            serde_json::to_writer(&mut *out, &op.masked())?;
+        }
         writeln!(out)
     }
 
@@ -162,8 +212,52 @@ mod tests {
     use crate::queue::Operation;
 
     #[test]
+    fn report_masks_values_unless_unmasked() {
+        let mut op = PlannedOp::new("contacts", Direction::ToHubspot, "112345678", "UPDATE");
+        op.hubspot_id = Some("512".into());
+        op.properties
+            .insert("email".into(), Some("ana.rojas@example.com".into()));
+        op.properties.insert("firstname".into(), Some("Ana".into()));
+        op.properties.insert("telefono_oficina".into(), None);
+        op.errors.push(ItemError {
+            field: Some("lastname".into()),
+            rule: Some("text".into()),
+            ..ItemError::new("validation", "\"Rojas\" for 112345678")
+        });
+        op.message = Some("ana.rojas@example.com changed".into());
+        let printed = |mut report: Report| {
+            let mut out = Vec::new();
+            report.print(&op, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let masked = printed(Report::default());
+        for value in ["ana.rojas", "Ana\"", "Rojas", "112345678"] {
+            assert!(!masked.contains(value), "{value} in {masked}");
+        }
+        let line: serde_json::Value = serde_json::from_str(&masked).unwrap();
+        assert_eq!(line["properties"]["email"], "a***@example.com");
+        assert_eq!(line["properties"]["firstname"], "***");
+        assert_eq!(
+            line["properties"]["telefono_oficina"],
+            serde_json::Value::Null
+        );
+        assert_eq!(line["hubspot_id"], "512");
+        assert_eq!(line["errors"][0]["field"], "lastname");
+        assert_eq!(line["errors"][0]["rule"], "text");
+        assert_eq!(line["action"], "UPDATE");
+        let unmasked = printed(Report::unmasked());
+        assert_eq!(
+            unmasked,
+            format!("{}\n", serde_json::to_string(&op).unwrap())
+        );
+        // A HubSpot id as the key of a to_sql operation is not personal data.
+        let to_sql = PlannedOp::new("contacts", Direction::ToSql, "123456789012", "WRITE");
+        assert_eq!(to_sql.masked().record_key, "123456789012");
+    }
+
+    #[test]
     fn report_prints_json_lines_and_counts_by_action() {
-        let mut report = Report::default();
+        let mut report = Report::unmasked();
         let mut out = Vec::new();
         let mut create = PlannedOp::new("contacts", Direction::ToHubspot, "7", "CREATE");
         create

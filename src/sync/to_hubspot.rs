@@ -537,7 +537,7 @@ impl ToHubspot {
         let current = match hubspot.await {
             Ok(found) => found,
             Err(e) => {
-                let error = ItemError::new("hubspot", e.to_string());
+                let error = ItemError::hubspot(&e);
                 steps.extend(changed.into_iter().map(|(w, _)| Step::Retry {
                     item: w.item,
                     error: error.clone(),
@@ -785,7 +785,7 @@ impl ToHubspot {
             .await
         {
             Ok(found) => found,
-            Err(e) => return retry_all(with_key, steps, ItemError::new("hubspot", e.to_string())),
+            Err(e) => return retry_all(with_key, steps, ItemError::hubspot(&e)),
         };
         // With the ids merged into them: a member linked to one of those has the contact.
         let found_ids: Vec<String> = found
@@ -942,6 +942,15 @@ impl Run<'_> {
     }
 
     fn retry(&mut self, item: &ClaimedItem, error: ItemError) {
+        if let Some(delay) = error.wait {
+            // Not the record's fault and not worth an attempt: it waits for HubSpot.
+            self.log(item, "DEFER", None, "deferred", &error.message);
+            let reason = error.summary();
+            self.result
+                .outcomes
+                .push((item.id, Outcome::Defer { reason, delay }));
+            return;
+        }
         self.log(item, "RETRY", None, "retry", &error.message);
         self.result.outcomes.push((item.id, Outcome::Retry(error)));
     }
@@ -953,7 +962,7 @@ impl Run<'_> {
         e: &crate::hubspot::HubSpotError,
     ) {
         for item in items {
-            self.retry(item, ItemError::new("hubspot", e.to_string()));
+            self.retry(item, ItemError::hubspot(e));
         }
     }
 

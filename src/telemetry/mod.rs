@@ -200,8 +200,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
-    use tracing_subscriber::layer::SubscriberExt;
-
     use super::*;
 
     #[derive(Clone, Default)]

@@ -10,6 +10,8 @@ pub mod record;
 pub mod territory;
 pub mod text;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 /// One failed rule on one field of one record, as reported to operators and stored on rejected
@@ -48,19 +50,94 @@ pub struct Note {
 }
 
 /// Checks an email address (already trimmed and lowercased): HTML5 syntax via `validator`, and a
-/// dot in the domain (HubSpot refuses addresses on bare host names).
-pub fn email(value: &str) -> Result<(), Invalid> {
+/// dot in the domain (HubSpot refuses addresses on bare host names). The domain must be ASCII
+/// (the `email` transform converts an internationalised one); non-ASCII letters before the `@`
+/// pass only with `unicode_local_part`.
+pub fn email(value: &str, unicode_local_part: bool) -> Result<(), Invalid> {
     use validator::ValidateEmail;
-    let domain_has_dot = value
-        .rsplit_once('@')
-        .is_some_and(|(_, domain)| domain.contains('.') && !domain.ends_with('.'));
-    if value.validate_email() && domain_has_dot {
+    let Some((local, domain)) = value.rsplit_once('@') else {
+        return Err(not_an_email(value));
+    };
+    if !domain.is_ascii() {
+        return Err(Invalid::new(
+            "email_domain",
+            format!(
+                "the domain of {value:?} is not ASCII: add the `email` transform, which \
+                 converts it (validation.email.idn_domains: punycode)"
+            ),
+        ));
+    }
+    // With Unicode allowed before the @, the rest is checked as for an ASCII address.
+    let checked = if local.is_ascii() {
+        Cow::Borrowed(value)
+    } else if !unicode_local_part {
+        return Err(unicode_local(value));
+    } else if local.chars().count() <= 64
+        && local.chars().all(|c| c.is_ascii() || c.is_alphanumeric())
+    {
+        let ascii: String = local
+            .chars()
+            .map(|c| if c.is_ascii() { c } else { 'x' })
+            .collect();
+        Cow::Owned(format!("{ascii}@{domain}"))
+    } else {
+        return Err(not_an_email(value));
+    };
+    let domain_has_dot = domain.contains('.') && !domain.ends_with('.');
+    if checked.validate_email() && domain_has_dot {
         Ok(())
     } else {
-        Err(Invalid::new(
-            "email",
-            format!("{value:?} is not a valid email address"),
-        ))
+        Err(not_an_email(value))
+    }
+}
+
+fn not_an_email(value: &str) -> Invalid {
+    Invalid::new("email", format!("{value:?} is not a valid email address"))
+}
+
+fn unicode_local(value: &str) -> Invalid {
+    Invalid::new(
+        "email_local_part",
+        format!(
+            "{value:?} has non-ASCII characters before the @ (accepted only with \
+             validation.email.unicode_local_part: true)"
+        ),
+    )
+}
+
+/// The ASCII form of an address whose domain is internationalised (`ana@correo.café.cr` →
+/// `ana@correo.xn--caf-dma.cr`, IDNA with UTS #46 strict rules), or `None` when the domain is
+/// ASCII already. With `reject`, or when IDNA refuses the domain, it fails rule `email_domain`;
+/// non-ASCII before the `@` fails rule `email_local_part` unless `unicode_local_part`.
+pub fn email_to_ascii(
+    value: &str,
+    reject: bool,
+    unicode_local_part: bool,
+) -> Result<Option<String>, Invalid> {
+    let Some((local, domain)) = value.rsplit_once('@') else {
+        return Ok(None);
+    };
+    if !local.is_ascii() && !unicode_local_part {
+        return Err(unicode_local(value));
+    }
+    if domain.is_ascii() {
+        return Ok(None);
+    }
+    if reject {
+        return Err(Invalid::new(
+            "email_domain",
+            format!(
+                "the domain of {value:?} is internationalised (non-ASCII); \
+                 validation.email.idn_domains: punycode converts it"
+            ),
+        ));
+    }
+    match idna::domain_to_ascii_strict(domain) {
+        Ok(ascii) => Ok(Some(format!("{local}@{ascii}"))),
+        Err(_) => Err(Invalid::new(
+            "email_domain",
+            format!("the domain of {value:?} is not a valid internationalised domain name"),
+        )),
     }
 }
 
@@ -70,8 +147,8 @@ mod tests {
 
     #[test]
     fn email_accepts_ordinary_addresses_and_refuses_malformed_ones() {
-        assert!(email("maria.rojas@example.co.cr").is_ok());
-        assert!(email("jose+coop@correo.example.com").is_ok());
+        assert!(email("maria.rojas@example.co.cr", false).is_ok());
+        assert!(email("jose+coop@correo.example.com", false).is_ok());
         for bad in [
             "maria.rojas",
             "maria@",
@@ -81,9 +158,58 @@ mod tests {
             "maria@@example.com",
             "maria@example.com.",
         ] {
-            let err = email(bad).expect_err(bad);
+            let err = email(bad, false).expect_err(bad);
             assert_eq!(err.rule, "email");
             assert!(err.message.contains(bad), "{}", err.message);
         }
+    }
+
+    #[test]
+    fn email_domains_must_be_ascii_and_local_parts_unless_allowed() {
+        assert_eq!(
+            email("ana@correo.café.cr", false).unwrap_err().rule,
+            "email_domain"
+        );
+        assert!(email("ana@correo.xn--caf-dma.cr", false).is_ok());
+        let e = email("josé@example.com", false).unwrap_err();
+        assert_eq!(e.rule, "email_local_part");
+        assert!(e.message.contains("unicode_local_part"), "{}", e.message);
+        assert!(email("josé@example.com", true).is_ok());
+        assert_eq!(email("jo sé@example.com", true).unwrap_err().rule, "email");
+        assert_eq!(email("josé@example", true).unwrap_err().rule, "email");
+    }
+
+    #[test]
+    fn internationalised_domains_become_punycode_or_are_rejected() {
+        assert_eq!(email_to_ascii("ana@example.com", false, false), Ok(None));
+        assert_eq!(
+            email_to_ascii("ana@correo.café.cr", false, false),
+            Ok(Some("ana@correo.xn--caf-dma.cr".into()))
+        );
+        assert_eq!(
+            email_to_ascii("ana@bücher.example", false, false),
+            Ok(Some("ana@xn--bcher-kva.example".into()))
+        );
+        let e = email_to_ascii("ana@correo.café.cr", true, false).unwrap_err();
+        assert_eq!(e.rule, "email_domain");
+        assert!(e.message.contains("idn_domains"), "{}", e.message);
+        // A domain IDNA refuses (a label starting with a combining mark).
+        assert_eq!(
+            email_to_ascii("ana@\u{301}x.example", false, false)
+                .unwrap_err()
+                .rule,
+            "email_domain"
+        );
+        assert_eq!(
+            email_to_ascii("josé@café.cr", false, false)
+                .unwrap_err()
+                .rule,
+            "email_local_part"
+        );
+        assert_eq!(
+            email_to_ascii("josé@café.cr", false, true),
+            Ok(Some("josé@xn--caf-dma.cr".into()))
+        );
+        assert_eq!(email_to_ascii("no-at-sign", false, false), Ok(None));
     }
 }

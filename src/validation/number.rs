@@ -166,6 +166,23 @@ fn ungroup(int_raw: &str) -> Option<String> {
     Some(out)
 }
 
+/// Significant digits of a plain decimal (`-`, digits, one `.` and digits, as SQL Server and
+/// the `number` transform write it): (integer digits, fractional digits without trailing
+/// zeros). `0.50` → (0, 1), `-1250000.00` → (7, 0), `1.505` → (1, 3). `None` for anything else
+/// (grouped or currency amounts go through [`parse`] first).
+pub fn digit_counts(plain: &str) -> Option<(usize, usize)> {
+    let unsigned = plain.strip_prefix('-').unwrap_or(plain);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || !digits(int) || !digits(frac) || (unsigned.ends_with('.')) {
+        return None;
+    }
+    Some((
+        int.trim_start_matches('0').len(),
+        frac.trim_end_matches('0').len(),
+    ))
+}
+
 /// Compares two canonical numbers exactly.
 pub fn compare(a: &str, b: &str) -> Ordering {
     let (na, ia, fa) = parts(a);

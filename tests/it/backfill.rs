@@ -143,7 +143,22 @@ async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
     };
     let sql_before = sql_rows().await;
 
+    // By default the plan hides every value it would send.
     let out = s.hubsync(&["run", "--once", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    for m in &existing {
+        let op = &plan(&out)[&("to_hubspot".into(), m["numero_asociado"].to_string())];
+        assert_eq!(op["properties"]["firstname"], "***", "{op}");
+        let email = m["email"].as_str().unwrap();
+        assert!(!stdout.contains(email), "{email} shown: {op}");
+        let cedula = s.mapper.to_hubspot(m).properties["no__de_cedula"]
+            .clone()
+            .unwrap();
+        assert!(!stdout.contains(&cedula), "{cedula} shown: {op}");
+    }
+
+    let out = s.hubsync(&["run", "--once", "--dry-run", "--unmask"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -229,7 +244,7 @@ async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
     s.sims.hubspot.seed_contacts(&[stranger]).unwrap();
     s.sims.hubspot.indexed().await;
     let (writes, rows) = (hubspot_writes(&s.sims.hubspot), s.rows_written().await);
-    let out = s.hubsync(&["run", "--once", "--dry-run"]);
+    let out = s.hubsync(&["run", "--once", "--dry-run", "--unmask"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         (hubspot_writes(&s.sims.hubspot), s.rows_written().await),

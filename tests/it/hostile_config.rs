@@ -204,8 +204,22 @@ fn check_config_and_run_refuse_the_same_hostile_settings() {
         ),
         (
             vec![(
-                "rules: [placeholder, positive] }",
-                "rules: [placeholder, \"range:10..1\"] }".into(),
+                "rejected_payload_retention: 30d",
+                "rejected_payload_retention: 0s".into(),
+            )],
+            "queue.rejected_payload_retention",
+        ),
+        (
+            vec![(
+                "conflict_retention: 90d",
+                "conflict_retention: 500000y".into(),
+            )],
+            "queue.conflict_retention",
+        ),
+        (
+            vec![(
+                "rules: [placeholder, positive], sql_type",
+                "rules: [placeholder, \"range:10..1\"], sql_type".into(),
             )],
             "objects.contacts.fields[13].rules",
         ),
@@ -300,6 +314,57 @@ fn a_secret_in_the_wrong_key_is_named_by_its_variable_never_shown() {
     for out in printed {
         assert!(out.contains("${SQL_SERVER}"), "{out}");
     }
+}
+
+#[test]
+fn secrets_written_literally_in_the_file_are_never_shown() {
+    const LITERAL_TOKEN: &str = "pat-na1-11111111-2222-3333-4444-000000000000";
+    const LITERAL_PASSWORD: &str = "L1teral-Pa55word";
+    let secrets = Secrets::new();
+    let env = secrets.env();
+    let dir = tempfile::tempdir().unwrap();
+    let connection = format!(
+        "server=tcp:sql.internal,1433;database=coop;user=hubsync;password={LITERAL_PASSWORD}"
+    );
+    let url = format!("postgres://hubsync:{LITERAL_PASSWORD}@db.internal/hubsync");
+    // A whole section given as the secret (its old lines go under another key), and secrets
+    // pasted into keys that are not secret at all.
+    let sql_section = format!("sql_server: \"{connection}\"\nx_unused:\n");
+    let hubspot_section = format!("hubspot: {LITERAL_TOKEN}\nx_unused:\n");
+    let postgres_section = format!("postgres: \"{url}\"\nx_unused:\n");
+    let lease = format!("lease: \"{connection}\"");
+    let listen = format!("http_listen: \"{url}\"");
+    let timeout = format!("timeout: {LITERAL_TOKEN}");
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("sql_server:\n", sql_section.as_str())], "sql_server"),
+        (vec![("hubspot:\n", hubspot_section.as_str())], "hubspot"),
+        (vec![("postgres:\n", postgres_section.as_str())], "postgres"),
+        (vec![("lease: 2m", lease.as_str())], "queue.lease"),
+        (
+            vec![("http_listen: 127.0.0.1:9187", listen.as_str())],
+            "service.http_listen",
+        ),
+        (vec![("timeout: 30s", timeout.as_str())], "hubspot.timeout"),
+    ];
+    for (edits, key) in cases {
+        let config = example_with(dir.path(), &edits);
+        both_refuse(
+            &config,
+            key,
+            &env,
+            &[LITERAL_TOKEN, LITERAL_PASSWORD, TOKEN, SQL_PASSWORD],
+        );
+    }
+    // A literal token where it belongs, with another problem in its section: the check names
+    // the problem, never the token.
+    let config = example_with(
+        dir.path(),
+        &[(
+            "base_url: https://api.hubapi.com",
+            &format!("base_url: http://api.example.com\n  token: {LITERAL_TOKEN}"),
+        )],
+    );
+    both_refuse(&config, "hubspot.base_url", &[], &[LITERAL_TOKEN]);
 }
 
 #[test]

@@ -18,17 +18,17 @@ use secrecy::SecretString;
 
 /// A raised limit for tests that move many records, so they take seconds.
 const FAST_TIER: u32 = 5_000;
-const TOKEN: &str = "sim-token";
+pub(crate) const TOKEN: &str = "sim-token";
 /// The versions the key tests run on: the default and the legacy one a portal may still use.
-const VERSIONS: [ApiVersion; 2] = [ApiVersion::V2026_09, ApiVersion::V3];
+pub(crate) const VERSIONS: [ApiVersion; 2] = [ApiVersion::V2026_09, ApiVersion::V3];
 
-async fn sim(options: SimOptions) -> RunningSim {
+pub(crate) async fn sim(options: SimOptions) -> RunningSim {
     start("127.0.0.1:0".parse().expect("addr"), options)
         .await
         .expect("simulator starts")
 }
 
-fn settings(sim: &RunningSim, tier: u32, token: &str) -> HubSpotSettings {
+pub(crate) fn settings(sim: &RunningSim, tier: u32, token: &str) -> HubSpotSettings {
     HubSpotSettings {
         base_url: sim.base_url().parse().expect("url"),
         token: Some(SecretString::from(token)),
@@ -42,7 +42,7 @@ fn settings(sim: &RunningSim, tier: u32, token: &str) -> HubSpotSettings {
     }
 }
 
-fn client_with(settings: &HubSpotSettings) -> Arc<HubSpotClient> {
+pub(crate) fn client_with(settings: &HubSpotSettings) -> Arc<HubSpotClient> {
     let limiter = Arc::new(Limiter::from_settings(settings));
     Arc::new(HubSpotClient::new(settings, limiter).expect("client"))
 }
@@ -59,7 +59,7 @@ fn client_on(sim: &RunningSim, tier: u32, version: ApiVersion) -> Arc<HubSpotCli
 }
 
 /// Every request the simulator served came in on `version`'s paths.
-fn all_on(sim: &RunningSim, version: ApiVersion) {
+pub(crate) fn all_on(sim: &RunningSim, version: ApiVersion) {
     let by_version = sim.stats().requests_by_version;
     assert_eq!(
         by_version.keys().collect::<Vec<_>>(),
@@ -68,14 +68,14 @@ fn all_on(sim: &RunningSim, version: ApiVersion) {
     );
 }
 
-fn props(pairs: &[(&str, &str)]) -> Properties {
+pub(crate) fn props(pairs: &[(&str, &str)]) -> Properties {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), Some((*v).to_owned())))
         .collect()
 }
 
-fn seed_emails(sim: &RunningSim, emails: impl Iterator<Item = String>) -> Vec<String> {
+pub(crate) fn seed_emails(sim: &RunningSim, emails: impl Iterator<Item = String>) -> Vec<String> {
     let records: Vec<BTreeMap<String, Option<String>>> =
         emails.map(|e| props(&[("email", &e)])).collect();
     sim.seed_contacts(&records).expect("seed")
@@ -790,4 +790,66 @@ async fn check_config_reports_each_clash_between_the_mapping_and_the_portals_rul
     assert_eq!(out.status.code(), Some(0));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("warning:"));
     assert_eq!(sim.stats().total_requests, before);
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_setup_error_naming_the_status_and_never_a_rejected_record() {
+    // A proxy (or a wrong base URL) answering every request with a redirect to a login page.
+    let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async {
+            (
+                axum::http::StatusCode::MOVED_PERMANENTLY,
+                [(
+                    axum::http::header::LOCATION,
+                    "https://proxy.example/login?next=%2Fcrm",
+                )],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = client_with(&HubSpotSettings {
+        base_url: format!("http://{addr}").parse().expect("url"),
+        token: Some(SecretString::from(TOKEN)),
+        max_retry_elapsed: Duration::from_secs(5),
+        ..HubSpotSettings::default()
+    });
+    let err = client
+        .batch_update(
+            "contacts",
+            &[UpdateInput {
+                id: "1".into(),
+                properties: props(&[("city", "Guápiles")]),
+            }],
+        )
+        .await
+        .expect_err("a redirect fails the call, not the record");
+    assert!(
+        matches!(err, HubSpotError::Redirected { status: 301, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("redirect (301 to https://proxy.example/login)")
+            && text.contains("hubspot.base_url")
+            && !text.contains("next="),
+        "{text}"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "not retried"
+    );
+    // The usage read says the same, and leaves the configured budget.
+    assert!(matches!(
+        client.read_usage().await,
+        Err(HubSpotError::Redirected { status: 301, .. })
+    ));
+    assert_eq!(client.refresh_daily_budget().await, None);
 }

@@ -645,6 +645,125 @@ async fn the_daily_limit_answers_429_daily() {
 }
 
 #[tokio::test]
+async fn the_usage_endpoint_counts_every_app_and_the_day_resets_at_resets_at() {
+    let s = sim_with(SimOptions {
+        daily_limit: Some(10),
+        other_apps_usage: 4,
+        time_zone: chrono_tz::America::Costa_Rica,
+        ..SimOptions::default()
+    })
+    .await;
+    let paths = [
+        "/account-info/v3/api-usage/daily/private-apps",
+        "/account-info/2026-03/api-usage/daily/private-apps",
+        "/account-info/2026-09/api-usage/daily/private-apps",
+    ];
+    let unauthorized = s
+        .send_as("wrong", Method::GET, paths[0], None)
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    for (n, path) in paths.iter().enumerate() {
+        let answer = s.get(path).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        let entry = &answer.body["results"][0];
+        assert_eq!(entry["name"], "private-apps-api-calls-daily");
+        assert_eq!(entry["usageLimit"], 10);
+        assert_eq!(entry["fetchStatus"], "SUCCESS");
+        // Other apps' 4, and each read counts as a request like any other.
+        let used = 4 + n as u64 + 1;
+        assert_eq!(entry["currentUsage"], used, "{path}");
+        assert_eq!(
+            header(&answer, "x-hubspot-ratelimit-daily-remaining"),
+            Some((10 - used).to_string()),
+            "the headers agree with the endpoint"
+        );
+        let resets: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(entry["resetsAt"].clone()).unwrap();
+        let local = resets.with_timezone(&chrono_tz::America::Costa_Rica);
+        assert_eq!(
+            local.time(),
+            chrono::NaiveTime::MIN,
+            "midnight in the account's zone"
+        );
+        assert!(resets > chrono::Utc::now());
+    }
+    let stats = s.sim.stats();
+    assert_eq!(
+        stats.requests_by_endpoint.get("account-info/usage"),
+        Some(&4)
+    );
+    assert_eq!(
+        stats.requests_by_version.keys().collect::<Vec<_>>(),
+        ["2026-03", "2026-09", "v3"]
+    );
+
+    // Another app spends the rest of the day over the admin API: the limit answers 429 DAILY.
+    let spent = s.post("/_sim/usage", json!({"other_apps": 3})).await;
+    assert_eq!(spent.status, StatusCode::OK);
+    assert_eq!(spent.body["current_usage"], 10);
+    assert_eq!(spent.body["other_apps"], 7);
+    let over = s.get(paths[2]).await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(over.body["policyName"], "DAILY");
+
+    // The reset: at `resetsAt` a new day starts from zero, and the next reset is midnight again.
+    let moved = s.post("/_sim/usage", json!({"resets_in": "0s"})).await;
+    assert_eq!(moved.body["current_usage"], 0, "{:?}", moved.body);
+    let fresh = s.get(paths[2]).await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert_eq!(fresh.body["results"][0]["currentUsage"], 1);
+    let usage = s.sim.usage();
+    assert_eq!((usage.own, usage.other_apps), (1, 0));
+    assert_eq!(usage.time_zone, "America/Costa_Rica");
+    assert_eq!(
+        usage
+            .resets_at
+            .with_timezone(&chrono_tz::America::Costa_Rica)
+            .time(),
+        chrono::NaiveTime::MIN
+    );
+    let over_http = s.get("/_sim/usage").await;
+    assert_eq!(
+        serde_json::from_value::<hubsync::sim::hubspot::SimUsage>(over_http.body).unwrap(),
+        usage
+    );
+}
+
+#[tokio::test]
+async fn a_refused_usage_endpoint_answers_as_hubspot_would() {
+    let s = sim().await;
+    let path = "/account-info/2026-09/api-usage/daily/private-apps";
+    for (status, category) in [(403, "MISSING_SCOPES"), (404, "OBJECT_NOT_FOUND")] {
+        s.sim.set_faults(Faults {
+            usage_refused: Some(status),
+            ..Faults::default()
+        });
+        let answer = s.get(path).await;
+        assert_eq!(answer.status.as_u16(), status);
+        assert_eq!(answer.body["category"], category);
+        // Other endpoints are not affected.
+        assert_eq!(
+            s.get("/crm/v3/properties/contacts").await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        s.get(path).await.body["errors"][0]["context"]["requiredGranularScopes"],
+        serde_json::Value::Null,
+        "404 carries no scope"
+    );
+    s.sim.set_faults(Faults {
+        usage_refused: Some(403),
+        ..Faults::default()
+    });
+    assert_eq!(
+        s.get(path).await.body["errors"][0]["context"]["requiredGranularScopes"][0],
+        "oauth"
+    );
+}
+
+#[tokio::test]
 async fn stats_count_endpoints_429s_and_the_busiest_window_same_over_http() {
     let s = sim().await;
     s.create(Value::Array(emails(3, "w"))).await;

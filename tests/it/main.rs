@@ -10,6 +10,7 @@ mod demo;
 mod every_edit;
 mod hostile_config;
 mod hubspot_client;
+mod hubspot_client_budget;
 mod hubspot_conformance;
 mod hubspot_sim;
 mod links;

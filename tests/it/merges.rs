@@ -444,7 +444,7 @@ async fn a_merge_between_the_read_and_the_update_is_followed_in_the_same_batch()
             &s.queue,
             &s.mapper,
             &contacts_config(),
-            client_at(&proxy),
+            client_at(&proxy, Default::default()),
             None,
         );
         changed.insert("lastname".into(), "Cambiada En SQL".into());

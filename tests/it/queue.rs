@@ -285,15 +285,12 @@ async fn coalescing_keeps_one_pending_item_with_the_newest_payload() {
 
 #[tokio::test]
 async fn a_dead_workers_items_are_rescued_without_charging_attempts() {
-    let (pool, _) = fresh_db().await;
     // A zero lease expires as soon as the claim commits: no waiting for a clock.
-    let queue = Queue::new(
-        pool.clone(),
-        QueueSettings {
-            lease: Duration::ZERO,
-            ..settings()
-        },
-    );
+    let (pool, queue) = queue_with(QueueSettings {
+        lease: Duration::ZERO,
+        ..settings()
+    })
+    .await;
     let keys: Vec<_> = (0..10).map(|i| item(&format!("k{i}"), 1)).collect();
     queue
         .enqueue(OBJ, Direction::ToHubspot, &keys)
@@ -623,14 +620,11 @@ async fn pruning_deletes_only_old_finished_items_and_never_blocks_claims() {
 
 #[tokio::test]
 async fn operator_views_show_counts_and_stuck_items() {
-    let (pool, _) = fresh_db().await;
-    let queue = Queue::new(
-        pool.clone(),
-        QueueSettings {
-            lease: Duration::ZERO,
-            ..settings()
-        },
-    );
+    let (_, queue) = queue_with(QueueSettings {
+        lease: Duration::ZERO,
+        ..settings()
+    })
+    .await;
     put(&queue, &[item("a", 1), item("b", 1)]).await;
     queue
         .enqueue(OBJ, Direction::ToSql, &[item("123", 1)])
@@ -682,4 +676,209 @@ async fn an_idle_worker_wakes_on_enqueue_without_waiting_for_its_poll() {
         .await
         .expect("woken by NOTIFY, long before the one-hour poll")
         .unwrap();
+}
+
+/// A fresh database and a queue on it with `settings`.
+async fn queue_with(settings: QueueSettings) -> (PgPool, Queue) {
+    let (pool, _) = fresh_db().await;
+    (pool.clone(), Queue::new(pool, settings))
+}
+
+/// Settles every claimed item of `keys` with its outcome, then backdates it `days` finished.
+async fn finish(queue: &Queue, pool: &PgPool, outcomes: Vec<(&str, Outcome, i32)>) {
+    let claimed = queue
+        .claim(OBJ, Direction::ToHubspot, 100, "w")
+        .await
+        .unwrap();
+    let mut results = Vec::new();
+    for (key, outcome, _) in &outcomes {
+        let item = claimed.iter().find(|i| i.record_key == *key).unwrap();
+        results.push((item, outcome.clone()));
+    }
+    queue.settle("w", &results).await.unwrap();
+    for (key, _, days) in outcomes {
+        sqlx::query(
+            "UPDATE sync_queue SET finished_at = now() - make_interval(days => $2) \
+             WHERE record_key = $1",
+        )
+        .bind(key)
+        .bind(days)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+fn invalid_email() -> ItemError {
+    ItemError {
+        field: Some("email".into()),
+        rule: Some("email".into()),
+        ..ItemError::new(
+            "validation",
+            "\"ana.rojas@example\" is not a valid email address",
+        )
+    }
+}
+
+#[tokio::test]
+async fn rejected_and_dead_payloads_lose_their_values_after_retention_and_keep_their_reasons() {
+    let (pool, queue) = queue_with(QueueSettings {
+        rejected_payload_retention: Duration::from_secs(30 * 86400),
+        ..settings()
+    })
+    .await;
+    let member = |key: &str| NewItem {
+        payload: json!({"email": "ana.rojas@example", "firstname": "Ana", "salario": 1250000.5}),
+        ..item(key, 1)
+    };
+    put(
+        &queue,
+        &[member("old-rej"), member("old-dead"), member("new-rej")],
+    )
+    .await;
+    let dead = ItemError::new(
+        "hubspot",
+        "HubSpot refused \"Ana\" for ana.rojas@example.com",
+    );
+    finish(
+        &queue,
+        &pool,
+        vec![
+            ("old-rej", Outcome::Reject(vec![invalid_email()]), 40),
+            ("old-dead", Outcome::Dead(dead), 40),
+            ("new-rej", Outcome::Reject(vec![invalid_email()]), 1),
+        ],
+    )
+    .await;
+
+    let done = queue.enforce_retention().await.unwrap();
+    assert_eq!(done.payloads_dropped, 2);
+    assert_eq!(
+        done.items, 0,
+        "a record's newest rejected item is never deleted"
+    );
+
+    let rows = sqlx::query(
+        "SELECT record_key, state, payload, errors, last_error, payload_dropped_at IS NOT NULL AS dropped \
+         FROM sync_queue ORDER BY record_key",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let row = |key: &str| {
+        rows.iter()
+            .find(|r| r.get::<String, _>("record_key") == key)
+            .unwrap()
+    };
+    for key in ["old-rej", "old-dead"] {
+        let r = row(key);
+        assert!(r.get::<bool, _>("dropped"), "{key}");
+        assert_eq!(
+            r.get::<serde_json::Value, _>("payload"),
+            json!({"email": null, "firstname": null, "salario": null}),
+            "{key}: keys kept, values gone"
+        );
+        let stored = format!(
+            "{} {}",
+            r.get::<serde_json::Value, _>("errors"),
+            r.get::<Option<String>, _>("last_error").unwrap()
+        );
+        for value in ["ana.rojas@example", "\"Ana\""] {
+            assert!(
+                !stored.contains(value),
+                "{key} still quotes {value}: {stored}"
+            );
+        }
+    }
+    let rejected = row("old-rej");
+    assert_eq!(rejected.get::<String, _>("state"), "rejected");
+    let errors: serde_json::Value = rejected.get("errors");
+    assert_eq!(errors[0]["field"], "email");
+    assert_eq!(errors[0]["rule"], "email");
+    assert_eq!(errors[0]["kind"], "validation");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not a valid email address"),
+        "{errors}"
+    );
+    assert!(
+        rejected
+            .get::<Option<String>, _>("last_error")
+            .unwrap()
+            .starts_with("email [email]: "),
+        "the reason names field and rule"
+    );
+    assert_eq!(row("old-dead").get::<String, _>("state"), "dead");
+
+    let recent = row("new-rej");
+    assert!(!recent.get::<bool, _>("dropped"));
+    assert_eq!(
+        recent.get::<serde_json::Value, _>("payload")["email"],
+        "ana.rojas@example"
+    );
+    assert!(
+        recent
+            .get::<serde_json::Value, _>("errors")
+            .to_string()
+            .contains("ana.rojas@example")
+    );
+
+    // A second pass finds nothing more, and an item without values cannot be retried.
+    assert_eq!(queue.enforce_retention().await.unwrap().payloads_dropped, 0);
+    let old_id: i64 = sqlx::query_scalar("SELECT id FROM sync_queue WHERE record_key = 'old-rej'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let report = queue
+        .retry(&RetrySelection::Ids(vec![old_id]))
+        .await
+        .unwrap();
+    assert!(report.changed.is_empty());
+    assert!(
+        report.skipped[0].1.contains("rejected_payload_retention"),
+        "{:?}",
+        report.skipped
+    );
+    let report = queue
+        .retry(&RetrySelection::Rejected { object: None })
+        .await
+        .unwrap();
+    assert_eq!(
+        report.changed.len(),
+        1,
+        "only the recent rejected item is retried"
+    );
+}
+
+#[tokio::test]
+async fn conflicts_are_deleted_after_their_retention() {
+    let (pool, queue) = queue_with(QueueSettings {
+        conflict_retention: Duration::from_secs(90 * 86400),
+        prune_batch: 1,
+        ..settings()
+    })
+    .await;
+    for (key, days) in [("old-1", 100), ("old-2", 91), ("recent", 89)] {
+        sqlx::query(
+            "INSERT INTO sync_conflicts (object, sql_key, field, sql_value, hubspot_value, \
+                 synced_value, policy, winner, detected_at) \
+             VALUES ('contacts', $1, 'firstname', 'Ana', 'Anabel', 'Ana M', 'newest_wins', 'sql', \
+                     now() - make_interval(days => $2))",
+        )
+        .bind(key)
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let done = queue.enforce_retention().await.unwrap();
+    assert_eq!(done.conflicts, 2);
+    let left: Vec<(String, String)> =
+        sqlx::query_as("SELECT sql_key, hubspot_value FROM sync_conflicts ORDER BY sql_key")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, [("recent".to_string(), "Anabel".to_string())]);
 }

@@ -107,3 +107,25 @@ pub async fn mssql_sim_with(
 pub fn hubspot_writes(sim: &hubsync::sim::hubspot::RunningSim) -> u64 {
     sim.stats().write_requests()
 }
+
+/// Hostile values for a member's fields, and the rule each must be rejected with (the field
+/// named): control, bidi and zero-width characters, numbers too large for their SQL column, a
+/// non-ASCII local part of an email.
+pub const HOSTILE: &[(&str, &str, &str)] = &[
+    ("firstname", "Ana\u{0}", "text"),
+    ("lastname", "\u{1b}[31mRuiz\u{1b}[0m", "text"),
+    ("firstname", "Ana\u{202e}zíuR", "text"),
+    ("lastname", "Ru\u{2067}iz\u{2069}", "text"),
+    ("firstname", "Ana\u{200b}", "text"),
+    ("lastname", "\u{feff}Ruiz", "text"),
+    ("firstname", "Ana\tMaría", "text"),
+    ("lastname", "Ruiz\u{9b}2J", "text"),
+    ("email", "ana\u{200d}@example.com", "text"),
+    (
+        "salario_bruto_semanal_o_quincenal",
+        "99999999999999999999999999999999999999999999999999",
+        "sql_type",
+    ),
+    ("porcentaje__beneficiario_1_", "1000", "sql_type"),
+    ("email", "josé@example.com", "email_local_part"),
+];

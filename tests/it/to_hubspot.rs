@@ -1,11 +1,12 @@
 //! SQL Server changes to HubSpot end to end: queue → map and validate → diff → HubSpot batch
-//! calls on the simulator → record links, with real PostgreSQL.
+//! calls on the simulator → record links, with real PostgreSQL. The key tests run on API version
+//! `2026-09` (the default) and on the legacy `v3`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hubsync::config::{Need, load_str};
-use hubsync::hubspot::{HubSpotClient, HubSpotSettings, Limiter};
+use hubsync::hubspot::{ApiVersion, HubSpotClient, HubSpotSettings, Limiter};
 use hubsync::mapping::{Mapper, ObjectConfig, SqlRow};
 use hubsync::mssql::ChangeReader;
 use hubsync::queue::{Direction, NewItem, Operation, Queue};
@@ -15,7 +16,7 @@ use hubsync::sync::worker::Worker;
 use rand::SeedableRng;
 use sqlx::Row;
 
-use crate::support::{example_config, fresh_db};
+use crate::support::{HOSTILE, example_config, fresh_db};
 
 pub struct Stand {
     pub sim: RunningSim,
@@ -44,6 +45,19 @@ pub async fn stand_with(
     object: &ObjectConfig,
     sql_reader: Option<Arc<ChangeReader>>,
 ) -> Stand {
+    stand_on(ApiVersion::default(), options, object, sql_reader).await
+}
+
+/// The API versions the key tests run on: the default and the legacy one a portal may still use.
+const VERSIONS: [ApiVersion; 2] = [ApiVersion::V2026_09, ApiVersion::V3];
+
+/// [`stand_with`] speaking HubSpot API `version`.
+pub async fn stand_on(
+    version: ApiVersion,
+    options: SimOptions,
+    object: &ObjectConfig,
+    sql_reader: Option<Arc<ChangeReader>>,
+) -> Stand {
     let (pool, url) = fresh_db().await;
     let sim = hubsync::sim::hubspot::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -56,7 +70,7 @@ pub async fn stand_with(
     .unwrap();
     let mapper = Arc::new(Mapper::new(object).unwrap());
     let queue = Queue::new(pool, Default::default());
-    let client = client_at(&sim.base_url());
+    let client = client_at(&sim.base_url(), version);
     let worker = worker_with(&queue, &mapper, object, client, sql_reader);
     Stand {
         sim,
@@ -67,13 +81,14 @@ pub async fn stand_with(
     }
 }
 
-/// A HubSpot client for the simulator (or a stand-in for it) at `base_url`, its limit raised so
-/// tests never wait.
-pub fn client_at(base_url: &str) -> Arc<HubSpotClient> {
+/// A HubSpot client speaking API `version` to the simulator (or a stand-in for it) at
+/// `base_url`, its limit raised so tests never wait.
+pub fn client_at(base_url: &str, version: ApiVersion) -> Arc<HubSpotClient> {
     let settings = HubSpotSettings {
         base_url: base_url.parse().unwrap(),
         token: Some("sim-token".to_string().into()),
         requests_per_10s: 5000,
+        api_version: version,
         ..HubSpotSettings::default()
     };
     Arc::new(HubSpotClient::new(&settings, Arc::new(Limiter::from_settings(&settings))).unwrap())
@@ -142,103 +157,105 @@ pub(crate) async fn enqueue(queue: &Queue, rows: &[SqlRow], version: i64) {
 
 #[tokio::test]
 async fn members_reach_hubspot_once_linked_and_only_changes_are_resent() {
-    let s = stand().await;
-    let members = rows(500);
-    // 30 valid members already exist in HubSpot, their email in capitals.
-    let existing: Vec<BTreeMap<String, Option<String>>> = members
-        .iter()
-        .filter(|r| r["email"].as_str().unwrap().contains('@'))
-        .take(30)
-        .map(|r| {
-            BTreeMap::from([
-                (
-                    "email".to_string(),
-                    Some(r["email"].as_str().unwrap().to_uppercase()),
-                ),
-                ("firstname".to_string(), Some("Old name".to_string())),
-            ])
-        })
-        .collect();
-    s.sim.seed_contacts(&existing).unwrap();
+    for version in VERSIONS {
+        let s = stand_on(version, SimOptions::lagging(), &contacts_config(), None).await;
+        let members = rows(500);
+        // 30 valid members already exist in HubSpot, their email in capitals.
+        let existing: Vec<BTreeMap<String, Option<String>>> = members
+            .iter()
+            .filter(|r| r["email"].as_str().unwrap().contains('@'))
+            .take(30)
+            .map(|r| {
+                BTreeMap::from([
+                    (
+                        "email".to_string(),
+                        Some(r["email"].as_str().unwrap().to_uppercase()),
+                    ),
+                    ("firstname".to_string(), Some("Old name".to_string())),
+                ])
+            })
+            .collect();
+        s.sim.seed_contacts(&existing).unwrap();
 
-    enqueue(&s.queue, &members, 1).await;
-    let settled = s.worker.drain().await.unwrap();
+        enqueue(&s.queue, &members, 1).await;
+        let settled = s.worker.drain().await.unwrap();
 
-    let valid: Vec<&SqlRow> = members
-        .iter()
-        .filter(|r| s.mapper.to_hubspot(r).is_valid())
-        .collect();
-    assert!(valid.len() > 400 && valid.len() < 500, "{}", valid.len());
-    assert_eq!(settled.done as usize, valid.len());
-    assert_eq!(settled.rejected as usize, 500 - valid.len());
-    let contacts = s.sim.contacts();
-    assert_eq!(
-        contacts.len(),
-        valid.len(),
-        "no duplicates, nothing missing"
-    );
-    for row in &valid {
-        let mapped = s.mapper.to_hubspot(row);
-        let email = mapped.properties["email"].clone().unwrap();
-        let contact = s
-            .sim
-            .contact_by_email(&email)
-            .unwrap_or_else(|| panic!("{email} missing"));
-        for (prop, value) in &mapped.properties {
-            let got = contact.properties.get(prop).filter(|v| !v.is_empty());
-            assert_eq!(got, value.as_ref(), "{email}: {prop}");
+        let valid: Vec<&SqlRow> = members
+            .iter()
+            .filter(|r| s.mapper.to_hubspot(r).is_valid())
+            .collect();
+        assert!(valid.len() > 400 && valid.len() < 500, "{}", valid.len());
+        assert_eq!(settled.done as usize, valid.len());
+        assert_eq!(settled.rejected as usize, 500 - valid.len());
+        let contacts = s.sim.contacts();
+        assert_eq!(
+            contacts.len(),
+            valid.len(),
+            "no duplicates, nothing missing"
+        );
+        for row in &valid {
+            let mapped = s.mapper.to_hubspot(row);
+            let email = mapped.properties["email"].clone().unwrap();
+            let contact = s
+                .sim
+                .contact_by_email(&email)
+                .unwrap_or_else(|| panic!("{email} missing"));
+            for (prop, value) in &mapped.properties {
+                let got = contact.properties.get(prop).filter(|v| !v.is_empty());
+                assert_eq!(got, value.as_ref(), "{email}: {prop}");
+            }
         }
-    }
-    let rejected = sqlx::query("SELECT errors FROM sync_queue WHERE state = 'rejected'")
-        .fetch_all(s.queue.pool())
-        .await
-        .unwrap();
-    for row in rejected {
-        let errors: serde_json::Value = row.get("errors");
-        assert!(errors.to_string().contains("email"), "{errors}");
-    }
-    let links: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM record_links WHERE hubspot_id IS NOT NULL")
-            .fetch_one(s.queue.pool())
+        let rejected = sqlx::query("SELECT errors FROM sync_queue WHERE state = 'rejected'")
+            .fetch_all(s.queue.pool())
             .await
             .unwrap();
-    assert_eq!(links as usize, valid.len());
+        for row in rejected {
+            let errors: serde_json::Value = row.get("errors");
+            assert!(errors.to_string().contains("email"), "{errors}");
+        }
+        let links: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM record_links WHERE hubspot_id IS NOT NULL")
+                .fetch_one(s.queue.pool())
+                .await
+                .unwrap();
+        assert_eq!(links as usize, valid.len());
 
-    // 20 rows change version; only 10 really changed. One update call, 10 records in it.
-    let before = s
-        .sim
-        .stats()
-        .requests_by_endpoint
-        .get("batch/update")
-        .copied()
-        .unwrap_or(0);
-    let mut again: Vec<SqlRow> = valid.iter().take(20).map(|r| (*r).clone()).collect();
-    for row in again.iter_mut().take(10) {
-        row.insert("firstname".into(), "Renombrada".into());
-    }
-    enqueue(&s.queue, &again, 2).await;
-    let settled = s.worker.drain().await.unwrap();
-    assert_eq!(settled.done, 20);
-    let after = s
-        .sim
-        .stats()
-        .requests_by_endpoint
-        .get("batch/update")
-        .copied()
-        .unwrap_or(0);
-    assert_eq!(after - before, 1);
-    let outcomes: Vec<(String, i64)> = sqlx::query_as(
+        // 20 rows change version; only 10 really changed. One update call, 10 records in it.
+        let before = s
+            .sim
+            .stats()
+            .requests_by_endpoint
+            .get("batch/update")
+            .copied()
+            .unwrap_or(0);
+        let mut again: Vec<SqlRow> = valid.iter().take(20).map(|r| (*r).clone()).collect();
+        for row in again.iter_mut().take(10) {
+            row.insert("firstname".into(), "Renombrada".into());
+        }
+        enqueue(&s.queue, &again, 2).await;
+        let settled = s.worker.drain().await.unwrap();
+        assert_eq!(settled.done, 20);
+        let after = s
+            .sim
+            .stats()
+            .requests_by_endpoint
+            .get("batch/update")
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(after - before, 1);
+        let outcomes: Vec<(String, i64)> = sqlx::query_as(
         "SELECT outcome, count(*) FROM sync_queue WHERE source_version = 2 GROUP BY 1 ORDER BY 1",
     )
     .fetch_all(s.queue.pool())
     .await
     .unwrap();
-    assert_eq!(
-        outcomes,
-        [("SKIP".to_string(), 10), ("UPDATE".to_string(), 10)]
-    );
-    let renamed = s.with_firstname("Renombrada");
-    assert_eq!(renamed, 10);
+        assert_eq!(
+            outcomes,
+            [("SKIP".to_string(), 10), ("UPDATE".to_string(), 10)]
+        );
+        let renamed = s.with_firstname("Renombrada");
+        assert_eq!(renamed, 10);
+    }
 }
 
 /// Inserts member rows into the simulator's contact table as a client's INSERT would.
@@ -502,80 +519,84 @@ async fn unlinked_records_are_upserted_by_email_and_an_existing_contact_is_linke
 
 #[tokio::test]
 async fn hubspot_refusing_3_records_of_a_batch_of_100_rejects_those_3_with_its_message_once() {
-    // This HubSpot account has no "Viudo" option for marital_status; our mapping does.
-    let mut properties = hubsync::sim::hubspot::default_properties();
-    for p in properties.iter_mut().filter(|p| p.name == "marital_status") {
-        p.options.retain(|o| o.value != "Viudo");
-    }
-    let options = SimOptions {
-        properties,
-        ..SimOptions::lagging()
-    };
-    let s = stand_with(options, &contacts_config(), None).await;
-    let mut members: Vec<SqlRow> = rows(300)
-        .into_iter()
-        .filter(|r| s.mapper.to_hubspot(r).is_valid())
-        .take(100)
-        .collect();
-    assert_eq!(members.len(), 100);
-    for (i, row) in members.iter_mut().enumerate() {
-        let code = if i % 33 == 5 { 4 } else { 1 };
-        row.insert("marital_status".into(), code.into());
-    }
-    let widowed: Vec<String> = members
-        .iter()
-        .filter(|r| r["marital_status"] == 4)
-        .map(|r| r["numero_asociado"].to_string())
-        .collect();
-    assert_eq!(widowed.len(), 3);
+    for version in VERSIONS {
+        // This HubSpot account has no "Viudo" option for marital_status; our mapping does.
+        let mut properties = hubsync::sim::hubspot::default_properties();
+        for p in properties.iter_mut().filter(|p| p.name == "marital_status") {
+            p.options.retain(|o| o.value != "Viudo");
+        }
+        let options = SimOptions {
+            properties,
+            ..SimOptions::lagging()
+        };
+        let s = stand_on(version, options.clone(), &contacts_config(), None).await;
+        let mut members: Vec<SqlRow> = rows(300)
+            .into_iter()
+            .filter(|r| s.mapper.to_hubspot(r).is_valid())
+            .take(100)
+            .collect();
+        assert_eq!(members.len(), 100);
+        for (i, row) in members.iter_mut().enumerate() {
+            let code = if i % 33 == 5 { 4 } else { 1 };
+            row.insert("marital_status".into(), code.into());
+        }
+        let widowed: Vec<String> = members
+            .iter()
+            .filter(|r| r["marital_status"] == 4)
+            .map(|r| r["numero_asociado"].to_string())
+            .collect();
+        assert_eq!(widowed.len(), 3);
 
-    enqueue(&s.queue, &members, 1).await;
-    let settled = s.worker.drain().await.unwrap();
-    assert_eq!((settled.done, settled.rejected), (97, 3), "{settled:?}");
-    assert_eq!(settled.retried, 0);
-    assert_eq!(s.sim.contacts().len(), 97);
-    let upserts = s.sim.stats().requests_by_endpoint["batch/upsert"];
-    assert_eq!(
-        upserts, 1,
-        "one call: HubSpot answered with the errors in its body"
-    );
+        enqueue(&s.queue, &members, 1).await;
+        let settled = s.worker.drain().await.unwrap();
+        assert_eq!((settled.done, settled.rejected), (97, 3), "{settled:?}");
+        assert_eq!(settled.retried, 0);
+        assert_eq!(s.sim.contacts().len(), 97);
+        let upserts = s.sim.stats().requests_by_endpoint["batch/upsert"];
+        assert_eq!(
+            upserts, 1,
+            "one call: HubSpot answered with the errors in its body"
+        );
 
-    let rejected: Vec<(String, serde_json::Value, i32)> = sqlx::query_as(
+        let rejected: Vec<(String, serde_json::Value, i32)> = sqlx::query_as(
         "SELECT record_key, errors, attempts FROM sync_queue WHERE state = 'rejected' ORDER BY id",
     )
     .fetch_all(s.queue.pool())
     .await
     .unwrap();
-    let mut keys: Vec<String> = rejected.iter().map(|r| r.0.clone()).collect();
-    keys.sort();
-    let mut widowed = widowed;
-    widowed.sort();
-    assert_eq!(keys, widowed);
-    for (key, errors, attempts) in &rejected {
-        assert_eq!(*attempts, 0, "{key}: no failed attempt, no retry");
-        let error = &errors[0];
-        assert_eq!(error["kind"], "hubspot", "{errors}");
-        assert_eq!(error["field"], "marital_status", "{errors}");
-        // API version 2026-09 (the default) folds per-record errors into the upsert's 200
-        // (no 207).
-        assert_eq!(error["http_status"], 200, "{errors}");
-        let message = error["message"].as_str().unwrap();
-        assert!(
-            message.contains("Viudo was not one of the allowed options"),
-            "{message}"
-        );
-    }
+        let mut keys: Vec<String> = rejected.iter().map(|r| r.0.clone()).collect();
+        keys.sort();
+        let mut widowed = widowed;
+        widowed.sort();
+        assert_eq!(keys, widowed);
+        for (key, errors, attempts) in &rejected {
+            assert_eq!(*attempts, 0, "{key}: no failed attempt, no retry");
+            let error = &errors[0];
+            assert_eq!(error["kind"], "hubspot", "{errors}");
+            assert_eq!(error["field"], "marital_status", "{errors}");
+            // API version 2026-09 (the default) folds per-record errors into the upsert's 200;
+            // v3 answers 207 Multi-Status.
+            let status = if version == ApiVersion::V3 { 207 } else { 200 };
+            assert_eq!(error["http_status"], status, "{version}: {errors}");
+            let message = error["message"].as_str().unwrap();
+            assert!(
+                message.contains("Viudo was not one of the allowed options"),
+                "{message}"
+            );
+        }
 
-    // Nothing is left to retry: another round does no work and makes no call.
-    let calls = s.sim.stats().total_requests;
-    assert_eq!(s.worker.drain().await.unwrap(), Default::default());
-    assert_eq!(s.sim.stats().total_requests, calls);
-    let open: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sync_queue WHERE state IN ('pending', 'running')")
-            .fetch_one(s.queue.pool())
-            .await
-            .unwrap();
-    assert_eq!(open, 0);
+        // Nothing is left to retry: another round does no work and makes no call.
+        let calls = s.sim.stats().total_requests;
+        assert_eq!(s.worker.drain().await.unwrap(), Default::default());
+        assert_eq!(s.sim.stats().total_requests, calls);
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sync_queue WHERE state IN ('pending', 'running')",
+        )
+        .fetch_one(s.queue.pool())
+        .await
+        .unwrap();
+        assert_eq!(open, 0);
+    }
 }
 
 #[tokio::test]
@@ -673,87 +694,89 @@ async fn batches_with_invalid_records_are_topped_up_so_a_create_carries_a_full_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upserting_1000_of_which_300_exist_links_or_rejects_every_input_and_duplicates_none() {
-    let s = stand().await;
-    let members: Vec<_> = rows(1_100)
-        .into_iter()
-        .filter(|r| s.mapper.to_hubspot(r).is_valid())
-        .take(1_000)
-        .collect();
-    assert_eq!(members.len(), 1_000);
-    // 300 are in HubSpot already, under their email in capitals; 20 of those contacts are
-    // synced with other SQL Server records.
-    let existing: Vec<BTreeMap<String, Option<String>>> = members[..300]
-        .iter()
-        .map(|m| {
-            let mut p = s.mapper.to_hubspot(m).properties;
-            let email = p["email"].clone().unwrap().to_uppercase();
-            p.insert("email".into(), Some(email));
-            p.insert("firstname".into(), Some("Ya Existe".into()));
-            p.remove("numero_asociado");
-            p
-        })
-        .collect();
-    let ids = s.sim.seed_contacts(&existing).unwrap();
-    for (n, id) in ids[..20].iter().enumerate() {
-        let email = s.mapper.to_hubspot(&members[n]).properties["email"].clone();
-        sqlx::query(
-            "INSERT INTO record_links (object, sql_key, hubspot_id, synced) \
+    for version in VERSIONS {
+        let s = stand_on(version, SimOptions::lagging(), &contacts_config(), None).await;
+        let members: Vec<_> = rows(1_100)
+            .into_iter()
+            .filter(|r| s.mapper.to_hubspot(r).is_valid())
+            .take(1_000)
+            .collect();
+        assert_eq!(members.len(), 1_000);
+        // 300 are in HubSpot already, under their email in capitals; 20 of those contacts are
+        // synced with other SQL Server records.
+        let existing: Vec<BTreeMap<String, Option<String>>> = members[..300]
+            .iter()
+            .map(|m| {
+                let mut p = s.mapper.to_hubspot(m).properties;
+                let email = p["email"].clone().unwrap().to_uppercase();
+                p.insert("email".into(), Some(email));
+                p.insert("firstname".into(), Some("Ya Existe".into()));
+                p.remove("numero_asociado");
+                p
+            })
+            .collect();
+        let ids = s.sim.seed_contacts(&existing).unwrap();
+        for (n, id) in ids[..20].iter().enumerate() {
+            let email = s.mapper.to_hubspot(&members[n]).properties["email"].clone();
+            sqlx::query(
+                "INSERT INTO record_links (object, sql_key, hubspot_id, synced) \
              VALUES ('contacts', $1, $2, jsonb_build_object('email', $3::text))",
-        )
-        .bind(format!("otro-{n}"))
-        .bind(id)
-        .bind(email)
-        .execute(s.queue.pool())
-        .await
-        .unwrap();
-    }
-    enqueue(&s.queue, &members, 1).await;
-    let settled = s.worker.drain().await.unwrap();
-    assert_eq!((settled.done, settled.rejected), (980, 20), "{settled:?}");
-    // Exactly 1,000 contacts: 300 found, 700 created, none twice.
-    let contacts = s.sim.contacts();
-    assert_eq!(contacts.len(), 1_000);
-    let emails: std::collections::HashSet<String> = contacts
-        .iter()
-        .map(|c| c.properties["email"].to_lowercase())
-        .collect();
-    assert_eq!(emails.len(), 1_000, "no duplicates");
-    // The 20 whose contact belongs to another record are rejected naming both, untouched.
-    for (n, id) in ids[..20].iter().enumerate() {
-        let key = members[n]["numero_asociado"].to_string();
-        let error: String = sqlx::query_scalar(
-            "SELECT last_error FROM sync_queue WHERE record_key = $1 AND state = 'rejected'",
-        )
-        .bind(&key)
-        .fetch_one(s.queue.pool())
-        .await
-        .unwrap();
-        assert!(
-            error.contains(id.as_str()) && error.contains(&format!("otro-{n}")),
-            "{error}"
-        );
-        assert_eq!(
-            s.sim.contact(id).unwrap().get("firstname"),
-            Some("Ya Existe")
-        );
-    }
-    // Every other input is linked to its own contact, which holds its values.
-    let linked: i64 = sqlx::query_scalar(
+            )
+            .bind(format!("otro-{n}"))
+            .bind(id)
+            .bind(email)
+            .execute(s.queue.pool())
+            .await
+            .unwrap();
+        }
+        enqueue(&s.queue, &members, 1).await;
+        let settled = s.worker.drain().await.unwrap();
+        assert_eq!((settled.done, settled.rejected), (980, 20), "{settled:?}");
+        // Exactly 1,000 contacts: 300 found, 700 created, none twice.
+        let contacts = s.sim.contacts();
+        assert_eq!(contacts.len(), 1_000);
+        let emails: std::collections::HashSet<String> = contacts
+            .iter()
+            .map(|c| c.properties["email"].to_lowercase())
+            .collect();
+        assert_eq!(emails.len(), 1_000, "no duplicates");
+        // The 20 whose contact belongs to another record are rejected naming both, untouched.
+        for (n, id) in ids[..20].iter().enumerate() {
+            let key = members[n]["numero_asociado"].to_string();
+            let error: String = sqlx::query_scalar(
+                "SELECT last_error FROM sync_queue WHERE record_key = $1 AND state = 'rejected'",
+            )
+            .bind(&key)
+            .fetch_one(s.queue.pool())
+            .await
+            .unwrap();
+            assert!(
+                error.contains(id.as_str()) && error.contains(&format!("otro-{n}")),
+                "{error}"
+            );
+            assert_eq!(
+                s.sim.contact(id).unwrap().get("firstname"),
+                Some("Ya Existe")
+            );
+        }
+        // Every other input is linked to its own contact, which holds its values.
+        let linked: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM record_links WHERE object = 'contacts' AND sql_key NOT LIKE 'otro-%'",
     )
     .fetch_one(s.queue.pool())
     .await
     .unwrap();
-    assert_eq!(linked, 980);
-    for (n, id) in ids[20..].iter().enumerate() {
-        let want = s.mapper.to_hubspot(&members[20 + n]).properties["firstname"].clone();
-        assert_eq!(s.sim.contact(id).unwrap().get("firstname"), want.as_deref());
+        assert_eq!(linked, 980);
+        for (n, id) in ids[20..].iter().enumerate() {
+            let want = s.mapper.to_hubspot(&members[20 + n]).properties["firstname"].clone();
+            assert_eq!(s.sim.contact(id).unwrap().get("firstname"), want.as_deref());
+        }
+        let stats = s.sim.stats().requests_by_endpoint;
+        assert_eq!(
+            stats["batch/upsert"], 10,
+            "one request per 100 records: {stats:?}"
+        );
     }
-    let stats = s.sim.stats().requests_by_endpoint;
-    assert_eq!(
-        stats["batch/upsert"], 10,
-        "one request per 100 records: {stats:?}"
-    );
 }
 
 #[tokio::test]
@@ -888,4 +911,116 @@ async fn records_breaking_the_portals_write_rules_are_rejected_before_sending_na
         .collect();
     assert_eq!(phones.len(), 20);
     assert!(phones.iter().all(|p| p == "+50622223333"), "{phones:?}");
+}
+
+#[tokio::test]
+async fn hostile_values_from_sql_server_are_rejected_by_the_worker_and_never_reach_hubspot() {
+    let s = stand().await;
+    let mut members: Vec<SqlRow> = rows(60)
+        .into_iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .take(HOSTILE.len() + 2)
+        .collect();
+    for (row, &(field, value, _)) in members.iter_mut().zip(HOSTILE) {
+        row.insert(field.into(), value.into());
+    }
+    // An internationalised domain is sent in its ASCII form.
+    members[HOSTILE.len()].insert("email".into(), "Luis@Correo.Café.cr".into());
+
+    enqueue(&s.queue, &members, 1).await;
+    let settled = s.worker.drain().await.unwrap();
+    let rejected = HOSTILE.len() as u64;
+    assert_eq!(
+        (settled.done, settled.rejected),
+        (2, rejected),
+        "{settled:?}"
+    );
+
+    for (row, &(field, value, rule)) in members.iter().zip(HOSTILE) {
+        let key = row["numero_asociado"].to_string();
+        let (state, errors): (String, serde_json::Value) =
+            sqlx::query_as("SELECT state, errors FROM sync_queue WHERE record_key = $1")
+                .bind(&key)
+                .fetch_one(s.queue.pool())
+                .await
+                .unwrap();
+        assert_eq!(state, "rejected", "{value:?}");
+        assert_eq!(errors[0]["field"], field, "{errors}");
+        assert_eq!(errors[0]["rule"], rule, "{errors}");
+    }
+    let contacts = s.sim.contacts();
+    assert_eq!(contacts.len(), 2);
+    let sent: String = contacts
+        .iter()
+        .flat_map(|c| c.properties.values())
+        .cloned()
+        .collect();
+    assert!(
+        !sent
+            .chars()
+            .any(|c| hubsync::validation::text::unsafe_kind(c, false).is_some()),
+        "{sent:?}"
+    );
+    assert!(
+        contacts
+            .iter()
+            .any(|c| c.properties.get("email").map(String::as_str)
+                == Some("luis@correo.xn--caf-dma.cr")),
+        "the ASCII form was sent"
+    );
+}
+
+#[tokio::test]
+async fn at_the_daily_reserve_items_wait_for_hubspots_reset_without_spending_attempts() {
+    // Other apps on the portal have used all but 5,000 of the day's 20,000 requests; hubsync
+    // keeps a reserve of 10,000.
+    let options = SimOptions {
+        daily_limit: Some(20_000),
+        other_apps_usage: 15_000,
+        ..SimOptions::lagging()
+    };
+    let s = stand_with(options, &contacts_config(), None).await;
+    s.worker
+        .handler
+        .client
+        .refresh_daily_budget()
+        .await
+        .expect("usage read");
+    let members: Vec<SqlRow> = rows(200)
+        .into_iter()
+        .filter(|r| s.mapper.to_hubspot(r).is_valid())
+        .take(50)
+        .collect();
+    enqueue(&s.queue, &members, 1).await;
+    let writes = s.sim.stats().write_requests();
+    let settled = s.worker.drain().await.unwrap();
+    // Deferred items are pending again (counted as retried), none done or dead.
+    assert_eq!((settled.done, settled.dead), (0, 0), "{settled:?}");
+    assert_eq!(
+        s.sim.stats().write_requests(),
+        writes,
+        "nothing sent at the reserve"
+    );
+    let waiting: Vec<(i32, String, f64)> = sqlx::query_as(
+        "SELECT attempts, state, extract(epoch FROM run_after - now())::float8 \
+         FROM sync_queue WHERE direction = 'to_hubspot'",
+    )
+    .fetch_all(s.queue.pool())
+    .await
+    .unwrap();
+    assert_eq!(waiting.len(), 50);
+    // HubSpot's reset is at the next midnight in the account's time zone.
+    let reset_in = s.sim.usage().resets_at - chrono::Utc::now();
+    for (attempts, state, wait_s) in &waiting {
+        assert_eq!(
+            (*attempts, state.as_str()),
+            (0, "pending"),
+            "no attempt charged"
+        );
+        let off = (wait_s - reset_in.as_seconds_f64()).abs();
+        assert!(
+            off < 120.0,
+            "waits until the reset: {wait_s} s vs {reset_in}"
+        );
+    }
 }

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support::HOSTILE;
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -169,16 +171,7 @@ fn a_new_field_in_config_maps_a_new_column_without_code_change() {
         "{\"numero_asociado\": 4001, \"no__de_cedula\": \"102340567\", \"firstname\": \"Ana\", \"lastname\": \"Mora\", \"email\": \"ana@example.com\", \"ocupacion\": \"  maestra   de ESCUELA \"}\n",
     )
     .unwrap();
-    let out = hubsync(
-        &config,
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    let out = validate_with(&config, &input);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let line: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(line["properties"]["jobtitle"], "Maestra De Escuela");
@@ -206,23 +199,19 @@ fn check_config_reports_unknown_transform_and_rule_names_by_key_path() {
     );
     // validate refuses the same config with exit 78.
     let input = repo("tests/data/contacts.jsonl");
-    let out = hubsync(
-        &config,
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    let out = validate_with(&config, &input);
     assert_eq!(out.status.code(), Some(78));
 }
 
 /// `hubsync validate --object contacts --input FILE` with the shipped config.
-fn validate_file(input: &std::path::Path) -> std::process::Output {
+fn validate_file(input: &Path) -> Output {
+    validate_with(&repo("config.yaml"), input)
+}
+
+/// `hubsync validate --object contacts --input FILE` with `config`.
+fn validate_with(config: &Path, input: &Path) -> Output {
     hubsync(
-        &repo("config.yaml"),
+        config,
         &[
             "validate",
             "--object",
@@ -231,4 +220,69 @@ fn validate_file(input: &std::path::Path) -> std::process::Output {
             input.to_str().unwrap(),
         ],
     )
+}
+
+fn hostile_member(field: &str, value: &str, key: usize) -> serde_json::Value {
+    let mut member = serde_json::json!({
+        "numero_asociado": 4000 + key, "no__de_cedula": "402340567", "firstname": "Íñigo",
+        "lastname": "Ruiz", "email": format!("inigo{key}@example.com"),
+    });
+    if field == "porcentaje__beneficiario_1_" {
+        member["nombre_y_apellidos__beneficiario_01_"] = "Luis Mora".into();
+        member["numero_de_cedula__beneficiario_1_"] = "203450678".into();
+    }
+    member[field] = value.into();
+    member
+}
+
+#[test]
+fn hostile_text_numbers_and_emails_are_rejected_naming_record_field_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("hostile.jsonl");
+    let mut lines: Vec<String> = HOSTILE
+        .iter()
+        .enumerate()
+        .map(|(i, (field, value, _))| hostile_member(field, value, i).to_string())
+        .collect();
+    // An internationalised domain is converted, not rejected (the shipped default).
+    lines.push(hostile_member("email", "Ana@Correo.Café.CR", 99).to_string());
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = validate_file(&input);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let results: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), HOSTILE.len() + 1);
+    for (i, (field, value, rule)) in HOSTILE.iter().enumerate() {
+        let r = &results[i];
+        assert_eq!(r["record_key"], (4000 + i).to_string(), "{r}");
+        assert_eq!(r["valid"], false, "{value:?} passed: {r}");
+        let errors: Vec<(&str, &str)> = r["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["field"].as_str().unwrap(), e["rule"].as_str().unwrap()))
+            .collect();
+        assert_eq!(errors, [(*field, *rule)], "{value:?}: {r}");
+        assert!(
+            r["properties"].get(field).is_none(),
+            "{value:?} would be sent: {r}"
+        );
+    }
+    let idn = &results[HOSTILE.len()];
+    assert_eq!(idn["valid"], true, "{idn}");
+    assert_eq!(idn["properties"]["email"], "ana@correo.xn--caf-dma.cr");
+    assert_eq!(idn["warnings"][0]["rule"], "email_domain");
+
+    // With `idn_domains: reject` the same address is refused.
+    let config = edited_config(dir.path(), |c| {
+        c.replace("idn_domains: punycode", "idn_domains: reject")
+    });
+    std::fs::write(&input, lines.last().unwrap()).unwrap();
+    let out = validate_with(&config, &input);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(r["errors"][0]["field"], "email", "{r}");
+    assert_eq!(r["errors"][0]["rule"], "email_domain", "{r}");
 }

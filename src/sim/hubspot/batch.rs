@@ -32,6 +32,8 @@ pub struct Ctx<'a, R: Rng> {
     /// Conditionally required properties and the create form's required fields are enforced
     /// (`2026-09` on).
     pub enforce_required: bool,
+    /// The portal's day, for the usage endpoint.
+    pub usage: super::usage::Figures,
 }
 
 #[derive(Debug, Deserialize)]
@@ -758,6 +760,7 @@ mod tests {
             correlation: "c".into(),
             multi_status: true,
             enforce_required: true,
+            usage: Default::default(),
         };
         f(store, body.to_string().as_bytes(), &mut ctx)
     }

@@ -1,8 +1,9 @@
 //! HubSpot simulator: an HTTP server on HubSpot's CRM paths (`v3`, `2026-03` and `2026-09`, each
 //! with its version's answer shapes) with an in-memory contact store, batch and single-object
 //! endpoints, merges and GDPR deletes, HubSpot's validation, conflicts, rate limits and error
-//! bodies, injectable faults and request statistics. Started in-process by tests and
-//! benchmarks, or by `hubsync sim hubspot`.
+//! bodies, the account usage endpoint with a daily limit shared with other apps, injectable
+//! faults and request statistics. Started in-process by tests and benchmarks, or by
+//! `hubsync sim hubspot`.
 
 mod batch;
 mod errors;
@@ -13,6 +14,7 @@ mod rules;
 mod server;
 mod single;
 mod store;
+mod usage;
 mod validate;
 mod window;
 
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -44,6 +47,12 @@ pub struct SimOptions {
     pub tier: u32,
     /// Requests per day; `None` takes the tier's default (250k, 625k, 1.25M).
     pub daily_limit: Option<u64>,
+    /// The account's time zone: the daily limit resets at midnight there.
+    pub time_zone: chrono_tz::Tz,
+    /// The first daily reset, instead of the next midnight (a test can have it seconds away).
+    pub resets_at: Option<DateTime<Utc>>,
+    /// Requests other apps of the portal have already made today: they share the daily limit.
+    pub other_apps_usage: u64,
     /// Search requests per rolling second (HubSpot: 5).
     pub search_per_second: u32,
     /// Seed for result order and fault draws.
@@ -66,6 +75,9 @@ impl Default for SimOptions {
             token: SecretString::from("sim-token"),
             tier: 100,
             daily_limit: None,
+            time_zone: chrono_tz::UTC,
+            resets_at: None,
+            other_apps_usage: 0,
             search_per_second: 5,
             seed: 0,
             index_lag: Duration::ZERO,
@@ -128,6 +140,9 @@ pub struct Faults {
     pub timeout_hang: Duration,
     /// The token lacks `crm.objects.contacts.write`: writes get 403 MISSING_SCOPES.
     pub missing_write_scope: bool,
+    /// The usage endpoint answers this status: 403 MISSING_SCOPES (a token without its
+    /// scope), 404 (a portal without it), or a server error.
+    pub usage_refused: Option<u16>,
 }
 
 impl Default for Faults {
@@ -143,6 +158,7 @@ impl Default for Faults {
             timeout_next: 0,
             timeout_hang: Duration::from_secs(100),
             missing_write_scope: false,
+            usage_refused: None,
         }
     }
 }
@@ -208,6 +224,20 @@ impl SimStats {
     }
 }
 
+/// What `GET /_sim/usage` reports: the portal's day as the usage endpoint sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimUsage {
+    pub usage_limit: u64,
+    /// Every app's requests today (what `currentUsage` reports).
+    pub current_usage: u64,
+    /// The API requests this simulator admitted today.
+    pub own: u64,
+    /// Other apps' requests today.
+    pub other_apps: u64,
+    pub resets_at: DateTime<Utc>,
+    pub time_zone: String,
+}
+
 /// A running simulator; dropping it stops the server too.
 pub struct RunningSim {
     shared: Arc<server::Shared>,
@@ -261,6 +291,21 @@ impl RunningSim {
 
     pub fn set_faults(&self, faults: Faults) {
         self.shared.lock().faults = faults;
+    }
+
+    /// The portal's day: the daily limit, what every app used, the next reset.
+    pub fn usage(&self) -> SimUsage {
+        self.shared.usage()
+    }
+
+    /// Other apps of the portal spend `n` requests of today's limit.
+    pub fn spend_other_apps(&self, n: u64) {
+        self.shared.spend_other_apps(n);
+    }
+
+    /// The next daily reset falls at `at` (later ones at midnight in the account's zone).
+    pub fn set_resets_at(&self, at: DateTime<Utc>) {
+        self.shared.set_resets_at(at);
     }
 
     /// Empties the store and counters and restores the starting faults and seed.
@@ -399,6 +444,12 @@ pub struct HubspotArgs {
     /// Requests per day (default from the tier).
     #[arg(long)]
     pub daily_limit: Option<u64>,
+    /// The account's time zone: the daily limit resets at midnight there.
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: chrono_tz::Tz,
+    /// Requests other apps of the portal have already made today.
+    #[arg(long, default_value_t = 0)]
+    pub other_apps_usage: u64,
     /// Search requests per rolling second.
     #[arg(long, default_value_t = 5)]
     pub search_per_second: u32,
@@ -472,6 +523,9 @@ impl HubspotArgs {
             token: SecretString::from(self.token.clone()),
             tier: self.tier,
             daily_limit: self.daily_limit,
+            time_zone: self.time_zone,
+            resets_at: None,
+            other_apps_usage: self.other_apps_usage,
             search_per_second: self.search_per_second,
             seed: self.seed,
             index_lag: self.index_lag,
@@ -486,6 +540,7 @@ impl HubspotArgs {
                 timeout_next: self.timeout_next,
                 timeout_hang: self.timeout_hang,
                 missing_write_scope: self.missing_write_scope,
+                usage_refused: None,
             },
             properties: default_properties(),
             preserve_primary_id: self.preserve_primary_id,

@@ -1,7 +1,9 @@
 //! The simulator's HTTP side: axum routes on HubSpot's paths for every API version (`v3`,
 //! `2026-03`, `2026-09`; others 404), bearer auth, the rolling 10 s,
-//! secondly (search) and daily limits with their headers, fault injection, request statistics,
-//! the `/_sim/...` admin API, and a connection loop that can drop a connection mid-request.
+//! secondly (search) and daily limits with their headers, the account usage endpoint (the day
+//! every app of the portal shares, reset at midnight in the account's zone), fault injection,
+//! request statistics, the `/_sim/...` admin API, and a connection loop that can drop a
+//! connection mid-request.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,8 +34,9 @@ use super::query::{self, ReadParams};
 use super::rules;
 use super::single;
 use super::store::{Contact, Store};
+use super::usage::Day;
 use super::window::{PeakWindow, RollingLimit, TimeWindow};
-use super::{Faults, SimOptions, SimSettings, SimStats};
+use super::{Faults, SimOptions, SimSettings, SimStats, SimUsage};
 use crate::hubspot::{ApiVersion, Paths};
 
 const SECOND_US: u64 = 1_000_000;
@@ -60,6 +63,7 @@ pub enum Endpoint {
     Search,
     Properties,
     PropertyValidations,
+    Usage,
 }
 
 impl Endpoint {
@@ -96,6 +100,7 @@ impl Endpoint {
             Endpoint::Search => "search",
             Endpoint::Properties => "properties",
             Endpoint::PropertyValidations => "property-validations",
+            Endpoint::Usage => "account-info/usage",
         }
     }
 }
@@ -133,7 +138,7 @@ pub struct Inner {
     ten_second: RollingLimit,
     last_second: TimeWindow,
     search: RollingLimit,
-    daily_used: u64,
+    day: Day,
     counters: Counters,
     pub faults: Faults,
     correlation: u64,
@@ -152,7 +157,12 @@ impl Inner {
             ten_second: RollingLimit::new(options.tier as usize, WINDOW_US),
             last_second: TimeWindow::new(SECOND_US),
             search: RollingLimit::new(options.search_per_second as usize, SECOND_US),
-            daily_used: 0,
+            day: Day::new(
+                options.time_zone,
+                options.resets_at,
+                options.other_apps_usage,
+                chrono::Utc::now(),
+            ),
             counters: Counters::new(),
             faults: options.faults.clone(),
             correlation: 0,
@@ -224,6 +234,33 @@ impl Shared {
     fn daily_limit(&self) -> u64 {
         self.options.daily_limit()
     }
+
+    /// The portal's day as `GET /_sim/usage` reports it, after any reset that is due.
+    pub fn usage(&self) -> SimUsage {
+        let mut state = self.lock();
+        state.day.roll(chrono::Utc::now());
+        let day = &state.day;
+        SimUsage {
+            usage_limit: self.daily_limit(),
+            current_usage: day.used(),
+            own: day.own(),
+            other_apps: day.other_apps(),
+            resets_at: day.resets_at(),
+            time_zone: day.zone().name().to_owned(),
+        }
+    }
+
+    /// Other apps of the portal spend `n` requests of today's limit.
+    pub fn spend_other_apps(&self, n: u64) {
+        let mut state = self.lock();
+        state.day.roll(chrono::Utc::now());
+        state.day.spend_other_apps(n);
+    }
+
+    /// The next daily reset falls at `at` (later ones at midnight in the account's zone).
+    pub fn set_resets_at(&self, at: chrono::DateTime<chrono::Utc>) {
+        self.lock().day.set_resets_at(at);
+    }
 }
 
 /// Closes the request's connection without an answer.
@@ -247,12 +284,14 @@ struct FaultPlan {
     drop_before: bool,
     error: Option<u16>,
     lose_response: bool,
+    usage_refused: Option<u16>,
 }
 
 fn draw_faults(state: &mut Inner, endpoint: Endpoint) -> FaultPlan {
     let faults = state.faults.clone();
     let mut plan = FaultPlan {
         missing_scope: faults.missing_write_scope,
+        usage_refused: faults.usage_refused,
         latency: match endpoint {
             Endpoint::Search => faults.latency + faults.search_latency,
             _ => faults.latency,
@@ -308,6 +347,27 @@ fn server_error(status: u16, correlation: &str) -> Reply {
     Reply::error(status, category, message, correlation)
 }
 
+/// The usage endpoint refused: 403 as for a token without its scope, 404 as on a portal that
+/// does not have it, else the server error's body.
+fn usage_refused(status: u16, correlation: &str) -> Reply {
+    match status {
+        403 => {
+            let mut reply = missing_scope(correlation);
+            if let Some(body) = reply.body.as_mut() {
+                body["errors"][0]["context"]["requiredGranularScopes"] = json!(["oauth"]);
+            }
+            reply
+        }
+        404 => Reply::error(
+            404,
+            "OBJECT_NOT_FOUND",
+            "Unknown path for the HubSpot simulator",
+            correlation,
+        ),
+        other => server_error(other, correlation),
+    }
+}
+
 fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let expected = shared.options.token.expose_secret();
     headers
@@ -357,6 +417,7 @@ impl LimitHeaders {
 }
 
 fn limit_headers(state: &mut Inner, daily: u64, now_us: u64) -> LimitHeaders {
+    let used = state.day.used();
     let max = state.ten_second.limit();
     let secondly = (max / 10).max(1);
     LimitHeaders {
@@ -365,7 +426,7 @@ fn limit_headers(state: &mut Inner, daily: u64, now_us: u64) -> LimitHeaders {
         secondly,
         secondly_remaining: secondly.saturating_sub(state.last_second.count_at(now_us)),
         daily,
-        daily_remaining: daily.saturating_sub(state.daily_used),
+        daily_remaining: daily.saturating_sub(used),
     }
 }
 
@@ -466,18 +527,25 @@ async fn answer(
     if plan.missing_scope && endpoint.writes() {
         return to_response(missing_scope(&correlation), &correlation, None);
     }
+    if endpoint == Endpoint::Usage
+        && let Some(status) = plan.usage_refused
+    {
+        return to_response(usage_refused(status, &correlation), &correlation, None);
+    }
     let daily = shared.daily_limit();
     let (reply, limits) = {
         let mut guard = shared.lock();
         let now_us = shared.now_us();
         let state = &mut *guard;
+        let wall = chrono::Utc::now();
+        state.day.roll(wall);
         let throttled = if plan.burst_429 {
             Some(if search {
                 Policy::Secondly
             } else {
                 Policy::TenSecondly
             })
-        } else if state.daily_used >= daily {
+        } else if state.day.used() >= daily {
             Some(Policy::Daily)
         } else if search {
             state
@@ -498,17 +566,18 @@ async fn answer(
                 rate_limited(policy, &correlation)
             }
             None => {
-                state.daily_used += 1;
+                state.day.count();
                 if !search {
                     state.last_second.push(arrived_us);
                 }
                 let mut ctx = Ctx {
-                    now_ms: chrono::Utc::now().timestamp_millis(),
+                    now_ms: wall.timestamp_millis(),
                     now_us,
                     rng: &mut state.rng,
                     correlation: correlation.clone(),
                     multi_status: version.multi_status(),
                     enforce_required: version.enforces_required(),
+                    usage: state.day.figures(daily),
                 };
                 op(&mut state.store, &mut ctx)
             }
@@ -744,6 +813,46 @@ async fn admin_required(
     Json(rules)
 }
 
+/// `GET /account-info/{version}/api-usage/daily/private-apps`.
+async fn usage(State(sh): S, Extension(k): K, Extension(v): V, h: HeaderMap) -> Response {
+    api(
+        sh,
+        Endpoint::Usage,
+        v,
+        h,
+        k,
+        Box::new(|_, ctx| ctx.usage.answer(chrono::Utc::now())),
+    )
+    .await
+}
+
+/// `POST /_sim/usage` body: other apps spend `other_apps` requests; the next reset moves to
+/// `resets_at`, or `resets_in` from now.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct UsageRequest {
+    other_apps: u64,
+    resets_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(with = "humantime_serde")]
+    resets_in: Option<Duration>,
+}
+
+async fn admin_usage(State(sh): S) -> Json<SimUsage> {
+    Json(sh.usage())
+}
+
+async fn admin_set_usage(State(sh): S, Json(request): Json<UsageRequest>) -> Json<SimUsage> {
+    sh.spend_other_apps(request.other_apps);
+    let at = request.resets_at.or_else(|| {
+        let ahead = chrono::TimeDelta::from_std(request.resets_in?).ok()?;
+        Some(chrono::Utc::now() + ahead)
+    });
+    if let Some(at) = at {
+        sh.set_resets_at(at);
+    }
+    Json(sh.usage())
+}
+
 async fn admin_stats(State(sh): S) -> Json<SimStats> {
     Json(sh.stats())
 }
@@ -827,33 +936,20 @@ fn api_routes(version: ApiVersion) -> Router<Arc<Shared>> {
         let (Ok(objects), Ok(props)) = (paths.objects(object), paths.properties(object)) else {
             continue;
         };
+        let posts: [(&str, Endpoint, BodyLogic); 6] = [
+            ("batch/create", Endpoint::BatchCreate, batch::create),
+            ("batch/update", Endpoint::BatchUpdate, batch::update),
+            ("batch/upsert", Endpoint::BatchUpsert, batch::upsert),
+            ("batch/archive", Endpoint::BatchArchive, batch::archive),
+            ("merge", Endpoint::Merge, merge::merge),
+            ("gdpr-delete", Endpoint::GdprDelete, single::gdpr_delete),
+        ];
+        for (suffix, endpoint, logic) in posts {
+            router = router.route(&format!("{objects}/{suffix}"), body_route(endpoint, logic));
+        }
         router = router
-            .route(
-                &format!("{objects}/batch/create"),
-                body_route(Endpoint::BatchCreate, batch::create),
-            )
-            .route(
-                &format!("{objects}/batch/update"),
-                body_route(Endpoint::BatchUpdate, batch::update),
-            )
-            .route(
-                &format!("{objects}/batch/upsert"),
-                body_route(Endpoint::BatchUpsert, batch::upsert),
-            )
-            .route(
-                &format!("{objects}/batch/archive"),
-                body_route(Endpoint::BatchArchive, batch::archive),
-            )
             .route(&format!("{objects}/batch/read"), post(batch_read))
             .route(&format!("{objects}/search"), post(search))
-            .route(
-                &format!("{objects}/merge"),
-                body_route(Endpoint::Merge, merge::merge),
-            )
-            .route(
-                &format!("{objects}/gdpr-delete"),
-                body_route(Endpoint::GdprDelete, single::gdpr_delete),
-            )
             .route(
                 &objects,
                 get(list).merge(body_route(Endpoint::Create, single::create)),
@@ -875,7 +971,9 @@ fn api_routes(version: ApiVersion) -> Router<Arc<Shared>> {
                 get(validations).put(validations).delete(validations),
             );
     }
-    router.layer(Extension(version))
+    router
+        .route(&paths.account_usage(), get(usage))
+        .layer(Extension(version))
 }
 
 /// All routes: HubSpot's for every supported API version, and the admin ones.
@@ -898,6 +996,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/_sim/reset", post(admin_reset))
         .route("/_sim/required-rules", put(admin_required))
+        .route("/_sim/usage", get(admin_usage).post(admin_set_usage))
         .route("/_sim/contacts", get(admin_contacts).post(admin_seed))
         .route("/_sim/contacts/{id}", get(admin_contact))
         .fallback(not_found)
