@@ -251,47 +251,22 @@ mod tests {
     #[test]
     fn contacts_of_two_members_merged_are_shared_whichever_id_survives() {
         let links = linked(&[("A", "1"), ("B", "2")]);
+        let shared = |survivor: &str, other: &str| Follow::Shared {
+            survivor: survivor.into(),
+            others: vec![other.into()],
+        };
         // A new id: both old ids listed.
         let new = record("3", Some("1;2"));
-        assert_eq!(
-            follow("A", "1", Some(&new), &links),
-            Follow::Shared {
-                survivor: "3".into(),
-                others: vec!["B".into()]
-            }
-        );
-        assert_eq!(
-            follow("B", "2", Some(&new), &links),
-            Follow::Shared {
-                survivor: "3".into(),
-                others: vec!["A".into()]
-            }
-        );
+        assert_eq!(follow("A", "1", Some(&new), &links), shared("3", "B"));
+        assert_eq!(follow("B", "2", Some(&new), &links), shared("3", "A"));
         // The primary's id kept: its own member sees the other through the merged ids.
         let kept = record("1", Some("2"));
-        assert_eq!(
-            follow("A", "1", Some(&kept), &links),
-            Follow::Shared {
-                survivor: "1".into(),
-                others: vec!["B".into()]
-            }
-        );
-        assert_eq!(
-            follow("B", "2", Some(&kept), &links),
-            Follow::Shared {
-                survivor: "1".into(),
-                others: vec!["A".into()]
-            }
-        );
+        assert_eq!(follow("A", "1", Some(&kept), &links), shared("1", "B"));
+        assert_eq!(follow("B", "2", Some(&kept), &links), shared("1", "A"));
         // A survivor another member is linked to already.
         let taken = linked(&[("A", "1"), ("C", "3")]);
-        assert_eq!(
-            follow("A", "1", Some(&record("3", Some("1"))), &taken),
-            Follow::Shared {
-                survivor: "3".into(),
-                others: vec!["C".into()]
-            }
-        );
+        let answer = record("3", Some("1"));
+        assert_eq!(follow("A", "1", Some(&answer), &taken), shared("3", "C"));
     }
 
     #[test]

@@ -121,15 +121,6 @@ impl Both {
         self.s.sim.seed_contacts(&[properties]).unwrap().remove(0)
     }
 
-    async fn set_sql(&self, key: &str, column: &str, value: &str) {
-        self.mssql
-            .execute_batch(&format!(
-                "UPDATE [dbo].[hb_contacts] SET [{column}] = N'{value}' WHERE [numero_asociado] = {key}"
-            ))
-            .await
-            .unwrap();
-    }
-
     /// The SQL Server row of every member in `links`, by key.
     async fn rows_of(&self, links: &BTreeMap<String, String>) -> BTreeMap<String, SqlRow> {
         let mut rows = BTreeMap::new();
@@ -217,7 +208,7 @@ async fn a_contact_merged_in_hubspot_takes_the_pending_sql_change_and_its_link_f
 
         // SQL Server changes the member; before it is sent, a HubSpot user merges the member's
         // contact with a duplicate.
-        b.set_sql(&key, "lastname", "Cambiada En SQL").await;
+        b.sql_set(&key, "lastname", "Cambiada En SQL").await;
         assert_eq!(b.sql_poller.poll_once().await.unwrap().items_enqueued, 1);
         let rows_before = b.rows_of(&before).await;
         let contacts_before = b.contacts();
@@ -330,8 +321,8 @@ async fn two_members_whose_contacts_hubspot_merged_are_rejected_naming_each_othe
         let (z, z_id) = linked.next().unwrap();
 
         // Both members change in SQL Server; a HubSpot user merges their contacts.
-        b.set_sql(a, "lastname", "Cambiada A").await;
-        b.set_sql(z, "lastname", "Cambiada Z").await;
+        b.sql_set(a, "lastname", "Cambiada A").await;
+        b.sql_set(z, "lastname", "Cambiada Z").await;
         assert_eq!(b.sql_poller.poll_once().await.unwrap().items_enqueued, 2);
         let survivor = b.merge(a_id, z_id);
         assert_eq!(survivor == *a_id, keep_id, "{case}");
