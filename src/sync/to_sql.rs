@@ -478,7 +478,7 @@ impl ToSql {
     }
 
     /// The links each record belongs to (one query): those held on its id or on an id merged
-    /// into it, one per member, in key order. None for a record created in HubSpot.
+    /// into it, one per member, in key order. Empty for a record created in HubSpot.
     async fn owners(&self, batch: &[ClaimedItem]) -> Result<Vec<Vec<links::Link>>, sqlx::Error> {
         let ids: Vec<Vec<String>> = batch
             .iter()
@@ -553,12 +553,22 @@ impl ToSql {
         };
         // Each record's link, by its id: the link of the member it belongs to, perhaps through
         // an id merged into it (the link then follows). A contact merging several members'
-        // contacts is a data problem: rejected, naming them, and nothing written.
+        // contacts is a data problem: rejected, naming them, and nothing written. A member
+        // takes one record a batch: a change of its merged-away contact read before the merge
+        // waits for the survivor's to settle.
         let mut links = HashMap::new();
+        let mut members = std::collections::HashSet::new();
         let mut kept: Vec<&'a ClaimedItem> = Vec::new();
         for (item, owners) in batch.iter().zip(owners) {
             match &owners[..] {
                 [] => {}
+                [link] if !members.insert(link.sql_key.clone()) => {
+                    steps.push(SqlStep::Defer {
+                        item,
+                        reason: "another HubSpot change of this member is in the batch",
+                    });
+                    continue;
+                }
                 [link] => {
                     let linked = link.hubspot_id.clone().unwrap_or_default();
                     if linked != item.record_key {

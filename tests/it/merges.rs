@@ -10,6 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use hubsync::hubspot::HubSpotSettings;
+use hubsync::hubspot::types::UpdateInput;
 use hubsync::mapping::SqlRow;
 use hubsync::sim::hubspot::{RunningSim, SimSettings};
 use serde_json::{Value, json};
@@ -83,6 +84,15 @@ fn calls(sim: &RunningSim, endpoint: &str) -> u64 {
         .copied()
         .unwrap_or(0)
 }
+
+/// The first member by SQL key, and the id its link holds.
+fn first(links: &BTreeMap<String, String>) -> (String, String) {
+    let (key, id) = links.iter().next().unwrap();
+    (key.clone(), id.clone())
+}
+
+/// A queue item: direction, record key, last error.
+type Item = (String, String, Option<String>);
 
 /// Contacts' properties by id.
 type Contacts = BTreeMap<String, BTreeMap<String, String>>;
@@ -162,8 +172,15 @@ impl Both {
         }
     }
 
+    /// Every item settled: none pending or dead, and none rejected but `rejected`.
+    async fn assert_settled(&self, rejected: &[Item], case: &str) {
+        assert_eq!(self.items("rejected").await, rejected, "{case}");
+        assert_eq!(self.items("dead").await, [], "{case}");
+        assert_eq!(self.items("pending").await, [], "{case}");
+    }
+
     /// Queue items in `state`: (direction, record key, last error).
-    async fn items(&self, state: &str) -> Vec<(String, String, Option<String>)> {
+    async fn items(&self, state: &str) -> Vec<Item> {
         sqlx::query_as(
             "SELECT direction, record_key, last_error FROM sync_queue WHERE state = $1 \
              ORDER BY direction, record_key",
@@ -194,11 +211,7 @@ async fn a_contact_merged_in_hubspot_takes_the_pending_sql_change_and_its_link_f
         Logs::capture();
         let b = both().await;
         let before = b.synced(keep_id).await;
-        let (key, old) = before
-            .iter()
-            .next()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .unwrap();
+        let (key, old) = first(&before);
         let member =
             b.s.mapper
                 .to_hubspot(&b.rows_of(&before).await[&key])
@@ -271,9 +284,7 @@ async fn a_contact_merged_in_hubspot_takes_the_pending_sql_change_and_its_link_f
         // item settled.
         assert_eq!(b.s.sim.stats().contacts, contacts, "{case}");
         assert_eq!(b.rows_of(&after).await.len(), before.len(), "{case}");
-        assert_eq!(b.items("rejected").await, rejected, "{case}");
-        assert_eq!(b.items("dead").await, [], "{case}");
-        assert_eq!(b.items("pending").await, [], "{case}");
+        b.assert_settled(&rejected, &case).await;
 
         // SQL Server's change is on the survivor, the duplicate's values (the primary's where
         // both had one, the duplicate's phone the member lacked) reached SQL Server, and both
@@ -374,6 +385,65 @@ async fn two_members_whose_contacts_hubspot_merged_are_rejected_naming_each_othe
             error.contains(&format!("members {a} and {z}")),
             "{case}: {error}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_change_of_the_merged_away_contact_read_before_the_merge_settles_before_the_survivor() {
+    for keep_id in [false, true] {
+        let case = format!("keep id {keep_id}");
+        let b = both().await;
+        let before = b.synced(keep_id).await;
+        let (key, old) = first(&before);
+        let rejected = b.items("rejected").await;
+
+        // A HubSpot user edits the member's contact and the poller reads the edit; then the
+        // user merges the contact into a duplicate, and the poller reads the survivor.
+        let edit = UpdateInput {
+            id: old.clone(),
+            properties: BTreeMap::from([(
+                "lastname".to_string(),
+                Some("Antes De Fusionar".to_string()),
+            )]),
+        };
+        b.client.batch_update("contacts", &[edit]).await.unwrap();
+        assert_eq!(b.poll_hubspot().await.items_enqueued, 1, "{case}");
+        let duplicate = b.duplicate();
+        let survivor = b.merge(&duplicate, &old);
+        assert_eq!(b.poll_hubspot().await.items_enqueued, 1, "{case}");
+
+        // Both changes are claimed together: the older one settles first, the survivor's once
+        // it has (a member takes one change a batch).
+        let first = b.to_sql.drain().await.unwrap();
+        assert_eq!((first.done, first.merges), (1, 0), "{case}: {first:?}");
+        let attempts: i64 = sqlx::query_scalar("SELECT coalesce(sum(attempts), 0) FROM sync_queue")
+            .fetch_one(b.s.queue.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            attempts, 0,
+            "{case}: the survivor's change waited, charged nothing"
+        );
+        assert_eq!(b.linked().await[&key], old, "{case}");
+        crate::support::make_due(b.s.queue.pool()).await;
+        let second = b.to_sql.drain().await.unwrap();
+        assert_eq!((second.done, second.merges), (1, 1), "{case}: {second:?}");
+        let mut expected = before.clone();
+        expected.insert(key.clone(), survivor.clone());
+        assert_eq!(b.linked().await, expected, "{case}");
+
+        for _ in 0..2 {
+            b.cycle().await;
+        }
+        let row = b.reader.row_by_key(&key).await.unwrap().unwrap();
+        assert_eq!(row["lastname"], "Antes De Fusionar", "{case}");
+        assert_eq!(
+            row["firstname"], DUPLICATE_NAME,
+            "{case}: the primary's name"
+        );
+        b.assert_in_step(&expected, &case).await;
+        assert_eq!(b.s.sim.contacts().len(), before.len(), "{case}");
+        b.assert_settled(&rejected, &case).await;
     }
 }
 
