@@ -95,9 +95,9 @@ pub fn window_quota(limit: u32, window: Duration) -> Quota {
 }
 
 /// How much longer than HubSpot's window a pacer spreads its grants over, for the jitter between
-/// a grant here and the request's arrival there: 1 % of the 10 s window (100 ms), a quarter of
-/// the 1 s search window (paced to within 100 ms, a busy machine still drew an occasional
-/// search 429).
+/// a grant here and the request's arrival there: 1 % of the 10 s window (100 ms; at 50 ms a busy
+/// machine drew a 429 in `bench sync`, a window of 101 at the simulator), a quarter of the 1 s
+/// search window (paced to within 100 ms, a busy machine still drew an occasional search 429).
 pub fn jitter_margin(window: Duration) -> Duration {
     if window >= TEN_SECONDS {
         window / 100

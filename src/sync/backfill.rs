@@ -156,16 +156,33 @@ pub async fn queue_page(
     Ok(n)
 }
 
-/// Marks the backfill finished.
+/// Marks the backfill finished. A SQL Server poller that has never run starts from where the
+/// backfill ended: the backfill read (and queued) every row up to that position, which is all
+/// the poller's first pass would read, so the service's first start does not read the whole
+/// table again.
 pub async fn finish(pool: &PgPool, object: &str, direction: Direction) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "UPDATE sync_backfills SET finished_at = now(), updated_at = now() \
          WHERE object = $1 AND direction = $2",
     )
     .bind(object)
     .bind(direction.as_str())
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    if direction == Direction::ToHubspot {
+        sqlx::query(
+            "INSERT INTO sync_cursors (object, direction, cursor_value) \
+             SELECT object, direction, cursor_value FROM sync_backfills \
+             WHERE object = $1 AND direction = $2 AND cursor_value IS NOT NULL \
+             ON CONFLICT (object, direction) DO NOTHING",
+        )
+        .bind(object)
+        .bind(direction.as_str())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -352,3 +352,47 @@ async fn backfill_queues_every_record_again_and_resumes_where_it_stopped() {
     assert_eq!(out.status.code(), Some(78));
     assert!(text(&out).contains("--object nope"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_after_an_initial_backfill_polls_from_where_the_backfill_ended() {
+    let s = setup(120).await;
+    let out = s.hubsync(&["backfill", "--object", "contacts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The SQL Server poller, never run, takes the backfill's end as its position.
+    let (poller, backfill): (Option<serde_json::Value>, Option<serde_json::Value>) =
+        sqlx::query_as(
+            "SELECT (SELECT cursor_value FROM sync_cursors WHERE object = 'contacts' \
+                     AND direction = 'to_hubspot'), \
+                    (SELECT cursor_value FROM sync_backfills WHERE object = 'contacts' \
+                     AND direction = 'to_hubspot')",
+        )
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert!(backfill.is_some());
+    assert_eq!(poller, backfill);
+    // A row changed after the backfill is still read by the service's first poll.
+    let key = s.valid_keys().remove(0);
+    let mut c = crate::mssql_sim::connect(&s.sims.mssql).await;
+    c.execute(
+        "UPDATE [dbo].[hb_contacts] SET [firstname] = @P1 WHERE [numero_asociado] = @P2",
+        &[&"Cambiada", &key.as_str()],
+    )
+    .await
+    .unwrap();
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let contact = s
+        .sims
+        .hubspot
+        .contacts()
+        .into_iter()
+        .find(|c| c.properties.get("numero_asociado") == Some(&key))
+        .unwrap();
+    assert_eq!(contact.properties["firstname"], "Cambiada");
+    // One item per row: the change replaced its row's still pending backfill item.
+    let items = s
+        .count("SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot'")
+        .await;
+    assert_eq!(items, 120);
+}
