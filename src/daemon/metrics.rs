@@ -1,5 +1,5 @@
 //! Prometheus metrics served at `/metrics`: queue depth and age, records synced/rejected/dead,
-//! HubSpot calls and 429s, limiter wait, poll lag and the daily API budget.
+//! merges followed, HubSpot calls and 429s, limiter wait, poll lag and the daily API budget.
 
 use std::sync::atomic::AtomicU64;
 
@@ -30,6 +30,11 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub object: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric hubsync exports, registered once per process.
@@ -38,6 +43,7 @@ pub struct Metrics {
     pub queue_items: Family<QueueLabels, Gauge>,
     pub oldest_pending_seconds: Family<FlowLabels, FloatGauge>,
     pub records: Family<OutcomeLabels, Counter>,
+    pub merges: Family<ObjectLabels, Counter>,
     pub hubspot_requests: Gauge,
     pub hubspot_throttled: Gauge,
     pub limiter_wait_seconds: FloatGauge,
@@ -57,6 +63,7 @@ impl Default for Metrics {
             queue_items: Family::default(),
             oldest_pending_seconds: Family::default(),
             records: Family::default(),
+            merges: Family::default(),
             hubspot_requests: Gauge::default(),
             hubspot_throttled: Gauge::default(),
             limiter_wait_seconds: FloatGauge::default(),
@@ -83,6 +90,11 @@ impl Default for Metrics {
             "records",
             "Records settled by this process, by outcome",
             m.records.clone(),
+        );
+        registry.register(
+            "merges",
+            "Record links that followed a contact merged in HubSpot to its survivor",
+            m.merges.clone(),
         );
         registry.register(
             "hubspot_requests",
@@ -171,6 +183,11 @@ impl Metrics {
     /// Shows the outcome counters of `objects` (both directions) at 0 before anything settles.
     pub fn init_records<'a>(&self, objects: impl IntoIterator<Item = &'a str>) {
         for object in objects {
+            self.merges
+                .get_or_create(&ObjectLabels {
+                    object: object.to_string(),
+                })
+                .inc_by(0);
             for direction in ["to_hubspot", "to_sql"] {
                 for outcome in ["done", "rejected", "dead"] {
                     self.records
@@ -203,6 +220,13 @@ impl Metrics {
                     })
                     .inc_by(n);
             }
+        }
+        if settled.merges > 0 {
+            self.merges
+                .get_or_create(&ObjectLabels {
+                    object: object.to_string(),
+                })
+                .inc_by(settled.merges);
         }
     }
 
@@ -278,6 +302,7 @@ mod tests {
         let settled = crate::queue::Settled {
             done: 98,
             rejected: 2,
+            merges: 3,
             ..Default::default()
         };
         m.count_settled("contacts", "to_hubspot", &settled);
@@ -292,6 +317,7 @@ mod tests {
             "hubsync_records_total{object=\"contacts\",direction=\"to_hubspot\",outcome=\"done\"} 196",
             "hubsync_records_total{object=\"contacts\",direction=\"to_hubspot\",outcome=\"rejected\"} 4",
             "hubsync_poll_lag_seconds{object=\"contacts\",direction=\"to_sql\"} 1.5",
+            "hubsync_merges_total{object=\"contacts\"} 6",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing: {text}");
         }

@@ -58,6 +58,8 @@ pub struct Settled {
     pub superseded: u64,
     /// Items this worker no longer held (its lease expired and they were rescued).
     pub lost: Vec<i64>,
+    /// Record links that followed a contact merged in HubSpot to its survivor.
+    pub merges: u64,
 }
 
 const CLAIM_SQL: &str = r#"

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::diff::{Conflict, Side, Values};
+use super::merges::Merge;
 
 /// One record's link.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +185,33 @@ ON CONFLICT (object, sql_key) DO UPDATE SET
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Re-points links to the survivors of contacts merged in HubSpot: each from the id it held
+/// (`from`) to `to`; a link changed meanwhile is left alone. Returns the SQL keys re-pointed.
+pub async fn repoint(
+    conn: &mut PgConnection,
+    object: &str,
+    merges: &[&Merge],
+) -> Result<Vec<String>, sqlx::Error> {
+    if merges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<&str> = merges.iter().map(|m| m.sql_key.as_str()).collect();
+    let from: Vec<&str> = merges.iter().map(|m| m.from.as_str()).collect();
+    let to: Vec<&str> = merges.iter().map(|m| m.to.as_str()).collect();
+    sqlx::query_scalar(
+        "UPDATE record_links l SET hubspot_id = u.to_id, updated_at = now() \
+         FROM unnest($2::text[], $3::text[], $4::text[]) AS u(sql_key, from_id, to_id) \
+         WHERE l.object = $1 AND l.sql_key = u.sql_key AND l.hubspot_id = u.from_id \
+         RETURNING l.sql_key",
+    )
+    .bind(object)
+    .bind(&keys)
+    .bind(&from)
+    .bind(&to)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// Deletes the links of the given SQL keys.

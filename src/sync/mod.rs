@@ -7,6 +7,7 @@ pub mod diff;
 pub mod dry_run;
 pub mod engine;
 pub mod links;
+pub mod merges;
 pub mod plan;
 pub mod poller;
 pub mod to_hubspot;

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::diff::{Side, Values};
 use super::links::ConflictRecord;
+use super::merges::Merge;
 use crate::queue::{ClaimedItem, Direction, ItemError, NewItem};
 use crate::telemetry::mask;
 
@@ -21,7 +22,8 @@ pub struct PlannedOp {
     pub direction: &'static str,
     /// SQL key (to_hubspot) or HubSpot id (to_sql).
     pub record_key: String,
-    /// CREATE, UPDATE, LINK, SKIP, ARCHIVE, REJECT, RETRY (a read failed), WRITE, INSERT.
+    /// CREATE, UPDATE, LINK, SKIP, ARCHIVE, REJECT, RETRY (a read failed), WRITE, INSERT,
+    /// CONFLICT, MERGE.
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hubspot_id: Option<String>,
@@ -102,6 +104,22 @@ impl PlannedOp {
                 c.conflict.policy.as_str()
             )),
             ..PlannedOp::new(object, direction, &c.sql_key, "CONFLICT")
+        }
+    }
+
+    /// A contact merged in HubSpot whose record link follows the survivor.
+    pub fn merge(object: &str, direction: Direction, m: &Merge) -> Self {
+        let record_key = match direction {
+            Direction::ToHubspot => &m.sql_key,
+            Direction::ToSql => &m.to,
+        };
+        PlannedOp {
+            hubspot_id: Some(m.to.clone()),
+            message: Some(format!(
+                "HubSpot merged contact {} into {}: the link of record {} follows",
+                m.from, m.to, m.sql_key
+            )),
+            ..PlannedOp::new(object, direction, record_key, "MERGE")
         }
     }
 }

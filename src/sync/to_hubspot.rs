@@ -11,11 +11,12 @@ use sqlx::PgPool;
 
 use super::diff::{self, Modified, Values};
 use super::links::{self, ConflictRecord, Link, LinkUpdate};
+use super::merges::{self, Follow, MERGED_IDS, Merge};
 use super::plan::PlannedOp;
 use super::worker::{BatchHandler, BatchResult};
 use super::writes::{self, By};
 use crate::hubspot::portal::{PortalRules, PropertyRules, RequiredProperty};
-use crate::hubspot::types::{CreateInput, ReadBy, UpdateInput, WriteOutcome};
+use crate::hubspot::types::{CreateInput, ReadBy, Record, UpdateInput, WriteOutcome};
 use crate::hubspot::{HubSpotClient, modified_property};
 use crate::mapping::{Mapped, Mapper, SqlRow};
 use crate::mssql::ChangeReader;
@@ -177,6 +178,9 @@ pub enum Step<'a> {
     /// A field changed on both sides since the last sync, settled by policy (recorded with the
     /// batch; the record's own step follows).
     Conflict(ConflictRecord),
+    /// The linked contact was merged in HubSpot: the link follows the survivor once the
+    /// record's own step (which writes to the survivor) is done.
+    Merge(Merge),
 }
 
 impl Step<'_> {
@@ -230,6 +234,7 @@ impl Step<'_> {
                 ..op(work.item, "CREATE")
             },
             Step::Conflict(c) => PlannedOp::conflict(object, Direction::ToHubspot, c),
+            Step::Merge(m) => PlannedOp::merge(object, Direction::ToHubspot, m),
         }
     }
 }
@@ -289,6 +294,7 @@ impl BatchHandler for ToHubspot {
                 Step::Create { work } => creates.push(work),
                 Step::Upsert { work } => upserts.push(work),
                 Step::Conflict(c) => run.result.conflicts.push(c),
+                Step::Merge(m) => run.result.merges.push(m),
             }
         }
         let conflicts = &run.result.conflicts;
@@ -395,7 +401,7 @@ impl ToHubspot {
                 None => unlinked.push(w),
             }
         }
-        self.merge(linked, &mut steps).await;
+        self.three_way_linked(linked, &mut steps).await;
         let unlinked = match self.upsert_property(lookup).await {
             Some(prop) => self.upsert_fresh(unlinked, &prop, &mut steps).await,
             None => unlinked,
@@ -504,7 +510,13 @@ impl ToHubspot {
     /// (one call per 100), fields changed on both sides are settled by policy and recorded as
     /// conflicts, and only SQL Server's winning changes are sent. The snapshot becomes SQL
     /// Server's values, so HubSpot-side changes still reach SQL Server through the HubSpot poller.
-    async fn merge<'a>(&self, changed: Vec<(Work<'a>, Link)>, steps: &mut Vec<Step<'a>>) {
+    /// A contact merged in HubSpot answers with its survivor: the change goes there and the
+    /// link follows; one merged with another member's contact is rejected, naming that member.
+    async fn three_way_linked<'a>(
+        &self,
+        changed: Vec<(Work<'a>, Link)>,
+        steps: &mut Vec<Step<'a>>,
+    ) {
         if changed.is_empty() {
             return;
         }
@@ -517,7 +529,7 @@ impl ToHubspot {
         let fields: Vec<&str> = mapper
             .fields()
             .map(|f| f.hubspot.as_str())
-            .chain([modified])
+            .chain([modified, MERGED_IDS])
             .collect();
         let hubspot = self
             .client
@@ -536,15 +548,18 @@ impl ToHubspot {
         // hubsync's own writes to HubSpot not settled yet (cut short by a crash): HubSpot
         // holding them is no HubSpot edit.
         let keys: Vec<String> = changed.iter().map(|(_, l)| l.sql_key.clone()).collect();
-        let ours = writes::load(
-            &self.pool,
-            &self.object,
-            Direction::ToHubspot,
-            By::SqlKey,
-            &keys,
+        let members: Vec<(&str, &str)> = changed
+            .iter()
+            .zip(&ids)
+            .map(|((w, _), id)| (w.item.record_key.as_str(), id.as_str()))
+            .collect();
+        let (pool, object) = (&self.pool, &self.object);
+        let reads = tokio::try_join!(
+            writes::load(pool, object, Direction::ToHubspot, By::SqlKey, &keys),
+            self.follow_all(&members, &current),
         );
-        let ours = match ours.await {
-            Ok(o) => o,
+        let (ours, follows) = match reads {
+            Ok(r) => r,
             Err(e) => {
                 let error = ItemError::postgres(&e);
                 steps.extend(changed.into_iter().map(|(w, _)| Step::Retry {
@@ -554,22 +569,62 @@ impl ToHubspot {
                 return;
             }
         };
-        for (((work, mut link), hubspot_id), record) in changed.into_iter().zip(ids).zip(current) {
+        let answers = changed.into_iter().zip(ids).zip(current).zip(follows);
+        for ((((work, mut link), hubspot_id), record), follow) in answers {
             if let (Some(write), Some(record)) = (ours.get(&link.sql_key), &record) {
                 link.synced = diff::recognise(&link.synced, &write.sent, &record.properties);
             }
-            let Some(record) = record else {
-                // Gone from HubSpot: the update says so.
-                let changes = diff::changes(&work.mapped.properties, &link.synced);
-                steps.push(Step::Update {
-                    work,
-                    hubspot_id,
-                    changes,
-                });
-                continue;
+            let (record, hubspot_id) = match (record, follow) {
+                (Some(record), Follow::Same) => (record, hubspot_id),
+                (Some(record), Follow::Moved { from, to }) => {
+                    steps.push(Step::Merge(Merge {
+                        item_id: work.item.id,
+                        sql_key: link.sql_key.clone(),
+                        from,
+                        to: to.clone(),
+                    }));
+                    (record, to)
+                }
+                (_, Follow::Shared { survivor, others }) => {
+                    let error = merges::shared_error(&link.sql_key, &survivor, &others);
+                    steps.push(Step::Reject {
+                        item: work.item,
+                        errors: vec![error],
+                    });
+                    continue;
+                }
+                (None, _) | (_, Follow::Gone) => {
+                    // Gone from HubSpot: the update says so.
+                    let changes = diff::changes(&work.mapped.properties, &link.synced);
+                    steps.push(Step::Update {
+                        work,
+                        hubspot_id,
+                        changes,
+                    });
+                    continue;
+                }
             };
             self.three_way(work, &link, hubspot_id, &record, "SKIP", steps);
         }
+    }
+
+    /// Where each member's link leads (`members`: SQL key and the id its link holds), after
+    /// reads by those ids answered `answers`: the links of every id an answer showing a merge
+    /// carries are read (one query, none when no answer shows one).
+    async fn follow_all(
+        &self,
+        members: &[(&str, &str)],
+        answers: &[Option<Record>],
+    ) -> Result<Vec<Follow>, sqlx::Error> {
+        let pairs = members.iter().zip(answers);
+        let ids = merges::ids_to_check(pairs.clone().map(|((_, id), r)| (*id, r.as_ref())));
+        let links = match ids.is_empty() {
+            true => HashMap::new(),
+            false => links::by_hubspot_ids(&self.pool, &self.object, &ids).await?,
+        };
+        Ok(pairs
+            .map(|((key, id), record)| merges::follow(key, id, record.as_ref(), &links))
+            .collect())
     }
 
     /// One record's three-way merge: SQL Server's values (`work`), HubSpot's (`record`) and
@@ -721,7 +776,7 @@ impl ToHubspot {
             .mapper
             .fields()
             .map(|f| f.hubspot.as_str())
-            .chain([modified, "createdate"])
+            .chain([modified, "createdate", MERGED_IDS])
             .collect();
         let read_by = ReadBy::Property(prop.clone());
         let found = match self
@@ -732,7 +787,12 @@ impl ToHubspot {
             Ok(found) => found,
             Err(e) => return retry_all(with_key, steps, ItemError::hubspot(&e)),
         };
-        let found_ids: Vec<String> = found.iter().flatten().map(|r| r.id.clone()).collect();
+        // With the ids merged into them: a member linked to one of those has the contact.
+        let found_ids: Vec<String> = found
+            .iter()
+            .flatten()
+            .flat_map(merges::record_ids)
+            .collect();
         if found_ids.is_empty() {
             steps.extend(with_key.into_iter().map(|work| Step::Create { work }));
             return false;
@@ -767,9 +827,9 @@ impl ToHubspot {
                 steps.push(Step::Create { work });
                 continue;
             };
-            if let Some(owner) = owners
-                .get(&record.id)
-                .filter(|l| l.sql_key != work.item.record_key)
+            if let Some(owner) = merges::owners(&merges::record_ids(&record), &owners)
+                .into_iter()
+                .find(|l| l.sql_key != work.item.record_key)
             {
                 let error = duplicate_of(&prop, Some(&record.id), &owner.sql_key);
                 steps.push(Step::Reject {
@@ -1042,9 +1102,27 @@ impl Run<'_> {
         }
     }
 
-    /// Sends each record's changed properties to its contact, 100 records a request.
+    /// Sends each record's changed properties to its contact, 100 records a request. Contacts
+    /// HubSpot leaves out of the answer (merged away, or gone) are read again by id: a merged
+    /// one's change goes to its survivor in this same batch, and its link follows.
     async fn update(&mut self, updates: Vec<(Work<'_>, String, Values)>) {
-        for chunk in updates.chunks(crate::hubspot::BATCH_LIMIT) {
+        let left_out = self.send_updates(updates).await;
+        let survivors = self.follow_merges(left_out).await;
+        for (w, id, _) in self.send_updates(survivors).await {
+            self.settle_write(&w, "UPDATE", &WriteOutcome::NotFound { id });
+        }
+    }
+
+    /// Sends updates, 100 a request, and settles every item but those HubSpot left out, which
+    /// are returned.
+    async fn send_updates<'w>(
+        &mut self,
+        updates: Vec<(Work<'w>, String, Values)>,
+    ) -> Vec<(Work<'w>, String, Values)> {
+        let mut left_out = Vec::new();
+        let mut rest = updates.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<_> = rest.by_ref().take(crate::hubspot::BATCH_LIMIT).collect();
             let sent = chunk
                 .iter()
                 .map(|(w, id, changes)| (w.item, Some(id.as_str()), changes));
@@ -1058,19 +1136,91 @@ impl Run<'_> {
                     properties: changes.clone(),
                 })
                 .collect();
-            match self
-                .this
-                .client
-                .batch_update(&self.this.hubspot_object, &inputs)
-                .await
-            {
+            let (client, object) = (&self.this.client, &self.this.hubspot_object);
+            match client.batch_update(object, &inputs).await {
                 Ok(outcomes) => {
-                    for ((w, _, _), outcome) in chunk.iter().zip(&outcomes) {
-                        self.settle_write(w, "UPDATE", outcome);
+                    for (update, outcome) in chunk.into_iter().zip(outcomes) {
+                        match outcome {
+                            WriteOutcome::NotFound { .. } => left_out.push(update),
+                            other => self.settle_write(&update.0, "UPDATE", &other),
+                        }
                     }
                 }
                 Err(e) => self.call_failed(chunk.iter().map(|(w, _, _)| w.item), &e),
             }
+        }
+        left_out
+    }
+
+    /// Contacts HubSpot left out of an update, read again by id (one call): a merged one's
+    /// change is returned addressed to its survivor, with its link to follow once done; one
+    /// merged with another member's contact is rejected naming that member; one gone is
+    /// retried.
+    async fn follow_merges<'w>(
+        &mut self,
+        left_out: Vec<(Work<'w>, String, Values)>,
+    ) -> Vec<(Work<'w>, String, Values)> {
+        if left_out.is_empty() {
+            return left_out;
+        }
+        let ids: Vec<String> = left_out.iter().map(|(_, id, _)| id.clone()).collect();
+        let (client, object) = (&self.this.client, &self.this.hubspot_object);
+        let answers = match client
+            .batch_read(object, &ReadBy::Id, &ids, &[MERGED_IDS])
+            .await
+        {
+            Ok(answers) => answers,
+            Err(e) => {
+                self.call_failed(left_out.iter().map(|(w, _, _)| w.item), &e);
+                return Vec::new();
+            }
+        };
+        let members: Vec<(&str, &str)> = left_out
+            .iter()
+            .map(|(w, id, _)| (w.item.record_key.as_str(), id.as_str()))
+            .collect();
+        let follows = match self.this.follow_all(&members, &answers).await {
+            Ok(follows) => follows,
+            Err(e) => {
+                let error = ItemError::postgres(&e);
+                for (w, _, _) in &left_out {
+                    self.retry(w.item, error.clone());
+                }
+                return Vec::new();
+            }
+        };
+        let mut survivors = Vec::new();
+        for ((w, id, changes), follow) in left_out.into_iter().zip(follows) {
+            match follow {
+                Follow::Moved { from, to } => {
+                    self.follow_link(w.item, from, &to);
+                    survivors.push((w, to, changes));
+                }
+                Follow::Shared { survivor, others } => {
+                    let error = merges::shared_error(&w.item.record_key, &survivor, &others);
+                    self.reject(w.item, vec![error]);
+                }
+                Follow::Same => {
+                    let message = format!("HubSpot left contact {id} out of the update's answer");
+                    self.retry(w.item, ItemError::new("hubspot", message));
+                }
+                Follow::Gone => self.settle_write(&w, "UPDATE", &WriteOutcome::NotFound { id }),
+            }
+        }
+        survivors
+    }
+
+    /// Notes that `item`'s link follows a merge from `from` to `to`; after a merge found earlier
+    /// in the batch, the link goes from where it was straight to the newest survivor.
+    fn follow_link(&mut self, item: &ClaimedItem, from: String, to: &str) {
+        match self.result.merges.iter_mut().find(|m| m.item_id == item.id) {
+            Some(merge) => merge.to = to.to_string(),
+            None => self.result.merges.push(Merge {
+                item_id: item.id,
+                sql_key: item.record_key.clone(),
+                from,
+                to: to.to_string(),
+            }),
         }
     }
 
@@ -1252,6 +1402,7 @@ impl Run<'_> {
                     ItemError::new("internal", "unexpected archive step after a create"),
                 ),
                 Step::Conflict(c) => self.result.conflicts.push(c),
+                Step::Merge(m) => self.result.merges.push(m),
             }
         }
         self.update(updates).await;

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 
 use super::diff::{self, Modified, Values};
 use super::links::{self, ConflictRecord, LinkUpdate};
+use super::merges::{self, MERGED_IDS, Merge};
 use super::plan::PlannedOp;
 use super::poller::{Polled, elected, enqueue_page, load_cursor};
 use super::to_hubspot::validation_error;
@@ -81,10 +82,12 @@ fn epoch_ms(value: &str) -> Option<i64> {
 }
 
 impl HubspotPoller {
-    /// The properties a poll reads: the mapped ones and the modification date.
+    /// The properties a poll reads: the mapped ones, the modification date and the ids merged
+    /// into the contact (a survivor of a HubSpot merge belongs to the member linked to one).
     pub fn read_properties(&self) -> Vec<String> {
         let mut properties = self.properties.clone();
         properties.push(modified_property(&self.hubspot_object).to_string());
+        properties.push(MERGED_IDS.to_string());
         properties
     }
 
@@ -404,6 +407,9 @@ pub enum SqlStep<'a> {
     Write(Pending<'a>),
     /// A field changed on both sides since the last sync, settled by policy.
     Conflict(ConflictRecord),
+    /// The contact survives a HubSpot merge of the member's linked one: the link follows once
+    /// the record's own step is done.
+    Merge(Merge),
 }
 
 impl SqlStep<'_> {
@@ -454,6 +460,7 @@ impl SqlStep<'_> {
                 }
             }
             SqlStep::Conflict(c) => PlannedOp::conflict(object, Direction::ToSql, c),
+            SqlStep::Merge(m) => PlannedOp::merge(object, Direction::ToSql, m),
         }
     }
 }
@@ -468,6 +475,24 @@ impl ToSql {
     pub async fn plan_ops(&self, batch: &[ClaimedItem]) -> Vec<PlannedOp> {
         let steps = self.plan(batch).await;
         steps.iter().map(|s| s.describe(&self.object)).collect()
+    }
+
+    /// The links each record belongs to (one query): those held on its id or on an id merged
+    /// into it, one per member, in key order. Empty for a record created in HubSpot.
+    async fn owners(&self, batch: &[ClaimedItem]) -> Result<Vec<Vec<links::Link>>, sqlx::Error> {
+        let ids: Vec<Vec<String>> = batch
+            .iter()
+            .map(|item| {
+                let merged = item.payload.get(MERGED_IDS).and_then(|v| v.as_str());
+                merges::ids_of(&item.record_key, merged)
+            })
+            .collect();
+        let all: Vec<String> = ids.iter().flatten().cloned().collect();
+        let held = links::by_hubspot_ids(&self.pool, &self.object, &all).await?;
+        Ok(ids
+            .iter()
+            .map(|ids| merges::owners(ids, &held).into_iter().cloned().collect())
+            .collect())
     }
 
     /// Writes `values` (HubSpot properties) to the row with `key`, or inserts a row for a new
@@ -522,10 +547,52 @@ impl ToSql {
                 .collect()
         };
         let ids: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
-        let links = match links::by_hubspot_ids(&self.pool, &self.object, &ids).await {
-            Ok(l) => l,
+        let owners = match self.owners(batch).await {
+            Ok(o) => o,
             Err(e) => return retry_all(e),
         };
+        // Each record's link, by its id: the link of the member it belongs to, perhaps through
+        // an id merged into it (the link then follows). A contact merging several members'
+        // contacts is a data problem: rejected, naming them, and nothing written. A member
+        // takes one record a batch: a change of its merged-away contact read before the merge
+        // waits for the survivor's to settle.
+        let mut links = HashMap::new();
+        let mut members = std::collections::HashSet::new();
+        let mut kept: Vec<&'a ClaimedItem> = Vec::new();
+        for (item, owners) in batch.iter().zip(owners) {
+            match &owners[..] {
+                [] => {}
+                [link] if !members.insert(link.sql_key.clone()) => {
+                    steps.push(SqlStep::Defer {
+                        item,
+                        reason: "another HubSpot change of this member is in the batch",
+                    });
+                    continue;
+                }
+                [link] => {
+                    let linked = link.hubspot_id.clone().unwrap_or_default();
+                    if linked != item.record_key {
+                        steps.push(SqlStep::Merge(Merge {
+                            item_id: item.id,
+                            sql_key: link.sql_key.clone(),
+                            from: linked,
+                            to: item.record_key.clone(),
+                        }));
+                    }
+                    links.insert(item.record_key.clone(), link.clone());
+                }
+                many => {
+                    let error = merges::merged_members_error(&item.record_key, many);
+                    steps.push(SqlStep::Reject {
+                        item,
+                        errors: vec![error],
+                    });
+                    continue;
+                }
+            }
+            kept.push(item);
+        }
+        let batch = kept;
         // hubsync's own writes to HubSpot not settled yet (in flight, or cut short by a crash):
         // by contact id, and by the SQL key a contact created but not linked yet carries.
         let carried: Vec<String> = batch
@@ -766,6 +833,7 @@ impl BatchHandler for ToSql {
                 }
                 SqlStep::Write(p) => pending.push(p),
                 SqlStep::Conflict(c) => result.conflicts.push(c),
+                SqlStep::Merge(m) => result.merges.push(m),
             }
         }
         if pending.is_empty() {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::links::{self, ConflictRecord, LinkUpdate};
+use super::merges::Merge;
 use super::writes;
 use crate::queue::{ClaimedItem, Direction, ItemError, Outcome, Queue, Settled, Waker};
 
@@ -22,6 +23,8 @@ pub struct BatchResult {
     /// SQL keys whose link ends (the SQL row was deleted because HubSpot archived the record).
     pub unlinks: Vec<String>,
     pub conflicts: Vec<ConflictRecord>,
+    /// Links to re-point to a merged contact's survivor, each applied if its item is done.
+    pub merges: Vec<Merge>,
 }
 
 /// Turns a claimed batch into outcomes (the to_hubspot and to_sql sync steps implement it).
@@ -153,11 +156,22 @@ impl<H: BatchHandler> Worker<H> {
                 (item, outcome)
             })
             .collect();
+        let mut merges: Vec<&Merge> = result
+            .merges
+            .iter()
+            .filter(|m| {
+                pairs
+                    .iter()
+                    .any(|(item, o)| item.id == m.item_id && matches!(o, Outcome::Done { .. }))
+            })
+            .collect();
         let mut tx = self.queue.pool().begin().await?;
+        let repointed = links::repoint(&mut tx, &self.object, &merges).await?;
+        merges.retain(|m| repointed.contains(&m.sql_key));
         links::upsert(&mut tx, &self.object, &result.links).await?;
         links::remove(&mut tx, &self.object, &result.unlinks).await?;
         links::record_conflicts(&mut tx, &self.object, &result.conflicts).await?;
-        let settled = self.queue.settle_on(&mut tx, &self.name, &pairs).await?;
+        let mut settled = self.queue.settle_on(&mut tx, &self.name, &pairs).await?;
         // The writes of finished items are settled with them; an item retried keeps its write
         // on record (it may have landed), and one rescued meanwhile belongs to its new holder.
         let held: Vec<i64> = batch
@@ -167,6 +181,10 @@ impl<H: BatchHandler> Worker<H> {
             .collect();
         writes::clear(&mut tx, &held).await?;
         tx.commit().await?;
+        for merge in &merges {
+            merge.log(&self.object, self.direction.as_str(), &batch[0].batch_id);
+        }
+        settled.merges = merges.len() as u64;
         if !settled.lost.is_empty() {
             tracing::warn!(worker = %self.name, lost = ?settled.lost,
                 "items were rescued from this worker before it settled them");
@@ -199,6 +217,7 @@ impl<H: BatchHandler> Worker<H> {
             total.rejected += s.rejected;
             total.dead += s.dead;
             total.superseded += s.superseded;
+            total.merges += s.merges;
             total.lost.extend(s.lost);
         }
         Ok(total)

@@ -201,6 +201,8 @@ const EXEMPT: &[&str] = &[
     "level",
     "target",
     "hubspot_id",
+    // a MERGE line's merged-away id
+    "old_hubspot_id",
     "batch_id",
     "item_id",
     "operation",

@@ -182,18 +182,28 @@ where
         .boxed()
 }
 
+/// Test support: what `f` logs on this thread, as hubsync's JSON log writes it (masked).
+#[cfg(test)]
+pub(crate) fn logged(f: impl FnOnce()) -> String {
+    use tracing_subscriber::layer::SubscriberExt;
+    let buffer = tests::Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::registry().with(json_layer(move || writer.clone()));
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buffer.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
-    use tracing_subscriber::layer::SubscriberExt;
-
     use super::*;
 
     #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Buffer(pub(super) Arc<Mutex<Vec<u8>>>);
 
     impl Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -207,10 +217,7 @@ mod tests {
 
     #[test]
     fn operation_lines_are_json_with_the_operator_fields() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::registry().with(json_layer(move || writer.clone()));
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged(|| {
             let message = format!(
                 "created contact for {}",
                 mask::email("maria.rojas@example.com")
@@ -228,7 +235,6 @@ mod tests {
             }
             .emit();
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
         let v: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");

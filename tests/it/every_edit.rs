@@ -47,15 +47,6 @@ impl Both {
         batch
     }
 
-    async fn sql_set(&self, key: &str, column: &str, value: &str) {
-        self.mssql
-            .execute_batch(&format!(
-                "UPDATE [dbo].[hb_contacts] SET [{column}] = N'{value}' WHERE [numero_asociado] = {key}"
-            ))
-            .await
-            .unwrap();
-    }
-
     async fn sql_value(&self, key: &str, column: &str) -> String {
         let row = self.reader.row_by_key(key).await.unwrap().unwrap();
         row[column].as_str().unwrap().to_string()

@@ -14,6 +14,7 @@ mod hubspot_client_budget;
 mod hubspot_conformance;
 mod hubspot_sim;
 mod links;
+mod merges;
 mod mssql;
 mod mssql_sim;
 mod privacy;

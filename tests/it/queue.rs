@@ -12,7 +12,7 @@ use hubsync::queue::{
 use serde_json::json;
 use sqlx::{PgPool, Row};
 
-use crate::support::fresh_db;
+use crate::support::{fresh_db, make_due};
 
 const OBJ: &str = "contacts";
 
@@ -56,14 +56,6 @@ async fn states(pool: &PgPool) -> HashMap<String, i64> {
 async fn put(queue: &Queue, items: &[NewItem]) {
     queue
         .enqueue(OBJ, Direction::ToHubspot, items)
-        .await
-        .unwrap();
-}
-
-/// Lets a test make claimed items due again without waiting: the clock moves, not the test.
-async fn make_due(pool: &PgPool) {
-    sqlx::query("UPDATE sync_queue SET run_after = now() WHERE state = 'pending'")
-        .execute(pool)
         .await
         .unwrap();
 }

@@ -129,3 +129,12 @@ pub const HOSTILE: &[(&str, &str, &str)] = &[
     ("porcentaje__beneficiario_1_", "1000", "sql_type"),
     ("email", "josé@example.com", "email_local_part"),
 ];
+
+/// Lets a test make items waiting for a retry or a deferral due now without waiting: the clock
+/// moves, not the test.
+pub async fn make_due(pool: &PgPool) {
+    sqlx::query("UPDATE sync_queue SET run_after = now() WHERE state = 'pending'")
+        .execute(pool)
+        .await
+        .unwrap();
+}

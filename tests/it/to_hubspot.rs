@@ -23,6 +23,8 @@ pub struct Stand {
     pub queue: Queue,
     pub worker: Worker<ToHubspot>,
     pub mapper: Arc<Mapper>,
+    /// The test database's URL (for running the binary against it).
+    pub url: String,
 }
 
 pub async fn stand() -> Stand {
@@ -56,7 +58,7 @@ pub async fn stand_on(
     object: &ObjectConfig,
     sql_reader: Option<Arc<ChangeReader>>,
 ) -> Stand {
-    let (pool, _) = fresh_db().await;
+    let (pool, url) = fresh_db().await;
     let sim = hubsync::sim::hubspot::start(
         "127.0.0.1:0".parse().unwrap(),
         SimOptions {
@@ -67,18 +69,40 @@ pub async fn stand_on(
     .await
     .unwrap();
     let mapper = Arc::new(Mapper::new(object).unwrap());
+    let queue = Queue::new(pool, Default::default());
+    let client = client_at(&sim.base_url(), version);
+    let worker = worker_with(&queue, &mapper, object, client, sql_reader);
+    Stand {
+        sim,
+        queue,
+        worker,
+        mapper,
+        url,
+    }
+}
+
+/// A HubSpot client speaking API `version` to the simulator (or a stand-in for it) at
+/// `base_url`, its limit raised so tests never wait.
+pub fn client_at(base_url: &str, version: ApiVersion) -> Arc<HubSpotClient> {
     let settings = HubSpotSettings {
-        base_url: sim.base_url().parse().unwrap(),
+        base_url: base_url.parse().unwrap(),
         token: Some("sim-token".to_string().into()),
         requests_per_10s: 5000,
         api_version: version,
         ..HubSpotSettings::default()
     };
-    let client = Arc::new(
-        HubSpotClient::new(&settings, Arc::new(Limiter::from_settings(&settings))).unwrap(),
-    );
-    let queue = Queue::new(pool.clone(), Default::default());
-    let worker = Worker {
+    Arc::new(HubSpotClient::new(&settings, Arc::new(Limiter::from_settings(&settings))).unwrap())
+}
+
+/// A to_hubspot worker on `queue` syncing `object` through `client`.
+pub fn worker_with(
+    queue: &Queue,
+    mapper: &Arc<Mapper>,
+    object: &ObjectConfig,
+    client: Arc<HubSpotClient>,
+    sql_reader: Option<Arc<ChangeReader>>,
+) -> Worker<ToHubspot> {
+    Worker {
         queue: queue.clone(),
         name: "w1".into(),
         object: "contacts".into(),
@@ -88,17 +112,11 @@ pub async fn stand_on(
             hubspot_object: "contacts".into(),
             mapper: mapper.clone(),
             client,
-            pool,
+            pool: queue.pool().clone(),
             sql_reader,
             lookup: Default::default(),
             portal: PortalCache::new(object.portal_required.clone()),
         }),
-    };
-    Stand {
-        sim,
-        queue,
-        worker,
-        mapper,
     }
 }
 
@@ -121,7 +139,7 @@ pub fn rows(n: u64) -> Vec<SqlRow> {
         .collect()
 }
 
-async fn enqueue(queue: &Queue, rows: &[SqlRow], version: i64) {
+pub(crate) async fn enqueue(queue: &Queue, rows: &[SqlRow], version: i64) {
     let items: Vec<NewItem> = rows
         .iter()
         .map(|r| NewItem {

@@ -110,6 +110,16 @@ impl Both {
         crate::support::hubspot_writes(&self.s.sim)
     }
 
+    /// Sets one column of one SQL Server row, as an application of the cooperative would.
+    pub(crate) async fn sql_set(&self, key: &str, column: &str, value: &str) {
+        self.mssql
+            .execute_batch(&format!(
+                "UPDATE [dbo].[hb_contacts] SET [{column}] = N'{value}' WHERE [numero_asociado] = {key}"
+            ))
+            .await
+            .unwrap();
+    }
+
     pub(crate) async fn sql_firstname(&self, key: &str) -> String {
         let row = self.reader.row_by_key(key).await.unwrap().unwrap();
         row["firstname"].as_str().unwrap().to_string()
