@@ -39,7 +39,7 @@ pub fn email(value: &str) -> Cow<'_, str> {
     Cow::Owned(mask_email(value))
 }
 
-fn mask_email(value: &str) -> String {
+pub(super) fn mask_email(value: &str) -> String {
     match value.split_once('@') {
         Some((local, domain)) => {
             let first: String = local.chars().take(1).collect();
@@ -58,7 +58,7 @@ pub fn identity(value: &str) -> Cow<'_, str> {
     Cow::Owned(mask_identity(value))
 }
 
-fn mask_identity(value: &str) -> String {
+pub(super) fn mask_identity(value: &str) -> String {
     let digits: Vec<char> = value
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -158,7 +158,7 @@ fn replace(c: &Captures<'_>) -> String {
 }
 
 /// Masks the personal data found in `text`, whatever the process setting.
-fn mask_text(text: &str, strict: bool) -> Cow<'_, str> {
+pub(super) fn mask_text(text: &str, strict: bool) -> Cow<'_, str> {
     let masked = PERSONAL.replace_all(text, replace);
     if !strict {
         return masked;
