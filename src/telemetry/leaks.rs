@@ -146,6 +146,16 @@ pub fn leaks(text: &str, watch: &Watch) -> Vec<Leak> {
         .collect()
 }
 
+/// `text` with everything [`leaks`] would report masked, whole: a command line to show.
+pub fn hide(text: &str, watch: &Watch) -> String {
+    let forms = secret_forms(&watch.secrets);
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|line| masked_line(line, &hits(line, watch, &forms)).0)
+        .collect();
+    lines.join("\n")
+}
+
 /// Each secret as written, JSON-escaped and Debug-escaped.
 fn secret_forms(secrets: &[String]) -> Vec<String> {
     let mut forms: Vec<String> = Vec::new();
@@ -270,6 +280,16 @@ fn touches(line: &str, range: Range<usize>, joins: impl Fn(char) -> bool) -> boo
 /// The line around its first hit (at most [`EXCERPT`] bytes), every hit replaced by its
 /// masked form and what else masking recognises masked too.
 fn excerpt(line: &str, hits: &[(Range<usize>, LeakKind)]) -> String {
+    let (masked, first) = masked_line(line, hits);
+    let start = floor_char(&masked, first.saturating_sub(EXCERPT / 2));
+    let end = floor_char(&masked, (start + EXCERPT).min(masked.len()));
+    let shown = super::mask::mask_text(&masked[start..end], false);
+    let dots = |cut: bool| if cut { "…" } else { "" };
+    format!("{}{shown}{}", dots(start > 0), dots(end < masked.len()))
+}
+
+/// `line` with each hit replaced by its masked form, and where the first one starts.
+fn masked_line(line: &str, hits: &[(Range<usize>, LeakKind)]) -> (String, usize) {
     let mut masked = String::with_capacity(line.len());
     let mut at = 0;
     let mut first = 0;
@@ -287,11 +307,7 @@ fn excerpt(line: &str, hits: &[(Range<usize>, LeakKind)]) -> String {
         at = range.end;
     }
     masked.push_str(&line[at..]);
-    let start = floor_char(&masked, first.saturating_sub(EXCERPT / 2));
-    let end = floor_char(&masked, (start + EXCERPT).min(masked.len()));
-    let shown = super::mask::mask_text(&masked[start..end], false);
-    let dots = |cut: bool| if cut { "…" } else { "" };
-    format!("{}{shown}{}", dots(start > 0), dots(end < masked.len()))
+    (masked, first)
 }
 
 fn floor_char(s: &str, mut i: usize) -> usize {
@@ -430,6 +446,15 @@ mod tests {
                 leaks(clean, &w)
             );
         }
+    }
+
+    #[test]
+    fn hide_masks_a_whole_text() {
+        let w = watch();
+        assert_eq!(
+            hide("sim mssql --password Sim-Passw0rd!\nto ana@example.com", &w),
+            "sim mssql --password <secret>\nto a***@example.com"
+        );
     }
 
     #[test]

@@ -183,6 +183,16 @@ pub fn stored(text: &str) -> Cow<'_, str> {
     mask_text(text, true)
 }
 
+/// A record's value as the CLI prints it unless asked with `--unmask`: `***`, an email as
+/// `a***@example.com` (its domain still shows what the email transform made of it).
+pub fn hidden(value: &str) -> String {
+    if value.contains('@') {
+        stored(value).into_owned()
+    } else {
+        HIDDEN.into()
+    }
+}
+
 /// Fields whose whole value is a record's data (names, amounts, phones): always hidden.
 const WHOLE: &[&str] = &[
     "sql_value",
@@ -438,6 +448,11 @@ mod tests {
         assert_eq!(value("1-1234-5678"), "1-****-**78");
         assert_eq!(value("San José"), "San José");
         assert_eq!(value("+50688887777"), "+50688887777");
+        assert_eq!(hidden("Ana María"), "***");
+        assert_eq!(
+            hidden("ana@correo.xn--caf-dma.cr"),
+            "a***@correo.xn--caf-dma.cr"
+        );
     }
 
     #[test]

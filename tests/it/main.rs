@@ -16,6 +16,7 @@ mod hubspot_sim;
 mod links;
 mod mssql;
 mod mssql_sim;
+mod outputs;
 mod privacy;
 mod queue;
 mod reliability;
