@@ -3,7 +3,6 @@
 //! a backfill queues every record again, shows its totals and resumes where it stopped.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Output;
 
 use hubsync::mapping::{Mapper, SqlRow};
@@ -53,7 +52,7 @@ impl Setup {
         self.run(args, crate::support::hubsync_unmasked)
     }
 
-    fn run(&self, args: &[&str], hubsync: fn(&[&str], &[(&str, &str)], &Path) -> Output) -> Output {
+    fn run(&self, args: &[&str], hubsync: crate::support::Run) -> Output {
         let config = self.dir.path().join("config.yaml");
         let mut all = vec!["--config", config.to_str().unwrap()];
         all.extend_from_slice(args);

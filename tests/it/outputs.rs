@@ -206,7 +206,7 @@ impl Findings {
             .to_string();
         let shown = hide(what, watch);
         let mut message = format!(
-            "{test}: {shown} wrote what must never be in any output ({} lines):",
+            "{test}: {shown} wrote what must never be in any output, on these lines ({}):",
             self.hits.len()
         );
         for (source, leak) in self.hits.iter().take(SHOWN) {

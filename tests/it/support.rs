@@ -27,8 +27,45 @@ fn server_url(db: &str) -> String {
         return u.to_string();
     }
     CLUSTER
-        .get_or_init(|| Cluster::start(Durability::Fast).expect("start throwaway PostgreSQL"))
+        .get_or_init(|| {
+            let cluster = Cluster::start(Durability::Fast).expect("start throwaway PostgreSQL");
+            // SAFETY: registers a plain function with no arguments.
+            unsafe { atexit(scan_server_log) };
+            cluster
+        })
         .url(db)
+}
+
+unsafe extern "C" {
+    fn atexit(callback: extern "C" fn()) -> std::os::raw::c_int;
+    /// Ends the process at once, without running the other exit handlers again.
+    fn _exit(status: std::os::raw::c_int) -> !;
+}
+
+/// When the test binary exits, after every test: the throwaway server's own log (its errors
+/// quote the values a statement refused) is scanned like every output; a hit is printed and
+/// the binary exits 101, failing the run. Never panics (it runs inside `exit`).
+extern "C" fn scan_server_log() {
+    let Some(cluster) = CLUSTER.get() else {
+        return;
+    };
+    let path = cluster.log_path();
+    let text = std::fs::read(&path).unwrap_or_default();
+    let Ok(watch) = std::panic::catch_unwind(|| outputs::watch(&[])) else {
+        return;
+    };
+    let found = leaks(&String::from_utf8_lossy(&text), &watch);
+    if !found.is_empty() {
+        eprintln!(
+            "the PostgreSQL server log {} holds what must never be in any output:",
+            path.display()
+        );
+        for leak in found.iter().take(10) {
+            eprintln!("  {leak}");
+        }
+        // SAFETY: ends the process; nothing runs after it.
+        unsafe { _exit(101) };
+    }
 }
 
 /// A fresh database with hubsync's migrations applied; returns its pool and URL.
@@ -71,6 +108,9 @@ pub fn hubsync(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
         .expect("run hubsync");
     scanned(args, env, cwd, out, Stdout::Masked)
 }
+
+/// A way to run the binary: [`hubsync`] or [`hubsync_unmasked`].
+pub type Run = fn(&[&str], &[(&str, &str)], &Path) -> Output;
 
 /// Like [`hubsync`] for a run with `--unmask`: its stdout, which the user asked to show
 /// personal data, is scanned for secrets only; stderr and log files for everything.
