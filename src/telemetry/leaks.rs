@@ -330,6 +330,20 @@ mod tests {
         w
     }
 
+    fn assert_clean(lines: &[&str], watch: &Watch) {
+        for line in lines {
+            let found = leaks(line, watch);
+            assert!(found.is_empty(), "{line}: {found:?}");
+        }
+    }
+
+    /// Each of `lines` has one leak, of `kind`.
+    fn assert_found(kind: LeakKind, lines: &[&str], watch: &Watch) {
+        for line in lines {
+            assert_eq!(kinds(line, watch), [kind], "{line}");
+        }
+    }
+
     fn kinds(text: &str, watch: &Watch) -> Vec<LeakKind> {
         leaks(text, watch).into_iter().map(|l| l.kind).collect()
     }
@@ -361,91 +375,86 @@ mod tests {
             kinds(r#"{"m":"password hunter2\"x\\y"}"#, &quoted),
             [LeakKind::Secret]
         );
-        for clean in [
-            "password=***;user=sa",
-            "postgres://hubsync:***@db.internal/hubsync",
-            "sql_server.connection: password=${SQL_SERVER}",
-            "postgres://<secret from postgres.url>@h",
-            "token pat-*** refused",
-            // Short secrets are not looked for: `pw` is in ordinary words.
-            "pwd is not a password",
-        ] {
-            assert!(
-                leaks(clean, &w).is_empty(),
-                "{clean}: {:?}",
-                leaks(clean, &w)
-            );
-        }
+        assert_clean(
+            &[
+                "password=***;user=sa",
+                "postgres://hubsync:***@db.internal/hubsync",
+                "sql_server.connection: password=${SQL_SERVER}",
+                "postgres://<secret from postgres.url>@h",
+                "token pat-*** refused",
+                // Short secrets are not looked for: `pw` is in ordinary words.
+                "pwd is not a password",
+            ],
+            &w,
+        );
     }
 
     #[test]
     fn finds_unmasked_emails_but_not_masked_ones_urls_or_workers() {
         let w = watch();
-        for line in [
-            "created contact for ana.rojas@example.com",
-            r#"{"message":"duplicate email","email":"Member7@Example.COM"}"#,
-            "ana@correo.xn--caf-dma.cr",
-        ] {
-            assert_eq!(kinds(line, &w), [LeakKind::Email], "{line}");
-        }
+        assert_found(
+            LeakKind::Email,
+            &[
+                "created contact for ana.rojas@example.com",
+                r#"{"message":"duplicate email","email":"Member7@Example.COM"}"#,
+                "ana@correo.xn--caf-dma.cr",
+            ],
+            &w,
+        );
         let shown = leaks("created contact for ana.rojas@example.com", &w)[0].to_string();
         assert!(
             shown.contains("a***@example.com") && !shown.contains("ana.rojas"),
             "{shown}"
         );
-        for clean in [
-            "created contact for a***@example.com",
-            r#"{"email":"***"}"#,
-            "postgres://hubsync@db.internal/hubsync",
-            "postgres://postgres@127.0.0.1:5432/t1",
-            "worker hubsync@build.example.com:4242 claimed 50 items",
-            "member7.example.com is not an email",
-        ] {
-            assert!(
-                leaks(clean, &w).is_empty(),
-                "{clean}: {:?}",
-                leaks(clean, &w)
-            );
-        }
+        assert_clean(
+            &[
+                "created contact for a***@example.com",
+                r#"{"email":"***"}"#,
+                "postgres://hubsync@db.internal/hubsync",
+                "postgres://postgres@127.0.0.1:5432/t1",
+                "worker hubsync@build.example.com:4242 claimed 50 items",
+                "member7.example.com is not an email",
+            ],
+            &w,
+        );
     }
 
     #[test]
     fn finds_cedulas_written_named_or_known_but_not_ids_ports_times_or_decimals() {
         let w = watch();
-        for line in [
-            "The duplicate key value is (1-0234-0567).",
-            "beneficiary 01-0234-0567",
-            r#"{"no__de_cedula":"112345678"}"#,
-            "cédula 112345678 is not valid",
-            "identificación: 155812345678",
-            // A known value, whatever is around it.
-            r#"{"properties":{"numero_de_cedula__beneficiario_2_":"x","n":304560789}}"#,
-            "seen 304560789",
-        ] {
-            assert_eq!(kinds(line, &w), [LeakKind::Cedula], "{line}");
-        }
+        assert_found(
+            LeakKind::Cedula,
+            &[
+                "The duplicate key value is (1-0234-0567).",
+                "beneficiary 01-0234-0567",
+                r#"{"no__de_cedula":"112345678"}"#,
+                "cédula 112345678 is not valid",
+                "identificación: 155812345678",
+                // A known value, whatever is around it.
+                r#"{"properties":{"numero_de_cedula__beneficiario_2_":"x","n":304560789}}"#,
+                "seen 304560789",
+            ],
+            &w,
+        );
         let shown = leaks(r#"{"no__de_cedula":"112345678"}"#, &w)[0].to_string();
         assert!(
             shown.contains("1-****-**78") && !shown.contains("112345678"),
             "{shown}"
         );
-        for clean in [
-            r#"{"no__de_cedula":"1-****-**78","hubspot_id":"37765128953"}"#,
-            "cédula 1-****-**67",
-            r#"{"hubspot_id":"112345678","record_key":"10045"}"#,
-            "listening on 127.0.0.1:54321, rowversion 0x00000000000007D1",
-            "at 2026-12-01T22:29:33.123456789Z took 1.304560789s",
-            "batch 550e8400-e29b-41d4-a716-446655440000",
-            "tel 2222-3333, +506 8888-7777",
-            "cedula rule: 0123456789 has a leading zero",
-            "no__de_cedula (cedula) rejected for 2 records of 5000 read since cursor 13377331",
-        ] {
-            assert!(
-                leaks(clean, &w).is_empty(),
-                "{clean}: {:?}",
-                leaks(clean, &w)
-            );
-        }
+        assert_clean(
+            &[
+                r#"{"no__de_cedula":"1-****-**78","hubspot_id":"37765128953"}"#,
+                "cédula 1-****-**67",
+                r#"{"hubspot_id":"112345678","record_key":"10045"}"#,
+                "listening on 127.0.0.1:54321, rowversion 0x00000000000007D1",
+                "at 2026-12-01T22:29:33.123456789Z took 1.304560789s",
+                "batch 550e8400-e29b-41d4-a716-446655440000",
+                "tel 2222-3333, +506 8888-7777",
+                "cedula rule: 0123456789 has a leading zero",
+                "no__de_cedula (cedula) rejected for 2 records of 5000 read since cursor 13377331",
+            ],
+            &w,
+        );
     }
 
     #[test]

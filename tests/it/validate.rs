@@ -39,20 +39,12 @@ fn edited_config(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
     path
 }
 
-/// `validate` of the example file with `extra` arguments.
+/// `validate` of the example file as of its reviewed day, with `extra` arguments.
 fn validate_example(extra: &[&str]) -> Output {
-    let input = repo("tests/data/contacts.jsonl");
-    let mut args = vec![
-        "validate",
-        "--object",
-        "contacts",
-        "--input",
-        input.to_str().unwrap(),
-        "--today",
-        "2026-11-23",
-    ];
+    let mut args = vec!["--today", "2026-11-23"];
     args.extend_from_slice(extra);
-    hubsync(&repo("config.yaml"), &args)
+    let input = repo("tests/data/contacts.jsonl");
+    validate_with(&repo("config.yaml"), &input, &args)
 }
 
 #[test]
