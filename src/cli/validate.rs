@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::config::Need;
 use crate::exit::{self, Failure};
 use crate::mapping::{Mapped, Mapper, Properties, SqlRow};
+use crate::telemetry::mask;
 use crate::validation::Issue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,6 +48,10 @@ pub struct ValidateArgs {
     /// for reproducible reports.
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub today: Option<chrono::NaiveDate>,
+    /// Print mapped values, record keys and messages as they are; personal data (every mapped
+    /// value, emails, identity numbers, quoted values in messages) is masked otherwise.
+    #[arg(long)]
+    pub unmask: bool,
 }
 
 /// One output line.
@@ -109,6 +114,9 @@ pub fn run(config_path: &Path, args: ValidateArgs) -> Result<u8, Failure> {
         let mut mapped = mapper.to_hubspot(&row);
         duplicates.check(&mut mapped);
         summary.add(&mapped);
+        if !args.unmask {
+            mapped = masked(mapped);
+        }
         write_record(&mut out, args.format, line, &mapped)
             .map_err(|e| Failure::new(exit::SOFTWARE, format!("cannot write output: {e}")))?;
         if line.is_multiple_of(1024) {
@@ -244,6 +252,32 @@ fn strip_position(message: &str) -> &str {
     message.rsplit_once(" at line ").map_or(message, |(m, _)| m)
 }
 
+/// `m` as printed without `--unmask`: every mapped value hidden (an email keeps its first
+/// letter and domain), the record key and the messages masked like stored errors. Fields,
+/// rules and which values are empty stay, so the output still says what the mapping did.
+fn masked(m: Mapped) -> Mapped {
+    let stored = |s: &str| mask::stored(s).into_owned();
+    let issues = |issues: Vec<Issue>| -> Vec<Issue> {
+        issues
+            .into_iter()
+            .map(|i| Issue {
+                message: stored(&i.message),
+                ..i
+            })
+            .collect()
+    };
+    Mapped {
+        record_key: m.record_key.as_deref().map(stored),
+        properties: m
+            .properties
+            .into_iter()
+            .map(|(k, v)| (k, v.as_deref().map(mask::hidden)))
+            .collect(),
+        errors: issues(m.errors),
+        warnings: issues(m.warnings),
+    }
+}
+
 fn write_record(
     out: &mut impl Write,
     format: OutputFormat,
@@ -327,5 +361,54 @@ impl Summary {
             s.push_str(&format!("\nerrors by rule: {}", rules.join(", ")));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masked_records_hide_every_value_but_keep_fields_rules_and_empties() {
+        let issue = |field: &str, message: &str| Issue {
+            field: field.into(),
+            rule: "email".into(),
+            message: message.into(),
+        };
+        let m = Mapped {
+            record_key: Some("112345678".into()),
+            properties: [
+                ("email", Some("ana.rojas@example.com")),
+                ("firstname", Some("Ana María")),
+                ("no__de_cedula", Some("102340567")),
+                ("telefono_oficina", None),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect(),
+            errors: vec![issue("email", "\"ana.rojas@examp\" is not an email")],
+            warnings: vec![issue("no__de_cedula", "1-0234-0567 was padded")],
+        };
+        let shown = serde_json::to_string(&masked(m.clone())).unwrap();
+        for clear in ["ana.rojas", "Ana María", "102340567", "0234", "12345"] {
+            assert!(!shown.contains(clear), "{clear}: {shown}");
+        }
+        let masked = masked(m);
+        assert_eq!(
+            masked.properties["email"].as_deref(),
+            Some("a***@example.com")
+        );
+        assert_eq!(masked.properties["firstname"].as_deref(), Some("***"));
+        assert_eq!(masked.properties["telefono_oficina"], None);
+        assert_eq!(masked.record_key.as_deref(), Some("1-****-**78"));
+        assert_eq!(masked.errors[0].message, "\"***\" is not an email");
+        assert_eq!(
+            (
+                masked.errors[0].field.as_str(),
+                masked.errors[0].rule.as_str()
+            ),
+            ("email", "email")
+        );
+        assert_eq!(masked.warnings[0].message, "1-****-**67 was padded");
     }
 }

@@ -8,7 +8,7 @@ mod input;
 mod interpolate;
 mod load;
 mod problems;
-mod scrub;
+pub(crate) mod scrub;
 
 pub use input::{MAX_BYTES, MAX_DEPTH, check_nesting, read_regular_file};
 pub use load::{Need, load_file, load_file_with, load_str};

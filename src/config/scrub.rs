@@ -29,7 +29,7 @@ pub const SECRET_KEYS: &[&str] = &[
 ];
 
 /// Secret-shaped text: a connection string's password, a URL's password, a HubSpot token.
-static SECRET_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
+pub(crate) static SECRET_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?ix)
           (?P<kw>\b(?:password|pwd)\s*=\s*)(?:\{[^}]*\}|[^;\s`']*)

@@ -59,13 +59,7 @@ impl PlannedOp {
     /// Property names, actions, rules and HubSpot ids stay, so the plan still says what changes.
     pub fn masked(&self) -> PlannedOp {
         let stored = |s: &str| mask::stored(s).into_owned();
-        let value = |v: &String| {
-            if v.contains('@') {
-                stored(v)
-            } else {
-                "***".to_string()
-            }
-        };
+        let value = |v: &String| mask::hidden(v);
         PlannedOp {
             record_key: if self.direction == Direction::ToHubspot.as_str() {
                 stored(&self.record_key)

@@ -39,7 +39,7 @@ pub fn email(value: &str) -> Cow<'_, str> {
     Cow::Owned(mask_email(value))
 }
 
-fn mask_email(value: &str) -> String {
+pub(super) fn mask_email(value: &str) -> String {
     match value.split_once('@') {
         Some((local, domain)) => {
             let first: String = local.chars().take(1).collect();
@@ -58,7 +58,7 @@ pub fn identity(value: &str) -> Cow<'_, str> {
     Cow::Owned(mask_identity(value))
 }
 
-fn mask_identity(value: &str) -> String {
+pub(super) fn mask_identity(value: &str) -> String {
     let digits: Vec<char> = value
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -158,7 +158,7 @@ fn replace(c: &Captures<'_>) -> String {
 }
 
 /// Masks the personal data found in `text`, whatever the process setting.
-fn mask_text(text: &str, strict: bool) -> Cow<'_, str> {
+pub(super) fn mask_text(text: &str, strict: bool) -> Cow<'_, str> {
     let masked = PERSONAL.replace_all(text, replace);
     if !strict {
         return masked;
@@ -181,6 +181,16 @@ pub fn text(text: &str) -> Cow<'_, str> {
 /// personal data and every double-quoted text, whatever the log setting.
 pub fn stored(text: &str) -> Cow<'_, str> {
     mask_text(text, true)
+}
+
+/// A record's value as the CLI prints it unless asked with `--unmask`: `***`, an email as
+/// `a***@example.com` (its domain still shows what the email transform made of it).
+pub fn hidden(value: &str) -> String {
+    if value.contains('@') {
+        stored(value).into_owned()
+    } else {
+        HIDDEN.into()
+    }
 }
 
 /// Fields whose whole value is a record's data (names, amounts, phones): always hidden.
@@ -440,6 +450,11 @@ mod tests {
         assert_eq!(value("1-1234-5678"), "1-****-**78");
         assert_eq!(value("San José"), "San José");
         assert_eq!(value("+50688887777"), "+50688887777");
+        assert_eq!(hidden("Ana María"), "***");
+        assert_eq!(
+            hidden("ana@correo.xn--caf-dma.cr"),
+            "a***@correo.xn--caf-dma.cr"
+        );
     }
 
     #[test]

@@ -23,10 +23,7 @@ struct Setup {
 async fn setup(n: u64) -> Setup {
     let (pool, url) = fresh_db().await;
     let sims = sims().await;
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(5);
-    let members: Vec<SqlRow> = (0..n)
-        .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
-        .collect();
+    let members = crate::support::members(0..n, 5);
     crate::to_hubspot::insert_members(&sims.mssql, &members).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(0, &sims, &dir.path().join("logs"));
@@ -47,6 +44,15 @@ async fn setup(n: u64) -> Setup {
 impl Setup {
     /// Runs the hubsync binary with this setup's config and secrets.
     fn hubsync(&self, args: &[&str]) -> Output {
+        self.run(args, crate::support::hubsync)
+    }
+
+    /// [`Setup::hubsync`] with `--unmask` in `args`: stdout may show personal data.
+    fn hubsync_unmasked(&self, args: &[&str]) -> Output {
+        self.run(args, crate::support::hubsync_unmasked)
+    }
+
+    fn run(&self, args: &[&str], hubsync: crate::support::Run) -> Output {
         let config = self.dir.path().join("config.yaml");
         let mut all = vec!["--config", config.to_str().unwrap()];
         all.extend_from_slice(args);
@@ -57,7 +63,7 @@ impl Setup {
             ("HUBSYNC_SQL_SERVER", connection.as_str()),
         ];
         // The simulators keep serving on the other runtime threads meanwhile.
-        tokio::task::block_in_place(|| crate::support::hubsync(&all, &env, self.dir.path()))
+        tokio::task::block_in_place(|| hubsync(&all, &env, self.dir.path()))
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -158,7 +164,7 @@ async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
         assert!(!stdout.contains(&cedula), "{cedula} shown: {op}");
     }
 
-    let out = s.hubsync(&["run", "--once", "--dry-run", "--unmask"]);
+    let out = s.hubsync_unmasked(&["run", "--once", "--dry-run", "--unmask"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -244,7 +250,7 @@ async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
     s.sims.hubspot.seed_contacts(&[stranger]).unwrap();
     s.sims.hubspot.indexed().await;
     let (writes, rows) = (hubspot_writes(&s.sims.hubspot), s.rows_written().await);
-    let out = s.hubsync(&["run", "--once", "--dry-run", "--unmask"]);
+    let out = s.hubsync_unmasked(&["run", "--once", "--dry-run", "--unmask"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(
         (hubspot_writes(&s.sims.hubspot), s.rows_written().await),
@@ -311,10 +317,7 @@ async fn backfill_queues_every_record_again_and_resumes_where_it_stopped() {
 
     // A backfill interrupted after the first 150 rows, with 100 rows added since, resumes there:
     // it reads only the 100 (the totals are cumulative).
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(6);
-    let more: Vec<SqlRow> = (150..250)
-        .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
-        .collect();
+    let more = crate::support::members(150..250, 6);
     crate::to_hubspot::insert_members(&s.sims.mssql, &more).await;
     s.members.extend(more);
     sqlx::query(

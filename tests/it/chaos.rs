@@ -10,6 +10,9 @@ use crate::support::{example_config, fresh_db};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_faults_and_edits_on_both_sides_lose_no_edit_in_either_direction() {
     let (_pool, url) = fresh_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The scenario's members, as it generates them: their cédulas are looked for below.
+    crate::support::members(0..2_500, 18);
     let report = scenario(ChaosOptions {
         members: 2_500,
         kills: 5,
@@ -17,11 +20,18 @@ async fn kills_faults_and_edits_on_both_sides_lose_no_edit_in_either_direction()
         exe: env!("CARGO_BIN_EXE_hubsync").into(),
         config: std::fs::read_to_string(example_config()).unwrap(),
         database_url: Some(url),
+        dir: Some(dir.path().to_path_buf()),
     })
     .await
     .unwrap();
     let lines = report.lines(10).join("\n");
     eprintln!("{lines}");
+    // Every daemon life's stdout and stderr (`daemon-N.out`) and log files, and the report.
+    let watch = crate::outputs::watch(&[]);
+    let mut findings = crate::outputs::Findings::default();
+    findings.scan_dir(dir.path(), &watch);
+    findings.scan("the report", &lines, &watch);
+    findings.assert_clean("`hubsync run` of the chaos scenario", &watch);
     let f = &report.findings;
     assert!(
         report.sql_edits > 0 && report.hubspot_edits > 0 && f.conflicts > 0,

@@ -1,28 +1,25 @@
 //! `hubsync run` as a real process: systemd notifications over a real NOTIFY_SOCKET, the HTTP
 //! health and metrics endpoints, SIGHUP reloads, SIGTERM stops, and PostgreSQL outages.
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::fresh_db;
+use crate::support::{Process, fresh_db};
 
-/// A `hubsync run` child process with a real NOTIFY_SOCKET, its stdout and stderr collected.
+/// A `hubsync run` child process with a real NOTIFY_SOCKET, its stdout and stderr collected
+/// and, with its log files, scanned for leaks (see [`crate::support::Process`]).
 pub struct Daemon {
-    pub child: Child,
+    pub process: Process,
     notify: UnixDatagram,
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub config: std::path::PathBuf,
     pub sims: Arc<Sims>,
-    output: Arc<Mutex<String>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// The outside systems the daemon talks to, run in this test process.
@@ -69,21 +66,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Collects a child's output lines into `into`.
-fn collect(
-    stream: impl Read + Send + 'static,
-    into: &Arc<Mutex<String>>,
-) -> std::thread::JoinHandle<()> {
-    let into = into.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            let mut out = into.lock().unwrap();
-            out.push_str(&line);
-            out.push('\n');
-        }
-    })
-}
-
 impl Daemon {
     /// Starts the daemon with fresh simulators and the shipped configuration.
     pub async fn start(database_url: &str) -> Daemon {
@@ -116,31 +98,26 @@ impl Daemon {
         notify
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hubsync"))
-            .args(["--config", config.to_str().unwrap(), "run"])
-            .env("NOTIFY_SOCKET", &socket)
-            .env("HUBSYNC_DATABASE_URL", database_url)
-            .env("HUBSYNC_HUBSPOT_TOKEN", token)
-            .env("HUBSYNC_SQL_SERVER", sims.mssql.connection_string())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), &output),
-            collect(child.stderr.take().unwrap(), &output),
-        ];
+        let connection = sims.mssql.connection_string();
+        let mut process = Process::start(
+            &["--config", config.to_str().unwrap(), "run"],
+            &[
+                ("NOTIFY_SOCKET", socket.to_str().unwrap()),
+                ("HUBSYNC_DATABASE_URL", database_url),
+                ("HUBSYNC_HUBSPOT_TOKEN", token),
+                ("HUBSYNC_SQL_SERVER", &connection),
+            ],
+            dir.path(),
+        );
+        // Whatever a test's reload points the log directory at, the first one is scanned too.
+        process.scan_at_end(dir.path().join("logs"));
         Daemon {
-            child,
+            process,
             notify,
             port,
             dir,
             config,
             sims,
-            output,
-            readers,
         }
     }
 
@@ -173,12 +150,16 @@ impl Daemon {
     }
 
     pub fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+        kill(Pid::from_raw(self.pid() as i32), sig).unwrap();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
     }
 
     /// Everything the daemon wrote to stdout and stderr so far.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.process.output()
     }
 
     /// Waits (up to `limit`) until the output contains `needle` (lines arrive through pipes,
@@ -193,7 +174,7 @@ impl Daemon {
 
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.process.child.try_wait(), Ok(None))
     }
 
     /// `/readyz`: status code and JSON body.
@@ -231,19 +212,10 @@ impl Daemon {
         }
     }
 
-    /// Waits for the process to end; returns (exit code, stdout + stderr + its log files).
-    pub fn wait(mut self) -> (Option<i32>, String) {
-        let status = self.child.wait().unwrap();
-        for r in std::mem::take(&mut self.readers) {
-            r.join().unwrap();
-        }
-        let mut out = self.output();
-        let logs = self.dir.path().join("logs");
-        let files = std::fs::read_dir(&logs).into_iter().flatten().flatten();
-        for file in files {
-            out.push_str(&std::fs::read_to_string(file.path()).unwrap());
-        }
-        (status.code(), out)
+    /// Waits for the process to end; returns (exit code, stdout + stderr + its log files),
+    /// failing the test if any of them leaks.
+    pub fn wait(self) -> (Option<i32>, String) {
+        self.process.wait()
     }
 
     /// Stops with SIGTERM; returns (exit code, stdout + stderr + its log files).
@@ -251,16 +223,6 @@ impl Daemon {
         self.signal(Signal::SIGTERM);
         self.expect_notify("STOPPING=1");
         self.wait()
-    }
-}
-
-impl Drop for Daemon {
-    /// A failed test must not leave the daemon running.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -401,10 +363,7 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
 async fn run_once_syncs_sql_server_members_to_hubspot_and_exits_1_on_rejections() {
     let (pool, url) = fresh_db().await;
     let sims = sims().await;
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
-    let members: Vec<hubsync::mapping::SqlRow> = (0..300)
-        .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
-        .collect();
+    let members = crate::support::members(0..300, 3);
     crate::to_hubspot::insert_members(&sims.mssql, &members).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");

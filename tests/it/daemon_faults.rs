@@ -19,10 +19,7 @@ use crate::to_hubspot::insert_members;
 
 /// Members `first..first + n` (numero_asociado `first + 1`…), some of them invalid.
 fn members(first: u64, n: u64) -> Vec<SqlRow> {
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(first);
-    (first..first + n)
-        .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
-        .collect()
+    crate::support::members(first..first + n, first)
 }
 
 /// to_hubspot items: (distinct records, done, rejected, waiting or held, dead).

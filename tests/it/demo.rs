@@ -33,6 +33,10 @@ async fn the_demo_syncs_a_sample_both_ways_reports_true_figures_and_stops_cleanl
         "--timeout",
         "2m",
     ];
+    // The sample the demo loads (its default seed): its cédulas are looked for in everything
+    // the demo and its daemon write (stdout, stderr, `daemon.out`, the log files in `--dir`).
+    let sample = hubsync::demo::members::sample(300, 1);
+    crate::outputs::watch_members(&sample);
     let out = tokio::task::block_in_place(|| hubsync(&args, &[], dir.path()));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -42,7 +46,6 @@ async fn the_demo_syncs_a_sample_both_ways_reports_true_figures_and_stops_cleanl
     let text = std::fs::read_to_string(example_config()).unwrap();
     let config = load_str(&text, Need::Nothing, &|_| None).unwrap();
     let mapper = Mapper::new(&config.objects["contacts"]).unwrap();
-    let sample = hubsync::demo::members::sample(300, 1);
     let valid = sample
         .iter()
         .filter(|r| mapper.to_hubspot(r).is_valid())

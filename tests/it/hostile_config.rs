@@ -2,12 +2,11 @@
 //! one (exit 78, the key named, before any connection), secrets that land in the wrong key are
 //! named by their variable and never shown, and no input file can make loading slow or hang.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use crate::support::{example_config, hubsync_command};
+use crate::support::{example_config, hubsync_within};
 
 const TOKEN: &str = "pat-na1-99999999-8888-7777-6666-555555555555";
 const SQL_PASSWORD: &str = "Sup3r-S3cret-Pw";
@@ -43,44 +42,6 @@ impl Secrets {
             ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
             ("SQL_SERVER", self.sql_server.as_str()),
         ]
-    }
-}
-
-/// Runs the binary with only `env` set (of hubsync's variables) and kills it after `limit`:
-/// a command that hangs fails the test instead of stalling it.
-fn hubsync_within(args: &[&str], env: &[(&str, &str)], cwd: &Path, limit: Duration) -> Output {
-    let mut cmd = hubsync_command(args, env, cwd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start hubsync");
-    // Read both pipes meanwhile, so a chatty child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        stdout.read_to_end(&mut b).map(|_| b).unwrap_or_default()
-    });
-    let err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        stderr.read_to_end(&mut b).map(|_| b).unwrap_or_default()
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("hubsync {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
     }
 }
 

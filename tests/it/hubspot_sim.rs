@@ -2,7 +2,6 @@
 //! checked over HTTP with reqwest against an in-process server on a free port.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use hubsync::sim::hubspot::{Faults, RunningSim, SimOptions, start};
@@ -985,8 +984,9 @@ async fn seeding_and_inspection_over_the_admin_api() {
 
 #[test]
 fn the_cli_prints_its_base_url_and_stops_on_sigterm() {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
-        .args([
+    let cwd = tempfile::tempdir().unwrap();
+    let process = crate::support::Process::start(
+        &[
             "sim",
             "hubspot",
             "--listen",
@@ -995,15 +995,14 @@ fn the_cli_prints_its_base_url_and_stops_on_sigterm() {
             "190",
             "--seed",
             "3",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line.trim().to_owned();
+        ],
+        &[],
+        cwd.path(),
+    );
+    let base = process
+        .first_line(Duration::from_secs(30))
+        .trim()
+        .to_owned();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1021,11 +1020,11 @@ fn the_cli_prints_its_base_url_and_stops_on_sigterm() {
     });
     assert_eq!(status, StatusCode::OK);
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(process.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert_eq!(process.wait().0, Some(0));
 }
 
 #[tokio::test]

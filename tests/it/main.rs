@@ -17,6 +17,7 @@ mod links;
 mod merges;
 mod mssql;
 mod mssql_sim;
+mod outputs;
 mod privacy;
 mod queue;
 mod reliability;

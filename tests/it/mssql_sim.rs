@@ -765,22 +765,20 @@ async fn a_data_directory_keeps_tables_rows_and_rowversions_across_restarts() {
 
 #[tokio::test]
 async fn the_cli_serves_the_seed_contact_table() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hubsync"))
-        .args([
+    let cwd = tempfile::tempdir().unwrap();
+    let process = crate::support::Process::start(
+        &[
             "sim",
             "mssql",
             "--listen",
             "127.0.0.1:0",
             "--password",
             "Cli-Passw0rd!",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("hubsync starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let line = lines.next_line().await.unwrap().expect("a listening line");
+        ],
+        &[],
+        cwd.path(),
+    );
+    let line = process.first_line(std::time::Duration::from_secs(30));
     let addr: SocketAddr = line
         .split("listening on ")
         .nth(1)
@@ -809,7 +807,8 @@ async fn the_cli_serves_the_seed_contact_table() {
         .unwrap()
         .get::<i32, _>(0);
     assert_eq!(n, Some(0));
-    child.kill().await.expect("the simulator stops");
+    // Dropping it stops the simulator and scans what it wrote.
+    drop(process);
 }
 
 /// Runs a batch and reads its results to the end, failing the test on an error.

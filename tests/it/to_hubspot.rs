@@ -13,7 +13,6 @@ use hubsync::queue::{Direction, NewItem, Operation, Queue};
 use hubsync::sim::hubspot::{RunningSim, SimOptions};
 use hubsync::sync::to_hubspot::{PortalCache, ToHubspot};
 use hubsync::sync::worker::Worker;
-use rand::SeedableRng;
 use sqlx::Row;
 
 use crate::support::{HOSTILE, example_config, fresh_db};
@@ -133,10 +132,7 @@ impl Stand {
 }
 
 pub fn rows(n: u64) -> Vec<SqlRow> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    (0..n)
-        .map(|i| hubsync::bench::validate::member_row(i, &mut rng))
-        .collect()
+    crate::support::members(0..n, 11)
 }
 
 pub(crate) async fn enqueue(queue: &Queue, rows: &[SqlRow], version: i64) {

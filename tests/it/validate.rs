@@ -2,7 +2,7 @@
 //! shipped `config.yaml` and checked-in example files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::support::HOSTILE;
 
@@ -10,15 +10,19 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// `hubsync --config CONFIG ARGS`; a call with `--unmask` in `ARGS` asks for personal data on
+/// stdout, which is then scanned for secrets only.
 fn hubsync(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hubsync"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        // The shipped config interpolates ${SQL_SERVER}; validate needs no connection.
-        .env("SQL_SERVER", "server=tcp:unused,1433")
-        .output()
-        .expect("run hubsync")
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    // The shipped config interpolates ${SQL_SERVER}; validate needs no connection.
+    let env = [("SQL_SERVER", "server=tcp:unused,1433")];
+    let cwd = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if args.contains(&"--unmask") {
+        crate::support::hubsync_unmasked(&all, &env, cwd)
+    } else {
+        crate::support::hubsync(&all, &env, cwd)
+    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -35,21 +39,18 @@ fn edited_config(dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
     path
 }
 
+/// `validate` of the example file as of its reviewed day, with `extra` arguments.
+fn validate_example(extra: &[&str]) -> Output {
+    let mut args = vec!["--today", "2026-11-23"];
+    args.extend_from_slice(extra);
+    let input = repo("tests/data/contacts.jsonl");
+    validate_with(&repo("config.yaml"), &input, &args)
+}
+
 #[test]
 fn validate_example_file_matches_the_reviewed_expected_output() {
-    let input = repo("tests/data/contacts.jsonl");
-    let out = hubsync(
-        &repo("config.yaml"),
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-            "--today",
-            "2026-11-23",
-        ],
-    );
+    // The reviewed file shows the mapped values: asked for with --unmask.
+    let out = validate_example(&["--unmask"]);
     let expected = std::fs::read_to_string(repo("tests/data/contacts.expected.jsonl")).unwrap();
     let stdout = text(&out.stdout);
     for (i, (got, want)) in stdout.lines().zip(expected.lines()).enumerate() {
@@ -65,6 +66,59 @@ fn validate_example_file_matches_the_reviewed_expected_output() {
     assert!(stderr.contains("required 8"), "{stderr}");
 }
 
+/// Without `--unmask` every mapped value is hidden, an email down to `a***@domain`, and the
+/// messages are masked; fields, rules, verdicts and empty values are those of the unmasked
+/// output. (Like every run, its output is also scanned for emails and cédulas in clear.)
+#[test]
+fn validate_masks_every_value_unless_unmasked() {
+    let parse = |out: &Output| -> Vec<serde_json::Value> {
+        text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let masked = validate_example(&[]);
+    let clear = validate_example(&["--unmask"]);
+    assert_eq!(masked.status.code(), clear.status.code());
+    let (masked, clear) = (parse(&masked), parse(&clear));
+    assert_eq!(masked.len(), clear.len());
+    let rules = |v: &serde_json::Value, kind: &str| -> Vec<(String, String)> {
+        v[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["field"].to_string(), i["rule"].to_string()))
+            .collect()
+    };
+    for (m, c) in masked.iter().zip(&clear) {
+        for key in ["line", "valid"] {
+            assert_eq!(m[key], c[key], "{m}");
+        }
+        for kind in ["errors", "warnings"] {
+            assert_eq!(rules(m, kind), rules(c, kind), "{m}");
+        }
+        let (mp, cp) = (
+            m["properties"].as_object().unwrap(),
+            c["properties"].as_object(),
+        );
+        assert_eq!(
+            Some(mp.keys().collect::<Vec<_>>()),
+            cp.map(|p| p.keys().collect())
+        );
+        for (name, value) in mp {
+            let original = &c["properties"][name];
+            match original.as_str() {
+                None => assert!(value.is_null(), "{name}: {m}"),
+                Some(v) if v.contains('@') => {
+                    let domain = v.split_once('@').unwrap().1;
+                    assert_eq!(value.as_str(), Some(&*format!("{}***@{domain}", &v[..1])));
+                }
+                Some(_) => assert_eq!(value, "***", "{name}: {m}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn validate_reads_csv_with_sql_column_headers() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,7 +130,7 @@ fn validate_reads_csv_with_sql_column_headers() {
          2002,,Ana,\"Núñez, hija\",ana@example.com,,,,\n",
     )
     .unwrap();
-    let out = validate_file(&input);
+    let out = validate_with(&repo("config.yaml"), &input, &["--unmask"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
@@ -171,7 +225,7 @@ fn a_new_field_in_config_maps_a_new_column_without_code_change() {
         "{\"numero_asociado\": 4001, \"no__de_cedula\": \"102340567\", \"firstname\": \"Ana\", \"lastname\": \"Mora\", \"email\": \"ana@example.com\", \"ocupacion\": \"  maestra   de ESCUELA \"}\n",
     )
     .unwrap();
-    let out = validate_with(&config, &input);
+    let out = validate_with(&config, &input, &["--unmask"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let line: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(line["properties"]["jobtitle"], "Maestra De Escuela");
@@ -199,27 +253,26 @@ fn check_config_reports_unknown_transform_and_rule_names_by_key_path() {
     );
     // validate refuses the same config with exit 78.
     let input = repo("tests/data/contacts.jsonl");
-    let out = validate_with(&config, &input);
+    let out = validate_with(&config, &input, &[]);
     assert_eq!(out.status.code(), Some(78));
 }
 
 /// `hubsync validate --object contacts --input FILE` with the shipped config.
 fn validate_file(input: &Path) -> Output {
-    validate_with(&repo("config.yaml"), input)
+    validate_with(&repo("config.yaml"), input, &[])
 }
 
-/// `hubsync validate --object contacts --input FILE` with `config`.
-fn validate_with(config: &Path, input: &Path) -> Output {
-    hubsync(
-        config,
-        &[
-            "validate",
-            "--object",
-            "contacts",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    )
+/// `hubsync validate --object contacts --input FILE` with `config` and `extra` arguments.
+fn validate_with(config: &Path, input: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "validate",
+        "--object",
+        "contacts",
+        "--input",
+        input.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    hubsync(config, &args)
 }
 
 fn hostile_member(field: &str, value: &str, key: usize) -> serde_json::Value {
@@ -272,7 +325,8 @@ fn hostile_text_numbers_and_emails_are_rejected_naming_record_field_and_rule() {
     }
     let idn = &results[HOSTILE.len()];
     assert_eq!(idn["valid"], true, "{idn}");
-    assert_eq!(idn["properties"]["email"], "ana@correo.xn--caf-dma.cr");
+    // Masked, the domain still shows the conversion.
+    assert_eq!(idn["properties"]["email"], "a***@correo.xn--caf-dma.cr");
     assert_eq!(idn["warnings"][0]["rule"], "email_domain");
 
     // With `idn_domains: reject` the same address is refused.
@@ -280,7 +334,7 @@ fn hostile_text_numbers_and_emails_are_rejected_naming_record_field_and_rule() {
         c.replace("idn_domains: punycode", "idn_domains: reject")
     });
     std::fs::write(&input, lines.last().unwrap()).unwrap();
-    let out = validate_with(&config, &input);
+    let out = validate_with(&config, &input, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(r["errors"][0]["field"], "email", "{r}");

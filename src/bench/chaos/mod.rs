@@ -59,6 +59,9 @@ pub struct ChaosOptions {
     pub config: String,
     /// An empty database to use instead of a throwaway PostgreSQL.
     pub database_url: Option<String>,
+    /// Where the daemons' config, output and logs go (kept); default a new temp dir, deleted
+    /// when the report is clean.
+    pub dir: Option<PathBuf>,
 }
 
 pub async fn run(args: ChaosArgs, config: &Path) -> Result<u8, Failure> {
@@ -76,6 +79,7 @@ pub async fn run(args: ChaosArgs, config: &Path) -> Result<u8, Failure> {
         exe,
         config: text,
         database_url: None,
+        dir: None,
     })
     .await
     .map_err(fail)?;
@@ -93,8 +97,13 @@ fn say(line: &str) {
     eprintln!("chaos: {line}");
 }
 
-/// Runs the whole scenario; the scenario's directory is kept when the report is not clean.
+/// Runs the whole scenario; the scenario's directory is kept when the report is not clean (a
+/// given one always).
 pub async fn scenario(opts: ChaosOptions) -> anyhow::Result<ChaosReport> {
+    if let Some(dir) = &opts.dir {
+        std::fs::create_dir_all(dir)?;
+        return scenario_in(&opts, dir).await;
+    }
     let dir = tempfile::Builder::new()
         .prefix("hubsync-chaos-")
         .tempdir()?;
