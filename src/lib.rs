@@ -1,6 +1,7 @@
 //! hubsync: keeps a cooperative's member contacts in SQL Server and HubSpot CRM in step, in both
 //! directions, through a durable PostgreSQL work queue.
 
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;

@@ -32,7 +32,7 @@ pub struct Args {
 }
 
 pub fn run(config_path: &Path, args: Args) -> Result<u8, Failure> {
-    let config = crate::cli::load(config_path, Need::Nothing)?;
+    let config = crate::app::load(config_path, Need::Nothing)?;
     let object = config.objects.get(&args.object).ok_or_else(|| {
         Failure::new(
             exit::CONFIG,

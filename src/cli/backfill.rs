@@ -1,18 +1,16 @@
 //! `hubsync backfill`: queue every record of an object again (initial load / full resync), with
-//! a progress bar, resuming an interrupted backfill; `--dry-run` (also used by
-//! `run --once --dry-run`) prints the planned operations instead and writes nothing.
+//! a progress bar, resuming an interrupted backfill; `--dry-run` prints the planned operations
+//! instead and writes nothing.
 
-use std::io::Write;
 use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{Config, Need};
+use crate::app::{dry_run, engine, unavailable};
+use crate::config::Need;
 use crate::exit::{self, Failure};
-use crate::queue::{Direction, Queue};
-use crate::sync::dry_run::{self, Scope};
-use crate::sync::engine::Engine;
-use crate::sync::plan::Report;
+use crate::queue::Direction;
+use crate::sync::dry_run::Scope;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackfillArgs {
@@ -35,26 +33,8 @@ pub struct BackfillArgs {
     pub restart: bool,
 }
 
-/// Connects, migrates and builds the sync engine (the steps every sync command shares).
-pub async fn engine(config: &Config) -> Result<(Queue, Engine), Failure> {
-    let pool = super::connect(config).await?;
-    crate::pg::migrate(&pool)
-        .await
-        .map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-    let queue = Queue::new(pool, config.queue.clone());
-    let engine = crate::sync::engine::build(config, &queue)
-        .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
-    // What the account has left today, before the first HubSpot call (a failure is a warning).
-    engine.hubspot.refresh_daily_budget().await;
-    Ok((queue, engine))
-}
-
-fn unavailable(e: anyhow::Error) -> Failure {
-    Failure::new(exit::UNAVAILABLE, format!("{e:#}"))
-}
-
 pub async fn run(config_path: &Path, args: BackfillArgs) -> Result<u8, Failure> {
-    let config = super::load(config_path, Need::All)?;
+    let config = crate::app::load(config_path, Need::All)?;
     if let Some(name) = &args.object
         && !config.objects.contains_key(name)
     {
@@ -111,38 +91,4 @@ pub async fn run(config_path: &Path, args: BackfillArgs) -> Result<u8, Failure> 
             "backfill queued every record");
     }
     Ok(exit::OK)
-}
-
-/// Plans each (object, direction) and prints the operations on stdout (values masked unless
-/// `unmask`) and a summary on stderr; exit 1 when the plan rejects any record (as the real run
-/// would), else 0.
-pub async fn dry_run(
-    queue: &Queue,
-    plan: &[(&crate::sync::engine::ObjectSync, Direction)],
-    scope: Scope,
-    unmask: bool,
-) -> Result<u8, Failure> {
-    let mut report = if unmask {
-        Report::unmasked()
-    } else {
-        Report::default()
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    for (object, direction) in plan {
-        dry_run::plan_object(object, queue, *direction, scope, &mut report, &mut out)
-            .await
-            .map_err(unavailable)?;
-    }
-    out.flush()
-        .map_err(|e| Failure::new(exit::SOFTWARE, format!("stdout: {e}")))?;
-    for line in report.summary() {
-        eprintln!("dry run: {line}");
-    }
-    eprintln!("dry run: nothing was written to HubSpot, SQL Server or the queue");
-    Ok(if report.count("REJECT") > 0 {
-        exit::REJECTED
-    } else {
-        exit::OK
-    })
 }

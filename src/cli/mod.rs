@@ -186,18 +186,5 @@ async fn hubspot_check(config: &Config) -> Vec<String> {
     lines
 }
 
-/// Loads the configuration or fails with exit 78 listing every problem.
-pub fn load(path: &std::path::Path, need: Need) -> Result<Config, Failure> {
-    config::load_file(path, need).map_err(config_failure)
-}
-
-fn config_failure(e: config::ConfigError) -> Failure {
-    Failure::new(exit::CONFIG, e.to_string())
-}
-
-/// Connects to the queue database or fails with exit 69 and a one-line reason.
-pub async fn connect(config: &Config) -> Result<sqlx::PgPool, Failure> {
-    crate::pg::connect(&config.postgres)
-        .await
-        .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))
-}
+use crate::app::config_failure;
+pub use crate::app::{connect, load};

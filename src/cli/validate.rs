@@ -67,7 +67,7 @@ struct Line<'a> {
 
 /// Runs the command: exit 0 all valid, 1 some rejected, 65 unreadable input, 78 config error.
 pub fn run(config_path: &Path, args: ValidateArgs) -> Result<u8, Failure> {
-    let config = crate::cli::load(config_path, Need::Nothing)?;
+    let config = crate::app::load(config_path, Need::Nothing)?;
     let object = config.objects.get(&args.object).ok_or_else(|| {
         let known: Vec<&str> = config.objects.keys().map(String::as_str).collect();
         Failure::new(

@@ -89,17 +89,16 @@ pub struct RunArgs {
 
 /// `hubsync run`: runs until SIGTERM/SIGINT; exits 0 then, 78 on a configuration error.
 pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
-    let config = crate::cli::load(config_path, Need::All)?;
+    let config = crate::app::load(config_path, Need::All)?;
     if args.dry_run {
         crate::telemetry::init_cli();
-        let (queue, engine) = crate::cli::backfill::engine(&config).await?;
+        let (queue, engine) = crate::app::engine(&config).await?;
         let plan: Vec<_> = engine
             .objects
             .iter()
             .flat_map(|o| [(o, Direction::ToHubspot), (o, Direction::ToSql)])
             .collect();
-        return crate::cli::backfill::dry_run(&queue, &plan, DryScope::SinceCursor, args.unmask)
-            .await;
+        return crate::app::dry_run(&queue, &plan, DryScope::SinceCursor, args.unmask).await;
     }
     let _telemetry = crate::telemetry::init(&config.logging)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
@@ -244,7 +243,7 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
 
 /// `run --once`: poll each object once and drain its queue.
 async fn run_once(config: &Config) -> Result<u8, Failure> {
-    let (queue, engine) = crate::cli::backfill::engine(config).await?;
+    let (queue, engine) = crate::app::engine(config).await?;
     let worker_name = format!("{}/once", instance(config));
     let mut failed = 0;
     let unavailable = |e: anyhow::Error| Failure::new(exit::UNAVAILABLE, format!("{e:#}"));
