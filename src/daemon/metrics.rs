@@ -272,6 +272,71 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Every `hubsync_…` series the shipped alert rules and dashboard query is one this process
+    /// exports (a renamed metric would silence an alert).
+    #[test]
+    fn the_alert_rules_and_the_dashboard_query_only_exported_series() {
+        // Labelled families show once they have a series.
+        let m = Metrics::default();
+        m.set_queue(&[crate::queue::SummaryRow {
+            object: "contacts".into(),
+            direction: "to_hubspot".into(),
+            state: "pending".into(),
+            items: 1,
+            oldest_pending_age_s: Some(1.0),
+        }]);
+        m.init_records(["contacts"]);
+        let merged = crate::queue::Settled {
+            merges: 1,
+            ..Default::default()
+        };
+        m.count_settled("contacts", "to_hubspot", &merged);
+        m.set_poll_lags(&[(
+            "contacts".into(),
+            "to_sql".into(),
+            std::time::Duration::from_secs(1),
+        )]);
+        let text = m.encode();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let known = |name: &str| {
+            exported.contains(name)
+                || name
+                    .strip_suffix("_total")
+                    .is_some_and(|base| exported.contains(base))
+        };
+        for (file, body) in [
+            (
+                "hubsync-rules.yml",
+                include_str!("../../deploy/prometheus/hubsync-rules.yml"),
+            ),
+            (
+                "hubsync.json",
+                include_str!("../../deploy/grafana/hubsync.json"),
+            ),
+        ] {
+            let mut used = 0;
+            for (i, _) in body.match_indices("hubsync_") {
+                let name: String = body[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                // Alert names and prose (`hubsync queue stuck`) are not series.
+                if name.len() > "hubsync_".len() && !body[..i].ends_with('-') {
+                    assert!(
+                        known(&name),
+                        "{file} queries {name}, which hubsync does not export: {exported:?}"
+                    );
+                    used += 1;
+                }
+            }
+            assert!(used > 5, "{file}: {used} series");
+        }
+    }
+
     #[test]
     fn encodes_queue_gauges_in_prometheus_text() {
         let m = Metrics::default();
