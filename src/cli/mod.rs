@@ -2,6 +2,7 @@
 //! failures to exit codes (78 config, 69 unavailable, 65 bad data, 70 internal).
 
 pub mod backfill;
+mod pause;
 mod queue;
 pub mod validate;
 
@@ -47,6 +48,11 @@ pub enum Command {
     /// Look at and act on the work queue.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Stop one object's direction for every instance: workers claim nothing of it until
+    /// `resume`; pollers keep queueing its changes.
+    Pause(pause::PauseArgs),
+    /// Let a paused direction's workers claim again; they catch up on what was queued.
+    Resume(pause::PauseArgs),
     /// Benchmarks: print figures and ratios from one run.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -142,6 +148,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             crate::telemetry::init_cli();
             queue::run(command, &config).await
         }
+        Command::Pause(args) => pause_or_resume(&cli.config, args, true).await,
+        Command::Resume(args) => pause_or_resume(&cli.config, args, false).await,
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
         Command::Sim(command) => crate::sim::run(command).await,
         Command::Validate(args) => validate::run(&cli.config, args),
@@ -188,3 +196,13 @@ async fn hubspot_check(config: &Config) -> Vec<String> {
 
 use crate::app::config_failure;
 pub use crate::app::{connect, load};
+
+async fn pause_or_resume(
+    config: &std::path::Path,
+    args: pause::PauseArgs,
+    pause: bool,
+) -> Result<u8, Failure> {
+    let config = load(config, Need::Postgres)?;
+    crate::telemetry::init_cli();
+    pause::run(args, &config, pause).await
+}

@@ -66,7 +66,21 @@ pub async fn run(command: QueueCommand, config: &Config) -> Result<u8, Failure> 
     match command {
         QueueCommand::Stats { json } => {
             let rows = queue.summary().await.map_err(db)?;
+            let pauses = queue.pauses().await.map_err(db)?;
+            let paused = |object: &str, direction: &str| {
+                pauses
+                    .iter()
+                    .any(|p| p.object == object && p.direction == direction)
+            };
             if json {
+                let rows: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|r| {
+                        let mut v = serde_json::to_value(r).unwrap_or_default();
+                        v["paused"] = paused(&r.object, &r.direction).into();
+                        v
+                    })
+                    .collect();
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&rows).unwrap_or_default()
@@ -85,6 +99,17 @@ pub async fn run(command: QueueCommand, config: &Config) -> Result<u8, Failure> 
                     ]);
                 }
                 println!("{t}");
+            }
+            if !json {
+                for p in &pauses {
+                    println!(
+                        "paused: {} {} since {} (by {}); `hubsync resume` lets its workers claim again",
+                        p.object,
+                        p.direction,
+                        p.paused_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        p.paused_by
+                    );
+                }
             }
         }
         QueueCommand::Stuck {

@@ -50,11 +50,18 @@ pub fn router(state: AppState) -> Router {
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let ready = s.health.ready();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "ready": ready,
         "not_ready": s.health.not_ready(),
         "components": s.health.components(),
     });
+    // Paused directions (`hubsync pause`) are shown; they do not make the service unready.
+    if let Some(pauses) = pauses(&s).await {
+        body["paused"] = pauses
+            .iter()
+            .map(|p| serde_json::json!({"object": p.object, "direction": p.direction, "since": p.paused_at}))
+            .collect();
+    }
     let code = if ready {
         StatusCode::OK
     } else {
@@ -63,12 +70,28 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     (code, axum::Json(body))
 }
 
+/// The paused directions, when the queue database answers within 5 s.
+async fn pauses(s: &AppState) -> Option<Vec<crate::queue::Pause>> {
+    let queue = s.queue.get()?;
+    match tokio::time::timeout(Duration::from_secs(5), queue.pauses()).await {
+        Ok(Ok(pauses)) => Some(pauses),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "paused directions unavailable");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     s.metrics.ready.set(i64::from(s.health.ready()));
     if let Some(limiter) = s.limiter() {
         s.metrics.set_hubspot(&limiter.stats());
     }
     s.metrics.set_poll_lags(&s.health.poll_lags());
+    if let Some(pauses) = pauses(&s).await {
+        s.metrics.set_pauses(&pauses);
+    }
     // Queue gauges are read at scrape time, so they are never staler than the scrape.
     if let Some(queue) = s.queue.get() {
         let summary = tokio::time::timeout(Duration::from_secs(5), queue.summary()).await;

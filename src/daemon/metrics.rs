@@ -53,6 +53,7 @@ pub struct Metrics {
     pub daily_reset_timestamp: Gauge,
     pub daily_paused: Gauge,
     pub poll_lag_seconds: Family<FlowLabels, FloatGauge>,
+    pub paused: Family<FlowLabels, Gauge>,
     pub ready: Gauge,
 }
 
@@ -73,6 +74,7 @@ impl Default for Metrics {
             daily_reset_timestamp: Gauge::default(),
             daily_paused: Gauge::default(),
             poll_lag_seconds: Family::default(),
+            paused: Family::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -140,6 +142,11 @@ impl Default for Metrics {
             "poll_lag_seconds",
             "Time since each change poller last completed a poll (direction: to_hubspot is the SQL Server poller, to_sql the HubSpot poller)",
             m.poll_lag_seconds.clone(),
+        );
+        registry.register(
+            "paused",
+            "1 for each object and direction an operator paused (hubsync pause)",
+            m.paused.clone(),
         );
         registry.register(
             "ready",
@@ -245,6 +252,19 @@ impl Metrics {
     }
 
     /// Replaces the queue gauges with a fresh summary (states absent from it read 0).
+    /// The paused directions, as read at scrape time.
+    pub fn set_pauses(&self, pauses: &[crate::queue::Pause]) {
+        self.paused.clear();
+        for p in pauses {
+            self.paused
+                .get_or_create(&FlowLabels {
+                    object: p.object.clone(),
+                    direction: p.direction.clone(),
+                })
+                .set(1);
+        }
+    }
+
     pub fn set_queue(&self, rows: &[crate::queue::SummaryRow]) {
         self.queue_items.clear();
         self.oldest_pending_seconds.clear();

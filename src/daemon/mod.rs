@@ -286,7 +286,7 @@ fn host() -> String {
 /// This process's name in logs and `sync_queue.locked_by`: `host:pid`, after the configured
 /// instance name and `@` when there is one. The host and pid let a restarted process take back
 /// at once what an ended one held (see [`rescue_from_ended`]).
-fn instance(config: &Config) -> String {
+pub fn instance(config: &Config) -> String {
     let process = format!("{}:{}", host(), std::process::id());
     match &config.service.instance {
         Some(name) => format!("{name}@{process}"),

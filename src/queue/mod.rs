@@ -8,6 +8,8 @@ pub use enqueue::{Seen, enqueue_on, enqueue_with};
 mod maintenance;
 pub use maintenance::{Rescued, prune_once};
 mod ops;
+mod pauses;
+pub use pauses::Pause;
 mod retention;
 pub use retention::{Enforced, reasons_without_values, without_values};
 mod wake;

@@ -66,6 +66,8 @@ const CLAIM_SQL: &str = r#"
 WITH picked AS (
     SELECT q.id FROM sync_queue q
     WHERE q.state = 'pending' AND q.object = $1 AND q.direction = $2 AND q.run_after <= now()
+      -- A paused direction (hubsync pause) is claimed by nobody.
+      AND NOT EXISTS (SELECT 1 FROM sync_pauses p WHERE p.object = $1 AND p.direction = $2)
       -- Records already running are skipped. An uncorrelated NOT IN runs once per claim and is
       -- hashed, whatever the planner believes about the table's (fast-changing) statistics.
       AND q.record_key NOT IN (SELECT r.record_key FROM sync_queue r

@@ -339,3 +339,67 @@ async fn migrate_is_idempotent_and_logs_json_lines_without_secrets() {
     assert!(migrate_lines >= 2, "{file}");
     assert!(!everything.contains(TOKEN));
 }
+
+#[tokio::test]
+async fn pause_and_resume_stop_and_restart_a_direction_for_every_instance() {
+    let (pool, url) = fresh_db().await;
+    let queue = Queue::new(pool.clone(), Default::default());
+    let item = NewItem {
+        record_key: "10045".into(),
+        operation: Operation::Upsert,
+        payload: serde_json::json!({}),
+        source_version: 1,
+    };
+    queue
+        .enqueue("contacts", Direction::ToHubspot, &[item])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config();
+    let env = [("HUBSYNC_DATABASE_URL", url.as_str())];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        hubsync(&all, &env, dir.path())
+    };
+    let out = run(&["pause", "--object", "contacts", "--direction", "to_hubspot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("paused contacts to_hubspot"));
+    // Nobody claims the paused direction.
+    assert!(
+        queue
+            .claim("contacts", Direction::ToHubspot, 10, "w")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let out = run(&["queue", "stats"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("paused: contacts to_hubspot since"),
+        "{stdout}"
+    );
+    let out = run(&["queue", "stats", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["paused"], true, "{rows}");
+
+    let out = run(&["resume", "--object", "contacts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("resumed contacts to_hubspot"), "{stdout}");
+    assert!(
+        stdout.contains("contacts to_sql was not paused"),
+        "{stdout}"
+    );
+    assert_eq!(
+        queue
+            .claim("contacts", Direction::ToHubspot, 10, "w")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let out = run(&["pause", "--object", "nope"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(text(&out).contains("--object nope"), "{}", text(&out));
+}

@@ -320,6 +320,27 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
         .collect();
     assert_eq!(item_lines.len(), 1, "{metrics}");
     assert!(item_lines[0].ends_with(" 1"), "{metrics}");
+    // A paused direction shows in /readyz (still ready) and /metrics.
+    queue
+        .pause("contacts", hubsync::queue::Direction::ToSql, "ops")
+        .await
+        .unwrap();
+    let (code, body) = daemon.readyz().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["paused"][0]["object"], "contacts", "{body}");
+    assert_eq!(body["paused"][0]["direction"], "to_sql", "{body}");
+    let metrics = daemon.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "hubsync_paused{object=\"contacts\",direction=\"to_sql\"} 1"),
+        "{metrics}"
+    );
+    queue
+        .resume("contacts", hubsync::queue::Direction::ToSql)
+        .await
+        .unwrap();
+    assert!(!daemon.metrics().await.contains("hubsync_paused{"));
 
     // A broken config on SIGHUP is refused; the service keeps running on the old one.
     write_config(&daemon.config, "queue:\n  lease: soon\n");

@@ -874,3 +874,71 @@ async fn conflicts_are_deleted_after_their_retention() {
             .unwrap();
     assert_eq!(left, [("recent".to_string(), "Anabel".to_string())]);
 }
+
+#[tokio::test]
+async fn a_paused_direction_is_claimed_by_no_worker_until_resumed_and_loses_nothing() {
+    let (pool, _) = fresh_db().await;
+    let queue = Queue::new(pool.clone(), settings());
+    assert!(
+        queue
+            .pause(OBJ, Direction::ToHubspot, "ops@host:1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !queue
+            .pause(OBJ, Direction::ToHubspot, "again")
+            .await
+            .unwrap(),
+        "already paused"
+    );
+    // Changes keep arriving while paused.
+    put(&queue, &[item("a", 1), item("b", 1)]).await;
+    queue
+        .enqueue(OBJ, Direction::ToSql, &[item("c", 1)])
+        .await
+        .unwrap();
+    // Another instance on the same database honours the pause too.
+    let other = Queue::new(pool.clone(), settings());
+    assert!(
+        other
+            .claim(OBJ, Direction::ToHubspot, 100, "w2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let pauses = other.pauses().await.unwrap();
+    assert_eq!(pauses.len(), 1);
+    assert_eq!(
+        (pauses[0].object.as_str(), pauses[0].direction.as_str()),
+        (OBJ, "to_hubspot")
+    );
+    assert_eq!(pauses[0].paused_by, "ops@host:1");
+    // The other direction goes on.
+    assert_eq!(
+        other
+            .claim(OBJ, Direction::ToSql, 100, "w2")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // A newer change of a paused record still replaces the older pending one.
+    put(&queue, &[item("a", 2)]).await;
+
+    assert!(queue.resume(OBJ, Direction::ToHubspot).await.unwrap());
+    assert!(
+        !queue.resume(OBJ, Direction::ToHubspot).await.unwrap(),
+        "not paused any more"
+    );
+    let claimed = queue
+        .claim(OBJ, Direction::ToHubspot, 100, "w1")
+        .await
+        .unwrap();
+    let mut got: Vec<(String, i64)> = claimed
+        .iter()
+        .map(|i| (i.record_key.clone(), i.source_version))
+        .collect();
+    got.sort();
+    assert_eq!(got, [("a".to_string(), 2), ("b".to_string(), 1)]);
+}
