@@ -316,6 +316,12 @@ mod tests {
             "to_sql".into(),
             std::time::Duration::from_secs(1),
         )]);
+        m.set_pauses(&[crate::queue::Pause {
+            object: "contacts".into(),
+            direction: "to_sql".into(),
+            paused_at: chrono::Utc::now(),
+            paused_by: "ops".into(),
+        }]);
         let text = m.encode();
         let exported: std::collections::BTreeSet<&str> = text
             .lines()
