@@ -4,6 +4,7 @@
 pub mod backfill;
 mod pause;
 mod queue;
+mod resync;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ pub enum Command {
     Pause(pause::PauseArgs),
     /// Let a paused direction's workers claim again; they catch up on what was queued.
     Resume(pause::PauseArgs),
+    /// Queue members' current SQL Server rows for HubSpot now (exit 1 if a key has no row).
+    Resync(resync::ResyncArgs),
     /// Benchmarks: print figures and ratios from one run.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -150,6 +153,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Pause(args) => pause_or_resume(&cli.config, args, true).await,
         Command::Resume(args) => pause_or_resume(&cli.config, args, false).await,
+        Command::Resync(args) => resync::run(&cli.config, args).await,
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
         Command::Sim(command) => crate::sim::run(command).await,
         Command::Validate(args) => validate::run(&cli.config, args),

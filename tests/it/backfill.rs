@@ -399,3 +399,52 @@ async fn the_first_start_after_an_initial_backfill_polls_from_where_the_backfill
         .await;
     assert_eq!(items, 120);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_queues_exactly_the_members_named() {
+    let s = setup(40).await;
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let before = s
+        .count("SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot'")
+        .await;
+    let keys: Vec<String> = s.valid_keys().into_iter().take(3).collect();
+    let mut args = vec!["resync", "--object", "contacts"];
+    for k in &keys {
+        args.extend(["--member", k.as_str()]);
+    }
+    let out = s.hubsync(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("queued 3 of 3 member(s) of contacts"),
+        "{}",
+        text(&out)
+    );
+    let pending: Vec<String> = sqlx::query_scalar(
+        "SELECT record_key FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'pending' \
+         ORDER BY record_key",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(pending, want, "exactly those 3, though none changed");
+    let after = s
+        .count("SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot'")
+        .await;
+    assert_eq!(after, before + 3);
+    // Unchanged since their sync: the run skips them without a HubSpot write.
+    let writes = hubspot_writes(&s.sims.hubspot);
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(hubspot_writes(&s.sims.hubspot), writes);
+    // A key without a row is named, exit 1.
+    let out = s.hubsync(&["resync", "--object", "contacts", "--member", "999999"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no SQL Server row for: 999999"),
+        "{}",
+        text(&out)
+    );
+}
