@@ -2,6 +2,7 @@
 //! failures to exit codes (78 config, 69 unavailable, 65 bad data, 70 internal).
 
 pub mod backfill;
+mod forget;
 mod pause;
 mod queue;
 mod resync;
@@ -56,6 +57,9 @@ pub enum Command {
     Resume(pause::PauseArgs),
     /// Queue members' current SQL Server rows for HubSpot now (exit 1 if a key has no row).
     Resync(resync::ResyncArgs),
+    /// Erase a member from hubsync's own tables; `--hubspot` also deletes the HubSpot contact
+    /// for good (GDPR delete).
+    Forget(forget::ForgetArgs),
     /// Benchmarks: print figures and ratios from one run.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -154,6 +158,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Pause(args) => pause_or_resume(&cli.config, args, true).await,
         Command::Resume(args) => pause_or_resume(&cli.config, args, false).await,
         Command::Resync(args) => resync::run(&cli.config, args).await,
+        Command::Forget(args) => forget::run(&cli.config, args).await,
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
         Command::Sim(command) => crate::sim::run(command).await,
         Command::Validate(args) => validate::run(&cli.config, args),

@@ -578,6 +578,21 @@ impl HubSpotClient {
         Ok(rules)
     }
 
+    /// HubSpot's GDPR delete of record `id` of `object`: permanent, and its email is
+    /// blocklisted. A record already gone (404) counts as deleted.
+    pub async fn gdpr_delete(&self, object: &str, id: &str) -> Result<(), HubSpotError> {
+        let what = "GDPR delete";
+        let path = format!("{}/gdpr-delete", self.paths.objects(object)?);
+        let body = serde_json::json!({ "objectId": id });
+        let answer = self
+            .call(what, Lane::Standard, Method::POST, &path, &[], Some(&body))
+            .await?;
+        if answer.status == 404 || (200..300).contains(&answer.status) {
+            return Ok(());
+        }
+        expect_ok::<Value>(what, &answer).map(|_| ())
+    }
+
     /// Checks property uses against `object`'s definitions; every problem, named.
     pub async fn preflight(
         &self,

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod diff;
 pub mod dry_run;
 pub mod engine;
+pub mod forget;
 pub mod links;
 pub mod merges;
 pub mod plan;

@@ -448,3 +448,122 @@ async fn resync_queues_exactly_the_members_named() {
         text(&out)
     );
 }
+
+/// Tables of the queue database whose rows, as text, contain `needle` (every table and column;
+/// the server quotes the names itself).
+async fn tables_holding(pool: &PgPool, needle: &str) -> Vec<String> {
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind = 'r'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert!(tables >= 7, "{tables} tables");
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind = 'r' \
+           AND (xpath('/row/n/text()', query_to_xml(format( \
+                 'SELECT count(*) AS n FROM %I x WHERE x::text ILIKE %L', \
+                 c.relname, '%' || $1 || '%'), false, true, '')))[1]::text::bigint > 0 \
+         ORDER BY 1",
+    )
+    .bind(needle)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_erases_every_copy_of_a_member_from_hubsyncs_tables_and_from_hubspot() {
+    let s = setup(30).await;
+    let key = s.valid_keys().remove(0);
+    let other = s.valid_keys().remove(1);
+    // A name no other member has.
+    let mut c = crate::mssql_sim::connect(&s.sims.mssql).await;
+    c.execute(
+        "UPDATE [dbo].[hb_contacts] SET [firstname] = @P1, [lastname] = @P2 WHERE [numero_asociado] = @P3",
+        &[&"Zelmira", &"Quirós Olvido", &key.as_str()],
+    )
+    .await
+    .unwrap();
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let member = |k: &str| {
+        let row = s
+            .members
+            .iter()
+            .find(|m| {
+                let id = m["numero_asociado"].to_string();
+                id == k
+            })
+            .unwrap();
+        s.mapper.to_hubspot(row).properties
+    };
+    let props = member(&key);
+    let email = props["email"].clone().unwrap();
+    let cedula = props["no__de_cedula"].clone().unwrap();
+    let linked: String = sqlx::query_scalar(
+        "SELECT hubspot_id FROM record_links WHERE object = 'contacts' AND sql_key = $1",
+    )
+    .bind(&key)
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    // A HubSpot user edits the contact: its change comes back through the HubSpot poller.
+    let settings = hubsync::hubspot::HubSpotSettings {
+        base_url: s.sims.hubspot.base_url().parse().unwrap(),
+        token: Some("sim-token".to_string().into()),
+        ..Default::default()
+    };
+    let limiter = std::sync::Arc::new(hubsync::hubspot::Limiter::from_settings(&settings));
+    let client = hubsync::hubspot::HubSpotClient::new(&settings, limiter).unwrap();
+    let edit = hubsync::hubspot::types::UpdateInput {
+        id: linked.clone(),
+        properties: BTreeMap::from([("lastname".into(), Some("Quirós Olvido Segunda".into()))]),
+    };
+    client.batch_update("contacts", &[edit]).await.unwrap();
+    s.sims.hubspot.indexed().await;
+    let out = s.hubsync(&["run", "--once"]);
+    assert!(out.status.code().is_some(), "{}", text(&out));
+    for needle in [email.as_str(), cedula.as_str(), "Zelmira", "Quirós Olvido"] {
+        assert!(
+            !tables_holding(&s.pool, needle).await.is_empty(),
+            "held before: {needle}"
+        );
+    }
+
+    let out = s.hubsync(&[
+        "forget",
+        "--object",
+        "contacts",
+        "--member",
+        &key,
+        "--hubspot",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("HubSpot contact {linked} deleted for good")),
+        "{}",
+        text(&out)
+    );
+    for needle in [email.as_str(), cedula.as_str(), "Zelmira", "Quirós Olvido"] {
+        assert_eq!(
+            tables_holding(&s.pool, needle).await,
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+    // Only that member: another's data is still there.
+    let other_email = member(&other)["email"].clone().unwrap();
+    assert!(!tables_holding(&s.pool, &other_email).await.is_empty());
+    // In HubSpot the contact is gone for good.
+    assert!(s.sims.hubspot.contact(&linked).is_none());
+    assert!(
+        s.sims
+            .hubspot
+            .contacts()
+            .iter()
+            .all(|c| c.properties.get("email") != Some(&email))
+    );
+}
