@@ -23,6 +23,23 @@ pub fn config_failure(e: config::ConfigError) -> Failure {
     Failure::new(exit::CONFIG, e.to_string())
 }
 
+/// The object `--object name` names, or exit 78 listing the configured ones.
+pub fn object<'c>(
+    config: &'c Config,
+    name: &str,
+) -> Result<&'c crate::mapping::ObjectConfig, Failure> {
+    config.objects.get(name).ok_or_else(|| {
+        let known: Vec<&str> = config.objects.keys().map(String::as_str).collect();
+        Failure::new(
+            exit::CONFIG,
+            format!(
+                "--object {name}: no such object in config.yaml (objects: {})",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
 /// Connects to the queue database or fails with exit 69 and a one-line reason.
 pub async fn connect(config: &Config) -> Result<sqlx::PgPool, Failure> {
     crate::pg::connect(&config.postgres)

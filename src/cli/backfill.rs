@@ -35,17 +35,8 @@ pub struct BackfillArgs {
 
 pub async fn run(config_path: &Path, args: BackfillArgs) -> Result<u8, Failure> {
     let config = crate::app::load(config_path, Need::All)?;
-    if let Some(name) = &args.object
-        && !config.objects.contains_key(name)
-    {
-        let known: Vec<&str> = config.objects.keys().map(String::as_str).collect();
-        return Err(Failure::new(
-            exit::CONFIG,
-            format!(
-                "--object {name}: no such object in config.yaml (objects: {})",
-                known.join(", ")
-            ),
-        ));
+    if let Some(name) = &args.object {
+        crate::app::object(&config, name)?;
     }
     crate::telemetry::init_cli();
     let (queue, engine) = engine(&config).await?;

@@ -23,17 +23,7 @@ pub struct ForgetArgs {
 pub async fn run(config_path: &std::path::Path, args: ForgetArgs) -> Result<u8, Failure> {
     let config = crate::app::load(config_path, Need::All)?;
     crate::telemetry::init_cli();
-    let Some(object) = config.objects.get(&args.object) else {
-        let known: Vec<&str> = config.objects.keys().map(String::as_str).collect();
-        return Err(Failure::new(
-            exit::CONFIG,
-            format!(
-                "--object {}: no such object in config.yaml (objects: {})",
-                args.object,
-                known.join(", ")
-            ),
-        ));
-    };
+    let object = crate::app::object(&config, &args.object)?;
     let (queue, engine) = crate::app::engine(&config).await?;
     let pool = queue.pool();
     let db = |e: sqlx::Error| Failure::new(exit::UNAVAILABLE, crate::pg::describe(&e));

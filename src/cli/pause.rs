@@ -18,17 +18,7 @@ pub struct PauseArgs {
 
 /// Pauses (`pause`) or resumes the directions `args` names; prints one line for each.
 pub async fn run(args: PauseArgs, config: &Config, pause: bool) -> Result<u8, Failure> {
-    if !config.objects.contains_key(&args.object) {
-        let known: Vec<&str> = config.objects.keys().map(String::as_str).collect();
-        return Err(Failure::new(
-            exit::CONFIG,
-            format!(
-                "--object {}: no such object in config.yaml (objects: {})",
-                args.object,
-                known.join(", ")
-            ),
-        ));
-    }
+    crate::app::object(config, &args.object)?;
     let pool = super::connect(config).await?;
     crate::pg::migrate(&pool)
         .await

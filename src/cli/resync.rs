@@ -18,16 +18,12 @@ pub struct ResyncArgs {
 pub async fn run(config_path: &std::path::Path, args: ResyncArgs) -> Result<u8, Failure> {
     let config = crate::app::load(config_path, Need::All)?;
     crate::telemetry::init_cli();
+    crate::app::object(&config, &args.object)?;
     let (queue, engine) = crate::app::engine(&config).await?;
     let Some(object) = engine.objects.iter().find(|o| o.name == args.object) else {
-        let known: Vec<&str> = config.objects.keys().map(String::as_str).collect();
         return Err(Failure::new(
-            exit::CONFIG,
-            format!(
-                "--object {}: no such object in config.yaml (objects: {})",
-                args.object,
-                known.join(", ")
-            ),
+            exit::SOFTWARE,
+            format!("object {} has no sync engine", args.object),
         ));
     };
     let reader = &object.poller.reader;

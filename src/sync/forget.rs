@@ -40,36 +40,29 @@ pub async fn forget(pool: &PgPool, object: &str, sql_key: &str) -> sqlx::Result<
     .await?
     .flatten();
     let id = hubspot_id.as_deref();
-    let queue_items = sqlx::query(
+    let mut erase = async |sql: &'static str| -> sqlx::Result<u64> {
+        Ok(sqlx::query(sql)
+            .bind(object)
+            .bind(sql_key)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected())
+    };
+    let conflicts =
+        erase("DELETE FROM sync_conflicts WHERE object = $1 AND (sql_key = $2 OR hubspot_id = $3)")
+            .await?;
+    let writes = erase(
+        "DELETE FROM sync_writes WHERE object = $1 AND \
+         (sql_key = $2 OR record_key = $2 OR hubspot_id = $3 OR record_key = $3)",
+    )
+    .await?;
+    let queue_items = erase(
         "DELETE FROM sync_queue WHERE object = $1 AND \
          ((direction = 'to_hubspot' AND record_key = $2) OR \
           (direction = 'to_sql' AND record_key = $3))",
     )
-    .bind(object)
-    .bind(sql_key)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let writes = sqlx::query(
-        "DELETE FROM sync_writes WHERE object = $1 AND \
-         (sql_key = $2 OR record_key = $2 OR hubspot_id = $3 OR record_key = $3)",
-    )
-    .bind(object)
-    .bind(sql_key)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let conflicts = sqlx::query(
-        "DELETE FROM sync_conflicts WHERE object = $1 AND (sql_key = $2 OR hubspot_id = $3)",
-    )
-    .bind(object)
-    .bind(sql_key)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .await?;
     let links = sqlx::query("DELETE FROM record_links WHERE object = $1 AND sql_key = $2")
         .bind(object)
         .bind(sql_key)

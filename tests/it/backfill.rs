@@ -89,6 +89,17 @@ impl Setup {
         crate::mssql_sim::first_int(&mut c, &sql).await
     }
 
+    /// A HubSpot client of the simulator, as a HubSpot user's other integration would use it.
+    fn hubspot_client(&self) -> hubsync::hubspot::HubSpotClient {
+        let settings = hubsync::hubspot::HubSpotSettings {
+            base_url: self.sims.hubspot.base_url().parse().unwrap(),
+            token: Some("sim-token".to_string().into()),
+            ..Default::default()
+        };
+        let limiter = std::sync::Arc::new(hubsync::hubspot::Limiter::from_settings(&settings));
+        hubsync::hubspot::HubSpotClient::new(&settings, limiter).unwrap()
+    }
+
     fn valid_keys(&self) -> Vec<String> {
         self.members
             .iter()
@@ -226,13 +237,7 @@ async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
 
     // HubSpot users edit 5 contacts and add one SQL Server does not have: the dry run plans the
     // 5 SQL Server writes (the new one is ignored, as configured) and writes nothing.
-    let settings = hubsync::hubspot::HubSpotSettings {
-        base_url: s.sims.hubspot.base_url().parse().unwrap(),
-        token: Some("sim-token".to_string().into()),
-        ..Default::default()
-    };
-    let limiter = std::sync::Arc::new(hubsync::hubspot::Limiter::from_settings(&settings));
-    let client = hubsync::hubspot::HubSpotClient::new(&settings, limiter).unwrap();
+    let client = s.hubspot_client();
     let edited: Vec<(String, String)> =
         sqlx::query_as("SELECT sql_key, hubspot_id FROM record_links ORDER BY sql_key LIMIT 5")
             .fetch_all(&s.pool)
@@ -511,13 +516,7 @@ async fn forget_erases_every_copy_of_a_member_from_hubsyncs_tables_and_from_hubs
     .await
     .unwrap();
     // A HubSpot user edits the contact: its change comes back through the HubSpot poller.
-    let settings = hubsync::hubspot::HubSpotSettings {
-        base_url: s.sims.hubspot.base_url().parse().unwrap(),
-        token: Some("sim-token".to_string().into()),
-        ..Default::default()
-    };
-    let limiter = std::sync::Arc::new(hubsync::hubspot::Limiter::from_settings(&settings));
-    let client = hubsync::hubspot::HubSpotClient::new(&settings, limiter).unwrap();
+    let client = s.hubspot_client();
     let edit = hubsync::hubspot::types::UpdateInput {
         id: linked.clone(),
         properties: BTreeMap::from([("lastname".into(), Some("Quirós Olvido Segunda".into()))]),
