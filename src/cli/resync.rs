@@ -1,5 +1,6 @@
-//! `hubsync resync --object O --member KEY…`: queue those members' current SQL Server rows for
-//! HubSpot now, even when nothing changed since their last sync (a member reported out of step).
+//! `hubsync resync --object O (--member KEY… | --email E…)`: queue those members' current SQL
+//! Server rows for HubSpot now, even when nothing changed since their last sync (a member
+//! reported out of step). An email names the member whose record link holds it.
 
 use crate::config::Need;
 use crate::exit::{self, Failure};
@@ -11,8 +12,15 @@ pub struct ResyncArgs {
     #[arg(long)]
     pub object: String,
     /// A member's key (`sql_key`); repeat for several.
-    #[arg(long = "member", value_name = "KEY", required = true)]
+    #[arg(
+        long = "member",
+        value_name = "KEY",
+        required_unless_present = "emails"
+    )]
     pub members: Vec<String>,
+    /// A synced member's email (as last synced); repeat for several.
+    #[arg(long = "email", value_name = "EMAIL")]
+    pub emails: Vec<String>,
 }
 
 pub async fn run(config_path: &std::path::Path, args: ResyncArgs) -> Result<u8, Failure> {
@@ -26,14 +34,34 @@ pub async fn run(config_path: &std::path::Path, args: ResyncArgs) -> Result<u8, 
             format!("object {} has no sync engine", args.object),
         ));
     };
+    let mut members = args.members.clone();
+    let mut unknown_emails = Vec::new();
+    if !args.emails.is_empty() {
+        let wanted: Vec<String> = args
+            .emails
+            .iter()
+            .map(|e| e.trim().to_lowercase())
+            .collect();
+        let holders = crate::sync::links::holders_of(queue.pool(), &object.name, "email", &wanted)
+            .await
+            .map_err(|e| Failure::new(exit::UNAVAILABLE, crate::pg::describe(&e)))?;
+        for email in &wanted {
+            match holders.get(email) {
+                Some(link) => members.push(link.sql_key.clone()),
+                None => unknown_emails.push(crate::telemetry::mask::email(email).into_owned()),
+            }
+        }
+    }
+    members.sort();
+    members.dedup();
     let reader = &object.poller.reader;
     let rows = reader
-        .rows_by_keys(&args.members)
+        .rows_by_keys(&members)
         .await
         .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
     let mut items = Vec::new();
     let mut missing = Vec::new();
-    for key in &args.members {
+    for key in &members {
         let Some(row) = rows.get(key) else {
             missing.push(key.as_str());
             continue;
@@ -66,10 +94,13 @@ pub async fn run(config_path: &std::path::Path, args: ResyncArgs) -> Result<u8, 
     tx.commit().await.map_err(db)?;
     println!(
         "queued {queued} of {} member(s) of {} for HubSpot",
-        args.members.len(),
+        members.len() + unknown_emails.len(),
         object.name
     );
-    if missing.is_empty() {
+    if !unknown_emails.is_empty() {
+        println!("no synced member with email: {}", unknown_emails.join(", "));
+    }
+    if missing.is_empty() && unknown_emails.is_empty() {
         Ok(exit::OK)
     } else {
         println!("no SQL Server row for: {}", missing.join(", "));

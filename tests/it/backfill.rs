@@ -444,6 +444,44 @@ async fn resync_queues_exactly_the_members_named() {
     let out = s.hubsync(&["run", "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(hubspot_writes(&s.sims.hubspot), writes);
+    // A member named by the email it was synced with.
+    let fourth = s.valid_keys().remove(3);
+    let row = s
+        .members
+        .iter()
+        .find(|m| {
+            let id = m["numero_asociado"].to_string();
+            id == fourth
+        })
+        .unwrap();
+    let email = s.mapper.to_hubspot(row).properties["email"]
+        .clone()
+        .unwrap();
+    let shouted = email.to_uppercase();
+    let out = s.hubsync(&["resync", "--object", "contacts", "--email", &shouted]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'pending' \
+         AND record_key = $1",
+    )
+    .bind(&fourth)
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
+    let out = s.hubsync(&[
+        "resync",
+        "--object",
+        "contacts",
+        "--email",
+        "nadie@example.com",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no synced member with email: n***@example.com"),
+        "{}",
+        text(&out)
+    );
     // A key without a row is named, exit 1.
     let out = s.hubsync(&["resync", "--object", "contacts", "--member", "999999"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
