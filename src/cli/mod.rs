@@ -186,18 +186,11 @@ async fn hubspot_check(config: &Config) -> Vec<String> {
             "note: HubSpot not checked (properties and portal rules): {e}"
         )];
     }
-    let mut lines = Vec::new();
-    for (name, object) in &config.objects {
-        let uses = crate::daemon::reload::property_uses(object);
-        match client.preflight(&object.hubspot_object, &uses).await {
-            Ok(found) => lines.extend(found.iter().map(|p| {
-                format!("warning: objects.{name}: {p} (run starts; a reload with it is refused)")
-            })),
-            Err(e) => lines.push(format!(
-                "warning: objects.{name}: cannot read HubSpot's properties: {e}"
-            )),
-        }
-    }
+    let mut lines: Vec<String> = crate::daemon::reload::check_properties(&client, config)
+        .await
+        .into_iter()
+        .map(|p| format!("warning: {p} (run starts; a reload with it is refused)"))
+        .collect();
     let clashes = crate::daemon::reload::portal_clashes(&client, config).await;
     lines.extend(clashes.into_iter().map(|c| format!("warning: {c}")));
     lines

@@ -104,18 +104,18 @@ pub async fn portal_clashes(client: &HubSpotClient, config: &Config) -> Vec<Stri
 /// warning, never a problem), then checks every object's property uses.
 pub async fn check_hubspot(engine: &Engine, config: &Config) -> Vec<String> {
     engine.hubspot.refresh_daily_budget().await;
-    check_properties(engine, config).await
+    check_properties(&engine.hubspot, config).await
 }
 
 /// Checks every object's property uses against HubSpot's definitions; each problem as
 /// `objects.<name>: …`. HubSpot not answering is a problem too: an unverified mapping is not
 /// applied.
-pub async fn check_properties(engine: &Engine, config: &Config) -> Vec<String> {
+pub async fn check_properties(client: &HubSpotClient, config: &Config) -> Vec<String> {
     let limit = config.hubspot.timeout.max(super::tasks::PROBE_TIMEOUT);
     let mut problems = Vec::new();
     for (name, object) in &config.objects {
         let uses = property_uses(object);
-        let check = engine.hubspot.preflight(&object.hubspot_object, &uses);
+        let check = client.preflight(&object.hubspot_object, &uses);
         match tokio::time::timeout(limit, check).await {
             Ok(Ok(found)) => {
                 problems.extend(found.iter().map(|p| format!("objects.{name}: {p}")));

@@ -133,6 +133,23 @@ impl std::fmt::Debug for HubSpotClient {
 /// Per-object answers and when they were read.
 type Cache<T> = tokio::sync::Mutex<HashMap<String, (Instant, Arc<T>)>>;
 
+/// `object`'s cached answer while younger than [`PROPERTY_CACHE_TTL`].
+async fn fresh<T>(cache: &Cache<T>, object: &str) -> Option<Arc<T>> {
+    let cache = cache.lock().await;
+    let (at, value) = cache.get(object)?;
+    (at.elapsed() < PROPERTY_CACHE_TTL).then(|| value.clone())
+}
+
+/// Caches `value` as `object`'s answer, read now.
+async fn keep<T>(cache: &Cache<T>, object: &str, value: T) -> Arc<T> {
+    let value = Arc::new(value);
+    cache
+        .lock()
+        .await
+        .insert(object.to_owned(), (Instant::now(), value.clone()));
+    value
+}
+
 /// What went wrong with one attempt, and how long to wait before the next.
 #[derive(Debug)]
 struct Retry {
@@ -504,15 +521,10 @@ impl HubSpotClient {
 
     /// The property definitions of `object`, from the cache when fresh.
     pub async fn properties(&self, object: &str) -> Result<Arc<PropertyDefs>, HubSpotError> {
-        {
-            let cache = self.properties.lock().await;
-            if let Some((at, defs)) = cache.get(object)
-                && at.elapsed() < PROPERTY_CACHE_TTL
-            {
-                return Ok(defs.clone());
-            }
+        match fresh(&self.properties, object).await {
+            Some(defs) => Ok(defs),
+            None => self.refresh_properties(object).await,
         }
-        self.refresh_properties(object).await
     }
 
     /// Reads the property definitions of `object` again and caches them.
@@ -526,12 +538,7 @@ impl HubSpotClient {
             .call(what, Lane::Standard, Method::GET, &path, &[], None)
             .await?;
         let list: PropertyList = expect_ok(what, &answer)?;
-        let defs = Arc::new(PropertyDefs::new(list.results));
-        self.properties
-            .lock()
-            .await
-            .insert(object.to_owned(), (Instant::now(), defs.clone()));
-        Ok(defs)
+        Ok(keep(&self.properties, object, PropertyDefs::new(list.results)).await)
     }
 
     /// The portal's property validation rules for `object`
@@ -540,42 +547,23 @@ impl HubSpotClient {
         &self,
         object: &str,
     ) -> Result<Arc<Vec<PropertyRules>>, HubSpotError> {
-        if let Some((at, rules)) = self.validations.lock().await.get(object)
-            && at.elapsed() < PROPERTY_CACHE_TTL
-        {
-            return Ok(rules.clone());
+        if let Some(rules) = fresh(&self.validations, object).await {
+            return Ok(rules);
         }
-        self.refresh_validation_rules(object).await
-    }
-
-    /// Reads the portal's validation rules for `object` again and caches them.
-    pub async fn refresh_validation_rules(
-        &self,
-        object: &str,
-    ) -> Result<Arc<Vec<PropertyRules>>, HubSpotError> {
         let what = "property validation rules";
         let path = self.paths.property_validations(object_type_id(object))?;
         let answer = self
             .call(what, Lane::Standard, Method::GET, &path, &[], None)
             .await?;
-        let list: ValidationList = match expect_ok(what, &answer) {
-            Ok(list) => list,
+        match expect_ok::<ValidationList>(what, &answer) {
+            Ok(list) => Ok(keep(&self.validations, object, list.results).await),
             Err(refused) => {
                 // Refused (a missing scope, a portal without the API): not asked again before
                 // the cache expires.
-                self.validations
-                    .lock()
-                    .await
-                    .insert(object.to_owned(), (Instant::now(), Arc::new(Vec::new())));
-                return Err(refused);
+                keep(&self.validations, object, Vec::new()).await;
+                Err(refused)
             }
-        };
-        let rules = Arc::new(list.results);
-        self.validations
-            .lock()
-            .await
-            .insert(object.to_owned(), (Instant::now(), rules.clone()));
-        Ok(rules)
+        }
     }
 
     /// HubSpot's GDPR delete of record `id` of `object`: permanent, and its email is

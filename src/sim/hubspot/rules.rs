@@ -221,6 +221,24 @@ pub fn get(store: &Store, property: Option<&str>, corr: &str) -> Reply {
     }
 }
 
+/// `GET …/property-validations/{objectTypeId}/{propertyName}/rule-type/{ruleType}`.
+pub fn get_rule(store: &Store, property: &str, rule_type: &str, corr: &str) -> Reply {
+    let rule = store
+        .rules
+        .validations
+        .get(property)
+        .and_then(|rules| rules.iter().find(|(r, _)| r.rule_type == rule_type));
+    match rule {
+        Some((rule, _)) => Reply::json(200, serde_json::to_value(rule).unwrap_or(Value::Null)),
+        None => Reply::error(
+            404,
+            "OBJECT_NOT_FOUND",
+            format!("Property {property} has no {rule_type} rule"),
+            corr,
+        ),
+    }
+}
+
 /// `PUT …/property-validations/{objectTypeId}/{propertyName}/rule-type/{ruleType}` → 204.
 pub fn put(store: &mut Store, property: &str, rule_type: &str, body: &[u8], corr: &str) -> Reply {
     if store.property(property).is_none() {

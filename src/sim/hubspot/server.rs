@@ -786,18 +786,7 @@ async fn validations(
             Box::new(move |store, ctx| rules::get(store, p.as_deref(), &ctx.correlation))
         }
         (_, p, Some(r)) => Box::new(move |store, ctx| {
-            let rule = store.rules.property_json(p.as_deref().unwrap_or(""))["results"]
-                .as_array()
-                .and_then(|rules| rules.iter().find(|x| x["ruleType"] == r.as_str()).cloned());
-            match rule {
-                Some(rule) => Reply::json(200, rule),
-                None => Reply::error(
-                    404,
-                    "OBJECT_NOT_FOUND",
-                    format!("No {r} rule"),
-                    &ctx.correlation,
-                ),
-            }
+            rules::get_rule(store, p.as_deref().unwrap_or(""), &r, &ctx.correlation)
         }),
     };
     api(sh, Endpoint::PropertyValidations, v, h, k, op).await
