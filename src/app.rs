@@ -48,7 +48,8 @@ pub async fn connect(config: &Config) -> Result<sqlx::PgPool, Failure> {
 }
 
 /// Connects, migrates and builds the queue and the sync engine (the steps every sync command
-/// and the daemon share), then reads what the HubSpot account has left today (a failure is a
+/// and the daemon share), joins the HubSpot budget the instances on that database share, then
+/// reads what the HubSpot account has left today (a failure is a
 /// warning).
 pub async fn engine(config: &Config) -> Result<(Queue, Engine), Failure> {
     let pool = connect(config).await?;
@@ -58,6 +59,13 @@ pub async fn engine(config: &Config) -> Result<(Queue, Engine), Failure> {
     let queue = Queue::new(pool, config.queue.clone());
     let engine = crate::sync::engine::build(config, &queue)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    crate::budget::share(
+        engine.hubspot.limiter(),
+        queue.pool(),
+        &crate::daemon::instance(config),
+        &config.hubspot,
+    )
+    .await;
     engine.hubspot.refresh_daily_budget().await;
     Ok((queue, engine))
 }

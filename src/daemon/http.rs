@@ -87,6 +87,9 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     s.metrics.ready.set(i64::from(s.health.ready()));
     if let Some(limiter) = s.limiter() {
         s.metrics.set_hubspot(&limiter.stats());
+        if let Some(shared) = limiter.shared() {
+            s.metrics.set_shared(&shared.status());
+        }
     }
     s.metrics.set_poll_lags(&s.health.poll_lags());
     if let Some(pauses) = pauses(&s).await {

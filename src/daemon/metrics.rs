@@ -1,5 +1,6 @@
 //! Prometheus metrics served at `/metrics`: queue depth and age, records synced/rejected/dead,
-//! merges followed, HubSpot calls and 429s, limiter wait, poll lag and the daily API budget.
+//! merges followed, HubSpot calls and 429s, limiter wait, poll lag, the daily API budget and this
+//! instance's place in the shared budget.
 
 use std::sync::atomic::AtomicU64;
 
@@ -31,6 +32,17 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabels {
+    /// standard (the rolling 10 s window) or search
+    pub lane: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuantileLabels {
+    pub quantile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabels {
     pub object: String,
 }
@@ -55,6 +67,12 @@ pub struct Metrics {
     pub poll_lag_seconds: Family<FlowLabels, FloatGauge>,
     pub paused: Family<FlowLabels, Gauge>,
     pub ready: Gauge,
+    pub limiter_shared: Gauge,
+    pub limiter_instances: Gauge,
+    pub limiter_share: Family<LaneLabels, Gauge>,
+    pub limiter_held: Family<LaneLabels, Gauge>,
+    pub limiter_part: FloatGauge,
+    pub limiter_grant_seconds: Family<QuantileLabels, FloatGauge>,
 }
 
 impl Default for Metrics {
@@ -76,6 +94,12 @@ impl Default for Metrics {
             poll_lag_seconds: Family::default(),
             paused: Family::default(),
             ready: Gauge::default(),
+            limiter_shared: Gauge::default(),
+            limiter_instances: Gauge::default(),
+            limiter_share: Family::default(),
+            limiter_held: Family::default(),
+            limiter_part: FloatGauge::default(),
+            limiter_grant_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -153,6 +177,36 @@ impl Default for Metrics {
             "1 when every dependency is reachable",
             m.ready.clone(),
         );
+        registry.register(
+            "limiter_shared",
+            "1 while this instance takes HubSpot slots from the budget shared through the queue database, 0 while it paces on its own share",
+            m.limiter_shared.clone(),
+        );
+        registry.register(
+            "limiter_instances",
+            "hubsync instances sharing the HubSpot budget at the last heartbeat, this one included",
+            m.limiter_instances.clone(),
+        );
+        registry.register(
+            "limiter_share",
+            "Requests per window this instance may send on its own while the queue database is unreachable",
+            m.limiter_share.clone(),
+        );
+        registry.register(
+            "limiter_held",
+            "Requests per window held back for instances that stopped reporting (they may be pacing on their own)",
+            m.limiter_held.clone(),
+        );
+        registry.register(
+            "limiter_part",
+            "This instance's part of every instance's HubSpot requests over the last minute (0-1)",
+            m.limiter_part.clone(),
+        );
+        registry.register(
+            "limiter_grant_seconds",
+            "Round trip of one slot grant to the queue database (recent grants)",
+            m.limiter_grant_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -185,6 +239,33 @@ impl Metrics {
         }
         self.daily_paused
             .set(i64::from(stats.daily_paused_until.is_some()));
+    }
+
+    /// Copies what this instance knows of the shared HubSpot budget into the gauges.
+    pub fn set_shared(&self, status: &crate::budget::SharedStatus) {
+        self.limiter_shared.set(i64::from(status.joined));
+        self.limiter_instances.set(i64::from(status.instances));
+        for (i, lane) in ["standard", "search"].into_iter().enumerate() {
+            let labels = LaneLabels {
+                lane: lane.to_string(),
+            };
+            self.limiter_share
+                .get_or_create(&labels)
+                .set(i64::from(status.shares[i]));
+            self.limiter_held
+                .get_or_create(&labels)
+                .set(i64::from(status.held[i]));
+        }
+        self.limiter_part.set(status.part);
+        for (quantile, took) in [("0.5", status.grant_p50), ("0.99", status.grant_p99)] {
+            if let Some(took) = took {
+                self.limiter_grant_seconds
+                    .get_or_create(&QuantileLabels {
+                        quantile: quantile.to_string(),
+                    })
+                    .set(took.as_secs_f64());
+            }
+        }
     }
 
     /// Shows the outcome counters of `objects` (both directions) at 0 before anything settles.

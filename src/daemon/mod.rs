@@ -170,6 +170,13 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     let _ = http_state.queue.set(queue.clone());
     let engine = crate::sync::engine::build(&config, &queue)
         .map_err(|e| Failure::new(exit::CONFIG, format!("{e:#}")))?;
+    crate::budget::share(
+        engine.hubspot.limiter(),
+        &pool,
+        &instance(&config),
+        &config.hubspot,
+    )
+    .await;
     http_state.set_limiter(engine.hubspot.limiter().clone());
     // HubSpot may be down now; a property problem is logged, the service still starts (and
     // a reload only applies a configuration that passes). The daily budget is read first, so
@@ -236,6 +243,7 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         }
         _ = signals.terminate() => tracing::warn!("second stop signal: exiting now"),
     }
+    crate::budget::leave_all().await;
     // Connections still held by a task that did not stop must not hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
     Ok(stopped(&http_token))

@@ -204,7 +204,13 @@ pub async fn prepare(
     let limiter = if same_rate_limits(&running.hubspot, &config.hubspot) {
         limiter.clone()
     } else {
-        Arc::new(Limiter::from_settings(&config.hubspot))
+        let fresh = Arc::new(Limiter::from_settings(&config.hubspot));
+        // The instance stays in the shared budget, with the new limits.
+        if let Some(shared) = limiter.shared() {
+            shared.set_limits(&config.hubspot);
+            fresh.share_through(shared.clone());
+        }
+        fresh
     };
     let queue = Queue::new(queue.pool().clone(), config.queue.clone());
     let engine = crate::sync::engine::build_with(&config, &queue, limiter)

@@ -243,6 +243,13 @@ impl DailyBudget {
         self.spent_since += 1;
     }
 
+    /// Other instances were granted `n` requests since this one's previous grant: they count
+    /// against today's figure too.
+    pub fn spent_elsewhere(&mut self, n: u64, now: Instant) {
+        self.roll(now);
+        self.spent_since += n;
+    }
+
     /// A daily-remaining figure from HubSpot's headers. Within a day the usage endpoint
     /// reported, the headers can only lower the figure; otherwise they set it.
     pub fn observe(&mut self, remaining: u64, now: Instant) {
@@ -382,6 +389,9 @@ pub struct Limiter {
     waited_nanos: AtomicU64,
     pauses: AtomicU64,
     window_remaining: AtomicU64,
+    /// The budget shared with the other instances on the queue database, once joined: slots
+    /// come from there instead of the local pacers.
+    shared: std::sync::OnceLock<std::sync::Arc<crate::budget::SharedBudget>>,
 }
 
 const UNKNOWN: u64 = u64::MAX;
@@ -423,7 +433,18 @@ impl Limiter {
             waited_nanos: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             window_remaining: AtomicU64::new(UNKNOWN),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Takes slots from the budget shared with the other instances from now on.
+    pub fn share_through(&self, budget: std::sync::Arc<crate::budget::SharedBudget>) {
+        let _ = self.shared.set(budget);
+    }
+
+    /// The shared budget this limiter takes its slots from, once joined.
+    pub fn shared(&self) -> Option<&std::sync::Arc<crate::budget::SharedBudget>> {
+        self.shared.get()
     }
 
     /// Waits for a slot on `lane`; refuses when the daily budget is down to the reserve.
@@ -449,9 +470,16 @@ impl Limiter {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
-            match lane {
-                Lane::Standard => self.standard.acquire().await,
-                Lane::Search => self.search.acquire().await,
+            match (self.shared.get(), lane) {
+                (Some(shared), _) => {
+                    // The other instances' grants count against the same day.
+                    let elsewhere = shared.acquire(lane).await;
+                    if elsewhere > 0 {
+                        lock(&self.daily).spent_elsewhere(elsewhere, Instant::now());
+                    }
+                }
+                (None, Lane::Standard) => self.standard.acquire().await,
+                (None, Lane::Search) => self.search.acquire().await,
             }
             // A pause may have begun while this caller slept in the pacer.
             let paused = *lock(&self.paused_until);

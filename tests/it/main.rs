@@ -2,8 +2,10 @@
 //! and the HubSpot and SQL Server simulators.
 
 mod backfill;
+mod budget;
 mod chaos;
 mod cli;
+mod cluster;
 mod daemon;
 mod daemon_faults;
 mod demo;

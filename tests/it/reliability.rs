@@ -24,14 +24,16 @@ const SQL_PASSWORD: &str = "Rel1ab-SQL-Passw0rd-5d83";
 
 /// PostgreSQL, both simulators seeded with members, what the members should become in
 /// HubSpot, and everything the daemons wrote (for the secrets check).
-struct Stand {
-    pool: PgPool,
-    url: String,
-    sims: Arc<Sims>,
+pub(crate) struct Stand {
+    pub pool: PgPool,
+    pub url: String,
+    pub sims: Arc<Sims>,
     mapper: Mapper,
-    members: Vec<SqlRow>,
+    pub members: Vec<SqlRow>,
     /// Keys (`numero_asociado`) of the members the mapper accepts.
-    valid: HashSet<String>,
+    pub valid: HashSet<String>,
+    /// The simulator's requests per 10 s; the daemons are configured for the same.
+    tier: u32,
     /// stdout, stderr and log files of every daemon that has ended.
     outputs: std::sync::Mutex<Vec<String>>,
 }
@@ -49,15 +51,21 @@ struct QueueFigures {
 }
 
 /// Panics with the daemon's output if it has exited on its own.
-fn assert_running(daemon: &mut Daemon) {
+pub(crate) fn assert_running(daemon: &mut Daemon) {
     if !daemon.running() {
         panic!("the daemon exited by itself: {}", daemon.output());
     }
 }
 
 impl Stand {
-    async fn new(members: u64, hubspot: SimOptions) -> Stand {
+    pub async fn new(members: u64, hubspot: SimOptions) -> Stand {
         let (pool, url) = fresh_db().await;
+        Stand::on(pool, url, members, hubspot).await
+    }
+
+    /// A stand on the queue database `url` (a cluster of the test's own, to stop and restart).
+    pub async fn on(pool: PgPool, url: String, members: u64, hubspot: SimOptions) -> Stand {
+        let tier = hubspot.tier;
         let sims = Sims {
             hubspot: hubsync::sim::hubspot::start(
                 "127.0.0.1:0".parse().unwrap(),
@@ -88,23 +96,26 @@ impl Stand {
             mapper,
             members,
             valid,
+            tier,
             outputs: Default::default(),
         }
     }
 
-    async fn insert_members(&self) {
+    pub async fn insert_members(&self) {
         crate::to_hubspot::insert_members(&self.sims.mssql, &self.members).await;
     }
 
-    /// Starts `hubsync run` with the daemon test configuration at tier 250, a 5 s lease (the
-    /// shortest allowed), fast retries, poll elections logged, and `edits` applied.
-    async fn spawn(&self, edits: &[(&str, &str)]) -> Daemon {
+    /// Starts `hubsync run` with the daemon test configuration at the simulator's tier, a 5 s
+    /// lease (the shortest allowed), fast retries, poll elections logged, and `edits` applied.
+    pub async fn spawn(&self, edits: &[(&str, &str)]) -> Daemon {
+        let tier = format!("requests_per_10s: {}", self.tier);
+        let daily = format!("daily_limit: {}", u64::from(self.tier) * 5_000);
         let edit = |text: String| {
             let mut text = text
                 .replace("lease: 2m", "lease: 5s")
                 .replace("retry_initial: 5s", "retry_initial: 200ms")
-                .replace("requests_per_10s: 100", "requests_per_10s: 250")
-                .replace("daily_limit: 250000", "daily_limit: 1250000")
+                .replace("requests_per_10s: 100", &tier)
+                .replace("daily_limit: 250000", &daily)
                 .replace("level: info", "level: \"info,hubsync::sync::poller=debug\"");
             for (from, to) in edits {
                 assert!(text.contains(from), "config has no {from:?}");
@@ -116,14 +127,14 @@ impl Stand {
     }
 
     /// Keeps what an ended daemon wrote, for the secrets check.
-    fn keep_output(&self, daemon: Daemon) -> Option<i32> {
+    pub fn keep_output(&self, daemon: Daemon) -> Option<i32> {
         let (code, output) = daemon.wait();
         self.outputs.lock().unwrap().push(output);
         code
     }
 
     /// Stops a daemon with SIGTERM; returns its exit code.
-    fn stop(&self, daemon: Daemon) -> Option<i32> {
+    pub fn stop(&self, daemon: Daemon) -> Option<i32> {
         daemon.signal(Signal::SIGTERM);
         daemon.expect_notify("STOPPING=1");
         self.keep_output(daemon)
@@ -169,7 +180,7 @@ impl Stand {
     }
 
     /// Every member queued and every item final.
-    async fn settled(&self) -> bool {
+    pub async fn settled(&self) -> bool {
         let f = self.figures().await;
         f.records == self.members.len() as i64 && f.open == 0
     }
@@ -193,7 +204,7 @@ impl Stand {
     /// Every valid member is in HubSpot exactly once with its mapped values, nothing else is;
     /// every record's newest item is done (valid) or rejected (invalid), none dead or open.
     /// Returns the number of contacts checked.
-    async fn check(&self) -> usize {
+    pub async fn check(&self) -> usize {
         let contacts = self.sims.hubspot.contacts();
         let mut by_key: HashMap<String, Vec<&hubsync::sim::hubspot::SimContact>> = HashMap::new();
         for c in &contacts {
@@ -255,7 +266,7 @@ impl Stand {
     /// Lines the daemons wrote (stdout, stderr, log files): [`Daemon::wait`] has scanned them
     /// all for the secrets (`TOKEN`, `SQL_PASSWORD`: the daemons' environment) and personal
     /// data. Returns how many.
-    fn assert_no_secrets(&self) -> usize {
+    pub fn assert_no_secrets(&self) -> usize {
         let lines: usize = self
             .outputs
             .lock()
