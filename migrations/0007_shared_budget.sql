@@ -47,9 +47,10 @@ COMMENT ON TABLE rate_shares IS
 
 -- One slot on p_lane for p_instance. Instances whose heartbeat is older than p_stale but newer
 -- than p_hold may be spending their own share unseen, so those shares are held back from the
--- log. The slot is the earliest time at which no window of p_span holds more than the room; it
--- is never before an earlier slot (first come, first served). A slot further than p_ahead away
--- is not taken: the caller comes back after wait_us with slot NULL.
+-- log. The slot is the earliest time at which no window of p_span holds more than the room and
+-- that lies a window ÷ room after the latest slot (first come, first served, evenly spaced, so
+-- a request that reaches HubSpot a little early or late still finds room). A slot further than
+-- p_ahead away is not taken: the caller comes back after wait_us with slot NULL.
 CREATE FUNCTION hubsync_rate_grant(
     p_lane text, p_limit integer, p_span interval, p_ahead interval,
     p_instance text, p_stale interval, p_hold interval)
@@ -65,6 +66,10 @@ DECLARE
     total  bigint;
     kept   integer;
 BEGIN
+    -- A grant must not wait for the disk: the lane's row lock is held until commit. A crash of
+    -- this server may forget the last grants; the instances then pace alone, quiet for longer
+    -- than a window, before they take slots from it again.
+    PERFORM set_config('synchronous_commit', 'off', true);
     SELECT l.slots INTO log FROM rate_lanes l WHERE l.lane = p_lane FOR UPDATE;
     log := ARRAY(SELECT x FROM unnest(log) AS x WHERE x > t - p_span ORDER BY x);
     SELECT coalesce(sum(s.share), 0)::integer INTO kept
@@ -80,7 +85,8 @@ BEGIN
     n := coalesce(array_length(log, 1), 0);
     at := t;
     IF n > 0 THEN
-        at := greatest(at, log[n]);
+        -- Evenly spaced: a window's room spread over the window, not spent at once.
+        at := greatest(at, log[n] + p_span / room);
     END IF;
     IF n >= room THEN
         at := greatest(at, log[n - room + 1] + p_span);
@@ -116,6 +122,7 @@ DECLARE
     mine    integer;
     pushed  timestamptz[];
 BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
     PERFORM pg_advisory_xact_lock(hashtext('hubsync_rate_heartbeat'));
     t := clock_timestamp();
     INSERT INTO rate_instances AS r (instance, heartbeat_at, mode, granted, search_granted,

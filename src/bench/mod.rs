@@ -1,6 +1,7 @@
 //! Benchmarks run from the CLI (`hubsync bench …`): each prints figures and ratios from one run.
 
 pub mod chaos;
+mod cluster;
 mod hubspot;
 mod mssql;
 mod queue;
@@ -26,6 +27,10 @@ pub enum BenchCommand {
     /// The whole service: backfill N members from the SQL Server simulator into an empty HubSpot
     /// simulator with `hubsync run`; records/s, 429s, peak RSS and change latency.
     Sync(sync::SyncBenchArgs),
+    /// N `hubsync run` instances (default 1, 2 and 3 in turn) sharing one HubSpot budget
+    /// through the queue database: records/s of all together ÷ the tier's ceiling, 429s, the
+    /// busiest 10 s window and the limiter's added latency per grant.
+    Cluster(cluster::ClusterBenchArgs),
     /// Kill and compare: N members, the daemon SIGKILLed K times at seeded moments and
     /// restarted, edits on both sides, HubSpot faults; then SQL Server and HubSpot compared
     /// field by field. Prints lost edits per direction, duplicates, conflicts and the recovery
@@ -45,6 +50,7 @@ pub async fn run(command: BenchCommand, config: &Path) -> Result<u8, Failure> {
         BenchCommand::Mssql(args) => mssql::run(args).await,
         BenchCommand::Hubspot(args) => hubspot::run(args).await,
         BenchCommand::Sync(args) => sync::run(args, config).await,
+        BenchCommand::Cluster(args) => cluster::run(args, config).await,
         BenchCommand::Chaos(args) => chaos::run(args, config).await,
         BenchCommand::Validate(args) => validate::run(config, args),
     }

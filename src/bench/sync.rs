@@ -76,27 +76,57 @@ pub(super) fn bench_config(
 }
 
 /// One figure from the daemon's `/metrics`, if it answers.
-async fn metric(port: u16, name: &str) -> Option<f64> {
+pub(super) async fn metric(port: u16, name: &str) -> Option<f64> {
     let url = format!("http://127.0.0.1:{port}/metrics");
     let text = reqwest::get(url).await.ok()?.text().await.ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-struct Stand {
-    _cluster: Cluster,
-    url: String,
-    pool: PgPool,
-    hubspot: RunningSim,
-    mssql: RunningMssqlSim,
-    dir: tempfile::TempDir,
+pub(super) struct Stand {
+    pub(super) _cluster: Cluster,
+    pub(super) url: String,
+    pub(super) pool: PgPool,
+    pub(super) hubspot: RunningSim,
+    pub(super) mssql: RunningMssqlSim,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Stand {
-    fn hubsync(&self, args: &[&str]) -> Command {
+    /// A throwaway PostgreSQL with an empty database, an empty HubSpot simulator at tier 100
+    /// with its search-index lag, the seeded SQL Server simulator and a temp directory.
+    pub(super) async fn start() -> anyhow::Result<Stand> {
+        let cluster = tokio::task::spawn_blocking(|| Cluster::start(Durability::Durable)).await??;
+        let url = cluster.create_database("bench").await?;
+        let pool = crate::pg::connect_url(&url, 2, Duration::from_secs(10)).await?;
+        let hubspot = crate::sim::hubspot::start(
+            "127.0.0.1:0".parse()?,
+            SimOptions {
+                tier: 100,
+                ..SimOptions::lagging()
+            },
+        )
+        .await?;
+        let mssql =
+            crate::sim::mssql::start("127.0.0.1:0".parse()?, MssqlSimOptions::seeded()).await?;
+        Ok(Stand {
+            _cluster: cluster,
+            url,
+            pool,
+            hubspot,
+            mssql,
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    pub(super) fn hubsync(&self, args: &[&str]) -> Command {
+        self.hubsync_with(&self.dir.path().join("config.yaml"), args)
+    }
+
+    /// `hubsync --config config args`, pointed at the stand's systems, output discarded.
+    pub(super) fn hubsync_with(&self, config: &Path, args: &[&str]) -> Command {
         let exe = std::env::current_exe().unwrap_or_else(|_| "hubsync".into());
         let mut cmd = Command::new(exe);
-        let config = self.dir.path().join("config.yaml");
         cmd.arg("--config")
             .arg(config)
             .args(args)
@@ -110,7 +140,7 @@ impl Stand {
     }
 
     /// to_hubspot items not finished yet, and items done or rejected.
-    async fn progress(&self) -> anyhow::Result<(i64, i64)> {
+    pub(super) async fn progress(&self) -> anyhow::Result<(i64, i64)> {
         Ok(sqlx::query_as(
             "SELECT count(*) FILTER (WHERE state IN ('pending', 'running')), \
                     count(*) FILTER (WHERE state IN ('done', 'rejected')) \
@@ -124,22 +154,14 @@ impl Stand {
 async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
-    let cluster = tokio::task::spawn_blocking(|| Cluster::start(Durability::Durable)).await??;
-    let url = cluster.create_database("bench").await?;
-    let pool = crate::pg::connect_url(&url, 2, Duration::from_secs(10)).await?;
-    let hubspot = crate::sim::hubspot::start(
-        "127.0.0.1:0".parse()?,
-        SimOptions {
-            tier: 100,
-            ..SimOptions::lagging()
-        },
-    )
-    .await?;
-    let mssql = crate::sim::mssql::start("127.0.0.1:0".parse()?, MssqlSimOptions::seeded()).await?;
-    let dir = tempfile::tempdir()?;
-    let (config_text, port) =
-        bench_config(&text, &hubspot, &dir.path().join("logs"), args.workers)?;
-    std::fs::write(dir.path().join("config.yaml"), &config_text)?;
+    let stand = Stand::start().await?;
+    let (config_text, port) = bench_config(
+        &text,
+        &stand.hubspot,
+        &stand.dir.path().join("logs"),
+        args.workers,
+    )?;
+    std::fs::write(stand.dir.path().join("config.yaml"), &config_text)?;
     let config = crate::config::load_str(&config_text, crate::config::Need::Nothing, &|_| None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let contacts = config
@@ -151,14 +173,6 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         f64::from(config.hubspot.requests_per_10s) / 10.0 * crate::hubspot::BATCH_LIMIT as f64,
         config.queue.poll_interval,
     );
-    let stand = Stand {
-        _cluster: cluster,
-        url,
-        pool,
-        hubspot,
-        mssql,
-        dir,
-    };
 
     let t = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
@@ -303,10 +317,10 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// The daemon child; SIGTERM on drop so a failed bench leaves nothing running.
-struct Daemon(Child);
+pub(super) struct Daemon(pub(super) Child);
 
 impl Daemon {
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.0.wait();

@@ -66,3 +66,44 @@ pub async fn leave_all() {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// One instance of the shared budget as `hubsync queue stats` shows it.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct InstanceRow {
+    pub instance: String,
+    /// `shared`, or `local` when it last reported pacing on its own share.
+    pub mode: String,
+    pub heartbeat_age_s: f64,
+    /// Requests per 10 s window it may send on its own.
+    pub share: i32,
+    /// Standard-lane grants within its last minute.
+    pub recent_grants: i32,
+    pub granted: i64,
+    pub waited_seconds: f64,
+}
+
+/// Every instance registered in the shared budget, by name.
+pub async fn instances(pool: &sqlx::PgPool) -> Result<Vec<InstanceRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT i.instance, i.mode, \
+                extract(epoch FROM clock_timestamp() - i.heartbeat_at)::float8 AS heartbeat_age_s, \
+                coalesce(s.share, 0) AS share, i.recent_grants, i.granted, i.waited_seconds \
+         FROM rate_instances i \
+         LEFT JOIN rate_shares s ON s.instance = i.instance AND s.lane = 'standard' \
+         ORDER BY i.instance",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How `queue stats` names an instance's state from its heartbeat's age.
+pub fn heartbeat_state(age: std::time::Duration) -> &'static str {
+    let timing = link::Timing::default();
+    if age <= timing.stale {
+        "live"
+    } else if age <= timing.hold(crate::hubspot::limiter::TEN_SECONDS * 101 / 100) {
+        "silent (share held back)"
+    } else {
+        "gone"
+    }
+}

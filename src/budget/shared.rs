@@ -17,6 +17,10 @@ use crate::hubspot::limiter::{Lane, TEN_SECONDS, WindowPacer, jitter_margin};
 
 /// How long one grant or heartbeat may take before the database counts as unreachable.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A grant whose round trip took longer than this is not used: the slot's time on this
+/// host's clock is known only to within half the round trip, and the request must reach HubSpot
+/// within the jitter margin (100 ms) of its slot. Its slot goes unused; the caller asks again.
+pub const LATE_GRANT: Duration = Duration::from_millis(40);
 /// Grant round trips kept for the latency figures.
 const SAMPLES: usize = 4096;
 /// The window `recent_grants` counts over.
@@ -58,6 +62,8 @@ pub struct SharedStatus {
     pub grant_p99: Option<Duration>,
     /// Grants made on its own share while cut off.
     pub own_grants: u64,
+    /// Grants left unused because their round trip took longer than [`LATE_GRANT`].
+    pub late_grants: u64,
 }
 
 /// One instance's membership of the shared budget. Shared (`Arc`) by the limiters of the
@@ -73,6 +79,7 @@ pub struct SharedBudget {
     seen: [AtomicU64; 2],
     granted: [AtomicU64; 2],
     own_grants: AtomicU64,
+    late: AtomicU64,
     waited_nanos: AtomicU64,
     held: [AtomicU32; 2],
     recent: Mutex<VecDeque<Instant>>,
@@ -131,6 +138,7 @@ impl SharedBudget {
             seen: [AtomicU64::new(0), AtomicU64::new(0)],
             granted: [AtomicU64::new(0), AtomicU64::new(0)],
             own_grants: AtomicU64::new(0),
+            late: AtomicU64::new(0),
             waited_nanos: AtomicU64::new(0),
             held: [AtomicU32::new(0), AtomicU32::new(0)],
             recent: Mutex::new(VecDeque::new()),
@@ -235,13 +243,21 @@ impl SharedBudget {
             Ok(Err(e)) => return Err(crate::pg::describe(&e)),
             Err(_) => return Err(format!("no answer within {}s", CALL_TIMEOUT.as_secs())),
         };
-        self.sample(started.elapsed());
+        let took = started.elapsed();
+        self.sample(took);
         self.held[i].store(u32::try_from(grant.held).unwrap_or(0), Ordering::Relaxed);
+        // The database measured the wait somewhere within the round trip: count from its middle.
         let wait = Duration::from_micros(u64::try_from(grant.wait_us).unwrap_or(0));
+        let wait = wait.saturating_sub(took / 2);
         let (Some(_), Some(total)) = (grant.slot, grant.granted) else {
             tokio::time::sleep(wait).await;
             return Ok(None);
         };
+        if took > LATE_GRANT {
+            self.late.fetch_add(1, Ordering::Relaxed);
+            self.seen[i].store(u64::try_from(total).unwrap_or(0), Ordering::Relaxed);
+            return Ok(None);
+        }
         let total = u64::try_from(total).unwrap_or(0);
         let before = self.seen[i].swap(total, Ordering::Relaxed);
         let elsewhere = total.saturating_sub(before).saturating_sub(1);
@@ -413,6 +429,7 @@ impl SharedBudget {
             grant_p50: pct(0.5),
             grant_p99: pct(0.99),
             own_grants: self.own_grants.load(Ordering::Relaxed),
+            late_grants: self.late.load(Ordering::Relaxed),
         }
     }
 }

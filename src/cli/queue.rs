@@ -59,6 +59,47 @@ pub struct RetryArgs {
     object: Option<String>,
 }
 
+/// The instances sharing the HubSpot budget: state, part of the last minute's requests, own
+/// share, and the mean wait per grant.
+fn instances_table(rows: &[crate::budget::InstanceRow]) -> Table {
+    let recent: i64 = rows.iter().map(|r| i64::from(r.recent_grants)).sum();
+    let mut t = table([
+        "instance",
+        "budget",
+        "heartbeat",
+        "part of the last minute",
+        "own share / 10 s",
+        "requests",
+        "mean wait",
+    ]);
+    for r in rows {
+        let age = std::time::Duration::from_secs_f64(r.heartbeat_age_s.max(0.0));
+        let part = if recent > 0 {
+            format!(
+                "{:.0} %",
+                100.0 * f64::from(r.recent_grants) / recent as f64
+            )
+        } else {
+            "-".into()
+        };
+        let wait = if r.granted > 0 {
+            format!("{:.2} s", r.waited_seconds / r.granted as f64)
+        } else {
+            "-".into()
+        };
+        t.add_row(vec![
+            r.instance.clone(),
+            format!("{} ({})", r.mode, crate::budget::heartbeat_state(age)),
+            format!("{} ago", self::age(r.heartbeat_age_s)),
+            part,
+            r.share.to_string(),
+            r.granted.to_string(),
+            wait,
+        ]);
+    }
+    t
+}
+
 pub async fn run(command: QueueCommand, config: &Config) -> Result<u8, Failure> {
     let pool = super::connect(config).await?;
     let queue = Queue::new(pool, config.queue.clone());
@@ -101,6 +142,12 @@ pub async fn run(command: QueueCommand, config: &Config) -> Result<u8, Failure> 
                 println!("{t}");
             }
             if !json {
+                let instances = crate::budget::instances(queue.pool())
+                    .await
+                    .map_err(|e| Failure::new(exit::UNAVAILABLE, crate::pg::describe(&e)))?;
+                if !instances.is_empty() {
+                    println!("{}", instances_table(&instances));
+                }
                 for p in &pauses {
                     println!(
                         "paused: {} {} since {} (by {}); `hubsync resume` lets its workers claim again",

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub limiter_held: Family<LaneLabels, Gauge>,
     pub limiter_part: FloatGauge,
     pub limiter_grant_seconds: Family<QuantileLabels, FloatGauge>,
+    pub limiter_late_grants: Gauge,
 }
 
 impl Default for Metrics {
@@ -100,6 +101,7 @@ impl Default for Metrics {
             limiter_held: Family::default(),
             limiter_part: FloatGauge::default(),
             limiter_grant_seconds: Family::default(),
+            limiter_late_grants: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -207,6 +209,11 @@ impl Default for Metrics {
             "Round trip of one slot grant to the queue database (recent grants)",
             m.limiter_grant_seconds.clone(),
         );
+        registry.register(
+            "limiter_late_grants",
+            "Slots left unused because the grant's round trip to the queue database was too slow to keep the request within the jitter margin",
+            m.limiter_late_grants.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -257,6 +264,7 @@ impl Metrics {
                 .set(i64::from(status.held[i]));
         }
         self.limiter_part.set(status.part);
+        self.limiter_late_grants.set(status.late_grants as i64);
         for (quantile, took) in [("0.5", status.grant_p50), ("0.99", status.grant_p99)] {
             if let Some(took) = took {
                 self.limiter_grant_seconds

@@ -1,7 +1,8 @@
 //! The process-wide HubSpot request limiter: a rolling-window pacer on `governor` for ordinary
 //! calls, a separate pacer for search, a daily budget seeded from HubSpot's usage endpoint and
 //! tightened by the rate-limit headers, a shared pause after a burst 429, and wait-time
-//! accounting for metrics.
+//! accounting for metrics. Once it has joined the budget the instances of one queue database
+//! share ([`crate::budget`]), its slots come from there and the local pacers stand idle.
 //!
 //! A plain GCRA quota of N per window lets N requests through at once and then refills during the
 //! next window, so a rolling window can see up to 2N. [`window_quota`] instead picks a small burst

@@ -126,7 +126,7 @@ async fn concurrent_grants_of_three_instances_never_put_more_than_the_limit_in_a
     }
     assert_eq!(slots.len(), 45);
     assert_eq!(busiest(&slots, span), limit as usize, "{slots:?}");
-    // Nothing was wasted: 45 grants at 5 per window take 8 windows after the first burst.
+    // Nothing was wasted: 45 grants, evenly spaced at 5 per window, span 44 / 5 windows.
     slots.sort();
     let spread = (slots[44] - slots[0]).to_std().unwrap();
     assert!(spread >= span * 8, "{spread:?}");
@@ -192,30 +192,23 @@ async fn a_stale_instances_share_is_held_back_from_the_log_until_its_hold_ends()
             .unwrap();
         }
     };
-    // b reported 1 s ago: nothing held; 2 s more and it is stale: its 5 are held back.
+    // Slots are a window ÷ room apart: 6 s while b reports (room 10).
+    let gap = |a: &Grant, b: &Grant| (b.slot.unwrap() - a.slot.unwrap()).to_std().unwrap();
     age(1).await;
-    assert_eq!(grant(&pool, "a", 10, span, ahead).await.held, 0);
+    let g1 = grant(&pool, "a", 10, span, ahead).await;
+    let g2 = grant(&pool, "a", 10, span, ahead).await;
+    assert_eq!((g1.held, g2.held), (0, 0));
+    assert_eq!(gap(&g1, &g2), Duration::from_secs(6));
+    // 3 s without a heartbeat and b is stale: its 5 are held back, room 5, 12 s apart.
     age(4).await;
-    let mut slots = Vec::new();
-    for _ in 0..6 {
-        let g = grant(&pool, "a", 10, span, ahead).await;
-        assert_eq!(g.held, 5);
-        slots.push(g.slot.unwrap());
-    }
-    // 1 + 4 fit beside b's held 5; the 6th waits a window.
-    let first = slots[0];
-    assert!(
-        slots[..4]
-            .iter()
-            .all(|s| (*s - first).to_std().unwrap() < Duration::from_secs(1))
-    );
-    assert!(
-        (slots[4] - first).to_std().unwrap() >= span - Duration::from_secs(1),
-        "{slots:?}"
-    );
+    let g3 = grant(&pool, "a", 10, span, ahead).await;
+    assert_eq!(g3.held, 5);
+    assert_eq!(gap(&g2, &g3), Duration::from_secs(12));
     // Past its hold, b may be dead and is certainly silent: its share comes back.
     age(31).await;
-    assert_eq!(grant(&pool, "a", 10, span, ahead).await.held, 0);
+    let g4 = grant(&pool, "a", 10, span, ahead).await;
+    assert_eq!(g4.held, 0);
+    assert_eq!(gap(&g3, &g4), Duration::from_secs(6));
 }
 
 #[tokio::test]
@@ -240,11 +233,15 @@ async fn grants_made_on_an_own_share_join_the_log_with_the_next_heartbeat() {
     .await
     .unwrap();
     assert_eq!((granted - before, kept), (2, 2));
-    // With 2 of 3 spent in the window, one more goes now and the next waits for the first to
-    // leave the window.
+    // With 2 of 3 spent in the window, one more goes a third of the window after the last, and
+    // the next when the first leaves the window.
     let span = Duration::from_secs(30);
     let third = grant(&pool, "a", 3, span, Duration::from_secs(60)).await;
-    assert!(third.wait_us < 100_000, "{third:?}");
+    let after = Duration::from_micros(third.wait_us as u64);
+    assert!(
+        after > Duration::from_secs(9) && after < Duration::from_secs(10),
+        "{third:?}"
+    );
     let fourth = grant(&pool, "a", 3, span, Duration::from_secs(60)).await;
     let ahead = Duration::from_micros(fourth.wait_us as u64);
     assert!(
