@@ -55,7 +55,7 @@ struct Figures {
 }
 
 async fn bench(args: ClusterBenchArgs, config_path: &Path) -> anyhow::Result<()> {
-    if args.instances.iter().any(|n| *n == 0) {
+    if args.instances.contains(&0) {
         bail!("--instances: each count must be at least 1");
     }
     let text = std::fs::read_to_string(config_path)
