@@ -4,7 +4,6 @@
 
 use crate::config::Need;
 use crate::exit::{self, Failure};
-use crate::queue::{Direction, NewItem, Operation, Seen, enqueue_with};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ResyncArgs {
@@ -54,44 +53,15 @@ pub async fn run(config_path: &std::path::Path, args: ResyncArgs) -> Result<u8, 
     }
     members.sort();
     members.dedup();
-    let reader = &object.poller.reader;
-    let rows = reader
-        .rows_by_keys(&members)
-        .await
-        .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
-    let mut items = Vec::new();
-    let mut missing = Vec::new();
-    for key in &members {
-        let Some(row) = rows.get(key) else {
-            missing.push(key.as_str());
-            continue;
-        };
-        // The row's own version, so a newer change is never replaced by this one.
-        let version = reader
-            .rowversion_of(row)
-            .map(|v| v as i64)
-            .or_else(|| reader.modified_utc(row).map(|t| t.timestamp_micros()))
-            .unwrap_or(0);
-        items.push(NewItem {
-            record_key: key.clone(),
-            operation: Operation::Upsert,
-            payload: serde_json::Value::Object(row.clone()),
-            source_version: version,
-        });
-    }
-    let db = |e: sqlx::Error| Failure::new(exit::UNAVAILABLE, crate::pg::describe(&e));
-    let mut tx = queue.pool().begin().await.map_err(db)?;
-    let queued = enqueue_with(
-        &mut tx,
-        &object.name,
-        Direction::ToHubspot,
-        &items,
+    let done = crate::sync::resync::queue_members(
+        object,
+        queue.pool(),
+        &members,
         config.queue.max_attempts,
-        Seen::Requeue,
     )
     .await
-    .map_err(|e| Failure::new(exit::UNAVAILABLE, e.to_string()))?;
-    tx.commit().await.map_err(db)?;
+    .map_err(|e| Failure::new(exit::UNAVAILABLE, format!("{e:#}")))?;
+    let (queued, missing) = (done.queued, done.missing);
     println!(
         "queued {queued} of {} member(s) of {} for HubSpot",
         members.len() + unknown_emails.len(),

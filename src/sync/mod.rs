@@ -11,6 +11,7 @@ pub mod links;
 pub mod merges;
 pub mod plan;
 pub mod poller;
+pub mod resync;
 pub mod to_hubspot;
 pub mod to_sql;
 pub mod worker;
