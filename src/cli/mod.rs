@@ -3,6 +3,7 @@
 
 pub mod backfill;
 mod forget;
+mod jobs;
 mod pause;
 mod queue;
 mod resync;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Queue every record of an object again (initial load / full resync); resumes if
     /// interrupted; `--dry-run` prints the plan and writes nothing.
     Backfill(backfill::BackfillArgs),
+    /// Start, show, list and cancel jobs (backfill, resync) that the running service runs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Look at and act on the work queue.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -154,6 +158,11 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let config = load(&cli.config, Need::Postgres)?;
             crate::telemetry::init_cli();
             queue::run(command, &config).await
+        }
+        Command::Jobs(command) => {
+            let config = load(&cli.config, Need::Postgres)?;
+            crate::telemetry::init_cli();
+            jobs::run(command, &config).await
         }
         Command::Pause(args) => pause_or_resume(&cli.config, args, true).await,
         Command::Resume(args) => pause_or_resume(&cli.config, args, false).await,

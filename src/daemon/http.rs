@@ -87,11 +87,14 @@ pub fn router(state: AppState) -> Router {
             Access::Token => guarded = guarded.route(route.path, route.handler),
         }
     }
-    let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        super::jobs_api::require_token,
-    ));
-    open.merge(guarded).with_state(state)
+    if state.api.is_some() {
+        let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::jobs_api::require_token,
+        ));
+        open = open.merge(guarded);
+    }
+    open.with_state(state)
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
@@ -99,7 +102,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let mut body = serde_json::json!({
         "ready": ready,
         "not_ready": s.health.not_ready(),
-        "components": s.health.components(),
+        "components": s.health.public_components(),
     });
     // Paused directions (`hubsync pause`) are shown; they do not make the service unready.
     if let Some(pauses) = pauses(&s).await {
@@ -222,4 +225,36 @@ pub async fn serve(
     }
     tasks.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(api: bool) -> AppState {
+        let config = crate::config::load_str(
+            "service:\n  api_token: 0123456789abcdef0123\n",
+            crate::config::Need::Nothing,
+            &|_| None,
+        )
+        .unwrap();
+        AppState {
+            health: Arc::default(),
+            metrics: Arc::default(),
+            queue: Arc::default(),
+            limiter: Arc::default(),
+            api: api
+                .then(|| super::super::jobs_api::Api::new(&config, Arc::default()))
+                .flatten(),
+        }
+    }
+
+    #[test]
+    fn the_router_builds_with_the_job_api_on_and_off() {
+        assert!(state(true).api.is_some());
+        let _on = router(state(true));
+        let _off = router(state(false));
+        assert_eq!(routes(false).len(), 3);
+        assert!(routes(true).len() > 3);
+    }
 }

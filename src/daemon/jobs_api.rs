@@ -88,12 +88,7 @@ pub fn routes() -> Vec<Route> {
         handler,
     };
     vec![
-        route(
-            "/api/v1/jobs",
-            Method::POST,
-            Access::Token,
-            post(start_job),
-        ),
+        route("/api/v1/jobs", Method::POST, Access::Token, post(start_job)),
         route("/api/v1/jobs", Method::GET, Access::Token, get(list_jobs)),
         route(
             "/api/v1/jobs/{id}",
@@ -290,8 +285,13 @@ async fn cancel_job(State(s): State<AppState>, Path(id): Path<String>) -> Respon
     };
     match store::cancel(queue.pool(), id).await {
         Ok(Cancelled::Done(job)) => {
-            tracing::info!(operation = "JOB", job_id = id, status = job.status.as_str(),
-                cancel_requested = true, "job cancel requested");
+            tracing::info!(
+                operation = "JOB",
+                job_id = id,
+                status = job.status.as_str(),
+                cancel_requested = true,
+                "job cancel requested"
+            );
             Json(job).into_response()
         }
         Ok(Cancelled::Finished(job)) => error(
@@ -362,7 +362,12 @@ mod tests {
             wake: Arc::default(),
         };
         assert!(api.accepts(b"0123456789abcdef"));
-        for wrong in [&b""[..], b"0123456789abcde", b"0123456789abcdefg", b"0123456789ABCDEF"] {
+        for wrong in [
+            &b""[..],
+            b"0123456789abcde",
+            b"0123456789abcdefg",
+            b"0123456789ABCDEF",
+        ] {
             assert!(!api.accepts(wrong));
         }
     }

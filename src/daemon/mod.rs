@@ -137,10 +137,15 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
     ));
     tracing::info!(operation = "START", listen = ?http_addr, "hubsync starting");
     if http_state.api.is_some() {
-        tracing::info!(operation = "START", "job API on (/api/v1/, bearer token from service.api_token)");
+        tracing::info!(
+            operation = "START",
+            "job API on (/api/v1/, bearer token from service.api_token)"
+        );
     } else {
-        tracing::info!(operation = "START",
-            "job API off: its routes answer 404; set HUBSYNC_API_TOKEN (service.api_token) to turn it on");
+        tracing::info!(
+            operation = "START",
+            "job API off: its routes answer 404; set HUBSYNC_API_TOKEN (service.api_token) to turn it on"
+        );
     }
 
     // PostgreSQL: retry until it answers (the service stays up, not ready, meanwhile).

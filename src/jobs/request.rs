@@ -103,11 +103,7 @@ pub fn parse_request(body: &Value, objects: &[&str]) -> Result<JobRequest, Vec<F
 
 /// A key of the request as an error may show it: at most 40 characters, printable.
 fn shown_key(key: &str) -> String {
-    let clean: String = key
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(40)
-        .collect();
+    let clean: String = key.chars().filter(|c| !c.is_control()).take(40).collect();
     clean
 }
 
@@ -168,10 +164,7 @@ fn field_members(map: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Opti
         None | Some(Value::Null) => return None,
         Some(Value::Array(list)) => list,
         Some(_) => {
-            errors.push(FieldError::new(
-                "members",
-                "must be a list of member keys",
-            ));
+            errors.push(FieldError::new("members", "must be a list of member keys"));
             return Some(vec![]);
         }
     };
@@ -231,7 +224,10 @@ fn check_for_kind(
                 ));
             }
             if dry_run {
-                errors.push(FieldError::new("dry_run", "only kind backfill has a dry run"));
+                errors.push(FieldError::new(
+                    "dry_run",
+                    "only kind backfill has a dry run",
+                ));
             }
         }
         JobKind::Backfill | JobKind::Reconcile => {
@@ -285,7 +281,9 @@ mod tests {
     #[test]
     fn every_bad_field_is_named() {
         assert_eq!(
-            fields(json!({"kind": "nightly", "object": "cars", "direction": "up", "dry_run": "yes", "extra": 1})),
+            fields(
+                json!({"kind": "nightly", "object": "cars", "direction": "up", "dry_run": "yes", "extra": 1})
+            ),
             ["extra", "kind", "object", "direction", "dry_run"]
         );
         assert_eq!(fields(json!({})), ["kind", "object"]);
@@ -295,8 +293,10 @@ mod tests {
             ["members"]
         );
         assert_eq!(
-            fields(json!({"kind": "resync", "object": "contacts", "members": ["1", "", {}],
-                "direction": "to_sql", "dry_run": true})),
+            fields(
+                json!({"kind": "resync", "object": "contacts", "members": ["1", "", {}],
+                "direction": "to_sql", "dry_run": true})
+            ),
             ["members[1]", "members[2]", "direction", "dry_run"]
         );
         assert_eq!(

@@ -126,16 +126,23 @@ impl Runner {
             ),
             Ended::Beat(Beat::CancelRequested) => (JobStatus::Cancelled, None),
             Ended::Beat(_) => {
-                tracing::warn!(operation = "JOB", job_id = job.job_id,
-                    "job stopped: this instance no longer holds its lease (another may run it)");
+                tracing::warn!(
+                    operation = "JOB",
+                    job_id = job.job_id,
+                    "job stopped: this instance no longer holds its lease (another may run it)"
+                );
                 return;
             }
             Ended::Stopping => {
-                let released = store::release(self.queue.pool(), job.job_id, &self.holder, &progress)
-                    .await;
-                tracing::info!(operation = "JOB", job_id = job.job_id, status = "released",
+                let released =
+                    store::release(self.queue.pool(), job.job_id, &self.holder, &progress).await;
+                tracing::info!(
+                    operation = "JOB",
+                    job_id = job.job_id,
+                    status = "released",
                     released = matches!(released, Ok(true)),
-                    "stopping: job given back to the queue; an instance resumes it");
+                    "stopping: job given back to the queue; an instance resumes it"
+                );
                 return;
             }
         };
@@ -162,8 +169,11 @@ impl Runner {
                 kind = %job.kind, object = %job.object, status = status.as_str(),
                 done = progress.done, counts = %progress.counts,
                 error = error.as_deref().unwrap_or(""), "job finished"),
-            Ok(false) => tracing::warn!(operation = "JOB", job_id = job.job_id,
-                "job finished, but another instance holds it now: its result is not stored"),
+            Ok(false) => tracing::warn!(
+                operation = "JOB",
+                job_id = job.job_id,
+                "job finished, but another instance holds it now: its result is not stored"
+            ),
             Err(e) => tracing::warn!(operation = "JOB", job_id = job.job_id,
                 error = %crate::pg::describe(&e), "job finished; its result could not be stored"),
         }

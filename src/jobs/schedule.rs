@@ -279,7 +279,10 @@ mod tests {
                 "schedules[6].object",
             ]
         );
-        assert!(problems[0].1.starts_with("schedule `nightly`: "), "{problems:?}");
+        assert!(
+            problems[0].1.starts_with("schedule `nightly`: "),
+            "{problems:?}"
+        );
         assert!(problems[6].1.contains("not available"), "{problems:?}");
     }
 

@@ -90,43 +90,46 @@ pub fn views(schedules: &[Schedule], now: DateTime<Utc>, zone: chrono_tz::Tz) ->
 }
 
 /// Fires `schedules` on `clock` until `stop` is cancelled; `started` is woken when a job was
-/// queued. Runs missed while the clock jumped ahead are skipped, not caught up.
-pub async fn run(
+/// queued. Counts from the clock's time when called (not when first polled). Runs missed while
+/// the clock jumped ahead are skipped, not caught up.
+pub fn run(
     pool: PgPool,
     schedules: Vec<Schedule>,
     zone: chrono_tz::Tz,
     clock: Arc<dyn Clock>,
     started: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let mut after = clock.now();
-    loop {
-        let Some(next) = next_runs(&schedules, after, zone)
-            .into_iter()
-            .filter_map(|(_, t)| t)
-            .min()
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = clock.sleep_until(next) => {}
-        }
-        let now = clock.now();
-        if now < next {
-            continue;
-        }
-        for (schedule, at) in next_runs(&schedules, after, zone) {
-            if at != Some(next) {
+    async move {
+        loop {
+            let Some(next) = next_runs(&schedules, after, zone)
+                .into_iter()
+                .filter_map(|(_, t)| t)
+                .min()
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = clock.sleep_until(next) => {}
+            }
+            let now = clock.now();
+            if now < next {
                 continue;
             }
-            match fire(&pool, schedule, next).await {
-                Ok(Fired::Started(_)) => started.notify_one(),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(operation = "SCHEDULE", schedule = %schedule.name,
-                    error = %format!("{e:#}"), "schedule run could not start its job"),
+            for (schedule, at) in next_runs(&schedules, after, zone) {
+                if at != Some(next) {
+                    continue;
+                }
+                match fire(&pool, schedule, next).await {
+                    Ok(Fired::Started(_)) => started.notify_one(),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(operation = "SCHEDULE", schedule = %schedule.name,
+                        error = %format!("{e:#}"), "schedule run could not start its job"),
+                }
             }
+            after = now.max(next);
         }
-        after = now.max(next);
     }
 }

@@ -41,6 +41,13 @@ pub struct Job {
     pub(crate) locked_by: Option<String>,
 }
 
+impl Job {
+    /// Who holds the job while it runs: `[instance@]host:pid/jobs`.
+    pub fn holder(&self) -> Option<&str> {
+        self.locked_by.as_deref()
+    }
+}
+
 /// Records done so far, of how many (when known).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Progress {
@@ -67,7 +74,9 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Job {
             job_id: row.try_get("id")?,
             kind: JobKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
             object: row.try_get("object")?,
-            direction: direction.parse().map_err(|_| bad("direction", &direction))?,
+            direction: direction
+                .parse()
+                .map_err(|_| bad("direction", &direction))?,
             members: serde_json::from_value(members).unwrap_or_default(),
             dry_run: row.try_get("dry_run")?,
             status: JobStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
@@ -163,7 +172,11 @@ pub async fn create(
 }
 
 /// The queued or running job of `kind` and `object`.
-pub async fn active(pool: &PgPool, kind: JobKind, object: &str) -> Result<Option<i64>, sqlx::Error> {
+pub async fn active(
+    pool: &PgPool,
+    kind: JobKind,
+    object: &str,
+) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT id FROM sync_jobs WHERE kind = $1 AND object = $2 \
          AND status IN ('queued', 'running')",

@@ -199,6 +199,7 @@ fn hubsync_command(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Command {
         "HUBSYNC_DATABASE_URL",
         "HUBSYNC_HUBSPOT_TOKEN",
         "HUBSYNC_SQL_SERVER",
+        "HUBSYNC_API_TOKEN",
         "HUBSYNC_CONFIG",
         "SQL_SERVER",
         "RUST_LOG",
