@@ -170,23 +170,36 @@ pub async fn require_token(State(s): State<AppState>, request: Request, next: Ne
         .into_response()
 }
 
-/// The queue database and the API, or the answer saying why not.
-fn ready(s: &AppState) -> Result<(&crate::queue::Queue, &Api), Response> {
-    let api = s.api.as_deref().ok_or_else(not_found)?;
-    let queue = s.queue.get().ok_or_else(|| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "DATABASE_UNAVAILABLE",
-            json!({}),
-        )
-    })?;
+/// Why a call cannot be served yet.
+enum Unready {
+    ApiOff,
+    NoDatabase,
+}
+
+impl IntoResponse for Unready {
+    fn into_response(self) -> Response {
+        match self {
+            Unready::ApiOff => not_found(),
+            Unready::NoDatabase => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                json!({}),
+            ),
+        }
+    }
+}
+
+/// The queue database and the API, or why not.
+fn ready(s: &AppState) -> Result<(&crate::queue::Queue, &Api), Unready> {
+    let api = s.api.as_deref().ok_or(Unready::ApiOff)?;
+    let queue = s.queue.get().ok_or(Unready::NoDatabase)?;
     Ok((queue, api))
 }
 
 async fn start_job(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let (queue, api) = match ready(&s) {
         Ok(r) => r,
-        Err(answer) => return answer,
+        Err(why) => return why.into_response(),
     };
     let json_type = headers
         .get(header::CONTENT_TYPE)
@@ -245,7 +258,7 @@ fn job_id(text: &str) -> Option<i64> {
 async fn show_job(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let (queue, _) = match ready(&s) {
         Ok(r) => r,
-        Err(answer) => return answer,
+        Err(why) => return why.into_response(),
     };
     let Some(id) = job_id(&id) else {
         return not_found();
@@ -263,7 +276,7 @@ async fn list_jobs(
 ) -> Response {
     let (queue, _) = match ready(&s) {
         Ok(r) => r,
-        Err(answer) => return answer,
+        Err(why) => return why.into_response(),
     };
     let limit = match list_limit(query.get("limit").map(String::as_str)) {
         Ok(n) => n,
@@ -278,7 +291,7 @@ async fn list_jobs(
 async fn cancel_job(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let (queue, _) = match ready(&s) {
         Ok(r) => r,
-        Err(answer) => return answer,
+        Err(why) => return why.into_response(),
     };
     let Some(id) = job_id(&id) else {
         return not_found();
