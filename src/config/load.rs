@@ -611,6 +611,27 @@ mod tests {
     }
 
     #[test]
+    fn the_api_token_is_checked_without_showing_it() {
+        let err =
+            load_str("service:\n  api_token: tiny-secret\n", Need::Postgres, &env).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("service.api_token: too short"), "{text}");
+        assert!(!text.contains("tiny-secret"), "{text}");
+        let from_env = |name: &str| match name {
+            "HUBSYNC_API_TOKEN" => Some("0123456789abcdef-from-env".to_string()),
+            other => env(other),
+        };
+        let config = load_str(
+            "service:\n  api_token: tiny-secret\n",
+            Need::Postgres,
+            &from_env,
+        )
+        .unwrap();
+        let token = config.service.api_token.unwrap();
+        assert_eq!(token.expose_secret(), "0123456789abcdef-from-env");
+    }
+
+    #[test]
     fn bad_url_does_not_echo_the_secret() {
         let err = load_str(
             "postgres:\n  url: 'mysql://u:hunter2@x/db'\n",

@@ -712,3 +712,102 @@ async fn a_schedule_fires_on_a_moved_clock_and_an_overlapping_run_is_skipped_and
     stop.cancel();
     scheduler.await.unwrap();
 }
+
+fn output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn hubsync_jobs_starts_shows_lists_and_cancels_against_the_database() {
+    let (_pool, url) = fresh_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::support::example_config();
+    let env = [("HUBSYNC_DATABASE_URL", url.as_str())];
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap(), "jobs"];
+        all.extend_from_slice(args);
+        crate::support::hubsync(&all, &env, dir.path())
+    };
+    let json = |out: &std::process::Output| -> Value {
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", output(out)))
+    };
+    let start = ["start", "--kind", "backfill", "--object", "contacts"];
+    let out = run(&start);
+    assert_eq!(out.status.code(), Some(0), "{}", output(&out));
+    let id = json(&out)["job_id"].as_i64().unwrap();
+    let out = run(&start);
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    assert_eq!(json(&out)["error"], "JOB_ALREADY_RUNNING");
+    let out = run(&["start", "--kind", "reconcile", "--object", "contacts"]);
+    assert_eq!(out.status.code(), Some(65), "{}", output(&out));
+    assert!(output(&out).contains("kind: reconcile is not available in this build"));
+    let out = run(&["start", "--kind", "resync", "--object", "cars"]);
+    assert_eq!(out.status.code(), Some(65));
+    let text = output(&out);
+    assert!(
+        text.contains("object: ") && text.contains("members: "),
+        "{text}"
+    );
+    let out = run(&["show", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(0));
+    let job = json(&out);
+    assert_eq!(
+        (job["status"].as_str(), job["requested_by"].as_str()),
+        (Some("queued"), Some("cli"))
+    );
+    let out = run(&["list", "--limit", "5"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert_eq!(run(&["list", "--limit", "0"]).status.code(), Some(65));
+    let out = run(&["cancel", &id.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", output(&out));
+    assert_eq!(json(&out)["status"], "cancelled");
+    assert_eq!(run(&["cancel", &id.to_string()]).status.code(), Some(1));
+    assert_eq!(run(&["show", "999999"]).status.code(), Some(1));
+}
+
+#[test]
+fn check_config_refuses_a_bad_schedule_or_token_naming_it_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(crate::support::example_config()).unwrap();
+    let text = example
+        + "\nschedules:\n  - { name: nightly, kind: backfill, object: contacts, cron: \"0 25 * * *\" }\n";
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, text).unwrap();
+    let short = "short-token";
+    let out = crate::support::hubsync(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "check-config",
+            "--offline",
+        ],
+        &[
+            (
+                "HUBSYNC_DATABASE_URL",
+                "postgres://hubsync@db.internal/hubsync",
+            ),
+            (
+                "HUBSYNC_HUBSPOT_TOKEN",
+                "pat-na1-11111111-2222-3333-4444-555555555555",
+            ),
+            (
+                "SQL_SERVER",
+                "server=tcp:sql.internal,1433;database=coop;user=hubsync;password=x",
+            ),
+            ("HUBSYNC_API_TOKEN", short),
+        ],
+        dir.path(),
+    );
+    let text = output(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(
+        text.contains("schedules[0].cron: schedule `nightly`: not a cron expression"),
+        "{text}"
+    );
+    assert!(text.contains("service.api_token: too short"), "{text}");
+    assert!(!text.contains(short), "{text}");
+}
