@@ -482,6 +482,33 @@ async fn resync_queues_exactly_the_members_named() {
         "{}",
         text(&out)
     );
+    // A member named by the cédula as SQL Server holds it (the mapping normalises it).
+    let fifth = s.valid_keys().remove(4);
+    let row = s
+        .members
+        .iter()
+        .find(|m| m["numero_asociado"].to_string() == fifth)
+        .unwrap();
+    let cedula = row["no__de_cedula"].as_str().unwrap().to_string();
+    let out = s.hubsync(&["resync", "--object", "contacts", "--cedula", &cedula]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("queued 1 of 1"), "{}", text(&out));
+    let queued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'pending' \
+         AND record_key = $1",
+    )
+    .bind(&fifth)
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1);
+    let out = s.hubsync(&["resync", "--object", "contacts", "--cedula", "1-0999-0999"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no synced member with cédula: 1-****-**99"),
+        "{}",
+        text(&out)
+    );
     // A key without a row is named, exit 1.
     let out = s.hubsync(&["resync", "--object", "contacts", "--member", "999999"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
