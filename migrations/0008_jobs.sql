@@ -18,6 +18,7 @@ CREATE TABLE sync_jobs (
     locked_by        text,
     locked_until     timestamptz,
     claims           integer     NOT NULL DEFAULT 0,
+    resumes          integer     NOT NULL DEFAULT 0,
     done             bigint      NOT NULL DEFAULT 0,
     total            bigint,
     counts           jsonb       NOT NULL DEFAULT '{}',
@@ -56,6 +57,7 @@ COMMENT ON COLUMN sync_jobs.requested_by IS 'api, cli, or schedule.';
 COMMENT ON COLUMN sync_jobs.schedule IS 'The schedule (config `schedules:`) that started the job, with the time it fired for.';
 COMMENT ON COLUMN sync_jobs.cancel_requested IS 'Set by a cancel of a running job; its runner stops and marks it cancelled.';
 COMMENT ON COLUMN sync_jobs.claims IS 'How often an instance claimed the job: more than 1 means it was resumed after its instance stopped.';
+COMMENT ON COLUMN sync_jobs.resumes IS 'How often it was taken over from an instance that stopped while running it (a crash; a clean stop gives it back instead). Past 5 it fails.';
 COMMENT ON COLUMN sync_jobs.done IS 'Records handled so far (read, for a backfill).';
 COMMENT ON COLUMN sync_jobs.total IS 'Records to handle, when known.';
 COMMENT ON COLUMN sync_jobs.counts IS 'Records by outcome: read and queued (backfill), queued and missing (resync), planned actions (dry runs).';

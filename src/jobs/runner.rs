@@ -17,6 +17,9 @@ use crate::sync::engine::{Engine, ObjectSync};
 
 /// A held job is claimable by another instance this long after its last renewal.
 pub const JOB_LEASE: Duration = Duration::from_secs(30);
+/// A job taken over this often from an instance that stopped while running it fails instead of
+/// being run again: it may be what stops them.
+pub const MAX_RESUMES: i32 = 5;
 /// How often a running job's lease is renewed and its progress stored.
 pub const BEAT_EVERY: Duration = Duration::from_secs(1);
 
@@ -41,6 +44,8 @@ enum Ended {
     Done(anyhow::Result<Option<String>>),
     Beat(Beat),
     Stopping,
+    /// Resumed more than [`MAX_RESUMES`] times.
+    TooManyResumes,
 }
 
 impl Runner {
@@ -109,6 +114,8 @@ impl Runner {
             "job running");
         let ended = if job.cancel_requested {
             Ended::Beat(Beat::CancelRequested)
+        } else if job.resumes > MAX_RESUMES {
+            Ended::TooManyResumes
         } else {
             tokio::select! {
                 biased;
@@ -125,6 +132,12 @@ impl Runner {
                 Some(crate::config::scrub::mask_secret_shapes(&format!("{e:#}"))),
             ),
             Ended::Beat(Beat::CancelRequested) => (JobStatus::Cancelled, None),
+            Ended::TooManyResumes => (
+                JobStatus::Failed,
+                Some(format!(
+                    "the instance running it stopped {MAX_RESUMES} times: not run again"
+                )),
+            ),
             Ended::Beat(_) => {
                 tracing::warn!(
                     operation = "JOB",

@@ -30,6 +30,8 @@ pub struct Job {
     pub cancel_requested: bool,
     /// How often an instance claimed it (more than 1: resumed).
     pub claims: i32,
+    /// How often it was taken over from an instance that stopped while running it.
+    pub resumes: i32,
     pub progress: Progress,
     /// Records by outcome.
     pub counts: Value,
@@ -56,7 +58,7 @@ pub struct Progress {
 }
 
 const COLUMNS: &str = "id, kind, object, direction, members, dry_run, status, requested_by, \
-    schedule, scheduled_for, cancel_requested, claims, done, total, counts, errors, created_at, \
+    schedule, scheduled_for, cancel_requested, claims, resumes, done, total, counts, errors, created_at, \
     started_at, finished_at, locked_by";
 
 impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Job {
@@ -85,6 +87,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Job {
             scheduled_for: row.try_get("scheduled_for")?,
             cancel_requested: row.try_get("cancel_requested")?,
             claims: row.try_get("claims")?,
+            resumes: row.try_get("resumes")?,
             progress: Progress {
                 done: row.try_get("done")?,
                 total: row.try_get("total")?,
@@ -254,6 +257,7 @@ pub async fn claim(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE sync_jobs SET status = 'running', locked_by = $1, \
            locked_until = now() + $2 * interval '1 millisecond', claims = claims + 1, \
+           resumes = resumes + (status = 'running')::int, \
            started_at = coalesce(started_at, now()), updated_at = now(), \
            errors = CASE WHEN status = 'running' THEN errors || jsonb_build_array(jsonb_build_object( \
              'at', now(), 'message', 'resumed: the instance running it stopped')) ELSE errors END \

@@ -405,6 +405,18 @@ async fn the_first_start_after_an_initial_backfill_polls_from_where_the_backfill
     assert_eq!(items, 120);
 }
 
+/// Pending to_hubspot items of member `key`.
+async fn pending_for_hubspot(pool: &PgPool, key: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'pending' \
+         AND record_key = $1",
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_queues_exactly_the_members_named() {
     let s = setup(40).await;
@@ -460,15 +472,7 @@ async fn resync_queues_exactly_the_members_named() {
     let shouted = email.to_uppercase();
     let out = s.hubsync(&["resync", "--object", "contacts", "--email", &shouted]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let queued: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'pending' \
-         AND record_key = $1",
-    )
-    .bind(&fourth)
-    .fetch_one(&s.pool)
-    .await
-    .unwrap();
-    assert_eq!(queued, 1);
+    assert_eq!(pending_for_hubspot(&s.pool, &fourth).await, 1);
     let out = s.hubsync(&[
         "resync",
         "--object",
@@ -487,21 +491,16 @@ async fn resync_queues_exactly_the_members_named() {
     let row = s
         .members
         .iter()
-        .find(|m| m["numero_asociado"].to_string() == fifth)
+        .find(|m| {
+            let id = m["numero_asociado"].to_string();
+            id == fifth
+        })
         .unwrap();
     let cedula = row["no__de_cedula"].as_str().unwrap().to_string();
     let out = s.hubsync(&["resync", "--object", "contacts", "--cedula", &cedula]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("queued 1 of 1"), "{}", text(&out));
-    let queued: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'pending' \
-         AND record_key = $1",
-    )
-    .bind(&fifth)
-    .fetch_one(&s.pool)
-    .await
-    .unwrap();
-    assert_eq!(queued, 1);
+    assert_eq!(pending_for_hubspot(&s.pool, &fifth).await, 1);
     let out = s.hubsync(&["resync", "--object", "contacts", "--cedula", "1-0999-0999"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::daemon::{Daemon, Sims, eventually, sims};
-use crate::support::fresh_db;
+use crate::support::{Logs, fresh_db};
 
 const API_TOKEN: &str = "job-api-token-7f3a9c1e5b2d4086";
 
@@ -75,6 +75,14 @@ impl<'a> Api<'a> {
         (code, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Starts a job (202); returns its id.
+    async fn start_job(&self, body: Value) -> i64 {
+        let (code, answer) = self.post("/api/v1/jobs", body).await;
+        assert_eq!(code, 202, "{answer}");
+        assert_eq!(answer["status"], "queued", "{answer}");
+        answer["job_id"].as_i64().unwrap()
+    }
+
     /// Waits until job `id` has finished; returns it.
     async fn finished(&self, id: i64, limit: Duration) -> Value {
         let job = Mutex::new(Value::Null);
@@ -101,6 +109,14 @@ fn fields(body: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// Every HubSpot search takes `latency` longer: a backfill from HubSpot runs for seconds.
+fn slow_search(sims: &Sims, latency: Duration) {
+    sims.hubspot.set_faults(hubsync::sim::hubspot::Faults {
+        search_latency: latency,
+        ..Default::default()
+    });
+}
+
 /// `n` HubSpot contacts (no personal data), indexed for search.
 async fn seed_hubspot(sims: &Sims, n: usize) {
     let contacts: Vec<BTreeMap<String, Option<String>>> = (0..n)
@@ -115,6 +131,15 @@ async fn seed_hubspot(sims: &Sims, n: usize) {
     sims.hubspot.indexed().await;
 }
 
+/// The routes that need the token.
+const GUARDED: [(reqwest::Method, &str); 5] = [
+    (reqwest::Method::GET, "/api/v1/jobs"),
+    (reqwest::Method::POST, "/api/v1/jobs"),
+    (reqwest::Method::GET, "/api/v1/jobs/1"),
+    (reqwest::Method::POST, "/api/v1/jobs/1/cancel"),
+    (reqwest::Method::GET, "/api/v1/schedules"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without_a_hint() {
     use reqwest::Method;
@@ -124,14 +149,8 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
     let off = Daemon::start_with(&url, sims.clone(), |c| c).await;
     off.expect_notify("READY=1");
     let api = Api::new(&off);
-    for (method, path) in [
-        (Method::GET, "/api/v1/jobs"),
-        (Method::POST, "/api/v1/jobs"),
-        (Method::GET, "/api/v1/jobs/1"),
-        (Method::POST, "/api/v1/jobs/1/cancel"),
-        (Method::GET, "/api/v1/schedules"),
-        (Method::GET, "/api/v1/openapi.yaml"),
-    ] {
+    let document = [(Method::GET, "/api/v1/openapi.yaml")];
+    for (method, path) in GUARDED.iter().chain(&document) {
         for token in [None, Some(API_TOKEN)] {
             let (code, _) = api.call(method.clone(), path, token, None).await;
             assert_eq!(code, 404, "{method} {path} with the API off");
@@ -141,7 +160,6 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("job API off"), "{out}");
 
-    let sims_slow = sims.clone();
     seed_hubspot(&sims, 400).await;
     let daemon = start(&url, sims.clone()).await;
     daemon.expect_notify("READY=1");
@@ -157,13 +175,7 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
     }
     // Missing, wrong, other-scheme and near-miss tokens: one answer, no hint.
     let mut refusals = Vec::new();
-    for (method, path) in [
-        (Method::GET, "/api/v1/jobs"),
-        (Method::POST, "/api/v1/jobs"),
-        (Method::GET, "/api/v1/jobs/1"),
-        (Method::POST, "/api/v1/jobs/1/cancel"),
-        (Method::GET, "/api/v1/schedules"),
-    ] {
+    for (method, path) in &GUARDED {
         let near = &API_TOKEN[..API_TOKEN.len() - 1];
         for token in [None, Some("wrong"), Some(near), Some("")] {
             refusals.push(api.call(method.clone(), path, token, None).await);
@@ -216,19 +228,10 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
     assert_eq!(code, 422);
 
     // 202, then 409 while it runs (HubSpot's search is slow: the backfill takes seconds).
-    sims_slow.hubspot.set_faults(hubsync::sim::hubspot::Faults {
-        search_latency: Duration::from_secs(2),
-        ..Default::default()
-    });
-    let (code, body) = api
-        .post(
-            "/api/v1/jobs",
-            json!({"kind": "backfill", "object": "contacts", "direction": "to_sql"}),
-        )
+    slow_search(&sims, Duration::from_secs(2));
+    let first = api
+        .start_job(json!({"kind": "backfill", "object": "contacts", "direction": "to_sql"}))
         .await;
-    assert_eq!(code, 202, "{body}");
-    assert_eq!(body["status"], "queued");
-    let first = body["job_id"].as_i64().unwrap();
     let (code, body) = api
         .post(
             "/api/v1/jobs",
@@ -239,14 +242,9 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
     assert_eq!(body["error"], "JOB_ALREADY_RUNNING");
     assert_eq!(body["job_id"], first);
     // Another kind of the same object may run meanwhile.
-    let (code, body) = api
-        .post(
-            "/api/v1/jobs",
-            json!({"kind": "resync", "object": "contacts", "members": ["999001"]}),
-        )
+    let resync = api
+        .start_job(json!({"kind": "resync", "object": "contacts", "members": ["999001"]}))
         .await;
-    assert_eq!(code, 202, "{body}");
-    let resync = body["job_id"].as_i64().unwrap();
 
     // GET one, 404s, the list and its limit.
     let (code, job) = api.get(&format!("/api/v1/jobs/{first}")).await;
@@ -294,19 +292,13 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["counts"], json!({"queued": 0, "missing": 1}), "{job}");
 
-    sims_slow.hubspot.set_faults(Default::default());
+    sims.hubspot.set_faults(Default::default());
 
     // A dry run counts the planned actions and writes nothing.
-    let (code, body) = api
-        .post(
-            "/api/v1/jobs",
-            json!({"kind": "backfill", "object": "contacts", "direction": "to_sql", "dry_run": true}),
-        )
-        .await;
-    assert_eq!(code, 202, "{body}");
     let dry = api
-        .finished(body["job_id"].as_i64().unwrap(), Duration::from_secs(60))
+        .start_job(json!({"kind": "backfill", "object": "contacts", "direction": "to_sql", "dry_run": true}))
         .await;
+    let dry = api.finished(dry, Duration::from_secs(60)).await;
     assert_eq!(dry["status"], "completed", "{dry}");
     let planned: u64 = dry["counts"]
         .as_object()
@@ -340,23 +332,11 @@ async fn a_backfill_job_survives_kill_9_of_its_daemon_and_finishes_with_the_coun
     let sims = Arc::new(sims().await);
     seed_hubspot(&sims, 1000).await;
     // Five pages of 200, each search taking 600 ms: the backfill runs for seconds.
-    sims.hubspot.set_faults(hubsync::sim::hubspot::Faults {
-        search_latency: Duration::from_millis(600),
-        ..Default::default()
-    });
+    slow_search(&sims, Duration::from_millis(600));
     let mut daemon = start(&url, sims.clone()).await;
     daemon.expect_notify("READY=1");
-    let started = {
-        let api = Api::new(&daemon);
-        let (code, body) = api
-            .post(
-                "/api/v1/jobs",
-                json!({"kind": "backfill", "object": "contacts", "direction": "to_sql"}),
-            )
-            .await;
-        assert_eq!(code, 202, "{body}");
-        body["job_id"].as_i64().unwrap()
-    };
+    let backfill = json!({"kind": "backfill", "object": "contacts", "direction": "to_sql"});
+    let started = Api::new(&daemon).start_job(backfill.clone()).await;
     // Killed once some pages are queued and others are not.
     eventually("some pages queued", Duration::from_secs(60), || async {
         let done: i64 = sqlx::query_scalar("SELECT done FROM sync_jobs WHERE id = $1")
@@ -387,22 +367,15 @@ async fn a_backfill_job_survives_kill_9_of_its_daemon_and_finishes_with_the_coun
     let resumed = api.finished(started, Duration::from_secs(90)).await;
     assert_eq!(resumed["status"], "completed", "{resumed}");
     assert_eq!(resumed["claims"], 2, "{resumed}");
+    assert_eq!(resumed["resumes"], 1, "{resumed}");
     assert!(
         resumed["errors"].to_string().contains("resumed"),
         "{resumed}"
     );
 
     // An uninterrupted backfill of the same records gives the same figures.
-    let (code, body) = api
-        .post(
-            "/api/v1/jobs",
-            json!({"kind": "backfill", "object": "contacts", "direction": "to_sql"}),
-        )
-        .await;
-    assert_eq!(code, 202, "{body}");
-    let again = api
-        .finished(body["job_id"].as_i64().unwrap(), Duration::from_secs(90))
-        .await;
+    let again = api.start_job(backfill).await;
+    let again = api.finished(again, Duration::from_secs(90)).await;
     assert_eq!(again["status"], "completed", "{again}");
     assert_eq!(again["claims"], 1, "{again}");
     assert_eq!(resumed["counts"], json!({"read": 1000, "queued": 1000}));
@@ -425,7 +398,7 @@ async fn two_instances_never_run_the_same_job_twice() {
     b.expect_notify("READY=1");
     let (api_a, api_b) = (Api::new(&a), Api::new(&b));
     let mut ids = Vec::new();
-    for (api, body) in [
+    for (api, job) in [
         (
             &api_a,
             json!({"kind": "backfill", "object": "contacts", "direction": "to_sql"}),
@@ -435,9 +408,7 @@ async fn two_instances_never_run_the_same_job_twice() {
             json!({"kind": "resync", "object": "contacts", "members": ["1", "2", "3"]}),
         ),
     ] {
-        let (code, body) = api.post("/api/v1/jobs", body).await;
-        assert_eq!(code, 202, "{body}");
-        ids.push(body["job_id"].as_i64().unwrap());
+        ids.push(api.start_job(job).await);
     }
     for id in &ids {
         // Either instance shows any job.
@@ -468,38 +439,33 @@ async fn two_instances_never_run_the_same_job_twice() {
     }
 }
 
-fn request(kind: hubsync::jobs::JobKind) -> hubsync::jobs::JobRequest {
-    hubsync::jobs::JobRequest {
-        kind,
+/// Asks for a backfill of contacts.
+async fn create_backfill(
+    pool: &PgPool,
+    by: hubsync::jobs::store::Requester<'_>,
+) -> hubsync::jobs::store::Created {
+    let request = hubsync::jobs::JobRequest {
+        kind: hubsync::jobs::JobKind::Backfill,
         object: "contacts".into(),
         direction: hubsync::queue::Direction::ToHubspot,
         members: vec![],
         dry_run: false,
-    }
+    };
+    hubsync::jobs::store::create(pool, &request, by)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn a_job_is_claimed_once_and_a_holder_that_lost_its_lease_changes_nothing() {
     use hubsync::jobs::store::{self, Beat, Created, Requester, Snapshot};
     let (pool, _) = fresh_db().await;
-    let created = store::create(
-        &pool,
-        &request(hubsync::jobs::JobKind::Backfill),
-        Requester::Cli,
-    )
-    .await
-    .unwrap();
+    let created = create_backfill(&pool, Requester::Cli).await;
     let Created::Job(id) = created else {
         panic!("{created:?}")
     };
     assert_eq!(
-        store::create(
-            &pool,
-            &request(hubsync::jobs::JobKind::Backfill),
-            Requester::Api
-        )
-        .await
-        .unwrap(),
+        create_backfill(&pool, Requester::Api).await,
         Created::Busy(id)
     );
     // Eight claimers at once: one gets it.
@@ -545,7 +511,7 @@ async fn a_job_is_claimed_once_and_a_holder_that_lost_its_lease_changes_nothing(
         .await
         .unwrap();
     let taken = taken.expect("an expired lease is claimed");
-    assert_eq!(taken.claims, 2);
+    assert_eq!((taken.claims, taken.resumes), (2, 1));
     assert_eq!(taken.progress.done, 5, "progress kept");
     assert_eq!(
         store::beat(&pool, id, holder, lease, &progress)
@@ -586,34 +552,8 @@ async fn a_job_is_claimed_once_and_a_holder_that_lost_its_lease_changes_nothing(
     assert_eq!(job.status, cancelled);
     assert!(job.finished_at.is_some());
     // Finished: a new job of that kind and object may start.
-    let again = store::create(
-        &pool,
-        &request(hubsync::jobs::JobKind::Backfill),
-        Requester::Api,
-    )
-    .await
-    .unwrap();
+    let again = create_backfill(&pool, Requester::Api).await;
     assert!(matches!(again, Created::Job(n) if n > id));
-}
-
-/// Log lines written while a test runs, on the test's thread.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
 }
 
 async fn jobs_of(pool: &PgPool) -> Vec<(i64, String, Option<DateTime<Utc>>)> {
@@ -662,12 +602,18 @@ async fn a_schedule_fires_on_a_moved_clock_and_an_overlapping_run_is_skipped_and
         stop.clone(),
     ));
 
+    // Moves the clock to `t` and waits for the job the schedule starts then.
+    let fire_at = |t: &str| {
+        let fired = started.notified();
+        clock.set(at(t));
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), fired)
+                .await
+                .expect("the schedule fired");
+        }
+    };
     // 10:05: the job starts (and stays queued: no runner here).
-    let fired = started.notified();
-    clock.set(at("2026-12-02T10:05:00Z"));
-    tokio::time::timeout(Duration::from_secs(10), fired)
-        .await
-        .expect("the schedule fired");
+    fire_at("2026-12-02T10:05:00Z").await;
     let jobs = jobs_of(&pool).await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].1, "queued");
@@ -695,11 +641,7 @@ async fn a_schedule_fires_on_a_moved_clock_and_an_overlapping_run_is_skipped_and
         .execute(&pool)
         .await
         .unwrap();
-    let fired = started.notified();
-    clock.set(at("2026-12-02T10:15:00Z"));
-    tokio::time::timeout(Duration::from_secs(10), fired)
-        .await
-        .expect("the schedule fired again");
+    fire_at("2026-12-02T10:15:00Z").await;
     let jobs = jobs_of(&pool).await;
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert_eq!(jobs[1].2, Some(at("2026-12-02T10:15:00Z")));
@@ -767,47 +709,4 @@ async fn hubsync_jobs_starts_shows_lists_and_cancels_against_the_database() {
     assert_eq!(json(&out)["status"], "cancelled");
     assert_eq!(run(&["cancel", &id.to_string()]).status.code(), Some(1));
     assert_eq!(run(&["show", "999999"]).status.code(), Some(1));
-}
-
-#[test]
-fn check_config_refuses_a_bad_schedule_or_token_naming_it_and_exits_78() {
-    let dir = tempfile::tempdir().unwrap();
-    let example = std::fs::read_to_string(crate::support::example_config()).unwrap();
-    let text = example
-        + "\nschedules:\n  - { name: nightly, kind: backfill, object: contacts, cron: \"0 25 * * *\" }\n";
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, text).unwrap();
-    let short = "short-token";
-    let out = crate::support::hubsync(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "check-config",
-            "--offline",
-        ],
-        &[
-            (
-                "HUBSYNC_DATABASE_URL",
-                "postgres://hubsync@db.internal/hubsync",
-            ),
-            (
-                "HUBSYNC_HUBSPOT_TOKEN",
-                "pat-na1-11111111-2222-3333-4444-555555555555",
-            ),
-            (
-                "SQL_SERVER",
-                "server=tcp:sql.internal,1433;database=coop;user=hubsync;password=x",
-            ),
-            ("HUBSYNC_API_TOKEN", short),
-        ],
-        dir.path(),
-    );
-    let text = output(&out);
-    assert_eq!(out.status.code(), Some(78), "{text}");
-    assert!(
-        text.contains("schedules[0].cron: schedule `nightly`: not a cron expression"),
-        "{text}"
-    );
-    assert!(text.contains("service.api_token: too short"), "{text}");
-    assert!(!text.contains(short), "{text}");
 }
