@@ -8,6 +8,7 @@ pub mod dry_run;
 pub mod engine;
 pub mod forget;
 pub mod links;
+pub mod mark_synced;
 pub mod merges;
 pub mod plan;
 pub mod poller;
