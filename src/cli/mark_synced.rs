@@ -3,7 +3,6 @@
 //! rewritten), printing one JSON line per record with what changes (field names only) and
 //! which fields still differ; `--dry-run` prints the same and writes nothing.
 
-use crate::config::Need;
 use crate::exit::{self, Failure};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -17,16 +16,8 @@ pub struct MarkSyncedArgs {
 }
 
 pub async fn run(config_path: &std::path::Path, args: MarkSyncedArgs) -> Result<u8, Failure> {
-    let config = crate::app::load(config_path, Need::All)?;
-    crate::telemetry::init_cli();
-    crate::app::object(&config, &args.object)?;
-    let (queue, engine) = crate::app::engine(&config).await?;
-    let Some(object) = engine.objects.iter().find(|o| o.name == args.object) else {
-        return Err(Failure::new(
-            exit::SOFTWARE,
-            format!("object {} has no sync engine", args.object),
-        ));
-    };
+    let (_config, queue, engine) = crate::app::engine_for(config_path, &args.object).await?;
+    let object = crate::app::object_sync(&engine, &args.object)?;
     let summary = crate::sync::mark_synced::run(object, queue.pool(), args.dry_run, |r| {
         println!("{}", serde_json::to_string(r).unwrap_or_default());
     })

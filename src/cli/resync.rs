@@ -3,7 +3,6 @@
 //! member reported out of step). An email or a cédula names the member whose record link holds
 //! it (the cédula as the mapping's cédula column sends it to HubSpot).
 
-use crate::config::Need;
 use crate::exit::{self, Failure};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -64,16 +63,8 @@ fn normalized_cedulas(
 }
 
 pub async fn run(config_path: &std::path::Path, args: ResyncArgs) -> Result<u8, Failure> {
-    let config = crate::app::load(config_path, Need::All)?;
-    crate::telemetry::init_cli();
-    crate::app::object(&config, &args.object)?;
-    let (queue, engine) = crate::app::engine(&config).await?;
-    let Some(object) = engine.objects.iter().find(|o| o.name == args.object) else {
-        return Err(Failure::new(
-            exit::SOFTWARE,
-            format!("object {} has no sync engine", args.object),
-        ));
-    };
+    let (config, queue, engine) = crate::app::engine_for(config_path, &args.object).await?;
+    let object = crate::app::object_sync(&engine, &args.object)?;
     let mut members = args.members.clone();
     let mut unknown_emails = Vec::new();
     let mut unknown_cedulas = Vec::new();
