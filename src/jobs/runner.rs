@@ -129,7 +129,13 @@ impl Runner {
             Ended::Done(Ok(note)) => (JobStatus::Completed, note),
             Ended::Done(Err(e)) => (
                 JobStatus::Failed,
-                Some(crate::config::scrub::mask_secret_shapes(&format!("{e:#}"))),
+                // Stored and shown by the API: no secret and no personal data in it.
+                Some(
+                    crate::telemetry::mask::stored(&crate::config::scrub::mask_secret_shapes(
+                        &format!("{e:#}"),
+                    ))
+                    .into_owned(),
+                ),
             ),
             Ended::Beat(Beat::CancelRequested) => (JobStatus::Cancelled, None),
             Ended::TooManyResumes => (
