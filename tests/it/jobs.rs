@@ -143,7 +143,7 @@ const GUARDED: [(reqwest::Method, &str); 5] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without_a_hint() {
     use reqwest::Method;
-    let (_pool, url) = fresh_db().await;
+    let (pool, url) = fresh_db().await;
     let sims = Arc::new(sims().await);
     // Without a token the job API is off.
     let off = Daemon::start_with(&url, sims.clone(), |c| c).await;
@@ -307,6 +307,25 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
         .map(|n| n.as_u64().unwrap())
         .sum();
     assert_eq!(planned, 400, "{dry}");
+
+    // Jobs the API would refuse but the table holds (another build wrote them, or the object
+    // left the configuration) fail, with the reason.
+    for (kind, object, reason) in [
+        ("reconcile", "contacts", "reconcile is not available in this build"),
+        ("backfill", "cars", "object cars is not in the configuration"),
+    ] {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO sync_jobs (kind, object, requested_by) VALUES ($1, $2, 'cli') RETURNING id",
+        )
+        .bind(kind)
+        .bind(object)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let job = api.finished(id, Duration::from_secs(30)).await;
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!(job["errors"][0]["message"], reason, "{job}");
+    }
 
     // The schedules with their next run.
     let (code, body) = api.get("/api/v1/schedules").await;
