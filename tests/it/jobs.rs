@@ -311,8 +311,16 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
     // Jobs the API would refuse but the table holds (another build wrote them, or the object
     // left the configuration) fail, with the reason.
     for (kind, object, reason) in [
-        ("reconcile", "contacts", "reconcile is not available in this build"),
-        ("backfill", "cars", "object cars is not in the configuration"),
+        (
+            "reconcile",
+            "contacts",
+            "reconcile is not available in this build",
+        ),
+        (
+            "backfill",
+            "cars",
+            "object cars is not in the configuration",
+        ),
     ] {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO sync_jobs (kind, object, requested_by) VALUES ($1, $2, 'cli') RETURNING id",
