@@ -70,6 +70,25 @@ pub async fn engine(config: &Config) -> Result<(Queue, Engine), Failure> {
     Ok((queue, engine))
 }
 
+/// For a command on one object: the configuration (checked for everything `run` needs), CLI
+/// logging, and the queue and sync engine, once the object is known to be configured.
+pub async fn engine_for(path: &Path, object: &str) -> Result<(Config, Queue, Engine), Failure> {
+    let config = load(path, Need::All)?;
+    crate::telemetry::init_cli();
+    self::object(&config, object)?;
+    let (queue, engine) = engine(&config).await?;
+    Ok((config, queue, engine))
+}
+
+/// The sync engine of object `name`.
+pub fn object_sync<'e>(engine: &'e Engine, name: &str) -> Result<&'e ObjectSync, Failure> {
+    engine
+        .objects
+        .iter()
+        .find(|o| o.name == name)
+        .ok_or_else(|| Failure::new(exit::SOFTWARE, format!("object {name} has no sync engine")))
+}
+
 /// Prints the plan of `plan`'s objects and directions (one JSON line per record on stdout, a
 /// summary on stderr); writes nothing anywhere. Exit 1 when the plan rejects any record.
 pub async fn dry_run(

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod demo;
 pub mod exit;
 pub mod hubspot;
+pub mod jobs;
 pub mod mapping;
 pub mod mssql;
 pub mod pg;

@@ -3,6 +3,8 @@
 
 pub mod backfill;
 mod forget;
+mod jobs;
+mod mark_synced;
 mod pause;
 mod queue;
 mod resync;
@@ -47,6 +49,9 @@ pub enum Command {
     /// Queue every record of an object again (initial load / full resync); resumes if
     /// interrupted; `--dry-run` prints the plan and writes nothing.
     Backfill(backfill::BackfillArgs),
+    /// Start, show, list and cancel jobs (backfill, resync) that the running service runs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
     /// Look at and act on the work queue.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -57,6 +62,9 @@ pub enum Command {
     Resume(pause::PauseArgs),
     /// Queue members' current SQL Server rows for HubSpot now (exit 1 if a key has no row).
     Resync(resync::ResyncArgs),
+    /// After a manual bulk fix: accept both sides' current values as the baseline where they
+    /// agree (`--dry-run` first prints what would change).
+    MarkSynced(mark_synced::MarkSyncedArgs),
     /// Erase a member from hubsync's own tables; `--hubspot` also deletes the HubSpot contact
     /// for good (GDPR delete).
     Forget(forget::ForgetArgs),
@@ -160,9 +168,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             crate::telemetry::init_cli();
             queue::run(command, &config).await
         }
+        Command::Jobs(command) => {
+            let config = load(&cli.config, Need::Postgres)?;
+            crate::telemetry::init_cli();
+            jobs::run(command, &config).await
+        }
         Command::Pause(args) => pause_or_resume(&cli.config, args, true).await,
         Command::Resume(args) => pause_or_resume(&cli.config, args, false).await,
         Command::Resync(args) => resync::run(&cli.config, args).await,
+        Command::MarkSynced(args) => mark_synced::run(&cli.config, args).await,
         Command::Forget(args) => forget::run(&cli.config, args).await,
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
         Command::Sim(command) => crate::sim::run(command).await,

@@ -12,7 +12,8 @@ use super::input::{MAX_BYTES, MAX_DEPTH, check_nesting, read_regular_file};
 use super::interpolate::{interpolate, join};
 use super::scrub::Substituted;
 use super::{
-    Config, ConfigError, ENV_DATABASE_URL, ENV_HUBSPOT_TOKEN, ENV_SQL_SERVER, Problem, Problems,
+    Config, ConfigError, ENV_API_TOKEN, ENV_DATABASE_URL, ENV_HUBSPOT_TOKEN, ENV_SQL_SERVER,
+    Problem, Problems,
 };
 
 /// Which secrets the command about to run needs; missing ones are problems.
@@ -361,6 +362,9 @@ fn apply_secret_overrides(
     if blank(&config.sql_server.connection) {
         config.sql_server.connection = None;
     }
+    if blank(&config.service.api_token) {
+        config.service.api_token = None;
+    }
     let mut secret = |path: &str, name: &str| {
         let value = env(name).filter(|v| !v.trim().is_empty())?;
         substituted.note(path, name, &value);
@@ -375,7 +379,13 @@ fn apply_secret_overrides(
     if let Some(v) = secret("sql_server.connection", ENV_SQL_SERVER) {
         config.sql_server.connection = Some(v);
     }
+    if let Some(v) = secret("service.api_token", ENV_API_TOKEN) {
+        config.service.api_token = Some(v);
+    }
 }
+
+/// The shortest job API token accepted.
+pub const MIN_API_TOKEN_CHARS: usize = 16;
 
 /// Semantic checks that serde cannot express. Never echoes a secret's value.
 fn check(config: &Config, need: Need, problems: &mut Problems) {
@@ -439,6 +449,28 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
             "hubspot.token",
             "holds characters not allowed in an HTTP header (a line break or control character?)",
         );
+    }
+    if let Some(token) = &config.service.api_token {
+        let token = token.expose_secret();
+        if token.chars().count() < MIN_API_TOKEN_CHARS {
+            problems.push(
+                "service.api_token",
+                format!(
+                    "too short: at least {MIN_API_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+                ),
+            );
+        } else if !token.chars().all(|c| c.is_ascii_graphic()) {
+            problems.push(
+                "service.api_token",
+                "only printable ASCII without spaces can be sent in an Authorization header",
+            );
+        }
+    }
+    let objects: Vec<&str> = config.objects.keys().map(String::as_str).collect();
+    if let Err(found) = crate::jobs::schedule::check(&config.schedules, &objects) {
+        for (path, message) in found {
+            problems.push(path, message);
+        }
     }
     let needs_outside = need == Need::All;
     config.hubspot.check("hubspot", needs_outside, problems);
@@ -576,6 +608,27 @@ mod tests {
         assert!(start.elapsed() < std::time::Duration::from_secs(1));
         assert_eq!(p.len(), 1);
         assert!(p[0].message.contains("nested"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn the_api_token_is_checked_without_showing_it() {
+        let err =
+            load_str("service:\n  api_token: tiny-secret\n", Need::Postgres, &env).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("service.api_token: too short"), "{text}");
+        assert!(!text.contains("tiny-secret"), "{text}");
+        let from_env = |name: &str| match name {
+            "HUBSYNC_API_TOKEN" => Some("0123456789abcdef-from-env".to_string()),
+            other => env(other),
+        };
+        let config = load_str(
+            "service:\n  api_token: tiny-secret\n",
+            Need::Postgres,
+            &from_env,
+        )
+        .unwrap();
+        let token = config.service.api_token.unwrap();
+        assert_eq!(token.expose_secret(), "0123456789abcdef-from-env");
     }
 
     #[test]

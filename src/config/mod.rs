@@ -32,6 +32,8 @@ pub const ENV_DATABASE_URL: &str = "HUBSYNC_DATABASE_URL";
 pub const ENV_HUBSPOT_TOKEN: &str = "HUBSYNC_HUBSPOT_TOKEN";
 /// Environment variable that overrides `sql_server.connection`.
 pub const ENV_SQL_SERVER: &str = "HUBSYNC_SQL_SERVER";
+/// Environment variable that overrides `service.api_token`.
+pub const ENV_API_TOKEN: &str = "HUBSYNC_API_TOKEN";
 
 /// The whole `config.yaml`.
 #[derive(Debug, Deserialize)]
@@ -52,11 +54,20 @@ pub struct Config {
     /// Synced objects by name (`contacts`), each with its table, match property and fields.
     #[serde(default)]
     pub objects: BTreeMap<String, ObjectConfig>,
+    /// Cron schedules that start jobs, read in `sql_server.time_zone`.
+    #[serde(default)]
+    pub schedules: Vec<crate::jobs::schedule::ScheduleConfig>,
 }
 
 impl Config {
     /// Notes on how the objects are synced and how the connections are secured that an
     /// operator should know (none is an error).
+    /// The checked schedules (`check` has refused a configuration whose schedules fail).
+    pub fn schedules(&self) -> Vec<crate::jobs::schedule::Schedule> {
+        let objects: Vec<&str> = self.objects.keys().map(String::as_str).collect();
+        crate::jobs::schedule::check(&self.schedules, &objects).unwrap_or_default()
+    }
+
     pub fn notes(&self) -> Vec<String> {
         let mut notes: Vec<String> = self
             .objects
@@ -91,6 +102,9 @@ pub struct ServiceSettings {
     /// How often dependencies are checked and queue metrics refreshed.
     #[serde(with = "duration")]
     pub health_interval: Duration,
+    /// Bearer token of the job API (`/api/v1/…`); a secret, usually from `HUBSYNC_API_TOKEN`.
+    /// Without one the job API is off (its routes answer 404).
+    pub api_token: Option<SecretString>,
 }
 
 impl Default for ServiceSettings {
@@ -100,6 +114,7 @@ impl Default for ServiceSettings {
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
             shutdown_grace: Duration::from_secs(30),
             health_interval: Duration::from_secs(5),
+            api_token: None,
         }
     }
 }

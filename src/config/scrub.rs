@@ -23,6 +23,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "postgres.url",
     "hubspot.token",
     "sql_server.connection",
+    "service.api_token",
     "postgres",
     "hubspot",
     "sql_server",

@@ -60,6 +60,16 @@ impl Health {
         self.components.lock().expect("health lock").clone()
     }
 
+    /// [`Health::components`] as `/readyz` shows them: details without host names, addresses,
+    /// user names, quoted values or credentials (the log has the full reasons).
+    pub fn public_components(&self) -> BTreeMap<String, Component> {
+        let mut map = self.components();
+        for c in map.values_mut() {
+            c.detail = public_detail(&c.detail);
+        }
+        map
+    }
+
     /// One line naming what is not ready, for `STATUS=` and logs.
     pub fn summary(&self) -> String {
         let map = self.components.lock().expect("health lock");
@@ -151,8 +161,69 @@ impl Health {
     }
 }
 
+/// A readiness detail with what could identify the installation taken out: URLs, quoted
+/// values (names of users, databases, hosts), IP addresses, `host:port`, the word after `user`
+/// or `host`, and anything shaped like a secret.
+pub fn public_detail(detail: &str) -> String {
+    use std::sync::LazyLock;
+    static PATTERNS: LazyLock<Vec<(regex::Regex, &'static str)>> = LazyLock::new(|| {
+        [
+            (r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+", "<url>"),
+            (r#""[^"]*"|'[^']*'|`[^`]*`"#, "\"…\""),
+            (r"\[[0-9A-Fa-f:.]+\](:\d+)?", "<address>"),
+            (r"\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b", "<address>"),
+            (r"\b[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*:\d{2,5}\b", "<address>"),
+            (
+                r"(?i)\b(user|login|host|server|database)\s+[^\s,;:()]+",
+                "$1 …",
+            ),
+            (r"\b([A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b", "<host>"),
+        ]
+        .into_iter()
+        .filter_map(|(p, with)| regex::Regex::new(p).ok().map(|r| (r, with)))
+        .collect()
+    });
+    let mut text = crate::config::scrub::mask_secret_shapes(detail);
+    for (pattern, with) in PATTERNS.iter() {
+        text = pattern.replace_all(&text, *with).into_owned();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn readiness_details_name_no_host_user_or_credential() {
+        let cases = [
+            "server said: password authentication failed for user \"hubsync\"",
+            "Connection refused (os error 111) connecting to db.coop.internal:5432",
+            "error sending request for url (https://api.hubapi.com/crm/v3/properties/contacts)",
+            "Login failed for user 'sa'. (code 18456) on 10.0.0.5:1433",
+            "connect to [fe80::1]:5432 failed",
+            "database coop does not exist on host sql.internal",
+        ];
+        for case in cases {
+            let shown = super::public_detail(case);
+            for word in [
+                "hubsync\"",
+                "coop.internal",
+                "hubapi",
+                "'sa'",
+                "10.0.0.5",
+                "fe80",
+                "sql.internal",
+                " coop ",
+            ] {
+                assert!(!shown.contains(word), "{case} -> {shown}");
+            }
+        }
+        assert_eq!(super::public_detail("ok"), "ok");
+        assert_eq!(
+            super::public_detail("no answer to SELECT 1"),
+            "no answer to SELECT 1"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -1,16 +1,17 @@
 //! The HTTP listener: `/healthz` (alive), `/readyz` (dependencies reachable; JSON naming what is
-//! not) and `/metrics` (Prometheus text), hardened against clients that hold connections open:
-//! a header-read timeout, a cap on open connections (a new one closes the oldest) and a small
-//! request body limit.
+//! not), `/metrics` (Prometheus text) and, with a token configured, the job API (see
+//! [`super::jobs_api`]), hardened against clients that hold connections open: a header-read
+//! timeout, a cap on open connections (a new one closes the oldest) and a small request body
+//! limit.
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub queue: Arc<OnceLock<Queue>>,
     /// The process's HubSpot limiter, once the sync engine is built (a reload may replace it).
     pub limiter: Arc<RwLock<Option<Arc<crate::hubspot::Limiter>>>>,
+    /// The job API, when a token is configured; None: its routes answer 404.
+    pub api: Option<Arc<super::jobs_api::Api>>,
 }
 
 impl AppState {
@@ -40,12 +43,58 @@ impl AppState {
     }
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Open,
+    /// The job API's bearer token.
+    Token,
+}
+
+/// One route of the listener.
+pub struct Route {
+    pub path: &'static str,
+    pub method: Method,
+    pub access: Access,
+    pub handler: MethodRouter<AppState>,
+}
+
+/// Every route the listener serves: the probes and metrics, and the job API's when it is on.
+pub fn routes(api_on: bool) -> Vec<Route> {
+    let open = |path, handler| Route {
+        path,
+        method: Method::GET,
+        access: Access::Open,
+        handler,
+    };
+    let mut routes = vec![
+        open("/healthz", get(|| async { "ok\n" })),
+        open("/readyz", get(readyz)),
+        open("/metrics", get(metrics_text)),
+    ];
+    if api_on {
+        routes.extend(super::jobs_api::routes());
+    }
+    routes
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(state)
+    let mut open = Router::new();
+    let mut guarded = Router::new();
+    for route in routes(state.api.is_some()) {
+        match route.access {
+            Access::Open => open = open.route(route.path, route.handler),
+            Access::Token => guarded = guarded.route(route.path, route.handler),
+        }
+    }
+    if state.api.is_some() {
+        let guarded = guarded.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::jobs_api::require_token,
+        ));
+        open = open.merge(guarded);
+    }
+    open.with_state(state)
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
@@ -53,7 +102,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let mut body = serde_json::json!({
         "ready": ready,
         "not_ready": s.health.not_ready(),
-        "components": s.health.components(),
+        "components": s.health.public_components(),
     });
     // Paused directions (`hubsync pause`) are shown; they do not make the service unready.
     if let Some(pauses) = pauses(&s).await {
@@ -119,7 +168,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections at most; accepting one more closes the oldest, so clients that hold
 /// connections open can neither exhaust file descriptors nor lock the probes out.
 pub const MAX_CONNECTIONS: usize = 64;
-/// No endpoint takes a body.
+/// Only job requests have a body, and they are small.
 const MAX_BODY: usize = 16 * 1024;
 /// The longest a connection lives, whatever it does (a scraper reconnects).
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
@@ -179,4 +228,36 @@ pub async fn serve(
     }
     tasks.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(api: bool) -> AppState {
+        let config = crate::config::load_str(
+            "service:\n  api_token: 0123456789abcdef0123\n",
+            crate::config::Need::Nothing,
+            &|_| None,
+        )
+        .unwrap();
+        AppState {
+            health: Arc::default(),
+            metrics: Arc::default(),
+            queue: Arc::default(),
+            limiter: Arc::default(),
+            api: api
+                .then(|| super::super::jobs_api::Api::new(&config, Arc::default()))
+                .flatten(),
+        }
+    }
+
+    #[test]
+    fn the_router_builds_with_the_job_api_on_and_off() {
+        assert!(state(true).api.is_some());
+        let _on = router(state(true));
+        let _off = router(state(false));
+        assert_eq!(routes(false).len(), 3);
+        assert!(routes(true).len() > 3);
+    }
 }

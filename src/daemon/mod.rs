@@ -4,6 +4,7 @@
 
 pub mod health;
 pub mod http;
+pub mod jobs_api;
 pub mod metrics;
 pub mod reload;
 pub mod supervisor;
@@ -121,11 +122,13 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         })?;
     let http_addr = listener.local_addr().ok();
     let http_token = CancellationToken::new();
+    let jobs_wake = Arc::new(tokio::sync::Notify::new());
     let http_state = http::AppState {
         health: health.clone(),
         metrics: metrics.clone(),
         queue: Arc::default(),
         limiter: Arc::default(),
+        api: jobs_api::Api::new(&config, jobs_wake.clone()),
     };
     tokio::spawn(http::serve(
         listener,
@@ -133,6 +136,17 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         http_token.clone(),
     ));
     tracing::info!(operation = "START", listen = ?http_addr, "hubsync starting");
+    if http_state.api.is_some() {
+        tracing::info!(
+            operation = "START",
+            "job API on (/api/v1/, bearer token from service.api_token)"
+        );
+    } else {
+        tracing::info!(
+            operation = "START",
+            "job API off: its routes answer 404; set HUBSYNC_API_TOKEN (service.api_token) to turn it on"
+        );
+    }
 
     // PostgreSQL: retry until it answers (the service stays up, not ready, meanwhile).
     health.set("postgres", false, "connecting");
@@ -204,6 +218,8 @@ pub async fn run(config_path: &Path, args: RunArgs) -> Result<u8, Failure> {
         metrics,
         pool: pool.clone(),
         instance: instance(&config),
+        jobs_wake,
+        clock: Arc::new(crate::jobs::schedule::SystemClock),
     };
     let first_checks = tasks::PROBE_TIMEOUT.max(config.hubspot.timeout);
     let mut sync = SyncTasks::start(&ctx, config, engine).await;
@@ -284,7 +300,7 @@ async fn run_once(config: &Config) -> Result<u8, Failure> {
 }
 
 /// This machine's host name.
-fn host() -> String {
+pub(crate) fn host() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -303,7 +319,7 @@ pub fn instance(config: &Config) -> String {
 }
 
 /// Whether process `pid` of this host still exists (a process of another user counts).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
@@ -387,6 +403,9 @@ async fn reload(
                 );
             }
             http.set_limiter(engine.hubspot.limiter().clone());
+            if let Some(api) = &http.api {
+                api.update(&config);
+            }
             let objects = engine.objects.len();
             let next = SyncTasks::start(ctx, Arc::new(config), engine).await;
             tracing::info!(

@@ -144,6 +144,15 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.service.instance != new.service.instance {
         keys.push("service.instance");
     }
+    let token = |c: &Config| {
+        c.service
+            .api_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_string())
+    };
+    if token(old) != token(new) {
+        keys.push("service.api_token");
+    }
     let url = |c: &Config| {
         c.postgres
             .url

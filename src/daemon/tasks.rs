@@ -28,6 +28,10 @@ pub struct Context {
     pub pool: PgPool,
     /// This process's name in logs and `sync_queue.locked_by`.
     pub instance: String,
+    /// Woken when this process queues a job (the job API), so its runner starts it at once.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// What schedules read the time from.
+    pub clock: Arc<dyn crate::jobs::schedule::Clock>,
 }
 
 /// Longest a readiness probe may take before its component counts as not ready.
@@ -110,6 +114,7 @@ impl SyncTasks {
                 spawn_worker(&mut sup, ctx, worker, &waker, &abandon);
             }
         }
+        spawn_jobs(&mut sup, ctx, &config, &engine, &queue);
         SyncTasks {
             sup,
             abandon,
@@ -123,6 +128,55 @@ impl SyncTasks {
     pub async fn stop(self, grace: Duration) -> bool {
         self.sup.shutdown(grace, &self.abandon).await
     }
+}
+
+/// The job runner and, when any is configured, the schedules.
+fn spawn_jobs(
+    sup: &mut Supervisor,
+    ctx: &Context,
+    config: &Config,
+    engine: &Arc<Engine>,
+    queue: &Queue,
+) {
+    let runner = Arc::new(crate::jobs::runner::Runner {
+        queue: queue.clone(),
+        engine: engine.clone(),
+        holder: format!("{}/jobs", ctx.instance),
+        host: super::host(),
+        alive: super::process_alive,
+        poll: config.queue.poll_interval,
+        wake: ctx.jobs_wake.clone(),
+    });
+    let health = ctx.health.clone();
+    sup.spawn("jobs", move |token| {
+        let (runner, health) = (runner.clone(), health.clone());
+        async move {
+            runner.run(&token, &|| health.beat("jobs")).await;
+            Ok(())
+        }
+    });
+    let schedules = config.schedules();
+    if schedules.is_empty() {
+        return;
+    }
+    let zone = config.sql_server.zone();
+    let (pool, clock, wake) = (ctx.pool.clone(), ctx.clock.clone(), ctx.jobs_wake.clone());
+    let health = ctx.health.clone();
+    sup.spawn("schedules", move |token| {
+        let fire = crate::jobs::scheduler::run(
+            pool.clone(),
+            schedules.clone(),
+            zone,
+            clock.clone(),
+            wake.clone(),
+            token,
+        );
+        let health = health.clone();
+        async move {
+            beating(fire, &health, "schedules").await;
+            Ok(())
+        }
+    });
 }
 
 /// The SQL Server, HubSpot and poller readiness checks.

@@ -6,7 +6,7 @@
 mod enqueue;
 pub use enqueue::{Seen, enqueue_on, enqueue_with};
 mod maintenance;
-pub use maintenance::{Rescued, prune_once};
+pub use maintenance::{Rescued, process_of, prune_once};
 mod ops;
 mod pauses;
 pub use pauses::Pause;

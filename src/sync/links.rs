@@ -66,6 +66,47 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Link, sqlx::Error> {
 
 const COLUMNS: &str = "sql_key, hubspot_id, synced, sql_version, hubspot_version";
 
+/// Up to `limit` links of `object` with a HubSpot id, in key order after `after`.
+pub async fn page(
+    pool: &PgPool,
+    object: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Link>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM record_links WHERE object = $1 AND hubspot_id IS NOT NULL \
+         AND ($2::text IS NULL OR sql_key > $2) ORDER BY sql_key LIMIT $3"
+    )))
+    .bind(object)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Replaces the snapshot's values of the fields `values` names, for each (sql_key, values), in
+/// one transaction.
+pub async fn merge_synced(
+    pool: &PgPool,
+    object: &str,
+    updates: &[(String, Values)],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for (key, values) in updates {
+        sqlx::query(
+            "UPDATE record_links SET synced = synced || $3, updated_at = now() \
+             WHERE object = $1 AND sql_key = $2",
+        )
+        .bind(object)
+        .bind(key)
+        .bind(to_json(values))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
 /// Links of the given SQL keys, by key.
 pub async fn by_sql_keys(
     pool: &PgPool,

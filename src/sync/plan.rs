@@ -158,6 +158,15 @@ impl Report {
             .sum()
     }
 
+    /// Planned operations by action (all objects and directions).
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        let mut counts = BTreeMap::new();
+        for ((_, _, action), n) in &self.counts {
+            *counts.entry(*action).or_default() += n;
+        }
+        counts
+    }
+
     /// One line per object and direction: `contacts to_hubspot: 4750 CREATE, 250 REJECT`.
     pub fn summary(&self) -> Vec<String> {
         let mut lines: BTreeMap<(String, &str), Vec<String>> = BTreeMap::new();

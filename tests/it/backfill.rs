@@ -405,6 +405,18 @@ async fn the_first_start_after_an_initial_backfill_polls_from_where_the_backfill
     assert_eq!(items, 120);
 }
 
+/// Pending to_hubspot items of member `key`.
+async fn pending_for_hubspot(pool: &PgPool, key: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'pending' \
+         AND record_key = $1",
+    )
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_queues_exactly_the_members_named() {
     let s = setup(40).await;
@@ -460,15 +472,7 @@ async fn resync_queues_exactly_the_members_named() {
     let shouted = email.to_uppercase();
     let out = s.hubsync(&["resync", "--object", "contacts", "--email", &shouted]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let queued: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'pending' \
-         AND record_key = $1",
-    )
-    .bind(&fourth)
-    .fetch_one(&s.pool)
-    .await
-    .unwrap();
-    assert_eq!(queued, 1);
+    assert_eq!(pending_for_hubspot(&s.pool, &fourth).await, 1);
     let out = s.hubsync(&[
         "resync",
         "--object",
@@ -479,6 +483,28 @@ async fn resync_queues_exactly_the_members_named() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("no synced member with email: n***@example.com"),
+        "{}",
+        text(&out)
+    );
+    // A member named by the cédula as SQL Server holds it (the mapping normalises it).
+    let fifth = s.valid_keys().remove(4);
+    let row = s
+        .members
+        .iter()
+        .find(|m| {
+            let id = m["numero_asociado"].to_string();
+            id == fifth
+        })
+        .unwrap();
+    let cedula = row["no__de_cedula"].as_str().unwrap().to_string();
+    let out = s.hubsync(&["resync", "--object", "contacts", "--cedula", &cedula]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("queued 1 of 1"), "{}", text(&out));
+    assert_eq!(pending_for_hubspot(&s.pool, &fifth).await, 1);
+    let out = s.hubsync(&["resync", "--object", "contacts", "--cedula", "1-0999-0999"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no synced member with cédula: 1-****-**99"),
         "{}",
         text(&out)
     );
@@ -603,4 +629,107 @@ async fn forget_erases_every_copy_of_a_member_from_hubsyncs_tables_and_from_hubs
             .iter()
             .all(|c| c.properties.get("email") != Some(&email))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_synced_accepts_what_both_sides_agree_on_after_a_bulk_fix() {
+    let s = setup(30).await;
+    let out = s.hubsync(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    s.sims.hubspot.indexed().await;
+    let links: Vec<(String, String)> =
+        sqlx::query_as("SELECT sql_key, hubspot_id FROM record_links ORDER BY sql_key LIMIT 3")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+    // A bulk fix made the first two members' first names "Corregido" on both sides; the third
+    // only in SQL Server.
+    let mut c = crate::mssql_sim::connect(&s.sims.mssql).await;
+    for (key, _) in &links {
+        c.execute(
+            "UPDATE [dbo].[hb_contacts] SET [firstname] = @P1 WHERE [numero_asociado] = @P2",
+            &[&"Corregido", &key.as_str()],
+        )
+        .await
+        .unwrap();
+    }
+    let edits: Vec<hubsync::hubspot::types::UpdateInput> = links[..2]
+        .iter()
+        .map(|(_, id)| hubsync::hubspot::types::UpdateInput {
+            id: id.clone(),
+            properties: BTreeMap::from([("firstname".into(), Some("Corregido".into()))]),
+        })
+        .collect();
+    s.hubspot_client()
+        .batch_update("contacts", &edits)
+        .await
+        .unwrap();
+    let snapshot = |key: String| {
+        let pool = s.pool.clone();
+        async move {
+            let name: Option<String> = sqlx::query_scalar(
+                "SELECT synced->>'firstname' FROM record_links WHERE sql_key = $1",
+            )
+            .bind(key)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            name
+        }
+    };
+    let report = |out: &Output| -> BTreeMap<String, serde_json::Value> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["record_key"].as_str().unwrap().to_string(), v))
+            .collect()
+    };
+    // The dry run says what would change, and changes nothing.
+    let out = s.hubsync(&["mark-synced", "--object", "contacts", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let planned = report(&out);
+    for (key, _) in &links[..2] {
+        assert_eq!(
+            planned[key]["fields"],
+            serde_json::json!(["firstname"]),
+            "{planned:?}"
+        );
+    }
+    assert_eq!(
+        planned[&links[2].0]["differ"],
+        serde_json::json!(["firstname"])
+    );
+    assert_eq!(planned[&links[2].0]["fields"], serde_json::json!([]));
+    assert!(
+        text(&out).contains("dry run: nothing was written"),
+        "{}",
+        text(&out)
+    );
+    assert_ne!(
+        snapshot(links[0].0.clone()).await.as_deref(),
+        Some("Corregido")
+    );
+    // For real: the agreed values become the baseline; the differing field keeps its snapshot.
+    let out = s.hubsync(&["mark-synced", "--object", "contacts"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(report(&out), planned);
+    for (key, _) in &links[..2] {
+        assert_eq!(snapshot(key.clone()).await.as_deref(), Some("Corregido"));
+    }
+    assert_ne!(
+        snapshot(links[2].0.clone()).await.as_deref(),
+        Some("Corregido")
+    );
+    // The next sync sends only the member the fix reached on one side.
+    let writes = hubspot_writes(&s.sims.hubspot);
+    let out = s.hubsync(&["run", "--once"]);
+    assert!(out.status.code().is_some(), "{}", text(&out));
+    let sent: Vec<String> = sqlx::query_scalar(
+        "SELECT record_key FROM sync_queue WHERE direction = 'to_hubspot' AND outcome = 'UPDATE'",
+    )
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(sent, [links[2].0.clone()]);
+    assert!(hubspot_writes(&s.sims.hubspot) > writes);
 }

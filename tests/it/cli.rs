@@ -34,31 +34,34 @@ async fn enqueue_and_claim(
     queue.claim("contacts", direction, 10, "w").await.unwrap()
 }
 
+/// `check-config --offline` of `config` with every secret it needs set, and `more`.
+fn check_offline(config: &Path, more: &[(&str, &str)], dir: &Path) -> std::process::Output {
+    let mut env = vec![
+        (
+            "HUBSYNC_DATABASE_URL",
+            "postgres://hubsync@db.internal/hubsync",
+        ),
+        ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
+        (
+            "SQL_SERVER",
+            "server=tcp:sql.internal,1433;database=coop;user=hubsync;password=x",
+        ),
+    ];
+    env.extend_from_slice(more);
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "check-config",
+        "--offline",
+    ];
+    hubsync(&args, &env, dir)
+}
+
 #[test]
 fn the_example_config_passes_check_config() {
     let dir = tempfile::tempdir().unwrap();
-    let config = example_config();
     // Offline: the portal's rules are checked against a simulator in hubspot_client.
-    let out = hubsync(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "check-config",
-            "--offline",
-        ],
-        &[
-            (
-                "HUBSYNC_DATABASE_URL",
-                "postgres://hubsync@db.internal/hubsync",
-            ),
-            ("HUBSYNC_HUBSPOT_TOKEN", TOKEN),
-            (
-                "SQL_SERVER",
-                "server=tcp:sql.internal,1433;database=coop;user=hubsync;password=x",
-            ),
-        ],
-        dir.path(),
-    );
+    let out = check_offline(&example_config(), &[], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // newest_wins without a SQL Server modification time: check-config says HubSpot wins.
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -72,6 +75,26 @@ fn the_example_config_passes_check_config() {
             "ok"
         ]
     );
+}
+
+#[test]
+fn check_config_refuses_a_bad_schedule_or_api_token_naming_it_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(example_config()).unwrap();
+    let yaml = example
+        + "\nschedules:\n  - { name: nightly, kind: backfill, object: contacts, cron: \"0 25 * * *\" }\n";
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let short = "short-token";
+    let out = check_offline(&config, &[("HUBSYNC_API_TOKEN", short)], dir.path());
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{shown}");
+    assert!(
+        shown.contains("schedules[0].cron: schedule `nightly`: not a cron expression"),
+        "{shown}"
+    );
+    assert!(shown.contains("service.api_token: too short"), "{shown}");
+    assert!(!shown.contains(short), "{shown}");
 }
 
 #[test]

@@ -88,6 +88,17 @@ impl Daemon {
         token: &str,
         edit: impl Fn(String) -> String,
     ) -> Daemon {
+        Daemon::start_env(database_url, sims, token, &[], edit).await
+    }
+
+    /// Like [`Daemon::start_as`], with more environment variables.
+    pub async fn start_env(
+        database_url: &str,
+        sims: Arc<Sims>,
+        token: &str,
+        env: &[(&str, &str)],
+        edit: impl Fn(String) -> String,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yaml");
@@ -99,14 +110,16 @@ impl Daemon {
             .set_read_timeout(Some(Duration::from_secs(60)))
             .unwrap();
         let connection = sims.mssql.connection_string();
+        let mut vars = vec![
+            ("NOTIFY_SOCKET", socket.to_str().unwrap()),
+            ("HUBSYNC_DATABASE_URL", database_url),
+            ("HUBSYNC_HUBSPOT_TOKEN", token),
+            ("HUBSYNC_SQL_SERVER", &connection),
+        ];
+        vars.extend_from_slice(env);
         let mut process = Process::start(
             &["--config", config.to_str().unwrap(), "run"],
-            &[
-                ("NOTIFY_SOCKET", socket.to_str().unwrap()),
-                ("HUBSYNC_DATABASE_URL", database_url),
-                ("HUBSYNC_HUBSPOT_TOKEN", token),
-                ("HUBSYNC_SQL_SERVER", &connection),
-            ],
+            &vars,
             dir.path(),
         );
         // Whatever a test's reload points the log directory at, the first one is scanned too.

@@ -3,13 +3,14 @@
 //! is sent until the reported reset, after which sending resumes without a 429; and a refused
 //! endpoint leaves the configured budget and the rate-limit headers, with one warning.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Timelike, Utc};
 use hubsync::hubspot::{ApiVersion, BudgetError, HubSpotClient, HubSpotError, UpdateInput};
 use hubsync::sim::hubspot::{Faults, RunningSim, SimOptions};
+
+use crate::support::Logs;
 
 use crate::hubspot_client::{
     TOKEN, VERSIONS, all_on, client_with, props, seed_emails, settings, sim,
@@ -177,28 +178,13 @@ async fn at_the_reserve_nothing_is_sent_until_hubspots_reset_and_then_sending_re
     assert_eq!(sim.stats().throttled_429, 0);
 }
 
-/// Log lines written while it is the thread's subscriber (the tests run on one thread).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn warnings(&self) -> Vec<String> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .filter(|l| l.contains("WARN"))
-            .map(str::to_owned)
-            .collect()
-    }
+/// The warning lines `logs` holds.
+fn warnings(logs: &Logs) -> Vec<String> {
+    logs.text()
+        .lines()
+        .filter(|l| l.contains("WARN"))
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test]
@@ -250,14 +236,13 @@ async fn a_refused_usage_endpoint_leaves_the_configured_budget_with_one_warning(
         assert_eq!(usage_reads(&sim), reads, "{status}: usage reads");
         assert_eq!(sim.stats().throttled_429, 0);
         assert_eq!(client.limiter().stats().daily_usage, None);
-        let warnings: Vec<String> = logs
-            .warnings()
+        let warnings: Vec<String> = warnings(&logs)
             .into_iter()
             .filter(|l| l.contains("cannot read HubSpot's daily API usage"))
             .collect();
         assert_eq!(warnings.len(), 1, "{status}: {warnings:?}");
         assert!(warnings[0].contains(named), "{status}: {}", warnings[0]);
-        let all = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let all = logs.text();
         crate::outputs::assert_clean("the in-process log", &all, &[TOKEN.into()]);
     }
 }

@@ -15,6 +15,7 @@ mod hubspot_client;
 mod hubspot_client_budget;
 mod hubspot_conformance;
 mod hubspot_sim;
+mod jobs;
 mod links;
 mod merges;
 mod mssql;

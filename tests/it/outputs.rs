@@ -73,6 +73,7 @@ pub fn secrets_of(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Vec<String
     if let Some(config) = config_yaml(args, cwd) {
         for key in [
             &["hubspot", "token"][..],
+            &["service", "api_token"],
             &["postgres", "url"],
             &["sql_server", "connection"],
             &["sql_server"],

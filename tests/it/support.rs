@@ -199,6 +199,7 @@ fn hubsync_command(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Command {
         "HUBSYNC_DATABASE_URL",
         "HUBSYNC_HUBSPOT_TOKEN",
         "HUBSYNC_SQL_SERVER",
+        "HUBSYNC_API_TOKEN",
         "HUBSYNC_CONFIG",
         "SQL_SERVER",
         "RUST_LOG",
@@ -430,4 +431,24 @@ pub async fn make_due(pool: &PgPool) {
         .execute(pool)
         .await
         .unwrap();
+}
+
+/// Log lines written while it is the thread's tracing subscriber (the test runs on one thread).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }
