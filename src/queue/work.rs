@@ -60,6 +60,8 @@ pub struct Settled {
     pub lost: Vec<i64>,
     /// Record links that followed a contact merged in HubSpot to its survivor.
     pub merges: u64,
+    /// Members whose HubSpot contact was found gone for good (GDPR delete) and erased.
+    pub erasures: u64,
 }
 
 const CLAIM_SQL: &str = r#"

@@ -3,12 +3,16 @@
 //! conflicts and settle every item in one PostgreSQL transaction. On shutdown it stops claiming;
 //! a batch that cannot finish within the grace period is released, not failed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::erasure::Erasure;
+use super::forget::{self, Forgotten};
+use super::history;
 use super::links::{self, ConflictRecord, LinkUpdate};
 use super::merges::Merge;
 use super::writes;
@@ -25,6 +29,11 @@ pub struct BatchResult {
     pub conflicts: Vec<ConflictRecord>,
     /// Links to re-point to a merged contact's survivor, each applied if its item is done.
     pub merges: Vec<Merge>,
+    /// Members whose contact is gone for good in HubSpot: hubsync's copies of each are erased
+    /// when its item is done.
+    pub erasures: Vec<Erasure>,
+    /// What the history records of an item beyond its outcome (properties, operation, key).
+    pub notes: HashMap<i64, history::Note>,
 }
 
 /// Turns a claimed batch into outcomes (the to_hubspot and to_sql sync steps implement it).
@@ -142,8 +151,7 @@ impl<H: BatchHandler> Worker<H> {
     }
 
     async fn store(&self, batch: &[ClaimedItem], result: BatchResult) -> anyhow::Result<Settled> {
-        let mut outcomes: std::collections::HashMap<i64, Outcome> =
-            result.outcomes.into_iter().collect();
+        let mut outcomes: HashMap<i64, Outcome> = result.outcomes.into_iter().collect();
         let pairs: Vec<(&ClaimedItem, Outcome)> = batch
             .iter()
             .map(|item| {
@@ -156,15 +164,13 @@ impl<H: BatchHandler> Worker<H> {
                 (item, outcome)
             })
             .collect();
-        let mut merges: Vec<&Merge> = result
-            .merges
-            .iter()
-            .filter(|m| {
-                pairs
-                    .iter()
-                    .any(|(item, o)| item.id == m.item_id && matches!(o, Outcome::Done { .. }))
-            })
-            .collect();
+        let done = |id: i64| {
+            pairs
+                .iter()
+                .any(|(item, o)| item.id == id && matches!(o, Outcome::Done { .. }))
+        };
+        let mut merges: Vec<&Merge> = result.merges.iter().filter(|m| done(m.item_id)).collect();
+        let erasures: Vec<&Erasure> = result.erasures.iter().filter(|e| done(e.item_id)).collect();
         let mut tx = self.queue.pool().begin().await?;
         let repointed = links::repoint(&mut tx, &self.object, &merges).await?;
         merges.retain(|m| repointed.contains(&m.sql_key));
@@ -180,16 +186,64 @@ impl<H: BatchHandler> Worker<H> {
             .filter(|id| !settled.lost.contains(id))
             .collect();
         writes::clear(&mut tx, &held).await?;
+        let entries = self.history(&pairs, &held, &merges, &result.conflicts, &result.notes);
+        history::record(&mut tx, &self.object, &entries).await?;
+        // An erased member's copies go last, its item's own history with them.
+        let batch_id = &batch[0].batch_id;
+        let mut erased: Vec<(&Erasure, Forgotten)> = Vec::new();
+        for erasure in erasures.into_iter().filter(|e| held.contains(&e.item_id)) {
+            let cause = forget::Cause {
+                direction: Some(self.direction),
+                item_id: Some(erasure.item_id),
+                batch_id: Some(batch_id.clone()),
+                message: erasure.message.clone(),
+            };
+            let gone = forget::forget_on(&mut tx, &self.object, &erasure.sql_key, &cause).await?;
+            erased.push((erasure, gone));
+        }
         tx.commit().await?;
         for merge in &merges {
-            merge.log(&self.object, self.direction.as_str(), &batch[0].batch_id);
+            merge.log(&self.object, self.direction.as_str(), batch_id);
+        }
+        for (erasure, gone) in &erased {
+            erasure.log(&self.object, self.direction.as_str(), batch_id, gone);
         }
         settled.merges = merges.len() as u64;
+        settled.erasures = erased.len() as u64;
         if !settled.lost.is_empty() {
             tracing::warn!(worker = %self.name, lost = ?settled.lost,
                 "items were rescued from this worker before it settled them");
         }
         Ok(settled)
+    }
+
+    /// The history of a settled batch: merges followed, conflicts and each item's outcome, for
+    /// the items this worker still held.
+    fn history(
+        &self,
+        pairs: &[(&ClaimedItem, Outcome)],
+        held: &[i64],
+        merges: &[&Merge],
+        conflicts: &[ConflictRecord],
+        notes: &HashMap<i64, history::Note>,
+    ) -> Vec<history::Entry> {
+        let Some((first, _)) = pairs.first() else {
+            return Vec::new();
+        };
+        let batch_id = first.batch_id.as_str();
+        let settled = |id: Option<i64>| id.is_some_and(|id| held.contains(&id));
+        let merged = merges
+            .iter()
+            .map(|m| history::of_merge(m, self.direction, batch_id));
+        let conflicted = conflicts
+            .iter()
+            .filter(|c| settled(c.item_id))
+            .map(|c| history::of_conflict(c, self.direction, batch_id));
+        let outcomes = pairs
+            .iter()
+            .filter(|(item, _)| settled(Some(item.id)))
+            .filter_map(|(item, o)| history::of_outcome(item, o, notes.get(&item.id)));
+        merged.chain(conflicted).chain(outcomes).collect()
     }
 
     /// Runs rounds until told to stop claiming; waits for work with `waker` when idle.
@@ -218,6 +272,7 @@ impl<H: BatchHandler> Worker<H> {
             total.dead += s.dead;
             total.superseded += s.superseded;
             total.merges += s.merges;
+            total.erasures += s.erasures;
             total.lost.extend(s.lost);
         }
         Ok(total)

@@ -11,6 +11,7 @@ use hubsync::mapping::{Mapper, ObjectConfig, SqlRow};
 use hubsync::mssql::ChangeReader;
 use hubsync::queue::{Direction, NewItem, Operation, Queue};
 use hubsync::sim::hubspot::{RunningSim, SimOptions};
+use hubsync::sync::erasure::ErasurePolicy;
 use hubsync::sync::to_hubspot::{PortalCache, ToHubspot};
 use hubsync::sync::worker::Worker;
 use sqlx::Row;
@@ -115,6 +116,8 @@ pub fn worker_with(
             sql_reader,
             lookup: Default::default(),
             portal: PortalCache::new(object.portal_required.clone()),
+            erasure: ErasurePolicy::new(object),
+            sql_writer: None,
         }),
     }
 }
