@@ -139,6 +139,23 @@ pub async fn forget_on(
     Ok(gone)
 }
 
+/// Drops the payloads and errors of settled items `ids` (changes of an erased member that are
+/// not synced): their rows stay, without the member's values.
+pub async fn drop_payloads(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "UPDATE sync_queue SET payload = '{}'::jsonb, errors = '[]'::jsonb, last_error = NULL, \
+         payload_dropped_at = now(), updated_at = now() \
+         WHERE id = ANY($1) AND state NOT IN ('pending', 'running')",
+    )
+    .bind(ids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 impl Forgotten {
     /// The one ERASE row left of the member: ids, counts and the operations its history had.
     fn entry(&self, sql_key: &str, cause: &Cause) -> history::Entry {

@@ -303,6 +303,24 @@ pub async fn ids_of(
     .await
 }
 
+/// Which of `sql_keys` were erased because HubSpot erased their contact (an ERASE row a
+/// worker left; `hubsync forget` leaves one without a direction, which does not count).
+pub async fn erased(
+    pool: &PgPool,
+    object: &str,
+    sql_keys: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT sql_key FROM sync_history \
+         WHERE object = $1 AND sql_key = ANY($2) AND operation = 'ERASE' AND direction IS NOT NULL",
+    )
+    .bind(object)
+    .bind(sql_keys)
+    .fetch_all(pool)
+    .await?;
+    Ok(keys.into_iter().collect())
+}
+
 /// The member a HubSpot id belongs to: the link holding it, or else the newest history row
 /// naming it (as its id, or as the id a merge moved the member away from).
 pub async fn member_of_hubspot_id(

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::diff::{self, Modified, Values};
 use super::erasure::{self, Erasure, ErasurePolicy};
-use super::history::Note;
+use super::history::{self, Note};
 use super::links::{self, ConflictRecord, Link, LinkUpdate};
 use super::merges::{self, Follow, MERGED_IDS, Merge};
 use super::plan::PlannedOp;
@@ -193,6 +193,11 @@ pub enum Step<'a> {
         work: Work<'a>,
         hubspot_id: String,
     },
+    /// A member whose contact HubSpot erased (a GDPR delete) changed in SQL Server: not sent
+    /// again, and its payload is not kept.
+    Erased {
+        item: &'a ClaimedItem,
+    },
 }
 
 impl Step<'_> {
@@ -253,6 +258,10 @@ impl Step<'_> {
                     "HubSpot has no contact {hubspot_id}: unless it is archived, it is gone for                      good and on_hubspot_erasure applies"
                 )),
                 ..op(work.item, "ERASE")
+            },
+            Step::Erased { item } => PlannedOp {
+                message: Some(ERASED.into()),
+                ..op(item, "SKIP")
             },
         }
     }
@@ -315,6 +324,15 @@ impl BatchHandler for ToHubspot {
                 Step::Conflict(c) => run.result.conflicts.push(c),
                 Step::Merge(m) => run.result.merges.push(m),
                 Step::Gone { work, hubspot_id } => gone.push((work, hubspot_id)),
+                Step::Erased { item } => {
+                    run.log(item, "SKIP", None, "done", ERASED);
+                    let done = Outcome::Done {
+                        operation: "SKIP".into(),
+                        hubspot_id: None,
+                    };
+                    run.result.outcomes.push((item.id, done));
+                    run.result.scrub.push(item.id);
+                }
             }
         }
         let conflicts = &run.result.conflicts;
@@ -344,9 +362,29 @@ impl ToHubspot {
     pub async fn plan<'a>(&self, batch: &'a [ClaimedItem], lookup: Lookup) -> Vec<Step<'a>> {
         let mut steps = Vec::new();
         let portal = self.portal.rules(&self.client, &self.hubspot_object).await;
-        let work = self.map_and_validate(batch, &portal, &mut steps);
+        // Members whose contact HubSpot erased are not sent again, valid or not.
+        let keys: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
+        let erased = match history::erased(&self.pool, &self.object, &keys).await {
+            Ok(erased) => erased,
+            Err(e) => {
+                let error = ItemError::postgres(&e);
+                return batch
+                    .iter()
+                    .map(|item| Step::Retry {
+                        item,
+                        error: error.clone(),
+                    })
+                    .collect();
+            }
+        };
+        let (gone, batch): (Vec<&ClaimedItem>, Vec<&ClaimedItem>) = batch
+            .iter()
+            .partition(|i| i.operation == Operation::Upsert && erased.contains(&i.record_key));
+        steps.extend(gone.into_iter().map(|item| Step::Erased { item }));
+        let work = self.map_and_validate(&batch, &portal, &mut steps);
         let archives: Vec<&ClaimedItem> = batch
             .iter()
+            .copied()
             .filter(|i| i.operation == Operation::Archive)
             .collect();
         let keys: Vec<String> = work
@@ -705,7 +743,7 @@ impl ToHubspot {
 
     fn map_and_validate<'a>(
         &self,
-        batch: &'a [ClaimedItem],
+        batch: &[&'a ClaimedItem],
         portal: &PortalRules,
         steps: &mut Vec<Step<'a>>,
     ) -> Vec<Work<'a>> {
@@ -1511,8 +1549,12 @@ impl Run<'_> {
                     item,
                     ItemError::new("internal", "unexpected archive step after a create"),
                 ),
-                Step::Gone { work, .. } => self.retry(
-                    work.item,
+                Step::Gone {
+                    work: Work { item, .. },
+                    ..
+                }
+                | Step::Erased { item } => self.retry(
+                    item,
                     ItemError::new("internal", "unexpected erasure step after a create"),
                 ),
                 Step::Conflict(c) => self.result.conflicts.push(c),
@@ -1538,6 +1580,10 @@ fn duplicate_of(prop: &str, hubspot_id: Option<&str>, owner: &str) -> ItemError 
         )
     }
 }
+
+/// Why a change of a member erased in HubSpot is not sent.
+const ERASED: &str = "the member's HubSpot contact was erased for good (GDPR delete): not sent \
+    again (`hubsync forget` clears hubsync's record of the erasure)";
 
 /// The properties a create sends a value for.
 fn set_properties(properties: &Values) -> impl Iterator<Item = &String> {

@@ -34,6 +34,8 @@ pub struct BatchResult {
     pub erasures: Vec<Erasure>,
     /// What the history records of an item beyond its outcome (properties, operation, key).
     pub notes: HashMap<i64, history::Note>,
+    /// Items whose payload is not kept once settled (changes of an erased member).
+    pub scrub: Vec<i64>,
 }
 
 /// Turns a claimed batch into outcomes (the to_hubspot and to_sql sync steps implement it).
@@ -186,6 +188,7 @@ impl<H: BatchHandler> Worker<H> {
             .filter(|id| !settled.lost.contains(id))
             .collect();
         writes::clear(&mut tx, &held).await?;
+        forget::drop_payloads(&mut tx, &result.scrub).await?;
         let entries = self.history(&pairs, &held, &merges, &result.conflicts, &result.notes);
         history::record(&mut tx, &self.object, &entries).await?;
         // An erased member's copies go last, its item's own history with them.

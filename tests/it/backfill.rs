@@ -494,7 +494,7 @@ async fn resync_queues_exactly_the_members_named() {
 
 /// Tables of the queue database whose rows, as text, contain `needle` (every table and column;
 /// the server quotes the names itself).
-async fn tables_holding(pool: &PgPool, needle: &str) -> Vec<String> {
+pub(crate) async fn tables_holding(pool: &PgPool, needle: &str) -> Vec<String> {
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = 'public' AND c.relkind = 'r'",

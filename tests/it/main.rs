@@ -13,6 +13,7 @@ mod hubspot_client;
 mod hubspot_client_budget;
 mod hubspot_conformance;
 mod hubspot_sim;
+mod lifecycle;
 mod links;
 mod merges;
 mod mssql;
