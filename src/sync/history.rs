@@ -62,8 +62,14 @@ pub fn reasons(errors: &[ItemError]) -> Value {
 }
 
 /// The entry of one settled item: a done item's operation, a rejection with its reasons, or a
-/// dead item's last failure. None for a retried or deferred item (nothing happened yet).
-pub fn of_outcome(item: &ClaimedItem, outcome: &Outcome, note: Option<&Note>) -> Option<Entry> {
+/// dead item's last failure (`died`: the settle ended it dead, a retry out of attempts too).
+/// None for a retried or deferred item (nothing happened yet).
+pub fn of_outcome(
+    item: &ClaimedItem,
+    outcome: &Outcome,
+    note: Option<&Note>,
+    died: bool,
+) -> Option<Entry> {
     let (operation, hubspot_id, reasons) = match outcome {
         Outcome::Done {
             operation,
@@ -76,12 +82,12 @@ pub fn of_outcome(item: &ClaimedItem, outcome: &Outcome, note: Option<&Note>) ->
             None,
         ),
         Outcome::Reject(errors) => ("REJECT".to_string(), None, Some(self::reasons(errors))),
-        Outcome::Dead(error) => (
+        Outcome::Dead(error) | Outcome::Retry(error) if died => (
             "DEAD".to_string(),
             None,
             Some(self::reasons(std::slice::from_ref(error))),
         ),
-        Outcome::Retry(_) | Outcome::Defer { .. } => return None,
+        Outcome::Dead(_) | Outcome::Retry(_) | Outcome::Defer { .. } => return None,
     };
     let (sql_key, hubspot_id) = match item.direction {
         Direction::ToHubspot => (
@@ -416,7 +422,13 @@ mod tests {
             properties: vec!["lastname".into()],
             ..Note::default()
         };
-        let e = of_outcome(&item(Direction::ToHubspot, "10045"), &done, Some(&note)).unwrap();
+        let e = of_outcome(
+            &item(Direction::ToHubspot, "10045"),
+            &done,
+            Some(&note),
+            false,
+        )
+        .unwrap();
         assert_eq!(e.operation, "UPDATE");
         assert_eq!(e.sql_key.as_deref(), Some("10045"));
         assert_eq!(e.hubspot_id.as_deref(), Some("501"));
@@ -433,7 +445,7 @@ mod tests {
             sql_key: Some("10046".into()),
             ..Note::default()
         };
-        let e = of_outcome(&item(Direction::ToSql, "501"), &write, Some(&note)).unwrap();
+        let e = of_outcome(&item(Direction::ToSql, "501"), &write, Some(&note), false).unwrap();
         assert_eq!(
             (
                 e.operation.as_str(),
@@ -443,7 +455,14 @@ mod tests {
             ("INSERT", Some("10046"), Some("501"))
         );
         let retry = Outcome::Retry(ItemError::new("transient", "503"));
-        assert_eq!(of_outcome(&item(Direction::ToSql, "1"), &retry, None), None);
+        assert_eq!(
+            of_outcome(&item(Direction::ToSql, "1"), &retry, None, false),
+            None
+        );
+        // A retry out of attempts is the item's death, with its last failure.
+        let dead = of_outcome(&item(Direction::ToSql, "1"), &retry, None, true).unwrap();
+        assert_eq!(dead.operation, "DEAD");
+        assert_eq!(dead.reasons.unwrap()[0]["kind"], "transient");
     }
 
     #[test]
@@ -460,6 +479,7 @@ mod tests {
             &item(Direction::ToHubspot, "1"),
             &Outcome::Reject(vec![error]),
             None,
+            false,
         )
         .unwrap();
         assert_eq!(e.operation, "REJECT");

@@ -152,8 +152,13 @@ impl<H: BatchHandler> Worker<H> {
         Ok(Round::Settled(settled))
     }
 
-    async fn store(&self, batch: &[ClaimedItem], result: BatchResult) -> anyhow::Result<Settled> {
-        let mut outcomes: HashMap<i64, Outcome> = result.outcomes.into_iter().collect();
+    async fn store(
+        &self,
+        batch: &[ClaimedItem],
+        mut result: BatchResult,
+    ) -> anyhow::Result<Settled> {
+        let mut outcomes: HashMap<i64, Outcome> =
+            std::mem::take(&mut result.outcomes).into_iter().collect();
         let pairs: Vec<(&ClaimedItem, Outcome)> = batch
             .iter()
             .map(|item| {
@@ -189,7 +194,7 @@ impl<H: BatchHandler> Worker<H> {
             .collect();
         writes::clear(&mut tx, &held).await?;
         forget::drop_payloads(&mut tx, &result.scrub).await?;
-        let entries = self.history(&pairs, &held, &merges, &result.conflicts, &result.notes);
+        let entries = self.history(&pairs, &held, &settled.died, &merges, &result);
         history::record(&mut tx, &self.object, &entries).await?;
         // An erased member's copies go last, its item's own history with them.
         let batch_id = &batch[0].batch_id;
@@ -226,9 +231,9 @@ impl<H: BatchHandler> Worker<H> {
         &self,
         pairs: &[(&ClaimedItem, Outcome)],
         held: &[i64],
+        died: &[i64],
         merges: &[&Merge],
-        conflicts: &[ConflictRecord],
-        notes: &HashMap<i64, history::Note>,
+        result: &BatchResult,
     ) -> Vec<history::Entry> {
         let Some((first, _)) = pairs.first() else {
             return Vec::new();
@@ -238,14 +243,18 @@ impl<H: BatchHandler> Worker<H> {
         let merged = merges
             .iter()
             .map(|m| history::of_merge(m, self.direction, batch_id));
-        let conflicted = conflicts
+        let conflicted = result
+            .conflicts
             .iter()
             .filter(|c| settled(c.item_id))
             .map(|c| history::of_conflict(c, self.direction, batch_id));
         let outcomes = pairs
             .iter()
             .filter(|(item, _)| settled(Some(item.id)))
-            .filter_map(|(item, o)| history::of_outcome(item, o, notes.get(&item.id)));
+            .filter_map(|(item, o)| {
+                let died = died.contains(&item.id);
+                history::of_outcome(item, o, result.notes.get(&item.id), died)
+            });
         merged.chain(conflicted).chain(outcomes).collect()
     }
 
