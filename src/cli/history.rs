@@ -120,12 +120,13 @@ fn table(events: &[Event]) -> Table {
         "details",
     ]);
     for e in events {
+        let entry = &e.entry;
         t.add_row(vec![
             e.at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-            e.direction.clone().unwrap_or_else(|| "-".into()),
-            e.operation.clone(),
-            e.hubspot_id.clone().unwrap_or_default(),
-            e.batch_id.clone().unwrap_or_default(),
+            entry.direction.map_or("-", |d| d.as_str()).to_string(),
+            entry.operation.clone(),
+            entry.hubspot_id.clone().unwrap_or_default(),
+            entry.batch_id.clone().unwrap_or_default(),
             e.details(),
         ]);
     }

@@ -157,37 +157,8 @@ impl OnHubspotArchive {
 
     fn check(&self, path: &str, key: &str, problems: &mut Problems) {
         let path = format!("{path}.on_hubspot_archive");
-        match self.action {
-            ArchiveAction::SetColumn => {
-                match self.column.as_deref() {
-                    None => problems.push(format!("{path}.column"), "required by set_column"),
-                    Some(c) if c.eq_ignore_ascii_case(key) => problems.push(
-                        format!("{path}.column"),
-                        "must not be the key column (use action: delete)",
-                    ),
-                    // Its name is checked with the object's other columns (`check_sql`).
-                    Some(_) => {}
-                }
-                match &self.value {
-                    None => problems.push(format!("{path}.value"), "required by set_column"),
-                    Some(v) if v.is_array() || v.is_object() => problems.push(
-                        format!("{path}.value"),
-                        "must be a single value (number, text or true/false)",
-                    ),
-                    Some(_) => {}
-                }
-            }
-            ArchiveAction::Ignore | ArchiveAction::Delete => {
-                for (name, given) in [
-                    ("column", self.column.is_some()),
-                    ("value", self.value.is_some()),
-                ] {
-                    if given {
-                        problems.push(format!("{path}.{name}"), "only used by set_column");
-                    }
-                }
-            }
-        }
+        let set_column = self.action == ArchiveAction::SetColumn;
+        check_set_column(&path, set_column, &self.column, &self.value, key, problems);
     }
 }
 
@@ -245,68 +216,75 @@ fn check_scalar(v: &serde_json::Value) -> Result<(), &'static str> {
     }
 }
 
+/// The `column` and `value` of an archive or erasure policy (at `path`): both required by
+/// `set_column` (the column not the key, the value a scalar), neither given otherwise.
+fn check_set_column(
+    path: &str,
+    set_column: bool,
+    column: &Option<String>,
+    value: &Option<serde_json::Value>,
+    key: &str,
+    problems: &mut Problems,
+) {
+    if !set_column {
+        for (name, given) in [("column", column.is_some()), ("value", value.is_some())] {
+            if given {
+                problems.push(format!("{path}.{name}"), "only used by set_column");
+            }
+        }
+        return;
+    }
+    match column.as_deref() {
+        None => problems.push(format!("{path}.column"), "required by set_column"),
+        Some(c) if c.eq_ignore_ascii_case(key) => problems.push(
+            format!("{path}.column"),
+            "must not be the key column (use action: delete)",
+        ),
+        // Its name is checked with the object's other columns (`check_sql`).
+        Some(_) => {}
+    }
+    match value {
+        None => problems.push(format!("{path}.value"), "required by set_column"),
+        Some(v) => {
+            if let Err(message) = check_scalar(v) {
+                problems.push(format!("{path}.value"), message);
+            }
+        }
+    }
+}
+
 impl OnHubspotErasure {
     fn check(&self, path: &str, object: &ObjectConfig, problems: &mut Problems) {
         let path = format!("{path}.on_hubspot_erasure");
-        let only = |problems: &mut Problems, name: &str, given: bool, by: &str| {
-            if given {
-                problems.push(format!("{path}.{name}"), format!("only used by {by}"));
-            }
-        };
-        only(
-            problems,
-            "neutral",
-            !self.neutral.is_empty() && self.action != ErasureAction::Anonymize,
-            "anonymize",
-        );
-        if self.action != ErasureAction::SetColumn {
-            only(problems, "column", self.column.is_some(), "set_column");
-            only(problems, "value", self.value.is_some(), "set_column");
+        if !self.neutral.is_empty() && self.action != ErasureAction::Anonymize {
+            problems.push(format!("{path}.neutral"), "only used by anonymize");
         }
-        match self.action {
-            ErasureAction::SetColumn => {
-                match self.column.as_deref() {
-                    None => problems.push(format!("{path}.column"), "required by set_column"),
-                    Some(c) if c.eq_ignore_ascii_case(&object.sql_key) => problems.push(
-                        format!("{path}.column"),
-                        "must not be the key column (use action: delete)",
+        let set_column = self.action == ErasureAction::SetColumn;
+        let (column, value) = (&self.column, &self.value);
+        check_set_column(&path, set_column, column, value, &object.sql_key, problems);
+        if self.action != ErasureAction::Anonymize {
+            return;
+        }
+        let personal = object.personal_columns();
+        if personal.is_empty() {
+            problems.push(
+                format!("{path}.action"),
+                "no mapped column holds personal data (mark fields `personal: true`)",
+            );
+        }
+        for (column, v) in &self.neutral {
+            let at = format!("{path}.neutral.{column}");
+            if !personal.iter().any(|p| p == column) {
+                problems.push(
+                    at,
+                    format!(
+                        "not a personal column of this object (anonymize clears: {})",
+                        personal.join(", ")
                     ),
-                    // Its name is checked with the object's other columns (`check_sql`).
-                    Some(_) => {}
-                }
-                match &self.value {
-                    None => problems.push(format!("{path}.value"), "required by set_column"),
-                    Some(v) => {
-                        if let Err(message) = check_scalar(v) {
-                            problems.push(format!("{path}.value"), message);
-                        }
-                    }
-                }
+                );
+            } else if let Err(message) = check_scalar(v) {
+                problems.push(at, message);
             }
-            ErasureAction::Anonymize => {
-                let personal = object.personal_columns();
-                if personal.is_empty() {
-                    problems.push(
-                        format!("{path}.action"),
-                        "no mapped column holds personal data (mark fields `personal: true`)",
-                    );
-                }
-                for (column, v) in &self.neutral {
-                    let at = format!("{path}.neutral.{column}");
-                    if !personal.iter().any(|p| p == column) {
-                        problems.push(
-                            at,
-                            format!(
-                                "not a personal column of this object (anonymize clears: {})",
-                                personal.join(", ")
-                            ),
-                        );
-                    } else if let Err(message) = check_scalar(v) {
-                        problems.push(at, message);
-                    }
-                }
-            }
-            ErasureAction::Ignore | ErasureAction::Delete => {}
         }
     }
 

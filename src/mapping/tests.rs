@@ -451,24 +451,29 @@ proptest! {
     }
 }
 
+/// The problems `load_str` reports, one per line, for the example with `from` (which must be
+/// there) replaced by `to`.
+fn problems_with(from: &str, to: &str) -> Vec<String> {
+    assert!(CONFIG.contains(from), "{from}");
+    let text = CONFIG.replace(from, to);
+    match load_str(&text, Need::Nothing, &|_| None) {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .to_string()
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().to_string())
+            .collect(),
+    }
+}
+
 #[test]
 fn archive_policy_and_modified_column_are_checked_by_key_path() {
-    // The problems `load_str` reports, one per line.
     let problems_of = |archive: &str, detection: &str| {
-        let text = CONFIG.replace(
+        problems_with(
             "    on_hubspot_archive: { action: ignore }",
             &format!("    on_hubspot_archive: {archive}\n    change_detection: {detection}"),
-        );
-        assert_ne!(text, CONFIG);
-        match load_str(&text, Need::Nothing, &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e
-                .to_string()
-                .lines()
-                .skip(1)
-                .map(|l| l.trim().to_string())
-                .collect::<Vec<_>>(),
-        }
+        )
     };
     let rowversion = "{ mode: rowversion, column: rv, modified_column: modified_at }";
     for fine in [
@@ -752,20 +757,10 @@ fn an_unknown_sql_type_is_a_config_problem() {
 #[test]
 fn erasure_policy_is_checked_by_key_path() {
     let problems_of = |erasure: &str| {
-        let text = CONFIG.replace(
+        problems_with(
             "    on_hubspot_erasure: { action: ignore }",
             &format!("    on_hubspot_erasure: {erasure}"),
-        );
-        assert!(text.contains("on_hubspot_erasure"));
-        match load_str(&text, Need::Nothing, &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e
-                .to_string()
-                .lines()
-                .skip(1)
-                .map(|l| l.trim().to_string())
-                .collect::<Vec<_>>(),
-        }
+        )
     };
     for fine in [
         "{ action: ignore }",

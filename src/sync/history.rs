@@ -17,7 +17,7 @@ use crate::queue::{ClaimedItem, Direction, ItemError, Outcome};
 use crate::telemetry::mask;
 
 /// One operation on a member, as stored.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Entry {
     pub direction: Option<Direction>,
     pub operation: String,
@@ -215,34 +215,27 @@ pub async fn record(
     Ok(done.rows_affected())
 }
 
-/// One row of a member's timeline.
+/// One row of a member's timeline: an entry and when it was settled.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     pub at: DateTime<Utc>,
-    pub direction: Option<String>,
-    pub operation: String,
-    pub sql_key: Option<String>,
-    pub hubspot_id: Option<String>,
-    pub old_hubspot_id: Option<String>,
-    pub item_id: Option<i64>,
-    pub batch_id: Option<String>,
-    pub properties: Vec<String>,
-    pub reasons: Option<Value>,
-    pub message: Option<String>,
+    #[serde(flatten)]
+    pub entry: Entry,
 }
 
 impl Event {
     /// What the event says beyond its operation, on one line: the properties, the reasons or
     /// the message (masked like the logs).
     pub fn details(&self) -> String {
+        let e = &self.entry;
         let mut parts = Vec::new();
-        if let Some(old) = &self.old_hubspot_id {
+        if let Some(old) = &e.old_hubspot_id {
             parts.push(format!("from contact {old}"));
         }
-        if !self.properties.is_empty() {
-            parts.push(self.properties.join(", "));
+        if !e.properties.is_empty() {
+            parts.push(e.properties.join(", "));
         }
-        match &self.reasons {
+        match &e.reasons {
             Some(Value::Array(reasons)) => {
                 for r in reasons {
                     let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("-");
@@ -256,13 +249,13 @@ impl Event {
                     ));
                 }
             }
-            Some(Value::Object(o)) if self.operation == "CONFLICT" => {
+            Some(Value::Object(o)) if e.operation == "CONFLICT" => {
                 let text = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("?");
                 parts.push(format!("{} -> {} wins", text("policy"), text("winner")));
             }
             _ => {}
         }
-        if let Some(m) = &self.message {
+        if let Some(m) = &e.message {
             parts.push(m.clone());
         }
         mask::stored(&parts.join("; ")).into_owned()
@@ -272,9 +265,10 @@ impl Event {
     /// logs (ids, times and names of properties as they are).
     pub fn masked(mut self) -> Self {
         let m = |s: &str| mask::stored(s).into_owned();
-        self.sql_key = self.sql_key.as_deref().map(m);
-        self.message = self.message.as_deref().map(m);
-        if let Some(Value::Array(reasons)) = &mut self.reasons {
+        let e = &mut self.entry;
+        e.sql_key = e.sql_key.as_deref().map(m);
+        e.message = e.message.as_deref().map(m);
+        if let Some(Value::Array(reasons)) = &mut e.reasons {
             for r in reasons {
                 if let Some(Value::String(message)) = r.get_mut("message") {
                     *message = m(message);
@@ -371,9 +365,9 @@ pub async fn timeline(
     rows.iter()
         .map(|row| {
             let properties: Value = row.try_get("properties")?;
-            Ok(Event {
-                at: row.try_get("at")?,
-                direction: row.try_get("direction")?,
+            let direction: Option<&str> = row.try_get("direction")?;
+            let entry = Entry {
+                direction: direction.and_then(|d| d.parse().ok()),
                 operation: row.try_get("operation")?,
                 sql_key: row.try_get("sql_key")?,
                 hubspot_id: row.try_get("hubspot_id")?,
@@ -383,6 +377,10 @@ pub async fn timeline(
                 properties: serde_json::from_value(properties).unwrap_or_default(),
                 reasons: row.try_get("reasons")?,
                 message: row.try_get("message")?,
+            };
+            Ok(Event {
+                at: row.try_get("at")?,
+                entry,
             })
         })
         .collect()
@@ -515,16 +513,7 @@ mod tests {
         }
         let event = Event {
             at: Utc::now(),
-            direction: Some("to_sql".into()),
-            operation: e.operation.clone(),
-            sql_key: e.sql_key.clone(),
-            hubspot_id: e.hubspot_id.clone(),
-            old_hubspot_id: None,
-            item_id: e.item_id,
-            batch_id: e.batch_id.clone(),
-            properties: e.properties.clone(),
-            reasons: e.reasons.clone(),
-            message: None,
+            entry: e,
         };
         assert_eq!(event.details(), "firstname; hubspot_wins -> hubspot wins");
     }
@@ -548,25 +537,21 @@ mod tests {
 
     #[test]
     fn events_are_shown_masked() {
+        let reasons = json!([{"kind": "validation", "field": "email", "rule": "email",
+                              "message": "ana@example.com refused"}]);
         let event = Event {
             at: Utc::now(),
-            direction: None,
-            operation: "REJECT".into(),
-            sql_key: Some("112345678".into()),
-            hubspot_id: Some("37765128953".into()),
-            old_hubspot_id: None,
-            item_id: None,
-            batch_id: None,
-            properties: vec![],
-            reasons: Some(
-                json!([{"kind": "validation", "field": "email", "rule": "email",
-                                  "message": "ana@example.com refused"}]),
-            ),
-            message: None,
+            entry: Entry {
+                operation: "REJECT".into(),
+                sql_key: Some("112345678".into()),
+                hubspot_id: Some("37765128953".into()),
+                reasons: Some(reasons),
+                ..Entry::default()
+            },
         }
         .masked();
-        assert_eq!(event.sql_key.as_deref(), Some("1-****-**78"));
-        assert_eq!(event.hubspot_id.as_deref(), Some("37765128953"));
+        assert_eq!(event.entry.sql_key.as_deref(), Some("1-****-**78"));
+        assert_eq!(event.entry.hubspot_id.as_deref(), Some("37765128953"));
         assert_eq!(event.details(), "email[email]: a***@example.com refused");
     }
 }

@@ -27,6 +27,15 @@ fn erasing(policy: &str) -> ObjectConfig {
     config.objects.remove("contacts").unwrap()
 }
 
+/// Sets one property of one contact, as a HubSpot user would.
+async fn hubspot_set(b: &Both, id: &str, property: &str, value: &str) {
+    let edit = UpdateInput {
+        id: id.to_string(),
+        properties: BTreeMap::from([(property.to_string(), Some(value.to_string()))]),
+    };
+    b.client.batch_update("contacts", &[edit]).await.unwrap();
+}
+
 /// Six members synced both ways, the first with names no other member has, edited once on each
 /// side so that queue payloads, the link and HubSpot hold its data. Returns the member's key,
 /// its contact's id, and what identifies it: email, cédula (as mapped and as SQL Server holds
@@ -39,11 +48,7 @@ async fn member(b: &Both) -> (String, String, Vec<String>) {
     b.sql_set(&key, "firstname", "Zelmira").await;
     b.sql_set(&key, "lastname", "Quirós Olvido").await;
     b.cycle().await;
-    let edit = UpdateInput {
-        id: id.clone(),
-        properties: BTreeMap::from([("lastname".into(), Some("Quirós Olvido Segunda".into()))]),
-    };
-    b.client.batch_update("contacts", &[edit]).await.unwrap();
+    hubspot_set(b, &id, "lastname", "Quirós Olvido Segunda").await;
     b.cycle().await;
     let row = b.reader.row_by_key(&key).await.unwrap().unwrap();
     let props = b.s.mapper.to_hubspot(&row).properties;
@@ -229,11 +234,7 @@ async fn history_shows_a_members_whole_timeline_from_creation_to_erasure() {
     // Updated in SQL Server, then in HubSpot, then the same field on both sides (a conflict).
     b.sql_set(&key, "lastname", "Cambiada En SQL").await;
     b.cycle().await;
-    let edit = UpdateInput {
-        id: old.clone(),
-        properties: BTreeMap::from([("lastname".into(), Some("Cambiada En HubSpot".into()))]),
-    };
-    b.client.batch_update("contacts", &[edit]).await.unwrap();
+    hubspot_set(&b, &old, "lastname", "Cambiada En HubSpot").await;
     b.cycle().await;
     b.edit_both(
         &(key.clone(), old.clone()),
