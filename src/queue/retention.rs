@@ -57,23 +57,16 @@ fn entry_without_values(entry: &Value) -> Value {
     entry
 }
 
-const PRUNE_CONFLICTS_SQL: &str = r#"
-DELETE FROM sync_conflicts WHERE id IN (
-    SELECT id FROM sync_conflicts
-    WHERE detected_at < now() - $1
-    ORDER BY detected_at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED)
-"#;
-
-const PRUNE_HISTORY_SQL: &str = r#"
-DELETE FROM sync_history WHERE id IN (
-    SELECT id FROM sync_history
-    WHERE at < now() - $1
-    ORDER BY at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED)
-"#;
+/// Deletes up to `$2` rows of `table` whose `time` is older than `$1`, oldest first; rows
+/// another transaction holds are left for the next pass. (`table` and `time` are fixed names,
+/// never input.)
+fn prune_sql(table: &str, time: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE id IN ( \
+           SELECT id FROM {table} WHERE {time} < now() - $1 ORDER BY {time} LIMIT $2 \
+           FOR UPDATE SKIP LOCKED)"
+    )
+}
 
 /// Rejected and dead items past retention whose values are still stored. Items another
 /// transaction holds (an operator's retry) are left for the next pass.
@@ -114,20 +107,22 @@ impl Queue {
 
     /// Deletes conflicts detected more than `retention` ago, `batch` rows per statement.
     pub async fn prune_conflicts(&self, retention: Duration, batch: i64) -> Result<u64> {
-        self.prune_by(PRUNE_CONFLICTS_SQL, retention, batch).await
+        self.prune_by(prune_sql("sync_conflicts", "detected_at"), retention, batch)
+            .await
     }
 
     /// Deletes history rows older than `retention`, `batch` rows per statement.
     pub async fn prune_history(&self, retention: Duration, batch: i64) -> Result<u64> {
-        self.prune_by(PRUNE_HISTORY_SQL, retention, batch).await
+        self.prune_by(prune_sql("sync_history", "at"), retention, batch)
+            .await
     }
 
     /// Runs a pruning statement (`$1` the retention, `$2` the batch) until a run deletes
     /// fewer than `batch` rows.
-    async fn prune_by(&self, sql: &'static str, retention: Duration, batch: i64) -> Result<u64> {
+    async fn prune_by(&self, sql: String, retention: Duration, batch: i64) -> Result<u64> {
         let mut total = 0;
         loop {
-            let n = sqlx::query(sql)
+            let n = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(interval(retention))
                 .bind(batch)
                 .execute(&self.pool)

@@ -189,6 +189,43 @@ mod tests {
     }
 
     #[test]
+    fn an_erasure_logs_one_line_with_ids_and_counts_only() {
+        let erasure = Erasure {
+            item_id: 7,
+            sql_key: "10045".into(),
+            hubspot_id: "501".into(),
+            message: cause_message(&ErasurePolicy::default(), "501"),
+        };
+        let gone = Forgotten {
+            queue_items: 3,
+            links: 1,
+            history: 9,
+            ..Forgotten::default()
+        };
+        let text = crate::telemetry::logged(|| erasure.log("contacts", "to_hubspot", "b-1", &gone));
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line = &lines[0];
+        for (field, value) in [
+            ("operation", json!("ERASE")),
+            ("record_key", json!("10045")),
+            ("hubspot_id", json!("501")),
+            ("batch_id", json!("b-1")),
+            ("queue_items", json!(3)),
+            ("history", json!(9)),
+        ] {
+            assert_eq!(line[field], value, "{field}: {text}");
+        }
+        assert!(
+            line["message"].as_str().unwrap().contains("left as it is"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn messages_name_ids_and_the_policy_only() {
         let policy = ErasurePolicy::new(&object("{ action: delete }"));
         let m = cause_message(&policy, "501");

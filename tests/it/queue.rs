@@ -876,6 +876,34 @@ async fn conflicts_are_deleted_after_their_retention() {
 }
 
 #[tokio::test]
+async fn history_is_deleted_after_the_queue_retention() {
+    let (pool, queue) = queue_with(QueueSettings {
+        retention: Duration::from_secs(30 * 86400),
+        prune_batch: 1,
+        ..settings()
+    })
+    .await;
+    for (key, days) in [("old-1", 40), ("old-2", 31), ("recent", 29)] {
+        sqlx::query(
+            "INSERT INTO sync_history (object, direction, operation, sql_key, at) \
+             VALUES ('contacts', 'to_hubspot', 'UPDATE', $1, now() - make_interval(days => $2))",
+        )
+        .bind(key)
+        .bind(days)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let done = queue.enforce_retention().await.unwrap();
+    assert_eq!(done.history, 2);
+    let left: Vec<String> = sqlx::query_scalar("SELECT sql_key FROM sync_history")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, ["recent"]);
+}
+
+#[tokio::test]
 async fn a_paused_direction_is_claimed_by_no_worker_until_resumed_and_loses_nothing() {
     let (pool, _) = fresh_db().await;
     let queue = Queue::new(pool.clone(), settings());
