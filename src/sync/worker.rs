@@ -1,7 +1,8 @@
 //! The worker loop: claim a batch of one object and direction, keep its lease alive while the
-//! handler works (no transaction or lock is held meanwhile), then store record links and
-//! conflicts and settle every item in one PostgreSQL transaction. On shutdown it stops claiming;
-//! a batch that cannot finish within the grace period is released, not failed.
+//! handler works (no transaction or lock is held meanwhile), then store record links,
+//! conflicts and the members' history, erase members found erased in HubSpot, and settle every
+//! item in one PostgreSQL transaction. On shutdown it stops claiming; a batch that cannot finish
+//! within the grace period is released, not failed.
 
 use std::collections::HashMap;
 use std::future::Future;
