@@ -215,6 +215,9 @@ pub async fn record(
     Ok(done.rows_affected())
 }
 
+/// Property names a table row lists; more are counted (`--json` has them all).
+const SHOWN_PROPERTIES: usize = 6;
+
 /// One row of a member's timeline: an entry and when it was settled.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -232,8 +235,10 @@ impl Event {
         if let Some(old) = &e.old_hubspot_id {
             parts.push(format!("from contact {old}"));
         }
-        if !e.properties.is_empty() {
-            parts.push(e.properties.join(", "));
+        match e.properties.len() {
+            0 => {}
+            n if n > SHOWN_PROPERTIES => parts.push(format!("{n} properties")),
+            _ => parts.push(e.properties.join(", ")),
         }
         match &e.reasons {
             Some(Value::Array(reasons)) => {
@@ -516,6 +521,15 @@ mod tests {
             entry: e,
         };
         assert_eq!(event.details(), "firstname; hubspot_wins -> hubspot wins");
+        let create = Event {
+            at: Utc::now(),
+            entry: Entry {
+                operation: "CREATE".into(),
+                properties: (0..31).map(|i| format!("p{i}")).collect(),
+                ..Entry::default()
+            },
+        };
+        assert_eq!(create.details(), "31 properties");
     }
 
     #[test]

@@ -249,9 +249,11 @@ impl<H: BatchHandler> Worker<H> {
             .iter()
             .filter(|c| settled(c.item_id))
             .map(|c| history::of_conflict(c, self.direction, batch_id));
+        // An erased member's item leaves its ERASE row when its copies are erased.
+        let erased = |id: i64| result.erasures.iter().any(|e| e.item_id == id);
         let outcomes = pairs
             .iter()
-            .filter(|(item, _)| settled(Some(item.id)))
+            .filter(|(item, _)| settled(Some(item.id)) && !erased(item.id))
             .filter_map(|(item, o)| {
                 let died = died.contains(&item.id);
                 history::of_outcome(item, o, result.notes.get(&item.id), died)

@@ -591,6 +591,15 @@ async fn forget_erases_every_copy_of_a_member_from_hubsyncs_tables_and_from_hubs
             "{needle}"
         );
     }
+    // Its history is one ERASE row, made by forget (no direction), with ids and counts only.
+    let history: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT operation, direction, hubspot_id FROM sync_history WHERE sql_key = $1",
+    )
+    .bind(&key)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(history, [("ERASE".to_string(), None, Some(linked.clone()))]);
     // Only that member: another's data is still there.
     let other_email = member(&other)["email"].clone().unwrap();
     assert!(!tables_holding(&s.pool, &other_email).await.is_empty());
