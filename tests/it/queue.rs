@@ -9,7 +9,7 @@ use hubsync::config::QueueSettings;
 use hubsync::queue::{
     ClaimedItem, Direction, ItemError, NewItem, Operation, Outcome, Queue, RetrySelection,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 
 use crate::support::{fresh_db, make_due};
@@ -345,6 +345,18 @@ async fn a_dead_workers_items_are_rescued_without_charging_attempts() {
         last.contains("3 rescues") && last.contains("crashy"),
         "{last}"
     );
+    // Each member's history records the death, with why.
+    let died: Vec<(String, Option<String>, Value)> =
+        sqlx::query_as("SELECT operation, sql_key, reasons FROM sync_history ORDER BY sql_key")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(died.len(), 10, "{died:?}");
+    for (operation, key, reasons) in &died {
+        assert_eq!(operation, "DEAD");
+        assert!(key.is_some());
+        assert_eq!(reasons[0]["kind"], "lease_expired", "{reasons}");
+    }
 }
 
 #[tokio::test]
