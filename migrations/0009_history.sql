@@ -1,8 +1,8 @@
 -- Each member's sync history: one row per operation on a member (CREATE, UPDATE, SKIP, LINK,
 -- WRITE, INSERT, ARCHIVE, MERGE, CONFLICT, REJECT, DEAD, ERASE), written in the same transaction
--- that settles its queue item (or ends it dead). No values: property (or column) names, ids, reasons with the values
--- they quote masked. Pruned after queue.retention; `hubsync forget` and an erasure in HubSpot
--- delete a member's rows and leave one ERASE row with ids and counts only.
+-- that settles its queue item (or ends it dead). No values: property (or column) names, ids,
+-- reasons with the values they quote masked. Pruned after queue.retention; `hubsync forget` and
+-- an erasure in HubSpot delete a member's rows and leave one ERASE row with ids and counts only.
 
 CREATE TABLE sync_history (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
