@@ -1,8 +1,8 @@
 //! `hubsync forget --object O --member KEY [--hubspot]`: a member asked to be forgotten. hubsync
 //! erases every copy of the member's data it holds (queue payloads and errors, unsettled writes,
-//! conflicts, the record link and its snapshot); with `--hubspot` it first has HubSpot delete
-//! the linked contact for good (GDPR delete, which also blocklists the email). Logs one `ERASE`
-//! line with ids and counts only.
+//! conflicts, the record link and its snapshot, its history) and leaves one ERASE history row;
+//! with `--hubspot` it first has HubSpot delete the linked contact for good (GDPR delete, which
+//! also blocklists the email). Logs one `ERASE` line with ids and counts only.
 
 use crate::config::Need;
 use crate::exit::{self, Failure};
@@ -42,7 +42,14 @@ pub async fn run(config_path: &std::path::Path, args: ForgetArgs) -> Result<u8, 
         }
         _ => false,
     };
-    let gone = crate::sync::forget::forget(pool, &args.object, &args.member)
+    let cause = crate::sync::forget::Cause {
+        message: match erased_in_hubspot {
+            true => "hubsync forget: HubSpot contact deleted for good (GDPR)".into(),
+            false => "hubsync forget".into(),
+        },
+        ..Default::default()
+    };
+    let gone = crate::sync::forget::forget(pool, &args.object, &args.member, &cause)
         .await
         .map_err(db)?;
     tracing::info!(
@@ -55,16 +62,18 @@ pub async fn run(config_path: &std::path::Path, args: ForgetArgs) -> Result<u8, 
         writes = gone.writes,
         conflicts = gone.conflicts,
         links = gone.links,
+        history = gone.history,
         "member erased from hubsync's tables"
     );
     println!(
-        "forgot member {} of {}: {} queue item(s), {} unsettled write(s), {} conflict(s), {} link(s) erased{}",
+        "forgot member {} of {}: {} queue item(s), {} unsettled write(s), {} conflict(s), {} link(s), {} history row(s) erased{}",
         args.member,
         args.object,
         gone.queue_items,
         gone.writes,
         gone.conflicts,
         gone.links,
+        gone.history,
         match (&gone.hubspot_id, erased_in_hubspot, args.hubspot) {
             (Some(id), true, _) => format!("; HubSpot contact {id} deleted for good (GDPR)"),
             (None, _, true) => "; no linked HubSpot contact to delete".to_owned(),

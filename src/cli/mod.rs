@@ -3,6 +3,7 @@
 
 pub mod backfill;
 mod forget;
+mod history;
 mod jobs;
 mod mark_synced;
 mod pause;
@@ -68,6 +69,8 @@ pub enum Command {
     /// Erase a member from hubsync's own tables; `--hubspot` also deletes the HubSpot contact
     /// for good (GDPR delete).
     Forget(forget::ForgetArgs),
+    /// One member's sync history, oldest first (exit 1 when there is none).
+    History(history::HistoryArgs),
     /// Benchmarks: print figures and ratios from one run.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -178,6 +181,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Resync(args) => resync::run(&cli.config, args).await,
         Command::MarkSynced(args) => mark_synced::run(&cli.config, args).await,
         Command::Forget(args) => forget::run(&cli.config, args).await,
+        Command::History(args) => history::run(&cli.config, args).await,
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,
         Command::Sim(command) => crate::sim::run(command).await,
         Command::Validate(args) => validate::run(&cli.config, args),

@@ -231,8 +231,8 @@ pub async fn run(command: QueueCommand, config: &Config) -> Result<u8, Failure> 
             let done = queue.enforce_retention().await.map_err(db)?;
             println!(
                 "pruned {} finished item(s), dropped the payload values of {} rejected or dead \
-                 item(s), deleted {} conflict(s)",
-                done.items, done.payloads_dropped, done.conflicts
+                 item(s), deleted {} conflict(s) and {} history row(s)",
+                done.items, done.payloads_dropped, done.conflicts, done.history
             );
         }
     }

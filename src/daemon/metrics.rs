@@ -1,6 +1,6 @@
 //! Prometheus metrics served at `/metrics`: queue depth and age, records synced/rejected/dead,
-//! merges followed, HubSpot calls and 429s, limiter wait, poll lag, the daily API budget and this
-//! instance's place in the shared budget.
+//! merges followed, members erased, HubSpot calls and 429s, limiter wait, poll lag, the daily API
+//! budget and this instance's place in the shared budget.
 
 use std::sync::atomic::AtomicU64;
 
@@ -56,6 +56,7 @@ pub struct Metrics {
     pub oldest_pending_seconds: Family<FlowLabels, FloatGauge>,
     pub records: Family<OutcomeLabels, Counter>,
     pub merges: Family<ObjectLabels, Counter>,
+    pub erasures: Family<ObjectLabels, Counter>,
     pub hubspot_requests: Gauge,
     pub hubspot_throttled: Gauge,
     pub limiter_wait_seconds: FloatGauge,
@@ -84,6 +85,7 @@ impl Default for Metrics {
             oldest_pending_seconds: Family::default(),
             records: Family::default(),
             merges: Family::default(),
+            erasures: Family::default(),
             hubspot_requests: Gauge::default(),
             hubspot_throttled: Gauge::default(),
             limiter_wait_seconds: FloatGauge::default(),
@@ -123,6 +125,11 @@ impl Default for Metrics {
             "merges",
             "Record links that followed a contact merged in HubSpot to its survivor",
             m.merges.clone(),
+        );
+        registry.register(
+            "erasures",
+            "Members whose HubSpot contact was found gone for good (GDPR delete) and erased from hubsync's tables",
+            m.erasures.clone(),
         );
         registry.register(
             "hubspot_requests",
@@ -279,11 +286,13 @@ impl Metrics {
     /// Shows the outcome counters of `objects` (both directions) at 0 before anything settles.
     pub fn init_records<'a>(&self, objects: impl IntoIterator<Item = &'a str>) {
         for object in objects {
-            self.merges
-                .get_or_create(&ObjectLabels {
-                    object: object.to_string(),
-                })
-                .inc_by(0);
+            for counter in [&self.merges, &self.erasures] {
+                counter
+                    .get_or_create(&ObjectLabels {
+                        object: object.to_string(),
+                    })
+                    .inc_by(0);
+            }
             for direction in ["to_hubspot", "to_sql"] {
                 for outcome in ["done", "rejected", "dead"] {
                     self.records
@@ -323,6 +332,13 @@ impl Metrics {
                     object: object.to_string(),
                 })
                 .inc_by(settled.merges);
+        }
+        if settled.erasures > 0 {
+            self.erasures
+                .get_or_create(&ObjectLabels {
+                    object: object.to_string(),
+                })
+                .inc_by(settled.erasures);
         }
     }
 

@@ -464,6 +464,7 @@ fn spawn_maintenance(sup: &mut Supervisor, queue: &Queue, health: &Arc<Health>, 
                     deleted = done.items,
                     payloads_dropped = done.payloads_dropped,
                     conflicts_deleted = done.conflicts,
+                    history_deleted = done.history,
                     "applied retention"
                 );
             }

@@ -278,8 +278,36 @@ impl HubSpotClient {
         keys: &[String],
         properties: &[&str],
     ) -> Result<Vec<Option<Record>>, HubSpotError> {
+        self.read_batch(object, by, keys, properties, false).await
+    }
+
+    /// Reads archived records (in HubSpot's recycle bin) by id: `None` for an id HubSpot holds
+    /// no archived record of (live, or gone for good).
+    pub async fn batch_read_archived(
+        &self,
+        object: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Record>>, HubSpotError> {
+        self.read_batch(object, &ReadBy::Id, ids, &[], true).await
+    }
+
+    async fn read_batch(
+        &self,
+        object: &str,
+        by: &ReadBy,
+        keys: &[String],
+        properties: &[&str],
+        archived: bool,
+    ) -> Result<Vec<Option<Record>>, HubSpotError> {
         let path = self.paths().batch(object, Op::Read)?;
-        let what = format!("batch read of {object}");
+        let what = match archived {
+            true => format!("batch read of archived {object}"),
+            false => format!("batch read of {object}"),
+        };
+        let query: Vec<(&str, String)> = match archived {
+            true => vec![("archived", "true".to_owned())],
+            false => Vec::new(),
+        };
         let key_of = |k: &str| match by {
             ReadBy::Id => k.trim().to_owned(),
             ReadBy::Property(_) => normalize(k),
@@ -301,7 +329,14 @@ impl HubSpotClient {
                 body["idProperty"] = Value::String(p.clone());
             }
             let answer = self
-                .call(&what, Lane::Standard, Method::POST, &path, &[], Some(&body))
+                .call(
+                    &what,
+                    Lane::Standard,
+                    Method::POST,
+                    &path,
+                    &query,
+                    Some(&body),
+                )
                 .await?;
             let batch: BatchAnswer = expect_ok(&what, &answer)?;
             for record in batch.results {

@@ -8,8 +8,8 @@ pub mod transform;
 
 pub use object::{
     ArchiveAction, ChangeDetection, ChangeMode, ConflictPolicy, Direction, EmailSettings,
-    EnumValue, FieldConfig, IdnDomains, ObjectConfig, OnHubspotArchive, OnInvalid,
-    OnNewHubspotRecord, SqlType, UnsafeCharacters, ValidationSettings,
+    EnumValue, ErasureAction, FieldConfig, IdnDomains, ObjectConfig, OnHubspotArchive,
+    OnHubspotErasure, OnInvalid, OnNewHubspotRecord, SqlType, UnsafeCharacters, ValidationSettings,
 };
 
 use std::borrow::Cow;

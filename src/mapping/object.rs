@@ -38,6 +38,10 @@ pub struct ObjectConfig {
     /// What to do with the SQL row of a record archived (deleted) in HubSpot.
     #[serde(default)]
     pub on_hubspot_archive: OnHubspotArchive,
+    /// What to do with the SQL row of a member whose HubSpot contact is gone for good (a GDPR
+    /// delete: not found, not archived, not merged).
+    #[serde(default)]
+    pub on_hubspot_erasure: OnHubspotErasure,
     /// Settings of the Costa Rica rules for this object.
     #[serde(default)]
     pub validation: ValidationSettings,
@@ -153,37 +157,202 @@ impl OnHubspotArchive {
 
     fn check(&self, path: &str, key: &str, problems: &mut Problems) {
         let path = format!("{path}.on_hubspot_archive");
-        match self.action {
-            ArchiveAction::SetColumn => {
-                match self.column.as_deref() {
-                    None => problems.push(format!("{path}.column"), "required by set_column"),
-                    Some(c) if c.eq_ignore_ascii_case(key) => problems.push(
-                        format!("{path}.column"),
-                        "must not be the key column (use action: delete)",
-                    ),
-                    // Its name is checked with the object's other columns (`check_sql`).
-                    Some(_) => {}
-                }
-                match &self.value {
-                    None => problems.push(format!("{path}.value"), "required by set_column"),
-                    Some(v) if v.is_array() || v.is_object() => problems.push(
-                        format!("{path}.value"),
-                        "must be a single value (number, text or true/false)",
-                    ),
-                    Some(_) => {}
-                }
-            }
-            ArchiveAction::Ignore | ArchiveAction::Delete => {
-                for (name, given) in [
-                    ("column", self.column.is_some()),
-                    ("value", self.value.is_some()),
-                ] {
-                    if given {
-                        problems.push(format!("{path}.{name}"), "only used by set_column");
-                    }
-                }
+        let set_column = self.action == ArchiveAction::SetColumn;
+        check_set_column(&path, set_column, &self.column, &self.value, key, problems);
+    }
+}
+
+/// `on_hubspot_erasure:` — `{ action: ignore }` (default: the link ends, the row stays),
+/// `{ action: delete }`, `{ action: anonymize }` (the mapped personal columns set to NULL, or to
+/// the value `neutral` gives a column that cannot be NULL), or
+/// `{ action: set_column, column: borrado_hubspot, value: 1 }`. In every case hubsync erases
+/// its own copies of the member's data.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnHubspotErasure {
+    #[serde(default)]
+    pub action: ErasureAction,
+    /// `set_column`: the column to set (not the key).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// `set_column`: the value to write, a scalar in the SQL row encoding (`1`, `true`, `"baja"`).
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// `anonymize`: a neutral value for personal columns that cannot be NULL (`{ email: "" }`).
+    #[serde(default)]
+    pub neutral: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureAction {
+    /// Leave the SQL row alone; the record link ends.
+    #[default]
+    Ignore,
+    /// Delete the SQL row.
+    Delete,
+    /// Clear the mapped personal columns (see [`FieldConfig::is_personal`]).
+    Anonymize,
+    /// Set `column` to `value`.
+    SetColumn,
+}
+
+impl ErasureAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErasureAction::Ignore => "ignore",
+            ErasureAction::Delete => "delete",
+            ErasureAction::Anonymize => "anonymize",
+            ErasureAction::SetColumn => "set_column",
+        }
+    }
+}
+
+/// A scalar config value for a SQL column, or why not.
+fn check_scalar(v: &serde_json::Value) -> Result<(), &'static str> {
+    match v.is_array() || v.is_object() {
+        true => Err("must be a single value (number, text or true/false)"),
+        false => Ok(()),
+    }
+}
+
+/// The `column` and `value` of an archive or erasure policy (at `path`): both required by
+/// `set_column` (the column not the key, the value a scalar), neither given otherwise.
+fn check_set_column(
+    path: &str,
+    set_column: bool,
+    column: &Option<String>,
+    value: &Option<serde_json::Value>,
+    key: &str,
+    problems: &mut Problems,
+) {
+    if !set_column {
+        for (name, given) in [("column", column.is_some()), ("value", value.is_some())] {
+            if given {
+                problems.push(format!("{path}.{name}"), "only used by set_column");
             }
         }
+        return;
+    }
+    match column.as_deref() {
+        None => problems.push(format!("{path}.column"), "required by set_column"),
+        Some(c) if c.eq_ignore_ascii_case(key) => problems.push(
+            format!("{path}.column"),
+            "must not be the key column (use action: delete)",
+        ),
+        // Its name is checked with the object's other columns (`check_sql`).
+        Some(_) => {}
+    }
+    match value {
+        None => problems.push(format!("{path}.value"), "required by set_column"),
+        Some(v) => {
+            if let Err(message) = check_scalar(v) {
+                problems.push(format!("{path}.value"), message);
+            }
+        }
+    }
+}
+
+impl OnHubspotErasure {
+    fn check(&self, path: &str, object: &ObjectConfig, problems: &mut Problems) {
+        let path = format!("{path}.on_hubspot_erasure");
+        if !self.neutral.is_empty() && self.action != ErasureAction::Anonymize {
+            problems.push(format!("{path}.neutral"), "only used by anonymize");
+        }
+        let set_column = self.action == ErasureAction::SetColumn;
+        let (column, value) = (&self.column, &self.value);
+        check_set_column(&path, set_column, column, value, &object.sql_key, problems);
+        if self.action != ErasureAction::Anonymize {
+            return;
+        }
+        let personal = object.personal_columns();
+        if personal.is_empty() {
+            problems.push(
+                format!("{path}.action"),
+                "no mapped column holds personal data (mark fields `personal: true`)",
+            );
+        }
+        for (column, v) in &self.neutral {
+            let at = format!("{path}.neutral.{column}");
+            if !personal.iter().any(|p| p == column) {
+                problems.push(
+                    at,
+                    format!(
+                        "not a personal column of this object (anonymize clears: {})",
+                        personal.join(", ")
+                    ),
+                );
+            } else if let Err(message) = check_scalar(v) {
+                problems.push(at, message);
+            }
+        }
+    }
+
+    /// The columns anonymize writes, each with its value (NULL unless `neutral` gives one), in
+    /// the mapping's order.
+    pub fn anonymized(&self, object: &ObjectConfig) -> Vec<(String, serde_json::Value)> {
+        object
+            .personal_columns()
+            .into_iter()
+            .map(|c| {
+                let v = self
+                    .neutral
+                    .get(&c)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
+                (c, v)
+            })
+            .collect()
+    }
+}
+
+/// Name parts that say a column or property holds personal data (names, contact details,
+/// identity numbers, birth dates, addresses), in Spanish and English.
+const PERSONAL_WORDS: &[&str] = &[
+    "nombre",
+    "nombres",
+    "apellido",
+    "apellidos",
+    "name",
+    "firstname",
+    "lastname",
+    "email",
+    "correo",
+    "telefono",
+    "phone",
+    "mobilephone",
+    "celular",
+    "cedula",
+    "dimex",
+    "pasaporte",
+    "birth",
+    "nacimiento",
+    "direccion",
+    "address",
+];
+
+impl FieldConfig {
+    /// Whether the field holds personal data: as `personal:` says, or else by its kind — an
+    /// email, identity-number, phone or birth-date transform or rule, or a column or property
+    /// named like a name, contact detail, identity number or address
+    /// (`nombre_y_apellidos__beneficiario_01_`, `telefono_oficina`, `no__de_cedula`).
+    pub fn is_personal(&self) -> bool {
+        if let Some(personal) = self.personal {
+            return personal;
+        }
+        let kind = |name: &str| {
+            let base = name.split(':').next().unwrap_or_default();
+            matches!(base, "email" | "cedula_cr" | "phone_cr" | "birth_date")
+        };
+        let named = |name: &str| {
+            name.to_ascii_lowercase()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| PERSONAL_WORDS.contains(&w))
+        };
+        self.transform.iter().any(|t| kind(t))
+            || self.rules.iter().any(|r| kind(r))
+            || named(&self.sql)
+            || named(&self.hubspot)
     }
 }
 
@@ -308,6 +477,10 @@ pub struct FieldConfig {
     /// Per-field override of the object's conflict policy.
     #[serde(default)]
     pub conflict_policy: Option<ConflictPolicy>,
+    /// Whether the column holds personal data (cleared by `on_hubspot_erasure: anonymize`);
+    /// default from the field's kind (see [`FieldConfig::is_personal`]).
+    #[serde(default)]
+    pub personal: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -534,6 +707,7 @@ impl ObjectConfig {
         }
         self.check_sql(path, problems);
         self.on_hubspot_archive.check(path, &self.sql_key, problems);
+        self.on_hubspot_erasure.check(path, self, problems);
         if let Err(e) = super::Mapper::new(self) {
             for (at, message) in e.problems {
                 problems.push(format!("{path}.{at}"), message);
@@ -574,12 +748,27 @@ impl ObjectConfig {
     }
 
     /// The key a column read by the engine comes from: the first field mapping it, or the
-    /// archive column.
+    /// archive or erasure column.
     fn column_key(&self, column: &str) -> String {
         match self.fields.iter().position(|f| f.sql == column) {
             Some(i) => format!("fields[{i}].sql"),
-            None => "on_hubspot_archive.column".to_string(),
+            None if self.on_hubspot_archive.column.as_deref() == Some(column) => {
+                "on_hubspot_archive.column".to_string()
+            }
+            None => "on_hubspot_erasure.column".to_string(),
         }
+    }
+
+    /// The mapped columns holding personal data (the key column never counts), once each, in
+    /// the mapping's order: what `on_hubspot_erasure: anonymize` clears.
+    pub fn personal_columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = Vec::new();
+        for f in self.fields.iter().filter(|f| f.is_personal()) {
+            if !f.sql.eq_ignore_ascii_case(&self.sql_key) && !columns.contains(&f.sql) {
+                columns.push(f.sql.clone());
+            }
+        }
+        columns
     }
 }
 

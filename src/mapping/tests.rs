@@ -451,24 +451,29 @@ proptest! {
     }
 }
 
+/// The problems `load_str` reports, one per line, for the example with `from` (which must be
+/// there) replaced by `to`.
+fn problems_with(from: &str, to: &str) -> Vec<String> {
+    assert!(CONFIG.contains(from), "{from}");
+    let text = CONFIG.replace(from, to);
+    match load_str(&text, Need::Nothing, &|_| None) {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .to_string()
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().to_string())
+            .collect(),
+    }
+}
+
 #[test]
 fn archive_policy_and_modified_column_are_checked_by_key_path() {
-    // The problems `load_str` reports, one per line.
     let problems_of = |archive: &str, detection: &str| {
-        let text = CONFIG.replace(
+        problems_with(
             "    on_hubspot_archive: { action: ignore }",
             &format!("    on_hubspot_archive: {archive}\n    change_detection: {detection}"),
-        );
-        assert_ne!(text, CONFIG);
-        match load_str(&text, Need::Nothing, &|_| None) {
-            Ok(_) => Vec::new(),
-            Err(e) => e
-                .to_string()
-                .lines()
-                .skip(1)
-                .map(|l| l.trim().to_string())
-                .collect::<Vec<_>>(),
-        }
+        )
     };
     let rowversion = "{ mode: rowversion, column: rv, modified_column: modified_at }";
     for fine in [
@@ -746,5 +751,80 @@ fn an_unknown_sql_type_is_a_config_problem() {
     assert!(
         all.contains("fields[9].sql_type") && all.contains("precision"),
         "{all}"
+    );
+}
+
+#[test]
+fn erasure_policy_is_checked_by_key_path() {
+    let problems_of = |erasure: &str| {
+        problems_with(
+            "    on_hubspot_erasure: { action: ignore }",
+            &format!("    on_hubspot_erasure: {erasure}"),
+        )
+    };
+    for fine in [
+        "{ action: ignore }",
+        "{ action: delete }",
+        "{ action: anonymize }",
+        "{ action: anonymize, neutral: { email: '', firstname: '(borrado)' } }",
+        "{ action: set_column, column: borrado_hubspot, value: 1 }",
+    ] {
+        assert_eq!(problems_of(fine), Vec::<String>::new(), "{fine}");
+    }
+    let p = "objects.contacts.on_hubspot_erasure";
+    assert_eq!(
+        problems_of("{ action: set_column }"),
+        [
+            format!("{p}.column: required by set_column"),
+            format!("{p}.value: required by set_column")
+        ]
+    );
+    let bad = problems_of("{ action: set_column, column: 'a b', value: {x: 1} }");
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(bad[0].starts_with(&format!("{p}.column: ")), "{bad:?}");
+    assert!(bad[1].starts_with(&format!("{p}.value: must be a single value")));
+    assert_eq!(
+        problems_of("{ action: set_column, column: numero_asociado, value: 1 }"),
+        [format!(
+            "{p}.column: must not be the key column (use action: delete)"
+        )]
+    );
+    assert_eq!(
+        problems_of("{ action: delete, column: borrado, neutral: { email: '' } }"),
+        [
+            format!("{p}.neutral: only used by anonymize"),
+            format!("{p}.column: only used by set_column"),
+        ]
+    );
+    let bad = problems_of("{ action: anonymize, neutral: { provincia: 0 } }");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].starts_with(&format!("{p}.neutral.provincia: not a personal column")),
+        "{bad:?}"
+    );
+    let bad = problems_of("{ action: forget }");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0].starts_with(&format!("{p}.action: ")), "{bad:?}");
+}
+
+#[test]
+fn personal_fields_follow_their_kind_unless_marked() {
+    let config = contacts_config(|s| {
+        s.replace(
+            "{ sql: provincia, hubspot: provincia,",
+            "{ sql: provincia, hubspot: provincia, personal: true,",
+        )
+        .replace(
+            "{ sql: lastname, hubspot: lastname,",
+            "{ sql: lastname, hubspot: lastname, personal: false,",
+        )
+    });
+    let personal = config.personal_columns();
+    assert!(personal.contains(&"provincia".to_string()), "{personal:?}");
+    assert!(!personal.contains(&"lastname".to_string()), "{personal:?}");
+    assert!(personal.contains(&"email".to_string()), "{personal:?}");
+    assert!(
+        !personal.contains(&"numero_asociado".to_string()),
+        "{personal:?}"
     );
 }

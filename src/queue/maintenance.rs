@@ -8,8 +8,9 @@ use sqlx::Row;
 use super::{Queue, Result, interval};
 
 /// Items taken back go to pending without charging an attempt; the rescue is counted, and an
-/// item rescued `max_rescues` times ends dead (it may be what kills workers). `{select}` picks
-/// the items, `{kind}` and `{message}` say why in the item's errors.
+/// item rescued `max_rescues` times ends dead (it may be what kills workers), which its member's
+/// history records (`sync_history`, in the same statement). `{select}` picks the items, `{kind}`
+/// and `{message}` say why in the item's errors.
 fn rescue_sql(select: &str, kind: &str, message: &str) -> String {
     format!(
         r#"
@@ -27,7 +28,7 @@ WITH expired AS (
     ORDER BY q.locked_until
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-)
+), rescued AS (
 UPDATE sync_queue q
 SET state = e.new_state,
     rescues = q.rescues + 1,
@@ -39,7 +40,21 @@ SET state = e.new_state,
     locked_by = NULL, locked_until = NULL, run_after = now(), updated_at = now(),
     finished_at = CASE WHEN e.new_state = 'pending' THEN NULL ELSE now() END
 FROM expired e WHERE q.id = e.id
-RETURNING q.id, q.state
+RETURNING q.id, q.state, q.object, q.direction, q.record_key, q.hubspot_id, q.batch_id,
+          e.message
+), died AS (
+    INSERT INTO sync_history (object, direction, operation, sql_key, hubspot_id, item_id,
+                              batch_id, reasons)
+    SELECT r.object, r.direction, 'DEAD',
+           CASE WHEN r.direction = 'to_hubspot' THEN r.record_key
+                ELSE (SELECT l.sql_key FROM record_links l
+                      WHERE l.object = r.object AND l.hubspot_id = r.record_key) END,
+           CASE WHEN r.direction = 'to_sql' THEN r.record_key ELSE r.hubspot_id END,
+           r.id, r.batch_id,
+           jsonb_build_array(jsonb_build_object('kind', '{kind}', 'message', r.message))
+    FROM rescued r WHERE r.state = 'dead'
+)
+SELECT id, state FROM rescued
 "#
     )
 }

@@ -1,6 +1,7 @@
 //! Retention of personal data in the queue database: conflicts deleted after
 //! `queue.conflict_retention`, and the payload values of rejected and dead items dropped after
-//! `queue.rejected_payload_retention` (keys, reasons and record key kept for operators).
+//! `queue.rejected_payload_retention` (keys, reasons and record key kept for operators), and
+//! members' history (`sync_history`) deleted after `queue.retention`, like finished items.
 
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub struct Enforced {
     pub payloads_dropped: u64,
     /// `sync_conflicts` rows deleted.
     pub conflicts: u64,
+    /// `sync_history` rows deleted.
+    pub history: u64,
 }
 
 impl Enforced {
@@ -54,14 +57,16 @@ fn entry_without_values(entry: &Value) -> Value {
     entry
 }
 
-const PRUNE_CONFLICTS_SQL: &str = r#"
-DELETE FROM sync_conflicts WHERE id IN (
-    SELECT id FROM sync_conflicts
-    WHERE detected_at < now() - $1
-    ORDER BY detected_at
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED)
-"#;
+/// Deletes up to `$2` rows of `table` whose `time` is older than `$1`, oldest first; rows
+/// another transaction holds are left for the next pass. (`table` and `time` are fixed names,
+/// never input.)
+fn prune_sql(table: &str, time: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE id IN ( \
+           SELECT id FROM {table} WHERE {time} < now() - $1 ORDER BY {time} LIMIT $2 \
+           FOR UPDATE SKIP LOCKED)"
+    )
+}
 
 /// Rejected and dead items past retention whose values are still stored. Items another
 /// transaction holds (an operator's retry) are left for the next pass.
@@ -96,14 +101,28 @@ impl Queue {
             conflicts: self
                 .prune_conflicts(s.conflict_retention, s.prune_batch)
                 .await?,
+            history: self.prune_history(s.retention, s.prune_batch).await?,
         })
     }
 
     /// Deletes conflicts detected more than `retention` ago, `batch` rows per statement.
     pub async fn prune_conflicts(&self, retention: Duration, batch: i64) -> Result<u64> {
+        self.prune_by(prune_sql("sync_conflicts", "detected_at"), retention, batch)
+            .await
+    }
+
+    /// Deletes history rows older than `retention`, `batch` rows per statement.
+    pub async fn prune_history(&self, retention: Duration, batch: i64) -> Result<u64> {
+        self.prune_by(prune_sql("sync_history", "at"), retention, batch)
+            .await
+    }
+
+    /// Runs a pruning statement (`$1` the retention, `$2` the batch) until a run deletes
+    /// fewer than `batch` rows.
+    async fn prune_by(&self, sql: String, retention: Duration, batch: i64) -> Result<u64> {
         let mut total = 0;
         loop {
-            let n = sqlx::query(PRUNE_CONFLICTS_SQL)
+            let n = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(interval(retention))
                 .bind(batch)
                 .execute(&self.pool)

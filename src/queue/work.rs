@@ -60,6 +60,10 @@ pub struct Settled {
     pub lost: Vec<i64>,
     /// Record links that followed a contact merged in HubSpot to its survivor.
     pub merges: u64,
+    /// Members whose HubSpot contact was found gone for good (GDPR delete) and erased.
+    pub erasures: u64,
+    /// Items this settle ended `dead` (their attempts ran out, or they were given up).
+    pub died: Vec<i64>,
 }
 
 const CLAIM_SQL: &str = r#"
@@ -334,7 +338,10 @@ impl Queue {
                 "pending" => settled.retried += 1,
                 "rejected" => settled.rejected += 1,
                 "superseded" => settled.superseded += 1,
-                _ => settled.dead += 1,
+                _ => {
+                    settled.dead += 1;
+                    settled.died.push(id);
+                }
             }
         }
         settled.lost = ids

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::erasure::ErasurePolicy;
 use super::poller::{SqlPoller, sql_object_settings};
 use super::to_hubspot::{PortalCache, ToHubspot};
 use super::to_sql::{HubspotPoller, ToSql};
@@ -79,6 +80,7 @@ pub fn build_with(config: &Config, queue: &Queue, limiter: Arc<Limiter>) -> anyh
             anyhow::anyhow!("objects.{name}: {}", text.join("; "))
         })?;
         let reader = Arc::new(ChangeReader::new(sql.clone(), sql_object.clone()));
+        let writer = Arc::new(SqlWriter::new(sql.clone(), sql_object.clone()));
         objects.push(ObjectSync {
             name: name.clone(),
             hubspot_poller: Arc::new(HubspotPoller {
@@ -96,7 +98,7 @@ pub fn build_with(config: &Config, queue: &Queue, limiter: Arc<Limiter>) -> anyh
                 object: name.clone(),
                 mapper: mapper.clone(),
                 reader: reader.clone(),
-                writer: Arc::new(SqlWriter::new(sql.clone(), sql_object.clone())),
+                writer: writer.clone(),
                 pool: queue.pool().clone(),
                 on_archive: object.on_hubspot_archive.clone(),
             }),
@@ -115,6 +117,8 @@ pub fn build_with(config: &Config, queue: &Queue, limiter: Arc<Limiter>) -> anyh
                 sql_reader: Some(reader),
                 lookup: Default::default(),
                 portal: PortalCache::new(object.portal_required.clone()),
+                erasure: ErasurePolicy::new(object),
+                sql_writer: Some(writer.clone()),
             }),
         });
     }

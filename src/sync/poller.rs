@@ -42,10 +42,12 @@ pub fn sql_object_settings(config: &ObjectConfig) -> crate::mssql::SqlObjectSett
     };
     let mut settings =
         crate::mssql::SqlObjectSettings::new(&config.sql_table, &config.sql_key, detection);
-    // Only the mapped columns (and the one an archive in HubSpot sets) are read; the key and
-    // change-tracking columns are added.
+    // Only the mapped columns (and those an archive or erasure in HubSpot sets) are read; the
+    // key and change-tracking columns are added.
     let archive_column = config.on_hubspot_archive.column.iter();
-    for column in config.fields.iter().map(|f| &f.sql).chain(archive_column) {
+    let erasure_column = config.on_hubspot_erasure.column.iter();
+    let columns = config.fields.iter().map(|f| &f.sql);
+    for column in columns.chain(archive_column).chain(erasure_column) {
         if !settings.columns.contains(column) {
             settings.columns.push(column.clone());
         }

@@ -10,6 +10,8 @@ use std::time::Instant;
 use sqlx::PgPool;
 
 use super::diff::{self, Modified, Values};
+use super::erasure::{self, Erasure, ErasurePolicy};
+use super::history::{self, Note};
 use super::links::{self, ConflictRecord, Link, LinkUpdate};
 use super::merges::{self, Follow, MERGED_IDS, Merge};
 use super::plan::PlannedOp;
@@ -19,7 +21,7 @@ use crate::hubspot::portal::{PortalRules, PropertyRules, RequiredProperty};
 use crate::hubspot::types::{CreateInput, ReadBy, Record, UpdateInput, WriteOutcome};
 use crate::hubspot::{HubSpotClient, modified_property};
 use crate::mapping::{Mapped, Mapper, SqlRow};
-use crate::mssql::ChangeReader;
+use crate::mssql::{ChangeReader, RowOutcome, SqlWriter};
 use crate::queue::{ClaimedItem, Direction, ItemError, Operation, Outcome};
 use crate::telemetry::OperationLog;
 use crate::validation::Issue;
@@ -40,6 +42,10 @@ pub struct ToHubspot {
     pub lookup: LookupFirst,
     /// The portal's write rules, checked before sending.
     pub portal: PortalCache,
+    /// What becomes of the SQL Server row of a member whose contact is gone for good.
+    pub erasure: ErasurePolicy,
+    /// Writes that policy's changes (None: no SQL Server; only `ignore` can be applied).
+    pub sql_writer: Option<Arc<SqlWriter>>,
 }
 
 /// The portal's rules compiled for one object: the published validation rules (re-read with
@@ -181,6 +187,17 @@ pub enum Step<'a> {
     /// The linked contact was merged in HubSpot: the link follows the survivor once the
     /// record's own step (which writes to the survivor) is done.
     Merge(Merge),
+    /// HubSpot answers no contact for the linked id and it shows no merge: gone for good (GDPR
+    /// delete) unless HubSpot holds it archived, which the step asks first.
+    Gone {
+        work: Work<'a>,
+        hubspot_id: String,
+    },
+    /// A member whose contact HubSpot erased (a GDPR delete) changed in SQL Server: not sent
+    /// again, and its payload is not kept.
+    Erased {
+        item: &'a ClaimedItem,
+    },
 }
 
 impl Step<'_> {
@@ -235,6 +252,17 @@ impl Step<'_> {
             },
             Step::Conflict(c) => PlannedOp::conflict(object, Direction::ToHubspot, c),
             Step::Merge(m) => PlannedOp::merge(object, Direction::ToHubspot, m),
+            Step::Gone { work, hubspot_id } => PlannedOp {
+                hubspot_id: Some(hubspot_id.clone()),
+                message: Some(format!(
+                    "HubSpot has no contact {hubspot_id}: unless it is archived, it is gone for                      good and on_hubspot_erasure applies"
+                )),
+                ..op(work.item, "ERASE")
+            },
+            Step::Erased { item } => PlannedOp {
+                message: Some(ERASED.into()),
+                ..op(item, "SKIP")
+            },
         }
     }
 }
@@ -258,7 +286,7 @@ impl BatchHandler for ToHubspot {
             result: BatchResult::default(),
         };
         let (mut archives, mut updates, mut creates) = (Vec::new(), Vec::new(), Vec::new());
-        let mut upserts = Vec::new();
+        let (mut upserts, mut gone) = (Vec::new(), Vec::new());
         for step in steps {
             match step {
                 Step::Reject { item, errors } => run.reject(item, errors),
@@ -295,6 +323,16 @@ impl BatchHandler for ToHubspot {
                 Step::Upsert { work } => upserts.push(work),
                 Step::Conflict(c) => run.result.conflicts.push(c),
                 Step::Merge(m) => run.result.merges.push(m),
+                Step::Gone { work, hubspot_id } => gone.push((work, hubspot_id)),
+                Step::Erased { item } => {
+                    run.log(item, "SKIP", None, "done", ERASED);
+                    let done = Outcome::Done {
+                        operation: "SKIP".into(),
+                        hubspot_id: None,
+                    };
+                    run.result.outcomes.push((item.id, done));
+                    run.result.scrub.push(item.id);
+                }
             }
         }
         let conflicts = &run.result.conflicts;
@@ -313,6 +351,7 @@ impl BatchHandler for ToHubspot {
         run.update(updates).await;
         run.create(creates).await;
         run.upsert(upserts).await;
+        run.erase(gone).await;
         run.result
     }
 }
@@ -323,9 +362,29 @@ impl ToHubspot {
     pub async fn plan<'a>(&self, batch: &'a [ClaimedItem], lookup: Lookup) -> Vec<Step<'a>> {
         let mut steps = Vec::new();
         let portal = self.portal.rules(&self.client, &self.hubspot_object).await;
-        let work = self.map_and_validate(batch, &portal, &mut steps);
+        // Members whose contact HubSpot erased are not sent again, valid or not.
+        let keys: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
+        let erased = match history::erased(&self.pool, &self.object, &keys).await {
+            Ok(erased) => erased,
+            Err(e) => {
+                let error = ItemError::postgres(&e);
+                return batch
+                    .iter()
+                    .map(|item| Step::Retry {
+                        item,
+                        error: error.clone(),
+                    })
+                    .collect();
+            }
+        };
+        let (gone, batch): (Vec<&ClaimedItem>, Vec<&ClaimedItem>) = batch
+            .iter()
+            .partition(|i| i.operation == Operation::Upsert && erased.contains(&i.record_key));
+        steps.extend(gone.into_iter().map(|item| Step::Erased { item }));
+        let work = self.map_and_validate(&batch, &portal, &mut steps);
         let archives: Vec<&ClaimedItem> = batch
             .iter()
+            .copied()
             .filter(|i| i.operation == Operation::Archive)
             .collect();
         let keys: Vec<String> = work
@@ -594,13 +653,7 @@ impl ToHubspot {
                     continue;
                 }
                 (None, _) | (_, Follow::Gone) => {
-                    // Gone from HubSpot: the update says so.
-                    let changes = diff::changes(&work.mapped.properties, &link.synced);
-                    steps.push(Step::Update {
-                        work,
-                        hubspot_id,
-                        changes,
-                    });
+                    steps.push(Step::Gone { work, hubspot_id });
                     continue;
                 }
             };
@@ -690,7 +743,7 @@ impl ToHubspot {
 
     fn map_and_validate<'a>(
         &self,
-        batch: &'a [ClaimedItem],
+        batch: &[&'a ClaimedItem],
         portal: &PortalRules,
         steps: &mut Vec<Step<'a>>,
     ) -> Vec<Work<'a>> {
@@ -1107,10 +1160,11 @@ impl Run<'_> {
     /// one's change goes to its survivor in this same batch, and its link follows.
     async fn update(&mut self, updates: Vec<(Work<'_>, String, Values)>) {
         let left_out = self.send_updates(updates).await;
-        let survivors = self.follow_merges(left_out).await;
+        let (survivors, gone) = self.follow_merges(left_out).await;
         for (w, id, _) in self.send_updates(survivors).await {
             self.settle_write(&w, "UPDATE", &WriteOutcome::NotFound { id });
         }
+        self.erase(gone).await;
     }
 
     /// Sends updates, 100 a request, and settles every item but those HubSpot left out, which
@@ -1128,6 +1182,9 @@ impl Run<'_> {
                 .map(|(w, id, changes)| (w.item, Some(id.as_str()), changes));
             if !self.record_writes(sent).await {
                 continue;
+            }
+            for (w, _, changes) in &chunk {
+                self.note(w.item, changes.keys());
             }
             let inputs: Vec<UpdateInput> = chunk
                 .iter()
@@ -1155,13 +1212,13 @@ impl Run<'_> {
     /// Contacts HubSpot left out of an update, read again by id (one call): a merged one's
     /// change is returned addressed to its survivor, with its link to follow once done; one
     /// merged with another member's contact is rejected naming that member; one gone is
-    /// retried.
+    /// returned apart, for [`Run::erase`].
     async fn follow_merges<'w>(
         &mut self,
         left_out: Vec<(Work<'w>, String, Values)>,
-    ) -> Vec<(Work<'w>, String, Values)> {
+    ) -> (Vec<(Work<'w>, String, Values)>, Vec<(Work<'w>, String)>) {
         if left_out.is_empty() {
-            return left_out;
+            return (left_out, Vec::new());
         }
         let ids: Vec<String> = left_out.iter().map(|(_, id, _)| id.clone()).collect();
         let (client, object) = (&self.this.client, &self.this.hubspot_object);
@@ -1172,7 +1229,7 @@ impl Run<'_> {
             Ok(answers) => answers,
             Err(e) => {
                 self.call_failed(left_out.iter().map(|(w, _, _)| w.item), &e);
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         };
         let members: Vec<(&str, &str)> = left_out
@@ -1186,10 +1243,10 @@ impl Run<'_> {
                 for (w, _, _) in &left_out {
                     self.retry(w.item, error.clone());
                 }
-                return Vec::new();
+                return (Vec::new(), Vec::new());
             }
         };
-        let mut survivors = Vec::new();
+        let (mut survivors, mut gone) = (Vec::new(), Vec::new());
         for ((w, id, changes), follow) in left_out.into_iter().zip(follows) {
             match follow {
                 Follow::Moved { from, to } => {
@@ -1204,10 +1261,95 @@ impl Run<'_> {
                     let message = format!("HubSpot left contact {id} out of the update's answer");
                     self.retry(w.item, ItemError::new("hubspot", message));
                 }
-                Follow::Gone => self.settle_write(&w, "UPDATE", &WriteOutcome::NotFound { id }),
+                Follow::Gone => gone.push((w, id)),
             }
         }
-        survivors
+        (survivors, gone)
+    }
+
+    /// Members whose linked contact HubSpot answers none for and shows no merge. HubSpot is
+    /// asked whether it holds each archived (one read): such a member is rejected (restoring
+    /// the contact syncs it again). The others are gone for good: the object's
+    /// `on_hubspot_erasure` is applied to their SQL Server rows (one transaction), and each
+    /// item is done with an erasure that purges hubsync's copies of the member as it settles.
+    async fn erase(&mut self, gone: Vec<(Work<'_>, String)>) {
+        if gone.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = gone.iter().map(|(_, id)| id.clone()).collect();
+        let (client, object) = (&self.this.client, &self.this.hubspot_object);
+        let archived = match client.batch_read_archived(object, &ids).await {
+            Ok(archived) => archived,
+            Err(e) => return self.call_failed(gone.iter().map(|(w, _)| w.item), &e),
+        };
+        let mut erased = Vec::new();
+        for ((w, id), archived) in gone.into_iter().zip(archived) {
+            match archived {
+                Some(_) => self.reject(w.item, vec![erasure::archived_error(&id)]),
+                None => erased.push((w, id)),
+            }
+        }
+        let policy = &self.this.erasure;
+        let writes: Vec<_> = erased
+            .iter()
+            .filter_map(|(w, _)| policy.write(&w.item.record_key))
+            .collect();
+        let mut refused: HashMap<String, ItemError> = HashMap::new();
+        if !writes.is_empty() {
+            let applied = match &self.this.sql_writer {
+                Some(writer) => writer.apply(&writes).await.map_err(|e| e.to_string()),
+                None => Err("no SQL Server writer for this object".to_string()),
+            };
+            let report = match applied {
+                Ok(report) => report,
+                Err(e) => {
+                    for (w, _) in &erased {
+                        self.retry(w.item, ItemError::new("sql_server", e.clone()));
+                    }
+                    return;
+                }
+            };
+            for (write, outcome) in writes.iter().zip(report.outcomes) {
+                if let RowOutcome::Failed(f) = outcome {
+                    let message = match f.number {
+                        Some(n) => format!("SQL Server error {n}: {}", f.message),
+                        None => f.message,
+                    };
+                    let key = write.key.clone().unwrap_or_default();
+                    refused.insert(key, ItemError::new("sql_server", message));
+                }
+            }
+        }
+        for (w, id) in erased {
+            if let Some(error) = refused.remove(&w.item.record_key) {
+                self.reject(w.item, vec![error]);
+                continue;
+            }
+            self.result.outcomes.push((
+                w.item.id,
+                Outcome::Done {
+                    operation: "ERASE".into(),
+                    hubspot_id: Some(id.clone()),
+                },
+            ));
+            self.result.erasures.push(Erasure {
+                item_id: w.item.id,
+                sql_key: w.item.record_key.clone(),
+                message: erasure::cause_message(policy, &id),
+                hubspot_id: id,
+            });
+        }
+    }
+
+    /// Notes the properties an item sends, for its history.
+    fn note<'p>(&mut self, item: &ClaimedItem, properties: impl Iterator<Item = &'p String>) {
+        self.result.notes.insert(
+            item.id,
+            Note {
+                properties: properties.cloned().collect(),
+                ..Note::default()
+            },
+        );
     }
 
     /// Notes that `item`'s link follows a merge from `from` to `to`; after a merge found earlier
@@ -1231,6 +1373,9 @@ impl Run<'_> {
             let sent = chunk.iter().map(|w| (w.item, None, &w.mapped.properties));
             if !self.record_writes(sent).await {
                 continue;
+            }
+            for w in chunk {
+                self.note(w.item, set_properties(&w.mapped.properties));
             }
             let inputs: Vec<CreateInput> = chunk
                 .iter()
@@ -1311,6 +1456,9 @@ impl Run<'_> {
         let sent = creates.iter().map(|w| (w.item, None, &w.mapped.properties));
         if !self.record_writes(sent).await {
             return;
+        }
+        for w in &creates {
+            self.note(w.item, set_properties(&w.mapped.properties));
         }
         match self
             .this
@@ -1401,6 +1549,14 @@ impl Run<'_> {
                     item,
                     ItemError::new("internal", "unexpected archive step after a create"),
                 ),
+                Step::Gone {
+                    work: Work { item, .. },
+                    ..
+                }
+                | Step::Erased { item } => self.retry(
+                    item,
+                    ItemError::new("internal", "unexpected erasure step after a create"),
+                ),
                 Step::Conflict(c) => self.result.conflicts.push(c),
                 Step::Merge(m) => self.result.merges.push(m),
             }
@@ -1423,6 +1579,18 @@ fn duplicate_of(prop: &str, hubspot_id: Option<&str>, owner: &str) -> ItemError 
             ),
         )
     }
+}
+
+/// Why a change of a member erased in HubSpot is not sent.
+const ERASED: &str = "the member's HubSpot contact was erased for good (GDPR delete): not sent \
+    again (`hubsync forget` clears hubsync's record of the erasure)";
+
+/// The properties a create sends a value for.
+fn set_properties(properties: &Values) -> impl Iterator<Item = &String> {
+    properties
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| k)
 }
 
 /// HubSpot refused a create because a unique property's value is already taken.

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::diff::{self, Modified, Values};
+use super::history;
 use super::links::{self, ConflictRecord, LinkUpdate};
 use super::merges::{self, MERGED_IDS, Merge};
 use super::plan::PlannedOp;
@@ -930,6 +931,12 @@ impl BatchHandler for ToSql {
                 _ => "written to SQL Server",
             };
             log(p.item, p.operation, "done", message);
+            let note = history::Note {
+                properties: p.sent.keys().cloned().collect(),
+                operation: (p.write.key.is_none() && p.operation == "WRITE").then_some("INSERT"),
+                sql_key: Some(key.clone()),
+            };
+            result.notes.insert(p.item.id, note);
             result.outcomes.push((
                 p.item.id,
                 Outcome::Done {

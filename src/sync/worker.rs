@@ -1,14 +1,19 @@
 //! The worker loop: claim a batch of one object and direction, keep its lease alive while the
-//! handler works (no transaction or lock is held meanwhile), then store record links and
-//! conflicts and settle every item in one PostgreSQL transaction. On shutdown it stops claiming;
-//! a batch that cannot finish within the grace period is released, not failed.
+//! handler works (no transaction or lock is held meanwhile), then store record links,
+//! conflicts and the members' history, erase members found erased in HubSpot, and settle every
+//! item in one PostgreSQL transaction. On shutdown it stops claiming; a batch that cannot finish
+//! within the grace period is released, not failed.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::erasure::Erasure;
+use super::forget::{self, Forgotten};
+use super::history;
 use super::links::{self, ConflictRecord, LinkUpdate};
 use super::merges::Merge;
 use super::writes;
@@ -25,6 +30,13 @@ pub struct BatchResult {
     pub conflicts: Vec<ConflictRecord>,
     /// Links to re-point to a merged contact's survivor, each applied if its item is done.
     pub merges: Vec<Merge>,
+    /// Members whose contact is gone for good in HubSpot: hubsync's copies of each are erased
+    /// when its item is done.
+    pub erasures: Vec<Erasure>,
+    /// What the history records of an item beyond its outcome (properties, operation, key).
+    pub notes: HashMap<i64, history::Note>,
+    /// Items whose payload is not kept once settled (changes of an erased member).
+    pub scrub: Vec<i64>,
 }
 
 /// Turns a claimed batch into outcomes (the to_hubspot and to_sql sync steps implement it).
@@ -141,9 +153,13 @@ impl<H: BatchHandler> Worker<H> {
         Ok(Round::Settled(settled))
     }
 
-    async fn store(&self, batch: &[ClaimedItem], result: BatchResult) -> anyhow::Result<Settled> {
-        let mut outcomes: std::collections::HashMap<i64, Outcome> =
-            result.outcomes.into_iter().collect();
+    async fn store(
+        &self,
+        batch: &[ClaimedItem],
+        mut result: BatchResult,
+    ) -> anyhow::Result<Settled> {
+        let mut outcomes: HashMap<i64, Outcome> =
+            std::mem::take(&mut result.outcomes).into_iter().collect();
         let pairs: Vec<(&ClaimedItem, Outcome)> = batch
             .iter()
             .map(|item| {
@@ -156,15 +172,13 @@ impl<H: BatchHandler> Worker<H> {
                 (item, outcome)
             })
             .collect();
-        let mut merges: Vec<&Merge> = result
-            .merges
-            .iter()
-            .filter(|m| {
-                pairs
-                    .iter()
-                    .any(|(item, o)| item.id == m.item_id && matches!(o, Outcome::Done { .. }))
-            })
-            .collect();
+        let done = |id: i64| {
+            pairs
+                .iter()
+                .any(|(item, o)| item.id == id && matches!(o, Outcome::Done { .. }))
+        };
+        let mut merges: Vec<&Merge> = result.merges.iter().filter(|m| done(m.item_id)).collect();
+        let erasures: Vec<&Erasure> = result.erasures.iter().filter(|e| done(e.item_id)).collect();
         let mut tx = self.queue.pool().begin().await?;
         let repointed = links::repoint(&mut tx, &self.object, &merges).await?;
         merges.retain(|m| repointed.contains(&m.sql_key));
@@ -180,16 +194,71 @@ impl<H: BatchHandler> Worker<H> {
             .filter(|id| !settled.lost.contains(id))
             .collect();
         writes::clear(&mut tx, &held).await?;
+        forget::drop_payloads(&mut tx, &result.scrub).await?;
+        let entries = self.history(&pairs, &held, &settled.died, &merges, &result);
+        history::record(&mut tx, &self.object, &entries).await?;
+        // An erased member's copies go last, its item's own history with them.
+        let batch_id = &batch[0].batch_id;
+        let mut erased: Vec<(&Erasure, Forgotten)> = Vec::new();
+        for erasure in erasures.into_iter().filter(|e| held.contains(&e.item_id)) {
+            let cause = forget::Cause {
+                direction: Some(self.direction),
+                item_id: Some(erasure.item_id),
+                batch_id: Some(batch_id.clone()),
+                message: erasure.message.clone(),
+            };
+            let gone = forget::forget_on(&mut tx, &self.object, &erasure.sql_key, &cause).await?;
+            erased.push((erasure, gone));
+        }
         tx.commit().await?;
         for merge in &merges {
-            merge.log(&self.object, self.direction.as_str(), &batch[0].batch_id);
+            merge.log(&self.object, self.direction.as_str(), batch_id);
+        }
+        for (erasure, gone) in &erased {
+            erasure.log(&self.object, self.direction.as_str(), batch_id, gone);
         }
         settled.merges = merges.len() as u64;
+        settled.erasures = erased.len() as u64;
         if !settled.lost.is_empty() {
             tracing::warn!(worker = %self.name, lost = ?settled.lost,
                 "items were rescued from this worker before it settled them");
         }
         Ok(settled)
+    }
+
+    /// The history of a settled batch: merges followed, conflicts and each item's outcome, for
+    /// the items this worker still held.
+    fn history(
+        &self,
+        pairs: &[(&ClaimedItem, Outcome)],
+        held: &[i64],
+        died: &[i64],
+        merges: &[&Merge],
+        result: &BatchResult,
+    ) -> Vec<history::Entry> {
+        let Some((first, _)) = pairs.first() else {
+            return Vec::new();
+        };
+        let batch_id = first.batch_id.as_str();
+        let settled = |id: Option<i64>| id.is_some_and(|id| held.contains(&id));
+        let merged = merges
+            .iter()
+            .map(|m| history::of_merge(m, self.direction, batch_id));
+        let conflicted = result
+            .conflicts
+            .iter()
+            .filter(|c| settled(c.item_id))
+            .map(|c| history::of_conflict(c, self.direction, batch_id));
+        // An erased member's item leaves its ERASE row when its copies are erased.
+        let erased = |id: i64| result.erasures.iter().any(|e| e.item_id == id);
+        let outcomes = pairs
+            .iter()
+            .filter(|(item, _)| settled(Some(item.id)) && !erased(item.id))
+            .filter_map(|(item, o)| {
+                let died = died.contains(&item.id);
+                history::of_outcome(item, o, result.notes.get(&item.id), died)
+            });
+        merged.chain(conflicted).chain(outcomes).collect()
     }
 
     /// Runs rounds until told to stop claiming; waits for work with `waker` when idle.
@@ -218,6 +287,7 @@ impl<H: BatchHandler> Worker<H> {
             total.dead += s.dead;
             total.superseded += s.superseded;
             total.merges += s.merges;
+            total.erasures += s.erasures;
             total.lost.extend(s.lost);
         }
         Ok(total)

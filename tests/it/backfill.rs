@@ -520,7 +520,7 @@ async fn resync_queues_exactly_the_members_named() {
 
 /// Tables of the queue database whose rows, as text, contain `needle` (every table and column;
 /// the server quotes the names itself).
-async fn tables_holding(pool: &PgPool, needle: &str) -> Vec<String> {
+pub(crate) async fn tables_holding(pool: &PgPool, needle: &str) -> Vec<String> {
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = 'public' AND c.relkind = 'r'",
@@ -617,6 +617,15 @@ async fn forget_erases_every_copy_of_a_member_from_hubsyncs_tables_and_from_hubs
             "{needle}"
         );
     }
+    // Its history is one ERASE row, made by forget (no direction), with ids and counts only.
+    let history: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT operation, direction, hubspot_id FROM sync_history WHERE sql_key = $1",
+    )
+    .bind(&key)
+    .fetch_all(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(history, [("ERASE".to_string(), None, Some(linked.clone()))]);
     // Only that member: another's data is still there.
     let other_email = member(&other)["email"].clone().unwrap();
     assert!(!tables_holding(&s.pool, &other_email).await.is_empty());

@@ -516,3 +516,51 @@ fn check_config_reads_a_systemd_env_file_exactly() {
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     assert!(text(&out).contains("line 5") && text(&out).contains("export"));
 }
+
+#[test]
+fn check_config_and_run_refuse_the_same_bad_erasure_policies() {
+    let secrets = Secrets::new();
+    let env = secrets.env();
+    let dir = tempfile::tempdir().unwrap();
+    let erasure = "on_hubspot_erasure: { action: ignore }";
+    let p = "objects.contacts.on_hubspot_erasure";
+    for (policy, key) in [
+        ("{ action: set_column }", format!("{p}.column")),
+        (
+            "{ action: set_column, column: 'activo; DROP TABLE x', value: 0 }",
+            format!("{p}.column"),
+        ),
+        (
+            "{ action: set_column, column: activo, value: [0] }",
+            format!("{p}.value"),
+        ),
+        (
+            "{ action: anonymize, neutral: { provincia: '' } }",
+            format!("{p}.neutral.provincia"),
+        ),
+        (
+            "{ action: delete, neutral: { email: '' } }",
+            format!("{p}.neutral"),
+        ),
+        ("{ action: erase }", format!("{p}.action")),
+    ] {
+        let config = example_with(
+            dir.path(),
+            &[(erasure, &format!("on_hubspot_erasure: {policy}"))],
+        );
+        both_refuse(&config, &key, &env, &[SQL_PASSWORD, TOKEN]);
+    }
+    // What check-config accepts, run accepts: a good policy passes both checks.
+    let good = "on_hubspot_erasure: { action: set_column, column: activo, value: 0 }";
+    let config = example_with(dir.path(), &[(erasure, good)]);
+    let path = dir.path().join("good.yaml");
+    std::fs::write(&path, config).unwrap();
+    let path = path.display().to_string();
+    let out = hubsync_within(
+        &["--config", &path, "check-config", "--offline"],
+        &env,
+        dir.path(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

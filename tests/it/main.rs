@@ -16,6 +16,7 @@ mod hubspot_client_budget;
 mod hubspot_conformance;
 mod hubspot_sim;
 mod jobs;
+mod lifecycle;
 mod links;
 mod merges;
 mod mssql;

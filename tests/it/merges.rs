@@ -507,6 +507,7 @@ async fn a_merge_between_the_read_and_the_update_is_followed_in_the_same_batch()
             &contacts_config(),
             client_at(&proxy, Default::default()),
             None,
+            None,
         );
         changed.insert("lastname".into(), "Cambiada En SQL".into());
         enqueue(&s.queue, &[changed], 2).await;

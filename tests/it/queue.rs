@@ -9,7 +9,7 @@ use hubsync::config::QueueSettings;
 use hubsync::queue::{
     ClaimedItem, Direction, ItemError, NewItem, Operation, Outcome, Queue, RetrySelection,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 
 use crate::support::{fresh_db, make_due};
@@ -345,6 +345,18 @@ async fn a_dead_workers_items_are_rescued_without_charging_attempts() {
         last.contains("3 rescues") && last.contains("crashy"),
         "{last}"
     );
+    // Each member's history records the death, with why.
+    let died: Vec<(String, Option<String>, Value)> =
+        sqlx::query_as("SELECT operation, sql_key, reasons FROM sync_history ORDER BY sql_key")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(died.len(), 10, "{died:?}");
+    for (operation, key, reasons) in &died {
+        assert_eq!(operation, "DEAD");
+        assert!(key.is_some());
+        assert_eq!(reasons[0]["kind"], "lease_expired", "{reasons}");
+    }
 }
 
 #[tokio::test]
@@ -844,35 +856,71 @@ async fn rejected_and_dead_payloads_lose_their_values_after_retention_and_keep_t
     );
 }
 
-#[tokio::test]
-async fn conflicts_are_deleted_after_their_retention() {
+/// A queue with `settings` whose table holds rows made by `insert` (`$1` a key, `$2` an age
+/// in days) for each of `aged`; then one retention pass, and the keys left in `table`.
+async fn retention_pass(
+    settings: QueueSettings,
+    insert: &'static str,
+    aged: &[(&str, i32)],
+    table: &'static str,
+) -> (hubsync::queue::Enforced, Vec<String>) {
     let (pool, queue) = queue_with(QueueSettings {
-        conflict_retention: Duration::from_secs(90 * 86400),
         prune_batch: 1,
-        ..settings()
+        ..settings
     })
     .await;
-    for (key, days) in [("old-1", 100), ("old-2", 91), ("recent", 89)] {
-        sqlx::query(
-            "INSERT INTO sync_conflicts (object, sql_key, field, sql_value, hubspot_value, \
-                 synced_value, policy, winner, detected_at) \
-             VALUES ('contacts', $1, 'firstname', 'Ana', 'Anabel', 'Ana M', 'newest_wins', 'sql', \
-                     now() - make_interval(days => $2))",
-        )
-        .bind(key)
-        .bind(days)
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
-    let done = queue.enforce_retention().await.unwrap();
-    assert_eq!(done.conflicts, 2);
-    let left: Vec<(String, String)> =
-        sqlx::query_as("SELECT sql_key, hubspot_value FROM sync_conflicts ORDER BY sql_key")
-            .fetch_all(&pool)
+    for (key, days) in aged {
+        sqlx::query(insert)
+            .bind(key)
+            .bind(days)
+            .execute(&pool)
             .await
             .unwrap();
-    assert_eq!(left, [("recent".to_string(), "Anabel".to_string())]);
+    }
+    let done = queue.enforce_retention().await.unwrap();
+    let left = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT sql_key FROM {table} ORDER BY sql_key"
+    )))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    (done, left)
+}
+
+#[tokio::test]
+async fn conflicts_are_deleted_after_their_retention() {
+    let (done, left) = retention_pass(
+        QueueSettings {
+            conflict_retention: Duration::from_secs(90 * 86400),
+            ..settings()
+        },
+        "INSERT INTO sync_conflicts (object, sql_key, field, sql_value, hubspot_value, \
+             synced_value, policy, winner, detected_at) \
+         VALUES ('contacts', $1, 'firstname', 'Ana', 'Anabel', 'Ana M', 'newest_wins', 'sql', \
+                 now() - make_interval(days => $2))",
+        &[("old-1", 100), ("old-2", 91), ("recent", 89)],
+        "sync_conflicts",
+    )
+    .await;
+    assert_eq!(done.conflicts, 2);
+    assert_eq!(left, ["recent"]);
+}
+
+#[tokio::test]
+async fn history_is_deleted_after_the_queue_retention() {
+    let (done, left) = retention_pass(
+        QueueSettings {
+            retention: Duration::from_secs(30 * 86400),
+            ..settings()
+        },
+        "INSERT INTO sync_history (object, direction, operation, sql_key, at) \
+         VALUES ('contacts', 'to_hubspot', 'UPDATE', $1, now() - make_interval(days => $2))",
+        &[("old-1", 40), ("old-2", 31), ("recent", 29)],
+        "sync_history",
+    )
+    .await;
+    assert_eq!(done.history, 2);
+    assert_eq!(left, ["recent"]);
 }
 
 #[tokio::test]

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use hubsync::config::{Need, load_str};
 use hubsync::hubspot::{ApiVersion, HubSpotClient, HubSpotSettings, Limiter};
 use hubsync::mapping::{Mapper, ObjectConfig, SqlRow};
-use hubsync::mssql::ChangeReader;
+use hubsync::mssql::{ChangeReader, SqlWriter};
 use hubsync::queue::{Direction, NewItem, Operation, Queue};
 use hubsync::sim::hubspot::{RunningSim, SimOptions};
+use hubsync::sync::erasure::ErasurePolicy;
 use hubsync::sync::to_hubspot::{PortalCache, ToHubspot};
 use hubsync::sync::worker::Worker;
 use sqlx::Row;
@@ -70,7 +71,7 @@ pub async fn stand_on(
     let mapper = Arc::new(Mapper::new(object).unwrap());
     let queue = Queue::new(pool, Default::default());
     let client = client_at(&sim.base_url(), version);
-    let worker = worker_with(&queue, &mapper, object, client, sql_reader);
+    let worker = worker_with(&queue, &mapper, object, client, sql_reader, None);
     Stand {
         sim,
         queue,
@@ -93,13 +94,15 @@ pub fn client_at(base_url: &str, version: ApiVersion) -> Arc<HubSpotClient> {
     Arc::new(HubSpotClient::new(&settings, Arc::new(Limiter::from_settings(&settings))).unwrap())
 }
 
-/// A to_hubspot worker on `queue` syncing `object` through `client`.
+/// A to_hubspot worker on `queue` syncing `object` through `client`, applying its erasure
+/// policy through `sql_writer` when given.
 pub fn worker_with(
     queue: &Queue,
     mapper: &Arc<Mapper>,
     object: &ObjectConfig,
     client: Arc<HubSpotClient>,
     sql_reader: Option<Arc<ChangeReader>>,
+    sql_writer: Option<Arc<SqlWriter>>,
 ) -> Worker<ToHubspot> {
     Worker {
         queue: queue.clone(),
@@ -115,6 +118,8 @@ pub fn worker_with(
             sql_reader,
             lookup: Default::default(),
             portal: PortalCache::new(object.portal_required.clone()),
+            erasure: ErasurePolicy::new(object),
+            sql_writer,
         }),
     }
 }

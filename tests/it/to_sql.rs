@@ -17,7 +17,7 @@ use chrono::NaiveDateTime;
 use hubsync::mapping::{ChangeDetection, ChangeMode, ObjectConfig};
 use hubsync::sim::hubspot::SimOptions;
 
-use crate::to_hubspot::{Stand, contacts_config, insert_members, rows, stand_with};
+use crate::to_hubspot::{Stand, contacts_config, insert_members, rows, stand_with, worker_with};
 
 /// Both directions of one object between the simulators, driven step by step.
 pub(crate) struct Both {
@@ -35,7 +35,7 @@ pub(crate) async fn both() -> Both {
 }
 
 /// Both directions of `config` between the simulators.
-async fn both_with(config: ObjectConfig) -> Both {
+pub(crate) async fn both_with(config: ObjectConfig) -> Both {
     let mssql = crate::support::mssql_sim().await;
     let object = sql_object_settings(&config).validate().unwrap();
     let sql = SqlPool::new(&SqlServerSettings {
@@ -44,9 +44,18 @@ async fn both_with(config: ObjectConfig) -> Both {
     })
     .unwrap();
     let reader = Arc::new(ChangeReader::new(sql.clone(), object.clone()));
-    let s = stand_with(SimOptions::lagging(), &config, Some(reader.clone())).await;
+    let mut s = stand_with(SimOptions::lagging(), &config, Some(reader.clone())).await;
     let pool = s.queue.pool().clone();
     let client = s.worker.handler.client.clone();
+    let writer = Arc::new(SqlWriter::new(sql.clone(), object.clone()));
+    s.worker = worker_with(
+        &s.queue,
+        &s.mapper,
+        &config,
+        client.clone(),
+        Some(reader.clone()),
+        Some(writer.clone()),
+    );
     let sql_poller = SqlPoller {
         object: "contacts".into(),
         reader: ChangeReader::new(sql.clone(), object.clone()),
@@ -73,7 +82,7 @@ async fn both_with(config: ObjectConfig) -> Both {
             object: "contacts".into(),
             mapper: s.mapper.clone(),
             reader: reader.clone(),
-            writer: Arc::new(SqlWriter::new(sql, object)),
+            writer,
             pool,
             on_archive: config.on_hubspot_archive.clone(),
         }),
@@ -199,7 +208,7 @@ impl Both {
 
     /// Sets `firstname` of one record on both sides: in SQL Server (with `modified_at`, local
     /// time, when given) and then in HubSpot.
-    async fn edit_both(
+    pub(crate) async fn edit_both(
         &self,
         (key, id): &(String, String),
         sql: &str,
