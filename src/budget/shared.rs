@@ -144,8 +144,51 @@ impl SharedBudget {
             recent: Mutex::new(VecDeque::new()),
             part: Mutex::new(0.0),
         });
+        budget.sweep_ended().await;
         budget.beat().await?;
         Ok(budget)
+    }
+
+    /// Removes the registrations of earlier processes that have ended (a restart after a
+    /// crash), so their shares come back at once instead of after their hold: processes of this
+    /// host that no longer run, and any process under this one's configured `service.instance`
+    /// name (a restarted container has another host name; two live instances must not share a
+    /// name). An instance is named `[name@]host:pid`; others are left alone.
+    async fn sweep_ended(&self) {
+        let Ok(Ok(names)) = tokio::time::timeout(
+            CALL_TIMEOUT,
+            sqlx::query_scalar::<_, String>("SELECT instance FROM rate_instances")
+                .fetch_all(&self.pool),
+        )
+        .await
+        else {
+            return;
+        };
+        let host = crate::daemon::host();
+        let mine = configured_name(&self.instance);
+        for name in names {
+            let Some((_, h, pid)) = crate::queue::process_of(&name) else {
+                continue;
+            };
+            if name == self.instance {
+                continue;
+            }
+            let ended_here = h == host && !crate::daemon::process_alive(pid);
+            let same_name = mine.is_some() && configured_name(&name) == mine;
+            if !(ended_here || same_name) {
+                continue;
+            }
+            let gone = sqlx::query("SELECT hubsync_rate_leave($1)")
+                .bind(&name)
+                .execute(&self.pool);
+            if let Ok(Ok(_)) = tokio::time::timeout(CALL_TIMEOUT, gone).await {
+                tracing::info!(
+                    operation = "LIMITER",
+                    ended = %name,
+                    "an ended process of this host left the shared HubSpot budget"
+                );
+            }
+        }
     }
 
     pub fn instance(&self) -> &str {
@@ -378,9 +421,17 @@ impl SharedBudget {
     pub async fn heartbeats(self: std::sync::Arc<Self>, stop: tokio_util::sync::CancellationToken) {
         let mut tick = tokio::time::interval(Timing::default().heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beats: u64 = 0;
         loop {
             tokio::select! {
-                _ = tick.tick() => { let _ = self.beat().await; }
+                _ = tick.tick() => {
+                    beats += 1;
+                    // Silent instances held back: one of them may be a crashed process here.
+                    if beats % 5 == 0 && self.held.iter().any(|h| h.load(Ordering::Relaxed) > 0) {
+                        self.sweep_ended().await;
+                    }
+                    let _ = self.beat().await;
+                }
                 _ = stop.cancelled() => break,
             }
         }
@@ -432,6 +483,11 @@ impl SharedBudget {
             late_grants: self.late.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The configured `service.instance` part of an instance's name, if it has one.
+fn configured_name(instance: &str) -> Option<&str> {
+    instance.rsplit_once('@').map(|(name, _)| name)
 }
 
 /// A duration as a PostgreSQL interval.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -101,7 +101,9 @@ struct Outgoing<'a> {
     url: String,
     bearer: HeaderValue,
     query: &'a [(&'a str, String)],
-    body: Option<&'a Value>,
+    /// The JSON body, serialised once before the first slot is taken: the time between a
+    /// grant and the request's arrival at HubSpot must stay within the limiter's margin.
+    body: Option<bytes::Bytes>,
 }
 
 /// The HubSpot client. Cheap to share behind an `Arc`; workers share its limiter.
@@ -236,7 +238,7 @@ impl HubSpotClient {
             url: format!("{}{path}", self.base),
             bearer: self.bearer()?,
             query,
-            body,
+            body: body.map(|b| bytes::Bytes::from(b.to_string())),
         };
         let started = Instant::now();
         let mut backoff = retry::exponential(
@@ -293,8 +295,10 @@ impl HubSpotClient {
         if !out.query.is_empty() {
             request = request.query(out.query);
         }
-        if let Some(body) = out.body {
-            request = request.json(body);
+        if let Some(body) = &out.body {
+            request = request
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body.clone());
         }
         let response = match request.send().await {
             Ok(response) => response,
