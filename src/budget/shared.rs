@@ -427,7 +427,7 @@ impl SharedBudget {
                 _ = tick.tick() => {
                     beats += 1;
                     // Silent instances held back: one of them may be a crashed process here.
-                    if beats % 5 == 0 && self.held.iter().any(|h| h.load(Ordering::Relaxed) > 0) {
+                    if beats.is_multiple_of(5) && self.held.iter().any(|h| h.load(Ordering::Relaxed) > 0) {
                         self.sweep_ended().await;
                     }
                     let _ = self.beat().await;
