@@ -151,14 +151,17 @@ impl SharedBudget {
 
     /// Removes the registrations of earlier processes that have ended (a restart after a
     /// crash), so their shares come back at once instead of after their hold: processes of this
-    /// host that no longer run, and any process under this one's configured `service.instance`
-    /// name (a restarted container has another host name; two live instances must not share a
-    /// name). An instance is named `[name@]host:pid`; others are left alone.
+    /// host that no longer run, and silent (stale) ones under this one's configured
+    /// `service.instance` name (a restarted container has another host name). An instance is
+    /// named `[name@]host:pid`; others are left alone.
     async fn sweep_ended(&self) {
         let Ok(Ok(names)) = tokio::time::timeout(
             CALL_TIMEOUT,
-            sqlx::query_scalar::<_, String>("SELECT instance FROM rate_instances")
-                .fetch_all(&self.pool),
+            sqlx::query_as::<_, (String, bool)>(
+                "SELECT instance, heartbeat_at <= clock_timestamp() - $1 FROM rate_instances",
+            )
+            .bind(interval(Timing::default().stale))
+            .fetch_all(&self.pool),
         )
         .await
         else {
@@ -166,7 +169,7 @@ impl SharedBudget {
         };
         let host = crate::daemon::host();
         let mine = configured_name(&self.instance);
-        for name in names {
+        for (name, stale) in names {
             let Some((_, h, pid)) = crate::queue::process_of(&name) else {
                 continue;
             };
@@ -174,7 +177,7 @@ impl SharedBudget {
                 continue;
             }
             let ended_here = h == host && !crate::daemon::process_alive(pid);
-            let same_name = mine.is_some() && configured_name(&name) == mine;
+            let same_name = stale && mine.is_some() && configured_name(&name) == mine;
             if !(ended_here || same_name) {
                 continue;
             }

@@ -1,7 +1,7 @@
 //! Several `hubsync run` processes on one queue database share one HubSpot budget through it:
 //! three instances load 30,000 members without a 429 and with no window over the limit; the
-//! share of an instance killed with SIGKILL is held back, then returns to the other two when
-//! its hold ends; a 20 s PostgreSQL outage in the middle of the load draws no 429 and loses
+//! share of an instance killed with SIGKILL returns to the other two within one hold; a 20 s
+//! PostgreSQL outage in the middle of the load draws no 429 and loses
 //! nothing. How fast they go together is `hubsync bench cluster`'s to measure.
 
 use std::time::{Duration, Instant};
@@ -51,6 +51,14 @@ async fn metric(daemon: &Daemon, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(f64::NAN)
+}
+
+/// Instances registered in the shared budget.
+async fn registered(stand: &Stand) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM rate_instances")
+        .fetch_one(&stand.pool)
+        .await
+        .unwrap()
 }
 
 /// Waits until every member is settled, failing if a daemon exits on its own.
@@ -113,28 +121,29 @@ async fn a_killed_instances_share_returns_to_the_other_two_within_one_hold() {
     })
     .await;
     stand.keep_output(killed);
-    // Its heartbeat goes stale: the survivors hold its share back (it might be pacing alone)…
+    // A survivor on the same host sees the killed process's pid gone and takes its share back
+    // at once; on another host the share would be held back until its hold ends (the SQL's own
+    // test covers that). Either way: within one hold, the whole window is the survivors' again.
     let timing = Timing::default();
-    let survivor = &daemons[0];
-    eventually(
-        "the killed instance's share is held back",
-        timing.stale + Duration::from_secs(5),
-        || async { metric(survivor, "hubsync_limiter_held{lane=\"standard\"}").await == 33.0 },
-    )
-    .await;
-    // …until its hold ends: then the whole window is theirs again.
     let hold = timing.hold(WINDOW + WINDOW / 100);
+    let survivor = &daemons[0];
     eventually(
         "the killed instance's share comes back",
         hold + Duration::from_secs(5),
-        || async { metric(survivor, "hubsync_limiter_held{lane=\"standard\"}").await == 0.0 },
+        || async {
+            metric(survivor, "hubsync_limiter_held{lane=\"standard\"}").await == 0.0
+                && registered(&stand).await == 2
+        },
     )
     .await;
     let back_after = killed_at.elapsed();
-    assert!(
-        back_after >= hold - Duration::from_secs(1),
-        "{back_after:?}"
-    );
+    assert!(back_after < hold, "{back_after:?}");
+    eventually(
+        "the survivors share the window",
+        Duration::from_secs(10),
+        || async { metric(survivor, "hubsync_limiter_share{lane=\"standard\"}").await == 50.0 },
+    )
+    .await;
     settle(&stand, &mut daemons, Duration::from_secs(240)).await;
     assert_within_the_limit(&stand);
     for d in daemons {
@@ -143,8 +152,8 @@ async fn a_killed_instances_share_returns_to_the_other_two_within_one_hold() {
     let checked = stand.check().await;
     stand.assert_no_secrets();
     eprintln!(
-        "kill -9 of one of three: {checked} contacts checked, the share back after {:.1} s \
-         (hold {:.1} s), 0 × 429",
+        "kill -9 of one of three: {checked} contacts checked, its share back after {:.1} s \
+         (at most the hold, {:.1} s), 0 × 429",
         back_after.as_secs_f64(),
         hold.as_secs_f64()
     );
