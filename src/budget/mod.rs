@@ -101,7 +101,7 @@ pub fn heartbeat_state(age: std::time::Duration) -> &'static str {
     let timing = link::Timing::default();
     if age <= timing.stale {
         "live"
-    } else if age <= timing.hold(crate::hubspot::limiter::TEN_SECONDS * 101 / 100) {
+    } else if age <= timing.hold(shared::spans()[0]) {
         "silent (share held back)"
     } else {
         "gone"

@@ -125,7 +125,7 @@ async fn a_killed_instances_share_returns_to_the_other_two_within_one_hold() {
     // at once; on another host the share would be held back until its hold ends (the SQL's own
     // test covers that). Either way: within one hold, the whole window is the survivors' again.
     let timing = Timing::default();
-    let hold = timing.hold(WINDOW + WINDOW / 100);
+    let hold = timing.hold(hubsync::budget::shared::spans()[0]);
     let survivor = &daemons[0];
     eventually(
         "the killed instance's share comes back",
