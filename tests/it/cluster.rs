@@ -15,7 +15,6 @@ use crate::daemon::{Daemon, eventually};
 use crate::reliability::{Stand, assert_running};
 
 const TIER: u32 = 100;
-const WINDOW: Duration = Duration::from_secs(10);
 
 fn options() -> SimOptions {
     SimOptions {
