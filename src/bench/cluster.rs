@@ -159,10 +159,7 @@ async fn one_run(n: usize, args: &ClusterBenchArgs, text: &str) -> anyhow::Resul
             }
         }
         if first_contact.is_none() {
-            let made = stand.hubspot.stats().contacts as usize;
-            if made > 0 {
-                first_contact = Some((Instant::now(), made));
-            }
+            first_contact = stand.first_contact();
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }

@@ -139,6 +139,13 @@ impl Stand {
         cmd
     }
 
+    /// Now and the number of contacts, once HubSpot holds any: where a load's steady rate
+    /// starts.
+    pub(super) fn first_contact(&self) -> Option<(Instant, usize)> {
+        let made = self.hubspot.stats().contacts as usize;
+        (made > 0).then(|| (Instant::now(), made))
+    }
+
     /// to_hubspot items not finished yet, and items done or rejected.
     pub(super) async fn progress(&self) -> anyhow::Result<(i64, i64)> {
         Ok(sqlx::query_as(
@@ -228,10 +235,7 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
             bail!("hubsync run exited early: {status}");
         }
         if first_contact.is_none() {
-            let n = stand.hubspot.stats().contacts as usize;
-            if n > 0 {
-                first_contact = Some((Instant::now(), n));
-            }
+            first_contact = stand.first_contact();
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
