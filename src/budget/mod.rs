@@ -6,14 +6,16 @@
 pub mod link;
 pub mod shared;
 
+use crate::support::lock;
 use std::sync::{Arc, Mutex};
 
 pub use shared::{SharedBudget, SharedStatus};
 
 use crate::hubspot::{HubSpotSettings, Limiter};
 
-/// Budgets this process joined, left when a command ends ([`leave_all`]).
-static JOINED: Mutex<Vec<Arc<SharedBudget>>> = Mutex::new(Vec::new());
+/// The heartbeat tasks of the budgets this process joined; each leaves its budget when
+/// stopped ([`leave_all`]).
+static JOINED: Mutex<Vec<tokio::task::JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// Joins the shared budget of the queue database behind `pool` as `instance`, makes `limiter`
 /// take its slots there, and keeps the heartbeat going until [`leave_all`]. A database that
@@ -28,9 +30,8 @@ pub async fn share(
     match SharedBudget::join(pool, instance, settings).await {
         Ok(budget) => {
             limiter.share_through(budget.clone());
-            let stop = stopper();
-            tokio::spawn(budget.clone().heartbeats(stop));
-            lock(&JOINED).push(budget.clone());
+            let beats = tokio::spawn(budget.clone().heartbeats(stopper()));
+            lock(&JOINED).push(beats);
             Some(budget)
         }
         Err(e) => {
@@ -51,20 +52,18 @@ fn stopper() -> tokio_util::sync::CancellationToken {
         .child_token()
 }
 
-/// Stops the heartbeats and leaves every budget this process joined, so the other instances
-/// get its share back at once (a killed process's share comes back after a lease).
+/// Stops the heartbeats and waits while each leaves its budget (after its last heartbeat, so
+/// none registers the process again), so the other instances get its share back at once (a
+/// killed process's share comes back after a hold).
 pub async fn leave_all() {
     if let Some(stop) = STOP.get() {
         stop.cancel();
     }
-    let joined: Vec<Arc<SharedBudget>> = lock(&JOINED).drain(..).collect();
-    for budget in joined {
-        budget.leave().await;
+    let joined: Vec<tokio::task::JoinHandle<()>> = lock(&JOINED).drain(..).collect();
+    for beats in joined {
+        // A heartbeat and the leave each give up after their own timeout.
+        let _ = tokio::time::timeout(3 * shared::CALL_TIMEOUT, beats).await;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// One instance of the shared budget as `hubsync queue stats` shows it.

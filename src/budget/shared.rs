@@ -3,6 +3,7 @@
 //! share, pacing on that share while PostgreSQL is unreachable (see [`super::link`]), and the
 //! figures `/metrics` and `queue stats` show.
 
+use crate::support::lock;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -28,7 +29,8 @@ const SAMPLES: usize = 4096;
 /// The window `recent_grants` counts over.
 const RECENT: Duration = Duration::from_secs(60);
 
-const LANES: [&str; 2] = ["standard", "search"];
+/// The lanes' names in the database and in `/metrics`, by index.
+pub const LANES: [&str; 2] = ["standard", "search"];
 
 fn index(lane: Lane) -> usize {
     match lane {
@@ -73,8 +75,6 @@ pub struct SharedStatus {
     /// Median and 99th percentile of a grant's round trip to the database.
     pub grant_p50: Option<Duration>,
     pub grant_p99: Option<Duration>,
-    /// Grants made on its own share while cut off.
-    pub own_grants: u64,
     /// Slots left unused: the grant's round trip took longer than [`LATE_GRANT`], or the
     /// caller woke more than [`LATE_WAKE`] after it.
     pub late_grants: u64,
@@ -92,7 +92,6 @@ pub struct SharedBudget {
     samples: Mutex<VecDeque<Duration>>,
     seen: [AtomicU64; 2],
     granted: [AtomicU64; 2],
-    own_grants: AtomicU64,
     late: AtomicU64,
     waited_nanos: AtomicU64,
     held: [AtomicU32; 2],
@@ -151,7 +150,6 @@ impl SharedBudget {
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES)),
             seen: [AtomicU64::new(0), AtomicU64::new(0)],
             granted: [AtomicU64::new(0), AtomicU64::new(0)],
-            own_grants: AtomicU64::new(0),
             late: AtomicU64::new(0),
             waited_nanos: AtomicU64::new(0),
             held: [AtomicU32::new(0), AtomicU32::new(0)],
@@ -253,7 +251,6 @@ impl SharedBudget {
                     match tried {
                         Ok(()) => {
                             lock(&self.link).granted_own(i, Instant::now());
-                            self.own_grants.fetch_add(1, Ordering::Relaxed);
                             break 0;
                         }
                         Err(wait) => self.wait_back(wait.min(until - now)).await,
@@ -503,7 +500,6 @@ impl SharedBudget {
             ],
             grant_p50: pct(0.5),
             grant_p99: pct(0.99),
-            own_grants: self.own_grants.load(Ordering::Relaxed),
             late_grants: self.late.load(Ordering::Relaxed),
         }
     }
@@ -521,8 +517,4 @@ fn interval(d: Duration) -> sqlx::postgres::types::PgInterval {
         days: 0,
         microseconds: i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

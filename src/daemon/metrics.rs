@@ -259,7 +259,7 @@ impl Metrics {
     pub fn set_shared(&self, status: &crate::budget::SharedStatus) {
         self.limiter_shared.set(i64::from(status.joined));
         self.limiter_instances.set(i64::from(status.instances));
-        for (i, lane) in ["standard", "search"].into_iter().enumerate() {
+        for (i, lane) in crate::budget::shared::LANES.into_iter().enumerate() {
             let labels = LaneLabels {
                 lane: lane.to_string(),
             };

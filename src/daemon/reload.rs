@@ -214,9 +214,8 @@ pub async fn prepare(
         limiter.clone()
     } else {
         let fresh = Arc::new(Limiter::from_settings(&config.hubspot));
-        // The instance stays in the shared budget, with the new limits.
+        // The instance stays in the shared budget (its new limits apply once the reload passes).
         if let Some(shared) = limiter.shared() {
-            shared.set_limits(&config.hubspot);
             fresh.share_through(shared.clone());
         }
         fresh
@@ -230,6 +229,9 @@ pub async fn prepare(
     }
     for clash in portal_clashes(&engine.hubspot, &config).await {
         tracing::warn!(operation = "RELOAD", %clash, "portal write rule");
+    }
+    if let Some(shared) = engine.hubspot.limiter().shared() {
+        shared.set_limits(&config.hubspot);
     }
     Ok((config, engine))
 }

@@ -511,10 +511,7 @@ pub async fn update_concurrently(
         tasks.spawn(async move {
             let mut done = Vec::new();
             loop {
-                let batch = queue
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .pop();
+                let batch = crate::support::lock(&queue).pop();
                 let Some(batch) = batch else {
                     return Ok::<_, HubSpotError>(done);
                 };

@@ -10,6 +10,7 @@
 //! GCRA span at least `(k − B)·τ`, hence no closed window of `window + margin` ever holds more
 //! than N grants. The margin absorbs network jitter between the client and HubSpot's clock.
 
+use crate::support::lock;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -584,10 +585,6 @@ impl Limiter {
     pub fn requests_per_10s(&self) -> u32 {
         self.standard.limit()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

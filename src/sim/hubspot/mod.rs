@@ -275,21 +275,6 @@ impl RunningSim {
         self.shared.stats()
     }
 
-    /// When the latest non-search API requests arrived, oldest first, as time since the
-    /// simulator started (the last 100,000).
-    pub fn arrivals(&self) -> Vec<Duration> {
-        self.shared
-            .arrivals()
-            .into_iter()
-            .map(Duration::from_micros)
-            .collect()
-    }
-
-    /// Time since the simulator started, on the clock of [`RunningSim::arrivals`].
-    pub fn elapsed(&self) -> Duration {
-        Duration::from_micros(self.shared.now_us())
-    }
-
     pub fn faults(&self) -> Faults {
         self.shared.lock().faults.clone()
     }

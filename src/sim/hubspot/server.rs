@@ -115,12 +115,7 @@ struct Counters {
     faults: u64,
     total: u64,
     peak: PeakWindow,
-    /// Arrival stamps of the latest non-search requests (at most [`ARRIVALS_KEPT`]).
-    arrivals: std::collections::VecDeque<u64>,
 }
-
-/// Non-search arrival stamps kept for [`Shared::arrivals`].
-const ARRIVALS_KEPT: usize = 100_000;
 
 impl Counters {
     fn new() -> Self {
@@ -132,7 +127,6 @@ impl Counters {
             faults: 0,
             total: 0,
             peak: PeakWindow::new(WINDOW_US),
-            arrivals: std::collections::VecDeque::new(),
         }
     }
 }
@@ -197,19 +191,11 @@ pub struct Shared {
 
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::support::lock(&self.state)
     }
 
     pub fn now_us(&self) -> u64 {
         self.started.elapsed().as_micros() as u64
-    }
-
-    /// When the latest non-search requests arrived (µs since the simulator started), oldest
-    /// first: the rolling window's input, for tests that look at the rate over time.
-    pub fn arrivals(&self) -> Vec<u64> {
-        self.lock().counters.arrivals.iter().copied().collect()
     }
 
     pub fn stats(&self) -> SimStats {
@@ -510,10 +496,6 @@ async fn answer(
         *counters.by_version.entry(version.as_str()).or_default() += 1;
         if !search {
             counters.peak.record(arrived_us);
-            if counters.arrivals.len() == ARRIVALS_KEPT {
-                counters.arrivals.pop_front();
-            }
-            counters.arrivals.push_back(arrived_us);
         }
         let correlation = state.next_correlation(shared.options.seed);
         (draw_faults(&mut state, endpoint), correlation, arrived_us)
