@@ -12,6 +12,8 @@ pub const DATA_ERR: u8 = 65;
 pub const UNAVAILABLE: u8 = 69;
 /// Internal error (EX_SOFTWARE).
 pub const SOFTWARE: u8 = 70;
+/// Temporary failure: try again later, e.g. another run holds the work (EX_TEMPFAIL).
+pub const TEMPFAIL: u8 = 75;
 /// Configuration error (EX_CONFIG); systemd is told not to restart on it.
 pub const CONFIG: u8 = 78;
 

@@ -8,6 +8,7 @@ mod jobs;
 mod mark_synced;
 mod pause;
 mod queue;
+pub mod reconcile;
 mod resync;
 pub mod validate;
 
@@ -66,6 +67,9 @@ pub enum Command {
     /// After a manual bulk fix: accept both sides' current values as the baseline where they
     /// agree (`--dry-run` first prints what would change).
     MarkSynced(mark_synced::MarkSyncedArgs),
+    /// Compare both sides with the record links and queue what drifted (exit 1 when anything
+    /// did); `--dry-run` only lists it.
+    Reconcile(reconcile::ReconcileArgs),
     /// Erase a member from hubsync's own tables; `--hubspot` also deletes the HubSpot contact
     /// for good (GDPR delete).
     Forget(forget::ForgetArgs),
@@ -180,6 +184,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Resume(args) => pause_or_resume(&cli.config, args, false).await,
         Command::Resync(args) => resync::run(&cli.config, args).await,
         Command::MarkSynced(args) => mark_synced::run(&cli.config, args).await,
+        Command::Reconcile(args) => reconcile::run(&cli.config, args).await,
         Command::Forget(args) => forget::run(&cli.config, args).await,
         Command::History(args) => history::run(&cli.config, args).await,
         Command::Bench(command) => crate::bench::run(command, &cli.config).await,

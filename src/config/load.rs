@@ -472,6 +472,13 @@ fn check(config: &Config, need: Need, problems: &mut Problems) {
             problems.push(path, message);
         }
     }
+    let share = config.reconcile.budget_share;
+    if !(share > 0.0 && share <= 1.0) {
+        problems.push(
+            "reconcile.budget_share",
+            "must be above 0 and at most 1 (a share of HubSpot's 10-second limit, e.g. 0.3)",
+        );
+    }
     let needs_outside = need == Need::All;
     config.hubspot.check("hubspot", needs_outside, problems);
     config

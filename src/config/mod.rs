@@ -57,6 +57,24 @@ pub struct Config {
     /// Cron schedules that start jobs, read in `sql_server.time_zone`.
     #[serde(default)]
     pub schedules: Vec<crate::jobs::schedule::ScheduleConfig>,
+    /// Reconciliation runs (`hubsync reconcile`, reconcile jobs).
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
+}
+
+/// `reconcile:` — how much a reconciliation run may spend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// Share of HubSpot's 10-second limit a run may use (0 < share ≤ 1; default 0.3), so live
+    /// changes keep the rest.
+    pub budget_share: f64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self { budget_share: 0.3 }
+    }
 }
 
 impl Config {

@@ -146,6 +146,16 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     }
     // Queue gauges are read at scrape time, so they are never staler than the scrape.
     if let Some(queue) = s.queue.get() {
+        let runs = tokio::time::timeout(
+            Duration::from_secs(5),
+            crate::sync::reconcile::store::latest(queue.pool()),
+        )
+        .await;
+        match runs {
+            Ok(Ok(runs)) => s.metrics.set_reconciles(&runs),
+            Ok(Err(e)) => tracing::warn!(error = %e, "reconcile metrics unavailable"),
+            Err(_) => tracing::warn!("reconcile metrics timed out"),
+        }
         let summary = tokio::time::timeout(Duration::from_secs(5), queue.summary()).await;
         match summary {
             Ok(Ok(rows)) => s.metrics.set_queue(&rows),

@@ -47,6 +47,14 @@ pub struct ObjectLabels {
     pub object: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    pub object: String,
+    /// missing_in_hubspot, unlinked_matchable, sql_drift, hubspot_drift, orphan_link,
+    /// orphan_contact
+    pub kind: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric hubsync exports, registered once per process.
@@ -75,6 +83,9 @@ pub struct Metrics {
     pub limiter_part: FloatGauge,
     pub limiter_grant_seconds: Family<QuantileLabels, FloatGauge>,
     pub limiter_late_grants: Gauge,
+    pub drift_records: Family<DriftLabels, Gauge>,
+    pub reconcile_last_run: Family<ObjectLabels, Gauge>,
+    pub reconcile_last_run_dry: Family<ObjectLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -104,6 +115,9 @@ impl Default for Metrics {
             limiter_part: FloatGauge::default(),
             limiter_grant_seconds: Family::default(),
             limiter_late_grants: Gauge::default(),
+            drift_records: Family::default(),
+            reconcile_last_run: Family::default(),
+            reconcile_last_run_dry: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -220,6 +234,21 @@ impl Default for Metrics {
             "limiter_late_grants",
             "Slots left unused because the grant's round trip to the queue database was too slow to keep the request within the jitter margin",
             m.limiter_late_grants.clone(),
+        );
+        registry.register(
+            "drift_records",
+            "Records out of step by kind, as the object's last completed reconcile run found them",
+            m.drift_records.clone(),
+        );
+        registry.register(
+            "reconcile_last_run_timestamp_seconds",
+            "When the object's last completed reconcile run ended (Unix time)",
+            m.reconcile_last_run.clone(),
+        );
+        registry.register(
+            "reconcile_last_run_dry",
+            "1 when the object's last completed reconcile run was a dry run (its drift was listed, not fixed)",
+            m.reconcile_last_run_dry.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -356,7 +385,30 @@ impl Metrics {
         }
     }
 
-    /// Replaces the queue gauges with a fresh summary (states absent from it read 0).
+    /// The last completed reconcile run of each object, as read at scrape time.
+    pub fn set_reconciles(&self, runs: &[crate::sync::reconcile::store::Finished]) {
+        self.drift_records.clear();
+        for run in runs {
+            let object = ObjectLabels {
+                object: run.object.clone(),
+            };
+            self.reconcile_last_run
+                .get_or_create(&object)
+                .set(run.finished_at.timestamp());
+            self.reconcile_last_run_dry
+                .get_or_create(&object)
+                .set(i64::from(run.dry_run));
+            for kind in crate::sync::reconcile::Kind::DRIFT {
+                self.drift_records
+                    .get_or_create(&DriftLabels {
+                        object: run.object.clone(),
+                        kind: kind.as_str().into(),
+                    })
+                    .set(run.counts.get(kind.as_str()).copied().unwrap_or(0));
+            }
+        }
+    }
+
     /// The paused directions, as read at scrape time.
     pub fn set_pauses(&self, pauses: &[crate::queue::Pause]) {
         self.paused.clear();
@@ -427,7 +479,16 @@ mod tests {
             paused_at: chrono::Utc::now(),
             paused_by: "ops".into(),
         }]);
+        m.set_reconciles(&[crate::sync::reconcile::store::Finished {
+            run_id: 1,
+            object: "contacts".into(),
+            dry_run: false,
+            status: "completed".into(),
+            finished_at: chrono::Utc::now(),
+            counts: [("sql_drift".to_string(), 3)].into_iter().collect(),
+        }]);
         let text = m.encode();
+        assert!(text.contains(r#"hubsync_drift_records{object="contacts",kind="sql_drift"} 3"#));
         let exported: std::collections::BTreeSet<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -146,6 +146,10 @@ fn spawn_jobs(
         alive: super::process_alive,
         poll: config.queue.poll_interval,
         wake: ctx.jobs_wake.clone(),
+        reconcile: crate::jobs::runner::ReconcileBudget {
+            budget_share: config.reconcile.budget_share,
+            requests_per_10s: config.hubspot.requests_per_10s,
+        },
     });
     let health = ctx.health.clone();
     sup.spawn("jobs", move |token| {

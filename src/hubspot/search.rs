@@ -139,10 +139,26 @@ impl HubSpotClient {
         properties: &[&str],
         after: Option<&str>,
     ) -> Result<(Vec<Record>, Option<String>), HubSpotError> {
+        self.list_page(object, properties, after, true).await
+    }
+
+    /// One page of the list endpoint (records in id order, live or archived ones); pass the
+    /// returned cursor to get the next.
+    pub async fn list_page(
+        &self,
+        object: &str,
+        properties: &[&str],
+        after: Option<&str>,
+        archived: bool,
+    ) -> Result<(Vec<Record>, Option<String>), HubSpotError> {
         let path = self.paths().objects(object)?;
-        let what = format!("list of archived {object}");
+        let what = if archived {
+            format!("list of archived {object}")
+        } else {
+            format!("list of {object}")
+        };
         let mut query = vec![
-            ("archived", "true".to_owned()),
+            ("archived", archived.to_string()),
             ("limit", LIST_PAGE.to_string()),
         ];
         if !properties.is_empty() {

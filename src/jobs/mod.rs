@@ -23,7 +23,7 @@ pub enum JobKind {
     Backfill,
     /// Queue the named members' current SQL Server rows for HubSpot (`hubsync resync`).
     Resync,
-    /// Compare both sides and queue what differs (not in this build).
+    /// Compare both sides with the record links and queue what drifted (`hubsync reconcile`).
     Reconcile,
 }
 
@@ -40,14 +40,6 @@ impl JobKind {
 
     pub fn parse(s: &str) -> Option<JobKind> {
         JobKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// Why this build cannot run the kind; None when it can.
-    pub fn unavailable(self) -> Option<&'static str> {
-        match self {
-            JobKind::Backfill | JobKind::Resync => None,
-            JobKind::Reconcile => Some("reconcile is not available in this build"),
-        }
     }
 }
 
@@ -125,8 +117,6 @@ mod tests {
             assert_eq!(JobKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(JobKind::parse("Backfill"), None);
-        assert!(JobKind::Reconcile.unavailable().is_some());
-        assert!(JobKind::Backfill.unavailable().is_none());
         assert_eq!(JobStatus::parse("cancelled"), Some(JobStatus::Cancelled));
         assert!(JobStatus::Failed.finished() && !JobStatus::Running.finished());
     }

@@ -115,13 +115,7 @@ fn field_kind(map: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<
             None
         }
         Some(Value::String(s)) => match JobKind::parse(s) {
-            Some(kind) => match kind.unavailable() {
-                Some(why) => {
-                    errors.push(FieldError::new("kind", why));
-                    None
-                }
-                None => Some(kind),
-            },
+            Some(kind) => Some(kind),
             None => {
                 errors.push(FieldError::new("kind", format!("must be one of {names}")));
                 None
@@ -196,8 +190,8 @@ fn field_members(map: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Opti
     Some(keys)
 }
 
-/// What each kind allows: resync names members and queues for HubSpot; only a backfill has a
-/// dry run; only a resync has members.
+/// What each kind allows: resync names members and queues for HubSpot; backfills and
+/// reconciles have a dry run; only a resync has members.
 fn check_for_kind(
     kind: JobKind,
     direction: Option<Direction>,
@@ -226,7 +220,7 @@ fn check_for_kind(
             if dry_run {
                 errors.push(FieldError::new(
                     "dry_run",
-                    "only kind backfill has a dry run",
+                    "only kinds backfill and reconcile have a dry run",
                 ));
             }
         }
@@ -311,15 +305,16 @@ mod tests {
     }
 
     #[test]
-    fn reconcile_is_refused_naming_kind() {
-        let errors = parse_request(&json!({"kind": "reconcile", "object": "contacts"}), OBJECTS)
-            .unwrap_err();
+    fn a_reconcile_may_be_a_dry_run_and_names_no_members() {
+        let r = parse_request(
+            &json!({"kind": "reconcile", "object": "contacts", "dry_run": true}),
+            OBJECTS,
+        )
+        .unwrap();
+        assert_eq!((r.kind, r.dry_run), (JobKind::Reconcile, true));
         assert_eq!(
-            errors,
-            [FieldError::new(
-                "kind",
-                "reconcile is not available in this build"
-            )]
+            fields(json!({"kind": "reconcile", "object": "contacts", "members": ["1"]})),
+            ["members"]
         );
     }
 

@@ -37,6 +37,15 @@ pub struct Runner {
     pub poll: Duration,
     /// Woken when this process queues a job.
     pub wake: Arc<tokio::sync::Notify>,
+    /// What a reconcile job may spend.
+    pub reconcile: ReconcileBudget,
+}
+
+/// A reconcile job's share of the HubSpot limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileBudget {
+    pub budget_share: f64,
+    pub requests_per_10s: u32,
 }
 
 /// How a job's run ended.
@@ -239,10 +248,7 @@ impl Runner {
             JobKind::Backfill if job.dry_run => self.dry_backfill(object, job, set).await,
             JobKind::Backfill => self.backfill(object, job, set).await,
             JobKind::Resync => self.resync(object, job, set).await,
-            JobKind::Reconcile => anyhow::bail!(
-                "{}",
-                JobKind::Reconcile.unavailable().unwrap_or("not available")
-            ),
+            JobKind::Reconcile => self.reconcile(object, job, set).await,
         }
     }
 
@@ -297,6 +303,52 @@ impl Runner {
             counts: json!(counts),
         });
         Ok(Some("dry run: nothing was written".into()))
+    }
+
+    /// Reconciles the object (a resumed job resumes its run).
+    async fn reconcile(
+        &self,
+        object: &ObjectSync,
+        job: &Job,
+        set: impl Fn(Snapshot),
+    ) -> anyhow::Result<Option<String>> {
+        let reconciler = crate::sync::reconcile::Reconciler {
+            object,
+            pool: self.queue.pool(),
+            holder: self.holder.clone(),
+            ended: &crate::cli::reconcile::ended_here,
+            dry_run: job.dry_run,
+            job_id: Some(job.job_id),
+            max_attempts: self.queue.settings().max_attempts,
+            budget_share: self.reconcile.budget_share,
+            requests_per_10s: self.reconcile.requests_per_10s,
+        };
+        let summary = reconciler
+            .run(|p| {
+                set(Snapshot {
+                    done: p.done as i64,
+                    total: p.total.map(|t| t.max(p.done) as i64),
+                    counts: json!({"phase": p.phase, "found": p.found, "requests": p.requests}),
+                })
+            })
+            .await?;
+        let done = summary.counts.get("sql_rows").copied().unwrap_or(0)
+            + summary.counts.get("hubspot_records").copied().unwrap_or(0);
+        let mut counts = serde_json::Map::new();
+        counts.insert("run_id".into(), json!(summary.run_id));
+        counts.insert("drift".into(), json!(summary.drift()));
+        counts.insert("requests".into(), json!(summary.requests));
+        for (k, v) in &summary.counts {
+            counts.insert(k.clone(), json!(v));
+        }
+        set(Snapshot {
+            done,
+            total: Some(done),
+            counts: serde_json::Value::Object(counts),
+        });
+        Ok(job
+            .dry_run
+            .then(|| "dry run: nothing was queued or changed".into()))
     }
 
     /// Queues the named members' current rows for HubSpot.

@@ -155,6 +155,11 @@ impl OnHubspotArchive {
         (self.action != ArchiveAction::Ignore).then_some(self.scan_every)
     }
 
+    /// Whether an archive in HubSpot changes the SQL Server row (delete or set_column).
+    pub fn does_something(&self) -> bool {
+        self.action != ArchiveAction::Ignore
+    }
+
     fn check(&self, path: &str, key: &str, problems: &mut Problems) {
         let path = format!("{path}.on_hubspot_archive");
         let set_column = self.action == ArchiveAction::SetColumn;

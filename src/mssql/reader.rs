@@ -191,6 +191,27 @@ impl ChangeReader {
         }
     }
 
+    /// A change cursor's position as a queue `source_version` (rowversion as a number, or the
+    /// modification time in epoch microseconds): rows changed after it are still to be read.
+    pub fn cursor_version(&self, cursor: &ChangeCursor) -> Option<i64> {
+        match cursor {
+            ChangeCursor::Rowversion { rowversion } => Some(rowversion.0 as i64),
+            ChangeCursor::ModifiedAt { modified_at, .. } => {
+                local_to_utc(*modified_at, self.pool.zone()).map(|t| t.timestamp_micros())
+            }
+        }
+    }
+
+    /// Whether a row this reader read is deleted softly (the object's `soft_delete` column).
+    pub fn is_deleted_row(&self, row: &SqlRow) -> bool {
+        let Some((column, when)) = &self.obj.soft_delete else {
+            return false;
+        };
+        row.iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(column.as_str()))
+            .is_some_and(|(_, v)| is_deleted(*when, v))
+    }
+
     /// The number of rows in the table.
     pub async fn count(&self) -> Result<u64, MssqlError> {
         let rows = self.fetch(&sql::count_rows(&self.obj), Vec::new()).await?;

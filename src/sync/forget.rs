@@ -120,6 +120,12 @@ pub async fn forget_on(
          (sql_key = $2 OR hubspot_id = ANY($3) OR old_hubspot_id = ANY($3))",
     )
     .await?;
+    // What reconcile runs found about the member (keys, ids and field names only).
+    erase(
+        "DELETE FROM reconcile_findings WHERE object = $1 AND \
+         (sql_key = $2 OR hubspot_id = ANY($3))",
+    )
+    .await?;
     let links = sqlx::query("DELETE FROM record_links WHERE object = $1 AND sql_key = $2")
         .bind(object)
         .bind(sql_key)

@@ -85,6 +85,17 @@ pub async fn page(
     rows.iter().map(from_row).collect()
 }
 
+/// How many links of `object` hold a HubSpot id.
+pub async fn count(pool: &PgPool, object: &str) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM record_links WHERE object = $1 AND hubspot_id IS NOT NULL",
+    )
+    .bind(object)
+    .fetch_one(pool)
+    .await?;
+    Ok(n.max(0) as u64)
+}
+
 /// Replaces the snapshot's values of the fields `values` names, for each (sql_key, values), in
 /// one transaction.
 pub async fn merge_synced(

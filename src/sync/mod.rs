@@ -14,6 +14,7 @@ pub mod mark_synced;
 pub mod merges;
 pub mod plan;
 pub mod poller;
+pub mod reconcile;
 pub mod resync;
 pub mod to_hubspot;
 pub mod to_sql;

@@ -24,6 +24,7 @@ mod mssql_sim;
 mod outputs;
 mod privacy;
 mod queue;
+mod reconcile;
 mod reliability;
 mod support;
 mod to_hubspot;

@@ -28,6 +28,9 @@ pub(crate) struct Both {
     pub(crate) to_sql: Worker<ToSql>,
     pub(crate) reader: Arc<ChangeReader>,
     pub(crate) client: Arc<hubsync::hubspot::HubSpotClient>,
+    /// The SQL Server pool and table the stand syncs.
+    pub(crate) sql: SqlPool,
+    pub(crate) sql_object: hubsync::mssql::SqlObject,
 }
 
 pub(crate) async fn both() -> Both {
@@ -95,6 +98,8 @@ pub(crate) async fn both_with(config: ObjectConfig) -> Both {
         to_sql,
         reader,
         client,
+        sql,
+        sql_object: object,
     }
 }
 
