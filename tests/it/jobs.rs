@@ -197,14 +197,14 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
     let (code, body) = api
         .post(
             "/api/v1/jobs",
-            json!({"kind": "reconcile", "object": "contacts"}),
+            json!({"kind": "reconcile", "object": "contacts", "members": ["1"]}),
         )
         .await;
     assert_eq!(code, 422, "{body}");
-    assert_eq!(body["fields"][0]["field"], "kind", "{body}");
+    assert_eq!(body["fields"][0]["field"], "members", "{body}");
     assert_eq!(
         body["fields"][0]["message"],
-        "reconcile is not available in this build"
+        "only kind resync names members"
     );
     let (code, body) = api
         .post(
@@ -308,20 +308,39 @@ async fn the_job_api_answers_every_status_code_and_refuses_a_wrong_token_without
         .sum();
     assert_eq!(planned, 400, "{dry}");
 
-    // Jobs the API would refuse but the table holds (another build wrote them, or the object
-    // left the configuration) fail, with the reason.
-    for (kind, object, reason) in [
-        (
-            "reconcile",
-            "contacts",
-            "reconcile is not available in this build",
-        ),
-        (
-            "backfill",
-            "cars",
-            "object cars is not in the configuration",
-        ),
-    ] {
+    // A reconcile's dry run compares both sides; its counts are its run's.
+    let dry = api
+        .start_job(json!({"kind": "reconcile", "object": "contacts", "dry_run": true}))
+        .await;
+    let dry = api.finished(dry, Duration::from_secs(60)).await;
+    assert_eq!(dry["status"], "completed", "{dry}");
+    let run_id = dry["counts"]["run_id"].as_i64().unwrap();
+    let (dry_run, found): (bool, i64) = sqlx::query_as(
+        "SELECT r.dry_run, (SELECT count(*) FROM reconcile_findings f WHERE f.run_id = r.run_id \
+           AND f.kind <> 'left_by_policy') FROM reconcile_runs r WHERE r.run_id = $1 AND r.status = 'completed'",
+    )
+    .bind(run_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(dry_run);
+    assert_eq!(dry["counts"]["drift"], found, "{dry}");
+    assert!(
+        dry["counts"]["hubspot_records"].as_i64().unwrap() > 0,
+        "{dry}"
+    );
+    assert_eq!(
+        dry["errors"][0]["message"], "dry run: nothing was queued or changed",
+        "{dry}"
+    );
+
+    // Jobs the API would refuse but the table holds (the object left the configuration) fail,
+    // with the reason.
+    for (kind, object, reason) in [(
+        "backfill",
+        "cars",
+        "object cars is not in the configuration",
+    )] {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO sync_jobs (kind, object, requested_by) VALUES ($1, $2, 'cli') RETURNING id",
         )
@@ -711,9 +730,6 @@ async fn hubsync_jobs_starts_shows_lists_and_cancels_against_the_database() {
     let out = run(&start);
     assert_eq!(out.status.code(), Some(1), "{}", output(&out));
     assert_eq!(json(&out)["error"], "JOB_ALREADY_RUNNING");
-    let out = run(&["start", "--kind", "reconcile", "--object", "contacts"]);
-    assert_eq!(out.status.code(), Some(65), "{}", output(&out));
-    assert!(output(&out).contains("kind: reconcile is not available in this build"));
     let out = run(&["start", "--kind", "resync", "--object", "cars"]);
     assert_eq!(out.status.code(), Some(65));
     let text = output(&out);

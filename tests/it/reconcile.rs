@@ -23,10 +23,10 @@ use crate::support::example_config;
 use crate::to_hubspot::{insert_members, rows};
 use crate::to_sql::{Both, both_with};
 
-/// The example contacts, inserting records created in HubSpot (their member number comes with
-/// them) and marking archived ones; the office phone is SQL Server's alone.
-fn config() -> ObjectConfig {
-    let text = std::fs::read_to_string(example_config())
+/// The example configuration, inserting records created in HubSpot (their member number comes
+/// with them) and marking archived ones; the office phone is SQL Server's alone.
+fn config_text() -> String {
+    std::fs::read_to_string(example_config())
         .unwrap()
         .replace(
             "hubspot: numero_asociado, direction: to_hubspot,",
@@ -43,8 +43,12 @@ fn config() -> ObjectConfig {
         .replace(
             "on_hubspot_archive: { action: ignore }",
             "on_hubspot_archive: { action: set_column, column: activo, value: false }",
-        );
-    let mut config = load_str(&text, Need::Nothing, &|_| None).unwrap();
+        )
+}
+
+/// The contacts of [`config_text`].
+fn config() -> ObjectConfig {
+    let mut config = load_str(&config_text(), Need::Nothing, &|_| None).unwrap();
     config.objects.remove("contacts").unwrap()
 }
 
@@ -308,6 +312,27 @@ async fn drift_behind_hubsyncs_back_is_listed_by_kind_fixed_and_gone_on_the_next
     assert_eq!(findings(&b, dry.run_id).await, want);
     assert_eq!(dry.drift(), 8, "{:?}", dry.counts);
     assert_eq!(open_items(&b).await, 0, "a dry run queues nothing");
+    // `hubsync reconcile --dry-run` prints the same, one line each, and exits 1.
+    let (code, stdout, stderr) = cli_dry_run(&b);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let mut printed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    printed.sort();
+    let mut kinds: Vec<&str> = want
+        .iter()
+        .flat_map(|(k, members)| std::iter::repeat_n(k.as_str(), members.len()))
+        .collect();
+    kinds.sort();
+    assert_eq!(printed, kinds, "{stdout}");
+    assert!(stderr.contains("drift found: 8"), "{stderr}");
+    assert!(stderr.contains("dry run: nothing was queued"), "{stderr}");
+    assert!(
+        stdout.contains(&format!("member={} ", sql_edit.0)),
+        "{stdout}"
+    );
+    assert_eq!(open_items(&b).await, 0, "a dry run queues nothing");
 
     // The real run finds the same and queues the fixes; the sync carries them out.
     let real = reconciler(&object, &b, false).run(|_| {}).await.unwrap();
@@ -365,4 +390,38 @@ async fn drift_behind_hubsyncs_back_is_listed_by_kind_fixed_and_gone_on_the_next
     let again = reconciler(&object, &b, false).run(|_| {}).await.unwrap();
     assert_eq!(again.drift(), 0, "{:?}", findings(&b, again.run_id).await);
     assert_eq!(count(&again, Kind::LeftByPolicy), 0);
+}
+
+/// `hubsync reconcile --object contacts --dry-run` against the stand: (exit code, stdout,
+/// stderr).
+fn cli_dry_run(b: &Both) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let text = config_text()
+        .replace("https://api.hubapi.com", &b.s.sim.base_url())
+        .replace(
+            "directory: /var/log/hubsync",
+            &format!("directory: {}", dir.path().join("logs").display()),
+        );
+    std::fs::write(&config, text).unwrap();
+    let connection = b.mssql.connection_string();
+    let env = [
+        ("HUBSYNC_DATABASE_URL", b.s.url.as_str()),
+        ("HUBSYNC_HUBSPOT_TOKEN", "sim-token"),
+        ("HUBSYNC_SQL_SERVER", connection.as_str()),
+    ];
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "reconcile",
+        "--object",
+        "contacts",
+        "--dry-run",
+    ];
+    let out = tokio::task::block_in_place(|| crate::support::hubsync(&args, &env, dir.path()));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
