@@ -275,7 +275,7 @@ mod tests {
                 "schedules[2].name",
                 "schedules[3].cron",
                 "schedules[4].kind",
-                "schedules[5].kind",
+                // schedules[5], a nightly reconcile, is fine.
                 "schedules[6].object",
             ]
         );
