@@ -100,7 +100,8 @@ pub fn check(
         if c.kind == JobKind::Resync {
             problem(
                 "kind",
-                "a schedule cannot start a resync (it names no members); use backfill".into(),
+                "a schedule cannot start a resync (it names no members); use backfill or reconcile"
+                    .into(),
             );
             continue;
         }
@@ -283,7 +284,7 @@ mod tests {
             problems[0].1.starts_with("schedule `nightly`: "),
             "{problems:?}"
         );
-        assert!(problems[6].1.contains("not available"), "{problems:?}");
+        assert!(problems[6].1.contains("no such object"), "{problems:?}");
     }
 
     #[tokio::test]
