@@ -425,3 +425,66 @@ fn cli_dry_run(b: &Both) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_midway_resumes_where_it_stopped_and_finds_what_an_uninterrupted_one_finds() {
+    let config = config();
+    let b = both_with(config.clone()).await;
+    let object = object_sync(&b, &config);
+    insert_members(&b.mssql, &rows(260)).await;
+    b.cycle().await;
+    b.cycle().await;
+    // Drift on both sides, spread over the HubSpot list's pages.
+    let links = b.links(300).await;
+    for (key, _) in links.iter().step_by(40) {
+        b.sql_set(key, "firstname", "Perdido").await;
+    }
+    sql_poller_skips(&b).await;
+    let edits: Vec<UpdateInput> = links
+        .iter()
+        .skip(20)
+        .step_by(40)
+        .map(|(_, id)| UpdateInput {
+            id: id.clone(),
+            properties: BTreeMap::from([("lastname".to_string(), Some("Oculto".to_string()))]),
+        })
+        .collect();
+    b.client.batch_update("contacts", &edits).await.unwrap();
+    hubspot_poller_skips(&b).await;
+
+    let whole = reconciler(&object, &b, true).run(|_| {}).await.unwrap();
+    let want = findings(&b, whole.run_id).await;
+    assert!(whole.drift() >= 10, "{:?}", whole.counts);
+
+    // Stopped after its first HubSpot page (the process dies: the future is dropped).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stopped = reconciler(&object, &b, true);
+    tokio::select! {
+        done = stopped.run(|p| { let _ = tx.send(p.phase); }) => panic!("finished: {done:?}"),
+        _ = async { while rx.recv().await != Some("hubspot") {} } => {}
+    }
+    let (run_id, phase, position): (i64, String, Option<serde_json::Value>) = sqlx::query_as(
+        "SELECT run_id, phase, position FROM reconcile_runs WHERE status = 'running'",
+    )
+    .fetch_one(b.s.queue.pool())
+    .await
+    .unwrap();
+    assert_eq!(phase, "hubspot");
+    assert!(position.is_some_and(|p| p["last_id"].as_u64() > Some(0)));
+
+    // Another process cannot take it while its lease runs; its holder resumes it.
+    let other = Reconciler {
+        holder: "elsewhere:1/reconcile".into(),
+        ..reconciler(&object, &b, true)
+    };
+    let busy = other.run(|_| {}).await.unwrap_err();
+    assert!(busy.to_string().contains("is running"), "{busy:#}");
+    let resumed = reconciler(&object, &b, true).run(|_| {}).await.unwrap();
+    assert_eq!(resumed.run_id, run_id);
+    assert!(resumed.resumed);
+    assert_eq!(findings(&b, run_id).await, want);
+    for counted in ["sql_rows", "hubspot_records", "links"] {
+        assert_eq!(resumed.counts[counted], whole.counts[counted], "{counted}");
+    }
+    assert_eq!(resumed.drift(), whole.drift());
+}
