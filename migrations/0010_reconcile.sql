@@ -49,6 +49,7 @@ CREATE TABLE reconcile_findings (
 
 CREATE INDEX reconcile_findings_run ON reconcile_findings (run_id, kind);
 CREATE INDEX reconcile_findings_member ON reconcile_findings (object, sql_key);
+CREATE INDEX reconcile_findings_run_member ON reconcile_findings (run_id, sql_key);
 CREATE INDEX reconcile_findings_match ON reconcile_findings (run_id, match_hash)
     WHERE match_hash IS NOT NULL;
 

@@ -107,6 +107,9 @@ struct Page {
     to_sql: Vec<NewItem>,
     /// Unlinked HubSpot records to pair with an unlinked member (hash), else their finding.
     unpaired: Vec<(Vec<u8>, Finding, Option<NewItem>)>,
+    /// Linked records that existed before the run: a member this run found unlinked and whose
+    /// fix has linked it to one of them since was matchable.
+    linked: Vec<(String, String)>,
 }
 
 impl Reconciler<'_> {
@@ -225,6 +228,9 @@ impl Reconciler<'_> {
     /// Stores one page: its fixes (unless a dry run), findings and the run's position.
     async fn store_page(&self, run: &mut Run, mut page: Page) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
+        let paired = store::pair_linked(&mut tx, run.run_id, &page.linked).await?;
+        run.add(Kind::Unlinked.as_str(), -(paired as i64));
+        run.add(Kind::UnlinkedMatchable.as_str(), paired as i64);
         for (hash, finding, item) in std::mem::take(&mut page.unpaired) {
             let id = finding.hubspot_id.clone().unwrap_or_default();
             match store::pair(&mut tx, run.run_id, &hash, &id).await? {
@@ -548,6 +554,12 @@ impl Reconciler<'_> {
         let mut page = Page::default();
         let mut rows_wanted = Vec::new();
         for record in records {
+            let created = record.created_at.as_deref().and_then(diff::hubspot_time);
+            if let Some(link) = by_id.get(&record.id)
+                && created.is_some_and(|c| c < run.started_at)
+            {
+                page.linked.push((link.sql_key.clone(), record.id.clone()));
+            }
             let changed_at = record
                 .property(modified)
                 .and_then(diff::hubspot_time)

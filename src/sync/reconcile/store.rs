@@ -299,6 +299,33 @@ pub async fn pair(
     .map(Option::flatten)
 }
 
+/// Pairs members this run found unlinked with the record each is linked to now (its fix, or
+/// the sync, linked it meanwhile): their findings become `unlinked_matchable`. `pairs` are
+/// (member key, HubSpot id). Returns how many.
+pub async fn pair_linked(
+    tx: &mut PgConnection,
+    run_id: i64,
+    pairs: &[(String, String)],
+) -> Result<u64, sqlx::Error> {
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let (keys, ids): (Vec<&str>, Vec<&str>) =
+        pairs.iter().map(|(k, i)| (k.as_str(), i.as_str())).unzip();
+    let done = sqlx::query(
+        "UPDATE reconcile_findings f SET kind = 'unlinked_matchable', hubspot_id = p.id, \
+           match_hash = NULL \
+         FROM unnest($2::text[], $3::text[]) AS p(key, id) \
+         WHERE f.run_id = $1 AND f.kind = 'unlinked' AND f.sql_key = p.key",
+    )
+    .bind(run_id)
+    .bind(&keys)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Ends a run: members left unpaired are `missing_in_hubspot`, match hashes are dropped, and
 /// the counts by kind are stored with the status.
 pub async fn finish(
