@@ -44,7 +44,7 @@ CREATE TABLE reconcile_findings (
     found_at        timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT reconcile_findings_kind_valid CHECK (kind IN (
         'unlinked', 'missing_in_hubspot', 'unlinked_matchable', 'sql_drift', 'hubspot_drift',
-        'orphan_link', 'orphan_contact', 'left_by_policy'))
+        'orphan_link', 'orphan_contact', 'left_by_policy', 'missing_record'))
 );
 
 CREATE INDEX reconcile_findings_run ON reconcile_findings (run_id, kind);
@@ -64,5 +64,5 @@ COMMENT ON COLUMN reconcile_runs.sql_high IS 'The SQL Server poller''s position 
 COMMENT ON COLUMN reconcile_runs.hubspot_high IS 'The HubSpot poller''s high-water mark (epoch ms) at the start: records modified after it are the poller''s, not drift.';
 COMMENT ON COLUMN reconcile_runs.counts IS 'Findings by kind, and rows/records read, items queued.';
 COMMENT ON TABLE reconcile_findings IS 'What a run found, one row per record and kind: member key, HubSpot id, the differing fields (names only, no values) and the fix queued (or that a dry run would queue).';
-COMMENT ON COLUMN reconcile_findings.kind IS 'missing_in_hubspot, unlinked_matchable, sql_drift, hubspot_drift, orphan_link, orphan_contact; left_by_policy for differences the object''s policies keep (not drift); unlinked while a run is under way.';
+COMMENT ON COLUMN reconcile_findings.kind IS 'missing_in_hubspot, unlinked_matchable, sql_drift, hubspot_drift, orphan_link, orphan_contact; left_by_policy for differences the object''s policies keep (not drift); unlinked and missing_record (a link whose HubSpot record the list did not show, asked of HubSpot in batches) while a run is under way.';
 COMMENT ON COLUMN reconcile_findings.match_hash IS 'While the run is under way: a salted hash of an unlinked member''s match value, to pair it with an unlinked HubSpot record. Cleared when the run ends.';

@@ -5,6 +5,7 @@ mod cluster;
 mod hubspot;
 mod mssql;
 mod queue;
+mod reconcile;
 mod sync;
 pub mod validate;
 
@@ -36,6 +37,10 @@ pub enum BenchCommand {
     /// field by field. Prints lost edits per direction, duplicates, conflicts and the recovery
     /// time after the last kill; exits 1 if a target is missed.
     Chaos(chaos::ChaosArgs),
+    /// N members in step plus a share of drift of each kind made behind hubsync's back;
+    /// `hubsync run` reconciles them as a job: time, HubSpot requests and their share of the
+    /// limit, drift made and found per kind, the daemon's peak RSS.
+    Reconcile(reconcile::ReconcileBenchArgs),
     /// Map and validate generated member records with the configured mapping on one core.
     Validate(validate::Args),
 }
@@ -52,6 +57,7 @@ pub async fn run(command: BenchCommand, config: &Path) -> Result<u8, Failure> {
         BenchCommand::Sync(args) => sync::run(args, config).await,
         BenchCommand::Cluster(args) => cluster::run(args, config).await,
         BenchCommand::Chaos(args) => chaos::run(args, config).await,
+        BenchCommand::Reconcile(args) => reconcile::run(args, config).await,
         BenchCommand::Validate(args) => validate::run(config, args),
     }
 }

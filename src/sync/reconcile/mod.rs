@@ -20,8 +20,10 @@ use crate::mapping::{FieldInfo, Mapped};
 pub use run::{Progress, Reconciler, Summary};
 
 /// What a finding is. The first six are drift; `LeftByPolicy` is a difference the object's
-/// policies keep on purpose; `Unlinked` is a member without a link while the run is under way
-/// (it ends as `MissingInHubspot` or `UnlinkedMatchable`).
+/// policies keep on purpose. While a run is under way, `Unlinked` is a member without a link
+/// (it ends as `MissingInHubspot` or `UnlinkedMatchable`) and `MissingRecord` a link whose
+/// record HubSpot's list did not show (asked of HubSpot in batches, it ends as `OrphanLink`,
+/// `LeftByPolicy` or nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -33,6 +35,7 @@ pub enum Kind {
     OrphanContact,
     LeftByPolicy,
     Unlinked,
+    MissingRecord,
 }
 
 impl Kind {
@@ -56,13 +59,14 @@ impl Kind {
             Kind::OrphanContact => "orphan_contact",
             Kind::LeftByPolicy => "left_by_policy",
             Kind::Unlinked => "unlinked",
+            Kind::MissingRecord => "missing_record",
         }
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::DRIFT
             .into_iter()
-            .chain([Kind::LeftByPolicy, Kind::Unlinked])
+            .chain([Kind::LeftByPolicy, Kind::Unlinked, Kind::MissingRecord])
             .find(|k| k.as_str() == s)
     }
 
@@ -77,6 +81,7 @@ impl Kind {
             Kind::OrphanContact => "HubSpot record with no member",
             Kind::LeftByPolicy => "difference the object's policies keep",
             Kind::Unlinked => "member with no link (run under way)",
+            Kind::MissingRecord => "link whose record the list did not show (run under way)",
         }
     }
 }
@@ -152,7 +157,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(kind: Kind, sql_key: Option<&str>, hubspot_id: Option<&str>) -> Self {
+    pub(crate) fn new(kind: Kind, sql_key: Option<&str>, hubspot_id: Option<&str>) -> Self {
         Finding {
             kind,
             sql_key: sql_key.map(str::to_string),

@@ -110,6 +110,8 @@ struct Page {
     /// Linked records that existed before the run: a member this run found unlinked and whose
     /// fix has linked it to one of them since was matchable.
     linked: Vec<(String, String)>,
+    /// Noted findings this page settles (they are replaced by its findings).
+    settled: Vec<i64>,
 }
 
 impl Reconciler<'_> {
@@ -212,7 +214,7 @@ impl Reconciler<'_> {
     fn progress(run: &Run, phase: &'static str, done: u64, total: Option<u64>) -> Progress {
         let found = Kind::DRIFT
             .iter()
-            .chain([Kind::Unlinked].iter())
+            .chain([Kind::Unlinked, Kind::MissingRecord].iter())
             .map(|k| run.counts.get(k.as_str()).copied().unwrap_or(0))
             .sum::<i64>()
             .max(0) as u64;
@@ -228,6 +230,7 @@ impl Reconciler<'_> {
     /// Stores one page: its fixes (unless a dry run), findings and the run's position.
     async fn store_page(&self, run: &mut Run, mut page: Page) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
+        store::delete_findings(&mut tx, &page.settled).await?;
         let paired = store::pair_linked(&mut tx, run.run_id, &page.linked).await?;
         run.add(Kind::Unlinked.as_str(), -(paired as i64));
         run.add(Kind::UnlinkedMatchable.as_str(), paired as i64);
@@ -501,22 +504,66 @@ impl Reconciler<'_> {
                         .is_some_and(|id| !listed.contains(id))
                 })
                 .collect();
-            if !missing.is_empty() {
-                self.missing_records(run, pace, &missing, archive_policy, &mut page)
-                    .await?;
+            // Noted now, asked of HubSpot a hundred at a time (one read per 100, not per page).
+            for link in &missing {
+                page.findings.push(Finding::new(
+                    Kind::MissingRecord,
+                    Some(&link.sql_key),
+                    link.hubspot_id.as_deref(),
+                ));
             }
+            run.add(Kind::MissingRecord.as_str(), missing.len() as i64);
             done += records.len() as u64;
             run.add("hubspot_records", records.len() as i64);
             last_id = page_last;
             run.position = Some(json!({ "after": next, "last_id": last_id }));
             self.store_page(run, page).await?;
+            let end = !matches!(&next, Some(n) if Some(n) != after.as_ref());
+            self.settle_missing(run, pace, archive_policy, end).await?;
             each(&Self::progress(run, "hubspot", done, total));
             match next {
-                Some(n) if Some(&n) != after.as_ref() => after = Some(n),
+                Some(n) if !end => after = Some(n),
                 _ => break,
             }
         }
         Ok(())
+    }
+
+    /// Classifies the noted links whose record the list did not show, a hundred at a time
+    /// (all that are left when `all`), each batch in one transaction with its findings.
+    async fn settle_missing(
+        &self,
+        run: &mut Run,
+        pace: &Pacer,
+        archive_policy: bool,
+        all: bool,
+    ) -> anyhow::Result<()> {
+        loop {
+            let noted = run
+                .counts
+                .get(Kind::MissingRecord.as_str())
+                .copied()
+                .unwrap_or(0);
+            if noted == 0 || (!all && noted < READ_BATCH as i64) {
+                return Ok(());
+            }
+            let batch = store::noted_missing(self.pool, run.run_id, READ_BATCH as i64).await?;
+            if batch.is_empty() {
+                run.counts.remove(Kind::MissingRecord.as_str());
+                return Ok(());
+            }
+            let ids: Vec<String> = batch.iter().map(|(_, id)| id.clone()).collect();
+            let links = links::by_hubspot_ids(self.pool, self.name(), &ids).await?;
+            let still: Vec<&Link> = ids.iter().filter_map(|id| links.get(id)).collect();
+            let mut page = Page::default();
+            if !still.is_empty() {
+                self.missing_records(run, pace, &still, archive_policy, &mut page)
+                    .await?;
+            }
+            page.settled = batch.iter().map(|(finding, _)| *finding).collect();
+            run.add(Kind::MissingRecord.as_str(), -(batch.len() as i64));
+            self.store_page(run, page).await?;
+        }
     }
 
     /// Linked records against their snapshot; unlinked ones to pair or report.
@@ -564,9 +611,11 @@ impl Reconciler<'_> {
                 .property(modified)
                 .and_then(diff::hubspot_time)
                 .map(|t| t.timestamp_millis());
+            // Changed after the poller's position: the poller's to queue. (A record without a
+            // modification date is compared.)
             if run
                 .hubspot_high
-                .is_none_or(|high| changed_at.is_none_or(|c| c > high))
+                .is_none_or(|high| changed_at.is_some_and(|c| c > high))
             {
                 run.add("skipped_in_flight", 1);
                 continue;

@@ -299,6 +299,34 @@ pub async fn pair(
     .map(Option::flatten)
 }
 
+/// Up to `limit` links this run noted as missing from HubSpot's list: (finding id, HubSpot id).
+pub async fn noted_missing(
+    pool: &PgPool,
+    run_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, hubspot_id FROM reconcile_findings \
+         WHERE run_id = $1 AND kind = 'missing_record' AND hubspot_id IS NOT NULL \
+         ORDER BY id LIMIT $2",
+    )
+    .bind(run_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes findings by id (noted ones a page settles).
+pub async fn delete_findings(tx: &mut PgConnection, ids: &[i64]) -> Result<(), sqlx::Error> {
+    if !ids.is_empty() {
+        sqlx::query("DELETE FROM reconcile_findings WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Pairs members this run found unlinked with the record each is linked to now (its fix, or
 /// the sync, linked it meanwhile): their findings become `unlinked_matchable`. `pairs` are
 /// (member key, HubSpot id). Returns how many.
@@ -353,6 +381,9 @@ pub async fn finish(
     .bind(run.run_id)
     .fetch_all(&mut *tx)
     .await?;
+    for kind in [Kind::Unlinked, Kind::MissingRecord] {
+        run.counts.remove(kind.as_str());
+    }
     for kind in Kind::DRIFT.into_iter().chain([Kind::LeftByPolicy]) {
         run.counts.insert(kind.as_str().to_string(), 0);
     }
