@@ -726,7 +726,7 @@ async fn readiness_probe_reports_an_unreachable_server_without_the_password() {
     let port = listener.local_addr().expect("addr").port();
     drop(listener);
     let conn = format!(
-        "server=tcp:127.0.0.1,{port};user=sa;password=Very$ecret1;encrypt=DANGER_PLAINTEXT"
+        "server=tcp:127.0.0.1,{port};user=sa;password=Very$ecret1;encrypt=true"
     );
     let pool = SqlPool::new(&settings(&conn)).expect("pool");
     let err = pool.probe().await.expect_err("nothing listens there");

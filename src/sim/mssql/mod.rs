@@ -1,9 +1,16 @@
-//! SQL Server simulator: a TDS 7.4 server (plaintext) over an embedded SQLite store that runs
-//! hubsync's T-SQL subset with SQL Server's wire types, rowversion semantics and error numbers,
-//! so tiberius and the production adapter run unchanged against it. In-process (`start`) and as
-//! `hubsync sim mssql`.
+//! SQL Server simulator: a TDS 7.4 server over an embedded SQLite store that runs hubsync's
+//! T-SQL subset with SQL Server's wire types, rowversion semantics and error numbers, so
+//! tiberius and the production adapter run unchanged against it, over TLS as in production.
+//! In-process (`start`) and as `hubsync sim mssql`.
 //!
-//! Supported: PRELOGIN (ENCRYPT_NOT_SUP only, clients use `encrypt=DANGER_PLAINTEXT`), LOGIN7 as
+//! Supported: PRELOGIN with SQL Server's encryption answers (a client's ENCRYPT_ON/ENCRYPT_REQ,
+//! `encrypt=true`, gets TLS for the whole session; ENCRYPT_OFF, `encrypt=false`, TLS for LOGIN7
+//! only, then plaintext; ENCRYPT_NOT_SUP, `encrypt=DANGER_PLAINTEXT`, none; `Forced` encrypts
+//! every session; `PlaintextOnly` answers ENCRYPT_NOT_SUP to all, so a client requiring
+//! encryption gives up). The TLS 1.2 handshake travels in PRELOGIN packets, then TLS records flow
+//! on the TCP stream; the certificate is generated at start for localhost, 127.0.0.1, ::1 and
+//! the listening address, signed by a test CA the simulator exposes (`ca_pem`, `ca_file`, which
+//! [`RunningMssqlSim::connection_string`] names in `trustServerCertificateCA`). LOGIN7 as
 //! `sa` (18456 otherwise), SQL batches, RPC `sp_executesql` with typed parameters, the
 //! transaction manager (begin/commit/rollback), attention, responses split at the negotiated
 //! packet size. T-SQL: the statement shapes of `src/mssql/corpus.sql` plus test-setup DDL/DML
@@ -16,8 +23,9 @@
 //! gets 1222; readers see the last committed state), so rowversion/MIN_ACTIVE_ROWVERSION under
 //! truly concurrent writers; T-SQL semantics outside the subset (MERGE, conversion and rounding
 //! corner cases, decimals beyond 15 significant digits, linguistic collation order beyond
-//! case-insensitive comparison); plans, performance and timeouts; TLS, authentication other than
-//! one SQL login, permissions; MARS, bulk load, TVPs, output parameters.
+//! case-insensitive comparison); plans, performance and timeouts; TDS 8.0 (`encrypt=strict`)
+//! and TLS 1.3, client certificates, authentication other than one SQL login, permissions; MARS,
+//! bulk load, TVPs, output parameters.
 
 mod catalog;
 mod engine;
