@@ -918,6 +918,29 @@ mod tests {
     }
 
     #[test]
+    fn prelogin_answers_follow_sql_servers_encryption_table() {
+        use MssqlSimEncryption::{Available, Forced, PlaintextOnly};
+        use Protection::{LoginOnly, None, Session};
+        use wire::{
+            ENCRYPT_NOT_SUP as NS, ENCRYPT_OFF as OFF, ENCRYPT_ON as ON, ENCRYPT_REQ as REQ,
+        };
+        for (offer, client, answer) in [
+            (Available, OFF, (OFF, LoginOnly)),
+            (Available, ON, (ON, Session)),
+            (Available, REQ, (ON, Session)),
+            (Available, NS, (NS, None)),
+            (Forced, OFF, (REQ, Session)),
+            (Forced, ON, (ON, Session)),
+            (Forced, NS, (REQ, Session)),
+            (PlaintextOnly, ON, (NS, None)),
+            (PlaintextOnly, OFF, (NS, None)),
+        ] {
+            assert_eq!(negotiate(offer, client), Ok(answer), "{offer:?} {client}");
+        }
+        assert!(negotiate(Available, 0x80).is_err());
+    }
+
+    #[test]
     fn seed_schema_translates() {
         let tokens = translate::tokenize(&strip_go(SEED_SCHEMA)).unwrap();
         let statements = translate::split(tokens);
