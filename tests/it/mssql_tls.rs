@@ -310,3 +310,47 @@ async fn a_client_offering_no_encryption_gets_none_unless_it_is_forced() {
     assert_eq!(sim.stats().plaintext_sessions, 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_given_certificate_is_served() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "cooperative test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["sql.coop.test".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("coop-ca.crt");
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+
+    let options = MssqlSimOptions {
+        certificate: Some(mssql::MssqlSimCertificate {
+            chain_pem: server.pem(),
+            key_pem: key.serialize_pem().into(),
+        }),
+        ..MssqlSimOptions::default()
+    };
+    assert!(!format!("{options:?}").contains("PRIVATE KEY"));
+    let sim = mssql::start("127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .expect("simulator starts");
+    assert!(sim.ca_file().is_none());
+    assert!(sim.connection_string().ends_with(";encrypt=true"));
+    let conn = format!(
+        "{};encrypt=true;trustServerCertificateCA={};hostNameInCertificate=sql.coop.test",
+        sim.connection_string_base(),
+        ca_path.display()
+    );
+    probe(&conn)
+        .await
+        .0
+        .expect("the given certificate is checked");
+    sim.shutdown().await;
+}
