@@ -280,7 +280,14 @@ fn places(stand: &Stand) -> Places {
         log_dir: stand.log_dir.display().to_string(),
         config_path: stand.config_path.display().to_string(),
         hubspot_url: stand.hubspot.base_url(),
-        sql_server: stand.mssql.addr().to_string(),
+        sql_server: match stand.mssql.ca_file() {
+            Some(ca) => format!(
+                "{} (simulator, login sa, TLS; its test CA: {})",
+                stand.mssql.addr(),
+                ca.display()
+            ),
+            None => format!("{} (simulator, login sa)", stand.mssql.addr()),
+        },
     }
 }
 

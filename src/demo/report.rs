@@ -59,7 +59,7 @@ pub fn places(p: &Places) -> String {
     format!(
         "  metrics      {}\n  queue        psql {} -c 'SELECT * FROM sync_queue_summary'\n  \
          conflicts    psql {} -c 'SELECT * FROM sync_conflicts'\n  logs         {}\n  \
-         config       {}\n  HubSpot sim  {}/_sim/stats\n  SQL Server   {} (simulator, login sa)\n",
+         config       {}\n  HubSpot sim  {}/_sim/stats\n  SQL Server   {}\n",
         p.metrics_url,
         p.database_url,
         p.database_url,

@@ -80,7 +80,7 @@ impl MssqlError {
             },
             E::Tls(m) => Self::Unavailable {
                 addr: addr.to_string(),
-                reason: format!("TLS: {m}"),
+                reason: tls_reason(&m),
             },
             E::Routing { host, port } => Self::Unavailable {
                 addr: addr.to_string(),
@@ -91,9 +91,39 @@ impl MssqlError {
     }
 }
 
+/// tiberius' TLS failure in connection-string terms: a refused server certificate is named as
+/// such, with the keywords that fix it (tiberius' own advice names its Rust API).
+fn tls_reason(message: &str) -> String {
+    const REFUSED: &str = "the server's certificate was rejected during the TLS handshake: ";
+    match message.strip_prefix(REFUSED) {
+        Some(rest) => {
+            let cause = rest.split(" To connect anyway").next().unwrap_or(rest);
+            format!(
+                "TLS: the server's certificate was refused ({}): it must be issued by a CA the \
+                 system trusts or the one in trustServerCertificateCA=<file>, for the name \
+                 connected to (or hostNameInCertificate=<name>)",
+                cause.trim_end_matches('.')
+            )
+        }
+        None => format!("TLS: {message}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_named_in_connection_string_terms() {
+        let reason = tls_reason(
+            "the server's certificate was rejected during the TLS handshake: invalid peer \
+             certificate: UnknownIssuer. To connect anyway you can: (1) trust a specific CA \
+             certificate with `Config::trust_cert_ca(path)`",
+        );
+        assert!(reason.starts_with("TLS: the server's certificate was refused (invalid peer certificate: UnknownIssuer)"), "{reason}");
+        assert!(reason.contains("trustServerCertificateCA") && !reason.contains("Config::"));
+        assert_eq!(tls_reason("handshake eof"), "TLS: handshake eof");
+    }
 
     #[test]
     fn deadlocks_and_outages_are_transient_constraint_errors_are_not() {

@@ -18,15 +18,68 @@ use crate::support::retry;
 
 type TdsClient = Client<Compat<TcpStream>>;
 
-/// The last value of a connection-string keyword (any of `keys`, lower case), unquoted and in
-/// lower case.
-fn keyword(conn: &str, keys: &[&str]) -> Option<String> {
+/// The last value of a connection-string keyword (any of `keys`, lower case), unquoted.
+fn keyword_value(conn: &str, keys: &[&str]) -> Option<String> {
     conn.split(';').rev().find_map(|part| {
         let (k, v) = part.split_once('=')?;
         let k = k.trim().to_ascii_lowercase();
         keys.contains(&k.as_str())
-            .then(|| v.trim().trim_matches(['\'', '"']).to_ascii_lowercase())
+            .then(|| v.trim().trim_matches(['\'', '"']).to_string())
     })
+}
+
+/// [`keyword_value`] in lower case.
+fn keyword(conn: &str, keys: &[&str]) -> Option<String> {
+    keyword_value(conn, keys).map(|v| v.to_ascii_lowercase())
+}
+
+/// Checks `trustServerCertificateCA=<file>` (the CA the server certificate is verified
+/// against, on top of the system's): not combined with `trustServerCertificate=true`, a `pem`,
+/// `crt` or `der` file that holds a certificate.
+fn check_ca_file(conn: &str) -> Result<(), String> {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
+    let Some(path) = keyword_value(conn, &["trustservercertificateca"]) else {
+        return Ok(());
+    };
+    if keyword(conn, &["trustservercertificate"])
+        .is_some_and(|v| matches!(v.as_str(), "true" | "yes"))
+    {
+        return Err(
+            "trustServerCertificateCA and trustServerCertificate=true cannot be combined: \
+             drop trustServerCertificate so the certificate is checked against the CA"
+                .into(),
+        );
+    }
+    let path = std::path::Path::new(&path);
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "trustServerCertificateCA: cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let certificates = match extension.as_deref() {
+        Some("pem" | "crt") => CertificateDer::pem_slice_iter(&bytes)
+            .filter(Result::is_ok)
+            .count(),
+        Some("der") => usize::from(!bytes.is_empty()),
+        _ => {
+            return Err(format!(
+                "trustServerCertificateCA: {} must be a .pem, .crt or .der file",
+                path.display()
+            ));
+        }
+    };
+    if certificates == 0 {
+        return Err(format!(
+            "trustServerCertificateCA: {} holds no certificate",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// True when the string asks for Windows/Kerberos integrated authentication.
@@ -84,6 +137,7 @@ pub fn parse_connection(conn: &SecretString) -> Result<Config, String> {
                 .into(),
         );
     }
+    check_ca_file(text)?;
     let mut config = Config::from_ado_string(text).map_err(|_| {
         "not a valid ADO.NET connection string (key=value pairs separated by `;`; quote values \
          that contain `;`, e.g. password='p;w' or password={p;w})"
@@ -400,5 +454,43 @@ mod tests {
         );
         assert!(weak("server=db;encrypt=DANGER_PLAINTEXT")[0].contains("nothing is encrypted"));
         assert!(weak("server=db;encrypt=true;trust server certificate=no").is_empty());
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_a_certificate_and_is_not_combined_with_trusting_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["db".to_string()]).unwrap();
+        std::fs::write(&pem, cert.cert.pem()).unwrap();
+        let conn = |extra: &str| {
+            SecretString::from(format!(
+                "server=tcp:db,1433;user=u;password=p;encrypt=true;{extra}"
+            ))
+        };
+        let ca = format!("TrustServerCertificateCA={}", pem.display());
+        assert!(parse_connection(&conn(&ca)).is_ok());
+        assert!(tls_weaknesses(&conn(&ca)).is_empty());
+        let both = parse_connection(&conn(&format!("{ca};trustServerCertificate=true")));
+        assert!(both.unwrap_err().contains("cannot be combined"));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate").unwrap();
+        let err = parse_connection(&conn(&format!(
+            "trustServerCertificateCA={}",
+            empty.display()
+        )));
+        assert!(err.unwrap_err().contains("holds no certificate"));
+        let missing = parse_connection(&conn("trustServerCertificateCA=/nonexistent/ca.pem"));
+        assert!(
+            missing
+                .unwrap_err()
+                .contains("cannot read /nonexistent/ca.pem")
+        );
+        let txt = dir.path().join("ca.txt");
+        std::fs::write(&txt, cert.cert.pem()).unwrap();
+        let err = parse_connection(&conn(&format!(
+            "trustServerCertificateCA={}",
+            txt.display()
+        )));
+        assert!(err.unwrap_err().contains(".pem, .crt or .der"));
     }
 }

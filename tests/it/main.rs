@@ -21,6 +21,7 @@ mod links;
 mod merges;
 mod mssql;
 mod mssql_sim;
+mod mssql_tls;
 mod outputs;
 mod privacy;
 mod queue;

@@ -725,9 +725,7 @@ async fn readiness_probe_reports_an_unreachable_server_without_the_password() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     drop(listener);
-    let conn = format!(
-        "server=tcp:127.0.0.1,{port};user=sa;password=Very$ecret1;encrypt=DANGER_PLAINTEXT"
-    );
+    let conn = format!("server=tcp:127.0.0.1,{port};user=sa;password=Very$ecret1;encrypt=true");
     let pool = SqlPool::new(&settings(&conn)).expect("pool");
     let err = pool.probe().await.expect_err("nothing listens there");
     let text = err.to_string();

@@ -774,6 +774,8 @@ async fn the_cli_serves_the_seed_contact_table() {
             "127.0.0.1:0",
             "--password",
             "Cli-Passw0rd!",
+            "--ca-file",
+            "sim-ca.pem",
         ],
         &[],
         cwd.path(),
@@ -789,10 +791,17 @@ async fn the_cli_serves_the_seed_contact_table() {
         !line.contains("Cli-Passw0rd!"),
         "the password is not printed"
     );
+    // The CA file is written before the line is printed; the line names it.
+    let ca = cwd.path().join("sim-ca.pem");
+    assert!(
+        line.contains("encrypt=true;trustServerCertificateCA=sim-ca.pem"),
+        "{line}"
+    );
     let config = Config::from_ado_string(&format!(
-        "server=tcp:{},{};user=sa;password=Cli-Passw0rd!;encrypt=DANGER_PLAINTEXT",
+        "server=tcp:{},{};user=sa;password=Cli-Passw0rd!;encrypt=true;trustServerCertificateCA={}",
         addr.ip(),
-        addr.port()
+        addr.port(),
+        ca.display()
     ))
     .unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();

@@ -1,9 +1,16 @@
-//! SQL Server simulator: a TDS 7.4 server (plaintext) over an embedded SQLite store that runs
-//! hubsync's T-SQL subset with SQL Server's wire types, rowversion semantics and error numbers,
-//! so tiberius and the production adapter run unchanged against it. In-process (`start`) and as
-//! `hubsync sim mssql`.
+//! SQL Server simulator: a TDS 7.4 server over an embedded SQLite store that runs hubsync's
+//! T-SQL subset with SQL Server's wire types, rowversion semantics and error numbers, so
+//! tiberius and the production adapter run unchanged against it, over TLS as in production.
+//! In-process (`start`) and as `hubsync sim mssql`.
 //!
-//! Supported: PRELOGIN (ENCRYPT_NOT_SUP only, clients use `encrypt=DANGER_PLAINTEXT`), LOGIN7 as
+//! Supported: PRELOGIN with SQL Server's encryption answers (a client's ENCRYPT_ON/ENCRYPT_REQ,
+//! `encrypt=true`, gets TLS for the whole session; ENCRYPT_OFF, `encrypt=false`, TLS for LOGIN7
+//! only, then plaintext; ENCRYPT_NOT_SUP, `encrypt=DANGER_PLAINTEXT`, none; `Forced` encrypts
+//! every session; `PlaintextOnly` answers ENCRYPT_NOT_SUP to all, so a client requiring
+//! encryption gives up). The TLS 1.2 handshake travels in PRELOGIN packets, then TLS records flow
+//! on the TCP stream; the certificate is generated at start for localhost, 127.0.0.1, ::1 and
+//! the listening address, signed by a test CA the simulator exposes (`ca_pem`, `ca_file`, which
+//! [`RunningMssqlSim::connection_string`] names in `trustServerCertificateCA`). LOGIN7 as
 //! `sa` (18456 otherwise), SQL batches, RPC `sp_executesql` with typed parameters, the
 //! transaction manager (begin/commit/rollback), attention, responses split at the negotiated
 //! packet size. T-SQL: the statement shapes of `src/mssql/corpus.sql` plus test-setup DDL/DML
@@ -16,12 +23,14 @@
 //! gets 1222; readers see the last committed state), so rowversion/MIN_ACTIVE_ROWVERSION under
 //! truly concurrent writers; T-SQL semantics outside the subset (MERGE, conversion and rounding
 //! corner cases, decimals beyond 15 significant digits, linguistic collation order beyond
-//! case-insensitive comparison); plans, performance and timeouts; TLS, authentication other than
-//! one SQL login, permissions; MARS, bulk load, TVPs, output parameters.
+//! case-insensitive comparison); plans, performance and timeouts; TDS 8.0 (`encrypt=strict`)
+//! and TLS 1.3, client certificates, authentication other than one SQL login, permissions; MARS,
+//! bulk load, TVPs, output parameters.
 
 mod catalog;
 mod engine;
 pub mod setup;
+mod tls;
 mod translate;
 mod types;
 mod wire;
@@ -33,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +52,7 @@ use engine::{Db, Mode, Session, TmRequest};
 use types::{Param, Value};
 use wire::{DONE_ATTN, DONE_ERROR, DoneKind, Reader, Tokens};
 
+pub use tls::MssqlSimCertificate;
 pub use translate::SqlError;
 
 /// The default contact table (`dbo.hb_contacts`), loaded by `hubsync sim mssql` when no
@@ -64,6 +75,28 @@ pub struct MssqlSimOptions {
     pub data_dir: Option<PathBuf>,
     /// How long a write waits for another session's open transaction before error 1222.
     pub lock_timeout: Duration,
+    /// What PRELOGIN offers: TLS as SQL Server with a certificate does (the default), TLS
+    /// forced for every session, or plaintext only.
+    pub encryption: MssqlSimEncryption,
+    /// The server certificate; `None` generates a test CA and a certificate it signs for
+    /// `localhost`, 127.0.0.1, ::1, the listening address and [`Self::tls_names`].
+    pub certificate: Option<MssqlSimCertificate>,
+    /// More DNS names or IP addresses for the generated certificate.
+    pub tls_names: Vec<String>,
+}
+
+/// What the simulator answers to a client's PRELOGIN ENCRYPTION value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MssqlSimEncryption {
+    /// SQL Server with a certificate, encryption not forced: a client asking for encryption
+    /// (`encrypt=true`) gets TLS for the whole session, `encrypt=false` TLS for the login only,
+    /// `encrypt=DANGER_PLAINTEXT` none.
+    #[default]
+    Available,
+    /// SQL Server's "Force Encryption": every session is encrypted (answers ENCRYPT_REQ).
+    Forced,
+    /// No certificate: answers ENCRYPT_NOT_SUP, so a client that requires encryption fails.
+    PlaintextOnly,
 }
 
 impl std::fmt::Debug for MssqlSimOptions {
@@ -74,6 +107,9 @@ impl std::fmt::Debug for MssqlSimOptions {
             .field("schema", &self.schema.as_ref().map(String::len))
             .field("data_dir", &self.data_dir)
             .field("lock_timeout", &self.lock_timeout)
+            .field("encryption", &self.encryption)
+            .field("certificate", &self.certificate)
+            .field("tls_names", &self.tls_names)
             .finish()
     }
 }
@@ -86,6 +122,9 @@ impl Default for MssqlSimOptions {
             schema: None,
             data_dir: None,
             lock_timeout: Duration::from_secs(5),
+            encryption: MssqlSimEncryption::default(),
+            certificate: None,
+            tls_names: Vec::new(),
         }
     }
 }
@@ -108,6 +147,14 @@ pub struct MssqlSimStats {
     pub logins_failed: u64,
     pub requests: u64,
     pub open_sessions: u64,
+    /// Logins (successful or not) in a session encrypted throughout.
+    pub tls_sessions: u64,
+    /// Logins encrypted with the session continuing in plaintext (`encrypt=false`).
+    pub login_only_tls_sessions: u64,
+    /// Logins without any encryption.
+    pub plaintext_sessions: u64,
+    /// TLS handshakes that failed (e.g. the client refused the certificate).
+    pub tls_handshake_failures: u64,
 }
 
 #[derive(Default)]
@@ -117,11 +164,18 @@ struct Counters {
     logins_failed: AtomicU64,
     requests: AtomicU64,
     open_sessions: AtomicU64,
+    tls_sessions: AtomicU64,
+    login_only_tls_sessions: AtomicU64,
+    plaintext_sessions: AtomicU64,
+    tls_handshake_failures: AtomicU64,
 }
 
 struct Shared {
     db: Arc<Db>,
     password: String,
+    encryption: MssqlSimEncryption,
+    /// `None` when plaintext only.
+    tls: Option<tls::ServerTls>,
     /// Cancelled to drop every open connection; replaced by a fresh token.
     drop_all: Mutex<CancellationToken>,
     refuse_until: Mutex<Option<Instant>>,
@@ -176,9 +230,31 @@ pub async fn start(addr: SocketAddr, options: MssqlSimOptions) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
+    let tls = match (options.encryption, &options.certificate) {
+        (MssqlSimEncryption::PlaintextOnly, _) => None,
+        (_, Some(certificate)) => Some(tls::ServerTls::from_pem(certificate)?),
+        (_, None) => {
+            let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+            if !addr.ip().is_unspecified() {
+                names.push(addr.ip().to_string());
+            }
+            for name in &options.tls_names {
+                names.push(name.clone());
+            }
+            let mut unique: Vec<String> = Vec::new();
+            for name in names {
+                if !unique.contains(&name) {
+                    unique.push(name);
+                }
+            }
+            Some(tls::ServerTls::generate(&unique)?)
+        }
+    };
     let shared = Arc::new(Shared {
         db,
         password: options.password.clone(),
+        encryption: options.encryption,
+        tls,
         drop_all: Mutex::new(CancellationToken::new()),
         refuse_until: Mutex::new(None),
         delay: Mutex::new(Duration::ZERO),
@@ -220,15 +296,43 @@ impl RunningMssqlSim {
         self.addr
     }
 
-    /// ADO.NET connection string for `crate::mssql` and tiberius (plaintext: simulator only).
+    /// ADO.NET connection string for `crate::mssql` and tiberius, as production connects:
+    /// `encrypt=true` with the certificate checked against the generated CA
+    /// (`trustServerCertificateCA`; the system's CAs for a given certificate), or
+    /// `encrypt=DANGER_PLAINTEXT` for a plaintext-only simulator.
     pub fn connection_string(&self) -> String {
+        let base = self.connection_string_base();
+        match (&self.shared.tls, self.ca_file()) {
+            (None, _) => format!("{base};encrypt=DANGER_PLAINTEXT"),
+            (Some(_), Some(ca)) => {
+                format!(
+                    "{base};encrypt=true;trustServerCertificateCA={}",
+                    ca.display()
+                )
+            }
+            (Some(_), None) => format!("{base};encrypt=true"),
+        }
+    }
+
+    /// Server, database, user and password, without any TLS keyword (tests add their own).
+    pub fn connection_string_base(&self) -> String {
         format!(
-            "server=tcp:{},{};database={};user=sa;password={};encrypt=DANGER_PLAINTEXT;trustServerCertificate=true",
+            "server=tcp:{},{};database={};user=sa;password={}",
             self.addr.ip(),
             self.addr.port(),
             self.shared.db.name,
             self.shared.password
         )
+    }
+
+    /// The generated test CA's certificate (PEM); `None` for a given certificate or plaintext.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.shared.tls.as_ref().and_then(|t| t.ca_pem())
+    }
+
+    /// A file holding [`Self::ca_pem`] while the simulator runs.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.shared.tls.as_ref().and_then(|t| t.ca_file())
     }
 
     /// Runs T-SQL through the simulator's engine, as a client batch would (one session kept
@@ -311,6 +415,10 @@ impl RunningMssqlSim {
             logins_failed: c.logins_failed.load(Ordering::SeqCst),
             requests: c.requests.load(Ordering::SeqCst),
             open_sessions: c.open_sessions.load(Ordering::SeqCst),
+            tls_sessions: c.tls_sessions.load(Ordering::SeqCst),
+            login_only_tls_sessions: c.login_only_tls_sessions.load(Ordering::SeqCst),
+            plaintext_sessions: c.plaintext_sessions.load(Ordering::SeqCst),
+            tls_handshake_failures: c.tls_handshake_failures.load(Ordering::SeqCst),
         }
     }
 
@@ -366,30 +474,106 @@ impl Drop for OpenSession<'_> {
     }
 }
 
-async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
+/// How much of a connection TLS protects, as the PRELOGIN exchange decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protection {
+    None,
+    /// TLS for LOGIN7 only (the client sent ENCRYPT_OFF), then plaintext.
+    LoginOnly,
+    Session,
+}
+
+/// SQL Server's answer to the client's PRELOGIN ENCRYPTION value, and what it commits both
+/// sides to (MS-TDS 2.2.6.5).
+fn negotiate(offer: MssqlSimEncryption, client: u8) -> Result<(u8, Protection), String> {
+    use MssqlSimEncryption as Offer;
+    use wire::{ENCRYPT_NOT_SUP, ENCRYPT_OFF, ENCRYPT_ON, ENCRYPT_REQ};
+    if client > ENCRYPT_REQ {
+        return Err(format!("unsupported PRELOGIN encryption value {client:#x}"));
+    }
+    Ok(match (offer, client) {
+        // A client that asks for encryption gives up when it reads NOT_SUP.
+        (Offer::PlaintextOnly, _) => (ENCRYPT_NOT_SUP, Protection::None),
+        (_, ENCRYPT_ON | ENCRYPT_REQ) => (ENCRYPT_ON, Protection::Session),
+        (Offer::Available, ENCRYPT_OFF) => (ENCRYPT_OFF, Protection::LoginOnly),
+        (Offer::Available, _) => (ENCRYPT_NOT_SUP, Protection::None),
+        // Force Encryption: even a client that offered none must encrypt (or give up).
+        (Offer::Forced, _) => (ENCRYPT_REQ, Protection::Session),
+    })
+}
+
+/// Reads the LOGIN7 message that follows PRELOGIN (and the TLS handshake, if any).
+async fn read_login<S: AsyncRead + Unpin>(stream: &mut S) -> anyhow::Result<Option<Vec<u8>>> {
+    let Some((ty, body)) = wire::read_message(stream).await? else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        ty == wire::LOGIN7,
+        "expected LOGIN7, got packet type {ty:#x}"
+    );
+    Ok(Some(body))
+}
+
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
     stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
-    let Some((ty, _)) = wire::read_message(&mut rd).await? else {
+    let Some((ty, body)) = wire::read_message(&mut stream).await? else {
         return Ok(());
     };
     anyhow::ensure!(
         ty == wire::PRELOGIN,
         "expected PRELOGIN, got packet type {ty:#x}"
     );
-    wire::write_message(&mut wr, &wire::prelogin_response(), 4096, 0).await?;
-    let Some((ty, body)) = wire::read_message(&mut rd).await? else {
+    let client = wire::prelogin_encryption(&body).map_err(anyhow::Error::msg)?;
+    let (answer, protection) = negotiate(shared.encryption, client).map_err(anyhow::Error::msg)?;
+    wire::write_message(&mut stream, &wire::prelogin_response(answer), 4096, 0).await?;
+    let counters = &shared.counters;
+    let tls = match (protection, &shared.tls) {
+        (Protection::None, _) => {
+            let Some(login) = read_login(&mut stream).await? else {
+                return Ok(());
+            };
+            counters.plaintext_sessions.fetch_add(1, Ordering::SeqCst);
+            return session(stream, &login, &shared).await;
+        }
+        (_, Some(tls)) => tls,
+        (_, None) => anyhow::bail!("encryption negotiated without a certificate"),
+    };
+    let mut encrypted = match tls.accept(stream).await {
+        Ok(s) => s,
+        Err(e) => {
+            counters
+                .tls_handshake_failures
+                .fetch_add(1, Ordering::SeqCst);
+            return Err(anyhow::Error::new(e).context("TLS handshake failed"));
+        }
+    };
+    let Some(login) = read_login(&mut encrypted).await? else {
         return Ok(());
     };
-    anyhow::ensure!(
-        ty == wire::LOGIN7,
-        "expected LOGIN7, got packet type {ty:#x}"
-    );
-    let login = wire::parse_login(&body).map_err(anyhow::Error::msg)?;
+    if protection == Protection::LoginOnly {
+        counters
+            .login_only_tls_sessions
+            .fetch_add(1, Ordering::SeqCst);
+        tracing::debug!("login encrypted, the session continues in plaintext (ENCRYPT_OFF)");
+        session(tls::into_plaintext(encrypted), &login, &shared).await
+    } else {
+        counters.tls_sessions.fetch_add(1, Ordering::SeqCst);
+        session(encrypted, &login, &shared).await
+    }
+}
+
+/// Answers LOGIN7 (`body`), then serves requests until the client leaves.
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    body: &[u8],
+    shared: &Arc<Shared>,
+) -> anyhow::Result<()> {
+    let login = wire::parse_login(body).map_err(anyhow::Error::msg)?;
     let failed = format!("Login failed for user '{}'.", login.user);
     if !(login.user.eq_ignore_ascii_case("sa") && login.password == shared.password) {
         let mut t = Tokens::default();
         t.error(18456, 1, 14, &failed);
-        return refuse_login(&shared, &mut wr, t).await;
+        return refuse_login(shared, &mut stream, t).await;
     }
     // The one database of this instance (an empty name stands for the login's default).
     if !login.database.is_empty() && !login.database.eq_ignore_ascii_case(&shared.db.name) {
@@ -400,7 +584,7 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         );
         t.error(4060, 1, 11, &message);
         t.error(18456, 1, 14, &failed);
-        return refuse_login(&shared, &mut wr, t).await;
+        return refuse_login(shared, &mut stream, t).await;
     }
     let db = Arc::clone(&shared.db);
     let mut session = Some(tokio::task::spawn_blocking(move || Session::open(db)).await??);
@@ -423,9 +607,9 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
     t.env_change_text(4, &packet_size.to_string(), "4096");
     t.login_ack();
     t.done(DoneKind::Done, 0, 0);
-    wire::write_message(&mut wr, &t.buf, 4096, spid).await?;
+    wire::write_message(&mut stream, &t.buf, 4096, spid).await?;
 
-    while let Some((ty, body)) = wire::read_message(&mut rd).await? {
+    while let Some((ty, body)) = wire::read_message(&mut stream).await? {
         shared.counters.requests.fetch_add(1, Ordering::SeqCst);
         let request = match ty {
             wire::SQL_BATCH => parse_batch(&body),
@@ -463,15 +647,15 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) -> anyhow::Result<()> {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        wire::write_message(&mut wr, &response.buf, packet_size, spid).await?;
+        wire::write_message(&mut stream, &response.buf, packet_size, spid).await?;
     }
     Ok(())
 }
 
 /// Ends a login with the given error tokens.
-async fn refuse_login(
+async fn refuse_login<W: AsyncWrite + Unpin>(
     shared: &Shared,
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    wr: &mut W,
     mut tokens: Tokens,
 ) -> anyhow::Result<()> {
     shared.counters.logins_failed.fetch_add(1, Ordering::SeqCst);
@@ -606,6 +790,24 @@ pub struct MssqlArgs {
     /// Database name.
     #[arg(long, default_value = "hubsync")]
     pub database: String,
+    /// What PRELOGIN offers: TLS when the client asks for it (as SQL Server does), TLS forced
+    /// for every session, or plaintext only (ENCRYPT_NOT_SUP).
+    #[arg(long, value_enum, default_value_t = MssqlSimEncryption::Available)]
+    pub encryption: MssqlSimEncryption,
+    /// Writes the generated test CA's certificate (PEM) to this file, for clients'
+    /// `trustServerCertificateCA=`.
+    #[arg(long, value_name = "PATH", conflicts_with = "tls_cert")]
+    pub ca_file: Option<PathBuf>,
+    /// Serves this certificate chain (PEM) instead of a generated one.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Another DNS name or IP address for the generated certificate (repeatable; localhost,
+    /// 127.0.0.1, ::1 and the listening address are always in it).
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub tls_names: Vec<String>,
 }
 
 impl std::fmt::Debug for MssqlArgs {
@@ -616,26 +818,53 @@ impl std::fmt::Debug for MssqlArgs {
             .field("data", &self.data)
             .field("password", &"[redacted]")
             .field("database", &self.database)
+            .field("encryption", &self.encryption)
+            .field("ca_file", &self.ca_file)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_names", &self.tls_names)
             .finish()
     }
+}
+
+/// Reads a file named by a command-line option (a configuration problem when it cannot be).
+fn read_option_file(option: &str, path: &std::path::Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Failure::new(
+            exit::CONFIG,
+            format!("cannot read {option} {}: {e}", path.display()),
+        )
+    })
 }
 
 /// Runs the simulator until SIGINT/SIGTERM.
 pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
     let schema = match &args.schema {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| {
-            Failure::new(
-                exit::CONFIG,
-                format!("cannot read --schema {}: {e}", path.display()),
-            )
-        })?,
+        Some(path) => read_option_file("--schema", path)?,
         None => SEED_SCHEMA.to_string(),
+    };
+    let plaintext = args.encryption == MssqlSimEncryption::PlaintextOnly;
+    if plaintext && (args.ca_file.is_some() || args.tls_cert.is_some()) {
+        return Err(Failure::new(
+            exit::CONFIG,
+            "--encryption plaintext-only has no certificate: drop --ca-file and --tls-cert",
+        ));
+    }
+    let certificate = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(MssqlSimCertificate {
+            chain_pem: read_option_file("--tls-cert", cert)?,
+            key_pem: read_option_file("--tls-key", key)?.into(),
+        }),
+        _ => None,
     };
     let options = MssqlSimOptions {
         password: args.password.clone(),
         database: args.database.clone(),
         schema: Some(schema),
         data_dir: args.data.clone(),
+        encryption: args.encryption,
+        certificate,
+        tls_names: args.tls_names.clone(),
         ..MssqlSimOptions::default()
     };
     let sim = start(args.listen, options).await.map_err(|e| {
@@ -647,8 +876,24 @@ pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
         };
         Failure::new(code, format!("{e:#}"))
     })?;
+    if let (Some(path), Some(pem)) = (&args.ca_file, sim.ca_pem()) {
+        std::fs::write(path, pem).map_err(|e| {
+            Failure::new(
+                exit::CONFIG,
+                format!("cannot write --ca-file {}: {e}", path.display()),
+            )
+        })?;
+    }
+    let tls = match (plaintext, &args.ca_file) {
+        (true, _) => "encrypt=DANGER_PLAINTEXT".to_string(),
+        (false, Some(path)) => format!("encrypt=true;trustServerCertificateCA={}", path.display()),
+        (false, None) => match sim.ca_file() {
+            Some(path) => format!("encrypt=true;trustServerCertificateCA={}", path.display()),
+            None => "encrypt=true".to_string(),
+        },
+    };
     println!(
-        "SQL Server simulator listening on {} (database {}, user sa, encrypt=DANGER_PLAINTEXT)",
+        "SQL Server simulator listening on {} (database {}, user sa, {tls})",
         sim.addr(),
         args.database
     );
@@ -670,6 +915,29 @@ mod tests {
             ..MssqlSimOptions::default()
         };
         assert!(!format!("{options:?}").contains("Top-Secret-1"));
+    }
+
+    #[test]
+    fn prelogin_answers_follow_sql_servers_encryption_table() {
+        use MssqlSimEncryption::{Available, Forced, PlaintextOnly};
+        use Protection::{LoginOnly, None, Session};
+        use wire::{
+            ENCRYPT_NOT_SUP as NS, ENCRYPT_OFF as OFF, ENCRYPT_ON as ON, ENCRYPT_REQ as REQ,
+        };
+        for (offer, client, answer) in [
+            (Available, OFF, (OFF, LoginOnly)),
+            (Available, ON, (ON, Session)),
+            (Available, REQ, (ON, Session)),
+            (Available, NS, (NS, None)),
+            (Forced, OFF, (REQ, Session)),
+            (Forced, ON, (ON, Session)),
+            (Forced, NS, (REQ, Session)),
+            (PlaintextOnly, ON, (NS, None)),
+            (PlaintextOnly, OFF, (NS, None)),
+        ] {
+            assert_eq!(negotiate(offer, client), Ok(answer), "{offer:?} {client}");
+        }
+        assert!(negotiate(Available, 0x80).is_err());
     }
 
     #[test]

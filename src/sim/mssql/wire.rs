@@ -1,5 +1,6 @@
 //! TDS framing for the simulator: reading client messages (packets reassembled up to EOM),
-//! writing responses split at the negotiated packet size, PRELOGIN and LOGIN7 decoding, and the
+//! writing responses split at the negotiated packet size, PRELOGIN (with its encryption choice)
+//! and LOGIN7 decoding, and the
 //! token encoders (LOGINACK, ENVCHANGE, DONE*, ERROR, INFO, COLMETADATA, ROW, RETURNSTATUS).
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -189,12 +190,39 @@ pub async fn write_message<W: AsyncWrite + Unpin>(
     stream.flush().await
 }
 
-/// The PRELOGIN answer: version 16.0, encryption NOT_SUP, no instance, MARS off.
-pub fn prelogin_response() -> Vec<u8> {
+/// PRELOGIN ENCRYPTION values.
+pub const ENCRYPT_OFF: u8 = 0x00;
+pub const ENCRYPT_ON: u8 = 0x01;
+pub const ENCRYPT_NOT_SUP: u8 = 0x02;
+pub const ENCRYPT_REQ: u8 = 0x03;
+
+/// The ENCRYPTION value of a client's PRELOGIN (ENCRYPT_OFF when the option is absent).
+pub fn prelogin_encryption(body: &[u8]) -> Result<u8, String> {
+    let mut r = Reader::new(body);
+    loop {
+        let token = r.u8()?;
+        if token == 0xFF {
+            return Ok(ENCRYPT_OFF);
+        }
+        let mut pair = Reader::new(r.bytes(4)?);
+        let offset = usize::from(u16::from_be_bytes([pair.u8()?, pair.u8()?]));
+        let length = usize::from(u16::from_be_bytes([pair.u8()?, pair.u8()?]));
+        if token == 0x01 {
+            return match body.get(offset..offset.saturating_add(length)) {
+                Some([value, ..]) => Ok(*value),
+                _ => Err("PRELOGIN ENCRYPTION option out of range".into()),
+            };
+        }
+    }
+}
+
+/// The PRELOGIN answer: version 16.0, the given encryption, no instance, MARS off.
+pub fn prelogin_response(encryption: u8) -> Vec<u8> {
     // Options: VERSION(6 bytes) ENCRYPTION(1) INSTOPT(1) THREADID(0) MARS(1), then terminator.
+    let encryption = [encryption];
     let options: [(u8, &[u8]); 4] = [
         (0x00, &[16, 0, 0x10, 0x00, 0, 0]),
-        (0x01, &[0x02]),
+        (0x01, &encryption),
         (0x02, &[0x00]),
         (0x04, &[0x00]),
     ];
@@ -388,12 +416,17 @@ mod tests {
 
     #[test]
     fn prelogin_answer_offsets_point_at_the_data() {
-        let p = prelogin_response();
+        let p = prelogin_response(ENCRYPT_NOT_SUP);
         // ENCRYPTION option: token 1 at index 5, offset then length.
         assert_eq!(p[5], 0x01);
         let offset = usize::from(u16::from_be_bytes([p[6], p[7]]));
         assert_eq!(p[offset], 0x02);
         assert_eq!(p[20], 0xFF);
+        for value in [ENCRYPT_OFF, ENCRYPT_ON, ENCRYPT_NOT_SUP, ENCRYPT_REQ] {
+            assert_eq!(prelogin_encryption(&prelogin_response(value)), Ok(value));
+        }
+        assert_eq!(prelogin_encryption(&[0xFF]), Ok(ENCRYPT_OFF));
+        assert!(prelogin_encryption(&[0x01, 0, 50, 0, 1, 0xFF]).is_err());
     }
 
     proptest::proptest! {
@@ -401,6 +434,7 @@ mod tests {
         #[test]
         fn hostile_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = parse_login(&bytes);
+            let _ = prelogin_encryption(&bytes);
             let mut r = Reader::new(&bytes);
             while !r.at_end() {
                 if types::decode_param_value(&mut r).is_err() {
