@@ -14,10 +14,10 @@ use clap::Args;
 use rand::SeedableRng;
 use serde_json::json;
 
-use super::sync::{Daemon, Stand, bench_config};
+use super::sync::{Daemon, Stand};
 use super::{peak_rss_mib, thousands};
 use crate::exit::{self, Failure};
-use crate::mapping::{Mapper, SqlRow};
+use crate::mapping::SqlRow;
 use crate::mssql::{ChangeReader, SqlPool, SqlServerSettings};
 use crate::queue::Direction;
 use crate::sync::reconcile::Kind;
@@ -92,20 +92,11 @@ async fn bench(args: ReconcileBenchArgs, config_path: &Path) -> anyhow::Result<(
         .with_context(|| format!("cannot read {}", config_path.display()))?;
     let stand = Stand::start().await?;
     crate::pg::migrate(&stand.pool).await?;
-    let (config_text, _port) = bench_config(
-        &edit(&text)?,
-        &stand.hubspot,
-        &stand.dir.path().join("logs"),
-        4,
-    )?;
-    std::fs::write(stand.dir.path().join("config.yaml"), &config_text)?;
-    let config = crate::config::load_str(&config_text, crate::config::Need::Nothing, &|_| None)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, mapper, _) = stand.configure(&edit(&text)?, 4)?;
     let contacts = config
         .objects
         .get("contacts")
         .context("the config maps no `contacts` object")?;
-    let mapper = Mapper::new(contacts)?;
     let per_kind = ((args.members as f64) * args.drift).round().max(1.0) as usize;
 
     // In step: the members in SQL Server, the valid ones in HubSpot, and their links.

@@ -119,6 +119,26 @@ impl Stand {
         })
     }
 
+    /// Writes the stand's config.yaml (`text` pointed at the stand's systems with `workers`
+    /// workers) and loads it: the configuration, the contacts' mapper and the listener's port.
+    pub(super) fn configure(
+        &self,
+        text: &str,
+        workers: usize,
+    ) -> anyhow::Result<(crate::config::Config, Mapper, u16)> {
+        let logs = self.dir.path().join("logs");
+        let (config_text, port) = bench_config(text, &self.hubspot, &logs, workers)?;
+        std::fs::write(self.dir.path().join("config.yaml"), &config_text)?;
+        let config = crate::config::load_str(&config_text, crate::config::Need::Nothing, &|_| None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let contacts = config
+            .objects
+            .get("contacts")
+            .context("the config maps no `contacts` object")?;
+        let mapper = Mapper::new(contacts)?;
+        Ok((config, mapper, port))
+    }
+
     pub(super) fn hubsync(&self, args: &[&str]) -> Command {
         self.hubsync_with(&self.dir.path().join("config.yaml"), args)
     }
@@ -162,20 +182,7 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("cannot read {}", config_path.display()))?;
     let stand = Stand::start().await?;
-    let (config_text, port) = bench_config(
-        &text,
-        &stand.hubspot,
-        &stand.dir.path().join("logs"),
-        args.workers,
-    )?;
-    std::fs::write(stand.dir.path().join("config.yaml"), &config_text)?;
-    let config = crate::config::load_str(&config_text, crate::config::Need::Nothing, &|_| None)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let contacts = config
-        .objects
-        .get("contacts")
-        .context("the config maps no `contacts` object")?;
-    let mapper = Mapper::new(contacts)?;
+    let (config, mapper, port) = stand.configure(&text, args.workers)?;
     let (ceiling, poll) = (
         f64::from(config.hubspot.requests_per_10s) / 10.0 * crate::hubspot::BATCH_LIMIT as f64,
         config.queue.poll_interval,

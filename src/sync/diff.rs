@@ -47,6 +47,15 @@ pub struct Conflict {
     pub decided_by: &'static str,
 }
 
+/// `Values` from (name, value) pairs, for tests.
+#[cfg(test)]
+pub fn values(pairs: &[(&str, Option<&str>)]) -> Values {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+        .collect()
+}
+
 /// Fields of `current` whose value differs from `synced` (fields absent from `current` are not
 /// considered: a side only speaks for the fields it maps).
 pub fn changes(current: &Values, synced: &Values) -> Values {

@@ -134,12 +134,7 @@ pub struct Summary {
 mod tests {
     use super::*;
 
-    fn values(pairs: &[(&str, Option<&str>)]) -> Values {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
-            .collect()
-    }
+    use crate::sync::diff::values;
 
     #[test]
     fn agreeing_sides_become_the_baseline_and_differing_ones_are_named() {

@@ -344,12 +344,7 @@ mod tests {
     use super::*;
     use crate::mapping::{ConflictPolicy, Direction as FieldDirection};
 
-    fn values(pairs: &[(&str, Option<&str>)]) -> Values {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
-            .collect()
-    }
+    use crate::sync::diff::values;
 
     fn link(key: &str, id: Option<&str>, synced: Values) -> Link {
         Link {
