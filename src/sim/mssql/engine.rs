@@ -359,6 +359,22 @@ impl Session {
                 Ok(None)
             }
             Statement::Ignored => Ok(None),
+            Statement::Use(name) => {
+                if !name.eq_ignore_ascii_case(&self.db.name) {
+                    return Err(SqlError::new(
+                        911,
+                        1,
+                        16,
+                        format!(
+                            "Database '{name}' does not exist. Make sure that the name is entered correctly."
+                        ),
+                    ));
+                }
+                let db = self.db.name.clone();
+                out.env_change_text(1, &db, &db);
+                out.info(5701, &format!("Changed database context to '{db}'."));
+                Ok(None)
+            }
             Statement::Query {
                 sql,
                 items,
@@ -677,13 +693,13 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Param]) -> Result<(), SqlE
                 Value::Text(t) => SqliteValue::Text(t.clone()),
                 Value::Bytes(b) => SqliteValue::Blob(b.clone()),
             };
-            stmt.raw_bind_parameter(index, value).map_err(|e| {
+            stmt.raw_bind_parameter(index, value).map_err(|_| {
                 SqlError::new(
                     8178,
                     1,
                     16,
                     format!(
-                        "The parameterized query expects the parameter '{}': {e}",
+                        "The parameterized query expects the parameter '{}', which was not supplied.",
                         p.name
                     ),
                 )
@@ -746,10 +762,10 @@ fn udf_error(e: SqlError) -> rusqlite::Error {
 }
 
 fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite::Result<()> {
-    conn.create_collation("TSQL_CI", |a, b| {
-        let a = a.trim_end_matches(' ').to_lowercase();
-        let b = b.trim_end_matches(' ').to_lowercase();
-        a.cmp(&b)
+    conn.create_collation("TSQL_CI", types::compare_ci_as)?;
+    // Decimals are kept as canonical text: compared by value, never as floats.
+    conn.create_collation("TSQL_DECIMAL", |a, b| {
+        types::compare_decimal(a, b).unwrap_or_else(|| types::compare_ci_as(a, b))
     })?;
     let rv_db = Arc::clone(db);
     conn.create_scalar_function("__next_rv", 0, FunctionFlags::SQLITE_UTF8, move |_| {
@@ -773,6 +789,74 @@ fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite
         let ty = SqlType::parse(&ty).ok_or_else(|| udf_error(SqlError::unsupported(ty)))?;
         convert(value, &ty, None).map(to_sqlite).map_err(udf_error)
     })?;
+    // T-SQL LIKE under the column collation (SQLite's own is ASCII-only and has no `[…]`).
+    for arity in [2, 3] {
+        conn.create_scalar_function("like", arity, deterministic, |ctx| {
+            let pattern = from_sqlite(ctx.get_raw(0));
+            let value = from_sqlite(ctx.get_raw(1));
+            if pattern == Value::Null || value == Value::Null {
+                return Ok(None);
+            }
+            let escape = if ctx.len() == 3 {
+                match from_sqlite(ctx.get_raw(2)) {
+                    Value::Null => return Ok(None),
+                    v => {
+                        let text = types::as_text(&v);
+                        let mut chars = text.chars();
+                        match (chars.next(), chars.next()) {
+                            (Some(c), None) => Some(c),
+                            _ => {
+                                return Err(udf_error(SqlError::new(
+                                    506,
+                                    1,
+                                    16,
+                                    format!(
+                                        "The invalid escape character \"{text}\" was specified in a LIKE predicate."
+                                    ),
+                                )));
+                            }
+                        }
+                    }
+                }
+            } else {
+                None
+            };
+            Ok(Some(types::like(
+                &types::as_text(&value),
+                &types::as_text(&pattern),
+                escape,
+            )))
+        })?;
+    }
+    for (name, upper) in [("upper", true), ("lower", false)] {
+        conn.create_scalar_function(name, 1, deterministic, move |ctx| {
+            Ok(match from_sqlite(ctx.get_raw(0)) {
+                Value::Null => None,
+                v => Some(types::change_case(&types::as_text(&v), upper)),
+            })
+        })?;
+    }
+    // A binary operand compared with a rowversion (kept as an integer): its 8 big-endian bytes
+    // (shorter values padded with zeros on the right, as SQL Server pads binary).
+    conn.create_scalar_function("__rv", 1, deterministic, |ctx| {
+        match from_sqlite(ctx.get_raw(0)) {
+            Value::Null => Ok(None),
+            Value::Int(n) => Ok(Some(n)),
+            Value::Bytes(b) => rowversion_of(&b).map(Some).map_err(udf_error),
+            other => Err(udf_error(SqlError::new(
+                402,
+                1,
+                16,
+                format!(
+                    "The data types timestamp and {} are incompatible in the comparison operator.",
+                    match other {
+                        Value::Float(_) => "float",
+                        _ => "nvarchar",
+                    }
+                ),
+            ))),
+        }
+    })?;
     conn.create_scalar_function("__len", 1, deterministic, |ctx| {
         Ok(match from_sqlite(ctx.get_raw(0)) {
             Value::Null => None,
@@ -786,6 +870,20 @@ fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite
         Ok(types::format_datetime(chrono::Local::now().naive_local()))
     })?;
     Ok(())
+}
+
+/// A binary value as the integer the store keeps rowversions as: big-endian, padded with zeros
+/// on the right to 8 bytes; above every rowversion when its top bit is set.
+fn rowversion_of(b: &[u8]) -> Result<i64, SqlError> {
+    if b.len() > 8 {
+        return Err(SqlError::unsupported(
+            "comparing a rowversion with a binary value longer than 8 bytes",
+        ));
+    }
+    let mut a = [0u8; 8];
+    a[..b.len()].copy_from_slice(b);
+    let n = u64::from_be_bytes(a);
+    Ok(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// Converts a value to a SQL Server type's stored form. `target` is (`db.schema.table`,
@@ -875,18 +973,23 @@ pub fn convert(
         } => {
             let text = match &value {
                 Value::Int(n) => n.to_string(),
-                Value::Float(f) => format!("{:.*}", usize::from(*scale) + 2, f),
+                // The shortest text that reads back as the same float (SQL Server converts
+                // float to decimal from its 17 significant digits).
+                Value::Float(f) if f.is_finite() => format!("{f:e}"),
+                Value::Float(_) => return Err(conversion(&value)),
                 Value::Text(t) => t.clone(),
                 _ => return Err(clash()),
             };
-            let scaled = types::parse_decimal(&text, *scale).ok_or_else(|| conversion(&value))?;
+            // A number too long for any decimal overflows rather than failing to convert.
+            let scaled = match types::parse_decimal(&text, *scale) {
+                Some(v) => v,
+                None if types::compare_decimal(&text, "0").is_some() => {
+                    return Err(decimal_overflow(&value));
+                }
+                None => return Err(conversion(&value)),
+            };
             if scaled.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
-                return Err(overflow());
-            }
-            if *scale == 0
-                && let Ok(n) = i64::try_from(scaled)
-            {
-                return Ok(Value::Int(n));
+                return Err(decimal_overflow(&value));
             }
             Ok(Value::Text(types::format_decimal(scaled, *scale)))
         }
@@ -948,11 +1051,7 @@ pub fn convert(
         },
         SqlType::RowVersion | SqlType::Binary(8) if target.is_none() => match &value {
             Value::Int(n) => Ok(Value::Int(*n)),
-            Value::Bytes(b) if b.len() <= 8 => {
-                let mut a = [0u8; 8];
-                a[8 - b.len()..].copy_from_slice(b);
-                Ok(Value::Int(i64::from_be_bytes(a)))
-            }
+            Value::Bytes(b) if b.len() <= 8 => rowversion_of(b).map(Value::Int),
             _ => Err(clash()),
         },
         SqlType::VarBinary(_) | SqlType::Binary(_) | SqlType::RowVersion => {
@@ -1037,6 +1136,9 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
     let (code, extended, msg) = match &e {
         rusqlite::Error::SqliteFailure(f, m) => {
             (Some(f.code), f.extended_code, m.clone().unwrap_or_default())
+        }
+        rusqlite::Error::SqlInputError { error, msg, .. } => {
+            (Some(error.code), error.extended_code, msg.clone())
         }
         other => (None, 0, other.to_string()),
     };
@@ -1175,19 +1277,78 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
                 return SqlError::new(1222, 51, 16, "Lock request time out period exceeded.");
             }
             if let Some(t) = msg.strip_prefix("no such table: ") {
-                return SqlError::new(208, 1, 16, format!("Invalid object name '{t}'."));
+                let t = store_name(t);
+                let (display, def) = table_of(&t);
+                let shown = if def.is_some() { display } else { t };
+                return SqlError::new(208, 1, 16, format!("Invalid object name '{shown}'."));
             }
             if let Some(c) = msg.strip_prefix("no such column: ") {
-                let c = c.rsplit('.').next().unwrap_or(c);
-                return translate::invalid_column(c);
+                return translate::invalid_column(&store_name(c));
+            }
+            if let Some(c) = msg.strip_prefix("ambiguous column name: ") {
+                return SqlError::new(
+                    209,
+                    1,
+                    16,
+                    format!("Ambiguous column name '{}'.", store_name(c)),
+                );
+            }
+            if let Some(f) = msg.strip_prefix("no such function: ") {
+                return SqlError::new(
+                    195,
+                    10,
+                    15,
+                    format!("'{}' is not a recognized built-in function name.", f.trim()),
+                );
             }
             if let Some(rest) = msg.strip_prefix("near \"") {
                 let near = rest.split('"').next().unwrap_or("");
                 return SqlError::syntax(near);
             }
-            SqlError::unsupported(format!("this statement (store error: {msg})"))
+            // Never SQLite's own wording: SQL Server's generic refusal, with the detail logged.
+            tracing::debug!(store_error = %msg, sql, "SQL Server simulator: unmapped store error");
+            SqlError::unsupported("this statement")
         }
     }
+}
+
+/// The name in a store message as T-SQL spelled it: the last part of `t."c"`, unquoted, without
+/// the hint SQLite adds ("- should this be a string literal in single-quotes?").
+fn store_name(text: &str) -> String {
+    let text = text.split(" - ").next().unwrap_or(text).trim();
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts.pop().unwrap_or_default()
+}
+
+/// SQL Server's error 8115 for a value beyond a decimal's precision ("converting numeric to data
+/// type numeric" for decimal values, which the store keeps as text).
+fn decimal_overflow(value: &Value) -> SqlError {
+    let source = match value {
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        _ => "numeric",
+    };
+    SqlError::new(
+        8115,
+        8,
+        16,
+        format!("Arithmetic overflow error converting {source} to data type numeric."),
+    )
 }
 
 /// SQL Server's error 241 for a string that is not a date or time.
