@@ -1366,6 +1366,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn use_answers_envchange_database_or_911() {
+        let (db, _) = Db::open(None, "hubsync", Duration::from_secs(1)).unwrap();
+        let mut session = Session::open(db).unwrap();
+        let (tokens, error) = session.run("USE [HubSync]", &[], Mode::Batch);
+        assert_eq!(error, None);
+        let name: Vec<u8> = "hubsync"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut body = vec![1, 7];
+        body.extend_from_slice(&name);
+        body.push(7);
+        body.extend_from_slice(&name);
+        let mut expected = vec![0xE3];
+        expected.extend_from_slice(&(body.len() as u16).to_le_bytes());
+        expected.extend_from_slice(&body);
+        assert_eq!(tokens.buf[..expected.len()], expected[..]);
+        assert_eq!(tokens.buf[expected.len()], 0xAB, "INFO 5701 follows");
+        let (_, error) = session.run("USE [other]", &[], Mode::Batch);
+        assert_eq!(error.map(|e| e.number), Some(911));
+    }
+
+    #[test]
     fn assignments_check_lengths_and_ranges() {
         let e = convert(
             Value::Text("abcdef".into()),

@@ -2398,6 +2398,46 @@ mod tests {
     }
 
     #[test]
+    fn hex_literals_decimals_and_use() {
+        let t = tokenize("SELECT 0x0aFF, 0x123, 0x, 12.50").unwrap();
+        assert_eq!(t[1], Tok::Hex(vec![0x0A, 0xFF]));
+        assert_eq!(t[3], Tok::Hex(vec![0x01, 0x23]));
+        assert_eq!(t[5], Tok::Hex(vec![]));
+        assert!(tokenize("SELECT 0x12G").is_err());
+        let c = catalog();
+        match one(
+            "SELECT 0x0102 AS [b], 12.50 AS [d] FROM t WHERE [rv] > 0x01",
+            &c,
+        )
+        .unwrap()
+        {
+            Statement::Query { sql, items, .. } => {
+                assert!(sql.contains("X'0102'"), "{sql}");
+                assert!(
+                    sql.contains("CAST('12.50' AS TEXT) COLLATE TSQL_DECIMAL"),
+                    "{sql}"
+                );
+                assert!(sql.contains("\"rv\" > __rv(X'01')"), "{sql}");
+                assert_eq!(items[0], ItemType::Known(SqlType::VarBinary(Some(2))));
+                assert_eq!(
+                    items[1],
+                    ItemType::Known(SqlType::Decimal {
+                        precision: 4,
+                        scale: 2,
+                        numeric: true
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            one("USE [hubsync]", &c).unwrap(),
+            Statement::Use("hubsync".into())
+        );
+        assert_eq!(one("USE a b", &c).unwrap_err().number, 102);
+    }
+
+    #[test]
     fn types_literals_and_functions() {
         let c = catalog();
         match one(

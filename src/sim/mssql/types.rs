@@ -1037,8 +1037,9 @@ fn sort_key(text: &str) -> (Vec<Weight>, Vec<Vec<char>>, Vec<char>) {
             continue;
         }
         let lower = fold_char(c);
-        folded.push(lower);
         if lower == '-' || lower == '\'' || lower == '\u{2019}' {
+            // Last level: 'coop' before 'co-op'.
+            folded.push(char::MAX);
             continue;
         }
         let (bases, mark): (&[char], Option<char>) = match lower {
@@ -1050,6 +1051,7 @@ fn sort_key(text: &str) -> (Vec<Weight>, Vec<Vec<char>>, Vec<char>) {
             'ł' => (&['l'], Some('\u{337}')),
             _ => (std::slice::from_ref(&lower), None),
         };
+        folded.extend_from_slice(bases);
         for (i, b) in bases.iter().enumerate() {
             let class = if b.is_alphabetic() {
                 2
@@ -1276,6 +1278,91 @@ mod tests {
         assert_eq!(format_decimal(125_000_000, 2), "1250000.00");
         assert_eq!(format_decimal(-5, 2), "-0.05");
         assert_eq!(format_decimal(7, 0), "7");
+    }
+
+    #[test]
+    fn decimals_parse_exactly_and_compare_by_value() {
+        assert_eq!(
+            parse_decimal("1234567890123456.78", 2),
+            Some(123_456_789_012_345_678)
+        );
+        assert_eq!(
+            parse_decimal("1.2345678901234567891E3", 4),
+            Some(12_345_679)
+        );
+        assert_eq!(parse_decimal("-2.5", 0), Some(-3));
+        assert_eq!(parse_decimal("1e400", 0), None);
+        use std::cmp::Ordering::*;
+        for (a, b, o) in [
+            ("12.30", "12.3", Equal),
+            ("-0.00", "0", Equal),
+            ("9999999999999999.99", "10000000000000000", Less),
+            ("-10", "-9.99", Less),
+            ("-1", "0.5", Less),
+            ("100", "99.999", Greater),
+        ] {
+            assert_eq!(compare_decimal(a, b), Some(o), "{a} vs {b}");
+        }
+        assert_eq!(compare_decimal("abc", "1"), None);
+        assert_eq!(
+            decimal_literal_type("0012.50"),
+            Some(SqlType::Decimal {
+                precision: 4,
+                scale: 2,
+                numeric: true
+            })
+        );
+    }
+
+    #[test]
+    fn text_orders_as_latin1_general_ci_as() {
+        use std::cmp::Ordering::*;
+        for (a, b, o) in [
+            ("abc", "ABC", Equal),
+            ("abc ", "ABC", Equal),
+            ("e", "é", Less),
+            ("É", "é", Equal),
+            ("Álvarez", "Alvarez", Greater),
+            ("Álvarez", "Azofeifa", Less),
+            ("Álvarez", "Zamora", Less),
+            ("Ñandú", "Nandu", Greater),
+            ("Ñandú", "Oviedo", Less),
+            ("e\u{301}", "é", Equal),
+            ("co-op", "coop", Greater),
+            ("co-op", "coopa", Less),
+            ("9", "a", Less),
+            ("Straße", "STRASSE", Equal),
+        ] {
+            assert_eq!(compare_ci_as(a, b), o, "{a} vs {b}");
+            assert_eq!(compare_ci_as(b, a), o.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn like_follows_t_sql() {
+        for (value, pattern, escape, expected) in [
+            ("Ébano", "é%", None, true),
+            ("Ébano", "e%", None, false),
+            ("ÑANDÚ", "ñandú", None, true),
+            ("abc", "a_c", None, true),
+            ("abc", "a_", None, false),
+            ("b1", "[a-c]_", None, true),
+            ("d1", "[a-c]_", None, false),
+            ("d1", "[^a-c]1", None, true),
+            ("á", "[a-b]", None, true),
+            ("50%", "50!%", Some('!'), true),
+            ("50x", "50!%", Some('!'), false),
+            ("[x", "[x", None, true),
+            ("a]", "a]", None, true),
+            ("", "%", None, true),
+        ] {
+            assert_eq!(
+                like(value, pattern, escape),
+                expected,
+                "{value} LIKE {pattern}"
+            );
+        }
+        assert_eq!(change_case("núñez straße", true), "NÚÑEZ STRAßE");
     }
 
     #[test]
