@@ -1077,6 +1077,33 @@ async fn a_rowversion_cursor_passed_as_bytes_reads_the_change_feed() {
     )
     .await;
     assert_eq!(ids, vec![1]);
+    // CAST(… AS BINARY(8)) is a binary value: it matches a BINARY(8) column, and reads back
+    // as the number it came from.
+    sim.execute_batch(
+        "CREATE TABLE [dbo].[cursors] ([name] NVARCHAR(20) NOT NULL PRIMARY KEY, [last_rv] BINARY(8) NULL)",
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO [dbo].[cursors] ([name], [last_rv]) VALUES (N'items', CAST(@P1 AS BINARY(8)))",
+        &[&258i64],
+    )
+    .await
+    .unwrap();
+    let found: Vec<i64> = first_column(
+        &mut c,
+        "SELECT CAST([last_rv] AS BIGINT) FROM [dbo].[cursors] WHERE [last_rv] = CAST(@P1 AS BINARY(8))",
+        &[&258i64],
+    )
+    .await;
+    assert_eq!(found, vec![258]);
+    let found: Vec<i64> = first_column(
+        &mut c,
+        "SELECT CAST([last_rv] AS BIGINT) FROM [dbo].[cursors] WHERE [last_rv] = 0x0000000000000102",
+        &[],
+    )
+    .await;
+    assert_eq!(found, vec![258]);
     sim.shutdown().await;
 }
 
@@ -1219,6 +1246,14 @@ async fn text_compares_and_sorts_as_latin1_general_ci_as() {
     )
     .await;
     assert_eq!(ids, vec![6]);
+    // Without a column, a literal and a parameter still compare under the collation.
+    let ids: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] WHERE @P1 = N'ÁLVAREZ' AND [id] < 3 ORDER BY [id]",
+        &[&"álvarez"],
+    )
+    .await;
+    assert_eq!(ids, vec![1, 2]);
     let upper = c
         .query(
             "SELECT UPPER([name]) FROM [dbo].[items] WHERE [id] = 8",

@@ -941,6 +941,25 @@ pub fn convert(
                     0
                 }
                 Value::Text(t) => t.trim().parse::<i64>().map_err(|_| conversion(&value))?,
+                // Binary to an integer: its low-order bytes, big-endian, as SQL Server reads them.
+                Value::Bytes(b) if target.is_none() && *ty != SqlType::Bit => {
+                    let size = match ty {
+                        SqlType::TinyInt => 1,
+                        SqlType::SmallInt => 2,
+                        SqlType::Int => 4,
+                        _ => 8,
+                    };
+                    let low = &b[b.len().saturating_sub(size)..];
+                    let mut a = [0u8; 8];
+                    a[8 - low.len()..].copy_from_slice(low);
+                    let n = u64::from_be_bytes(a);
+                    match size {
+                        1 => i64::from(n as u8),
+                        2 => i64::from(n as u16 as i16),
+                        4 => i64::from(n as u32 as i32),
+                        _ => n as i64,
+                    }
+                }
                 _ => return Err(clash()),
             };
             let ok = match ty {
@@ -1049,7 +1068,7 @@ pub fn convert(
                 .ok_or_else(date_conversion_failed),
             _ => Err(clash()),
         },
-        SqlType::RowVersion | SqlType::Binary(8) if target.is_none() => match &value {
+        SqlType::RowVersion if target.is_none() => match &value {
             Value::Int(n) => Ok(Value::Int(*n)),
             Value::Bytes(b) if b.len() <= 8 => rowversion_of(b).map(Value::Int),
             _ => Err(clash()),
@@ -1069,9 +1088,14 @@ pub fn convert(
                     ));
                 }
             };
+            let number = matches!(value, Value::Int(_));
             if let Some(max) = ty.max_len()
                 && bytes.len() > max
             {
+                if number && target.is_none() {
+                    // A number keeps its low-order bytes, as SQL Server truncates it.
+                    return Ok(Value::Bytes(bytes[bytes.len() - max..].to_vec()));
+                }
                 if let Some((table, column)) = target {
                     return Err(SqlError::new(
                         2628,
@@ -1083,6 +1107,17 @@ pub fn convert(
                     ));
                 }
                 return Ok(Value::Bytes(bytes[..max].to_vec()));
+            }
+            // binary(n) is fixed length: padded with zeros (on the left for a number).
+            if let SqlType::Binary(n) = ty
+                && bytes.len() < usize::from(*n)
+            {
+                let pad = vec![0u8; usize::from(*n) - bytes.len()];
+                return Ok(Value::Bytes(if number {
+                    [pad, bytes].concat()
+                } else {
+                    [bytes, pad].concat()
+                }));
             }
             Ok(Value::Bytes(bytes))
         }
@@ -1440,11 +1475,24 @@ mod tests {
         assert_eq!(
             convert(
                 Value::Bytes(vec![0, 0, 0, 0, 0, 0, 1, 0]),
-                &SqlType::Binary(8),
+                &SqlType::RowVersion,
                 None
             )
             .unwrap(),
             Value::Int(256)
+        );
+        // CAST(… AS BINARY(8)) is bytes: numbers big-endian, binary padded on the right.
+        assert_eq!(
+            convert(Value::Int(258), &SqlType::Binary(8), None).unwrap(),
+            Value::Bytes(vec![0, 0, 0, 0, 0, 0, 1, 2])
+        );
+        assert_eq!(
+            convert(Value::Bytes(vec![1]), &SqlType::Binary(4), None).unwrap(),
+            Value::Bytes(vec![1, 0, 0, 0])
+        );
+        assert_eq!(
+            convert(Value::Bytes(vec![9, 1, 2]), &SqlType::SmallInt, None).unwrap(),
+            Value::Int(258)
         );
     }
 }

@@ -730,7 +730,16 @@ impl Emitter<'_> {
                     if next.is_some_and(|n| n.is_op("(")) && !is_keyword_before_paren(w) =>
                 {
                     let close = close_paren(tokens, i + 1)?;
-                    out.push(self.function(w, &tokens[i + 2..close])?);
+                    let call = self.function(w, &tokens[i + 2..close])?;
+                    out.push(
+                        if self.binary_operand(&tokens[i..]) == Some(close + 1 - i)
+                            && self.rowversion_follows(tokens, close + 1)
+                        {
+                            format!("__rv({call})")
+                        } else {
+                            call
+                        },
+                    );
                     i = close + 1;
                     table_position = false;
                     continue;
@@ -814,7 +823,14 @@ impl Emitter<'_> {
                     i = end;
                     continue;
                 }
-                Tok::Str { text, .. } => out.push(format!("'{}'", text.replace('\'', "''"))),
+                Tok::Str { text, .. } => {
+                    let sql = format!("'{}'", text.replace('\'', "''"));
+                    out.push(if self.text_compared_with_text(tokens, i) {
+                        format!("{sql} COLLATE TSQL_CI")
+                    } else {
+                        sql
+                    });
+                }
                 Tok::Num(n) => out.push(number_sql(n)),
                 Tok::Hex(b) => {
                     let sql = format!("X'{}'", hex(b));
@@ -842,6 +858,8 @@ impl Emitter<'_> {
                         && self.rowversion_follows(tokens, i + 1)
                     {
                         out.push(format!("__rv({p})"));
+                    } else if self.text_compared_with_text(tokens, i) {
+                        out.push(format!("{p} COLLATE TSQL_CI"));
                     } else {
                         out.push(p.clone());
                     }
@@ -974,6 +992,30 @@ impl Emitter<'_> {
         }
     }
 
+    /// Whether the text literal or parameter at `at` is compared (`=`, `<`, …, IN) with another
+    /// text literal or parameter: no column lends its collation then, so it is given here.
+    fn text_compared_with_text(&self, tokens: &[Tok], at: usize) -> bool {
+        let text = |t: Option<&Tok>| match t {
+            Some(Tok::Str { .. }) => true,
+            Some(Tok::Param(p)) => self
+                .ctx
+                .params
+                .iter()
+                .any(|(n, t)| n.eq_ignore_ascii_case(p) && t.is_text()),
+            _ => false,
+        };
+        if !text(tokens.get(at)) {
+            return false;
+        }
+        match tokens.get(at + 1) {
+            Some(Tok::Op(op)) if is_comparison(op) => text(tokens.get(at + 2)),
+            Some(t) if t.is_word("IN") => {
+                tokens.get(at + 2).is_some_and(|t| t.is_op("(")) && text(tokens.get(at + 3))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `tokens[at]` is a comparison operator followed by a rowversion column.
     fn rowversion_follows(&self, tokens: &[Tok], at: usize) -> bool {
         let Some(Tok::Op(op)) = tokens.get(at) else {
@@ -1016,7 +1058,7 @@ impl Emitter<'_> {
                 } else {
                     SqlType::parse(&type_text(split_commas(args).first()?))?
                 };
-                matches!(target, SqlType::VarBinary(_)).then_some(close + 1)
+                matches!(target, SqlType::VarBinary(_) | SqlType::Binary(_)).then_some(close + 1)
             }
             _ => None,
         }
@@ -2263,7 +2305,7 @@ mod tests {
             Statement::Query { sql, items, .. } => {
                 assert_eq!(
                     sql,
-                    "SELECT \"name\" AS \"name\", \"id\" AS \"id\", \"rv\" AS \"rv\" FROM \"t\" WHERE \"rv\" > __cast(@P2, 'BINARY(8)') AND \"rv\" < 77 ORDER BY \"rv\" LIMIT @P1"
+                    "SELECT \"name\" AS \"name\", \"id\" AS \"id\", \"rv\" AS \"rv\" FROM \"t\" WHERE \"rv\" > __rv(__cast(@P2, 'BINARY(8)')) AND \"rv\" < 77 ORDER BY \"rv\" LIMIT @P1"
                 );
                 assert_eq!(items, vec![ItemType::FromStore; 3]);
             }
