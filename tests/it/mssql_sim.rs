@@ -829,3 +829,451 @@ async fn run_batch(c: &mut Conn, sql: &str) {
         .await
         .unwrap();
 }
+
+/// The message of a server error.
+fn server_message(e: tiberius::error::Error) -> (u32, String) {
+    match e {
+        tiberius::error::Error::Server(t) => (t.code(), t.message().to_string()),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+async fn error_message_of(c: &mut Conn, sql: &str) -> (u32, String) {
+    let err = match c.simple_query(sql).await {
+        Ok(stream) => stream
+            .into_results()
+            .await
+            .expect_err("the statement fails"),
+        Err(e) => e,
+    };
+    server_message(err)
+}
+
+async fn first_column<T>(c: &mut Conn, sql: &str, params: &[&dyn tiberius::ToSql]) -> Vec<T>
+where
+    T: for<'a> tiberius::FromSql<'a> + Clone,
+{
+    c.query(sql, params)
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<T, _>(0).expect("not null"))
+        .collect()
+}
+
+#[tokio::test]
+async fn decimals_are_exact_round_half_away_from_zero_and_overflow_with_8115() {
+    let sim = sim_with(
+        "CREATE TABLE [dbo].[amounts] ([id] INT NOT NULL PRIMARY KEY, [amount] DECIMAL(18,2) NULL, [big] NUMERIC(38,4) NULL)",
+    )
+    .await;
+    let mut c = connect(&sim).await;
+    run_batch(
+        &mut c,
+        "INSERT INTO [dbo].[amounts] ([id], [amount]) VALUES (1, 1234567890123456.78), (2, 9999999999999999.99), (3, -9999999999999999.99), (4, 2.5), (5, 10)",
+    )
+    .await;
+    // A numeric parameter is exact, and rounds to the column's scale half away from zero.
+    c.execute(
+        "INSERT INTO [dbo].[amounts] ([id], [amount], [big]) VALUES (@P1, @P2, @P3), (@P4, @P5, NULL)",
+        &[
+            &6i32,
+            &Numeric::new_with_scale(-12_345, 3),
+            &Numeric::new_with_scale(12_345_678_901_234_567_890_123_456_789_012_345_678, 4),
+            &7i32,
+            &Numeric::new_with_scale(12_345, 3),
+        ],
+    )
+    .await
+    .unwrap();
+    let rows = c
+        .query(
+            "SELECT [id], [amount], [big] FROM [dbo].[amounts] ORDER BY [id]",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].columns()[1].column_type(),
+        tiberius::ColumnType::Decimaln
+    );
+    let amounts: Vec<(i32, i128, u8)> = rows
+        .iter()
+        .map(|r| {
+            let n = r.get::<Numeric, _>(1).expect("an amount");
+            (r.get::<i32, _>(0).unwrap(), n.value(), n.scale())
+        })
+        .collect();
+    assert_eq!(
+        amounts,
+        vec![
+            (1, 123_456_789_012_345_678, 2),
+            (2, 999_999_999_999_999_999, 2),
+            (3, -999_999_999_999_999_999, 2),
+            (4, 250, 2),
+            (5, 1000, 2),
+            (6, -1235, 2),
+            (7, 1235, 2),
+        ]
+    );
+    let big = rows[5].get::<Numeric, _>(2).expect("a big number");
+    assert_eq!(
+        (big.value(), big.scale()),
+        (12_345_678_901_234_567_890_123_456_789_012_345_678, 4)
+    );
+    // Comparisons and order are numeric and exact, with literals and parameters alike.
+    let ids: Vec<i32> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[amounts] WHERE [amount] > 1234567890123456.77 ORDER BY [amount] DESC",
+        &[],
+    )
+    .await;
+    assert_eq!(ids, vec![2, 1]);
+    let ids: Vec<i32> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[amounts] WHERE [amount] = @P1",
+        &[&Numeric::new_with_scale(123_456_789_012_345_678, 2)],
+    )
+    .await;
+    assert_eq!(ids, vec![1]);
+    let ids: Vec<i32> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[amounts] WHERE [amount] < 3 AND [amount] >= -12.35 ORDER BY [amount]",
+        &[],
+    )
+    .await;
+    assert_eq!(ids, vec![6, 4]);
+    let ids: Vec<i32> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[amounts] ORDER BY [amount], [id]",
+        &[],
+    )
+    .await;
+    assert_eq!(ids, vec![3, 6, 4, 5, 7, 1, 2]);
+    let max: Vec<Numeric> =
+        first_column(&mut c, "SELECT MAX([amount]) FROM [dbo].[amounts]", &[]).await;
+    assert_eq!(max[0].value(), 999_999_999_999_999_999);
+
+    // Beyond the precision: SQL Server's 8115, and nothing stored.
+    for sql in [
+        "INSERT INTO [dbo].[amounts] ([id], [amount]) VALUES (8, 10000000000000000.00)",
+        "INSERT INTO [dbo].[amounts] ([id], [amount]) VALUES (8, 9999999999999999.995)",
+        "UPDATE [dbo].[amounts] SET [amount] = 99999999999999999 WHERE [id] = 1",
+    ] {
+        let (number, message) = error_message_of(&mut c, sql).await;
+        assert_eq!(number, 8115, "{sql}: {message}");
+        assert!(
+            message.starts_with("Arithmetic overflow error converting "),
+            "{message}"
+        );
+    }
+    let err = c
+        .execute(
+            "INSERT INTO [dbo].[amounts] ([id], [amount]) VALUES (@P1, @P2)",
+            &[&9i32, &Numeric::new_with_scale(100_000_000_000_000_000, 1)],
+        )
+        .await
+        .expect_err("overflow");
+    assert_eq!(
+        server_message(err),
+        (
+            8115,
+            "Arithmetic overflow error converting numeric to data type numeric.".into()
+        )
+    );
+    assert_eq!(count_rows(&mut c, "amounts").await, 7);
+    // Arithmetic on decimal columns is refused rather than done in floating point.
+    assert_eq!(
+        error_of(
+            &mut c,
+            "SELECT [id] FROM [dbo].[amounts] WHERE [amount] * 2 > 1"
+        )
+        .await,
+        102
+    );
+    sim.shutdown().await;
+}
+
+async fn count_rows(c: &mut Conn, table: &str) -> i32 {
+    first_column::<i32>(c, &format!("SELECT COUNT(*) FROM [dbo].[{table}]"), &[]).await[0]
+}
+
+#[tokio::test]
+async fn a_rowversion_cursor_passed_as_bytes_reads_the_change_feed() {
+    let sim = sim().await;
+    sim.execute_batch(
+        "INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b'), (3, N'c')",
+    )
+    .await
+    .unwrap();
+    let mut c = connect(&sim).await;
+    let rvs: Vec<Vec<u8>> = c
+        .query("SELECT [rv] FROM [dbo].[items] ORDER BY [rv]", &[])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<&[u8], _>(0).unwrap().to_vec())
+        .collect();
+    assert_eq!(rvs.len(), 3);
+    // A varbinary(8) cursor compares with the rowversion byte by byte, as in SQL Server.
+    let feed: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] WHERE [rv] > @P1 ORDER BY [rv]",
+        &[&rvs[0]],
+    )
+    .await;
+    assert_eq!(feed, vec![2, 3]);
+    let feed: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] WHERE @P1 <= [rv] ORDER BY [rv]",
+        &[&rvs[1]],
+    )
+    .await;
+    assert_eq!(feed, vec![2, 3]);
+    let feed: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] WHERE [rv] > CAST(@P1 AS BINARY(8)) ORDER BY [rv]",
+        &[&rvs[1]],
+    )
+    .await;
+    assert_eq!(feed, vec![3]);
+    // Hex literals are binary values.
+    let hex: String = rvs[1].iter().map(|b| format!("{b:02X}")).collect();
+    let feed: Vec<i64> = first_column(
+        &mut c,
+        &format!("SELECT [id] FROM [dbo].[items] WHERE [rv] >= 0x{hex} ORDER BY [rv]"),
+        &[],
+    )
+    .await;
+    assert_eq!(feed, vec![2, 3]);
+    let none: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] WHERE [rv] > 0xFFFFFFFFFFFFFFFF",
+        &[],
+    )
+    .await;
+    assert!(none.is_empty());
+    let bytes: Vec<Vec<u8>> = c
+        .query("SELECT 0x0102AB AS [b]", &[])
+        .await
+        .unwrap()
+        .into_first_result()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<&[u8], _>("b").unwrap().to_vec())
+        .collect();
+    assert_eq!(bytes, vec![vec![1u8, 2, 0xAB]]);
+    c.execute(
+        "UPDATE [dbo].[items] SET [blob] = 0x00FF WHERE [id] = 1",
+        &[],
+    )
+    .await
+    .unwrap();
+    let ids: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] WHERE [blob] = @P1",
+        &[&vec![0u8, 255]],
+    )
+    .await;
+    assert_eq!(ids, vec![1]);
+    // CAST(… AS BINARY(8)) is a binary value: it matches a BINARY(8) column, and reads back
+    // as the number it came from.
+    sim.execute_batch(
+        "CREATE TABLE [dbo].[cursors] ([name] NVARCHAR(20) NOT NULL PRIMARY KEY, [last_rv] BINARY(8) NULL)",
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO [dbo].[cursors] ([name], [last_rv]) VALUES (N'items', CAST(@P1 AS BINARY(8)))",
+        &[&258i64],
+    )
+    .await
+    .unwrap();
+    let found: Vec<i64> = first_column(
+        &mut c,
+        "SELECT CAST([last_rv] AS BIGINT) FROM [dbo].[cursors] WHERE [last_rv] = CAST(@P1 AS BINARY(8))",
+        &[&258i64],
+    )
+    .await;
+    assert_eq!(found, vec![258]);
+    let found: Vec<i64> = first_column(
+        &mut c,
+        "SELECT CAST([last_rv] AS BIGINT) FROM [dbo].[cursors] WHERE [last_rv] = 0x0000000000000102",
+        &[],
+    )
+    .await;
+    assert_eq!(found, vec![258]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_texts_are_sql_server_s_own() {
+    let sim = sim().await;
+    let mut c = connect(&sim).await;
+    sim.execute_batch("CREATE TABLE [dbo].[others] ([id] BIGINT NOT NULL PRIMARY KEY)")
+        .await
+        .unwrap();
+    let cases = [
+        (
+            "SELECT [nope] FROM [dbo].[items]",
+            207,
+            "Invalid column name 'nope'.",
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [Missing] = 1",
+            207,
+            "Invalid column name 'Missing'.",
+        ),
+        (
+            "SELECT i.[nope] FROM [dbo].[items] i",
+            207,
+            "Invalid column name 'nope'.",
+        ),
+        (
+            "SELECT * FROM [dbo].[missing]",
+            208,
+            "Invalid object name 'dbo.missing'.",
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] JOIN [dbo].[others] ON [items].[id] = [others].[id]",
+            209,
+            "Ambiguous column name 'id'.",
+        ),
+    ];
+    for (sql, number, message) in cases {
+        assert_eq!(
+            error_message_of(&mut c, sql).await,
+            (number, message.to_string()),
+            "{sql}"
+        );
+    }
+    for sql in [
+        "SELECT [id] FROM [dbo].[items] GROUP BY [id] HAVING [name] = 1 ORDER BY COUNT(*) +",
+        "SELECT [id] FROM [dbo].[items] WHERE [id] IN (SELECT [id], [name] FROM [dbo].[items])",
+        "SELECT [id] FROM [dbo].[items] WHERE 1 = 1 ORDER BY 5",
+    ] {
+        let (_, message) = error_message_of(&mut c, sql).await;
+        let lower = message.to_lowercase();
+        assert!(
+            !lower.contains("sqlite") && !lower.contains("no such") && !lower.contains("store"),
+            "{sql}: {message}"
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn use_accepts_the_configured_database_only() {
+    let sim = sim().await;
+    let mut c = connect(&sim).await;
+    run_batch(&mut c, "USE [hubsync]").await;
+    run_batch(&mut c, "USE hubsync; SELECT 1").await;
+    assert_eq!(
+        error_message_of(&mut c, "USE [nope]").await,
+        (
+            911,
+            "Database 'nope' does not exist. Make sure that the name is entered correctly.".into()
+        )
+    );
+    assert_eq!(count_items(&mut c).await, 0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn text_compares_and_sorts_as_latin1_general_ci_as() {
+    let sim = sim().await;
+    sim.execute_batch(
+        "INSERT INTO [dbo].[items] ([id], [name]) VALUES
+            (1, N'Zamora'), (2, N'Álvarez'), (3, N'Alvarez'), (4, N'Azofeifa'), (5, N'Alvarado'),
+            (6, N'Ébano'), (7, N'Echeverría'), (8, N'Núñez'), (9, N'Nunez'), (10, N'de la O')",
+    )
+    .await
+    .unwrap();
+    let mut c = connect(&sim).await;
+    let order: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] ORDER BY [name]",
+        &[],
+    )
+    .await;
+    assert_eq!(order, vec![5, 3, 2, 4, 10, 6, 7, 9, 8, 1]);
+    for (sql, expected) in [
+        // Case-insensitive, accent-sensitive.
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [name] = N'álvarez'",
+            vec![2i64],
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [name] = N'ALVAREZ'",
+            vec![3],
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [name] LIKE N'é%'",
+            vec![6],
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [name] LIKE N'%ÑEZ' ORDER BY [id]",
+            vec![8],
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [name] LIKE N'[a-b]%' ORDER BY [name]",
+            vec![5, 3, 2, 4],
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [name] LIKE N'[^a-y]%'",
+            vec![1],
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [name] > N'Az' ORDER BY [name]",
+            vec![4, 10, 6, 7, 9, 8, 1],
+        ),
+        (
+            "SELECT [id] FROM [dbo].[items] WHERE [name] BETWEEN N'A' AND N'B' ORDER BY [name]",
+            vec![5, 3, 2, 4],
+        ),
+    ] {
+        assert_eq!(
+            first_column::<i64>(&mut c, sql, &[]).await,
+            expected,
+            "{sql}"
+        );
+    }
+    let ids: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] WHERE [name] LIKE @P1",
+        &[&"éBANO"],
+    )
+    .await;
+    assert_eq!(ids, vec![6]);
+    // Without a column, a literal and a parameter still compare under the collation.
+    let ids: Vec<i64> = first_column(
+        &mut c,
+        "SELECT [id] FROM [dbo].[items] WHERE @P1 = N'ÁLVAREZ' AND [id] < 3 ORDER BY [id]",
+        &[&"álvarez"],
+    )
+    .await;
+    assert_eq!(ids, vec![1, 2]);
+    let upper = c
+        .query(
+            "SELECT UPPER([name]) FROM [dbo].[items] WHERE [id] = 8",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .expect("one row");
+    assert_eq!(upper.get::<&str, _>(0), Some("NÚÑEZ"));
+    sim.shutdown().await;
+}

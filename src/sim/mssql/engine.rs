@@ -359,6 +359,22 @@ impl Session {
                 Ok(None)
             }
             Statement::Ignored => Ok(None),
+            Statement::Use(name) => {
+                if !name.eq_ignore_ascii_case(&self.db.name) {
+                    return Err(SqlError::new(
+                        911,
+                        1,
+                        16,
+                        format!(
+                            "Database '{name}' does not exist. Make sure that the name is entered correctly."
+                        ),
+                    ));
+                }
+                let db = self.db.name.clone();
+                out.env_change_text(1, &db, &db);
+                out.info(5701, &format!("Changed database context to '{db}'."));
+                Ok(None)
+            }
             Statement::Query {
                 sql,
                 items,
@@ -677,13 +693,13 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Param]) -> Result<(), SqlE
                 Value::Text(t) => SqliteValue::Text(t.clone()),
                 Value::Bytes(b) => SqliteValue::Blob(b.clone()),
             };
-            stmt.raw_bind_parameter(index, value).map_err(|e| {
+            stmt.raw_bind_parameter(index, value).map_err(|_| {
                 SqlError::new(
                     8178,
                     1,
                     16,
                     format!(
-                        "The parameterized query expects the parameter '{}': {e}",
+                        "The parameterized query expects the parameter '{}', which was not supplied.",
                         p.name
                     ),
                 )
@@ -746,10 +762,10 @@ fn udf_error(e: SqlError) -> rusqlite::Error {
 }
 
 fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite::Result<()> {
-    conn.create_collation("TSQL_CI", |a, b| {
-        let a = a.trim_end_matches(' ').to_lowercase();
-        let b = b.trim_end_matches(' ').to_lowercase();
-        a.cmp(&b)
+    conn.create_collation("TSQL_CI", types::compare_ci_as)?;
+    // Decimals are kept as canonical text: compared by value, never as floats.
+    conn.create_collation("TSQL_DECIMAL", |a, b| {
+        types::compare_decimal(a, b).unwrap_or_else(|| types::compare_ci_as(a, b))
     })?;
     let rv_db = Arc::clone(db);
     conn.create_scalar_function("__next_rv", 0, FunctionFlags::SQLITE_UTF8, move |_| {
@@ -773,6 +789,74 @@ fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite
         let ty = SqlType::parse(&ty).ok_or_else(|| udf_error(SqlError::unsupported(ty)))?;
         convert(value, &ty, None).map(to_sqlite).map_err(udf_error)
     })?;
+    // T-SQL LIKE under the column collation (SQLite's own is ASCII-only and has no `[…]`).
+    for arity in [2, 3] {
+        conn.create_scalar_function("like", arity, deterministic, |ctx| {
+            let pattern = from_sqlite(ctx.get_raw(0));
+            let value = from_sqlite(ctx.get_raw(1));
+            if pattern == Value::Null || value == Value::Null {
+                return Ok(None);
+            }
+            let escape = if ctx.len() == 3 {
+                match from_sqlite(ctx.get_raw(2)) {
+                    Value::Null => return Ok(None),
+                    v => {
+                        let text = types::as_text(&v);
+                        let mut chars = text.chars();
+                        match (chars.next(), chars.next()) {
+                            (Some(c), None) => Some(c),
+                            _ => {
+                                return Err(udf_error(SqlError::new(
+                                    506,
+                                    1,
+                                    16,
+                                    format!(
+                                        "The invalid escape character \"{text}\" was specified in a LIKE predicate."
+                                    ),
+                                )));
+                            }
+                        }
+                    }
+                }
+            } else {
+                None
+            };
+            Ok(Some(types::like(
+                &types::as_text(&value),
+                &types::as_text(&pattern),
+                escape,
+            )))
+        })?;
+    }
+    for (name, upper) in [("upper", true), ("lower", false)] {
+        conn.create_scalar_function(name, 1, deterministic, move |ctx| {
+            Ok(match from_sqlite(ctx.get_raw(0)) {
+                Value::Null => None,
+                v => Some(types::change_case(&types::as_text(&v), upper)),
+            })
+        })?;
+    }
+    // A binary operand compared with a rowversion (kept as an integer): its 8 big-endian bytes
+    // (shorter values padded with zeros on the right, as SQL Server pads binary).
+    conn.create_scalar_function("__rv", 1, deterministic, |ctx| {
+        match from_sqlite(ctx.get_raw(0)) {
+            Value::Null => Ok(None),
+            Value::Int(n) => Ok(Some(n)),
+            Value::Bytes(b) => rowversion_of(&b).map(Some).map_err(udf_error),
+            other => Err(udf_error(SqlError::new(
+                402,
+                1,
+                16,
+                format!(
+                    "The data types timestamp and {} are incompatible in the comparison operator.",
+                    match other {
+                        Value::Float(_) => "float",
+                        _ => "nvarchar",
+                    }
+                ),
+            ))),
+        }
+    })?;
     conn.create_scalar_function("__len", 1, deterministic, |ctx| {
         Ok(match from_sqlite(ctx.get_raw(0)) {
             Value::Null => None,
@@ -786,6 +870,20 @@ fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite
         Ok(types::format_datetime(chrono::Local::now().naive_local()))
     })?;
     Ok(())
+}
+
+/// A binary value as the integer the store keeps rowversions as: big-endian, padded with zeros
+/// on the right to 8 bytes; above every rowversion when its top bit is set.
+fn rowversion_of(b: &[u8]) -> Result<i64, SqlError> {
+    if b.len() > 8 {
+        return Err(SqlError::unsupported(
+            "comparing a rowversion with a binary value longer than 8 bytes",
+        ));
+    }
+    let mut a = [0u8; 8];
+    a[..b.len()].copy_from_slice(b);
+    let n = u64::from_be_bytes(a);
+    Ok(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// Converts a value to a SQL Server type's stored form. `target` is (`db.schema.table`,
@@ -843,6 +941,25 @@ pub fn convert(
                     0
                 }
                 Value::Text(t) => t.trim().parse::<i64>().map_err(|_| conversion(&value))?,
+                // Binary to an integer: its low-order bytes, big-endian, as SQL Server reads them.
+                Value::Bytes(b) if target.is_none() && *ty != SqlType::Bit => {
+                    let size = match ty {
+                        SqlType::TinyInt => 1,
+                        SqlType::SmallInt => 2,
+                        SqlType::Int => 4,
+                        _ => 8,
+                    };
+                    let low = &b[b.len().saturating_sub(size)..];
+                    let mut a = [0u8; 8];
+                    a[8 - low.len()..].copy_from_slice(low);
+                    let n = u64::from_be_bytes(a);
+                    match size {
+                        1 => i64::from(n as u8),
+                        2 => i64::from(n as u16 as i16),
+                        4 => i64::from(n as u32 as i32),
+                        _ => n as i64,
+                    }
+                }
                 _ => return Err(clash()),
             };
             let ok = match ty {
@@ -875,18 +992,23 @@ pub fn convert(
         } => {
             let text = match &value {
                 Value::Int(n) => n.to_string(),
-                Value::Float(f) => format!("{:.*}", usize::from(*scale) + 2, f),
+                // The shortest text that reads back as the same float (SQL Server converts
+                // float to decimal from its 17 significant digits).
+                Value::Float(f) if f.is_finite() => format!("{f:e}"),
+                Value::Float(_) => return Err(conversion(&value)),
                 Value::Text(t) => t.clone(),
                 _ => return Err(clash()),
             };
-            let scaled = types::parse_decimal(&text, *scale).ok_or_else(|| conversion(&value))?;
+            // A number too long for any decimal overflows rather than failing to convert.
+            let scaled = match types::parse_decimal(&text, *scale) {
+                Some(v) => v,
+                None if types::compare_decimal(&text, "0").is_some() => {
+                    return Err(decimal_overflow(&value));
+                }
+                None => return Err(conversion(&value)),
+            };
             if scaled.unsigned_abs() >= 10u128.pow(u32::from(*precision)) {
-                return Err(overflow());
-            }
-            if *scale == 0
-                && let Ok(n) = i64::try_from(scaled)
-            {
-                return Ok(Value::Int(n));
+                return Err(decimal_overflow(&value));
             }
             Ok(Value::Text(types::format_decimal(scaled, *scale)))
         }
@@ -946,13 +1068,9 @@ pub fn convert(
                 .ok_or_else(date_conversion_failed),
             _ => Err(clash()),
         },
-        SqlType::RowVersion | SqlType::Binary(8) if target.is_none() => match &value {
+        SqlType::RowVersion if target.is_none() => match &value {
             Value::Int(n) => Ok(Value::Int(*n)),
-            Value::Bytes(b) if b.len() <= 8 => {
-                let mut a = [0u8; 8];
-                a[8 - b.len()..].copy_from_slice(b);
-                Ok(Value::Int(i64::from_be_bytes(a)))
-            }
+            Value::Bytes(b) if b.len() <= 8 => rowversion_of(b).map(Value::Int),
             _ => Err(clash()),
         },
         SqlType::VarBinary(_) | SqlType::Binary(_) | SqlType::RowVersion => {
@@ -970,9 +1088,14 @@ pub fn convert(
                     ));
                 }
             };
+            let number = matches!(value, Value::Int(_));
             if let Some(max) = ty.max_len()
                 && bytes.len() > max
             {
+                if number && target.is_none() {
+                    // A number keeps its low-order bytes, as SQL Server truncates it.
+                    return Ok(Value::Bytes(bytes[bytes.len() - max..].to_vec()));
+                }
                 if let Some((table, column)) = target {
                     return Err(SqlError::new(
                         2628,
@@ -984,6 +1107,17 @@ pub fn convert(
                     ));
                 }
                 return Ok(Value::Bytes(bytes[..max].to_vec()));
+            }
+            // binary(n) is fixed length: padded with zeros (on the left for a number).
+            if let SqlType::Binary(n) = ty
+                && bytes.len() < usize::from(*n)
+            {
+                let pad = vec![0u8; usize::from(*n) - bytes.len()];
+                return Ok(Value::Bytes(if number {
+                    [pad, bytes].concat()
+                } else {
+                    [bytes, pad].concat()
+                }));
             }
             Ok(Value::Bytes(bytes))
         }
@@ -1037,6 +1171,9 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
     let (code, extended, msg) = match &e {
         rusqlite::Error::SqliteFailure(f, m) => {
             (Some(f.code), f.extended_code, m.clone().unwrap_or_default())
+        }
+        rusqlite::Error::SqlInputError { error, msg, .. } => {
+            (Some(error.code), error.extended_code, msg.clone())
         }
         other => (None, 0, other.to_string()),
     };
@@ -1175,19 +1312,78 @@ pub fn map_error(e: rusqlite::Error, catalog: &Catalog, db_name: &str, sql: &str
                 return SqlError::new(1222, 51, 16, "Lock request time out period exceeded.");
             }
             if let Some(t) = msg.strip_prefix("no such table: ") {
-                return SqlError::new(208, 1, 16, format!("Invalid object name '{t}'."));
+                let t = store_name(t);
+                let (display, def) = table_of(&t);
+                let shown = if def.is_some() { display } else { t };
+                return SqlError::new(208, 1, 16, format!("Invalid object name '{shown}'."));
             }
             if let Some(c) = msg.strip_prefix("no such column: ") {
-                let c = c.rsplit('.').next().unwrap_or(c);
-                return translate::invalid_column(c);
+                return translate::invalid_column(&store_name(c));
+            }
+            if let Some(c) = msg.strip_prefix("ambiguous column name: ") {
+                return SqlError::new(
+                    209,
+                    1,
+                    16,
+                    format!("Ambiguous column name '{}'.", store_name(c)),
+                );
+            }
+            if let Some(f) = msg.strip_prefix("no such function: ") {
+                return SqlError::new(
+                    195,
+                    10,
+                    15,
+                    format!("'{}' is not a recognized built-in function name.", f.trim()),
+                );
             }
             if let Some(rest) = msg.strip_prefix("near \"") {
                 let near = rest.split('"').next().unwrap_or("");
                 return SqlError::syntax(near);
             }
-            SqlError::unsupported(format!("this statement (store error: {msg})"))
+            // Never SQLite's own wording: SQL Server's generic refusal, with the detail logged.
+            tracing::debug!(store_error = %msg, sql, "SQL Server simulator: unmapped store error");
+            SqlError::unsupported("this statement")
         }
     }
+}
+
+/// The name in a store message as T-SQL spelled it: the last part of `t."c"`, unquoted, without
+/// the hint SQLite adds ("- should this be a string literal in single-quotes?").
+fn store_name(text: &str) -> String {
+    let text = text.split(" - ").next().unwrap_or(text).trim();
+    let mut parts = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    parts.pop().unwrap_or_default()
+}
+
+/// SQL Server's error 8115 for a value beyond a decimal's precision ("converting numeric to data
+/// type numeric" for decimal values, which the store keeps as text).
+fn decimal_overflow(value: &Value) -> SqlError {
+    let source = match value {
+        Value::Int(_) => "int",
+        Value::Float(_) => "float",
+        _ => "numeric",
+    };
+    SqlError::new(
+        8115,
+        8,
+        16,
+        format!("Arithmetic overflow error converting {source} to data type numeric."),
+    )
 }
 
 /// SQL Server's error 241 for a string that is not a date or time.
@@ -1203,6 +1399,29 @@ fn date_conversion_failed() -> SqlError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn use_answers_envchange_database_or_911() {
+        let (db, _) = Db::open(None, "hubsync", Duration::from_secs(1)).unwrap();
+        let mut session = Session::open(db).unwrap();
+        let (tokens, error) = session.run("USE [HubSync]", &[], Mode::Batch);
+        assert_eq!(error, None);
+        let name: Vec<u8> = "hubsync"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let mut body = vec![1, 7];
+        body.extend_from_slice(&name);
+        body.push(7);
+        body.extend_from_slice(&name);
+        let mut expected = vec![0xE3];
+        expected.extend_from_slice(&(body.len() as u16).to_le_bytes());
+        expected.extend_from_slice(&body);
+        assert_eq!(tokens.buf[..expected.len()], expected[..]);
+        assert_eq!(tokens.buf[expected.len()], 0xAB, "INFO 5701 follows");
+        let (_, error) = session.run("USE [other]", &[], Mode::Batch);
+        assert_eq!(error.map(|e| e.number), Some(911));
+    }
 
     #[test]
     fn assignments_check_lengths_and_ranges() {
@@ -1256,11 +1475,24 @@ mod tests {
         assert_eq!(
             convert(
                 Value::Bytes(vec![0, 0, 0, 0, 0, 0, 1, 0]),
-                &SqlType::Binary(8),
+                &SqlType::RowVersion,
                 None
             )
             .unwrap(),
             Value::Int(256)
+        );
+        // CAST(… AS BINARY(8)) is bytes: numbers big-endian, binary padded on the right.
+        assert_eq!(
+            convert(Value::Int(258), &SqlType::Binary(8), None).unwrap(),
+            Value::Bytes(vec![0, 0, 0, 0, 0, 0, 1, 2])
+        );
+        assert_eq!(
+            convert(Value::Bytes(vec![1]), &SqlType::Binary(4), None).unwrap(),
+            Value::Bytes(vec![1, 0, 0, 0])
+        );
+        assert_eq!(
+            convert(Value::Bytes(vec![9, 1, 2]), &SqlType::SmallInt, None).unwrap(),
+            Value::Int(258)
         );
     }
 }

@@ -22,10 +22,12 @@
 //! Not proven by it: locking and isolation (SQLite serializes writers: a second writer waits, then
 //! gets 1222; readers see the last committed state), so rowversion/MIN_ACTIVE_ROWVERSION under
 //! truly concurrent writers; T-SQL semantics outside the subset (MERGE, conversion and rounding
-//! corner cases, decimals beyond 15 significant digits, linguistic collation order beyond
-//! case-insensitive comparison); plans, performance and timeouts; TDS 8.0 (`encrypt=strict`)
-//! and TLS 1.3, client certificates, authentication other than one SQL login, permissions; MARS,
-//! bulk load, TVPs, output parameters.
+//! corner cases, decimal arithmetic and SUM (refused: decimals are exact text, compared by value),
+//! Latin1_General_CI_AS beyond its approximation here (case folding, accents as a second level,
+//! hyphens and apostrophes ignored, ß/æ/œ expanded; a literal compared with a parameter compares
+//! in binary)); plans, performance and timeouts; TDS 8.0 (`encrypt=strict`) and TLS 1.3, client
+//! certificates, authentication other than one SQL login, permissions; MARS, bulk load, TVPs,
+//! output parameters.
 
 mod catalog;
 mod engine;

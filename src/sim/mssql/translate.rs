@@ -4,7 +4,7 @@
 //! the result columns. Anything outside the subset is refused with an `Unsupported` error.
 
 use super::catalog::{Catalog, ColumnDef, TableDef};
-use super::types::SqlType;
+use super::types::{self, SqlType};
 
 /// A lexical token of T-SQL.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +19,8 @@ pub enum Tok {
         national: bool,
     },
     Num(String),
+    /// `0x…`: a binary literal.
+    Hex(Vec<u8>),
     /// `@name`
     Param(String),
     /// `@@NAME`
@@ -45,6 +47,7 @@ impl Tok {
                 )
             }
             Tok::Global(g) => format!("@@{g}"),
+            Tok::Hex(b) => format!("0x{}", hex(b)),
         }
     }
 }
@@ -93,6 +96,10 @@ impl std::fmt::Display for SqlError {
 impl std::error::Error for SqlError {}
 
 type Result<T> = std::result::Result<T, SqlError>;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
 
 /// Splits T-SQL text into tokens (comments dropped).
 pub fn tokenize(sql: &str) -> Result<Vec<Tok>> {
@@ -181,6 +188,28 @@ pub fn tokenize(sql: &str) -> Result<Vec<Tok>> {
             } else {
                 Tok::Param(format!("@{name}"))
             });
+        } else if c == '0' && matches!(next, Some('x' | 'X')) {
+            // 0x… is binary; an odd number of digits gets a leading zero, as in SQL Server.
+            i += 2;
+            let start = i;
+            while i < chars.len() && chars[i].is_ascii_hexdigit() {
+                i += 1;
+            }
+            if i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                return Err(SqlError::syntax(
+                    &chars[start - 2..=i].iter().collect::<String>(),
+                ));
+            }
+            let mut digits: String = chars[start..i].iter().collect();
+            if digits.len() % 2 == 1 {
+                digits.insert(0, '0');
+            }
+            let bytes = (0..digits.len())
+                .step_by(2)
+                .map(|k| u8::from_str_radix(&digits[k..k + 2], 16))
+                .collect::<std::result::Result<Vec<u8>, _>>()
+                .map_err(|_| SqlError::syntax(&digits))?;
+            out.push(Tok::Hex(bytes));
         } else if c.is_ascii_digit() || (c == '.' && next.is_some_and(|n| n.is_ascii_digit())) {
             let start = i;
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
@@ -302,6 +331,8 @@ pub enum Statement {
     XactAbort(bool),
     /// A SET option accepted without effect.
     Ignored,
+    /// `USE [db]`.
+    Use(String),
     /// A query returning rows (SELECT, or DML with OUTPUT).
     Query {
         sql: String,
@@ -498,6 +529,12 @@ pub fn translate(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Sta
             Ok(Statement::Rollback)
         }
         "SET" => translate_set(tokens, &words),
+        "USE" => match tokens {
+            [_, Tok::Word(db) | Tok::Quoted(db)] => Ok(Statement::Use(db.clone())),
+            _ => Err(SqlError::syntax(
+                &tokens.get(1).map(Tok::text).unwrap_or_default(),
+            )),
+        },
         "SELECT" => translate_select(tokens, catalog, ctx),
         "INSERT" => translate_insert(tokens, catalog, ctx),
         "UPDATE" => translate_update(tokens, catalog, ctx),
@@ -693,7 +730,16 @@ impl Emitter<'_> {
                     if next.is_some_and(|n| n.is_op("(")) && !is_keyword_before_paren(w) =>
                 {
                     let close = close_paren(tokens, i + 1)?;
-                    out.push(self.function(w, &tokens[i + 2..close])?);
+                    let call = self.function(w, &tokens[i + 2..close])?;
+                    out.push(
+                        if self.binary_operand(&tokens[i..]) == Some(close + 1 - i)
+                            && self.rowversion_follows(tokens, close + 1)
+                        {
+                            format!("__rv({call})")
+                        } else {
+                            call
+                        },
+                    );
                     i = close + 1;
                     table_position = false;
                     continue;
@@ -753,13 +799,47 @@ impl Emitter<'_> {
                             i = end + 2;
                             continue;
                         }
+                        let column_type = self.column_of(&parts);
+                        if matches!(column_type, Some(SqlType::Decimal { .. }))
+                            && (i > 0 && is_arithmetic(&tokens[i - 1])
+                                || tokens.get(end).is_some_and(is_arithmetic))
+                        {
+                            return Err(SqlError::unsupported(
+                                "arithmetic on decimal columns (it would not be exact)",
+                            ));
+                        }
+                        if column_type == Some(SqlType::RowVersion)
+                            && let Some(Tok::Op(op)) = tokens.get(end)
+                            && is_comparison(op)
+                            && let Some(len) = self.binary_operand(&tokens[end + 1..])
+                        {
+                            let operand = self.expr(&tokens[end + 1..end + 1 + len])?;
+                            out.extend([column_sql, op.clone(), format!("__rv({operand})")]);
+                            i = end + 1 + len;
+                            continue;
+                        }
                         out.push(column_sql);
                     }
                     i = end;
                     continue;
                 }
-                Tok::Str { text, .. } => out.push(format!("'{}'", text.replace('\'', "''"))),
-                Tok::Num(n) => out.push(n.clone()),
+                Tok::Str { text, .. } => {
+                    let sql = format!("'{}'", text.replace('\'', "''"));
+                    out.push(if self.text_compared_with_text(tokens, i) {
+                        format!("{sql} COLLATE TSQL_CI")
+                    } else {
+                        sql
+                    });
+                }
+                Tok::Num(n) => out.push(number_sql(n)),
+                Tok::Hex(b) => {
+                    let sql = format!("X'{}'", hex(b));
+                    out.push(if self.rowversion_follows(tokens, i + 1) {
+                        format!("__rv({sql})")
+                    } else {
+                        sql
+                    });
+                }
                 Tok::Param(p) => {
                     if !self
                         .ctx
@@ -774,13 +854,36 @@ impl Emitter<'_> {
                             format!("Must declare the scalar variable \"{p}\"."),
                         ));
                     }
-                    out.push(p.clone());
+                    if self.binary_operand(&tokens[i..]) == Some(1)
+                        && self.rowversion_follows(tokens, i + 1)
+                    {
+                        out.push(format!("__rv({p})"));
+                    } else if self.text_compared_with_text(tokens, i) {
+                        out.push(format!("{p} COLLATE TSQL_CI"));
+                    } else {
+                        out.push(p.clone());
+                    }
                 }
                 Tok::Global(g) => out.push(self.global(g)?),
                 Tok::Op(o) => {
                     let string_neighbour =
                         matches!(tokens.get(i.wrapping_sub(1)), Some(Tok::Str { .. }))
                             || matches!(next, Some(Tok::Str { .. }));
+                    // A negative literal keeps its digits: `-12.5` is one decimal, not a float.
+                    let unary = match tokens.get(i.wrapping_sub(1)) {
+                        None => true,
+                        Some(Tok::Op(p)) => p != ")",
+                        Some(Tok::Word(w)) => PASS.contains(&w.to_ascii_uppercase().as_str()),
+                        Some(_) => false,
+                    };
+                    if o == "-"
+                        && unary
+                        && let Some(Tok::Num(n)) = next
+                    {
+                        out.push(number_sql(&format!("-{n}")));
+                        i += 2;
+                        continue;
+                    }
                     match o.as_str() {
                         "+" if string_neighbour => out.push("||".into()),
                         "," => {
@@ -873,6 +976,94 @@ impl Emitter<'_> {
         }))
     }
 
+    /// The catalog type of a column reference when exactly one of the statement's tables has
+    /// that column.
+    fn column_of(&self, parts: &[String]) -> Option<SqlType> {
+        let column = parts.last()?;
+        let mut types = self
+            .tables
+            .iter()
+            .filter_map(|t| self.catalog.table(t))
+            .filter_map(|t| t.column(column))
+            .map(|c| c.ty);
+        match (types.next(), types.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Whether the text literal or parameter at `at` is compared (`=`, `<`, …, IN) with another
+    /// text literal or parameter: no column lends its collation then, so it is given here.
+    fn text_compared_with_text(&self, tokens: &[Tok], at: usize) -> bool {
+        let text = |t: Option<&Tok>| match t {
+            Some(Tok::Str { .. }) => true,
+            Some(Tok::Param(p)) => self
+                .ctx
+                .params
+                .iter()
+                .any(|(n, t)| n.eq_ignore_ascii_case(p) && t.is_text()),
+            _ => false,
+        };
+        if !text(tokens.get(at)) {
+            return false;
+        }
+        match tokens.get(at + 1) {
+            Some(Tok::Op(op)) if is_comparison(op) => text(tokens.get(at + 2)),
+            Some(t) if t.is_word("IN") => {
+                tokens.get(at + 2).is_some_and(|t| t.is_op("(")) && text(tokens.get(at + 3))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `tokens[at]` is a comparison operator followed by a rowversion column.
+    fn rowversion_follows(&self, tokens: &[Tok], at: usize) -> bool {
+        let Some(Tok::Op(op)) = tokens.get(at) else {
+            return false;
+        };
+        if !is_comparison(op) {
+            return false;
+        }
+        match read_name(tokens, at + 1) {
+            Ok((parts, end)) => {
+                !tokens.get(end).is_some_and(|t| t.is_op("("))
+                    && self.column_of(&parts) == Some(SqlType::RowVersion)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The length of a binary operand at the start of `tokens` (a `0x…` literal, a binary
+    /// parameter, or CAST/CONVERT to varbinary), which compares with a rowversion by its bytes.
+    fn binary_operand(&self, tokens: &[Tok]) -> Option<usize> {
+        let binary = |t: &SqlType| matches!(t, SqlType::VarBinary(_) | SqlType::Binary(_));
+        match tokens.first()? {
+            Tok::Hex(_) => Some(1),
+            Tok::Param(p) => self
+                .ctx
+                .params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(p))
+                .filter(|(_, t)| binary(t))
+                .map(|_| 1),
+            Tok::Word(f)
+                if (f.eq_ignore_ascii_case("CAST") || f.eq_ignore_ascii_case("CONVERT"))
+                    && tokens.get(1).is_some_and(|t| t.is_op("(")) =>
+            {
+                let close = close_paren(tokens, 1).ok()?;
+                let args = &tokens[2..close];
+                let target = if f.eq_ignore_ascii_case("CAST") {
+                    let at = find_top_word(args, 0, &["AS"])?;
+                    SqlType::parse(&type_text(&args[at + 1..]))?
+                } else {
+                    SqlType::parse(&type_text(split_commas(args).first()?))?
+                };
+                matches!(target, SqlType::VarBinary(_) | SqlType::Binary(_)).then_some(close + 1)
+            }
+            _ => None,
+        }
+    }
+
     fn global(&self, g: &str) -> Result<String> {
         Ok(match g {
             "TRANCOUNT" => self.ctx.trancount.to_string(),
@@ -897,7 +1088,10 @@ impl Emitter<'_> {
                 let ty = type_text(&args[at + 1..]);
                 let sql_type = SqlType::parse(&ty)
                     .ok_or_else(|| SqlError::unsupported(format!("CAST to `{ty}`")))?;
-                format!("__cast({}, '{}')", self.expr(&args[..at])?, sql_type.name())
+                typed(
+                    format!("__cast({}, '{}')", self.expr(&args[..at])?, sql_type.name()),
+                    sql_type,
+                )
             }
             "CONVERT" => {
                 let parts = split_commas(args);
@@ -907,7 +1101,10 @@ impl Emitter<'_> {
                 let ty = type_text(parts[0]);
                 let sql_type = SqlType::parse(&ty)
                     .ok_or_else(|| SqlError::unsupported(format!("CONVERT to `{ty}`")))?;
-                format!("__cast({}, '{}')", self.expr(parts[1])?, sql_type.name())
+                typed(
+                    format!("__cast({}, '{}')", self.expr(parts[1])?, sql_type.name()),
+                    sql_type,
+                )
             }
             "MIN_ACTIVE_ROWVERSION" if none => self.ctx.min_active_rowversion.to_string(),
             "SCOPE_IDENTITY" if none => self
@@ -916,10 +1113,34 @@ impl Emitter<'_> {
                 .map_or("NULL".into(), |v| v.to_string()),
             "SYSUTCDATETIME" | "GETUTCDATE" if none => "__sysutcdatetime()".into(),
             "SYSDATETIME" | "GETDATE" | "CURRENT_TIMESTAMP" if none => "__sysdatetime()".into(),
-            "ISNULL" => format!("IFNULL({})", self.expr(args)?),
             "LEN" => format!("__len({})", self.expr(args)?),
             "COUNT_BIG" => format!("COUNT({})", self.expr(args)?),
-            f if PASS_FUNCTIONS.contains(&f) => format!("{f}({})", self.expr(args)?),
+            "SUM" | "AVG" | "ABS"
+                if matches!(
+                    self.column_type(args, &self.tables),
+                    Some(SqlType::Decimal { .. })
+                ) =>
+            {
+                return Err(SqlError::unsupported(format!(
+                    "{upper}() over a decimal column (it would not be exact)"
+                )));
+            }
+            f if f == "ISNULL" || PASS_FUNCTIONS.contains(&f) => {
+                let sql = format!(
+                    "{}({})",
+                    if f == "ISNULL" { "IFNULL" } else { f },
+                    self.expr(args)?
+                );
+                // The result keeps the first argument's comparison rules (collation, decimal
+                // order), which SQLite drops for function results.
+                match split_commas(args).first() {
+                    Some(first) if f != "COUNT" => match self.column_type(first, &self.tables) {
+                        Some(t) => typed(sql, t),
+                        None => sql,
+                    },
+                    _ => sql,
+                }
+            }
             _ => return Err(SqlError::unsupported(format!("the function {name}()"))),
         })
     }
@@ -933,13 +1154,13 @@ impl Emitter<'_> {
             [Tok::Num(n)] => {
                 return match n.parse::<i64>() {
                     Ok(v) if i32::try_from(v).is_ok() => ItemType::Known(SqlType::Int),
-                    Ok(_) => ItemType::Known(SqlType::Decimal {
-                        precision: 19,
-                        scale: 0,
-                        numeric: true,
-                    }),
-                    Err(_) => ItemType::Unknown(n.clone()),
+                    _ if n.contains(['e', 'E']) => ItemType::Known(SqlType::Float),
+                    _ => types::decimal_literal_type(n)
+                        .map_or(ItemType::Unknown(n.clone()), ItemType::Known),
                 };
+            }
+            [Tok::Hex(b)] => {
+                return ItemType::Known(SqlType::VarBinary(Some(b.len().clamp(1, 8000) as u16)));
             }
             [Tok::Str { text, national }] => {
                 let len = Some(text.chars().count().clamp(1, 4000) as u16);
@@ -1035,6 +1256,42 @@ impl Emitter<'_> {
             return None;
         }
         Some(first.ty)
+    }
+}
+
+fn is_arithmetic(t: &Tok) -> bool {
+    ["+", "-", "*", "/", "%"].iter().any(|o| t.is_op(o))
+}
+
+fn is_comparison(op: &str) -> bool {
+    ["=", "<", ">", "<=", ">=", "<>", "!=", "!<", "!>"].contains(&op)
+}
+
+/// A numeric literal for the store: integers as they are; decimals (`12.50`, or integers beyond
+/// 64 bits) as text compared by value, so no digit is lost to a float; `1e3` is a float.
+fn number_sql(n: &str) -> String {
+    let float = n.contains(['e', 'E']);
+    if !float && (n.contains('.') || n.parse::<i64>().is_err()) {
+        typed(
+            format!("'{n}'"),
+            SqlType::Decimal {
+                precision: 38,
+                scale: 0,
+                numeric: true,
+            },
+        )
+    } else {
+        n.to_string()
+    }
+}
+
+/// Gives an expression of type `ty` SQL Server's comparison rules in the store: text compares
+/// under the Latin1_General_CI_AS collation, decimals (kept as text) by value.
+fn typed(sql: String, ty: SqlType) -> String {
+    match ty {
+        SqlType::Decimal { .. } => format!("CAST({sql} AS TEXT) COLLATE TSQL_DECIMAL"),
+        t if t.is_text() => format!("{sql} COLLATE TSQL_CI"),
+        _ => sql,
     }
 }
 
@@ -1804,7 +2061,18 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
         sql.push("INTEGER PRIMARY KEY AUTOINCREMENT".into());
     } else {
         // SQLite wants numbers in type arguments: NVARCHAR(max) is declared NVARCHAR_MAX.
-        sql.push(ty.name().replace("(max)", "_MAX"));
+        // Decimals are kept as canonical text (TEXT affinity: never converted to a float) and
+        // compared by value.
+        if let SqlType::Decimal {
+            precision, scale, ..
+        } = ty
+        {
+            sql.push(format!(
+                "DECIMAL_TEXT({precision},{scale}) COLLATE TSQL_DECIMAL"
+            ));
+        } else {
+            sql.push(ty.name().replace("(max)", "_MAX"));
+        }
         if ty.is_text() {
             sql.push("COLLATE TSQL_CI".into());
         }
@@ -2037,7 +2305,7 @@ mod tests {
             Statement::Query { sql, items, .. } => {
                 assert_eq!(
                     sql,
-                    "SELECT \"name\" AS \"name\", \"id\" AS \"id\", \"rv\" AS \"rv\" FROM \"t\" WHERE \"rv\" > __cast(@P2, 'BINARY(8)') AND \"rv\" < 77 ORDER BY \"rv\" LIMIT @P1"
+                    "SELECT \"name\" AS \"name\", \"id\" AS \"id\", \"rv\" AS \"rv\" FROM \"t\" WHERE \"rv\" > __rv(__cast(@P2, 'BINARY(8)')) AND \"rv\" < 77 ORDER BY \"rv\" LIMIT @P1"
                 );
                 assert_eq!(items, vec![ItemType::FromStore; 3]);
             }
@@ -2169,6 +2437,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn hex_literals_decimals_and_use() {
+        let t = tokenize("SELECT 0x0aFF, 0x123, 0x, 12.50").unwrap();
+        assert_eq!(t[1], Tok::Hex(vec![0x0A, 0xFF]));
+        assert_eq!(t[3], Tok::Hex(vec![0x01, 0x23]));
+        assert_eq!(t[5], Tok::Hex(vec![]));
+        assert!(tokenize("SELECT 0x12G").is_err());
+        let c = catalog();
+        match one(
+            "SELECT 0x0102 AS [b], 12.50 AS [d] FROM t WHERE [rv] > 0x01",
+            &c,
+        )
+        .unwrap()
+        {
+            Statement::Query { sql, items, .. } => {
+                assert!(sql.contains("X'0102'"), "{sql}");
+                assert!(
+                    sql.contains("CAST('12.50' AS TEXT) COLLATE TSQL_DECIMAL"),
+                    "{sql}"
+                );
+                assert!(sql.contains("\"rv\" > __rv(X'01')"), "{sql}");
+                assert_eq!(items[0], ItemType::Known(SqlType::VarBinary(Some(2))));
+                assert_eq!(
+                    items[1],
+                    ItemType::Known(SqlType::Decimal {
+                        precision: 4,
+                        scale: 2,
+                        numeric: true
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            one("USE [hubsync]", &c).unwrap(),
+            Statement::Use("hubsync".into())
+        );
+        assert_eq!(one("USE a b", &c).unwrap_err().number, 102);
     }
 
     #[test]

@@ -514,32 +514,55 @@ fn conv_err(value: &Value, ty: &SqlType) -> Conversion {
     ))
 }
 
-/// Parses a decimal literal into an integer scaled by 10^scale (rounded half away from zero).
-pub fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
+/// Splits decimal text (`-12.5`, `+.5`, `1.25E3`) into sign, integer digits and fraction digits,
+/// exactly (an exponent moves the point; no float on the way).
+fn decimal_digits(text: &str) -> Option<(bool, String, String)> {
     let t = text.trim();
-    let (negative, digits) = match t.strip_prefix('-') {
+    let (negative, rest) = match t.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
-    // Scientific notation (from a REAL in the store): go through f64.
-    if digits.contains(['e', 'E']) {
-        let f: f64 = t.parse().ok()?;
-        return parse_decimal(&format!("{:.*}", usize::from(scale), f), scale);
-    }
-    let (int_part, frac_part) = match digits.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (digits, ""),
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i32>().ok()?),
+        None => (rest, 0),
     };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return None;
-    }
-    if !int_part
-        .chars()
-        .chain(frac_part.chars())
-        .all(|c| c.is_ascii_digit())
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part
+            .chars()
+            .chain(frac_part.chars())
+            .all(|c| c.is_ascii_digit())
+        || exponent.unsigned_abs() > 400
     {
         return None;
     }
+    let all = format!("{int_part}{frac_part}");
+    let point = i64::try_from(int_part.len()).ok()? + i64::from(exponent);
+    let (int_digits, frac_digits) = if point <= 0 {
+        (
+            String::new(),
+            format!("{}{all}", "0".repeat(point.unsigned_abs() as usize)),
+        )
+    } else if point as usize >= all.len() {
+        (
+            format!("{all}{}", "0".repeat(point as usize - all.len())),
+            String::new(),
+        )
+    } else {
+        (
+            all[..point as usize].to_string(),
+            all[point as usize..].to_string(),
+        )
+    };
+    let int_digits = int_digits.trim_start_matches('0').to_string();
+    let frac_digits = frac_digits.trim_end_matches('0').to_string();
+    let zero = int_digits.is_empty() && frac_digits.is_empty();
+    Some((negative && !zero, int_digits, frac_digits))
+}
+
+/// Parses a decimal literal into an integer scaled by 10^scale (rounded half away from zero).
+pub fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
+    let (negative, int_part, frac_part) = decimal_digits(text)?;
     let mut value: i128 = 0;
     for c in int_part.chars() {
         value = value
@@ -555,6 +578,40 @@ pub fn parse_decimal(text: &str, scale: u8) -> Option<i128> {
         value = value.checked_add(1)?;
     }
     Some(if negative { -value } else { value })
+}
+
+/// Numeric order of two decimal texts (the store keeps decimals as canonical text); `None`
+/// when either is not a number.
+pub fn compare_decimal(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    let (an, ai, af) = decimal_digits(a)?;
+    let (bn, bi, bf) = decimal_digits(b)?;
+    let magnitude = ai
+        .len()
+        .cmp(&bi.len())
+        .then_with(|| ai.cmp(&bi))
+        .then_with(|| af.cmp(&bf));
+    Some(match (an, bn) {
+        (false, false) => magnitude,
+        (true, true) => magnitude.reverse(),
+        (false, true) => std::cmp::Ordering::Greater,
+        (true, false) => std::cmp::Ordering::Less,
+    })
+}
+
+/// The type SQL Server gives a decimal literal such as `12.50` (numeric(4,2)).
+pub fn decimal_literal_type(text: &str) -> Option<SqlType> {
+    let (_, int_part, _) = decimal_digits(text)?;
+    let frac = text.split_once('.').map_or(0, |(_, f)| f.len());
+    let scale = u8::try_from(frac).ok()?;
+    let precision = u8::try_from(int_part.len()).ok()? + scale;
+    if precision > 38 {
+        return None;
+    }
+    Some(SqlType::Decimal {
+        precision: precision.max(1),
+        scale,
+        numeric: true,
+    })
 }
 
 /// Formats an integer scaled by 10^scale as decimal text ("1250000.00").
@@ -951,6 +1008,238 @@ pub fn parse_declarations(text: &str) -> Result<Vec<(String, SqlType)>, String> 
     Ok(out)
 }
 
+// Latin1_General_CI_AS: case-insensitive, accent-sensitive, Windows (linguistic) order.
+
+/// One character's weights: class (punctuation < digits < letters), its base letter folded
+/// to lower case, and its accents.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Weight {
+    class: u8,
+    base: char,
+}
+
+/// Sort key levels of a string: primary (base letters, hyphens and apostrophes ignored as in
+/// Windows word sort), secondary (accents per base letter, unaccented first), and a last level
+/// (the case-folded text) that only separates strings differing in ignored punctuation.
+fn sort_key(text: &str) -> (Vec<Weight>, Vec<Vec<char>>, Vec<char>) {
+    use unicode_normalization::UnicodeNormalization;
+    use unicode_normalization::char::is_combining_mark;
+    let text = text.trim_end_matches(' ');
+    let mut primary = Vec::new();
+    let mut secondary: Vec<Vec<char>> = Vec::new();
+    let mut folded = Vec::new();
+    for c in text.nfd() {
+        if is_combining_mark(c) {
+            if let Some(last) = secondary.last_mut() {
+                last.push(c);
+            }
+            folded.push(c);
+            continue;
+        }
+        let lower = fold_char(c);
+        if lower == '-' || lower == '\'' || lower == '\u{2019}' {
+            // Last level: 'coop' before 'co-op'.
+            folded.push(char::MAX);
+            continue;
+        }
+        let (bases, mark): (&[char], Option<char>) = match lower {
+            'ß' => (&['s', 's'], None),
+            'æ' => (&['a', 'e'], None),
+            'œ' => (&['o', 'e'], None),
+            'ø' => (&['o'], Some('\u{338}')),
+            'đ' => (&['d'], Some('\u{335}')),
+            'ł' => (&['l'], Some('\u{337}')),
+            _ => (std::slice::from_ref(&lower), None),
+        };
+        folded.extend_from_slice(bases);
+        for (i, b) in bases.iter().enumerate() {
+            let class = if b.is_alphabetic() {
+                2
+            } else if b.is_numeric() {
+                1
+            } else {
+                0
+            };
+            primary.push(Weight { class, base: *b });
+            secondary.push(match mark {
+                Some(m) if i == 0 => vec![m],
+                _ => Vec::new(),
+            });
+        }
+    }
+    (primary, secondary, folded)
+}
+
+/// A character folded to lower case (one-to-one mappings only).
+fn fold_char(c: char) -> char {
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(l), None) => l,
+        _ => c,
+    }
+}
+
+/// Compares two strings as SQL Server's Latin1_General_CI_AS does: 'a' = 'A', 'e' < 'é',
+/// 'Álvarez' between 'Alvarez' and 'Azofeifa'; trailing spaces ignored.
+pub fn compare_ci_as(a: &str, b: &str) -> std::cmp::Ordering {
+    let simple = |s: &str| s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b' ');
+    if simple(a) && simple(b) {
+        let a = a
+            .trim_end_matches(' ')
+            .bytes()
+            .map(|c| c.to_ascii_lowercase());
+        let b = b
+            .trim_end_matches(' ')
+            .bytes()
+            .map(|c| c.to_ascii_lowercase());
+        // Digits (class 1) before letters (class 2), as in the general key.
+        let weight = |c: u8| (u8::from(c.is_ascii_alphabetic()), c);
+        return a.map(weight).cmp(b.map(weight));
+    }
+    let (ap, asec, af) = sort_key(a);
+    let (bp, bsec, bf) = sort_key(b);
+    ap.cmp(&bp)
+        .then_with(|| asec.cmp(&bsec))
+        .then_with(|| af.cmp(&bf))
+}
+
+/// One element of a compiled T-SQL LIKE pattern.
+#[derive(Debug)]
+enum LikeElem {
+    Any,
+    One,
+    Char(char),
+    Set {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
+}
+
+fn compile_like(pattern: &[char], escape: Option<char>) -> Vec<LikeElem> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pattern.len() {
+        let c = pattern[i];
+        if Some(c) == escape && i + 1 < pattern.len() {
+            out.push(LikeElem::Char(pattern[i + 1]));
+            i += 2;
+            continue;
+        }
+        match c {
+            '%' => out.push(LikeElem::Any),
+            '_' => out.push(LikeElem::One),
+            '[' => {
+                if let Some(len) = pattern[i + 1..].iter().position(|c| *c == ']') {
+                    let mut body = &pattern[i + 1..i + 1 + len];
+                    // `[]` is a literal `[` followed by `]`.
+                    if !body.is_empty() {
+                        let negated = body.first() == Some(&'^') && body.len() > 1;
+                        if negated {
+                            body = &body[1..];
+                        }
+                        let mut items = Vec::new();
+                        let mut j = 0;
+                        while j < body.len() {
+                            if j + 2 < body.len() && body[j + 1] == '-' {
+                                items.push((body[j], body[j + 2]));
+                                j += 3;
+                            } else {
+                                items.push((body[j], body[j]));
+                                j += 1;
+                            }
+                        }
+                        out.push(LikeElem::Set { negated, items });
+                        i += len + 2;
+                        continue;
+                    }
+                }
+                out.push(LikeElem::Char('['));
+            }
+            c => out.push(LikeElem::Char(c)),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn like_char_eq(a: char, b: char) -> bool {
+    a == b || fold_char(a) == fold_char(b)
+}
+
+fn like_in_range(c: char, lo: char, hi: char) -> bool {
+    let (c, lo, hi) = (c.to_string(), lo.to_string(), hi.to_string());
+    compare_ci_as(&lo, &c).is_le() && compare_ci_as(&c, &hi).is_le()
+}
+
+/// T-SQL `value LIKE pattern [ESCAPE escape]` under Latin1_General_CI_AS: `%`, `_`, `[a-c]`,
+/// `[^x]`; case-insensitive for every script, accent-sensitive.
+pub fn like(value: &str, pattern: &str, escape: Option<char>) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    let value: Vec<char> = value.nfc().collect();
+    let pattern: Vec<char> = pattern.nfc().collect();
+    let elems = compile_like(&pattern, escape);
+    // matches[j]: the pattern's first i elements can match the value's first j characters.
+    let mut matches = vec![false; value.len() + 1];
+    matches[0] = true;
+    for e in &elems {
+        let mut next = vec![false; value.len() + 1];
+        match e {
+            LikeElem::Any => {
+                let mut seen = false;
+                for j in 0..=value.len() {
+                    seen |= matches[j];
+                    next[j] = seen;
+                }
+            }
+            _ => {
+                for j in 0..value.len() {
+                    if !matches[j] {
+                        continue;
+                    }
+                    let c = value[j];
+                    let ok = match e {
+                        LikeElem::One => true,
+                        LikeElem::Char(p) => like_char_eq(c, *p),
+                        LikeElem::Set { negated, items } => {
+                            items.iter().any(|(lo, hi)| {
+                                if lo == hi {
+                                    like_char_eq(c, *lo)
+                                } else {
+                                    like_in_range(c, *lo, *hi)
+                                }
+                            }) != *negated
+                        }
+                        LikeElem::Any => unreachable!("handled above"),
+                    };
+                    if ok {
+                        next[j + 1] = true;
+                    }
+                }
+            }
+        }
+        matches = next;
+    }
+    matches[value.len()]
+}
+
+/// UPPER/LOWER for every script (SQLite's own change ASCII only); one-to-one mappings only, as
+/// SQL Server (UPPER('ß') stays 'ß').
+pub fn change_case(text: &str, upper: bool) -> String {
+    text.chars()
+        .map(|c| {
+            let mut m: Box<dyn Iterator<Item = char>> = if upper {
+                Box::new(c.to_uppercase())
+            } else {
+                Box::new(c.to_lowercase())
+            };
+            match (m.next(), m.next()) {
+                (Some(x), None) => x,
+                _ => c,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -989,6 +1278,91 @@ mod tests {
         assert_eq!(format_decimal(125_000_000, 2), "1250000.00");
         assert_eq!(format_decimal(-5, 2), "-0.05");
         assert_eq!(format_decimal(7, 0), "7");
+    }
+
+    #[test]
+    fn decimals_parse_exactly_and_compare_by_value() {
+        assert_eq!(
+            parse_decimal("1234567890123456.78", 2),
+            Some(123_456_789_012_345_678)
+        );
+        assert_eq!(
+            parse_decimal("1.2345678901234567891E3", 4),
+            Some(12_345_679)
+        );
+        assert_eq!(parse_decimal("-2.5", 0), Some(-3));
+        assert_eq!(parse_decimal("1e400", 0), None);
+        use std::cmp::Ordering::*;
+        for (a, b, o) in [
+            ("12.30", "12.3", Equal),
+            ("-0.00", "0", Equal),
+            ("9999999999999999.99", "10000000000000000", Less),
+            ("-10", "-9.99", Less),
+            ("-1", "0.5", Less),
+            ("100", "99.999", Greater),
+        ] {
+            assert_eq!(compare_decimal(a, b), Some(o), "{a} vs {b}");
+        }
+        assert_eq!(compare_decimal("abc", "1"), None);
+        assert_eq!(
+            decimal_literal_type("0012.50"),
+            Some(SqlType::Decimal {
+                precision: 4,
+                scale: 2,
+                numeric: true
+            })
+        );
+    }
+
+    #[test]
+    fn text_orders_as_latin1_general_ci_as() {
+        use std::cmp::Ordering::*;
+        for (a, b, o) in [
+            ("abc", "ABC", Equal),
+            ("abc ", "ABC", Equal),
+            ("e", "é", Less),
+            ("É", "é", Equal),
+            ("Álvarez", "Alvarez", Greater),
+            ("Álvarez", "Azofeifa", Less),
+            ("Álvarez", "Zamora", Less),
+            ("Ñandú", "Nandu", Greater),
+            ("Ñandú", "Oviedo", Less),
+            ("e\u{301}", "é", Equal),
+            ("co-op", "coop", Greater),
+            ("co-op", "coopa", Less),
+            ("9", "a", Less),
+            ("Straße", "STRASSE", Equal),
+        ] {
+            assert_eq!(compare_ci_as(a, b), o, "{a} vs {b}");
+            assert_eq!(compare_ci_as(b, a), o.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn like_follows_t_sql() {
+        for (value, pattern, escape, expected) in [
+            ("Ébano", "é%", None, true),
+            ("Ébano", "e%", None, false),
+            ("ÑANDÚ", "ñandú", None, true),
+            ("abc", "a_c", None, true),
+            ("abc", "a_", None, false),
+            ("b1", "[a-c]_", None, true),
+            ("d1", "[a-c]_", None, false),
+            ("d1", "[^a-c]1", None, true),
+            ("á", "[a-b]", None, true),
+            ("50%", "50!%", Some('!'), true),
+            ("50x", "50!%", Some('!'), false),
+            ("[x", "[x", None, true),
+            ("a]", "a]", None, true),
+            ("", "%", None, true),
+        ] {
+            assert_eq!(
+                like(value, pattern, escape),
+                expected,
+                "{value} LIKE {pattern}"
+            );
+        }
+        assert_eq!(change_case("núñez straße", true), "NÚÑEZ STRAßE");
     }
 
     #[test]
