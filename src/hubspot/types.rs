@@ -10,7 +10,7 @@ use serde_json::Value;
 pub type Properties = BTreeMap<String, Option<String>>;
 
 /// One CRM record as HubSpot returns it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     pub id: String,

@@ -105,17 +105,55 @@ pub async fn merge_synced(
 ) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for (key, values) in updates {
-        sqlx::query(
-            "UPDATE record_links SET synced = synced || $3, updated_at = now() \
-             WHERE object = $1 AND sql_key = $2",
-        )
-        .bind(object)
-        .bind(key)
-        .bind(to_json(values))
-        .execute(&mut *tx)
-        .await?;
+        merge_synced_on(&mut tx, object, key, values).await?;
     }
     tx.commit().await
+}
+
+/// Replaces the snapshot's values of the fields `values` names for one link, in the caller's
+/// transaction.
+pub async fn merge_synced_on(
+    conn: &mut PgConnection,
+    object: &str,
+    sql_key: &str,
+    values: &Values,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE record_links SET synced = synced || $3, updated_at = now() \
+         WHERE object = $1 AND sql_key = $2",
+    )
+    .bind(object)
+    .bind(sql_key)
+    .bind(to_json(values))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Links of `object` whose HubSpot id is above `after` and at most `upto` (None: no upper
+/// bound), in id order, stored before `before` (links made since belong to records a pass in id
+/// order may have passed). Ids are decimal strings, ordered by `record_links_hubspot_order`.
+pub async fn in_id_range(
+    pool: &PgPool,
+    object: &str,
+    after: u64,
+    upto: Option<u64>,
+    before: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Link>, sqlx::Error> {
+    let pad = |n: u64| format!("{n:020}");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM record_links \
+         WHERE object = $1 AND hubspot_id IS NOT NULL AND lpad(hubspot_id, 20, '0') > $2 \
+           AND ($3::text IS NULL OR lpad(hubspot_id, 20, '0') <= $3) AND updated_at < $4 \
+         ORDER BY lpad(hubspot_id, 20, '0')"
+    )))
+    .bind(object)
+    .bind(pad(after))
+    .bind(upto.map(pad))
+    .bind(before)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(from_row).collect()
 }
 
 /// Links of the given SQL keys, by key.
@@ -148,6 +186,9 @@ async fn load(
     column: &'static str,
     values: &[String],
 ) -> Result<Vec<Link>, sqlx::Error> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM record_links WHERE object = $1 AND {column} = ANY($2)"
     )))

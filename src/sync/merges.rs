@@ -180,12 +180,7 @@ mod tests {
                 .map(|m| (MERGED_IDS.to_string(), Some(m.to_string())))
                 .into_iter()
                 .collect(),
-            created_at: None,
-            updated_at: None,
-            archived: false,
-            archived_at: None,
-            object_write_trace_id: None,
-            new: None,
+            ..Record::default()
         }
     }
 

@@ -5,6 +5,7 @@
 use sqlx::PgPool;
 
 use super::engine::ObjectSync;
+use crate::mssql::{ChangeReader, SqlRow};
 use crate::queue::{Direction, NewItem, Operation, Seen, enqueue_with};
 
 /// What a resync queued.
@@ -14,6 +15,22 @@ pub struct Resynced {
     pub queued: u64,
     /// Keys with no SQL Server row.
     pub missing: Vec<String>,
+}
+
+/// A member's current row as an item for HubSpot, at the row's own version (its rowversion,
+/// or its modification time in epoch microseconds).
+pub fn row_item(reader: &ChangeReader, key: &str, row: &SqlRow) -> NewItem {
+    let version = reader
+        .rowversion_of(row)
+        .map(|v| v as i64)
+        .or_else(|| reader.modified_utc(row).map(|t| t.timestamp_micros()))
+        .unwrap_or(0);
+    NewItem {
+        record_key: key.to_string(),
+        operation: Operation::Upsert,
+        payload: serde_json::Value::Object(row.clone()),
+        source_version: version,
+    }
 }
 
 /// Queues the current rows of `members` (keys) of `object` for HubSpot in one transaction.
@@ -32,17 +49,7 @@ pub async fn queue_members(
             missing.push(key.clone());
             continue;
         };
-        let version = reader
-            .rowversion_of(row)
-            .map(|v| v as i64)
-            .or_else(|| reader.modified_utc(row).map(|t| t.timestamp_micros()))
-            .unwrap_or(0);
-        items.push(NewItem {
-            record_key: key.clone(),
-            operation: Operation::Upsert,
-            payload: serde_json::Value::Object(row.clone()),
-            source_version: version,
-        });
+        items.push(row_item(reader, key, row));
     }
     let mut tx = pool.begin().await?;
     let queued = enqueue_with(

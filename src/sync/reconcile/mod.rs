@@ -369,12 +369,7 @@ mod tests {
         Record {
             id: id.into(),
             properties: values(props),
-            created_at: None,
-            updated_at: None,
-            archived: false,
-            archived_at: None,
-            object_write_trace_id: None,
-            new: None,
+            ..Record::default()
         }
     }
 

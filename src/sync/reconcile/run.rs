@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use governor::{Quota, RateLimiter};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 
 use super::store::{self, Claim, Phase, Queued, Run};
@@ -251,7 +251,7 @@ impl Reconciler<'_> {
         if !self.dry_run {
             for f in &page.findings {
                 if let (false, Some(key)) = (f.rebase.is_empty(), f.sql_key.as_deref()) {
-                    store::rebase(&mut tx, self.name(), key, &f.rebase).await?;
+                    links::merge_synced_on(&mut tx, self.name(), key, &f.rebase).await?;
                 }
             }
             let queued_h = enqueue_with(
@@ -292,18 +292,7 @@ impl Reconciler<'_> {
 
     /// A member's current row as an item for HubSpot, at the row's own version.
     fn row_item(&self, key: &str, row: &crate::mssql::SqlRow) -> NewItem {
-        let reader = &self.object.poller.reader;
-        let version = reader
-            .rowversion_of(row)
-            .map(|v| v as i64)
-            .or_else(|| reader.modified_utc(row).map(|t| t.timestamp_micros()))
-            .unwrap_or(0);
-        NewItem {
-            record_key: key.to_string(),
-            operation: Operation::Upsert,
-            payload: Value::Object(row.clone()),
-            source_version: version,
-        }
+        crate::sync::resync::row_item(&self.object.poller.reader, key, row)
     }
 
     /// SQL Server's rows (every one, in change order) against their links.
@@ -384,9 +373,7 @@ impl Reconciler<'_> {
             self.store_page(run, page).await?;
             each(&Self::progress(run, "sql", done, total));
         }
-        run.phase = Phase::Links;
-        run.position = None;
-        self.store_page(run, Page::default()).await
+        self.begin_phase(run, Phase::Links).await
     }
 
     /// Links (in key order) whose SQL Server row is gone.
@@ -441,7 +428,12 @@ impl Reconciler<'_> {
             self.store_page(run, page).await?;
             each(&Self::progress(run, "links", done, None));
         }
-        run.phase = Phase::Hubspot;
+        self.begin_phase(run, Phase::Hubspot).await
+    }
+
+    /// Moves the run on to `phase`, from its start.
+    async fn begin_phase(&self, run: &mut Run, phase: Phase) -> anyhow::Result<()> {
+        run.phase = phase;
         run.position = None;
         self.store_page(run, Page::default()).await
     }
@@ -490,8 +482,7 @@ impl Reconciler<'_> {
             // The last page's range is open: links above every listed id are gone too.
             let upto = next.as_ref().map(|_| page_last);
             let range =
-                store::links_in_range(self.pool, self.name(), last_id, upto, run.started_at)
-                    .await?;
+                links::in_id_range(self.pool, self.name(), last_id, upto, run.started_at).await?;
             let mut page = self
                 .compare_records(run, &records, &range, &fields, modified, inserts)
                 .await?;

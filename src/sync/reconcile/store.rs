@@ -13,7 +13,6 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use super::{Finding, Kind};
 use crate::queue::Direction;
-use crate::sync::links::Link;
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,62 +459,6 @@ pub async fn queued(
             )
         })
         .collect())
-}
-
-/// Links of `object` whose HubSpot id is above `after` and at most `upto` (None: no upper
-/// bound), in id order, stored before `before` (links made since belong to records the run may
-/// have passed).
-pub async fn links_in_range(
-    pool: &PgPool,
-    object: &str,
-    after: u64,
-    upto: Option<u64>,
-    before: DateTime<Utc>,
-) -> Result<Vec<Link>, sqlx::Error> {
-    let pad = |n: u64| format!("{n:020}");
-    let rows = sqlx::query(
-        "SELECT sql_key, hubspot_id, synced, sql_version, hubspot_version FROM record_links \
-         WHERE object = $1 AND hubspot_id IS NOT NULL AND lpad(hubspot_id, 20, '0') > $2 \
-           AND ($3::text IS NULL OR lpad(hubspot_id, 20, '0') <= $3) AND updated_at < $4 \
-         ORDER BY lpad(hubspot_id, 20, '0')",
-    )
-    .bind(object)
-    .bind(pad(after))
-    .bind(upto.map(pad))
-    .bind(before)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let synced: Value = row.try_get("synced")?;
-            Ok(Link {
-                sql_key: row.try_get("sql_key")?,
-                hubspot_id: row.try_get("hubspot_id")?,
-                synced: serde_json::from_value(synced).unwrap_or_default(),
-                sql_version: row.try_get("sql_version")?,
-                hubspot_version: row.try_get("hubspot_version")?,
-            })
-        })
-        .collect()
-}
-
-/// Sets snapshot fields of links before a fix is queued (in the page's transaction).
-pub async fn rebase(
-    tx: &mut PgConnection,
-    object: &str,
-    key: &str,
-    values: &crate::sync::diff::Values,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE record_links SET synced = synced || $3, updated_at = now() \
-         WHERE object = $1 AND sql_key = $2",
-    )
-    .bind(object)
-    .bind(key)
-    .bind(serde_json::to_value(values).unwrap_or_default())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
 
 /// A finished run, as `/metrics` and reports show it.
