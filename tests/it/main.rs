@@ -20,6 +20,7 @@ mod lifecycle;
 mod links;
 mod merges;
 mod mssql;
+mod mssql_ct;
 mod mssql_sim;
 mod mssql_tls;
 mod outputs;

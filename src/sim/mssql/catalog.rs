@@ -111,6 +111,64 @@ impl Catalog {
     pub fn tables(&self) -> impl Iterator<Item = &TableDef> {
         self.tables.values()
     }
+    /// The change table of `name` when change tracking is enabled on it.
+    pub fn change_table(&self, name: &str) -> Option<&TableDef> {
+        self.table(&change_table_name(name))
+    }
+    /// Every change table (one per table with change tracking).
+    pub fn change_tables(&self) -> impl Iterator<Item = &TableDef> {
+        self.tables
+            .values()
+            .filter(|t| t.name.starts_with(CHANGE_TABLE_PREFIX))
+    }
+}
+
+/// Change tracking keeps, per tracked table, one row per primary key in a store table named
+/// with this prefix: the key, the version and kind of its last committed change and its context.
+pub const CHANGE_TABLE_PREFIX: &str = "__ct_";
+
+/// The change table's store name for a tracked table.
+pub fn change_table_name(table: &str) -> String {
+    format!("{CHANGE_TABLE_PREFIX}{}", table.to_ascii_lowercase())
+}
+
+/// The change table's definition for `table` (which has a primary key): the key columns, then
+/// CHANGETABLE's columns, then the simulator's own bookkeeping (`__tx`: the session whose
+/// uncommitted change it is; `__insert`: the row was inserted by that uncommitted change).
+pub fn change_table_def(table: &TableDef) -> TableDef {
+    let mut columns: Vec<ColumnDef> = table
+        .primary_key
+        .iter()
+        .filter_map(|k| table.column(k).cloned())
+        .map(|c| ColumnDef {
+            nullable: false,
+            identity: false,
+            ..c
+        })
+        .collect();
+    let col = |name: &str, ty: SqlType, nullable: bool| ColumnDef {
+        name: name.into(),
+        ty,
+        nullable,
+        identity: false,
+    };
+    columns.extend([
+        col("SYS_CHANGE_VERSION", SqlType::BigInt, true),
+        col("SYS_CHANGE_CREATION_VERSION", SqlType::BigInt, true),
+        col("SYS_CHANGE_OPERATION", SqlType::NChar(1), false),
+        col("SYS_CHANGE_COLUMNS", SqlType::VarBinary(Some(4100)), true),
+        col("SYS_CHANGE_CONTEXT", SqlType::VarBinary(Some(128)), true),
+        col("__tx", SqlType::BigInt, true),
+        col("__insert", SqlType::Bit, false),
+    ]);
+    TableDef {
+        name: change_table_name(&table.name),
+        display: format!("sys.change_tracking_{}", table.name),
+        columns,
+        primary_key: table.primary_key.clone(),
+        primary_key_name: None,
+        unique: Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{Value as SqliteValue, ValueRef};
 use rusqlite::{Connection, ErrorCode};
 
-use super::catalog::{Catalog, TableDef};
-use super::translate::{self, Context, ItemType, SqlError, Statement};
+use super::catalog::{self, Catalog, TableDef};
+use super::translate::{self, Context, ContextValue, ItemType, SqlError, Statement};
 use super::types::{self, Param, SqlType, Value};
 use super::wire::{DONE_COUNT, DONE_ERROR, DONE_MORE, DoneKind, Tokens};
 
@@ -31,6 +31,32 @@ struct RvState {
     open: HashMap<u64, i64>,
 }
 
+/// Change tracking of the database: on or off, the last committed change version, and each
+/// tracked table's minimum valid version (the store keeps them in `__sim_ct`).
+#[derive(Debug, Default)]
+struct CtState {
+    enabled: bool,
+    committed: i64,
+    min_valid: HashMap<String, i64>,
+}
+
+/// A session's change-tracking state: the context of the running statement
+/// (`WITH CHANGE_TRACKING_CONTEXT`) and whether its open transaction changed a tracked table.
+#[derive(Debug, Default)]
+struct CtSession {
+    context: Mutex<Option<Vec<u8>>>,
+    pending: AtomicBool,
+}
+
+/// OBJECT_ID of a table: stable for its store name, positive like SQL Server's.
+fn object_id(name: &str) -> i64 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.to_ascii_lowercase().bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    i64::from(h & 0x7fff_ffff).max(1)
+}
+
 /// One simulated database: the store file, the catalog, rowversions and fault switches.
 #[derive(Debug)]
 pub struct Db {
@@ -44,6 +70,7 @@ pub struct Db {
     /// Writes left that fail with deadlock 1205.
     pub deadlocks: AtomicU32,
     lock_timeout: Duration,
+    ct: Mutex<CtState>,
 }
 
 fn store_error(e: rusqlite::Error) -> anyhow::Error {
@@ -75,9 +102,31 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(store_error)?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS __sim_catalog (name TEXT PRIMARY KEY, def TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS __sim_catalog (name TEXT PRIMARY KEY, def TEXT NOT NULL); \
+             CREATE TABLE IF NOT EXISTS __sim_ct (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
         )
         .map_err(store_error)?;
+        let mut ct = CtState::default();
+        {
+            let mut stmt = conn
+                .prepare("SELECT name, value FROM __sim_ct")
+                .map_err(store_error)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(store_error)?;
+            for row in rows {
+                let (name, value) = row.map_err(store_error)?;
+                match name.as_str() {
+                    "enabled" => ct.enabled = value != 0,
+                    "version" => ct.committed = value,
+                    other => {
+                        if let Some(table) = other.strip_prefix("min:") {
+                            ct.min_valid.insert(table.to_string(), value);
+                        }
+                    }
+                }
+            }
+        }
         let mut catalog = Catalog::default();
         {
             let mut stmt = conn
@@ -122,6 +171,7 @@ impl Db {
             next_session: AtomicU64::new(1),
             deadlocks: AtomicU32::new(0),
             lock_timeout,
+            ct: Mutex::new(ct),
         };
         Ok((Arc::new(db), created))
     }
@@ -162,6 +212,29 @@ impl Db {
         self.catalog.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn ct_state(&self) -> std::sync::MutexGuard<'_, CtState> {
+        self.ct.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// CHANGE_TRACKING_CURRENT_VERSION(): the version of the last committed change (NULL while
+    /// change tracking is off for the database).
+    fn ct_current(&self) -> Option<i64> {
+        let s = self.ct_state();
+        s.enabled.then_some(s.committed)
+    }
+
+    /// CHANGE_TRACKING_MIN_VALID_VERSION(object_id).
+    fn ct_min_valid(&self, id: i64) -> Option<i64> {
+        let s = self.ct_state();
+        if !s.enabled {
+            return None;
+        }
+        s.min_valid
+            .iter()
+            .find(|(t, _)| object_id(t) == id)
+            .map(|(_, v)| *v)
+    }
+
     fn take_deadlock(&self) -> bool {
         self.deadlocks
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -189,6 +262,7 @@ pub struct Session {
     xact_abort: bool,
     scope_identity: Option<i64>,
     rowcount: u64,
+    ct: Arc<CtSession>,
 }
 
 impl Drop for Session {
@@ -209,7 +283,8 @@ impl Session {
             .map_err(store_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(store_error)?;
-        register_functions(&conn, &db, id).map_err(store_error)?;
+        let ct = Arc::new(CtSession::default());
+        register_functions(&conn, &db, id, &ct).map_err(store_error)?;
         Ok(Session {
             spid: (50 + id % 30000) as u16,
             db,
@@ -221,6 +296,7 @@ impl Session {
             xact_abort: false,
             scope_identity: None,
             rowcount: 0,
+            ct,
         })
     }
 
@@ -346,6 +422,44 @@ impl Session {
     ) -> Result<Option<u64>, SqlError> {
         let ctx = self.context(declared);
         let stmt = translate::translate(tokens, &self.db.catalog(), &ctx)?;
+        self.execute(stmt, params, out)
+    }
+
+    fn execute(
+        &mut self,
+        stmt: Statement,
+        params: &[Param],
+        out: &mut Tokens,
+    ) -> Result<Option<u64>, SqlError> {
+        let write = matches!(
+            stmt,
+            Statement::Query { write: true, .. } | Statement::Dml { .. }
+        );
+        if write && self.trancount == 0 && self.db.catalog().change_tables().next().is_some() {
+            // An autocommit change of a tracked table gets its version as it commits.
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.map_error(e, "BEGIN TRANSACTION"))?;
+            let result = self.run_statement(stmt, params, out);
+            let finished = match &result {
+                Ok(_) => self.commit_store(),
+                Err(_) => {
+                    self.ct.pending.store(false, Ordering::SeqCst);
+                    self.conn.execute_batch("ROLLBACK").map_err(store_sql_error)
+                }
+            };
+            finished?;
+            return result;
+        }
+        self.run_statement(stmt, params, out)
+    }
+
+    fn run_statement(
+        &mut self,
+        stmt: Statement,
+        params: &[Param],
+        out: &mut Tokens,
+    ) -> Result<Option<u64>, SqlError> {
         match stmt {
             Statement::Begin => self.begin(out).map(|_| None),
             Statement::Commit => self.commit(out).map(|_| None),
@@ -463,13 +577,243 @@ impl Session {
                 self.conn
                     .execute_batch(&sql)
                     .map_err(|e| self.map_error(e, &sql))?;
-                self.conn
-                    .execute("DELETE FROM __sim_catalog WHERE name = ?1", [&table])
-                    .map_err(|e| self.map_error(e, &sql))?;
-                self.db.catalog_mut().remove(&table);
+                let side = catalog::change_table_name(&table);
+                let tracked = self.db.catalog().table(&side).is_some();
+                if tracked {
+                    self.conn
+                        .execute_batch(&format!("DROP TABLE IF EXISTS {}", translate::q(&side)))
+                        .map_err(|e| self.map_error(e, &sql))?;
+                    self.conn
+                        .execute("DELETE FROM __sim_ct WHERE name = ?1", [format!("min:{table}")])
+                        .map_err(|e| self.map_error(e, &sql))?;
+                    self.db.ct_state().min_valid.remove(&table);
+                }
+                for name in [&table, &side] {
+                    self.conn
+                        .execute("DELETE FROM __sim_catalog WHERE name = ?1", [name])
+                        .map_err(|e| self.map_error(e, &sql))?;
+                    self.db.catalog_mut().remove(name);
+                }
                 Ok(None)
             }
+            Statement::EnableDatabaseTracking { database } => {
+                if !(database.eq_ignore_ascii_case(&self.db.name)
+                    || database.eq_ignore_ascii_case("CURRENT"))
+                {
+                    return Err(SqlError::new(
+                        911,
+                        1,
+                        16,
+                        format!(
+                            "Database '{database}' does not exist. Make sure that the name is entered correctly."
+                        ),
+                    ));
+                }
+                if self.db.ct_state().enabled {
+                    return Err(SqlError::new(
+                        5088,
+                        1,
+                        16,
+                        format!(
+                            "Change tracking is already enabled for database '{}'.",
+                            self.db.name
+                        ),
+                    ));
+                }
+                self.conn
+                    .execute(
+                        "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES ('enabled', 1)",
+                        [],
+                    )
+                    .map_err(store_sql_error)?;
+                self.db.ct_state().enabled = true;
+                Ok(None)
+            }
+            Statement::EnableTableTracking { table } => {
+                self.enable_tracking(&table)?;
+                Ok(None)
+            }
+            Statement::WithContext { context, inner } => {
+                let value = match context {
+                    ContextValue::Null => None,
+                    ContextValue::Bytes(b) => Some(b),
+                    ContextValue::Param(name) => {
+                        match params.iter().find(|p| p.name.eq_ignore_ascii_case(&name)) {
+                            Some(Param {
+                                value: Value::Bytes(b),
+                                ..
+                            }) if b.len() <= 128 => Some(b.clone()),
+                            Some(Param {
+                                value: Value::Null, ..
+                            }) => None,
+                            Some(_) => {
+                                return Err(SqlError::new(
+                                    206,
+                                    2,
+                                    16,
+                                    "Operand type clash: the change tracking context must be varbinary(128).",
+                                ));
+                            }
+                            None => {
+                                return Err(SqlError::new(
+                                    137,
+                                    2,
+                                    15,
+                                    format!("Must declare the scalar variable \"{name}\"."),
+                                ));
+                            }
+                        }
+                    }
+                };
+                *self.ct.context.lock().unwrap_or_else(|p| p.into_inner()) = value;
+                let result = self.execute(*inner, params, out);
+                *self.ct.context.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                result
+            }
         }
+    }
+
+    /// `ALTER TABLE … ENABLE CHANGE_TRACKING`: the change table, the triggers that record each
+    /// change as uncommitted (version NULL, this session's `__tx`), and the table's minimum valid
+    /// version (the current one).
+    fn enable_tracking(&mut self, name: &str) -> Result<(), SqlError> {
+        let table = self
+            .db
+            .catalog()
+            .table(name)
+            .cloned()
+            .ok_or_else(|| SqlError::new(208, 1, 16, format!("Invalid object name '{name}'.")))?;
+        let enabled = self.db.ct_state().enabled;
+        if !enabled {
+            return Err(SqlError::new(
+                4996,
+                1,
+                16,
+                format!(
+                    "Change tracking must be enabled on database '{}' before it can be enabled on table '{}'.",
+                    self.db.name, table.display
+                ),
+            ));
+        }
+        if table.primary_key.is_empty() {
+            return Err(SqlError::new(
+                4997,
+                1,
+                16,
+                format!(
+                    "Cannot enable change tracking on table '{}'. Change tracking requires a primary key on the table. Create a primary key on the table before enabling change tracking.",
+                    table.display
+                ),
+            ));
+        }
+        if self.db.catalog().change_table(&table.name).is_some() {
+            return Err(SqlError::new(
+                4999,
+                1,
+                16,
+                format!(
+                    "Change tracking is already enabled for table '{}'.",
+                    table.display
+                ),
+            ));
+        }
+        let side = catalog::change_table_def(&table);
+        for sql in change_tracking_ddl(&table, &side) {
+            self.conn
+                .execute_batch(&sql)
+                .map_err(|e| self.map_error(e, &sql))?;
+        }
+        self.save_table(&side)?;
+        let current = self.db.ct_state().committed;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES (?1, ?2)",
+                rusqlite::params![format!("min:{}", table.name), current],
+            )
+            .map_err(store_sql_error)?;
+        self.db.catalog_mut().insert(side);
+        self.db
+            .ct_state()
+            .min_valid
+            .insert(table.name.clone(), current);
+        Ok(())
+    }
+
+    /// Gives this session's uncommitted changes of tracked tables their version (the next one),
+    /// then commits the store; the version becomes current once the commit is through.
+    fn commit_store(&mut self) -> Result<(), SqlError> {
+        let version = if self.ct.pending.swap(false, Ordering::SeqCst) {
+            let version = self.db.ct_state().committed + 1;
+            let sides: Vec<String> = self
+                .db
+                .catalog()
+                .change_tables()
+                .map(|t| t.name.clone())
+                .collect();
+            for side in sides {
+                self.conn
+                    .execute(
+                        &format!(
+                            "UPDATE {} SET \"SYS_CHANGE_VERSION\" = ?1, \
+                             \"SYS_CHANGE_CREATION_VERSION\" = CASE WHEN __insert = 1 THEN ?1 \
+                             ELSE \"SYS_CHANGE_CREATION_VERSION\" END, __insert = 0, __tx = NULL \
+                             WHERE \"SYS_CHANGE_VERSION\" IS NULL AND __tx = ?2",
+                            translate::q(&side)
+                        ),
+                        rusqlite::params![version, self.id as i64],
+                    )
+                    .map_err(store_sql_error)?;
+            }
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES ('version', ?1)",
+                    [version],
+                )
+                .map_err(store_sql_error)?;
+            Some(version)
+        } else {
+            None
+        };
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
+        if let Some(v) = version {
+            self.db.ct_state().committed = v;
+        }
+        Ok(())
+    }
+
+    /// The change-tracking cleanup: forgets every committed change up to the current version,
+    /// which becomes each tracked table's minimum valid version (as after the retention period).
+    pub fn change_tracking_cleanup(&mut self) -> anyhow::Result<()> {
+        let current = self.db.ct_state().committed;
+        let tables: Vec<String> = self.db.ct_state().min_valid.keys().cloned().collect();
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(store_error)?;
+        for table in &tables {
+            self.conn
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE \"SYS_CHANGE_VERSION\" <= ?1",
+                        translate::q(&catalog::change_table_name(table))
+                    ),
+                    [current],
+                )
+                .map_err(store_error)?;
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES (?1, ?2)",
+                    rusqlite::params![format!("min:{table}"), current],
+                )
+                .map_err(store_error)?;
+        }
+        self.conn.execute_batch("COMMIT").map_err(store_error)?;
+        let mut state = self.db.ct_state();
+        for table in tables {
+            state.min_valid.insert(table, current);
+        }
+        Ok(())
     }
 
     fn save_table(&self, table: &TableDef) -> Result<(), SqlError> {
@@ -604,9 +948,7 @@ impl Session {
                 "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.",
             )),
             1 => {
-                self.conn
-                    .execute_batch("COMMIT")
-                    .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
+                self.commit_store()?;
                 self.end_transaction(true, out);
                 Ok(())
             }
@@ -633,6 +975,7 @@ impl Session {
     /// Ends the open transaction (the store has committed, or is rolled back here) and tells the
     /// client with ENVCHANGE 9/10.
     fn end_transaction(&mut self, committed: bool, out: &mut Tokens) {
+        self.ct.pending.store(false, Ordering::SeqCst);
         if !committed && !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
@@ -761,7 +1104,130 @@ fn udf_error(e: SqlError) -> rusqlite::Error {
     rusqlite::Error::UserFunctionError(Box::new(UdfError(e)))
 }
 
-fn register_functions(conn: &Connection, db: &Arc<Db>, session: u64) -> rusqlite::Result<()> {
+fn store_sql_error(e: rusqlite::Error) -> SqlError {
+    SqlError::new(50000, 1, 16, format!("SQL Server simulator store: {e}"))
+}
+
+/// The change table and triggers of a table with change tracking: each insert, update and
+/// delete records the key's last change as uncommitted (version NULL) for the session; a key
+/// update is a delete of the old key and an insert of the new one, as in SQL Server.
+fn change_tracking_ddl(table: &TableDef, side: &TableDef) -> Vec<String> {
+    let q = translate::q;
+    let key_columns: Vec<_> = table
+        .primary_key
+        .iter()
+        .filter_map(|k| table.column(k))
+        .collect();
+    let keys: Vec<String> = key_columns.iter().map(|c| q(&c.name)).collect();
+    let key_defs: Vec<String> = key_columns
+        .iter()
+        .map(|c| format!("{} {} NOT NULL", q(&c.name), translate::store_type(c.ty)))
+        .collect();
+    let side_name = q(&side.name);
+    let main = q(&table.name);
+    let record = |row: &str, op: &str| {
+        let values: Vec<String> = keys.iter().map(|k| format!("{row}.{k}")).collect();
+        let (flag, set_flag) = match op {
+            "I" => (1, ", __insert = 1"),
+            "D" => (0, ", __insert = 0"),
+            _ => (0, ""),
+        };
+        format!(
+            "INSERT INTO {side_name} ({keys}, \"SYS_CHANGE_VERSION\", \"SYS_CHANGE_OPERATION\", \
+             \"SYS_CHANGE_CONTEXT\", __tx, __insert) VALUES ({values}, NULL, '{op}', __ct_context(), \
+             __ct_tx(), {flag}) ON CONFLICT ({keys}) DO UPDATE SET \"SYS_CHANGE_VERSION\" = NULL, \
+             \"SYS_CHANGE_OPERATION\" = '{op}', \"SYS_CHANGE_CONTEXT\" = excluded.\"SYS_CHANGE_CONTEXT\", \
+             __tx = excluded.__tx{set_flag};",
+            keys = keys.join(", "),
+            values = values.join(", "),
+        )
+    };
+    let same_key: Vec<String> = keys.iter().map(|k| format!("OLD.{k} IS NEW.{k}")).collect();
+    let same_key = same_key.join(" AND ");
+    let trigger = |suffix: &str| q(&format!("{}_{suffix}", side.name));
+    vec![
+        format!(
+            "CREATE TABLE {side_name} ({}, \"SYS_CHANGE_VERSION\" BIGINT, \
+             \"SYS_CHANGE_CREATION_VERSION\" BIGINT, \"SYS_CHANGE_OPERATION\" NCHAR(1) NOT NULL, \
+             \"SYS_CHANGE_COLUMNS\" VARBINARY(4100), \"SYS_CHANGE_CONTEXT\" VARBINARY(128), \
+             __tx BIGINT, __insert BIT NOT NULL DEFAULT 0, PRIMARY KEY ({}))",
+            key_defs.join(", "),
+            keys.join(", ")
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER INSERT ON {main} BEGIN {} END",
+            trigger("i"),
+            record("NEW", "I")
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER UPDATE ON {main} WHEN {same_key} BEGIN {} END",
+            trigger("u"),
+            record("NEW", "U")
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER UPDATE ON {main} WHEN NOT ({same_key}) BEGIN {} {} END",
+            trigger("k"),
+            record("OLD", "D"),
+            record("NEW", "I")
+        ),
+        format!(
+            "CREATE TRIGGER {} AFTER DELETE ON {main} BEGIN {} END",
+            trigger("d"),
+            record("OLD", "D")
+        ),
+    ]
+}
+
+fn register_functions(
+    conn: &Connection,
+    db: &Arc<Db>,
+    session: u64,
+    ct: &Arc<CtSession>,
+) -> rusqlite::Result<()> {
+    let ct_db = Arc::clone(db);
+    conn.create_scalar_function("__ct_current", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+        Ok(ct_db.ct_current())
+    })?;
+    let ct_db = Arc::clone(db);
+    conn.create_scalar_function("__ct_min_valid", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        Ok(match ctx.get_raw(0) {
+            ValueRef::Integer(id) => ct_db.ct_min_valid(id),
+            _ => None,
+        })
+    })?;
+    let ct_db = Arc::clone(db);
+    conn.create_scalar_function("__object_id", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let ValueRef::Text(text) = ctx.get_raw(0) else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(text);
+        let parts: Vec<String> = text
+            .split('.')
+            .map(|p| {
+                p.trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            })
+            .collect();
+        Ok(translate::table_name(&parts)
+            .ok()
+            .filter(|name| ct_db.catalog().table(name).is_some())
+            .map(|name| object_id(&name)))
+    })?;
+    let context = Arc::clone(ct);
+    conn.create_scalar_function("__ct_context", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+        Ok(context
+            .context
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    })?;
+    let pending = Arc::clone(ct);
+    conn.create_scalar_function("__ct_tx", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+        pending.pending.store(true, Ordering::SeqCst);
+        Ok(session as i64)
+    })?;
     conn.create_collation("TSQL_CI", types::compare_ci_as)?;
     // Decimals are kept as canonical text: compared by value, never as floats.
     conn.create_collation("TSQL_DECIMAL", |a, b| {

@@ -359,6 +359,14 @@ impl RunningMssqlSim {
         .await?
     }
 
+    /// Runs change tracking's cleanup as if the retention period had passed: every committed
+    /// change so far is forgotten and the current version becomes each tracked table's
+    /// CHANGE_TRACKING_MIN_VALID_VERSION, so a reader with an older version must resynchronise.
+    pub async fn change_tracking_cleanup(&self) -> anyhow::Result<()> {
+        let db = Arc::clone(&self.shared.db);
+        tokio::task::spawn_blocking(move || Session::open(db)?.change_tracking_cleanup()).await?
+    }
+
     /// Inserts rows (column name → value in the contracts' JSON encoding; every row with the
     /// first row's columns) into `table` (`dbo.hb_contacts` or `[dbo].[hb_contacts]`) with
     /// multi-row INSERT batches, as test setup, benchmarks and the demo do.

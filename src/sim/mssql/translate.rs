@@ -284,15 +284,26 @@ pub fn split(tokens: Vec<Tok>) -> Vec<Vec<Tok>> {
             && let Tok::Word(w) = &tok
         {
             let upper = w.to_ascii_uppercase();
-            let first = match &cur[0] {
+            let word = |t: &Tok| match t {
                 Tok::Word(f) => f.to_ascii_uppercase(),
                 _ => String::new(),
             };
+            // After `WITH CHANGE_TRACKING_CONTEXT (…)` the statement is the DML that follows.
+            let mut first = word(&cur[0]);
+            if first == "WITH" {
+                first = cur
+                    .iter()
+                    .skip(1)
+                    .map(word)
+                    .find(|w| STATEMENT_STARTS.contains(&w.as_str()))
+                    .unwrap_or(first);
+            }
             let starts = STATEMENT_STARTS.contains(&upper.as_str())
                 && !(first == "CREATE" || first == "ALTER")
                 && !(upper == "SET" && first == "UPDATE")
                 && !(upper == "SELECT" && first == "INSERT")
-                && !(first == "SET" && cur.len() < 3);
+                && !(first == "SET" && cur.len() < 3)
+                && first != "WITH";
             if starts {
                 out.push(std::mem::take(&mut cur));
             }
@@ -364,6 +375,23 @@ pub enum Statement {
         sql: String,
         table: String,
     },
+    /// `ALTER DATABASE … SET CHANGE_TRACKING = ON [(…)]`.
+    EnableDatabaseTracking { database: String },
+    /// `ALTER TABLE … ENABLE CHANGE_TRACKING [WITH (…)]`.
+    EnableTableTracking { table: String },
+    /// `WITH CHANGE_TRACKING_CONTEXT (…)` before an INSERT, UPDATE or DELETE.
+    WithContext {
+        context: ContextValue,
+        inner: Box<Statement>,
+    },
+}
+
+/// The value of `WITH CHANGE_TRACKING_CONTEXT (…)`: a varbinary(128) parameter, literal or NULL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContextValue {
+    Param(String),
+    Bytes(Vec<u8>),
+    Null,
 }
 
 /// Values substituted into a statement at the moment it runs.
@@ -550,6 +578,32 @@ pub fn translate(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Sta
                 table: table.name.clone(),
             })
         }
+        "ALTER" if w(1) == "DATABASE" => translate_alter_database(tokens, &words),
+        "ALTER" if w(1) == "TABLE" => translate_alter_table(tokens, &words, catalog),
+        "WITH" if w(1) == "CHANGE_TRACKING_CONTEXT" => {
+            if !tokens.get(2).is_some_and(|t| t.is_op("(")) {
+                return Err(SqlError::syntax("CHANGE_TRACKING_CONTEXT"));
+            }
+            let close = close_paren(tokens, 2)?;
+            let context = match &tokens[3..close] {
+                [Tok::Param(p)] => ContextValue::Param(p.clone()),
+                [Tok::Hex(b)] if b.len() <= 128 => ContextValue::Bytes(b.clone()),
+                [Tok::Word(n)] if n.eq_ignore_ascii_case("NULL") => ContextValue::Null,
+                _ => return Err(SqlError::syntax(&preview(&tokens[3..close]))),
+            };
+            let rest = &tokens[close + 1..];
+            if !rest.first().is_some_and(|t| {
+                t.is_word("INSERT") || t.is_word("UPDATE") || t.is_word("DELETE")
+            }) {
+                return Err(SqlError::syntax(
+                    &rest.first().map(Tok::text).unwrap_or_default(),
+                ));
+            }
+            Ok(Statement::WithContext {
+                context,
+                inner: Box::new(translate(rest, catalog, ctx)?),
+            })
+        }
         "CREATE" if w(1) == "TABLE" => translate_create_table(tokens),
         "CREATE" => translate_create_index(tokens, &words, catalog),
         "DROP" if w(1) == "TABLE" => {
@@ -577,6 +631,89 @@ pub fn translate(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Sta
             preview(tokens)
         ))),
     }
+}
+
+/// `ALTER DATABASE name|CURRENT SET CHANGE_TRACKING = ON [(CHANGE_RETENTION = n unit,
+/// AUTO_CLEANUP = ON|OFF)]`; other ALTER DATABASE forms are refused.
+fn translate_alter_database(tokens: &[Tok], words: &[String]) -> Result<Statement> {
+    let database = match tokens.get(2) {
+        Some(Tok::Word(n) | Tok::Quoted(n)) => n.clone(),
+        other => return Err(SqlError::syntax(&other.map(Tok::text).unwrap_or_default())),
+    };
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    if !(w(3) == "SET"
+        && w(4) == "CHANGE_TRACKING"
+        && tokens.get(5).is_some_and(|t| t.is_op("=")))
+    {
+        return Err(SqlError::unsupported(format!(
+            "the statement `{}`",
+            preview(tokens)
+        )));
+    }
+    match w(6) {
+        "ON" => {}
+        "OFF" => return Err(SqlError::unsupported("turning change tracking off")),
+        _ => return Err(SqlError::syntax(&tokens.get(6).map(Tok::text).unwrap_or_default())),
+    }
+    if let Some(open) = tokens.get(7) {
+        if !open.is_op("(") || close_paren(tokens, 7)? + 1 != tokens.len() {
+            return Err(SqlError::syntax(&open.text()));
+        }
+        for option in split_commas(&tokens[8..tokens.len() - 1]) {
+            let name = option.first().map(Tok::text).unwrap_or_default();
+            let ok = match name.to_ascii_uppercase().as_str() {
+                "CHANGE_RETENTION" => matches!(
+                    option,
+                    [_, Tok::Op(eq), Tok::Num(_), Tok::Word(unit)]
+                        if eq == "=" && ["DAYS", "HOURS", "MINUTES"].contains(&unit.to_ascii_uppercase().as_str())
+                ),
+                "AUTO_CLEANUP" => matches!(
+                    option,
+                    [_, Tok::Op(eq), Tok::Word(v)]
+                        if eq == "=" && (v.eq_ignore_ascii_case("ON") || v.eq_ignore_ascii_case("OFF"))
+                ),
+                _ => false,
+            };
+            if !ok {
+                return Err(SqlError::syntax(&name));
+            }
+        }
+    }
+    Ok(Statement::EnableDatabaseTracking { database })
+}
+
+/// `ALTER TABLE name ENABLE CHANGE_TRACKING [WITH (TRACK_COLUMNS_UPDATED = ON|OFF)]`.
+fn translate_alter_table(tokens: &[Tok], words: &[String], catalog: &Catalog) -> Result<Statement> {
+    let (parts, end) = read_name(tokens, 2)?;
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    if !(w(end) == "ENABLE" && w(end + 1) == "CHANGE_TRACKING") {
+        return Err(SqlError::unsupported(format!(
+            "the statement `{}`",
+            preview(tokens)
+        )));
+    }
+    let rest = &tokens[end + 2..];
+    let options_ok = match rest {
+        [] => true,
+        [Tok::Word(with), Tok::Op(open), Tok::Word(opt), Tok::Op(eq), Tok::Word(v), Tok::Op(close)] => {
+            with.eq_ignore_ascii_case("WITH")
+                && open == "("
+                && close == ")"
+                && eq == "="
+                && opt.eq_ignore_ascii_case("TRACK_COLUMNS_UPDATED")
+                && (v.eq_ignore_ascii_case("ON") || v.eq_ignore_ascii_case("OFF"))
+        }
+        _ => false,
+    };
+    if !options_ok {
+        return Err(SqlError::syntax(
+            &rest.first().map(Tok::text).unwrap_or_default(),
+        ));
+    }
+    let table = existing_table(catalog, &parts)?;
+    Ok(Statement::EnableTableTracking {
+        table: table.name.clone(),
+    })
 }
 
 fn preview(tokens: &[Tok]) -> String {
@@ -1107,6 +1244,18 @@ impl Emitter<'_> {
                 )
             }
             "MIN_ACTIVE_ROWVERSION" if none => self.ctx.min_active_rowversion.to_string(),
+            "CHANGE_TRACKING_CURRENT_VERSION" if none => "__ct_current()".into(),
+            "CHANGE_TRACKING_MIN_VALID_VERSION" => {
+                format!("__ct_min_valid({})", self.expr(args)?)
+            }
+            "OBJECT_ID" => match split_commas(args).as_slice() {
+                [name] => format!("__object_id({})", self.expr(name)?),
+                [name, [Tok::Str { text, .. }]] if text.trim().eq_ignore_ascii_case("U") => {
+                    format!("__object_id({})", self.expr(name)?)
+                }
+                _ => return Err(SqlError::unsupported("OBJECT_ID with an object type other than 'U'")),
+            },
+            "CHANGETABLE" => self.changetable(args)?,
             "SCOPE_IDENTITY" if none => self
                 .ctx
                 .scope_identity
@@ -1143,6 +1292,68 @@ impl Emitter<'_> {
             }
             _ => return Err(SqlError::unsupported(format!("the function {name}()"))),
         })
+    }
+
+    /// `CHANGETABLE(CHANGES table, last_sync_version)` as a derived table over the table's change
+    /// table: the last committed change of every key changed after the version, its operation
+    /// `I` when the row was created after it (`D` when deleted, else `U`).
+    fn changetable(&self, args: &[Tok]) -> Result<String> {
+        let parts = split_commas(args);
+        match parts.first().and_then(|p| p.first()) {
+            Some(t) if t.is_word("CHANGES") => {}
+            Some(t) if t.is_word("VERSION") => {
+                return Err(SqlError::unsupported("CHANGETABLE(VERSION …)"));
+            }
+            _ => return Err(SqlError::syntax("CHANGETABLE")),
+        }
+        let [first, version] = parts.as_slice() else {
+            return Err(SqlError::syntax("CHANGETABLE"));
+        };
+        let (name_parts, end) = read_name(first, 1)?;
+        if end != first.len() {
+            return Err(SqlError::syntax(&first[end].text()));
+        }
+        let name = table_name(&name_parts)?;
+        let table = self.catalog.table(&name).ok_or_else(|| {
+            SqlError::new(
+                208,
+                1,
+                16,
+                format!("Invalid object name '{}'.", name_parts.join(".")),
+            )
+        })?;
+        let side = self.catalog.change_table(&name).ok_or_else(|| {
+            SqlError::new(
+                22105,
+                1,
+                16,
+                format!(
+                    "Change tracking is not enabled on table '{}'.",
+                    table.display
+                ),
+            )
+        })?;
+        // A parameter, a literal or NULL: an expression is a syntax error in SQL Server.
+        let since = match version {
+            [Tok::Param(_) | Tok::Num(_)] => self.expr(version)?,
+            [Tok::Word(n)] if n.eq_ignore_ascii_case("NULL") => "NULL".into(),
+            _ => return Err(SqlError::syntax(&preview(version))),
+        };
+        let keys: Vec<String> = table
+            .primary_key
+            .iter()
+            .filter_map(|k| table.column(k))
+            .map(|c| q(&c.name))
+            .collect();
+        Ok(format!(
+            "(SELECT {}, \"SYS_CHANGE_VERSION\", \"SYS_CHANGE_CREATION_VERSION\", \
+             CASE WHEN \"SYS_CHANGE_OPERATION\" = 'D' THEN 'D' \
+             WHEN \"SYS_CHANGE_CREATION_VERSION\" > IFNULL({since}, -1) THEN 'I' ELSE 'U' END \
+             AS \"SYS_CHANGE_OPERATION\", \"SYS_CHANGE_COLUMNS\", \"SYS_CHANGE_CONTEXT\" \
+             FROM {} WHERE \"SYS_CHANGE_VERSION\" > IFNULL({since}, -1))",
+            keys.join(", "),
+            q(&side.name)
+        ))
     }
 
     /// The result type of a select-list item, as far as the expression tells.
@@ -1212,6 +1423,10 @@ impl Emitter<'_> {
                 "COUNT" => Some(SqlType::Int),
                 "COUNT_BIG" => Some(SqlType::BigInt),
                 "MIN_ACTIVE_ROWVERSION" => Some(SqlType::Binary(8)),
+                "CHANGE_TRACKING_CURRENT_VERSION" | "CHANGE_TRACKING_MIN_VALID_VERSION" => {
+                    Some(SqlType::BigInt)
+                }
+                "OBJECT_ID" => Some(SqlType::Int),
                 "SCOPE_IDENTITY" => Some(SqlType::Decimal {
                     precision: 38,
                     scale: 0,
@@ -1234,6 +1449,12 @@ impl Emitter<'_> {
             .iter()
             .all(|t| matches!(t, Tok::Word(_) | Tok::Quoted(_)) || t.is_op("."))
         {
+            // CHANGETABLE's computed columns have no store origin: typed from the change table.
+            if change_column(expr).is_some()
+                && let Some(t) = self.column_type(expr, tables)
+            {
+                return ItemType::Known(t);
+            }
             return ItemType::FromStore;
         }
         let text: Vec<String> = expr.iter().map(Tok::text).collect();
@@ -1362,7 +1583,17 @@ fn type_text(tokens: &[Tok]) -> String {
     tokens.iter().map(Tok::text).collect::<Vec<_>>().join("")
 }
 
-/// Table names referenced in FROM/JOIN of a token run.
+/// The column name when `expr` is a bare reference to one of CHANGETABLE's `SYS_CHANGE_…`
+/// columns.
+fn change_column(expr: &[Tok]) -> Option<String> {
+    let (parts, end) = read_name(expr, 0).ok()?;
+    let last = parts.last()?;
+    (end == expr.len() && last.to_ascii_uppercase().starts_with("SYS_CHANGE_"))
+        .then(|| last.clone())
+}
+
+/// Table names referenced in FROM/JOIN of a token run (a CHANGETABLE stands for its table's
+/// change table).
 fn referenced_tables(tokens: &[Tok]) -> Vec<String> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -1378,6 +1609,18 @@ fn referenced_tables(tokens: &[Tok]) -> Vec<String> {
         {
             if t.is_word("FROM") {
                 in_from = true;
+            }
+            if tokens.get(i + 1).is_some_and(|t| t.is_word("CHANGETABLE"))
+                && tokens.get(i + 2).is_some_and(|t| t.is_op("("))
+                && tokens.get(i + 3).is_some_and(|t| t.is_word("CHANGES"))
+            {
+                if let Ok((parts, _)) = read_name(tokens, i + 4)
+                    && let Ok(name) = table_name(&parts)
+                {
+                    out.push(super::catalog::change_table_name(&name));
+                }
+                i += 2;
+                continue;
             }
             if let Ok((parts, end)) = read_name(tokens, i + 1) {
                 if let Ok(name) = table_name(&parts) {
@@ -1454,10 +1697,14 @@ fn translate_select(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<
         let item_type = e.item_type(item, &tables);
         let body = strip_alias(item);
         // A bare column keeps the query's spelling as its name, as in SQL Server.
-        let alias = item_alias(item).or_else(|| match (&item_type, read_name(body, 0)) {
-            (ItemType::FromStore, Ok((parts, end))) if end == body.len() => parts.last().cloned(),
-            _ => None,
-        });
+        let alias = item_alias(item)
+            .or_else(|| match (&item_type, read_name(body, 0)) {
+                (ItemType::FromStore, Ok((parts, end))) if end == body.len() => {
+                    parts.last().cloned()
+                }
+                _ => None,
+            })
+            .or_else(|| change_column(body));
         items.push(item_type);
         let mut sql = e.expr(body)?;
         if let Some(a) = &alias {
@@ -2063,19 +2310,7 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
         // SQLite wants numbers in type arguments: NVARCHAR(max) is declared NVARCHAR_MAX.
         // Decimals are kept as canonical text (TEXT affinity: never converted to a float) and
         // compared by value.
-        if let SqlType::Decimal {
-            precision, scale, ..
-        } = ty
-        {
-            sql.push(format!(
-                "DECIMAL_TEXT({precision},{scale}) COLLATE TSQL_DECIMAL"
-            ));
-        } else {
-            sql.push(ty.name().replace("(max)", "_MAX"));
-        }
-        if ty.is_text() {
-            sql.push("COLLATE TSQL_CI".into());
-        }
+        sql.push(store_type(ty));
         if !nullable || ty == SqlType::RowVersion {
             sql.push("NOT NULL".into());
         }
@@ -2121,6 +2356,18 @@ fn column_definition(d: &[Tok], table: &TableDef) -> Result<(String, ColumnDef, 
         sql.push(format!("DEFAULT ({})", store_expr(&expr, table, &col)));
     }
     Ok((sql.join(" "), col, pk, unique))
+}
+
+/// A column type as the store declares it: decimals as canonical text compared by value, text
+/// under the SQL Server collation, `(max)` as `_MAX` (SQLite wants numbers in type arguments).
+pub fn store_type(ty: SqlType) -> String {
+    match ty {
+        SqlType::Decimal {
+            precision, scale, ..
+        } => format!("DECIMAL_TEXT({precision},{scale}) COLLATE TSQL_DECIMAL"),
+        t if t.is_text() => format!("{} COLLATE TSQL_CI", t.name().replace("(max)", "_MAX")),
+        t => t.name().replace("(max)", "_MAX"),
+    }
 }
 
 /// Key expressions of a unique index: nullable columns map NULL to one sentinel value so that a
