@@ -74,14 +74,15 @@ fn default_match_property() -> String {
 #[serde(deny_unknown_fields)]
 pub struct ChangeDetection {
     pub mode: ChangeMode,
-    /// The rowversion column or the modified-at datetime column.
-    pub column: String,
+    /// The rowversion column or the modified-at datetime column (none for change_tracking).
+    #[serde(default)]
+    pub column: Option<String>,
     /// `modified_at` only: re-read this far back on every poll.
     #[serde(default = "default_overlap", with = "crate::config::duration")]
     pub overlap: Duration,
-    /// `rowversion` only: a datetime/datetime2 column holding the row's last modification (local
-    /// time), so `newest_wins` can compare it with HubSpot's. Without it SQL Server's time is
-    /// unknown and HubSpot's change wins every newest_wins conflict.
+    /// `rowversion` and `change_tracking`: a datetime/datetime2 column holding the row's last
+    /// modification (local time), so `newest_wins` can compare it with HubSpot's. Without it
+    /// SQL Server's time is unknown and HubSpot's change wins every newest_wins conflict.
     #[serde(default)]
     pub modified_column: Option<String>,
 }
@@ -95,6 +96,8 @@ fn default_overlap() -> Duration {
 pub enum ChangeMode {
     Rowversion,
     ModifiedAt,
+    /// SQL Server Change Tracking (tables with a primary key).
+    ChangeTracking,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -647,7 +650,7 @@ impl ObjectConfig {
         let rowversion = self
             .change_detection
             .as_ref()
-            .is_none_or(|d| d.mode == ChangeMode::Rowversion && d.modified_column.is_none());
+            .is_none_or(|d| d.mode != ChangeMode::ModifiedAt && d.modified_column.is_none());
         rowversion
             && self.fields.iter().any(|f| {
                 f.direction == Direction::Both
@@ -663,7 +666,8 @@ impl ObjectConfig {
         if self.newest_wins_without_sql_time() {
             notes.push(format!(
                 "{path}.conflict_policy: newest_wins has no SQL Server modification time to \
-                 compare (rowversion mode without change_detection.modified_column): HubSpot's \
+                 compare (rowversion or change_tracking mode without \
+                 change_detection.modified_column): HubSpot's \
                  edit wins every conflict, and each conflict records that reason"
             ));
         }
@@ -701,14 +705,29 @@ impl ObjectConfig {
                 );
             }
         }
-        if let Some(d) = &self.change_detection
-            && d.modified_column.is_some()
-            && d.mode == ChangeMode::ModifiedAt
-        {
-            problems.push(
-                format!("{path}.change_detection.modified_column"),
-                "only for mode rowversion (in modified_at mode `column` is the modification time)",
-            );
+        if let Some(d) = &self.change_detection {
+            if d.modified_column.is_some() && d.mode == ChangeMode::ModifiedAt {
+                problems.push(
+                    format!("{path}.change_detection.modified_column"),
+                    "only for mode rowversion or change_tracking (in modified_at mode `column` \
+                     is the modification time)",
+                );
+            }
+            match (d.mode, &d.column) {
+                (ChangeMode::ChangeTracking, Some(_)) => problems.push(
+                    format!("{path}.change_detection.column"),
+                    "not for mode change_tracking: changes come from CHANGETABLE, not a column",
+                ),
+                (ChangeMode::Rowversion, None) => problems.push(
+                    format!("{path}.change_detection.column"),
+                    "required for mode rowversion: the rowversion column",
+                ),
+                (ChangeMode::ModifiedAt, None) => problems.push(
+                    format!("{path}.change_detection.column"),
+                    "required for mode modified_at: the modification-time column",
+                ),
+                _ => {}
+            }
         }
         self.check_sql(path, problems);
         self.on_hubspot_archive.check(path, &self.sql_key, problems);
@@ -743,6 +762,15 @@ impl ObjectConfig {
                     continue;
                 }
                 "modified_column" => "change_detection.modified_column".to_string(),
+                // Reported above: the mode needs a column and none is given.
+                "change_detection.column"
+                    if self
+                        .change_detection
+                        .as_ref()
+                        .is_some_and(|d| d.column.is_none()) =>
+                {
+                    continue;
+                }
                 other => match column_index(other).and_then(|i| settings.columns.get(i)) {
                     Some(column) => self.column_key(column),
                     None => other.to_string(),

@@ -119,3 +119,70 @@ ROLLBACK TRANSACTION
 -- After a failed statement inside the writer's transaction: is the transaction still open
 -- (1), or did the error end it (0, e.g. XACT_ABORT ON or a deadlock victim)?
 SELECT @@TRANCOUNT AS [trancount]
+
+-- Change tracking mode (`change_detection: {mode: change_tracking}`, tables with a primary key).
+-- `[ct]` is CHANGETABLE's alias, `[t]` the table's. The reader's columns are taken from `[t]`
+-- (`[t].*` when the object configures none).
+
+-- name: ct_versions
+-- sent: rpc
+-- params: @P1 nvarchar (the table's quoted name, e.g. N'[schema].[table]')
+-- At the start of every poll: where changes can be read from. Both NULL when change tracking is
+-- off for the database; the second NULL when it is off for the table (or the login lacks VIEW
+-- CHANGE TRACKING). A stored version below min_valid_version means changes were cleaned up
+-- unread: the poll reads every row again (ct_rows_first/after) as of current_version.
+SELECT CHANGE_TRACKING_CURRENT_VERSION() AS [current_version], CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1)) AS [min_valid_version]
+
+-- name: ct_changes_first
+-- sent: rpc
+-- params: @P1 bigint (page size), @P2 bigint (the stored version: changes after it)
+-- Each changed key once, with its last change; a deleted row comes back with NULLs from [t].
+SELECT TOP (@P1) [t].[col1], [t].[col2], [t].[key], [ct].[key] AS [__ct_key], [ct].[SYS_CHANGE_VERSION] AS [__ct_version], [ct].[SYS_CHANGE_OPERATION] AS [__ct_operation], [ct].[SYS_CHANGE_CONTEXT] AS [__ct_context] FROM CHANGETABLE(CHANGES [schema].[table], @P2) AS [ct] LEFT OUTER JOIN [schema].[table] AS [t] ON [t].[key] = [ct].[key] ORDER BY [ct].[SYS_CHANGE_VERSION], [ct].[key]
+
+-- name: ct_changes_after
+-- sent: rpc
+-- params: as ct_changes_first, then @P3 bigint and @P4 bigint or nvarchar: the (version, key) of
+--         the last change read (one transaction can change more rows than a page holds)
+SELECT TOP (@P1) [t].[col1], [t].[col2], [t].[key], [ct].[key] AS [__ct_key], [ct].[SYS_CHANGE_VERSION] AS [__ct_version], [ct].[SYS_CHANGE_OPERATION] AS [__ct_operation], [ct].[SYS_CHANGE_CONTEXT] AS [__ct_context] FROM CHANGETABLE(CHANGES [schema].[table], @P2) AS [ct] LEFT OUTER JOIN [schema].[table] AS [t] ON [t].[key] = [ct].[key] WHERE [ct].[SYS_CHANGE_VERSION] > @P3 OR ([ct].[SYS_CHANGE_VERSION] = @P3 AND [ct].[key] > @P4) ORDER BY [ct].[SYS_CHANGE_VERSION], [ct].[key]
+
+-- name: ct_rows_first
+-- sent: rpc
+-- params: @P1 bigint (page size)
+-- The full read of the first poll or of a resync, in key order.
+SELECT TOP (@P1) [col1], [col2], [key] FROM [schema].[table] ORDER BY [key]
+
+-- name: ct_rows_after
+-- sent: rpc
+-- params: @P1 bigint (page size), @P2 bigint or nvarchar (last key read)
+SELECT TOP (@P1) [col1], [col2], [key] FROM [schema].[table] WHERE [key] > @P2 ORDER BY [key]
+
+-- name: ct_rows_by_keys
+-- sent: rpc
+-- params: as rows_by_keys
+-- With the current version: no change of these rows as read here is newer than it, so a write
+-- guarded by it (ct_update_by_key_if_untracked) never overwrites a later edit unseen.
+SELECT [col1], [col2], [key], CHANGE_TRACKING_CURRENT_VERSION() AS [__ct_version] FROM [schema].[table] WHERE [key] IN (@P1, @P2)
+
+-- name: ct_update_by_key_if_untracked
+-- sent: rpc
+-- params: as update_by_key, then @Pn+2 bigint (the version the row was read at)
+-- 0 rows affected means the row changed since it was read (decide again).
+UPDATE [schema].[table] SET [col1] = @P1, [col2] = @P2 WHERE [key] = @P3 AND NOT EXISTS (SELECT 1 FROM CHANGETABLE(CHANGES [schema].[table], @P4) AS [ct] WHERE [ct].[key] = @P3)
+
+-- name: ct_update_by_key_if_untracked_tagged
+-- sent: rpc
+-- params: as ct_update_by_key_if_untracked, then @Pn+3 varbinary (hubsync's context, 0x68756273796E63)
+-- The same write when the row held nothing still to go to HubSpot: the change reader skips a
+-- change carrying this context (change tracking keeps only a row's last change, so a row with
+-- anything unsynced is written untagged instead).
+WITH CHANGE_TRACKING_CONTEXT (@P5) UPDATE [schema].[table] SET [col1] = @P1, [col2] = @P2 WHERE [key] = @P3 AND NOT EXISTS (SELECT 1 FROM CHANGETABLE(CHANGES [schema].[table], @P4) AS [ct] WHERE [ct].[key] = @P3)
+
+-- name: ct_insert_returning_key
+-- sent: rpc
+-- params: as insert_returning_key, then @Pn+1 varbinary (hubsync's context)
+WITH CHANGE_TRACKING_CONTEXT (@P3) INSERT INTO [schema].[table] ([col1], [col2]) OUTPUT INSERTED.[key] VALUES (@P1, @P2)
+
+-- name: ct_delete_by_key
+-- sent: rpc
+-- params: @P1 the key, @P2 varbinary (hubsync's context)
+WITH CHANGE_TRACKING_CONTEXT (@P2) DELETE FROM [schema].[table] WHERE [key] = @P1

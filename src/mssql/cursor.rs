@@ -57,6 +57,19 @@ pub enum ChangeCursor {
         modified_at: NaiveDateTime,
         key: Value,
     },
+    /// Change tracking: every change up to `version` has been read. An unfinished poll also
+    /// names the (version, key) of the last change it read; an unfinished full read
+    /// (`scanning`: the first poll, or a resync) the last key it read of the rows as of
+    /// `version`.
+    ChangeTracking {
+        version: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_version: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_key: Option<Value>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        scanning: bool,
+    },
 }
 
 impl ChangeCursor {
@@ -78,6 +91,10 @@ pub enum Position {
     From(NaiveDateTime),
     /// Rows after this `(modified_at, key)`.
     After(NaiveDateTime, Value),
+    /// Change tracking: changes after version `base`, after `(version, key)` when given.
+    Changes { base: i64, after: Option<(i64, Value)> },
+    /// Change tracking's full read of the rows as of `version`, after `key` when given.
+    Scan { version: i64, after: Option<Value> },
 }
 
 impl Position {
@@ -86,6 +103,24 @@ impl Position {
         match cursor {
             ChangeCursor::Rowversion { rowversion } => Self::Rowversion(rowversion.0),
             ChangeCursor::ModifiedAt { modified_at, key } => Self::After(*modified_at, key.clone()),
+            ChangeCursor::ChangeTracking {
+                version,
+                after_key,
+                scanning: true,
+                ..
+            } => Self::Scan {
+                version: *version,
+                after: after_key.clone(),
+            },
+            ChangeCursor::ChangeTracking {
+                version,
+                after_version,
+                after_key,
+                ..
+            } => Self::Changes {
+                base: *version,
+                after: after_version.zip(after_key.clone()),
+            },
         }
     }
 }
@@ -153,6 +188,34 @@ mod tests {
             ChangeCursor::from_json(&json!({"mode": "rowversion", "rowversion": "7D1"})).is_err()
         );
         assert!(ChangeCursor::from_json(&json!({"mode": "lsn"})).is_err());
+        let done = ChangeCursor::ChangeTracking {
+            version: 42,
+            after_version: None,
+            after_key: None,
+            scanning: false,
+        };
+        assert_eq!(
+            done.to_json(),
+            json!({"mode": "change_tracking", "version": 42})
+        );
+        assert_eq!(ChangeCursor::from_json(&done.to_json()).unwrap(), done);
+        let mid = json!({"mode": "change_tracking", "version": 42, "after_version": 45, "after_key": 1042});
+        let parsed = ChangeCursor::from_json(&mid).unwrap();
+        assert_eq!(
+            Position::of(&parsed),
+            Position::Changes {
+                base: 42,
+                after: Some((45, json!(1042)))
+            }
+        );
+        let scan = json!({"mode": "change_tracking", "version": 42, "after_key": 7, "scanning": true});
+        assert_eq!(
+            Position::of(&ChangeCursor::from_json(&scan).unwrap()),
+            Position::Scan {
+                version: 42,
+                after: Some(json!(7))
+            }
+        );
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum ChangeDetection {
         #[serde(with = "humantime_serde", default = "default_overlap")]
         overlap: Duration,
     },
+    /// SQL Server Change Tracking on a table with a primary key: `CHANGETABLE(CHANGES …)` from
+    /// the stored version, deletes included, hubsync's own writes tagged with a context.
+    ChangeTracking,
 }
 
 fn default_overlap() -> Duration {
@@ -113,6 +116,7 @@ pub struct SqlObject {
 pub enum Change {
     Rowversion(Ident),
     ModifiedAt { column: Ident, overlap: Duration },
+    ChangeTracking,
 }
 
 impl SqlObjectSettings {
@@ -183,6 +187,7 @@ impl SqlObjectSettings {
                     }
                 })
             }
+            ChangeDetection::ChangeTracking => Some(Change::ChangeTracking),
         };
         let soft_delete = match &self.soft_delete {
             Some(sd) => note("soft_delete.column", Ident::parse(&sd.column))
@@ -195,14 +200,14 @@ impl SqlObjectSettings {
         };
         let modified_column = match (&self.modified_column, &self.change_detection) {
             (None, _) => Some(None),
-            (Some(c), ChangeDetection::Rowversion { .. }) => {
+            (Some(c), ChangeDetection::Rowversion { .. } | ChangeDetection::ChangeTracking) => {
                 note("modified_column", Ident::parse(c)).map(Some)
             }
             (Some(_), ChangeDetection::ModifiedAt { .. }) => {
                 refused.push((
                     format!("{path}.modified_column"),
-                    "only for rowversion change detection: in modified_at mode the change \
-                     detection column is the modification time"
+                    "only for rowversion or change_tracking change detection: in modified_at \
+                     mode the change detection column is the modification time"
                         .into(),
                 ));
                 None
@@ -264,15 +269,16 @@ impl SqlObject {
     pub fn modified_column(&self) -> Option<&Ident> {
         match &self.change {
             Change::ModifiedAt { column, .. } => Some(column),
-            Change::Rowversion(_) => self.modified_column.as_ref(),
+            Change::Rowversion(_) | Change::ChangeTracking => self.modified_column.as_ref(),
         }
     }
 
-    /// The column the change reader orders by.
-    pub fn change_column(&self) -> &Ident {
+    /// The column the change reader orders by (none with change tracking: CHANGETABLE's version).
+    pub fn change_column(&self) -> Option<&Ident> {
         match &self.change {
-            Change::Rowversion(c) => c,
-            Change::ModifiedAt { column, .. } => column,
+            Change::Rowversion(c) => Some(c),
+            Change::ModifiedAt { column, .. } => Some(column),
+            Change::ChangeTracking => None,
         }
     }
 }
@@ -300,7 +306,7 @@ mod tests {
         let o = s.validate().unwrap();
         match o.change {
             Change::ModifiedAt { overlap, .. } => assert_eq!(overlap, Duration::from_secs(600)),
-            Change::Rowversion(_) => panic!("wrong mode"),
+            Change::Rowversion(_) | Change::ChangeTracking => panic!("wrong mode"),
         }
         assert_eq!(o.soft_delete.unwrap().1, DeletedWhen::False);
     }

@@ -1,5 +1,6 @@
-//! The change reader: pages of rows changed since a cursor (rowversion or `(modified_at, key)`
-//! with overlap), soft deletes as archive changes, rows by key (a batch in one query), and key
+//! The change reader: pages of rows changed since a cursor (rowversion, `(modified_at, key)`
+//! with overlap, or Change Tracking's version with its minimum-valid check and full re-read),
+//! soft and tracked deletes as archive changes, rows by key (a batch in one query), and key
 //! reconciliation for hard deletes. Streams page by page; never loads the whole table.
 
 use std::collections::{BTreeSet, HashMap};
@@ -17,7 +18,9 @@ use super::object::{Change as Mode, DeletedWhen, SqlObject};
 use super::pool::{Rows, SqlPool};
 use super::sql;
 use super::table::TableShape;
-use super::value::{Param, SqlRow, format_datetime, key_text, parse_datetime, row_to_json};
+use super::value::{
+    Param, SqlRow, format_binary, format_datetime, key_text, parse_datetime, row_to_json,
+};
 
 /// Keys per `rows_by_keys` statement (SQL Server takes at most 2,100 parameters).
 pub const KEYS_PER_QUERY: usize = 1000;
@@ -37,7 +40,8 @@ pub struct RowChange {
     /// The SQL key as text (`record_key`).
     pub key: String,
     pub kind: ChangeKind,
-    /// The row's version (`source_version`): rowversion `0x…` or local modified_at.
+    /// The row's version (`source_version`): rowversion or change-tracking version `0x…`, or
+    /// local modified_at.
     pub version: String,
     /// The row's modification time in UTC, when the object has a modification-time column.
     pub modified_utc: Option<DateTime<Utc>>,
@@ -98,10 +102,17 @@ impl ChangeReader {
                 Some(ChangeCursor::ModifiedAt { modified_at, .. }),
             ) => Position::From(overlap_start(*modified_at, *overlap, self.pool.zone())),
             (Mode::ModifiedAt { .. }, _) => Position::From(beginning_of_time()),
+            (Mode::ChangeTracking, Some(c @ ChangeCursor::ChangeTracking { .. })) => Position::of(c),
+            // Settled by the first page against the server's versions.
+            (Mode::ChangeTracking, _) => Position::Scan {
+                version: -1,
+                after: None,
+            },
         };
         let stored = match (&self.obj.change, stored) {
             (Mode::Rowversion(_), s @ Some(ChangeCursor::Rowversion { .. }))
-            | (Mode::ModifiedAt { .. }, s @ Some(ChangeCursor::ModifiedAt { .. })) => s,
+            | (Mode::ModifiedAt { .. }, s @ Some(ChangeCursor::ModifiedAt { .. }))
+            | (Mode::ChangeTracking, s @ Some(ChangeCursor::ChangeTracking { .. })) => s,
             (_, Some(other)) => {
                 tracing::warn!(table = %self.obj.table, cursor = %other.to_json(), "stored cursor is for another change detection mode; reading from the beginning");
                 None
@@ -113,6 +124,35 @@ impl ChangeReader {
             position,
             stored,
             finished: false,
+            tracking: None,
+            resynced: false,
+        }
+    }
+
+    /// Change tracking: the current version and the table's minimum valid version; an error
+    /// naming what to do when change tracking is off for the database or the table (or the
+    /// login may not see it).
+    async fn tracking_versions(&self) -> Result<(i64, i64), MssqlError> {
+        let table = self.obj.table.quoted();
+        let rows = self
+            .fetch(sql::ct_versions(), vec![Param::Str(Some(table.clone()))])
+            .await?;
+        let row = rows
+            .rows
+            .first()
+            .ok_or_else(|| MssqlError::Protocol("change tracking versions: no row".into()))?;
+        let current = row.try_get::<i64, _>(0).ok().flatten();
+        let min_valid = row.try_get::<i64, _>(1).ok().flatten();
+        match (current, min_valid) {
+            (None, _) => Err(MssqlError::Config(format!(
+                "change tracking is off for the database of {table}: ALTER DATABASE CURRENT SET \
+                 CHANGE_TRACKING = ON, or choose another change_detection mode"
+            ))),
+            (Some(_), None) => Err(MssqlError::Config(format!(
+                "change tracking is not enabled on {table} (ALTER TABLE {table} ENABLE \
+                 CHANGE_TRACKING), or hubsync's login lacks VIEW CHANGE TRACKING on it"
+            ))),
+            (Some(c), Some(m)) => Ok((c, m)),
         }
     }
 
@@ -179,7 +219,9 @@ impl ChangeReader {
         local_to_utc(parse_datetime(value)?, self.pool.zone())
     }
 
-    /// The rowversion of a row this reader read (rowversion change detection; None otherwise).
+    /// The version of a row this reader read by key: its rowversion, or with change tracking
+    /// the current version when it was read (no change of the row read is newer); None in
+    /// modified_at mode.
     pub fn rowversion_of(&self, row: &SqlRow) -> Option<u64> {
         match &self.obj.change {
             Mode::Rowversion(rv) => row
@@ -188,6 +230,7 @@ impl ChangeReader {
                 .and_then(Rowversion::parse)
                 .map(|v| v.0),
             Mode::ModifiedAt { .. } => None,
+            Mode::ChangeTracking => row.get(sql::CT_VERSION)?.as_u64(),
         }
     }
 
@@ -199,6 +242,13 @@ impl ChangeReader {
             ChangeCursor::ModifiedAt { modified_at, .. } => {
                 local_to_utc(*modified_at, self.pool.zone()).map(|t| t.timestamp_micros())
             }
+            ChangeCursor::ChangeTracking {
+                scanning: false,
+                version,
+                ..
+            } => Some(*version),
+            // A full read is under way: every row may still be read.
+            ChangeCursor::ChangeTracking { .. } => Some(0),
         }
     }
 
@@ -278,6 +328,99 @@ impl ChangeReader {
         self.obj.type_error(column, sql_type, message)
     }
 
+    /// A row's change kind: archive when its soft-delete column says deleted.
+    fn kind_of(&self, row: &SqlRow) -> ChangeKind {
+        if self.is_deleted_row(row) {
+            ChangeKind::Archive
+        } else {
+            ChangeKind::Upsert
+        }
+    }
+
+    /// The key of a row read, as JSON and as text.
+    fn key_of(&self, row: &SqlRow, column: &str) -> Result<(Value, String), MssqlError> {
+        let value = row
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(column))
+            .map(|(_, v)| v.clone())
+            .unwrap_or(Value::Null);
+        let text = key_text(&value).ok_or_else(|| {
+            self.type_error(column, "key", "the key is NULL or not a number/text")
+        })?;
+        Ok((value, text))
+    }
+
+    /// A row of change tracking's full read, as a change at the read's version.
+    fn scanned_change(&self, row: &Row, version: i64) -> Result<(RowChange, Value), MssqlError> {
+        let json = row_to_json(&self.obj.table.to_string(), row)?;
+        let (key_value, key) = self.key_of(&json, self.obj.key.as_str())?;
+        Ok((
+            RowChange {
+                key,
+                kind: self.kind_of(&json),
+                version: Rowversion(version as u64).hex(),
+                modified_utc: self.modified_utc(&json),
+                row: json,
+            },
+            key_value,
+        ))
+    }
+
+    /// A row of CHANGETABLE joined with the table: the change (None when it is hubsync's own
+    /// write, known by its context), its version and key. A deleted row is an archive change
+    /// carrying only its key.
+    fn tracked_change(
+        &self,
+        row: &Row,
+    ) -> Result<(Option<RowChange>, i64, Value), MssqlError> {
+        let mut json = row_to_json(&self.obj.table.to_string(), row)?;
+        let (key_value, key) = self.key_of(&json, sql::CT_KEY)?;
+        let version = json
+            .get(sql::CT_VERSION)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| self.type_error(sql::CT_VERSION, "bigint", "no change version"))?;
+        let operation = json
+            .get(sql::CT_OPERATION)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let context = json.get(sql::CT_CONTEXT_COLUMN).cloned();
+        for c in [
+            sql::CT_KEY,
+            sql::CT_VERSION,
+            sql::CT_OPERATION,
+            sql::CT_CONTEXT_COLUMN,
+        ] {
+            json.remove(c);
+        }
+        let ours = context.and_then(|c| c.as_str().map(str::to_string))
+            == Some(format_binary(sql::CT_CONTEXT));
+        if ours {
+            return Ok((None, version, key_value));
+        }
+        let gone = operation == "D" || self.key_of(&json, self.obj.key.as_str()).is_err();
+        let change = if gone {
+            let mut row = SqlRow::new();
+            row.insert(self.obj.key.as_str().to_string(), key_value.clone());
+            RowChange {
+                key,
+                kind: ChangeKind::Archive,
+                version: Rowversion(version as u64).hex(),
+                modified_utc: None,
+                row,
+            }
+        } else {
+            RowChange {
+                key,
+                kind: self.kind_of(&json),
+                version: Rowversion(version as u64).hex(),
+                modified_utc: self.modified_utc(&json),
+                row: json,
+            }
+        };
+        Ok((Some(change), version, key_value))
+    }
+
     /// Turns one result row into a change and its position.
     fn change_of(&self, row: &Row) -> Result<(RowChange, ChangeCursor), MssqlError> {
         let table = self.obj.table.to_string();
@@ -341,6 +484,11 @@ impl ChangeReader {
                     },
                 )
             }
+            Mode::ChangeTracking => {
+                return Err(MssqlError::Protocol(
+                    "change tracking rows are read by their own path".into(),
+                ));
+            }
         };
         let kind = match &self.obj.soft_delete {
             Some((column, when)) => {
@@ -374,6 +522,11 @@ pub struct Poll<'r> {
     position: Position,
     stored: Option<ChangeCursor>,
     finished: bool,
+    /// Change tracking: the current version when the poll started.
+    tracking: Option<i64>,
+    /// Change tracking: the stored version was older than the table's minimum valid version
+    /// (changes were cleaned up unread), so this poll reads every row again.
+    pub resynced: bool,
 }
 
 impl Poll<'_> {
@@ -384,6 +537,9 @@ impl Poll<'_> {
             return Ok(None);
         }
         let r = self.reader;
+        if matches!(r.obj.change, Mode::ChangeTracking) {
+            return self.next_tracked_page().await;
+        }
         let size = Param::I64(Some(i64::from(r.obj.page_size)));
         let rows = match &self.position {
             Position::Rowversion(rv) => {
@@ -399,6 +555,11 @@ impl Poll<'_> {
                 let key = Param::key(key).ok_or_else(|| r.bad_key(key))?;
                 r.fetch(&r.next_page, vec![size, Param::DateTime(Some(*at)), key])
                     .await?
+            }
+            Position::Changes { .. } | Position::Scan { .. } => {
+                return Err(MssqlError::Protocol(
+                    "a change tracking position outside change tracking mode".into(),
+                ));
             }
         };
         if rows.rows.len() < r.obj.page_size as usize {
@@ -433,6 +594,147 @@ impl Poll<'_> {
         };
         self.stored = Some(cursor.clone());
         Ok(Some(ChangePage { changes, cursor }))
+    }
+}
+
+impl Poll<'_> {
+    /// Change tracking: where the poll starts, against the server's versions. The first poll,
+    /// and one whose stored version the cleanup has passed (changes lost unread), read every row
+    /// as of the current version; that version then starts the change feed.
+    async fn start_tracking(&mut self) -> Result<(), MssqlError> {
+        let r = self.reader;
+        let (current, min_valid) = r.tracking_versions().await?;
+        self.tracking = Some(current);
+        let behind = match &self.position {
+            Position::Scan { version, .. } if *version < 0 => {
+                self.position = Position::Scan {
+                    version: current,
+                    after: None,
+                };
+                return Ok(());
+            }
+            Position::Scan { version, .. } => *version < min_valid,
+            Position::Changes { base, .. } => *base < min_valid,
+            _ => false,
+        };
+        if behind {
+            tracing::warn!(
+                table = %r.obj.table,
+                cursor = %self.stored.as_ref().map(ChangeCursor::to_json).unwrap_or_default(),
+                min_valid_version = min_valid,
+                current_version = current,
+                "change tracking cleaned up changes hubsync had not read yet (the stored version \
+                 is older than CHANGE_TRACKING_MIN_VALID_VERSION): reading every row again"
+            );
+            self.resynced = true;
+            self.position = Position::Scan {
+                version: current,
+                after: None,
+            };
+        }
+        Ok(())
+    }
+
+    async fn next_tracked_page(&mut self) -> Result<Option<ChangePage>, MssqlError> {
+        if self.tracking.is_none() {
+            self.start_tracking().await?;
+        }
+        let r = self.reader;
+        let current = self.tracking.unwrap_or(0);
+        let page_size = r.obj.page_size as usize;
+        let size = Param::I64(Some(i64::from(r.obj.page_size)));
+        let (changes, cursor) = match self.position.clone() {
+            Position::Scan { version, after } => {
+                let rows = match &after {
+                    None => {
+                        r.fetch(&sql::rows_in_key_order(&r.obj, false), vec![size])
+                            .await?
+                    }
+                    Some(k) => {
+                        let key = Param::key(k).ok_or_else(|| r.bad_key(k))?;
+                        r.fetch(&sql::rows_in_key_order(&r.obj, true), vec![size, key])
+                            .await?
+                    }
+                };
+                let mut changes = Vec::with_capacity(rows.rows.len());
+                let mut last = after;
+                for row in &rows.rows {
+                    let (change, key) = r.scanned_change(row, version)?;
+                    changes.push(change);
+                    last = Some(key);
+                }
+                let cursor = if rows.rows.len() < page_size {
+                    self.finished = true;
+                    tracking_cursor(version, None, false)
+                } else {
+                    self.position = Position::Scan {
+                        version,
+                        after: last.clone(),
+                    };
+                    tracking_cursor(version, last.map(|k| (version, k)), true)
+                };
+                (changes, cursor)
+            }
+            Position::Changes { base, after } => {
+                let base_param = Param::I64(Some(base));
+                let rows = match &after {
+                    None => r.fetch(&r.first_page, vec![size, base_param]).await?,
+                    Some((v, k)) => {
+                        let key = Param::key(k).ok_or_else(|| r.bad_key(k))?;
+                        r.fetch(
+                            &r.next_page,
+                            vec![size, base_param, Param::I64(Some(*v)), key],
+                        )
+                        .await?
+                    }
+                };
+                let mut changes = Vec::with_capacity(rows.rows.len());
+                let mut last = after;
+                for row in &rows.rows {
+                    let (change, version, key) = r.tracked_change(row)?;
+                    changes.extend(change);
+                    last = Some((version, key));
+                }
+                let cursor = if rows.rows.len() < page_size {
+                    // Caught up: every change up to the version current at the start has been
+                    // read (versions are given at commit), and so has every one read since.
+                    self.finished = true;
+                    let reached = last.as_ref().map_or(base, |(v, _)| *v);
+                    tracking_cursor(base.max(current).max(reached), None, false)
+                } else {
+                    self.position = Position::Changes {
+                        base,
+                        after: last.clone(),
+                    };
+                    tracking_cursor(base, last, false)
+                };
+                (changes, cursor)
+            }
+            _ => {
+                return Err(MssqlError::Protocol(
+                    "a non-change-tracking position in change tracking mode".into(),
+                ));
+            }
+        };
+        if changes.is_empty() && self.stored.as_ref() == Some(&cursor) {
+            return Ok(None);
+        }
+        self.stored = Some(cursor.clone());
+        Ok(Some(ChangePage { changes, cursor }))
+    }
+}
+
+/// A change-tracking cursor: up to `version`, after `(version, key)` of the last row read.
+fn tracking_cursor(version: i64, after: Option<(i64, Value)>, scanning: bool) -> ChangeCursor {
+    let (after_version, after_key) = match after {
+        Some((v, k)) => (Some(v), Some(k)),
+        None => (None, None),
+    };
+    ChangeCursor::ChangeTracking {
+        version,
+        after_version: after_version.filter(|_| !scanning),
+        after_key,
+        scanning,
     }
 }
 

@@ -20,7 +20,7 @@ pub fn select_list(obj: &SqlObject) -> String {
     let mut cols: Vec<&Ident> = obj.columns.iter().collect();
     let extra = [
         Some(&obj.key),
-        Some(obj.change_column()),
+        obj.change_column(),
         obj.soft_delete.as_ref().map(|(c, _)| c),
         obj.modified_column(),
     ];
@@ -73,6 +73,7 @@ pub fn modified_at_after(obj: &SqlObject, m: &Ident) -> String {
 /// Change-detection statements for the object's mode: (first page, later pages).
 pub fn change_reads(obj: &SqlObject) -> (String, String) {
     match &obj.change {
+        Change::ChangeTracking => (ct_changes(obj, false), ct_changes(obj, true)),
         Change::Rowversion(rv) => {
             let s = rowversion_changes(obj, rv);
             (s.clone(), s)
@@ -84,10 +85,81 @@ pub fn change_reads(obj: &SqlObject) -> (String, String) {
     }
 }
 
-/// The current rows of `n` records: `… WHERE [key] IN (@P1, …, @Pn)`.
-pub fn rows_by_keys(obj: &SqlObject, n: usize) -> String {
+/// The change-tracking context hubsync's own writes carry (`hubsync` in ASCII), so the change
+/// reader knows their echo.
+pub const CT_CONTEXT: &[u8] = b"hubsync";
+
+/// Names of the change-tracking columns the change reader adds to each row (removed again
+/// before the row is used).
+pub const CT_KEY: &str = "__ct_key";
+pub const CT_VERSION: &str = "__ct_version";
+pub const CT_OPERATION: &str = "__ct_operation";
+pub const CT_CONTEXT_COLUMN: &str = "__ct_context";
+
+/// The select list with every column taken from the table aliased `[t]`.
+fn qualified_list(obj: &SqlObject) -> String {
+    let list = select_list(obj);
+    if list == "*" {
+        return "[t].*".into();
+    }
+    join(list.split(", ").map(|c| format!("[t].{c}")))
+}
+
+/// Change tracking: the current version and the table's minimum valid version (`@P1` the
+/// table's quoted name, nvarchar); both NULL when change tracking is off.
+pub fn ct_versions() -> &'static str {
+    "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS [current_version], \
+     CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(@P1)) AS [min_valid_version]"
+}
+
+/// Change tracking page: `@P1` page size, `@P2` the version the poll reads changes after; the
+/// next pages also `@P3`, `@P4`: the (version, key) of the last change read. Each row is the
+/// table's row (NULLs when deleted) with its key, version, operation and context.
+fn ct_changes(obj: &SqlObject, after: bool) -> String {
+    let (t, k) = (obj.table.quoted(), obj.key.quoted());
+    let filter = if after {
+        format!(
+            " WHERE [ct].[SYS_CHANGE_VERSION] > @P3 OR ([ct].[SYS_CHANGE_VERSION] = @P3 AND [ct].{k} > @P4)"
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "SELECT {} FROM {} WHERE {} IN ({})",
+        "SELECT TOP (@P1) {}, [ct].{k} AS [{CT_KEY}], [ct].[SYS_CHANGE_VERSION] AS [{CT_VERSION}], \
+         [ct].[SYS_CHANGE_OPERATION] AS [{CT_OPERATION}], [ct].[SYS_CHANGE_CONTEXT] AS [{CT_CONTEXT_COLUMN}] \
+         FROM CHANGETABLE(CHANGES {t}, @P2) AS [ct] LEFT OUTER JOIN {t} AS [t] ON [t].{k} = [ct].{k}{filter} \
+         ORDER BY [ct].[SYS_CHANGE_VERSION], [ct].{k}",
+        qualified_list(obj)
+    )
+}
+
+/// Change tracking's full read (first poll, or a resync after the minimum valid version passed
+/// the stored one): rows in key order, `@P1` page size, then `@P2` the last key read.
+pub fn rows_in_key_order(obj: &SqlObject, after: bool) -> String {
+    let k = obj.key.quoted();
+    format!(
+        "SELECT TOP (@P1) {} FROM {}{} ORDER BY {k}",
+        select_list(obj),
+        obj.table.quoted(),
+        if after {
+            format!(" WHERE {k} > @P2")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The current rows of `n` records: `… WHERE [key] IN (@P1, …, @Pn)`; with change tracking
+/// also the current version, which no change of these rows read here is newer than.
+pub fn rows_by_keys(obj: &SqlObject, n: usize) -> String {
+    let version = match obj.change {
+        Change::ChangeTracking => {
+            format!(", CHANGE_TRACKING_CURRENT_VERSION() AS [{CT_VERSION}]")
+        }
+        _ => String::new(),
+    };
+    format!(
+        "SELECT {}{version} FROM {} WHERE {} IN ({})",
         select_list(obj),
         obj.table.quoted(),
         obj.key.quoted(),
@@ -125,6 +197,30 @@ pub fn update_by_key_if_unchanged(obj: &SqlObject, columns: &[&Ident], rv: &Iden
         rv.quoted(),
         columns.len() + 2
     )
+}
+
+/// Change tracking: `UPDATE … SET … WHERE [key] = @Pn+1 AND NOT EXISTS (…CHANGETABLE(CHANGES
+/// …, @Pn+2) … [key] = @Pn+1)`: only while no change of the row is newer than the version it
+/// was read at; `tagged` puts hubsync's context (`@Pn+3`) on the write.
+pub fn update_by_key_if_untracked(obj: &SqlObject, columns: &[&Ident], tagged: bool) -> String {
+    let n = columns.len();
+    let (t, k) = (obj.table.quoted(), obj.key.quoted());
+    format!(
+        "{}{} AND NOT EXISTS (SELECT 1 FROM CHANGETABLE(CHANGES {t}, @P{}) AS [ct] WHERE [ct].{k} = @P{})",
+        if tagged {
+            format!("WITH CHANGE_TRACKING_CONTEXT (@P{}) ", n + 3)
+        } else {
+            String::new()
+        },
+        update_by_key(obj, columns),
+        n + 2,
+        n + 1
+    )
+}
+
+/// `WITH CHANGE_TRACKING_CONTEXT (@Pn) ` + `statement`: hubsync's own write, `@Pn` its context.
+pub fn tagged(statement: &str, context_param: usize) -> String {
+    format!("WITH CHANGE_TRACKING_CONTEXT (@P{context_param}) {statement}")
 }
 
 /// `UPDATE … SET [c1] = @P1, … WHERE [key] = @Pn+1`.
@@ -171,14 +267,17 @@ mod tests {
     const CORPUS: &str = include_str!("corpus.sql");
 
     fn placeholder(mode: &str) -> SqlObject {
-        let yaml = format!(
-            "table: schema.table\nkey: key\ncolumns: [col1, col2]\nchange_detection: {{mode: {mode}, column: {}}}\n",
-            if mode == "rowversion" {
-                "rv"
-            } else {
-                "modified_at"
-            }
-        );
+        let yaml = match mode {
+            "change_tracking" => "table: schema.table\nkey: key\ncolumns: [col1, col2]\nchange_detection: {mode: change_tracking}\n".to_string(),
+            _ => format!(
+                "table: schema.table\nkey: key\ncolumns: [col1, col2]\nchange_detection: {{mode: {mode}, column: {}}}\n",
+                if mode == "rowversion" {
+                    "rv"
+                } else {
+                    "modified_at"
+                }
+            ),
+        };
         serde_yaml::from_str::<SqlObjectSettings>(&yaml)
             .unwrap()
             .validate()
@@ -206,6 +305,7 @@ mod tests {
     fn every_emitted_shape_is_in_the_corpus_and_every_corpus_shape_is_emitted() {
         let rv = placeholder("rowversion");
         let m = placeholder("modified_at");
+        let ct = placeholder("change_tracking");
         let c1 = Ident::parse("col1").unwrap();
         let c2 = Ident::parse("col2").unwrap();
         let two = [&c1, &c2];
@@ -222,8 +322,27 @@ mod tests {
             ("update_by_key", update_by_key(&rv, &two)),
             (
                 "update_by_key_if_unchanged",
-                update_by_key_if_unchanged(&rv, &two, rv.change_column()),
+                update_by_key_if_unchanged(&rv, &two, rv.change_column().unwrap()),
             ),
+            ("ct_versions", ct_versions().to_string()),
+            ("ct_changes_first", change_reads(&ct).0),
+            ("ct_changes_after", change_reads(&ct).1),
+            ("ct_rows_first", rows_in_key_order(&ct, false)),
+            ("ct_rows_after", rows_in_key_order(&ct, true)),
+            ("ct_rows_by_keys", rows_by_keys(&ct, 2)),
+            (
+                "ct_update_by_key_if_untracked",
+                update_by_key_if_untracked(&ct, &two, false),
+            ),
+            (
+                "ct_update_by_key_if_untracked_tagged",
+                update_by_key_if_untracked(&ct, &two, true),
+            ),
+            (
+                "ct_insert_returning_key",
+                tagged(&insert_returning_key(&ct, &two), 3),
+            ),
+            ("ct_delete_by_key", tagged(&delete_by_key(&ct), 2)),
             ("insert_returning_key", insert_returning_key(&rv, &two)),
             ("delete_by_key", delete_by_key(&rv)),
             ("begin_transaction", BEGIN.to_string()),
@@ -232,13 +351,17 @@ mod tests {
             ("trancount", TRANCOUNT.to_string()),
         ];
         let corpus = corpus();
+        let missing: Vec<String> = emitted
+            .iter()
+            .filter(|(name, sql)| !corpus.iter().any(|(n, s)| n == name && s == sql))
+            .map(|(name, sql)| format!("-- name: {name}\n{sql}"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not in corpus.sql:\n{}",
+            missing.join("\n")
+        );
         assert_eq!(corpus.len(), emitted.len(), "corpus blocks: {corpus:?}");
-        for (name, sql) in &emitted {
-            assert!(
-                corpus.iter().any(|(n, s)| n == name && s == sql),
-                "{name}: `{sql}` is not in corpus.sql"
-            );
-        }
     }
 
     #[test]

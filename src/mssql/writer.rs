@@ -1,7 +1,8 @@
 //! The writer: applies a batch of HubSpot-side changes to an object's table in one transaction —
 //! UPDATE of only the changed columns by key, INSERT for new HubSpot records (per policy),
 //! DELETE of records archived in HubSpot (per policy), HubSpot id write-back — reporting
-//! failures per row.
+//! failures per row. With change tracking, writes that leave nothing for HubSpot carry
+//! hubsync's context, so the change reader skips their echo.
 //!
 //! Policy: each row is one statement, so a row that fails (constraint, truncation, NULL, bad
 //! value) is undone alone by SQL Server's statement atomicity, reported with its error number
@@ -40,6 +41,11 @@ pub struct RowWrite {
     /// only if the row still has it, so an edit committed on SQL Server since is never
     /// overwritten unseen ([`RowOutcome::Changed`]).
     pub unchanged_since: Option<u64>,
+    /// The row held no change still to go to HubSpot when it was read: with change tracking
+    /// (and `unchanged_since`), the update carries hubsync's context, so its echo is not read
+    /// back as a change. Never set it when the row had anything unsynced: change tracking keeps
+    /// only a row's last change, so a tagged write would hide the earlier one.
+    pub quiet: bool,
 }
 
 /// What happened to one row of the batch.
@@ -353,10 +359,17 @@ impl SqlWriter {
     ) -> Result<Result<Statement, RowOutcome>, String> {
         if w.delete {
             let key = w.key.as_ref().ok_or("a row to delete needs its key")?;
+            let mut params = vec![shape.key_param(&self.obj, key)?];
+            let mut sql = sql::delete_by_key(&self.obj);
+            if self.tracked() {
+                // The record is archived in HubSpot already.
+                params.push(Param::Binary(Some(sql::CT_CONTEXT.to_vec())));
+                sql = sql::tagged(&sql, 2);
+            }
             return Ok(Ok(Statement::Delete {
                 key: key.clone(),
-                sql: sql::delete_by_key(&self.obj),
-                params: vec![shape.key_param(&self.obj, key)?],
+                sql,
+                params,
             }));
         }
         let mut values: Vec<(Ident, Param)> = Vec::new();
@@ -384,33 +397,50 @@ impl SqlWriter {
                     return Ok(Err(RowOutcome::Unchanged { key: key.clone() }));
                 }
                 params.push(shape.key_param(&self.obj, key)?);
-                let guard = match (&self.obj.change, w.unchanged_since) {
-                    (Change::Rowversion(rv), Some(version)) => Some((rv, version)),
-                    _ => None,
-                };
-                let sql = match guard {
-                    Some((rv, version)) => {
-                        params.push(Param::I64(Some(i64::try_from(version).unwrap_or(i64::MAX))));
-                        sql::update_by_key_if_unchanged(&self.obj, &refs, rv)
+                let version = w
+                    .unchanged_since
+                    .map(|v| Param::I64(Some(i64::try_from(v).unwrap_or(i64::MAX))));
+                let (sql, guarded) = match (&self.obj.change, version) {
+                    (Change::Rowversion(rv), Some(version)) => {
+                        params.push(version);
+                        (sql::update_by_key_if_unchanged(&self.obj, &refs, rv), true)
                     }
-                    None => sql::update_by_key(&self.obj, &refs),
+                    (Change::ChangeTracking, Some(version)) => {
+                        params.push(version);
+                        if w.quiet {
+                            params.push(Param::Binary(Some(sql::CT_CONTEXT.to_vec())));
+                        }
+                        let sql = sql::update_by_key_if_untracked(&self.obj, &refs, w.quiet);
+                        (sql, true)
+                    }
+                    _ => (sql::update_by_key(&self.obj, &refs), false),
                 };
                 Ok(Ok(Statement::Update {
                     key: key.clone(),
                     sql,
                     params,
-                    guarded: guard.is_some(),
+                    guarded,
                 }))
             }
             None if self.obj.on_new_hubspot_record == NewRecordPolicy::Ignore => {
                 Ok(Err(RowOutcome::Skipped))
             }
             None if refs.is_empty() => Err("a new record needs at least one column value".into()),
-            None => Ok(Ok(Statement::Insert {
-                sql: sql::insert_returning_key(&self.obj, &refs),
-                params,
-            })),
+            None => {
+                let mut sql = sql::insert_returning_key(&self.obj, &refs);
+                if self.tracked() {
+                    // A new row holds only what HubSpot has.
+                    params.push(Param::Binary(Some(sql::CT_CONTEXT.to_vec())));
+                    sql = sql::tagged(&sql, params.len());
+                }
+                Ok(Ok(Statement::Insert { sql, params }))
+            }
         }
+    }
+
+    /// Whether the object's table is read through change tracking.
+    fn tracked(&self) -> bool {
+        matches!(self.obj.change, Change::ChangeTracking)
     }
 
     fn column_value(

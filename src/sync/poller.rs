@@ -28,13 +28,15 @@ pub struct SqlPoller {
 /// The SQL Server side settings of an object from its `objects.<name>` configuration.
 pub fn sql_object_settings(config: &ObjectConfig) -> crate::mssql::SqlObjectSettings {
     use crate::mssql::ChangeDetection as Detection;
+    // A missing column is reported by the object's own check; "" is refused as an identifier.
     let detection = match &config.change_detection {
         Some(d) if d.mode == ChangeMode::ModifiedAt => Detection::ModifiedAt {
-            column: d.column.clone(),
+            column: d.column.clone().unwrap_or_default(),
             overlap: d.overlap,
         },
+        Some(d) if d.mode == ChangeMode::ChangeTracking => Detection::ChangeTracking,
         Some(d) => Detection::Rowversion {
-            column: d.column.clone(),
+            column: d.column.clone().unwrap_or_default(),
         },
         None => Detection::Rowversion {
             column: "rv".into(),

@@ -505,6 +505,7 @@ impl ToSql {
         key: Option<String>,
         synced: Values,
         unchanged_since: Option<u64>,
+        quiet: bool,
     ) -> SqlStep<'a> {
         let mapped = self.mapper.to_sql(values);
         if !mapped.is_valid() {
@@ -519,6 +520,7 @@ impl ToSql {
                 changes: mapped.columns,
                 delete: false,
                 unchanged_since,
+                quiet,
             },
             synced,
             sql_key: key,
@@ -685,7 +687,7 @@ impl ToSql {
                         }
                     }
                 }
-                steps.push(self.write_step(item, &hs, None, hs.clone(), None));
+                steps.push(self.write_step(item, &hs, None, hs.clone(), None, false));
                 continue;
             };
             if link
@@ -773,7 +775,13 @@ impl ToSql {
             // conflict its value goes to HubSpot next, as a plain change.
             let key = Some(link.sql_key.clone());
             let read_at = self.reader.rowversion_of(sql_row);
-            steps.push(self.write_step(item, &plan.to_sql, key, hs, read_at));
+            // Nothing of the row still to go to HubSpot once this write is made: every field
+            // SQL Server holds differently from the snapshot is one HubSpot's value overwrites.
+            let quiet = diff::changes(&sql_all, &link.synced)
+                .keys()
+                .all(|field| plan.to_sql.contains_key(field))
+                && !self.reader.is_deleted_row(sql_row);
+            steps.push(self.write_step(item, &plan.to_sql, key, hs, read_at, quiet));
         }
         steps
     }

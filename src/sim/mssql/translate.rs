@@ -2615,6 +2615,9 @@ mod tests {
                 c.insert(table);
             }
         }
+        // The change-tracking shapes read the table with change tracking on.
+        let tracked = c.table("hb_contacts").cloned().expect("the seed table");
+        c.insert(crate::sim::mssql::catalog::change_table_def(&tracked));
         let corpus = include_str!("../../mssql/corpus.sql");
         let mut shapes = 0;
         for block in corpus.split("\n-- name: ").skip(1) {
