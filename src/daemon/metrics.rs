@@ -65,6 +65,7 @@ pub struct Metrics {
     pub records: Family<OutcomeLabels, Counter>,
     pub merges: Family<ObjectLabels, Counter>,
     pub erasures: Family<ObjectLabels, Counter>,
+    pub change_tracking_resyncs: Family<ObjectLabels, Counter>,
     pub hubspot_requests: Gauge,
     pub hubspot_throttled: Gauge,
     pub limiter_wait_seconds: FloatGauge,
@@ -97,6 +98,7 @@ impl Default for Metrics {
             records: Family::default(),
             merges: Family::default(),
             erasures: Family::default(),
+            change_tracking_resyncs: Family::default(),
             hubspot_requests: Gauge::default(),
             hubspot_throttled: Gauge::default(),
             limiter_wait_seconds: FloatGauge::default(),
@@ -144,6 +146,11 @@ impl Default for Metrics {
             "erasures",
             "Members whose HubSpot contact was found gone for good (GDPR delete) and erased from hubsync's tables",
             m.erasures.clone(),
+        );
+        registry.register(
+            "change_tracking_resyncs",
+            "Polls that found SQL Server's change tracking cleanup past the stored version (changes lost unread) and read every row of the object again",
+            m.change_tracking_resyncs.clone(),
         );
         registry.register(
             "hubspot_requests",
@@ -315,7 +322,7 @@ impl Metrics {
     /// Shows the outcome counters of `objects` (both directions) at 0 before anything settles.
     pub fn init_records<'a>(&self, objects: impl IntoIterator<Item = &'a str>) {
         for object in objects {
-            for counter in [&self.merges, &self.erasures] {
+            for counter in [&self.merges, &self.erasures, &self.change_tracking_resyncs] {
                 counter
                     .get_or_create(&ObjectLabels {
                         object: object.to_string(),

@@ -307,11 +307,21 @@ fn spawn_poller<P, Fut>(
     };
     let name = format!("{source}:{object}");
     let (health, object) = (ctx.health.clone(), object.to_string());
+    let metrics = ctx.metrics.clone();
     spawn_every(sup, &name, interval, &ctx.health, move || {
         let (poll, health, object) = (poll.clone(), health.clone(), object.clone());
+        let metrics = metrics.clone();
         async move {
             let polled = poll().await?;
             health.polled(&object, direction.as_str());
+            if polled.resynced {
+                metrics
+                    .change_tracking_resyncs
+                    .get_or_create(&crate::daemon::metrics::ObjectLabels {
+                        object: object.clone(),
+                    })
+                    .inc();
+            }
             if polled.items_enqueued > 0 {
                 tracing::info!(operation = "POLL", object = %object, direction = %direction,
                     rows_read = polled.rows_read, enqueued = polled.items_enqueued,

@@ -526,6 +526,45 @@ fn archive_policy_and_modified_column_are_checked_by_key_path() {
     );
 }
 
+#[test]
+fn change_tracking_mode_takes_no_column_and_the_other_modes_need_one() {
+    let problems_of = |detection: &str| {
+        problems_with(
+            "    on_hubspot_archive: { action: ignore }",
+            &format!(
+                "    on_hubspot_archive: {{ action: ignore }}\n    change_detection: {detection}"
+            ),
+        )
+    };
+    let p = "objects.contacts.change_detection";
+    assert_eq!(
+        problems_of("{ mode: change_tracking }"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_of("{ mode: change_tracking, modified_column: modified_at }"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        problems_of("{ mode: change_tracking, column: rv }"),
+        [format!(
+            "{p}.column: not for mode change_tracking: changes come from CHANGETABLE, not a column"
+        )]
+    );
+    assert_eq!(
+        problems_of("{ mode: rowversion }"),
+        [format!(
+            "{p}.column: required for mode rowversion: the rowversion column"
+        )]
+    );
+    assert_eq!(
+        problems_of("{ mode: modified_at }"),
+        [format!(
+            "{p}.column: required for mode modified_at: the modification-time column"
+        )]
+    );
+}
+
 fn rules_of(issues: &[Issue]) -> Vec<(&str, &str)> {
     issues
         .iter()

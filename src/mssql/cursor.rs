@@ -92,7 +92,10 @@ pub enum Position {
     /// Rows after this `(modified_at, key)`.
     After(NaiveDateTime, Value),
     /// Change tracking: changes after version `base`, after `(version, key)` when given.
-    Changes { base: i64, after: Option<(i64, Value)> },
+    Changes {
+        base: i64,
+        after: Option<(i64, Value)>,
+    },
     /// Change tracking's full read of the rows as of `version`, after `key` when given.
     Scan { version: i64, after: Option<Value> },
 }
@@ -208,7 +211,8 @@ mod tests {
                 after: Some((45, json!(1042)))
             }
         );
-        let scan = json!({"mode": "change_tracking", "version": 42, "after_key": 7, "scanning": true});
+        let scan =
+            json!({"mode": "change_tracking", "version": 42, "after_key": 7, "scanning": true});
         assert_eq!(
             Position::of(&ChangeCursor::from_json(&scan).unwrap()),
             Position::Scan {

@@ -116,7 +116,7 @@ pub struct SqlObject {
 pub enum Change {
     Rowversion(Ident),
     ModifiedAt { column: Ident, overlap: Duration },
-    ChangeTracking,
+    Tracking,
 }
 
 impl SqlObjectSettings {
@@ -187,7 +187,7 @@ impl SqlObjectSettings {
                     }
                 })
             }
-            ChangeDetection::ChangeTracking => Some(Change::ChangeTracking),
+            ChangeDetection::ChangeTracking => Some(Change::Tracking),
         };
         let soft_delete = match &self.soft_delete {
             Some(sd) => note("soft_delete.column", Ident::parse(&sd.column))
@@ -269,7 +269,7 @@ impl SqlObject {
     pub fn modified_column(&self) -> Option<&Ident> {
         match &self.change {
             Change::ModifiedAt { column, .. } => Some(column),
-            Change::Rowversion(_) | Change::ChangeTracking => self.modified_column.as_ref(),
+            Change::Rowversion(_) | Change::Tracking => self.modified_column.as_ref(),
         }
     }
 
@@ -278,7 +278,7 @@ impl SqlObject {
         match &self.change {
             Change::Rowversion(c) => Some(c),
             Change::ModifiedAt { column, .. } => Some(column),
-            Change::ChangeTracking => None,
+            Change::Tracking => None,
         }
     }
 }
@@ -306,7 +306,7 @@ mod tests {
         let o = s.validate().unwrap();
         match o.change {
             Change::ModifiedAt { overlap, .. } => assert_eq!(overlap, Duration::from_secs(600)),
-            Change::Rowversion(_) | Change::ChangeTracking => panic!("wrong mode"),
+            Change::Rowversion(_) | Change::Tracking => panic!("wrong mode"),
         }
         assert_eq!(o.soft_delete.unwrap().1, DeletedWhen::False);
     }

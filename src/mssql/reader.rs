@@ -102,9 +102,9 @@ impl ChangeReader {
                 Some(ChangeCursor::ModifiedAt { modified_at, .. }),
             ) => Position::From(overlap_start(*modified_at, *overlap, self.pool.zone())),
             (Mode::ModifiedAt { .. }, _) => Position::From(beginning_of_time()),
-            (Mode::ChangeTracking, Some(c @ ChangeCursor::ChangeTracking { .. })) => Position::of(c),
+            (Mode::Tracking, Some(c @ ChangeCursor::ChangeTracking { .. })) => Position::of(c),
             // Settled by the first page against the server's versions.
-            (Mode::ChangeTracking, _) => Position::Scan {
+            (Mode::Tracking, _) => Position::Scan {
                 version: -1,
                 after: None,
             },
@@ -112,7 +112,7 @@ impl ChangeReader {
         let stored = match (&self.obj.change, stored) {
             (Mode::Rowversion(_), s @ Some(ChangeCursor::Rowversion { .. }))
             | (Mode::ModifiedAt { .. }, s @ Some(ChangeCursor::ModifiedAt { .. }))
-            | (Mode::ChangeTracking, s @ Some(ChangeCursor::ChangeTracking { .. })) => s,
+            | (Mode::Tracking, s @ Some(ChangeCursor::ChangeTracking { .. })) => s,
             (_, Some(other)) => {
                 tracing::warn!(table = %self.obj.table, cursor = %other.to_json(), "stored cursor is for another change detection mode; reading from the beginning");
                 None
@@ -230,7 +230,7 @@ impl ChangeReader {
                 .and_then(Rowversion::parse)
                 .map(|v| v.0),
             Mode::ModifiedAt { .. } => None,
-            Mode::ChangeTracking => row.get(sql::CT_VERSION)?.as_u64(),
+            Mode::Tracking => row.get(sql::CT_VERSION)?.as_u64(),
         }
     }
 
@@ -369,10 +369,7 @@ impl ChangeReader {
     /// A row of CHANGETABLE joined with the table: the change (None when it is hubsync's own
     /// write, known by its context), its version and key. A deleted row is an archive change
     /// carrying only its key.
-    fn tracked_change(
-        &self,
-        row: &Row,
-    ) -> Result<(Option<RowChange>, i64, Value), MssqlError> {
+    fn tracked_change(&self, row: &Row) -> Result<(Option<RowChange>, i64, Value), MssqlError> {
         let mut json = row_to_json(&self.obj.table.to_string(), row)?;
         let (key_value, key) = self.key_of(&json, sql::CT_KEY)?;
         let version = json
@@ -484,7 +481,7 @@ impl ChangeReader {
                     },
                 )
             }
-            Mode::ChangeTracking => {
+            Mode::Tracking => {
                 return Err(MssqlError::Protocol(
                     "change tracking rows are read by their own path".into(),
                 ));
@@ -537,7 +534,7 @@ impl Poll<'_> {
             return Ok(None);
         }
         let r = self.reader;
-        if matches!(r.obj.change, Mode::ChangeTracking) {
+        if matches!(r.obj.change, Mode::Tracking) {
             return self.next_tracked_page().await;
         }
         let size = Param::I64(Some(i64::from(r.obj.page_size)));

@@ -73,7 +73,7 @@ pub fn modified_at_after(obj: &SqlObject, m: &Ident) -> String {
 /// Change-detection statements for the object's mode: (first page, later pages).
 pub fn change_reads(obj: &SqlObject) -> (String, String) {
     match &obj.change {
-        Change::ChangeTracking => (ct_changes(obj, false), ct_changes(obj, true)),
+        Change::Tracking => (ct_changes(obj, false), ct_changes(obj, true)),
         Change::Rowversion(rv) => {
             let s = rowversion_changes(obj, rv);
             (s.clone(), s)
@@ -153,7 +153,7 @@ pub fn rows_in_key_order(obj: &SqlObject, after: bool) -> String {
 /// also the current version, which no change of these rows read here is newer than.
 pub fn rows_by_keys(obj: &SqlObject, n: usize) -> String {
     let version = match obj.change {
-        Change::ChangeTracking => {
+        Change::Tracking => {
             format!(", CHANGE_TRACKING_CURRENT_VERSION() AS [{CT_VERSION}]")
         }
         _ => String::new(),

@@ -405,7 +405,7 @@ impl SqlWriter {
                         params.push(version);
                         (sql::update_by_key_if_unchanged(&self.obj, &refs, rv), true)
                     }
-                    (Change::ChangeTracking, Some(version)) => {
+                    (Change::Tracking, Some(version)) => {
                         params.push(version);
                         if w.quiet {
                             params.push(Param::Binary(Some(sql::CT_CONTEXT.to_vec())));
@@ -440,7 +440,7 @@ impl SqlWriter {
 
     /// Whether the object's table is read through change tracking.
     fn tracked(&self) -> bool {
-        matches!(self.obj.change, Change::ChangeTracking)
+        matches!(self.obj.change, Change::Tracking)
     }
 
     fn column_value(

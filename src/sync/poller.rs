@@ -16,6 +16,9 @@ pub struct Polled {
     pub elected: bool,
     pub rows_read: u64,
     pub items_enqueued: u64,
+    /// Change tracking: the stored version was older than the minimum valid one, so every row
+    /// was read again.
+    pub resynced: bool,
 }
 
 pub struct SqlPoller {
@@ -201,6 +204,7 @@ impl SqlPoller {
         let mut poll = self.reader.poll(cursor);
         let mut out = Polled::default();
         while let Some(page) = poll.next_page().await? {
+            out.resynced |= poll.resynced;
             out.rows_read += page.changes.len() as u64;
             let items = queue_items(page.changes);
             out.items_enqueued += enqueue_page(

@@ -3,6 +3,7 @@
 
 mod backfill;
 mod budget;
+mod change_tracking;
 mod chaos;
 mod cli;
 mod cluster;

@@ -40,7 +40,10 @@ async fn version(c: &mut Conn, sql: &str) -> Option<i64> {
 }
 
 /// (key, operation, version, creation version, context) of `CHANGES members, since`.
-async fn changes(c: &mut Conn, since: i64) -> Vec<(i64, String, i64, Option<i64>, Option<Vec<u8>>)> {
+async fn changes(
+    c: &mut Conn,
+    since: i64,
+) -> Vec<(i64, String, i64, Option<i64>, Option<Vec<u8>>)> {
     let rows = c
         .query(
             "SELECT [ct].[id], [ct].[SYS_CHANGE_OPERATION], [ct].[SYS_CHANGE_VERSION], \
@@ -88,7 +91,11 @@ async fn change_tracking_is_refused_until_enabled_and_needs_a_primary_key() {
     let enable = "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING";
     assert_eq!(error_number(&mut c, enable).await, 4996);
     assert_eq!(
-        error_number(&mut c, "SELECT [id] FROM CHANGETABLE(CHANGES [dbo].[members], 0) AS [ct]").await,
+        error_number(
+            &mut c,
+            "SELECT [id] FROM CHANGETABLE(CHANGES [dbo].[members], 0) AS [ct]"
+        )
+        .await,
         22105
     );
     exec(&mut c, "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)").await;
@@ -101,16 +108,28 @@ async fn change_tracking_is_refused_until_enabled_and_needs_a_primary_key() {
         error_number(&mut c, "ALTER TABLE [dbo].[nokey] ENABLE CHANGE_TRACKING").await,
         4997
     );
-    exec(&mut c, "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING WITH (TRACK_COLUMNS_UPDATED = OFF)").await;
+    exec(
+        &mut c,
+        "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING WITH (TRACK_COLUMNS_UPDATED = OFF)",
+    )
+    .await;
     assert_eq!(error_number(&mut c, enable).await, 4999);
     assert_eq!(
-        version(&mut c, "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'dbo.nokey')) AS [v]").await,
+        version(
+            &mut c,
+            "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'dbo.nokey')) AS [v]"
+        )
+        .await,
         None,
         "no minimum valid version for a table without change tracking"
     );
     // The version must be a parameter, a literal or NULL.
     assert_eq!(
-        error_number(&mut c, "SELECT [id] FROM CHANGETABLE(CHANGES [dbo].[members], 1 + 1) AS [ct]").await,
+        error_number(
+            &mut c,
+            "SELECT [id] FROM CHANGETABLE(CHANGES [dbo].[members], 1 + 1) AS [ct]"
+        )
+        .await,
         102
     );
 }
@@ -122,19 +141,32 @@ async fn changetable_reports_each_key_s_last_committed_change_with_versions_give
     exec(&mut c, "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING").await;
     let current = "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS [v]";
     let v0 = version(&mut c, current).await.expect("a current version");
-    let min_valid = "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'[dbo].[members]')) AS [v]";
+    let min_valid =
+        "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'[dbo].[members]')) AS [v]";
     assert_eq!(version(&mut c, min_valid).await, Some(v0));
 
     exec(&mut c, "BEGIN TRANSACTION; INSERT INTO [dbo].[members] ([id], [name]) VALUES (1, N'Ana'), (2, N'Luis'); COMMIT TRANSACTION").await;
-    exec(&mut c, "INSERT INTO [dbo].[members] ([id], [name]) VALUES (3, N'Eva')").await;
+    exec(
+        &mut c,
+        "INSERT INTO [dbo].[members] ([id], [name]) VALUES (3, N'Eva')",
+    )
+    .await;
     exec(&mut c, "WITH CHANGE_TRACKING_CONTEXT (0x6869) UPDATE [dbo].[members] SET [name] = N'Ana M' WHERE [id] = 1").await;
     exec(&mut c, "DELETE FROM [dbo].[members] WHERE [id] = 2").await;
-    assert_eq!(version(&mut c, current).await, Some(v0 + 4), "one version per commit");
+    assert_eq!(
+        version(&mut c, current).await,
+        Some(v0 + 4),
+        "one version per commit"
+    );
 
     // An open transaction's change has no version yet: another session does not see it, and
     // the current version does not move until it commits.
     let mut other = connect(&sim).await;
-    exec(&mut other, "BEGIN TRANSACTION; UPDATE [dbo].[members] SET [name] = N'Eva R' WHERE [id] = 3").await;
+    exec(
+        &mut other,
+        "BEGIN TRANSACTION; UPDATE [dbo].[members] SET [name] = N'Eva R' WHERE [id] = 3",
+    )
+    .await;
     assert_eq!(version(&mut c, current).await, Some(v0 + 4));
     let seen = changes(&mut c, v0).await;
     assert_eq!(
@@ -161,7 +193,11 @@ async fn changetable_reports_each_key_s_last_committed_change_with_versions_give
     assert!(changes(&mut c, v0 + 5).await.is_empty());
 
     // A rolled-back change leaves nothing behind.
-    exec(&mut c, "BEGIN TRANSACTION; DELETE FROM [dbo].[members] WHERE [id] = 1; ROLLBACK TRANSACTION").await;
+    exec(
+        &mut c,
+        "BEGIN TRANSACTION; DELETE FROM [dbo].[members] WHERE [id] = 1; ROLLBACK TRANSACTION",
+    )
+    .await;
     assert!(changes(&mut c, v0 + 5).await.is_empty());
     assert_eq!(version(&mut c, current).await, Some(v0 + 5));
 
@@ -169,8 +205,15 @@ async fn changetable_reports_each_key_s_last_committed_change_with_versions_give
     sim.change_tracking_cleanup().await.expect("cleanup");
     assert_eq!(version(&mut c, min_valid).await, Some(v0 + 5));
     assert!(changes(&mut c, v0).await.is_empty());
-    exec(&mut c, "UPDATE [dbo].[members] SET [name] = N'Ana L' WHERE [id] = 1").await;
+    exec(
+        &mut c,
+        "UPDATE [dbo].[members] SET [name] = N'Ana L' WHERE [id] = 1",
+    )
+    .await;
     let after = changes(&mut c, v0 + 5).await;
     assert_eq!(after.len(), 1);
-    assert_eq!((after[0].0, after[0].1.as_str(), after[0].2), (1, "U", v0 + 6));
+    assert_eq!(
+        (after[0].0, after[0].1.as_str(), after[0].2),
+        (1, "U", v0 + 6)
+    );
 }

@@ -164,7 +164,7 @@ async fn hubspot_poller_skips(b: &Both) {
 /// Every linked member but those `except` names (whose contact is archived): its SQL Server
 /// row mapped against its HubSpot record, field by field. Returns the members compared; panics
 /// naming the first difference.
-async fn both_sides_equal(b: &Both, except: &[&str]) -> usize {
+pub(crate) async fn both_sides_equal(b: &Both, except: &[&str]) -> usize {
     let except: Vec<String> = except.iter().map(|s| s.to_string()).collect();
     let links: Vec<(String, String)> = sqlx::query_as(
         "SELECT sql_key, hubspot_id FROM record_links WHERE hubspot_id IS NOT NULL \

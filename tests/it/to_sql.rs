@@ -326,7 +326,7 @@ async fn newest_wins_compares_the_configured_sql_modification_time_with_hubspots
     let mut config = contacts_config();
     config.change_detection = Some(ChangeDetection {
         mode: ChangeMode::Rowversion,
-        column: "rv".into(),
+        column: Some("rv".into()),
         overlap: Duration::from_secs(300),
         modified_column: Some("modified_at".into()),
     });

@@ -584,7 +584,10 @@ impl Session {
                         .execute_batch(&format!("DROP TABLE IF EXISTS {}", translate::q(&side)))
                         .map_err(|e| self.map_error(e, &sql))?;
                     self.conn
-                        .execute("DELETE FROM __sim_ct WHERE name = ?1", [format!("min:{table}")])
+                        .execute(
+                            "DELETE FROM __sim_ct WHERE name = ?1",
+                            [format!("min:{table}")],
+                        )
                         .map_err(|e| self.map_error(e, &sql))?;
                     self.db.ct_state().min_valid.remove(&table);
                 }
@@ -677,12 +680,10 @@ impl Session {
     /// change as uncommitted (version NULL, this session's `__tx`), and the table's minimum valid
     /// version (the current one).
     fn enable_tracking(&mut self, name: &str) -> Result<(), SqlError> {
-        let table = self
-            .db
-            .catalog()
-            .table(name)
-            .cloned()
-            .ok_or_else(|| SqlError::new(208, 1, 16, format!("Invalid object name '{name}'.")))?;
+        let table =
+            self.db.catalog().table(name).cloned().ok_or_else(|| {
+                SqlError::new(208, 1, 16, format!("Invalid object name '{name}'."))
+            })?;
         let enabled = self.db.ct_state().enabled;
         if !enabled {
             return Err(SqlError::new(
@@ -1189,12 +1190,17 @@ fn register_functions(
         Ok(ct_db.ct_current())
     })?;
     let ct_db = Arc::clone(db);
-    conn.create_scalar_function("__ct_min_valid", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
-        Ok(match ctx.get_raw(0) {
-            ValueRef::Integer(id) => ct_db.ct_min_valid(id),
-            _ => None,
-        })
-    })?;
+    conn.create_scalar_function(
+        "__ct_min_valid",
+        1,
+        FunctionFlags::SQLITE_UTF8,
+        move |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Integer(id) => ct_db.ct_min_valid(id),
+                _ => None,
+            })
+        },
+    )?;
     let ct_db = Arc::clone(db);
     conn.create_scalar_function("__object_id", 1, FunctionFlags::SQLITE_UTF8, move |ctx| {
         let ValueRef::Text(text) = ctx.get_raw(0) else {

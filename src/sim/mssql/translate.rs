@@ -376,9 +376,13 @@ pub enum Statement {
         table: String,
     },
     /// `ALTER DATABASE … SET CHANGE_TRACKING = ON [(…)]`.
-    EnableDatabaseTracking { database: String },
+    EnableDatabaseTracking {
+        database: String,
+    },
     /// `ALTER TABLE … ENABLE CHANGE_TRACKING [WITH (…)]`.
-    EnableTableTracking { table: String },
+    EnableTableTracking {
+        table: String,
+    },
     /// `WITH CHANGE_TRACKING_CONTEXT (…)` before an INSERT, UPDATE or DELETE.
     WithContext {
         context: ContextValue,
@@ -592,9 +596,10 @@ pub fn translate(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Sta
                 _ => return Err(SqlError::syntax(&preview(&tokens[3..close]))),
             };
             let rest = &tokens[close + 1..];
-            if !rest.first().is_some_and(|t| {
-                t.is_word("INSERT") || t.is_word("UPDATE") || t.is_word("DELETE")
-            }) {
+            if !rest
+                .first()
+                .is_some_and(|t| t.is_word("INSERT") || t.is_word("UPDATE") || t.is_word("DELETE"))
+            {
                 return Err(SqlError::syntax(
                     &rest.first().map(Tok::text).unwrap_or_default(),
                 ));
@@ -641,9 +646,7 @@ fn translate_alter_database(tokens: &[Tok], words: &[String]) -> Result<Statemen
         other => return Err(SqlError::syntax(&other.map(Tok::text).unwrap_or_default())),
     };
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-    if !(w(3) == "SET"
-        && w(4) == "CHANGE_TRACKING"
-        && tokens.get(5).is_some_and(|t| t.is_op("=")))
+    if !(w(3) == "SET" && w(4) == "CHANGE_TRACKING" && tokens.get(5).is_some_and(|t| t.is_op("=")))
     {
         return Err(SqlError::unsupported(format!(
             "the statement `{}`",
@@ -653,7 +656,11 @@ fn translate_alter_database(tokens: &[Tok], words: &[String]) -> Result<Statemen
     match w(6) {
         "ON" => {}
         "OFF" => return Err(SqlError::unsupported("turning change tracking off")),
-        _ => return Err(SqlError::syntax(&tokens.get(6).map(Tok::text).unwrap_or_default())),
+        _ => {
+            return Err(SqlError::syntax(
+                &tokens.get(6).map(Tok::text).unwrap_or_default(),
+            ));
+        }
     }
     if let Some(open) = tokens.get(7) {
         if !open.is_op("(") || close_paren(tokens, 7)? + 1 != tokens.len() {
@@ -695,7 +702,14 @@ fn translate_alter_table(tokens: &[Tok], words: &[String], catalog: &Catalog) ->
     let rest = &tokens[end + 2..];
     let options_ok = match rest {
         [] => true,
-        [Tok::Word(with), Tok::Op(open), Tok::Word(opt), Tok::Op(eq), Tok::Word(v), Tok::Op(close)] => {
+        [
+            Tok::Word(with),
+            Tok::Op(open),
+            Tok::Word(opt),
+            Tok::Op(eq),
+            Tok::Word(v),
+            Tok::Op(close),
+        ] => {
             with.eq_ignore_ascii_case("WITH")
                 && open == "("
                 && close == ")"
@@ -1253,7 +1267,11 @@ impl Emitter<'_> {
                 [name, [Tok::Str { text, .. }]] if text.trim().eq_ignore_ascii_case("U") => {
                     format!("__object_id({})", self.expr(name)?)
                 }
-                _ => return Err(SqlError::unsupported("OBJECT_ID with an object type other than 'U'")),
+                _ => {
+                    return Err(SqlError::unsupported(
+                        "OBJECT_ID with an object type other than 'U'",
+                    ));
+                }
             },
             "CHANGETABLE" => self.changetable(args)?,
             "SCOPE_IDENTITY" if none => self
