@@ -856,7 +856,26 @@ impl Session {
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.map_error(e, sql))?;
         bind(&mut stmt, params)?;
         let n = stmt.column_count();
-        let has_star = items.contains(&ItemType::Star);
+        // With one `*` among the items, the columns before and after its expansion keep their
+        // items' types.
+        let star = items.iter().position(|i| *i == ItemType::Star);
+        let stars = items.iter().filter(|i| **i == ItemType::Star).count();
+        let item_of = |column: usize| -> Option<usize> {
+            match star {
+                None => Some(column),
+                Some(at) if stars == 1 => {
+                    let after = items.len() - at - 1;
+                    if column < at {
+                        Some(column)
+                    } else if column + after >= n {
+                        (items.len() + column).checked_sub(n)
+                    } else {
+                        None
+                    }
+                }
+                Some(_) => None,
+            }
+        };
         let mut columns = Vec::with_capacity(n);
         {
             let catalog = self.db.catalog();
@@ -868,7 +887,8 @@ impl Session {
                     )
                 });
                 let sqlite_name = stmt.column_name(i).map(str::to_string).unwrap_or_default();
-                let item = if has_star { None } else { items.get(i) };
+                let index = item_of(i);
+                let item = index.and_then(|k| items.get(k));
                 let from_catalog = origin.as_ref().and_then(|(t, c)| {
                     catalog
                         .table(t)
@@ -877,7 +897,11 @@ impl Session {
                 });
                 let (name, ty, nullable) = match (item, from_catalog) {
                     (Some(ItemType::Known(t)), _) => (
-                        names.get(i).cloned().flatten().unwrap_or_default(),
+                        index
+                            .and_then(|k| names.get(k))
+                            .cloned()
+                            .flatten()
+                            .unwrap_or_default(),
                         *t,
                         true,
                     ),

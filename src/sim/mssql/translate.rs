@@ -922,6 +922,15 @@ impl Emitter<'_> {
                             continue;
                         }
                     }
+                    // `t.*`: every column of one table of the FROM clause.
+                    if !table_position
+                        && next.is_some_and(|n| n.is_op("."))
+                        && tokens.get(i + 2).is_some_and(|t| t.is_op("*"))
+                    {
+                        out.push(format!("{}.*", q(w)));
+                        i += 3;
+                        continue;
+                    }
                     let (parts, end) = read_name(tokens, i)?;
                     if table_position {
                         let name = table_name(&parts)?;
