@@ -70,8 +70,9 @@ fn the_example_config_passes_check_config() {
         lines,
         [
             "note: objects.contacts.conflict_policy: newest_wins has no SQL Server modification \
-             time to compare (rowversion mode without change_detection.modified_column): \
-             HubSpot's edit wins every conflict, and each conflict records that reason",
+             time to compare (rowversion or change_tracking mode without \
+             change_detection.modified_column): HubSpot's edit wins every conflict, and each \
+             conflict records that reason",
             "ok"
         ]
     );
