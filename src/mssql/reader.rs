@@ -350,20 +350,22 @@ impl ChangeReader {
         Ok((value, text))
     }
 
+    /// A present row as a change at a change-tracking version.
+    fn tracked_row(&self, key: String, version: i64, row: SqlRow) -> RowChange {
+        RowChange {
+            key,
+            kind: self.kind_of(&row),
+            version: Rowversion(version as u64).hex(),
+            modified_utc: self.modified_utc(&row),
+            row,
+        }
+    }
+
     /// A row of change tracking's full read, as a change at the read's version.
     fn scanned_change(&self, row: &Row, version: i64) -> Result<(RowChange, Value), MssqlError> {
         let json = row_to_json(&self.obj.table.to_string(), row)?;
         let (key_value, key) = self.key_of(&json, self.obj.key.as_str())?;
-        Ok((
-            RowChange {
-                key,
-                kind: self.kind_of(&json),
-                version: Rowversion(version as u64).hex(),
-                modified_utc: self.modified_utc(&json),
-                row: json,
-            },
-            key_value,
-        ))
+        Ok((self.tracked_row(key, version, json), key_value))
     }
 
     /// A row of CHANGETABLE joined with the table: the change (None when it is hubsync's own
@@ -407,13 +409,7 @@ impl ChangeReader {
                 row,
             }
         } else {
-            RowChange {
-                key,
-                kind: self.kind_of(&json),
-                version: Rowversion(version as u64).hex(),
-                modified_utc: self.modified_utc(&json),
-                row: json,
-            }
+            self.tracked_row(key, version, json)
         };
         Ok((Some(change), version, key_value))
     }
