@@ -1619,3 +1619,33 @@ async fn a_change_whose_transaction_took_its_rowversion_first_and_committed_last
     assert_eq!(cursor, second_rv);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_insert_of_a_key_an_open_transaction_deleted_waits_for_its_outcome() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a')")
+        .await
+        .unwrap();
+    let mut holder = connect(&sim).await;
+    let mut inserter = connect(&sim).await;
+    run_batch(
+        &mut holder,
+        "BEGIN TRANSACTION; DELETE FROM [dbo].[items] WHERE [id] = 1",
+    )
+    .await;
+    let insert = error_of(
+        &mut inserter,
+        "INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'again')",
+    );
+    tokio::pin!(insert);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut insert)
+            .await
+            .is_err(),
+        "the key is not free while the delete is uncommitted"
+    );
+    run_batch(&mut holder, "ROLLBACK TRANSACTION").await;
+    assert_eq!(insert.await, 2627, "the rolled-back delete kept the key");
+    assert_eq!(name_of(&mut holder, 1).await, "a");
+    sim.shutdown().await;
+}

@@ -334,6 +334,13 @@ impl Session {
                 "CREATE TEMP TRIGGER {name} AFTER INSERT ON main.{t} WHEN __capture('{lit}', NEW.rowid) BEGIN INSERT INTO __sim_undo (session, tbl, rid, image) VALUES ({id}, '{lit}', NEW.rowid, NULL); END",
                 name = translate::q(&format!("__sim_i_{table}")),
             ))?;
+            // A key another session's uncommitted DELETE freed is not free yet: an insert waits
+            // for that session (any of its deleted rows in the table: stricter than a key lock),
+            // so that its rollback can always put the row back.
+            self.conn.execute_batch(&format!(
+                "CREATE TEMP TRIGGER {name} AFTER INSERT ON main.{t} BEGIN SELECT __deleted_by(u.tbl, u.rid, u.session) FROM __sim_undo u WHERE u.tbl = '{lit}' AND u.session <> {id} AND u.image IS NOT NULL AND NOT EXISTS (SELECT 1 FROM main.{t} x WHERE x.rowid = u.rid) LIMIT 1; END",
+                name = translate::q(&format!("__sim_k_{table}")),
+            ))?;
         }
         self.triggers = generation;
         Ok(())
@@ -1075,7 +1082,7 @@ fn restore(conn: &Connection, undo: Undo) -> rusqlite::Result<()> {
             let alias = rowid_alias(conn, &table)?;
             let (cols, marks) = match alias {
                 // The INTEGER PRIMARY KEY column is the rowid: it carries the value itself.
-                Some(_) => (names.join(", "), marks[1..].join(", ")),
+                Some(_) => (names.join(", "), marks[..names.len()].join(", ")),
                 None => (
                     std::iter::once("rowid".to_string())
                         .chain(names.iter().cloned())
@@ -1302,6 +1309,19 @@ fn register_functions(
                 Err(udf_error(SqlError::new(BLOCKED, 0, 0, "blocked")))
             }
         }
+    })?;
+    let state = Arc::clone(capture);
+    conn.create_scalar_function("__deleted_by", 3, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let mut c = state.lock().unwrap_or_else(|p| p.into_inner());
+        if !c.enabled {
+            return Ok(0);
+        }
+        c.blocked = Some(Awaited::Row {
+            table: ctx.get(0)?,
+            rowid: ctx.get(1)?,
+            holder: ctx.get::<i64>(2)? as u64,
+        });
+        Err(udf_error(SqlError::new(BLOCKED, 0, 0, "blocked")))
     })?;
     conn.create_scalar_function("__image", -1, FunctionFlags::SQLITE_UTF8, |ctx| {
         let mut pairs = Vec::with_capacity(ctx.len() / 2);
@@ -2007,6 +2027,11 @@ mod tests {
             "BEGIN TRANSACTION; UPDATE [dbo].[t] SET [name] = N'x', [b] = NULL WHERE [id] = 1; DELETE FROM [dbo].[t] WHERE [id] = 2; INSERT INTO [dbo].[t] ([name]) VALUES (N'd'); UPDATE [dbo].[t] SET [name] = N'y' WHERE [id] = 1",
         );
         assert_ne!(dump(&s), before);
+        let logged: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM __sim_undo", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged, 3, "one before-image per row changed");
         run_ok(&mut s, "ROLLBACK TRANSACTION");
         assert_eq!(dump(&s), before, "rolled back, rowversions included");
         assert!(!db.locks.others_hold_any(0), "locks released");

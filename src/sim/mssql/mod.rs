@@ -39,7 +39,10 @@
 //!
 //! Not proven by it: locking beyond that model (no shared, update, range or key locks: a write
 //! whose predicate matches only a row's uncommitted before-image does not wait for it; a
-//! duplicate key against another session's uncommitted insert answers 2627 at once; DML reading
+//! duplicate key against another session's uncommitted insert answers 2627 at once; an insert
+//! waits while another session has an uncommitted DELETE in the table, whatever its key (then
+//! 2627 if that DELETE rolled back); a key freed by another session's uncommitted UPDATE of the
+//! key is not protected; DML reading
 //! other tables does not wait for their held rows; DDL inside a transaction is refused, DDL on a
 //! table waits for every other session's rows in it; SET TRANSACTION ISOLATION LEVEL is accepted
 //! and ignored); T-SQL semantics outside the subset (MERGE, conversion and rounding
