@@ -774,10 +774,13 @@ impl Session {
                             .execute_batch(statement)
                             .map_err(|e| s.map_error(e, statement))?;
                     }
-                    s.save_table(&table)
+                    s.save_table(&table)?;
+                    // Under the statement mutex: no session runs a statement on the new table
+                    // before its capture triggers can exist.
+                    s.db.catalog_mut().insert(table.clone());
+                    s.db.generation.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
                 })?;
-                self.db.catalog_mut().insert(table);
-                self.db.generation.fetch_add(1, Ordering::SeqCst);
                 Ok(None)
             }
             Statement::CreateIndex {
@@ -818,10 +821,10 @@ impl Session {
                     s.conn
                         .execute("DELETE FROM __sim_catalog WHERE name = ?1", [&table])
                         .map_err(|e| s.map_error(e, &sql))?;
+                    s.db.catalog_mut().remove(&table);
+                    s.db.generation.fetch_add(1, Ordering::SeqCst);
                     Ok(())
                 })?;
-                self.db.catalog_mut().remove(&table);
-                self.db.generation.fetch_add(1, Ordering::SeqCst);
                 Ok(None)
             }
             Statement::LockTimeout(ms) => {
