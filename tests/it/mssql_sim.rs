@@ -1649,3 +1649,52 @@ async fn an_insert_of_a_key_an_open_transaction_deleted_waits_for_its_outcome() 
     assert_eq!(name_of(&mut holder, 1).await, "a");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn crossed_waits_make_one_transaction_the_deadlock_victim() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    let mut a = connect(&sim).await;
+    let mut b = connect(&sim).await;
+    run_batch(
+        &mut a,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'a1' WHERE [id] = 1",
+    )
+    .await;
+    run_batch(
+        &mut b,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'b2' WHERE [id] = 2",
+    )
+    .await;
+    let mut first = Box::pin(a.execute(
+        "UPDATE [dbo].[items] SET [name] = N'a2' WHERE [id] = 2",
+        &[],
+    ));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut first)
+            .await
+            .is_err(),
+        "a waits for b's row"
+    );
+    // b closes the cycle: b is the victim, its transaction rolled back, and a goes on.
+    assert_eq!(
+        error_of(
+            &mut b,
+            "UPDATE [dbo].[items] SET [name] = N'b1' WHERE [id] = 1"
+        )
+        .await,
+        1205
+    );
+    assert_eq!(trancount(&mut b).await, 0);
+    let done = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("a goes on once the victim is rolled back")
+        .unwrap();
+    assert_eq!(done.total(), 1);
+    run_batch(&mut a, "COMMIT TRANSACTION").await;
+    assert_eq!(name_of(&mut b, 1).await, "a1");
+    assert_eq!(name_of(&mut b, 2).await, "a2");
+    sim.shutdown().await;
+}
