@@ -788,6 +788,8 @@ async fn the_cli_serves_the_seed_contact_table() {
             "Cli-Passw0rd!",
             "--ca-file",
             "sim-ca.pem",
+            "--read-committed-snapshot",
+            "on",
         ],
         &[],
         cwd.path(),
