@@ -4,8 +4,10 @@
 
 use hubsync::sim::mssql::RunningMssqlSim;
 
+use hubsync::sim::mssql::MssqlSimOptions;
+
 use super::mssql_sim::{Conn, connect};
-use super::support::mssql_sim;
+use super::support::mssql_sim_with;
 
 async fn exec(c: &mut Conn, sql: &str) {
     c.simple_query(sql)
@@ -69,8 +71,14 @@ async fn changes(
         .collect()
 }
 
-async fn tracked_sim() -> (RunningMssqlSim, Conn) {
-    let sim = mssql_sim().await;
+/// A simulator with `dbo.members`; `snapshot`: READ_COMMITTED_SNAPSHOT on (readers see the
+/// last committed rows instead of waiting for another session's open transaction).
+async fn tracked_sim(snapshot: bool) -> (RunningMssqlSim, Conn) {
+    let sim = mssql_sim_with(MssqlSimOptions {
+        read_committed_snapshot: snapshot,
+        ..MssqlSimOptions::default()
+    })
+    .await;
     let mut c = connect(&sim).await;
     exec(
         &mut c,
@@ -82,7 +90,7 @@ async fn tracked_sim() -> (RunningMssqlSim, Conn) {
 
 #[tokio::test]
 async fn change_tracking_is_refused_until_enabled_and_needs_a_primary_key() {
-    let (_sim, mut c) = tracked_sim().await;
+    let (_sim, mut c) = tracked_sim(false).await;
     assert_eq!(
         version(&mut c, "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS [v]").await,
         None,
@@ -136,7 +144,7 @@ async fn change_tracking_is_refused_until_enabled_and_needs_a_primary_key() {
 
 #[tokio::test]
 async fn changetable_reports_each_key_s_last_committed_change_with_versions_given_at_commit() {
-    let (sim, mut c) = tracked_sim().await;
+    let (sim, mut c) = tracked_sim(true).await;
     exec(&mut c, "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON").await;
     exec(&mut c, "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING").await;
     let current = "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS [v]";
@@ -159,8 +167,9 @@ async fn changetable_reports_each_key_s_last_committed_change_with_versions_give
         "one version per commit"
     );
 
-    // An open transaction's change has no version yet: another session does not see it, and
-    // the current version does not move until it commits.
+    // An open transaction's change has no version yet: another session does not see it (under
+    // RCSI; without it the read would wait for the commit), and the current version does not
+    // move until it commits.
     let mut other = connect(&sim).await;
     exec(
         &mut other,

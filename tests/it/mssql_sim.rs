@@ -2,6 +2,7 @@
 //! result types, multi-packet results, transactions, rowversion, error numbers, faults.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use hubsync::sim::mssql::{self, MssqlSimOptions, RunningMssqlSim};
 use tiberius::{Client, Config, numeric::Numeric};
@@ -20,8 +21,21 @@ async fn sim_with(schema: &str) -> RunningMssqlSim {
 }
 
 async fn sim() -> RunningMssqlSim {
-    sim_with(
-        "CREATE TABLE [dbo].[items] (
+    sim_with(ITEMS).await
+}
+
+/// The `items` table with READ_COMMITTED_SNAPSHOT as given.
+async fn sim_rcsi(read_committed_snapshot: bool) -> RunningMssqlSim {
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let options = MssqlSimOptions {
+        schema: Some(ITEMS.to_string()),
+        read_committed_snapshot,
+        ..MssqlSimOptions::default()
+    };
+    mssql::start(addr, options).await.expect("simulator starts")
+}
+
+const ITEMS: &str = "CREATE TABLE [dbo].[items] (
             [id] BIGINT NOT NULL PRIMARY KEY,
             [code] INT NULL,
             [name] NVARCHAR(20) NOT NULL,
@@ -34,10 +48,7 @@ async fn sim() -> RunningMssqlSim {
             [blob] VARBINARY(16) NULL,
             [rv] ROWVERSION
         );
-        CREATE UNIQUE INDEX [ux_items_code] ON [dbo].[items] ([code]) WHERE [code] IS NOT NULL;",
-    )
-    .await
-}
+        CREATE UNIQUE INDEX [ux_items_code] ON [dbo].[items] ([code]) WHERE [code] IS NOT NULL;";
 
 async fn connect_with(sim: &RunningMssqlSim, conn: &str) -> tiberius::Result<Conn> {
     let config = Config::from_ado_string(conn)?;
@@ -556,7 +567,8 @@ fn rv(bytes: Option<&[u8]>) -> u64 {
 
 #[tokio::test]
 async fn min_active_rowversion_holds_back_readers_while_a_transaction_is_open() {
-    let sim = sim().await;
+    // The reader polls during the writer's transaction: with RCSI it is not blocked.
+    let sim = sim_rcsi(true).await;
     sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
         .await
         .unwrap();
@@ -776,6 +788,8 @@ async fn the_cli_serves_the_seed_contact_table() {
             "Cli-Passw0rd!",
             "--ca-file",
             "sim-ca.pem",
+            "--read-committed-snapshot",
+            "on",
         ],
         &[],
         cwd.path(),
@@ -1275,5 +1289,414 @@ async fn text_compares_and_sorts_as_latin1_general_ci_as() {
         .unwrap()
         .expect("one row");
     assert_eq!(upper.get::<&str, _>(0), Some("NÚÑEZ"));
+    sim.shutdown().await;
+}
+
+/// The `name` of item `id`, read on `c`.
+async fn name_of(c: &mut Conn, id: i64) -> String {
+    c.query("SELECT [name] FROM [dbo].[items] WHERE [id] = @P1", &[&id])
+        .await
+        .unwrap()
+        .into_row()
+        .await
+        .unwrap()
+        .expect("the item exists")
+        .get::<&str, _>(0)
+        .unwrap()
+        .to_string()
+}
+
+/// Waits (bounded) until the simulator has `n` client sessions open.
+async fn sessions_drop_to(sim: &RunningMssqlSim, n: u64, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        while sim.stats().open_sessions != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+const UPDATE_NAME: &str = "UPDATE [dbo].[items] SET [name] = @P1 WHERE [id] = @P2";
+
+#[tokio::test]
+async fn an_update_whose_client_drops_the_connection_while_it_waits_is_not_applied() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a')")
+        .await
+        .unwrap();
+    let mut holder = connect(&sim).await;
+    run_batch(
+        &mut holder,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'held' WHERE [id] = 1",
+    )
+    .await;
+    let mut waiter = connect(&sim).await;
+    let waited = tokio::time::timeout(
+        Duration::from_millis(300),
+        waiter.execute(UPDATE_NAME, &[&"cancelled", &1i64]),
+    )
+    .await;
+    assert!(waited.is_err(), "the update waits for the held row");
+    // What hubsync does when its command timeout fires: the connection is closed.
+    drop(waiter);
+    assert!(
+        sessions_drop_to(&sim, 1, Duration::from_secs(3)).await,
+        "the waiting session ends with its connection, not when its statement could go on"
+    );
+    run_batch(&mut holder, "COMMIT TRANSACTION").await;
+    assert_eq!(name_of(&mut holder, 1).await, "held");
+    let mut later = connect(&sim).await;
+    assert_eq!(name_of(&mut later, 1).await, "held");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn attention_cancels_a_waiting_update_and_keeps_the_transaction_open() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    let mut holder = connect(&sim).await;
+    run_batch(
+        &mut holder,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'held' WHERE [id] = 1",
+    )
+    .await;
+    let mut waiter = connect(&sim).await;
+    run_batch(
+        &mut waiter,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'mine' WHERE [id] = 2",
+    )
+    .await;
+    let waited = tokio::time::timeout(
+        Duration::from_millis(300),
+        waiter.execute(UPDATE_NAME, &[&"cancelled", &1i64]),
+    )
+    .await;
+    assert!(waited.is_err(), "the update waits for the held row");
+    tokio::time::timeout(Duration::from_secs(3), waiter.cancel_query())
+        .await
+        .expect("the attention is answered while the row is still held")
+        .expect("DONE with DONE_ATTN");
+    assert_eq!(
+        trancount(&mut waiter).await,
+        1,
+        "the transaction stays open"
+    );
+    run_batch(&mut holder, "COMMIT TRANSACTION").await;
+    assert_eq!(
+        name_of(&mut waiter, 1).await,
+        "held",
+        "the cancelled update is not applied once the row is free"
+    );
+    assert_eq!(name_of(&mut waiter, 2).await, "mine");
+    run_batch(&mut waiter, "ROLLBACK TRANSACTION").await;
+    assert_eq!(name_of(&mut holder, 2).await, "b");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn writers_on_different_rows_commit_while_both_transactions_are_open() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    let mut a = connect(&sim).await;
+    let mut b = connect(&sim).await;
+    let quick = Duration::from_secs(2);
+    // BEGIN takes no lock: both start at once.
+    tokio::time::timeout(quick, run_batch(&mut a, "BEGIN TRANSACTION"))
+        .await
+        .expect("BEGIN in the first session");
+    tokio::time::timeout(quick, run_batch(&mut b, "BEGIN TRANSACTION"))
+        .await
+        .expect("BEGIN in the second session while the first is open");
+    tokio::time::timeout(quick, a.execute(UPDATE_NAME, &[&"a2", &1i64]))
+        .await
+        .expect("the first writer is not blocked")
+        .unwrap();
+    tokio::time::timeout(quick, b.execute(UPDATE_NAME, &[&"b2", &2i64]))
+        .await
+        .expect("a writer on another row is not blocked")
+        .unwrap();
+    assert_eq!(trancount(&mut a).await, 1);
+    assert_eq!(trancount(&mut b).await, 1);
+    run_batch(&mut b, "COMMIT TRANSACTION").await;
+    run_batch(&mut a, "COMMIT TRANSACTION").await;
+    let mut c = connect(&sim).await;
+    assert_eq!(name_of(&mut c, 1).await, "a2");
+    assert_eq!(name_of(&mut c, 2).await, "b2");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn lock_timeout_answers_1222_and_the_transaction_stays_open() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    let mut holder = connect(&sim).await;
+    run_batch(
+        &mut holder,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'held' WHERE [id] = 1",
+    )
+    .await;
+    let mut waiter = connect(&sim).await;
+    run_batch(
+        &mut waiter,
+        "SET LOCK_TIMEOUT 100; BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'mine' WHERE [id] = 2",
+    )
+    .await;
+    let err = match waiter
+        .simple_query("UPDATE [dbo].[items] SET [name] = N'late' WHERE [id] = 1")
+        .await
+    {
+        Ok(stream) => stream.into_results().await.expect_err("the wait times out"),
+        Err(e) => e,
+    };
+    match err {
+        tiberius::error::Error::Server(t) => {
+            assert_eq!(
+                (t.code(), t.class(), t.state(), t.message()),
+                (1222, 16, 51, "Lock request time out period exceeded.")
+            );
+        }
+        other => panic!("expected 1222, got {other:?}"),
+    }
+    assert_eq!(
+        trancount(&mut waiter).await,
+        1,
+        "1222 ends the statement only"
+    );
+    run_batch(&mut waiter, "COMMIT TRANSACTION").await;
+    run_batch(&mut holder, "ROLLBACK TRANSACTION").await;
+    assert_eq!(name_of(&mut holder, 1).await, "a");
+    assert_eq!(name_of(&mut holder, 2).await, "mine");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_rcsi_a_reader_waits_for_an_uncommitted_row_until_the_writer_commits() {
+    let sim = sim_rcsi(false).await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a')")
+        .await
+        .unwrap();
+    let mut writer = connect(&sim).await;
+    let mut reader = connect(&sim).await;
+    run_batch(&mut writer, "BEGIN TRANSACTION").await;
+    writer.execute(UPDATE_NAME, &[&"new", &1i64]).await.unwrap();
+    assert_eq!(
+        name_of(&mut writer, 1).await,
+        "new",
+        "a session reads its own rows"
+    );
+    let read = name_of(&mut reader, 1);
+    tokio::pin!(read);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut read)
+            .await
+            .is_err(),
+        "the reader waits while the row is uncommitted"
+    );
+    run_batch(&mut writer, "COMMIT TRANSACTION").await;
+    let seen = tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("the reader goes on after the commit");
+    assert_eq!(seen, "new");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_rcsi_a_reader_sees_the_last_committed_row_without_waiting() {
+    let sim = sim_rcsi(true).await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    let mut writer = connect(&sim).await;
+    let mut reader = connect(&sim).await;
+    run_batch(
+        &mut writer,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'new' WHERE [id] = 1; DELETE FROM [dbo].[items] WHERE [id] = 2; INSERT INTO [dbo].[items] ([id], [name]) VALUES (3, N'c')",
+    )
+    .await;
+    let quick = Duration::from_secs(2);
+    let seen = tokio::time::timeout(quick, name_of(&mut reader, 1))
+        .await
+        .expect("the reader does not wait");
+    assert_eq!(seen, "a", "the last committed value");
+    let rows = tokio::time::timeout(quick, async {
+        reader
+            .query("SELECT [name] FROM [dbo].[items] ORDER BY [id]", &[])
+            .await
+            .unwrap()
+            .into_first_result()
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("a scan does not wait either");
+    let names: Vec<&str> = rows.iter().map(|r| r.get::<&str, _>(0).unwrap()).collect();
+    assert_eq!(names, ["a", "b"], "neither the delete nor the insert shows");
+    assert_eq!(
+        count_items(&mut writer).await,
+        2,
+        "the writer sees its own changes"
+    );
+    run_batch(&mut writer, "COMMIT TRANSACTION").await;
+    assert_eq!(name_of(&mut reader, 1).await, "new");
+    assert_eq!(count_items(&mut reader).await, 2);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_change_whose_transaction_took_its_rowversion_first_and_committed_last_is_read_once() {
+    let sim = sim_rcsi(true).await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    // hubsync's change reader (`rowversion_changes` in src/mssql/corpus.sql).
+    let reader_sql = "SELECT TOP (@P1) [id], [rv] FROM [dbo].[items] WHERE [rv] > CAST(@P2 AS BINARY(8)) AND [rv] < MIN_ACTIVE_ROWVERSION() ORDER BY [rv]";
+    let mut reader = connect(&sim).await;
+    let mut cursor = 0u64;
+    let mut seen: Vec<i64> = Vec::new();
+    let poll = async |reader: &mut Conn, cursor: &mut u64, seen: &mut Vec<i64>| {
+        let rows = reader
+            .query(reader_sql, &[&100i64, &(*cursor as i64)])
+            .await
+            .unwrap()
+            .into_first_result()
+            .await
+            .unwrap();
+        for row in &rows {
+            seen.push(row.get::<i64, _>("id").unwrap());
+            *cursor = rv(row.get::<&[u8], _>("rv"));
+        }
+        rows.len()
+    };
+    assert_eq!(poll(&mut reader, &mut cursor, &mut seen).await, 2);
+    seen.clear();
+
+    let mut first = connect(&sim).await;
+    let mut second = connect(&sim).await;
+    run_batch(&mut first, "BEGIN TRANSACTION").await;
+    first.execute(UPDATE_NAME, &[&"a2", &1i64]).await.unwrap();
+    run_batch(&mut second, "BEGIN TRANSACTION").await;
+    second.execute(UPDATE_NAME, &[&"b2", &2i64]).await.unwrap();
+    run_batch(&mut second, "COMMIT TRANSACTION").await;
+    let rv_of = async |c: &mut Conn, id: i64| {
+        rv(
+            c.query("SELECT [rv] FROM [dbo].[items] WHERE [id] = @P1", &[&id])
+                .await
+                .unwrap()
+                .into_row()
+                .await
+                .unwrap()
+                .unwrap()
+                .get::<&[u8], _>(0),
+        )
+    };
+    let first_rv = rv_of(&mut first, 1).await;
+    let second_rv = rv_of(&mut second, 2).await;
+    assert!(
+        first_rv < second_rv,
+        "interleaved: the open transaction took the lower rowversion"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            poll(&mut reader, &mut cursor, &mut seen).await,
+            0,
+            "the committed later change waits behind the open transaction's rowversion"
+        );
+    }
+    run_batch(&mut first, "COMMIT TRANSACTION").await;
+    for _ in 0..3 {
+        poll(&mut reader, &mut cursor, &mut seen).await;
+    }
+    assert_eq!(
+        seen,
+        [1, 2],
+        "each change read exactly once, in rowversion order"
+    );
+    assert_eq!(cursor, second_rv);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_insert_of_a_key_an_open_transaction_deleted_waits_for_its_outcome() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a')")
+        .await
+        .unwrap();
+    let mut holder = connect(&sim).await;
+    let mut inserter = connect(&sim).await;
+    run_batch(
+        &mut holder,
+        "BEGIN TRANSACTION; DELETE FROM [dbo].[items] WHERE [id] = 1",
+    )
+    .await;
+    let insert = error_of(
+        &mut inserter,
+        "INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'again')",
+    );
+    tokio::pin!(insert);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut insert)
+            .await
+            .is_err(),
+        "the key is not free while the delete is uncommitted"
+    );
+    run_batch(&mut holder, "ROLLBACK TRANSACTION").await;
+    assert_eq!(insert.await, 2627, "the rolled-back delete kept the key");
+    assert_eq!(name_of(&mut holder, 1).await, "a");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn crossed_waits_make_one_transaction_the_deadlock_victim() {
+    let sim = sim().await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    let mut a = connect(&sim).await;
+    let mut b = connect(&sim).await;
+    run_batch(
+        &mut a,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'a1' WHERE [id] = 1",
+    )
+    .await;
+    run_batch(
+        &mut b,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'b2' WHERE [id] = 2",
+    )
+    .await;
+    let mut first = Box::pin(a.execute(
+        "UPDATE [dbo].[items] SET [name] = N'a2' WHERE [id] = 2",
+        &[],
+    ));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut first)
+            .await
+            .is_err(),
+        "a waits for b's row"
+    );
+    // b closes the cycle: b is the victim, its transaction rolled back, and a goes on.
+    assert_eq!(
+        error_of(
+            &mut b,
+            "UPDATE [dbo].[items] SET [name] = N'b1' WHERE [id] = 1"
+        )
+        .await,
+        1205
+    );
+    assert_eq!(trancount(&mut b).await, 0);
+    let done = tokio::time::timeout(Duration::from_secs(5), first)
+        .await
+        .expect("a goes on once the victim is rolled back")
+        .unwrap();
+    assert_eq!(done.total(), 1);
+    run_batch(&mut a, "COMMIT TRANSACTION").await;
+    assert_eq!(name_of(&mut b, 1).await, "a1");
+    assert_eq!(name_of(&mut b, 2).await, "a2");
     sim.shutdown().await;
 }

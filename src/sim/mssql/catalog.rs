@@ -99,9 +99,6 @@ impl Catalog {
     pub fn table(&self, name: &str) -> Option<&TableDef> {
         self.tables.get(&name.to_ascii_lowercase())
     }
-    pub fn table_mut(&mut self, name: &str) -> Option<&mut TableDef> {
-        self.tables.get_mut(&name.to_ascii_lowercase())
-    }
     pub fn insert(&mut self, table: TableDef) {
         self.tables.insert(table.name.to_ascii_lowercase(), table);
     }

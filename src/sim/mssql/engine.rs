@@ -1,12 +1,14 @@
 //! The simulator's SQL engine: one SQLite database per instance (WAL, one connection per
-//! session), the rowversion counter and MIN_ACTIVE_ROWVERSION bookkeeping, transactions with
-//! @@TRANCOUNT, running translated statements into TDS tokens, and SQLite errors mapped to SQL
-//! Server error numbers.
+//! session), the rowversion counter and MIN_ACTIVE_ROWVERSION bookkeeping, T-SQL transactions
+//! emulated over an undo log with row locks (each statement is one short SQLite transaction under
+//! the database's statement mutex), readers under locking READ COMMITTED or READ COMMITTED
+//! SNAPSHOT, running translated statements into TDS tokens, and SQLite errors mapped to SQL Server
+//! error numbers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
@@ -15,13 +17,14 @@ use rusqlite::types::{Value as SqliteValue, ValueRef};
 use rusqlite::{Connection, ErrorCode};
 
 use super::catalog::{self, Catalog, TableDef};
+use super::locks::{Awaited, Cancel, Locks, Wait};
 use super::translate::{self, Context, ContextValue, ItemType, SqlError, Statement};
 use super::types::{self, Param, SqlType, Value};
 use super::wire::{DONE_COUNT, DONE_ERROR, DONE_MORE, DoneKind, Tokens};
 
 /// Errors after which SQL Server goes on with the next statement of the batch.
 const STATEMENT_LEVEL: &[u32] = &[
-    2627, 2601, 515, 547, 2628, 245, 241, 8115, 273, 272, 544, 8102, 257, 206, 3902, 3903,
+    1222, 2627, 2601, 515, 547, 2628, 245, 241, 8115, 273, 272, 544, 8102, 257, 206, 3902, 3903,
 ];
 
 #[derive(Debug, Default)]
@@ -69,9 +72,35 @@ pub struct Db {
     next_session: AtomicU64,
     /// Writes left that fail with deadlock 1205.
     pub deadlocks: AtomicU32,
-    lock_timeout: Duration,
+    settings: Settings,
+    /// Row locks of the open transactions.
+    pub locks: Locks,
+    /// Serializes statements: each runs as one SQLite transaction while holding it.
+    statements: Mutex<()>,
+    /// Bumped by every catalog change (sessions rebuild their capture triggers).
+    generation: AtomicU64,
     ct: Mutex<CtState>,
 }
+
+/// How the database treats concurrent sessions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    /// Every session's initial `SET LOCK_TIMEOUT`; `None` waits without bound (SQL Server's -1).
+    pub lock_timeout: Option<Duration>,
+    /// READ_COMMITTED_SNAPSHOT ON: readers see the last committed rows instead of waiting for
+    /// rows other sessions have changed.
+    pub read_committed_snapshot: bool,
+}
+
+/// Not a SQL Server error: the statement touched a row another session holds and is retried
+/// after the wait (`Capture::blocked` says for what).
+const BLOCKED: u32 = u32::MAX;
+/// Not a SQL Server error: the request was cancelled while the statement waited.
+const CANCELLED: u32 = u32::MAX - 1;
+
+/// The undo log: the before-image of every row an open transaction changed (`image` NULL: the
+/// row did not exist), written in the same store transaction as the change.
+const UNDO_TABLE: &str = "CREATE TABLE IF NOT EXISTS __sim_undo (seq INTEGER PRIMARY KEY, session INTEGER NOT NULL, tbl TEXT NOT NULL, rid INTEGER NOT NULL, image TEXT)";
 
 fn store_error(e: rusqlite::Error) -> anyhow::Error {
     anyhow::anyhow!("SQL Server simulator store: {e}")
@@ -83,7 +112,7 @@ impl Db {
     pub fn open(
         dir: Option<&Path>,
         name: &str,
-        lock_timeout: Duration,
+        settings: Settings,
     ) -> anyhow::Result<(Arc<Db>, bool)> {
         let (path, tmp) = match dir {
             Some(d) => {
@@ -106,6 +135,41 @@ impl Db {
              CREATE TABLE IF NOT EXISTS __sim_ct (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
         )
         .map_err(store_error)?;
+        conn.execute_batch(UNDO_TABLE).map_err(store_error)?;
+        // The change-tracking triggers stay quiet while recovery puts rows back.
+        conn.create_collation("TSQL_CI", types::compare_ci_as)
+            .map_err(store_error)?;
+        conn.create_collation("TSQL_DECIMAL", |a, b| {
+            types::compare_decimal(a, b).unwrap_or_else(|| types::compare_ci_as(a, b))
+        })
+        .map_err(store_error)?;
+        for (name, arity) in [("__ct_on", 0), ("__ct_context", 0), ("__ct_tx", 0)] {
+            conn.create_scalar_function(name, arity, FunctionFlags::SQLITE_UTF8, |_| {
+                Ok(None::<i64>)
+            })
+            .map_err(store_error)?;
+        }
+        // Recovery: transactions open when the simulator stopped are rolled back.
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(store_error)?;
+        restore(&conn, Undo::All).map_err(store_error)?;
+        conn.execute_batch("COMMIT").map_err(store_error)?;
+        let mut catalog = Catalog::default();
+        {
+            let mut stmt = conn
+                .prepare("SELECT def FROM __sim_catalog")
+                .map_err(store_error)?;
+            let defs = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(store_error)?;
+            for def in defs {
+                let def = def.map_err(store_error)?;
+                let json: serde_json::Value = serde_json::from_str(&def)?;
+                let table = TableDef::from_json(&json).ok_or_else(|| {
+                    anyhow::anyhow!("unreadable catalog entry in {}", path.display())
+                })?;
+                catalog.insert(table);
+            }
+        }
         let mut ct = CtState::default();
         {
             let mut stmt = conn
@@ -125,23 +189,6 @@ impl Db {
                         }
                     }
                 }
-            }
-        }
-        let mut catalog = Catalog::default();
-        {
-            let mut stmt = conn
-                .prepare("SELECT def FROM __sim_catalog")
-                .map_err(store_error)?;
-            let defs = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(store_error)?;
-            for def in defs {
-                let def = def.map_err(store_error)?;
-                let json: serde_json::Value = serde_json::from_str(&def)?;
-                let table = TableDef::from_json(&json).ok_or_else(|| {
-                    anyhow::anyhow!("unreadable catalog entry in {}", path.display())
-                })?;
-                catalog.insert(table);
             }
         }
         let mut last = 2000i64;
@@ -170,7 +217,10 @@ impl Db {
             next_descriptor: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
             deadlocks: AtomicU32::new(0),
-            lock_timeout,
+            settings,
+            locks: Locks::default(),
+            statements: Mutex::new(()),
+            generation: AtomicU64::new(1),
             ct: Mutex::new(ct),
         };
         Ok((Arc::new(db), created))
@@ -262,11 +312,26 @@ pub struct Session {
     xact_abort: bool,
     scope_identity: Option<i64>,
     rowcount: u64,
+    /// `SET LOCK_TIMEOUT`: how long a statement waits for another session's row.
+    lock_timeout: Option<Duration>,
+    /// Set by the connection on ATTENTION or when the client has gone.
+    pub cancel: Arc<Cancel>,
+    /// The last request stopped at a cancel (answered with DONE_ATTN).
+    pub interrupted: bool,
+    capture: Arc<Mutex<Capture>>,
+    /// Rows this session's open transaction holds.
+    held: Vec<(String, i64)>,
+    /// The catalog generation the capture triggers were built for.
+    triggers: u64,
     ct: Arc<CtSession>,
 }
 
 impl Drop for Session {
+    /// A session that ends (the client has gone) rolls its transaction back.
     fn drop(&mut self) {
+        if self.trancount > 0 {
+            self.undo();
+        }
         self.db.release(self.id);
     }
 }
@@ -275,7 +340,9 @@ impl Session {
     pub fn open(db: Arc<Db>) -> anyhow::Result<Session> {
         let id = db.next_session.fetch_add(1, Ordering::SeqCst);
         let conn = Connection::open(&db.path).map_err(store_error)?;
-        conn.busy_timeout(db.lock_timeout).map_err(store_error)?;
+        // Statements are serialized by the database's statement mutex: the store never waits.
+        conn.busy_timeout(Duration::from_secs(30))
+            .map_err(store_error)?;
         // "x" must name a column, never fall back to a string literal.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)
             .map_err(store_error)?;
@@ -283,10 +350,12 @@ impl Session {
             .map_err(store_error)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(store_error)?;
+        let capture = Arc::new(Mutex::new(Capture::default()));
         let ct = Arc::new(CtSession::default());
-        register_functions(&conn, &db, id, &ct).map_err(store_error)?;
+        register_functions(&conn, &db, id, &capture, &ct).map_err(store_error)?;
         Ok(Session {
             spid: (50 + id % 30000) as u16,
+            lock_timeout: db.settings.lock_timeout,
             db,
             conn,
             id,
@@ -296,8 +365,331 @@ impl Session {
             xact_abort: false,
             scope_identity: None,
             rowcount: 0,
+            cancel: Arc::new(Cancel::default()),
+            interrupted: false,
+            capture,
+            held: Vec::new(),
+            triggers: 0,
             ct,
         })
+    }
+
+    fn capture(&self) -> MutexGuard<'_, Capture> {
+        self.capture.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// (Re)creates the TEMP triggers that lock changed rows and log their before-images, when
+    /// the catalog changed since they were made. Runs under the statement mutex.
+    fn ensure_triggers(&mut self) -> rusqlite::Result<()> {
+        let generation = self.db.generation.load(Ordering::SeqCst);
+        if self.triggers == generation {
+            return Ok(());
+        }
+        let old: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT name FROM temp.sqlite_master WHERE type = 'trigger'")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for name in old {
+            self.conn.execute_batch(&format!(
+                "DROP TRIGGER IF EXISTS temp.{}",
+                translate::q(&name)
+            ))?;
+        }
+        let tables: Vec<String> = self.db.catalog().tables().map(|t| t.name.clone()).collect();
+        for table in tables {
+            let columns = table_columns(&self.conn, &table)?;
+            if columns.is_empty() {
+                continue;
+            }
+            let lit = table.replace('\'', "''");
+            let t = translate::q(&table);
+            let image: Vec<String> = columns
+                .iter()
+                .map(|(c, _, _)| format!("'{}', OLD.{}", c.replace('\'', "''"), translate::q(c)))
+                .collect();
+            let image = image.join(", ");
+            let id = self.id;
+            for (kind, when, row) in [("u", "BEFORE UPDATE", "OLD"), ("d", "BEFORE DELETE", "OLD")]
+            {
+                self.conn.execute_batch(&format!(
+                    "CREATE TEMP TRIGGER {name} {when} ON main.{t} WHEN __capture('{lit}', {row}.rowid) BEGIN INSERT INTO __sim_undo (session, tbl, rid, image) VALUES ({id}, '{lit}', {row}.rowid, __image({image})); END",
+                    name = translate::q(&format!("__sim_{kind}_{table}")),
+                ))?;
+            }
+            self.conn.execute_batch(&format!(
+                "CREATE TEMP TRIGGER {name} AFTER INSERT ON main.{t} WHEN __capture('{lit}', NEW.rowid) BEGIN INSERT INTO __sim_undo (session, tbl, rid, image) VALUES ({id}, '{lit}', NEW.rowid, NULL); END",
+                name = translate::q(&format!("__sim_i_{table}")),
+            ))?;
+            // A key another session's uncommitted DELETE freed is not free yet: an insert waits
+            // for that session (any of its deleted rows in the table: stricter than a key lock),
+            // so that its rollback can always put the row back.
+            self.conn.execute_batch(&format!(
+                "CREATE TEMP TRIGGER {name} AFTER INSERT ON main.{t} BEGIN SELECT __deleted_by(u.tbl, u.rid, u.session) FROM __sim_undo u WHERE u.tbl = '{lit}' AND u.session <> {id} AND u.image IS NOT NULL AND NOT EXISTS (SELECT 1 FROM main.{t} x WHERE x.rowid = u.rid) LIMIT 1; END",
+                name = translate::q(&format!("__sim_k_{table}")),
+            ))?;
+        }
+        self.triggers = generation;
+        Ok(())
+    }
+
+    /// Runs `f` as one store transaction under the statement mutex. `read` is the SQL of a
+    /// SELECT: under locking READ COMMITTED it waits for rows other sessions hold in the tables it
+    /// reads; under READ COMMITTED SNAPSHOT it runs on the last committed rows (the other
+    /// sessions' before-images applied, then rolled back). A statement that touched a row
+    /// another session holds fails with [`BLOCKED`] and is undone (its new locks released).
+    fn in_store<T>(
+        &mut self,
+        read: Option<&str>,
+        f: impl FnOnce(&mut Session) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
+        let db = Arc::clone(&self.db);
+        let _serial = db.statements.lock().unwrap_or_else(|p| p.into_inner());
+        self.ensure_triggers()
+            .map_err(|e| self.map_error(e, "capture triggers"))?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.map_error(e, "BEGIN"))?;
+        {
+            let mut c = self.capture();
+            c.enabled = true;
+            c.in_transaction = self.trancount > 0;
+            c.pending.clear();
+            c.blocked = None;
+        }
+        let mut keep = true;
+        let mut result = match read {
+            Some(sql) if db.locks.others_hold_any(self.id) => {
+                if db.settings.read_committed_snapshot {
+                    keep = false;
+                    self.capture().enabled = false;
+                    let view = restore(&self.conn, Undo::Others(self.id));
+                    self.capture().enabled = true;
+                    view.map_err(|e| self.map_error(e, "snapshot"))
+                } else {
+                    match self.held_table_read(sql) {
+                        Ok(Some(awaited)) => {
+                            self.capture().blocked = Some(awaited);
+                            Err(SqlError::new(BLOCKED, 0, 0, "blocked"))
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+        .and_then(|()| f(self));
+        if self.capture().blocked.is_some() {
+            result = Err(SqlError::new(BLOCKED, 0, 0, "blocked"));
+        }
+        let ok = result.is_ok();
+        if ok && keep {
+            // An autocommit change of a tracked table gets its version as it commits.
+            let version = if self.trancount == 0 {
+                self.stamp_changes()
+            } else {
+                Ok(None)
+            };
+            match version.map(|v| (v, self.conn.execute_batch("COMMIT"))) {
+                Ok((version, Ok(()))) => self.publish_version(version),
+                Ok((_, Err(e))) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    result = Err(self.map_error(e, "COMMIT"));
+                }
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    result = Err(e);
+                }
+            }
+        } else {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        let pending = std::mem::take(&mut self.capture().pending);
+        self.capture().enabled = false;
+        if result.is_ok() {
+            self.held.extend(pending);
+        } else {
+            db.locks.release(self.id, &pending);
+        }
+        result
+    }
+
+    /// The first table a SELECT reads in which another session holds a row (SQL Server's
+    /// locking READ COMMITTED would wait there; every table counts as scanned, which is stricter
+    /// than a seek on a key would be).
+    fn held_table_read(&self, sql: &str) -> Result<Option<Awaited>, SqlError> {
+        let roots: HashMap<i64, String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT rootpage, tbl_name FROM main.sqlite_master WHERE type IN ('table', 'index')")
+                .map_err(|e| self.map_error(e, sql))?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
+                .map_err(|e| self.map_error(e, sql))?
+        };
+        let mut stmt = self
+            .conn
+            .prepare(&format!("EXPLAIN {sql}"))
+            .map_err(|e| self.map_error(e, sql))?;
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next().map_err(|e| self.map_error(e, sql))? {
+            let opcode: String = row.get(1).unwrap_or_default();
+            let root: i64 = row.get(3).unwrap_or_default();
+            let schema: i64 = row.get(4).unwrap_or(-1);
+            if matches!(opcode.as_str(), "OpenRead" | "ReopenIdx")
+                && schema == 0
+                && let Some(table) = roots.get(&root)
+                && let Some(holder) = self.db.locks.table_holder(table, self.id)
+            {
+                return Ok(Some(Awaited::Table {
+                    table: table.clone(),
+                    holder,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rolls the open transaction's changes back (before-images restored, newest first) and
+    /// releases its locks.
+    fn undo(&mut self) {
+        let db = Arc::clone(&self.db);
+        {
+            let _serial = db.statements.lock().unwrap_or_else(|p| p.into_inner());
+            self.capture().enabled = false;
+            let done = self
+                .conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .and_then(|()| restore(&self.conn, Undo::Session(self.id)))
+                .and_then(|()| self.conn.execute_batch("COMMIT"));
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "SQL Server simulator: rollback failed");
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+        }
+        let held = std::mem::take(&mut self.held);
+        db.locks.release(self.id, &held);
+    }
+
+    /// Makes the open transaction's changes permanent: gives its changes of tracked tables
+    /// their version, drops its undo log, releases its locks.
+    fn forget_undo(&mut self) -> Result<(), SqlError> {
+        let db = Arc::clone(&self.db);
+        {
+            let _serial = db.statements.lock().unwrap_or_else(|p| p.into_inner());
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
+            let done = self.stamp_changes().and_then(|version| {
+                self.conn
+                    .execute(
+                        "DELETE FROM __sim_undo WHERE session = ?1",
+                        [self.id as i64],
+                    )
+                    .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
+                Ok(version)
+            });
+            match done {
+                Ok(version) => self.publish_version(version),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        let held = std::mem::take(&mut self.held);
+        db.locks.release(self.id, &held);
+        Ok(())
+    }
+
+    /// Inside the store transaction that commits them: this session's uncommitted changes of
+    /// tracked tables get the next version. Returns it when there were any.
+    fn stamp_changes(&mut self) -> Result<Option<i64>, SqlError> {
+        if !self.ct.pending.swap(false, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let version = self.db.ct_state().committed + 1;
+        let sides: Vec<String> = self
+            .db
+            .catalog()
+            .change_tables()
+            .map(|t| t.name.clone())
+            .collect();
+        let mut stamped = 0;
+        for side in sides {
+            stamped += self
+                .conn
+                .execute(
+                    &format!(
+                        "UPDATE {} SET \"SYS_CHANGE_VERSION\" = ?1, \
+                         \"SYS_CHANGE_CREATION_VERSION\" = CASE WHEN __insert = 1 THEN ?1 \
+                         ELSE \"SYS_CHANGE_CREATION_VERSION\" END, __insert = 0, __tx = NULL \
+                         WHERE \"SYS_CHANGE_VERSION\" IS NULL AND __tx = ?2",
+                        translate::q(&side)
+                    ),
+                    rusqlite::params![version, self.id as i64],
+                )
+                .map_err(store_sql_error)?;
+        }
+        if stamped == 0 {
+            return Ok(None);
+        }
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES ('version', ?1)",
+                [version],
+            )
+            .map_err(store_sql_error)?;
+        Ok(Some(version))
+    }
+
+    /// A committed version becomes CHANGE_TRACKING_CURRENT_VERSION() once the store commit is
+    /// through.
+    fn publish_version(&self, version: Option<i64>) {
+        if let Some(v) = version {
+            self.db.ct_state().committed = v;
+        }
+    }
+
+    /// The change-tracking cleanup: forgets every committed change up to the current version,
+    /// which becomes each tracked table's minimum valid version (as after the retention period).
+    pub fn change_tracking_cleanup(&mut self) -> anyhow::Result<()> {
+        let db = Arc::clone(&self.db);
+        let _serial = db.statements.lock().unwrap_or_else(|p| p.into_inner());
+        let current = db.ct_state().committed;
+        let tables: Vec<String> = db.ct_state().min_valid.keys().cloned().collect();
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(store_error)?;
+        for table in &tables {
+            self.conn
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE \"SYS_CHANGE_VERSION\" <= ?1",
+                        translate::q(&catalog::change_table_name(table))
+                    ),
+                    [current],
+                )
+                .map_err(store_error)?;
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES (?1, ?2)",
+                    rusqlite::params![format!("min:{table}"), current],
+                )
+                .map_err(store_error)?;
+        }
+        self.conn.execute_batch("COMMIT").map_err(store_error)?;
+        let mut state = db.ct_state();
+        for table in tables {
+            state.min_valid.insert(table, current);
+        }
+        Ok(())
     }
 
     /// Runs a batch (or the statement of an RPC) and returns the response tokens and the first
@@ -324,13 +716,33 @@ impl Session {
             .collect();
         let count = statements.len();
         let mut failed_last = first_error.is_some();
+        self.interrupted = false;
         for (i, stmt) in statements.iter().enumerate() {
             let more = if i + 1 < count || mode == Mode::Rpc {
                 DONE_MORE
             } else {
                 0
             };
-            match self.statement(stmt, params, &declared, &mut out) {
+            let outcome = if self.cancel.is_set() {
+                Err(SqlError::new(CANCELLED, 0, 0, "cancelled"))
+            } else {
+                self.statement_waiting(stmt, params, &declared, &mut out)
+            };
+            if let Err(e) = &outcome
+                && e.number == CANCELLED
+            {
+                // ATTENTION: the statement is undone; the transaction stays open unless
+                // XACT_ABORT is ON. The connection answers DONE with DONE_ATTN.
+                self.interrupted = true;
+                if self.trancount > 0 && self.xact_abort {
+                    self.end_transaction(false, &mut out);
+                }
+                if self.trancount == 0 {
+                    self.db.release(self.id);
+                }
+                return (out, first_error);
+            }
+            match outcome {
                 Ok(rows) => {
                     failed_last = false;
                     let (status, n) = match rows {
@@ -343,7 +755,7 @@ impl Session {
                     failed_last = true;
                     out.error(e.number, e.state, e.class, &e.message);
                     let abort = !STATEMENT_LEVEL.contains(&e.number);
-                    if self.trancount > 0 && (self.xact_abort || self.conn.is_autocommit()) {
+                    if self.trancount > 0 && self.xact_abort {
                         self.end_transaction(false, &mut out);
                     }
                     first_error.get_or_insert(e);
@@ -412,6 +824,64 @@ impl Session {
         }
     }
 
+    /// Runs one statement, waiting for (and then retrying after) rows another session holds;
+    /// the wait ends in 1222 at `SET LOCK_TIMEOUT`, in 1205 when it closes a cycle of waiting
+    /// sessions (this one's transaction rolled back), or at a cancel.
+    fn statement_waiting(
+        &mut self,
+        tokens: &[translate::Tok],
+        params: &[Param],
+        declared: &[(String, SqlType)],
+        out: &mut Tokens,
+    ) -> Result<Option<u64>, SqlError> {
+        let mark = out.buf.len();
+        loop {
+            match self.statement(tokens, params, declared, out) {
+                Err(e) if e.number == BLOCKED => {
+                    out.buf.truncate(mark);
+                    let Some(awaited) = self.capture().blocked.take() else {
+                        return Err(SqlError::unsupported("a lost lock wait"));
+                    };
+                    let db = Arc::clone(&self.db);
+                    match db
+                        .locks
+                        .wait(self.id, &awaited, self.lock_timeout, &self.cancel)
+                    {
+                        Wait::Released => continue,
+                        Wait::TimedOut => {
+                            return Err(SqlError::new(
+                                1222,
+                                51,
+                                16,
+                                "Lock request time out period exceeded.",
+                            ));
+                        }
+                        Wait::Cancelled => return Err(SqlError::new(CANCELLED, 0, 0, "cancelled")),
+                        Wait::Deadlock => {
+                            if self.trancount > 0 {
+                                self.end_transaction(false, out);
+                            }
+                            return Err(self.deadlock_victim());
+                        }
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn deadlock_victim(&self) -> SqlError {
+        SqlError::new(
+            1205,
+            45,
+            13,
+            format!(
+                "Transaction (Process ID {}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.",
+                self.spid
+            ),
+        )
+    }
+
     /// Runs one statement; `Ok(Some(n))` when it reports a row count.
     fn statement(
         &mut self,
@@ -426,35 +896,6 @@ impl Session {
     }
 
     fn execute(
-        &mut self,
-        stmt: Statement,
-        params: &[Param],
-        out: &mut Tokens,
-    ) -> Result<Option<u64>, SqlError> {
-        let write = matches!(
-            stmt,
-            Statement::Query { write: true, .. } | Statement::Dml { .. }
-        );
-        if write && self.trancount == 0 && self.db.catalog().change_tables().next().is_some() {
-            // An autocommit change of a tracked table gets its version as it commits.
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| self.map_error(e, "BEGIN TRANSACTION"))?;
-            let result = self.run_statement(stmt, params, out);
-            let finished = match &result {
-                Ok(_) => self.commit_store(),
-                Err(_) => {
-                    self.ct.pending.store(false, Ordering::SeqCst);
-                    self.conn.execute_batch("ROLLBACK").map_err(store_sql_error)
-                }
-            };
-            finished?;
-            return result;
-        }
-        self.run_statement(stmt, params, out)
-    }
-
-    fn run_statement(
         &mut self,
         stmt: Statement,
         params: &[Param],
@@ -499,7 +940,8 @@ impl Session {
                 if write {
                     self.deadlock_check(out)?;
                 }
-                let n = self.query(&sql, params, &items, &names, out)?;
+                let read = (!write).then_some(sql.as_str());
+                let n = self.in_store(read, |s| s.query(&sql, params, &items, &names, out))?;
                 self.rowcount = n;
                 if dml && sql.starts_with("INSERT") {
                     self.scope_identity = Some(self.conn.last_insert_rowid());
@@ -508,14 +950,11 @@ impl Session {
             }
             Statement::Dml { sql, table } => {
                 self.deadlock_check(out)?;
-                let n = {
-                    let mut stmt = self
-                        .conn
-                        .prepare(&sql)
-                        .map_err(|e| self.map_error(e, &sql))?;
+                let n = self.in_store(None, |s| {
+                    let mut stmt = s.conn.prepare(&sql).map_err(|e| s.map_error(e, &sql))?;
                     bind(&mut stmt, params)?;
-                    stmt.raw_execute().map_err(|e| self.map_error(e, &sql))? as u64
-                };
+                    Ok(stmt.raw_execute().map_err(|e| s.map_error(e, &sql))? as u64)
+                })?;
                 self.rowcount = n;
                 if sql.starts_with("INSERT")
                     && self
@@ -529,6 +968,7 @@ impl Session {
                 Ok(Some(n))
             }
             Statement::CreateTable { sql, table } => {
+                self.refuse_ddl_in_transaction("CREATE TABLE")?;
                 if self.db.catalog().table(&table.name).is_some() {
                     return Err(SqlError::new(
                         2714,
@@ -540,13 +980,19 @@ impl Session {
                         ),
                     ));
                 }
-                for s in &sql {
-                    self.conn
-                        .execute_batch(s)
-                        .map_err(|e| self.map_error(e, s))?;
-                }
-                self.save_table(&table)?;
-                self.db.catalog_mut().insert(table);
+                self.in_store(None, |s| {
+                    for statement in &sql {
+                        s.conn
+                            .execute_batch(statement)
+                            .map_err(|e| s.map_error(e, statement))?;
+                    }
+                    s.save_table(&table)?;
+                    // Under the statement mutex: no session runs a statement on the new table
+                    // before its capture triggers can exist.
+                    s.db.catalog_mut().insert(table.clone());
+                    s.db.generation.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })?;
                 Ok(None)
             }
             Statement::CreateIndex {
@@ -556,47 +1002,57 @@ impl Session {
                 columns,
                 unique,
             } => {
-                self.conn
-                    .execute_batch(&sql)
-                    .map_err(|e| self.map_error(e, &sql))?;
-                if unique {
-                    let updated = {
-                        let mut cat = self.db.catalog_mut();
-                        cat.table_mut(&table).map(|t| {
-                            t.unique.push((name, columns, true));
-                            t.clone()
-                        })
-                    };
-                    if let Some(t) = updated {
-                        self.save_table(&t)?;
+                self.refuse_ddl_in_transaction("CREATE INDEX")?;
+                let updated = self.db.catalog().table(&table).map(|t| {
+                    let mut t = t.clone();
+                    t.unique.push((name, columns, true));
+                    t
+                });
+                self.in_store(None, |s| {
+                    s.wait_for_table(&table)?;
+                    s.conn
+                        .execute_batch(&sql)
+                        .map_err(|e| s.map_error(e, &sql))?;
+                    match &updated {
+                        Some(t) if unique => s.save_table(t),
+                        _ => Ok(()),
                     }
+                })?;
+                if unique && let Some(t) = updated {
+                    self.db.catalog_mut().insert(t);
                 }
                 Ok(None)
             }
             Statement::DropTable { sql, table } => {
-                self.conn
-                    .execute_batch(&sql)
-                    .map_err(|e| self.map_error(e, &sql))?;
-                let side = catalog::change_table_name(&table);
-                let tracked = self.db.catalog().table(&side).is_some();
-                if tracked {
-                    self.conn
-                        .execute_batch(&format!("DROP TABLE IF EXISTS {}", translate::q(&side)))
-                        .map_err(|e| self.map_error(e, &sql))?;
-                    self.conn
-                        .execute(
-                            "DELETE FROM __sim_ct WHERE name = ?1",
-                            [format!("min:{table}")],
-                        )
-                        .map_err(|e| self.map_error(e, &sql))?;
-                    self.db.ct_state().min_valid.remove(&table);
-                }
-                for name in [&table, &side] {
-                    self.conn
-                        .execute("DELETE FROM __sim_catalog WHERE name = ?1", [name])
-                        .map_err(|e| self.map_error(e, &sql))?;
-                    self.db.catalog_mut().remove(name);
-                }
+                self.refuse_ddl_in_transaction("DROP TABLE")?;
+                self.in_store(None, |s| {
+                    s.wait_for_table(&table)?;
+                    s.conn
+                        .execute_batch(&sql)
+                        .map_err(|e| s.map_error(e, &sql))?;
+                    // With change tracking: its change table and minimum valid version too.
+                    let side = catalog::change_table_name(&table);
+                    if s.db.catalog().table(&side).is_some() {
+                        s.conn
+                            .execute_batch(&format!("DROP TABLE IF EXISTS {}", translate::q(&side)))
+                            .map_err(|e| s.map_error(e, &sql))?;
+                        s.conn
+                            .execute(
+                                "DELETE FROM __sim_ct WHERE name = ?1",
+                                [format!("min:{table}")],
+                            )
+                            .map_err(|e| s.map_error(e, &sql))?;
+                        s.db.ct_state().min_valid.remove(&table);
+                    }
+                    for name in [&table, &side] {
+                        s.conn
+                            .execute("DELETE FROM __sim_catalog WHERE name = ?1", [name])
+                            .map_err(|e| s.map_error(e, &sql))?;
+                        s.db.catalog_mut().remove(name);
+                    }
+                    s.db.generation.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })?;
                 Ok(None)
             }
             Statement::EnableDatabaseTracking { database } => {
@@ -612,6 +1068,7 @@ impl Session {
                         ),
                     ));
                 }
+                self.refuse_ddl_in_transaction("ALTER DATABASE")?;
                 if self.db.ct_state().enabled {
                     return Err(SqlError::new(
                         5088,
@@ -623,16 +1080,20 @@ impl Session {
                         ),
                     ));
                 }
-                self.conn
-                    .execute(
-                        "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES ('enabled', 1)",
-                        [],
-                    )
-                    .map_err(store_sql_error)?;
+                self.in_store(None, |s| {
+                    s.conn
+                        .execute(
+                            "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES ('enabled', 1)",
+                            [],
+                        )
+                        .map_err(store_sql_error)?;
+                    Ok(())
+                })?;
                 self.db.ct_state().enabled = true;
                 Ok(None)
             }
             Statement::EnableTableTracking { table } => {
+                self.refuse_ddl_in_transaction("ALTER TABLE")?;
                 self.enable_tracking(&table)?;
                 Ok(None)
             }
@@ -672,6 +1133,10 @@ impl Session {
                 let result = self.execute(*inner, params, out);
                 *self.ct.context.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 result
+            }
+            Statement::LockTimeout(ms) => {
+                self.lock_timeout = u64::try_from(ms).ok().map(Duration::from_millis);
+                Ok(None)
             }
         }
     }
@@ -719,100 +1184,48 @@ impl Session {
             ));
         }
         let side = catalog::change_table_def(&table);
-        for sql in change_tracking_ddl(&table, &side) {
-            self.conn
-                .execute_batch(&sql)
-                .map_err(|e| self.map_error(e, &sql))?;
-        }
-        self.save_table(&side)?;
-        let current = self.db.ct_state().committed;
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES (?1, ?2)",
-                rusqlite::params![format!("min:{}", table.name), current],
-            )
-            .map_err(store_sql_error)?;
-        self.db.catalog_mut().insert(side);
-        self.db
-            .ct_state()
-            .min_valid
-            .insert(table.name.clone(), current);
-        Ok(())
-    }
-
-    /// Gives this session's uncommitted changes of tracked tables their version (the next one),
-    /// then commits the store; the version becomes current once the commit is through.
-    fn commit_store(&mut self) -> Result<(), SqlError> {
-        let version = if self.ct.pending.swap(false, Ordering::SeqCst) {
-            let version = self.db.ct_state().committed + 1;
-            let sides: Vec<String> = self
-                .db
-                .catalog()
-                .change_tables()
-                .map(|t| t.name.clone())
-                .collect();
-            for side in sides {
-                self.conn
-                    .execute(
-                        &format!(
-                            "UPDATE {} SET \"SYS_CHANGE_VERSION\" = ?1, \
-                             \"SYS_CHANGE_CREATION_VERSION\" = CASE WHEN __insert = 1 THEN ?1 \
-                             ELSE \"SYS_CHANGE_CREATION_VERSION\" END, __insert = 0, __tx = NULL \
-                             WHERE \"SYS_CHANGE_VERSION\" IS NULL AND __tx = ?2",
-                            translate::q(&side)
-                        ),
-                        rusqlite::params![version, self.id as i64],
-                    )
-                    .map_err(store_sql_error)?;
+        self.in_store(None, |s| {
+            s.wait_for_table(&table.name)?;
+            for sql in change_tracking_ddl(&table, &side) {
+                s.conn
+                    .execute_batch(&sql)
+                    .map_err(|e| s.map_error(e, &sql))?;
             }
-            self.conn
-                .execute(
-                    "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES ('version', ?1)",
-                    [version],
-                )
-                .map_err(store_sql_error)?;
-            Some(version)
-        } else {
-            None
-        };
-        self.conn
-            .execute_batch("COMMIT")
-            .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
-        if let Some(v) = version {
-            self.db.ct_state().committed = v;
-        }
-        Ok(())
-    }
-
-    /// The change-tracking cleanup: forgets every committed change up to the current version,
-    /// which becomes each tracked table's minimum valid version (as after the retention period).
-    pub fn change_tracking_cleanup(&mut self) -> anyhow::Result<()> {
-        let current = self.db.ct_state().committed;
-        let tables: Vec<String> = self.db.ct_state().min_valid.keys().cloned().collect();
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(store_error)?;
-        for table in &tables {
-            self.conn
-                .execute(
-                    &format!(
-                        "DELETE FROM {} WHERE \"SYS_CHANGE_VERSION\" <= ?1",
-                        translate::q(&catalog::change_table_name(table))
-                    ),
-                    [current],
-                )
-                .map_err(store_error)?;
-            self.conn
+            s.save_table(&side)?;
+            let current = s.db.ct_state().committed;
+            s.conn
                 .execute(
                     "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES (?1, ?2)",
-                    rusqlite::params![format!("min:{table}"), current],
+                    rusqlite::params![format!("min:{}", table.name), current],
                 )
-                .map_err(store_error)?;
+                .map_err(store_sql_error)?;
+            s.db.catalog_mut().insert(side.clone());
+            s.db.ct_state()
+                .min_valid
+                .insert(table.name.clone(), current);
+            s.db.generation.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    /// DDL is not logged for undo: inside a user transaction it is refused, never pretended.
+    fn refuse_ddl_in_transaction(&self, what: &str) -> Result<(), SqlError> {
+        if self.trancount > 0 {
+            return Err(SqlError::unsupported(format!(
+                "{what} inside a transaction"
+            )));
         }
-        self.conn.execute_batch("COMMIT").map_err(store_error)?;
-        let mut state = self.db.ct_state();
-        for table in tables {
-            state.min_valid.insert(table, current);
+        Ok(())
+    }
+
+    /// DDL on a table waits for every other session's rows in it (SQL Server's schema lock).
+    fn wait_for_table(&self, table: &str) -> Result<(), SqlError> {
+        if let Some(holder) = self.db.locks.table_holder(table, self.id) {
+            self.capture().blocked = Some(Awaited::Table {
+                table: table.to_string(),
+                holder,
+            });
+            return Err(SqlError::new(BLOCKED, 0, 0, "blocked"));
         }
         Ok(())
     }
@@ -832,15 +1245,7 @@ impl Session {
             if self.trancount > 0 {
                 self.end_transaction(false, out);
             }
-            return Err(SqlError::new(
-                1205,
-                45,
-                13,
-                format!(
-                    "Transaction (Process ID {}) was deadlocked on lock resources with another process and has been chosen as the deadlock victim. Rerun the transaction.",
-                    self.spid
-                ),
-            ));
+            return Err(self.deadlock_victim());
         }
         Ok(())
     }
@@ -952,11 +1357,9 @@ impl Session {
         Ok(count)
     }
 
+    /// BEGIN TRANSACTION takes no lock: rows are locked as the transaction changes them.
     fn begin(&mut self, out: &mut Tokens) -> Result<(), SqlError> {
         if self.trancount == 0 {
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(|e| self.map_error(e, "BEGIN TRANSACTION"))?;
             self.descriptor = self.db.next_descriptor.fetch_add(1, Ordering::SeqCst);
             out.env_change_bytes(8, &self.descriptor.to_le_bytes(), &[]);
         }
@@ -973,7 +1376,7 @@ impl Session {
                 "The COMMIT TRANSACTION request has no corresponding BEGIN TRANSACTION.",
             )),
             1 => {
-                self.commit_store()?;
+                self.forget_undo()?;
                 self.end_transaction(true, out);
                 Ok(())
             }
@@ -997,12 +1400,12 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the open transaction (the store has committed, or is rolled back here) and tells the
-    /// client with ENVCHANGE 9/10.
+    /// Ends the open transaction (its undo log already dropped when committed, applied here
+    /// otherwise) and tells the client with ENVCHANGE 9/10.
     fn end_transaction(&mut self, committed: bool, out: &mut Tokens) {
         self.ct.pending.store(false, Ordering::SeqCst);
-        if !committed && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+        if !committed {
+            self.undo();
         }
         out.env_change_bytes(
             if committed { 9 } else { 10 },
@@ -1012,35 +1415,173 @@ impl Session {
         self.trancount = 0;
         self.descriptor = 0;
         self.db.release(self.id);
-        if !committed {
-            // DDL rolled back: reload the catalog from the store.
-            self.reload_catalog();
-        }
-    }
-
-    fn reload_catalog(&self) {
-        let Ok(mut stmt) = self.conn.prepare("SELECT def FROM __sim_catalog") else {
-            return;
-        };
-        let Ok(rows) = stmt.query_map([], |r| r.get::<_, String>(0)) else {
-            return;
-        };
-        let mut catalog = Catalog::default();
-        for def in rows.flatten() {
-            if let Some(t) = serde_json::from_str(&def)
-                .ok()
-                .as_ref()
-                .and_then(TableDef::from_json)
-            {
-                catalog.insert(t);
-            }
-        }
-        *self.db.catalog_mut() = catalog;
     }
 
     fn map_error(&self, e: rusqlite::Error, sql: &str) -> SqlError {
         map_error(e, &self.db.catalog(), &self.db.name, sql)
     }
+}
+
+/// Whose undo log [`restore`] applies.
+#[derive(Debug, Clone, Copy)]
+enum Undo {
+    /// Every session's (recovery at open), deleting the log.
+    All,
+    /// One session's (its rollback), deleting its log.
+    Session(u64),
+    /// Every other session's, keeping the log (a snapshot reader's view, rolled back after).
+    Others(u64),
+}
+
+/// Puts the before-images of the undo log back, newest first.
+fn restore(conn: &Connection, undo: Undo) -> rusqlite::Result<()> {
+    let (filter, id) = match undo {
+        Undo::All => ("1 = 1 OR ?1 IS NULL", 0),
+        Undo::Session(id) => ("session = ?1", id as i64),
+        Undo::Others(id) => ("session <> ?1", id as i64),
+    };
+    let entries: Vec<(String, i64, Option<String>)> = {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT tbl, rid, image FROM __sim_undo WHERE {filter} ORDER BY seq DESC"
+        ))?;
+        stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for (table, rowid, image) in entries {
+        let exists: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = ?1",
+            [&table],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            continue;
+        }
+        let t = translate::q(&table);
+        let Some(image) = image else {
+            conn.execute(&format!("DELETE FROM main.{t} WHERE rowid = ?1"), [rowid])?;
+            continue;
+        };
+        let values = decode_image(&image);
+        let names: Vec<String> = values.iter().map(|(n, _)| translate::q(n)).collect();
+        let mut bound: Vec<SqliteValue> = values.into_iter().map(|(_, v)| v).collect();
+        let sets: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n} = ?{}", i + 2))
+            .collect();
+        let mut args = vec![SqliteValue::Integer(rowid)];
+        args.append(&mut bound);
+        let changed = if sets.is_empty() {
+            0
+        } else {
+            conn.execute(
+                &format!("UPDATE main.{t} SET {} WHERE rowid = ?1", sets.join(", ")),
+                rusqlite::params_from_iter(args.iter()),
+            )?
+        };
+        if changed == 0 {
+            let marks: Vec<String> = (0..=names.len()).map(|i| format!("?{}", i + 1)).collect();
+            let alias = rowid_alias(conn, &table)?;
+            let (cols, marks) = match alias {
+                // The INTEGER PRIMARY KEY column is the rowid: it carries the value itself.
+                Some(_) => (names.join(", "), marks[..names.len()].join(", ")),
+                None => (
+                    std::iter::once("rowid".to_string())
+                        .chain(names.iter().cloned())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    marks.join(", "),
+                ),
+            };
+            let args: Vec<&SqliteValue> = match alias {
+                Some(_) => args[1..].iter().collect(),
+                None => args.iter().collect(),
+            };
+            conn.execute(
+                &format!("INSERT INTO main.{t} ({cols}) VALUES ({marks})"),
+                rusqlite::params_from_iter(args),
+            )?;
+        }
+    }
+    if !matches!(undo, Undo::Others(_)) {
+        conn.execute(&format!("DELETE FROM __sim_undo WHERE {filter}"), [id])?;
+    }
+    Ok(())
+}
+
+/// The column that is the rowid (a lone INTEGER PRIMARY KEY), if any.
+fn rowid_alias(conn: &Connection, table: &str) -> rusqlite::Result<Option<String>> {
+    let columns = table_columns(conn, table)?;
+    let keys: Vec<&(String, String, i64)> = columns.iter().filter(|c| c.2 > 0).collect();
+    Ok(match keys.as_slice() {
+        [(name, ty, _)] if ty.eq_ignore_ascii_case("INTEGER") => Some(name.clone()),
+        _ => None,
+    })
+}
+
+/// The store's columns of a table: name, declared type, position in the primary key.
+fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<(String, String, i64)>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA main.table_info({})", translate::q(table)))?;
+    stmt.query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(5)?)))?
+        .collect()
+}
+
+/// A row image as the undo log keeps it: `[[column, value], …]`, values tagged by store type.
+fn encode_image(pairs: &[(String, SqliteValue)]) -> String {
+    let items: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|(name, v)| {
+            let value = match v {
+                SqliteValue::Null => serde_json::Value::Null,
+                SqliteValue::Integer(n) => serde_json::json!({ "i": n }),
+                SqliteValue::Real(f) => serde_json::json!({ "r": f }),
+                SqliteValue::Text(t) => serde_json::json!({ "t": t }),
+                SqliteValue::Blob(b) => serde_json::json!({ "b": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
+            };
+            serde_json::json!([name, value])
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+fn decode_image(text: &str) -> Vec<(String, SqliteValue)> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str(text) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let name = item.get(0)?.as_str()?.to_string();
+            let v = item.get(1)?;
+            let value = if let Some(n) = v.get("i").and_then(serde_json::Value::as_i64) {
+                SqliteValue::Integer(n)
+            } else if let Some(f) = v.get("r").and_then(serde_json::Value::as_f64) {
+                SqliteValue::Real(f)
+            } else if let Some(t) = v.get("t").and_then(serde_json::Value::as_str) {
+                SqliteValue::Text(t.to_string())
+            } else if let Some(b) = v.get("b").and_then(serde_json::Value::as_str) {
+                SqliteValue::Blob(
+                    (0..b.len() / 2)
+                        .filter_map(|i| u8::from_str_radix(b.get(2 * i..2 * i + 2)?, 16).ok())
+                        .collect(),
+                )
+            } else {
+                SqliteValue::Null
+            };
+            Some((name, value))
+        })
+        .collect()
+}
+
+/// What a session's capture triggers share with it: whether changes are captured, the rows the
+/// running statement locked, and the row it found held by another session.
+#[derive(Debug, Default)]
+struct Capture {
+    enabled: bool,
+    /// @@TRANCOUNT > 0: changed rows are locked and their before-images logged.
+    in_transaction: bool,
+    pending: Vec<(String, i64)>,
+    blocked: Option<Awaited>,
 }
 
 /// Transaction-manager request kinds the simulator answers.
@@ -1134,8 +1675,9 @@ fn store_sql_error(e: rusqlite::Error) -> SqlError {
 }
 
 /// The change table and triggers of a table with change tracking: each insert, update and
-/// delete records the key's last change as uncommitted (version NULL) for the session; a key
-/// update is a delete of the old key and an insert of the new one, as in SQL Server.
+/// delete of a statement records the key's last change as uncommitted (version NULL) for the
+/// session (`__ct_on()`: not while a rollback or a snapshot read puts rows back); a key update
+/// is a delete of the old key and an insert of the new one, as in SQL Server.
 fn change_tracking_ddl(table: &TableDef, side: &TableDef) -> Vec<String> {
     let q = translate::q;
     let key_columns: Vec<_> = table
@@ -1180,23 +1722,23 @@ fn change_tracking_ddl(table: &TableDef, side: &TableDef) -> Vec<String> {
             keys.join(", ")
         ),
         format!(
-            "CREATE TRIGGER {} AFTER INSERT ON {main} BEGIN {} END",
+            "CREATE TRIGGER {} AFTER INSERT ON {main} WHEN __ct_on() BEGIN {} END",
             trigger("i"),
             record("NEW", "I")
         ),
         format!(
-            "CREATE TRIGGER {} AFTER UPDATE ON {main} WHEN {same_key} BEGIN {} END",
+            "CREATE TRIGGER {} AFTER UPDATE ON {main} WHEN __ct_on() AND ({same_key}) BEGIN {} END",
             trigger("u"),
             record("NEW", "U")
         ),
         format!(
-            "CREATE TRIGGER {} AFTER UPDATE ON {main} WHEN NOT ({same_key}) BEGIN {} {} END",
+            "CREATE TRIGGER {} AFTER UPDATE ON {main} WHEN __ct_on() AND NOT ({same_key}) BEGIN {} {} END",
             trigger("k"),
             record("OLD", "D"),
             record("NEW", "I")
         ),
         format!(
-            "CREATE TRIGGER {} AFTER DELETE ON {main} BEGIN {} END",
+            "CREATE TRIGGER {} AFTER DELETE ON {main} WHEN __ct_on() BEGIN {} END",
             trigger("d"),
             record("OLD", "D")
         ),
@@ -1207,6 +1749,7 @@ fn register_functions(
     conn: &Connection,
     db: &Arc<Db>,
     session: u64,
+    capture: &Arc<Mutex<Capture>>,
     ct: &Arc<CtSession>,
 ) -> rusqlite::Result<()> {
     let ct_db = Arc::clone(db);
@@ -1245,6 +1788,11 @@ fn register_functions(
             .filter(|name| ct_db.catalog().table(name).is_some())
             .map(|name| object_id(&name)))
     })?;
+    // Change tracking records a statement's changes, not a rollback's or a snapshot's.
+    let state = Arc::clone(capture);
+    conn.create_scalar_function("__ct_on", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+        Ok(state.lock().unwrap_or_else(|p| p.into_inner()).enabled)
+    })?;
     let context = Arc::clone(ct);
     conn.create_scalar_function("__ct_context", 0, FunctionFlags::SQLITE_UTF8, move |_| {
         Ok(context
@@ -1257,6 +1805,63 @@ fn register_functions(
     conn.create_scalar_function("__ct_tx", 0, FunctionFlags::SQLITE_UTF8, move |_| {
         pending.pending.store(true, Ordering::SeqCst);
         Ok(session as i64)
+    })?;
+    // The capture triggers' gate: a row another session holds fails the statement (the engine
+    // waits and retries); in a transaction, a row changed for the first time is locked and its
+    // before-image logged (1).
+    let lock_db = Arc::clone(db);
+    let state = Arc::clone(capture);
+    conn.create_scalar_function("__capture", 2, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let table: String = ctx.get(0)?;
+        let rowid: i64 = ctx.get(1)?;
+        let mut c = state.lock().unwrap_or_else(|p| p.into_inner());
+        if !c.enabled {
+            return Ok(0);
+        }
+        let locked = if c.in_transaction {
+            lock_db.locks.lock(&table, rowid, session)
+        } else {
+            lock_db
+                .locks
+                .holder(&table, rowid, session)
+                .map_or(Ok(false), Err)
+        };
+        match locked {
+            Ok(true) => {
+                c.pending.push((table, rowid));
+                Ok(1)
+            }
+            Ok(false) => Ok(0),
+            Err(holder) => {
+                c.blocked = Some(Awaited::Row {
+                    table,
+                    rowid,
+                    holder,
+                });
+                Err(udf_error(SqlError::new(BLOCKED, 0, 0, "blocked")))
+            }
+        }
+    })?;
+    let state = Arc::clone(capture);
+    conn.create_scalar_function("__deleted_by", 3, FunctionFlags::SQLITE_UTF8, move |ctx| {
+        let mut c = state.lock().unwrap_or_else(|p| p.into_inner());
+        if !c.enabled {
+            return Ok(0);
+        }
+        c.blocked = Some(Awaited::Row {
+            table: ctx.get(0)?,
+            rowid: ctx.get(1)?,
+            holder: ctx.get::<i64>(2)? as u64,
+        });
+        Err(udf_error(SqlError::new(BLOCKED, 0, 0, "blocked")))
+    })?;
+    conn.create_scalar_function("__image", -1, FunctionFlags::SQLITE_UTF8, |ctx| {
+        let mut pairs = Vec::with_capacity(ctx.len() / 2);
+        for i in (0..ctx.len().saturating_sub(1)).step_by(2) {
+            let name: String = ctx.get(i)?;
+            pairs.push((name, ctx.get::<SqliteValue>(i + 1)?));
+        }
+        Ok(encode_image(&pairs))
     })?;
     conn.create_collation("TSQL_CI", types::compare_ci_as)?;
     // Decimals are kept as canonical text: compared by value, never as floats.
@@ -1898,7 +2503,7 @@ mod tests {
 
     #[test]
     fn use_answers_envchange_database_or_911() {
-        let (db, _) = Db::open(None, "hubsync", Duration::from_secs(1)).unwrap();
+        let (db, _) = Db::open(None, "hubsync", Settings::default()).unwrap();
         let mut session = Session::open(db).unwrap();
         let (tokens, error) = session.run("USE [HubSync]", &[], Mode::Batch);
         assert_eq!(error, None);
@@ -1917,6 +2522,78 @@ mod tests {
         assert_eq!(tokens.buf[expected.len()], 0xAB, "INFO 5701 follows");
         let (_, error) = session.run("USE [other]", &[], Mode::Batch);
         assert_eq!(error.map(|e| e.number), Some(911));
+    }
+
+    fn run_ok(session: &mut Session, sql: &str) {
+        let (_, error) = session.run(sql, &[], Mode::Batch);
+        assert_eq!(error, None, "{sql}");
+    }
+
+    fn dump(session: &Session) -> String {
+        session
+            .conn
+            .query_row(
+                "SELECT group_concat(id || ':' || name || ':' || ifnull(hex(b), '-') || ':' || rv, ' ') FROM (SELECT * FROM t ORDER BY id)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn rollback_and_recovery_put_the_before_images_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = Db::open(Some(dir.path()), "hubsync", Settings::default()).unwrap();
+        let mut s = Session::open(Arc::clone(&db)).unwrap();
+        run_ok(
+            &mut s,
+            "CREATE TABLE [dbo].[t] ([id] INT IDENTITY(1,1) PRIMARY KEY, [name] NVARCHAR(10) NOT NULL, [b] VARBINARY(8) NULL, [rv] ROWVERSION)",
+        );
+        run_ok(
+            &mut s,
+            "INSERT INTO [dbo].[t] ([name], [b]) VALUES (N'a', 0x0102), (N'b', NULL), (N'c', 0x03)",
+        );
+        let before = dump(&s);
+        run_ok(
+            &mut s,
+            "BEGIN TRANSACTION; UPDATE [dbo].[t] SET [name] = N'x', [b] = NULL WHERE [id] = 1; DELETE FROM [dbo].[t] WHERE [id] = 2; INSERT INTO [dbo].[t] ([name]) VALUES (N'd'); UPDATE [dbo].[t] SET [name] = N'y' WHERE [id] = 1",
+        );
+        assert_ne!(dump(&s), before);
+        let logged: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM __sim_undo", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(logged, 3, "one before-image per row changed");
+        run_ok(&mut s, "ROLLBACK TRANSACTION");
+        assert_eq!(dump(&s), before, "rolled back, rowversions included");
+        assert!(!db.locks.others_hold_any(0), "locks released");
+        run_ok(
+            &mut s,
+            "BEGIN TRANSACTION; DELETE FROM [dbo].[t] WHERE [id] = 3; UPDATE [dbo].[t] SET [name] = N'z' WHERE [id] = 1",
+        );
+        // The simulator stops with the transaction open (no rollback ran).
+        std::mem::forget(s);
+        drop(db);
+        let (db, created) = Db::open(Some(dir.path()), "hubsync", Settings::default()).unwrap();
+        assert!(!created);
+        let s = Session::open(db).unwrap();
+        assert_eq!(
+            dump(&s),
+            before,
+            "recovery rolled the open transaction back"
+        );
+    }
+
+    #[test]
+    fn ddl_inside_a_transaction_is_refused() {
+        let (db, _) = Db::open(None, "hubsync", Settings::default()).unwrap();
+        let mut s = Session::open(db).unwrap();
+        let (_, error) = s.run(
+            "BEGIN TRANSACTION; CREATE TABLE [dbo].[u] ([id] INT NOT NULL PRIMARY KEY)",
+            &[],
+            Mode::Batch,
+        );
+        assert_eq!(error.map(|e| e.number), Some(102));
     }
 
     #[test]

@@ -19,9 +19,33 @@
 //! SET NOCOUNT/XACT_ABORT); anything else is error 102 "the SQL Server simulator does not
 //! support …".
 //!
-//! Not proven by it: locking and isolation (SQLite serializes writers: a second writer waits, then
-//! gets 1222; readers see the last committed state), so rowversion/MIN_ACTIVE_ROWVERSION under
-//! truly concurrent writers; T-SQL semantics outside the subset (MERGE, conversion and rounding
+//! Locking model: statements are atomic and serialized (each runs as one SQLite transaction
+//! under the database's statement mutex); T-SQL transactions are emulated over them, so several
+//! are open at once. A row a transaction changes is X-locked (`locks.rs`) and its before-image
+//! logged in `__sim_undo` (TEMP capture triggers on every table, in the same store transaction as
+//! the change); COMMIT drops the log and releases the locks, ROLLBACK, XACT_ABORT, a deadlock
+//! victim, a dropped connection and recovery at start (a data directory left with a transaction
+//! open) put the before-images back. `BEGIN TRANSACTION` takes no lock; different rows never
+//! block each other; a statement touching another session's row is undone, waits for that
+//! session's locks outside the mutex and is retried. The wait has no bound unless `SET
+//! LOCK_TIMEOUT n` (then 1222, class 16, state 51, the transaction stays open); a cycle of waits
+//! makes the waiter that closes it the deadlock victim (1205). ATTENTION cancels the running
+//! statement (its effect undone, answered with DONE_ATTN; the transaction stays open unless
+//! XACT_ABORT ON); EOF or a dropped connection cancels it and rolls the session's transaction
+//! back. Readers take no locks: with `read_committed_snapshot` (RCSI) they run on the last
+//! committed rows (the other sessions' before-images applied, then rolled back); without it (the
+//! default) a SELECT waits while another session holds any row of a table it reads, which is
+//! stricter than SQL Server's seek on a key. Autocommit statements hold no locks past their end.
+//!
+//! Not proven by it: locking beyond that model (no shared, update, range or key locks: a write
+//! whose predicate matches only a row's uncommitted before-image does not wait for it; a
+//! duplicate key against another session's uncommitted insert answers 2627 at once; an insert
+//! waits while another session has an uncommitted DELETE in the table, whatever its key (then
+//! 2627 if that DELETE rolled back); a key freed by another session's uncommitted UPDATE of the
+//! key is not protected; DML reading
+//! other tables does not wait for their held rows; DDL inside a transaction is refused, DDL on a
+//! table waits for every other session's rows in it; SET TRANSACTION ISOLATION LEVEL is accepted
+//! and ignored); T-SQL semantics outside the subset (MERGE, conversion and rounding
 //! corner cases, decimal arithmetic and SUM (refused: decimals are exact text, compared by value),
 //! Latin1_General_CI_AS beyond its approximation here (case folding, accents as a second level,
 //! hyphens and apostrophes ignored, ß/æ/œ expanded; a literal compared with a parameter compares
@@ -31,6 +55,7 @@
 
 mod catalog;
 mod engine;
+mod locks;
 pub mod setup;
 mod tls;
 mod translate;
@@ -75,8 +100,14 @@ pub struct MssqlSimOptions {
     pub schema: Option<String>,
     /// Directory keeping the store across restarts; a fresh temporary one when `None`.
     pub data_dir: Option<PathBuf>,
-    /// How long a write waits for another session's open transaction before error 1222.
-    pub lock_timeout: Duration,
+    /// Every session's initial `SET LOCK_TIMEOUT`: how long a statement waits for a row another
+    /// session's transaction holds before error 1222. `None` (SQL Server's default, -1) waits
+    /// until the client's own command timeout gives up.
+    pub lock_timeout: Option<Duration>,
+    /// The database's READ_COMMITTED_SNAPSHOT: ON, readers see the last committed version of a
+    /// row another transaction changed; OFF (the default, as a new on-premises database), they
+    /// wait for that transaction to end.
+    pub read_committed_snapshot: bool,
     /// What PRELOGIN offers: TLS as SQL Server with a certificate does (the default), TLS
     /// forced for every session, or plaintext only.
     pub encryption: MssqlSimEncryption,
@@ -109,6 +140,7 @@ impl std::fmt::Debug for MssqlSimOptions {
             .field("schema", &self.schema.as_ref().map(String::len))
             .field("data_dir", &self.data_dir)
             .field("lock_timeout", &self.lock_timeout)
+            .field("read_committed_snapshot", &self.read_committed_snapshot)
             .field("encryption", &self.encryption)
             .field("certificate", &self.certificate)
             .field("tls_names", &self.tls_names)
@@ -123,7 +155,8 @@ impl Default for MssqlSimOptions {
             database: "hubsync".into(),
             schema: None,
             data_dir: None,
-            lock_timeout: Duration::from_secs(5),
+            lock_timeout: None,
+            read_committed_snapshot: false,
             encryption: MssqlSimEncryption::default(),
             certificate: None,
             tls_names: Vec::new(),
@@ -224,9 +257,12 @@ impl Drop for RunningMssqlSim {
 pub async fn start(addr: SocketAddr, options: MssqlSimOptions) -> anyhow::Result<RunningMssqlSim> {
     let data_dir = options.data_dir.clone();
     let name = options.database.clone();
-    let lock_timeout = options.lock_timeout;
+    let settings = engine::Settings {
+        lock_timeout: options.lock_timeout,
+        read_committed_snapshot: options.read_committed_snapshot,
+    };
     let (db, created) =
-        tokio::task::spawn_blocking(move || Db::open(data_dir.as_deref(), &name, lock_timeout))
+        tokio::task::spawn_blocking(move || Db::open(data_dir.as_deref(), &name, settings))
             .await??;
     let listener = TcpListener::bind(addr)
         .await
@@ -619,7 +655,18 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     t.done(DoneKind::Done, 0, 0);
     wire::write_message(&mut stream, &t.buf, 4096, spid).await?;
 
-    while let Some((ty, body)) = wire::read_message(&mut stream).await? {
+    let cancel = session
+        .as_ref()
+        .map(|s| Arc::clone(&s.cancel))
+        .ok_or_else(|| anyhow::anyhow!("session lost"))?;
+    // However the connection ends (EOF, an error, `drop_connections`), a statement still running
+    // for it stops; the session then rolls its transaction back.
+    let _stop = CancelOnDrop {
+        cancel: Arc::clone(&cancel),
+        db: Arc::clone(&shared.db),
+    };
+    let mut incoming = wire::Incoming::default();
+    while let Some((ty, body)) = incoming.next(&mut stream).await? {
         shared.counters.requests.fetch_add(1, Ordering::SeqCst);
         let request = match ty {
             wire::SQL_BATCH => parse_batch(&body),
@@ -629,10 +676,17 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             other => Err(format!("unsupported packet type {other:#x}")),
         };
         let request = request.map_err(|e| anyhow::anyhow!("malformed request: {e}"))?;
+        if matches!(request, Request::Attention) {
+            // Nothing is running: the attention is acknowledged at once.
+            let mut t = Tokens::default();
+            t.done(DoneKind::Done, DONE_ATTN, 0);
+            wire::write_message(&mut stream, &t.buf, packet_size, spid).await?;
+            continue;
+        }
         let mut current = session
             .take()
             .ok_or_else(|| anyhow::anyhow!("session lost"))?;
-        let (back, response) = tokio::task::spawn_blocking(move || {
+        let mut task = tokio::task::spawn_blocking(move || {
             let tokens = match request {
                 Request::Batch(sql) => current.run(&sql, &[], Mode::Batch).0,
                 Request::Rpc { sql, params } => current.run(&sql, &params, Mode::Rpc).0,
@@ -643,23 +697,81 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     t
                 }
                 Request::Tm(kind) => current.transaction_request(kind),
-                Request::Attention => {
-                    let mut t = Tokens::default();
-                    t.done(DoneKind::Done, DONE_ATTN, 0);
-                    t
-                }
+                Request::Attention => Tokens::default(),
             };
             (current, tokens)
-        })
-        .await?;
+        });
+        // While the request runs, the socket is still read: an ATTENTION cancels the running
+        // statement, EOF (the client gave up and closed) cancels it and ends the session.
+        let mut attention = false;
+        let mut gone = false;
+        let (back, response) = loop {
+            tokio::select! {
+                done = &mut task => break done?,
+                next = incoming.next(&mut stream), if !gone => match next {
+                    Ok(Some((wire::ATTENTION, _))) => {
+                        attention = true;
+                        cancel.set(locks::ATTENTION);
+                        shared.db.locks.wake();
+                    }
+                    Ok(Some((other, _))) => {
+                        tracing::debug!(packet = other, "SQL Server simulator: a request while one runs");
+                        gone = true;
+                        cancel.set(locks::DROPPED);
+                        shared.db.locks.wake();
+                    }
+                    Ok(None) | Err(_) => {
+                        gone = true;
+                        cancel.set(locks::DROPPED);
+                        shared.db.locks.wake();
+                    }
+                },
+            }
+        };
+        if gone {
+            // The session (and its open transaction) ends with the connection.
+            let _ = tokio::task::spawn_blocking(move || drop(back)).await;
+            return Ok(());
+        }
+        let interrupted = back.interrupted;
         session = Some(back);
+        cancel.clear_attention();
         let delay = shared.delay();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        if interrupted {
+            // The cancelled request's answer is the attention acknowledgement.
+            let mut t = Tokens::default();
+            t.done(DoneKind::Done, DONE_ATTN, 0);
+            wire::write_message(&mut stream, &t.buf, packet_size, spid).await?;
+            continue;
+        }
         wire::write_message(&mut stream, &response.buf, packet_size, spid).await?;
+        if attention {
+            // The attention came too late to stop anything: acknowledged after the answer.
+            let mut t = Tokens::default();
+            t.done(DoneKind::Done, DONE_ATTN, 0);
+            wire::write_message(&mut stream, &t.buf, packet_size, spid).await?;
+        }
+    }
+    if let Some(s) = session.take() {
+        let _ = tokio::task::spawn_blocking(move || drop(s)).await;
     }
     Ok(())
+}
+
+/// Cancels the session's running statement when the connection's task ends or is dropped.
+struct CancelOnDrop {
+    cancel: Arc<locks::Cancel>,
+    db: Arc<Db>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.cancel.set(locks::DROPPED);
+        self.db.locks.wake();
+    }
 }
 
 /// Ends a login with the given error tokens.
@@ -804,6 +916,11 @@ pub struct MssqlArgs {
     /// for every session, or plaintext only (ENCRYPT_NOT_SUP).
     #[arg(long, value_enum, default_value_t = MssqlSimEncryption::Available)]
     pub encryption: MssqlSimEncryption,
+    /// The database's READ_COMMITTED_SNAPSHOT: `on`, readers see the last committed version of
+    /// rows other transactions changed; `off` (a new on-premises database's default), they wait
+    /// for those transactions to end.
+    #[arg(long, value_enum, default_value_t = Switch::Off)]
+    pub read_committed_snapshot: Switch,
     /// Writes the generated test CA's certificate (PEM) to this file, for clients'
     /// `trustServerCertificateCA=`.
     #[arg(long, value_name = "PATH", conflicts_with = "tls_cert")]
@@ -820,6 +937,14 @@ pub struct MssqlArgs {
     pub tls_names: Vec<String>,
 }
 
+/// A database option's `on`/`off`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    #[default]
+    Off,
+}
+
 impl std::fmt::Debug for MssqlArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MssqlArgs")
@@ -829,6 +954,7 @@ impl std::fmt::Debug for MssqlArgs {
             .field("password", &"[redacted]")
             .field("database", &self.database)
             .field("encryption", &self.encryption)
+            .field("read_committed_snapshot", &self.read_committed_snapshot)
             .field("ca_file", &self.ca_file)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -873,6 +999,7 @@ pub async fn run(args: MssqlArgs) -> Result<u8, Failure> {
         schema: Some(schema),
         data_dir: args.data.clone(),
         encryption: args.encryption,
+        read_committed_snapshot: args.read_committed_snapshot == Switch::On,
         certificate,
         tls_names: args.tls_names.clone(),
         ..MssqlSimOptions::default()

@@ -342,6 +342,8 @@ pub enum Statement {
     XactAbort(bool),
     /// A SET option accepted without effect.
     Ignored,
+    /// `SET LOCK_TIMEOUT n` (milliseconds; -1 waits without bound).
+    LockTimeout(i64),
     /// `USE [db]`.
     Use(String),
     /// A query returning rows (SELECT, or DML with OUTPUT).
@@ -765,6 +767,13 @@ fn translate_set(tokens: &[Tok], words: &[String]) -> Result<Statement> {
             Ok(Statement::Ignored)
         }
         ("TEXTSIZE", _) if tokens.len() == 3 => Ok(Statement::Ignored),
+        ("LOCK_TIMEOUT", _) if tokens.len() <= 4 => {
+            let n: String = tokens[2..].iter().map(Tok::text).collect();
+            match n.parse::<i64>() {
+                Ok(n) if n >= -1 => Ok(Statement::LockTimeout(n)),
+                _ => Err(SqlError::unsupported(format!("SET LOCK_TIMEOUT {n}"))),
+            }
+        }
         ("TRANSACTION", _)
             if words.get(2).map(String::as_str) == Some("ISOLATION")
                 && words.get(3).map(String::as_str) == Some("LEVEL") =>

@@ -165,6 +165,76 @@ pub async fn read_message<R: AsyncRead + Unpin>(
     }
 }
 
+/// Reads client messages through a buffer, so that waiting for the next one can be abandoned
+/// (a request finished first) without losing bytes: `next` is cancel safe.
+#[derive(Debug, Default)]
+pub struct Incoming {
+    buf: Vec<u8>,
+}
+
+impl Incoming {
+    /// The next whole message (packet type and reassembled body); `None` at a clean EOF.
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut R,
+    ) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+        loop {
+            if let Some(message) = self.take()? {
+                return Ok(Some(message));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn take(&mut self) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+        let mut at = 0;
+        loop {
+            let Some(header) = self.buf.get(at..at + 8) else {
+                return Ok(None);
+            };
+            let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+            if length < 8 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "TDS packet shorter than its header",
+                ));
+            }
+            let last = header[1] & 0x01 != 0;
+            if self.buf.len() < at + length {
+                return Ok(None);
+            }
+            at += length;
+            if at > MAX_MESSAGE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "TDS message too large",
+                ));
+            }
+            if last {
+                break;
+            }
+        }
+        let ty = self.buf[0];
+        let mut body = Vec::with_capacity(at);
+        let mut p = 0;
+        while p < at {
+            let length = usize::from(u16::from_be_bytes([self.buf[p + 2], self.buf[p + 3]]));
+            body.extend_from_slice(&self.buf[p + 8..p + length]);
+            p += length;
+        }
+        self.buf.drain(..at);
+        Ok(Some((ty, body)))
+    }
+}
+
 /// Writes a response message split into packets of `packet_size` bytes.
 pub async fn write_message<W: AsyncWrite + Unpin>(
     stream: &mut W,
