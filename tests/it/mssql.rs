@@ -393,11 +393,41 @@ fn update(key: u32, pairs: &[(&str, Value)]) -> RowWrite {
 
 #[tokio::test]
 async fn an_update_decided_on_a_row_that_changed_since_is_not_applied() {
+    guarded_update_refused_after_an_edit(ROWVERSION).await;
+}
+
+#[tokio::test]
+async fn with_change_tracking_an_update_decided_on_a_row_that_changed_since_is_not_applied() {
+    guarded_update_refused_after_an_edit(
+        "change_detection: {mode: change_tracking}\npage_size: 10\n",
+    )
+    .await;
+}
+
+/// Two rows read, one edited by someone else, both written guarded by the version read: the
+/// edited one is left alone (`Changed`), the other written.
+async fn guarded_update_refused_after_an_edit(detection: &str) {
     let mut t = Target::start().await;
     let table = t.contacts().await;
+    if detection.contains("change_tracking") {
+        // On a real server the database may have change tracking on already (5088).
+        let mut conn = t.pool.get_once().await.expect("connection");
+        if let Err(e) = conn
+            .batch("ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON")
+            .await
+        {
+            assert_eq!(e.number(), Some(5088), "{e}");
+        }
+        drop(conn);
+        t.exec(&format!(
+            "ALTER TABLE [{}] ENABLE CHANGE_TRACKING",
+            table.replace('.', "].[")
+        ))
+        .await;
+    }
     t.exec(&insert_sql(&table, 1, 2, "2024-03-09T10:00:00"))
         .await;
-    let obj = object(&table, ROWVERSION);
+    let obj = object(&table, detection);
     let (reader, writer) = (
         ChangeReader::new(t.pool.clone(), obj.clone()),
         SqlWriter::new(t.pool.clone(), obj),
