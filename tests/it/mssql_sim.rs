@@ -568,10 +568,7 @@ fn rv(bytes: Option<&[u8]>) -> u64 {
 #[tokio::test]
 async fn min_active_rowversion_holds_back_readers_while_a_transaction_is_open() {
     // The reader polls during the writer's transaction: with RCSI it is not blocked.
-    let sim = sim_rcsi(true).await;
-    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
-        .await
-        .unwrap();
+    let sim = two_items(true).await;
     let mut writer = connect(&sim).await;
     let mut reader = connect(&sim).await;
     let reader_sql = "SELECT TOP (@P1) [name], [id], [rv] FROM [dbo].[items] WHERE [rv] > CAST(@P2 AS BINARY(8)) AND [rv] < MIN_ACTIVE_ROWVERSION() ORDER BY [rv]";
@@ -1319,25 +1316,46 @@ async fn sessions_drop_to(sim: &RunningMssqlSim, n: u64, within: Duration) -> bo
 
 const UPDATE_NAME: &str = "UPDATE [dbo].[items] SET [name] = @P1 WHERE [id] = @P2";
 
+/// A simulator (READ_COMMITTED_SNAPSHOT as given) whose `items` are 1 `a` and 2 `b`.
+async fn two_items(read_committed_snapshot: bool) -> RunningMssqlSim {
+    let sim = sim_rcsi(read_committed_snapshot).await;
+    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
+        .await
+        .unwrap();
+    sim
+}
+
+/// A session whose open transaction holds item 1 (renamed `held`).
+async fn holding_item_1(sim: &RunningMssqlSim) -> Conn {
+    let mut holder = connect(sim).await;
+    run_batch(
+        &mut holder,
+        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'held' WHERE [id] = 1",
+    )
+    .await;
+    holder
+}
+
+/// Whether `work` is still waiting after 300 ms (polled again later, it goes on).
+async fn still_waits<F: std::future::Future + Unpin>(work: &mut F) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), work)
+        .await
+        .is_err()
+}
+
 #[tokio::test]
 async fn an_update_whose_client_drops_the_connection_while_it_waits_is_not_applied() {
     let sim = sim().await;
     sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a')")
         .await
         .unwrap();
-    let mut holder = connect(&sim).await;
-    run_batch(
-        &mut holder,
-        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'held' WHERE [id] = 1",
-    )
-    .await;
+    let mut holder = holding_item_1(&sim).await;
     let mut waiter = connect(&sim).await;
-    let waited = tokio::time::timeout(
-        Duration::from_millis(300),
-        waiter.execute(UPDATE_NAME, &[&"cancelled", &1i64]),
-    )
+    let waiting = still_waits(&mut std::pin::pin!(
+        waiter.execute(UPDATE_NAME, &[&"cancelled", &1i64])
+    ))
     .await;
-    assert!(waited.is_err(), "the update waits for the held row");
+    assert!(waiting, "the update waits for the held row");
     // What hubsync does when its command timeout fires: the connection is closed.
     drop(waiter);
     assert!(
@@ -1353,28 +1371,19 @@ async fn an_update_whose_client_drops_the_connection_while_it_waits_is_not_appli
 
 #[tokio::test]
 async fn attention_cancels_a_waiting_update_and_keeps_the_transaction_open() {
-    let sim = sim().await;
-    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
-        .await
-        .unwrap();
-    let mut holder = connect(&sim).await;
-    run_batch(
-        &mut holder,
-        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'held' WHERE [id] = 1",
-    )
-    .await;
+    let sim = two_items(false).await;
+    let mut holder = holding_item_1(&sim).await;
     let mut waiter = connect(&sim).await;
     run_batch(
         &mut waiter,
         "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'mine' WHERE [id] = 2",
     )
     .await;
-    let waited = tokio::time::timeout(
-        Duration::from_millis(300),
-        waiter.execute(UPDATE_NAME, &[&"cancelled", &1i64]),
-    )
+    let waiting = still_waits(&mut std::pin::pin!(
+        waiter.execute(UPDATE_NAME, &[&"cancelled", &1i64])
+    ))
     .await;
-    assert!(waited.is_err(), "the update waits for the held row");
+    assert!(waiting, "the update waits for the held row");
     tokio::time::timeout(Duration::from_secs(3), waiter.cancel_query())
         .await
         .expect("the attention is answered while the row is still held")
@@ -1398,10 +1407,7 @@ async fn attention_cancels_a_waiting_update_and_keeps_the_transaction_open() {
 
 #[tokio::test]
 async fn writers_on_different_rows_commit_while_both_transactions_are_open() {
-    let sim = sim().await;
-    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
-        .await
-        .unwrap();
+    let sim = two_items(false).await;
     let mut a = connect(&sim).await;
     let mut b = connect(&sim).await;
     let quick = Duration::from_secs(2);
@@ -1432,16 +1438,8 @@ async fn writers_on_different_rows_commit_while_both_transactions_are_open() {
 
 #[tokio::test]
 async fn lock_timeout_answers_1222_and_the_transaction_stays_open() {
-    let sim = sim().await;
-    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
-        .await
-        .unwrap();
-    let mut holder = connect(&sim).await;
-    run_batch(
-        &mut holder,
-        "BEGIN TRANSACTION; UPDATE [dbo].[items] SET [name] = N'held' WHERE [id] = 1",
-    )
-    .await;
+    let sim = two_items(false).await;
+    let mut holder = holding_item_1(&sim).await;
     let mut waiter = connect(&sim).await;
     run_batch(
         &mut waiter,
@@ -1494,9 +1492,7 @@ async fn without_rcsi_a_reader_waits_for_an_uncommitted_row_until_the_writer_com
     let read = name_of(&mut reader, 1);
     tokio::pin!(read);
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut read)
-            .await
-            .is_err(),
+        still_waits(&mut read).await,
         "the reader waits while the row is uncommitted"
     );
     run_batch(&mut writer, "COMMIT TRANSACTION").await;
@@ -1509,10 +1505,7 @@ async fn without_rcsi_a_reader_waits_for_an_uncommitted_row_until_the_writer_com
 
 #[tokio::test]
 async fn with_rcsi_a_reader_sees_the_last_committed_row_without_waiting() {
-    let sim = sim_rcsi(true).await;
-    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
-        .await
-        .unwrap();
+    let sim = two_items(true).await;
     let mut writer = connect(&sim).await;
     let mut reader = connect(&sim).await;
     run_batch(
@@ -1551,10 +1544,7 @@ async fn with_rcsi_a_reader_sees_the_last_committed_row_without_waiting() {
 
 #[tokio::test]
 async fn a_change_whose_transaction_took_its_rowversion_first_and_committed_last_is_read_once() {
-    let sim = sim_rcsi(true).await;
-    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
-        .await
-        .unwrap();
+    let sim = two_items(true).await;
     // hubsync's change reader (`rowversion_changes` in src/mssql/corpus.sql).
     let reader_sql = "SELECT TOP (@P1) [id], [rv] FROM [dbo].[items] WHERE [rv] > CAST(@P2 AS BINARY(8)) AND [rv] < MIN_ACTIVE_ROWVERSION() ORDER BY [rv]";
     let mut reader = connect(&sim).await;
@@ -1641,9 +1631,7 @@ async fn an_insert_of_a_key_an_open_transaction_deleted_waits_for_its_outcome() 
     );
     tokio::pin!(insert);
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut insert)
-            .await
-            .is_err(),
+        still_waits(&mut insert).await,
         "the key is not free while the delete is uncommitted"
     );
     run_batch(&mut holder, "ROLLBACK TRANSACTION").await;
@@ -1654,10 +1642,7 @@ async fn an_insert_of_a_key_an_open_transaction_deleted_waits_for_its_outcome() 
 
 #[tokio::test]
 async fn crossed_waits_make_one_transaction_the_deadlock_victim() {
-    let sim = sim().await;
-    sim.execute_batch("INSERT INTO [dbo].[items] ([id], [name]) VALUES (1, N'a'), (2, N'b')")
-        .await
-        .unwrap();
+    let sim = two_items(false).await;
     let mut a = connect(&sim).await;
     let mut b = connect(&sim).await;
     run_batch(
@@ -1674,12 +1659,7 @@ async fn crossed_waits_make_one_transaction_the_deadlock_victim() {
         "UPDATE [dbo].[items] SET [name] = N'a2' WHERE [id] = 2",
         &[],
     ));
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), &mut first)
-            .await
-            .is_err(),
-        "a waits for b's row"
-    );
+    assert!(still_waits(&mut first).await, "a waits for b's row");
     // b closes the cycle: b is the victim, its transaction rolled back, and a goes on.
     assert_eq!(
         error_of(
