@@ -118,12 +118,7 @@ async fn bench(args: MssqlBenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     // Change tracking: every row loaded is a change after version 0 (tracking began before
     // the load), read through CHANGETABLE rather than the first poll's full read.
-    let stored = tracking.then_some(crate::mssql::ChangeCursor::ChangeTracking {
-        version: 0,
-        after_version: None,
-        after_key: None,
-        scanning: false,
-    });
+    let stored = tracking.then_some(crate::mssql::ChangeCursor::tracked(0));
     let mut poll = reader.poll(stored);
     let (mut rows, mut pages, mut largest_page) = (0u64, 0u64, 0usize);
     while let Some(page) = poll.next_page().await? {

@@ -73,6 +73,36 @@ pub enum ChangeCursor {
 }
 
 impl ChangeCursor {
+    /// Change tracking, caught up: every change up to `version` read.
+    pub fn tracked(version: i64) -> Self {
+        Self::ChangeTracking {
+            version,
+            after_version: None,
+            after_key: None,
+            scanning: false,
+        }
+    }
+
+    /// Change tracking, mid-poll: changes after `base` read up to `(version, key)`.
+    pub fn tracked_after(base: i64, (version, key): (i64, Value)) -> Self {
+        Self::ChangeTracking {
+            version: base,
+            after_version: Some(version),
+            after_key: Some(key),
+            scanning: false,
+        }
+    }
+
+    /// Change tracking's full read as of `version`, up to `after_key`.
+    pub fn scanning(version: i64, after_key: Option<Value>) -> Self {
+        Self::ChangeTracking {
+            version,
+            after_version: None,
+            after_key,
+            scanning: true,
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }

@@ -425,10 +425,7 @@ impl ChangeReader {
                 .ok_or_else(|| self.type_error(name, "missing", "column not in the result"))
         };
         let (_, key_name) = cell(self.obj.key.as_str())?;
-        let key_value = json.get(key_name).cloned().unwrap_or(Value::Null);
-        let key = key_text(&key_value).ok_or_else(|| {
-            self.type_error(key_name, "key", "the key is NULL or not a number/text")
-        })?;
+        let (key_value, key) = self.key_of(&json, key_name)?;
         let (version, modified_utc, position) = match &self.obj.change {
             Mode::Rowversion(rv) => {
                 let (data, name) = cell(rv.as_str())?;
@@ -483,19 +480,11 @@ impl ChangeReader {
                 ));
             }
         };
-        let kind = match &self.obj.soft_delete {
-            Some((column, when)) => {
-                let (_, name) = cell(column.as_str())?;
-                let v = json.get(name).unwrap_or(&Value::Null);
-                let deleted = is_deleted(*when, v);
-                if deleted {
-                    ChangeKind::Archive
-                } else {
-                    ChangeKind::Upsert
-                }
-            }
-            None => ChangeKind::Upsert,
-        };
+        // The soft-delete column must be in the result for its verdict to count.
+        if let Some((column, _)) = &self.obj.soft_delete {
+            cell(column.as_str())?;
+        }
+        let kind = self.kind_of(&json);
         Ok((
             RowChange {
                 key,
@@ -658,13 +647,13 @@ impl Poll<'_> {
                 }
                 let cursor = if rows.rows.len() < page_size {
                     self.finished = true;
-                    tracking_cursor(version, None, false)
+                    ChangeCursor::tracked(version)
                 } else {
                     self.position = Position::Scan {
                         version,
                         after: last.clone(),
                     };
-                    tracking_cursor(version, last.map(|k| (version, k)), true)
+                    ChangeCursor::scanning(version, last)
                 };
                 (changes, cursor)
             }
@@ -693,13 +682,16 @@ impl Poll<'_> {
                     // read (versions are given at commit), and so has every one read since.
                     self.finished = true;
                     let reached = last.as_ref().map_or(base, |(v, _)| *v);
-                    tracking_cursor(base.max(current).max(reached), None, false)
+                    ChangeCursor::tracked(base.max(current).max(reached))
                 } else {
                     self.position = Position::Changes {
                         base,
                         after: last.clone(),
                     };
-                    tracking_cursor(base, last, false)
+                    match last {
+                        Some(last) => ChangeCursor::tracked_after(base, last),
+                        None => ChangeCursor::tracked(base),
+                    }
                 };
                 (changes, cursor)
             }
@@ -714,20 +706,6 @@ impl Poll<'_> {
         }
         self.stored = Some(cursor.clone());
         Ok(Some(ChangePage { changes, cursor }))
-    }
-}
-
-/// A change-tracking cursor: up to `version`, after `(version, key)` of the last row read.
-fn tracking_cursor(version: i64, after: Option<(i64, Value)>, scanning: bool) -> ChangeCursor {
-    let (after_version, after_key) = match after {
-        Some((v, k)) => (Some(v), Some(k)),
-        None => (None, None),
-    };
-    ChangeCursor::ChangeTracking {
-        version,
-        after_version: after_version.filter(|_| !scanning),
-        after_key,
-        scanning,
     }
 }
 

@@ -14,8 +14,13 @@ pub const TRANCOUNT: &str = "SELECT @@TRANCOUNT AS [trancount]";
 /// Configured columns plus key, change column, soft-delete and modification-time columns; `*`
 /// when none configured.
 pub fn select_list(obj: &SqlObject) -> String {
+    select_list_of(obj, "")
+}
+
+/// [`select_list`] with each column (or the `*`) prefixed by `qualifier` (`[t].` or nothing).
+fn select_list_of(obj: &SqlObject, qualifier: &str) -> String {
     if obj.columns.is_empty() {
-        return "*".into();
+        return format!("{qualifier}*");
     }
     let mut cols: Vec<&Ident> = obj.columns.iter().collect();
     let extra = [
@@ -29,7 +34,7 @@ pub fn select_list(obj: &SqlObject) -> String {
             cols.push(c);
         }
     }
-    join(cols.iter().map(|c| c.quoted()))
+    join(cols.iter().map(|c| format!("{qualifier}{}", c.quoted())))
 }
 
 fn join(items: impl Iterator<Item = String>) -> String {
@@ -96,15 +101,6 @@ pub const CT_VERSION: &str = "__ct_version";
 pub const CT_OPERATION: &str = "__ct_operation";
 pub const CT_CONTEXT_COLUMN: &str = "__ct_context";
 
-/// The select list with every column taken from the table aliased `[t]`.
-fn qualified_list(obj: &SqlObject) -> String {
-    let list = select_list(obj);
-    if list == "*" {
-        return "[t].*".into();
-    }
-    join(list.split(", ").map(|c| format!("[t].{c}")))
-}
-
 /// Change tracking: the current version and the table's minimum valid version (`@P1` the
 /// table's quoted name, nvarchar); both NULL when change tracking is off.
 pub fn ct_versions() -> &'static str {
@@ -129,7 +125,7 @@ fn ct_changes(obj: &SqlObject, after: bool) -> String {
          [ct].[SYS_CHANGE_OPERATION] AS [{CT_OPERATION}], [ct].[SYS_CHANGE_CONTEXT] AS [{CT_CONTEXT_COLUMN}] \
          FROM CHANGETABLE(CHANGES {t}, @P2) AS [ct] LEFT OUTER JOIN {t} AS [t] ON [t].{k} = [ct].{k}{filter} \
          ORDER BY [ct].[SYS_CHANGE_VERSION], [ct].{k}",
-        qualified_list(obj)
+        select_list_of(obj, "[t].")
     )
 }
 
@@ -201,17 +197,12 @@ pub fn update_by_key_if_unchanged(obj: &SqlObject, columns: &[&Ident], rv: &Iden
 
 /// Change tracking: `UPDATE … SET … WHERE [key] = @Pn+1 AND NOT EXISTS (…CHANGETABLE(CHANGES
 /// …, @Pn+2) … [key] = @Pn+1)`: only while no change of the row is newer than the version it
-/// was read at; `tagged` puts hubsync's context (`@Pn+3`) on the write.
-pub fn update_by_key_if_untracked(obj: &SqlObject, columns: &[&Ident], tagged: bool) -> String {
+/// was read at.
+pub fn update_by_key_if_untracked(obj: &SqlObject, columns: &[&Ident]) -> String {
     let n = columns.len();
     let (t, k) = (obj.table.quoted(), obj.key.quoted());
     format!(
-        "{}{} AND NOT EXISTS (SELECT 1 FROM CHANGETABLE(CHANGES {t}, @P{}) AS [ct] WHERE [ct].{k} = @P{})",
-        if tagged {
-            format!("WITH CHANGE_TRACKING_CONTEXT (@P{}) ", n + 3)
-        } else {
-            String::new()
-        },
+        "{} AND NOT EXISTS (SELECT 1 FROM CHANGETABLE(CHANGES {t}, @P{}) AS [ct] WHERE [ct].{k} = @P{})",
         update_by_key(obj, columns),
         n + 2,
         n + 1
@@ -332,11 +323,11 @@ mod tests {
             ("ct_rows_by_keys", rows_by_keys(&ct, 2)),
             (
                 "ct_update_by_key_if_untracked",
-                update_by_key_if_untracked(&ct, &two, false),
+                update_by_key_if_untracked(&ct, &two),
             ),
             (
                 "ct_update_by_key_if_untracked_tagged",
-                update_by_key_if_untracked(&ct, &two, true),
+                tagged(&update_by_key_if_untracked(&ct, &two), 5),
             ),
             (
                 "ct_insert_returning_key",

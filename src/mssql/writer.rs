@@ -363,8 +363,7 @@ impl SqlWriter {
             let mut sql = sql::delete_by_key(&self.obj);
             if self.tracked() {
                 // The record is archived in HubSpot already.
-                params.push(Param::Binary(Some(sql::CT_CONTEXT.to_vec())));
-                sql = sql::tagged(&sql, 2);
+                sql = tag(&sql, &mut params);
             }
             return Ok(Ok(Statement::Delete {
                 key: key.clone(),
@@ -407,10 +406,8 @@ impl SqlWriter {
                     }
                     (Change::Tracking, Some(version)) => {
                         params.push(version);
-                        if w.quiet {
-                            params.push(Param::Binary(Some(sql::CT_CONTEXT.to_vec())));
-                        }
-                        let sql = sql::update_by_key_if_untracked(&self.obj, &refs, w.quiet);
+                        let sql = sql::update_by_key_if_untracked(&self.obj, &refs);
+                        let sql = if w.quiet { tag(&sql, &mut params) } else { sql };
                         (sql, true)
                     }
                     _ => (sql::update_by_key(&self.obj, &refs), false),
@@ -430,8 +427,7 @@ impl SqlWriter {
                 let mut sql = sql::insert_returning_key(&self.obj, &refs);
                 if self.tracked() {
                     // A new row holds only what HubSpot has.
-                    params.push(Param::Binary(Some(sql::CT_CONTEXT.to_vec())));
-                    sql = sql::tagged(&sql, params.len());
+                    sql = tag(&sql, &mut params);
                 }
                 Ok(Ok(Statement::Insert { sql, params }))
             }
@@ -456,4 +452,11 @@ impl SqlWriter {
         let param = param_for(ty, value).map_err(|e| format!("column {name} {e}"))?;
         Ok((ident, param))
     }
+}
+
+/// Marks a statement as hubsync's own write for change tracking: its context as one more
+/// parameter, named in the `WITH CHANGE_TRACKING_CONTEXT` prefix.
+fn tag(statement: &str, params: &mut Vec<Param>) -> String {
+    params.push(Param::Binary(Some(sql::CT_CONTEXT.to_vec())));
+    sql::tagged(statement, params.len())
 }

@@ -6,28 +6,8 @@ use hubsync::sim::mssql::RunningMssqlSim;
 
 use hubsync::sim::mssql::MssqlSimOptions;
 
-use super::mssql_sim::{Conn, connect};
+use super::mssql_sim::{Conn, connect, error_of, run_batch};
 use super::support::mssql_sim_with;
-
-async fn exec(c: &mut Conn, sql: &str) {
-    c.simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_results()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-async fn error_number(c: &mut Conn, sql: &str) -> u32 {
-    let err = match c.simple_query(sql).await {
-        Ok(stream) => stream.into_results().await.expect_err(sql),
-        Err(e) => e,
-    };
-    match err {
-        tiberius::error::Error::Server(t) => t.code(),
-        other => panic!("expected a server error for {sql}, got {other:?}"),
-    }
-}
 
 async fn version(c: &mut Conn, sql: &str) -> Option<i64> {
     let row = c
@@ -80,7 +60,7 @@ async fn tracked_sim(snapshot: bool) -> (RunningMssqlSim, Conn) {
     })
     .await;
     let mut c = connect(&sim).await;
-    exec(
+    run_batch(
         &mut c,
         "CREATE TABLE [dbo].[members] ([id] BIGINT NOT NULL PRIMARY KEY, [name] NVARCHAR(40) NULL)",
     )
@@ -97,31 +77,31 @@ async fn change_tracking_is_refused_until_enabled_and_needs_a_primary_key() {
         "NULL while the database has change tracking off"
     );
     let enable = "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING";
-    assert_eq!(error_number(&mut c, enable).await, 4996);
+    assert_eq!(error_of(&mut c, enable).await, 4996);
     assert_eq!(
-        error_number(
+        error_of(
             &mut c,
             "SELECT [id] FROM CHANGETABLE(CHANGES [dbo].[members], 0) AS [ct]"
         )
         .await,
         22105
     );
-    exec(&mut c, "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)").await;
+    run_batch(&mut c, "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON (CHANGE_RETENTION = 2 DAYS, AUTO_CLEANUP = ON)").await;
     assert_eq!(
-        error_number(&mut c, "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON").await,
+        error_of(&mut c, "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON").await,
         5088
     );
-    exec(&mut c, "CREATE TABLE [dbo].[nokey] ([a] INT NULL)").await;
+    run_batch(&mut c, "CREATE TABLE [dbo].[nokey] ([a] INT NULL)").await;
     assert_eq!(
-        error_number(&mut c, "ALTER TABLE [dbo].[nokey] ENABLE CHANGE_TRACKING").await,
+        error_of(&mut c, "ALTER TABLE [dbo].[nokey] ENABLE CHANGE_TRACKING").await,
         4997
     );
-    exec(
+    run_batch(
         &mut c,
         "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING WITH (TRACK_COLUMNS_UPDATED = OFF)",
     )
     .await;
-    assert_eq!(error_number(&mut c, enable).await, 4999);
+    assert_eq!(error_of(&mut c, enable).await, 4999);
     assert_eq!(
         version(
             &mut c,
@@ -133,7 +113,7 @@ async fn change_tracking_is_refused_until_enabled_and_needs_a_primary_key() {
     );
     // The version must be a parameter, a literal or NULL.
     assert_eq!(
-        error_number(
+        error_of(
             &mut c,
             "SELECT [id] FROM CHANGETABLE(CHANGES [dbo].[members], 1 + 1) AS [ct]"
         )
@@ -145,22 +125,22 @@ async fn change_tracking_is_refused_until_enabled_and_needs_a_primary_key() {
 #[tokio::test]
 async fn changetable_reports_each_key_s_last_committed_change_with_versions_given_at_commit() {
     let (sim, mut c) = tracked_sim(true).await;
-    exec(&mut c, "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON").await;
-    exec(&mut c, "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING").await;
+    run_batch(&mut c, "ALTER DATABASE CURRENT SET CHANGE_TRACKING = ON").await;
+    run_batch(&mut c, "ALTER TABLE [dbo].[members] ENABLE CHANGE_TRACKING").await;
     let current = "SELECT CHANGE_TRACKING_CURRENT_VERSION() AS [v]";
     let v0 = version(&mut c, current).await.expect("a current version");
     let min_valid =
         "SELECT CHANGE_TRACKING_MIN_VALID_VERSION(OBJECT_ID(N'[dbo].[members]')) AS [v]";
     assert_eq!(version(&mut c, min_valid).await, Some(v0));
 
-    exec(&mut c, "BEGIN TRANSACTION; INSERT INTO [dbo].[members] ([id], [name]) VALUES (1, N'Ana'), (2, N'Luis'); COMMIT TRANSACTION").await;
-    exec(
+    run_batch(&mut c, "BEGIN TRANSACTION; INSERT INTO [dbo].[members] ([id], [name]) VALUES (1, N'Ana'), (2, N'Luis'); COMMIT TRANSACTION").await;
+    run_batch(
         &mut c,
         "INSERT INTO [dbo].[members] ([id], [name]) VALUES (3, N'Eva')",
     )
     .await;
-    exec(&mut c, "WITH CHANGE_TRACKING_CONTEXT (0x6869) UPDATE [dbo].[members] SET [name] = N'Ana M' WHERE [id] = 1").await;
-    exec(&mut c, "DELETE FROM [dbo].[members] WHERE [id] = 2").await;
+    run_batch(&mut c, "WITH CHANGE_TRACKING_CONTEXT (0x6869) UPDATE [dbo].[members] SET [name] = N'Ana M' WHERE [id] = 1").await;
+    run_batch(&mut c, "DELETE FROM [dbo].[members] WHERE [id] = 2").await;
     assert_eq!(
         version(&mut c, current).await,
         Some(v0 + 4),
@@ -171,7 +151,7 @@ async fn changetable_reports_each_key_s_last_committed_change_with_versions_give
     // RCSI; without it the read would wait for the commit), and the current version does not
     // move until it commits.
     let mut other = connect(&sim).await;
-    exec(
+    run_batch(
         &mut other,
         "BEGIN TRANSACTION; UPDATE [dbo].[members] SET [name] = N'Eva R' WHERE [id] = 3",
     )
@@ -187,7 +167,7 @@ async fn changetable_reports_each_key_s_last_committed_change_with_versions_give
         ],
         "relative to v0: rows created after it are inserts, with the last change's version and context"
     );
-    exec(&mut other, "COMMIT TRANSACTION").await;
+    run_batch(&mut other, "COMMIT TRANSACTION").await;
     assert_eq!(version(&mut c, current).await, Some(v0 + 5));
     let since_first = changes(&mut c, v0 + 1).await;
     let ops: Vec<(i64, &str, i64)> = since_first
@@ -202,7 +182,7 @@ async fn changetable_reports_each_key_s_last_committed_change_with_versions_give
     assert!(changes(&mut c, v0 + 5).await.is_empty());
 
     // A rolled-back change leaves nothing behind.
-    exec(
+    run_batch(
         &mut c,
         "BEGIN TRANSACTION; DELETE FROM [dbo].[members] WHERE [id] = 1; ROLLBACK TRANSACTION",
     )
@@ -214,7 +194,7 @@ async fn changetable_reports_each_key_s_last_committed_change_with_versions_give
     sim.change_tracking_cleanup().await.expect("cleanup");
     assert_eq!(version(&mut c, min_valid).await, Some(v0 + 5));
     assert!(changes(&mut c, v0).await.is_empty());
-    exec(
+    run_batch(
         &mut c,
         "UPDATE [dbo].[members] SET [name] = N'Ana L' WHERE [id] = 1",
     )

@@ -70,7 +70,7 @@ fn server_error(e: tiberius::error::Error) -> u32 {
     }
 }
 
-async fn error_of(c: &mut Conn, sql: &str) -> u32 {
+pub async fn error_of(c: &mut Conn, sql: &str) -> u32 {
     let result = c.simple_query(sql).await;
     let err = match result {
         Ok(stream) => stream
@@ -832,13 +832,13 @@ async fn the_cli_serves_the_seed_contact_table() {
 }
 
 /// Runs a batch and reads its results to the end, failing the test on an error.
-async fn run_batch(c: &mut Conn, sql: &str) {
+pub async fn run_batch(c: &mut Conn, sql: &str) {
     c.simple_query(sql)
         .await
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .into_results()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// The message of a server error.

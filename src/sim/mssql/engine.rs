@@ -137,12 +137,7 @@ impl Db {
         .map_err(store_error)?;
         conn.execute_batch(UNDO_TABLE).map_err(store_error)?;
         // The change-tracking triggers stay quiet while recovery puts rows back.
-        conn.create_collation("TSQL_CI", types::compare_ci_as)
-            .map_err(store_error)?;
-        conn.create_collation("TSQL_DECIMAL", |a, b| {
-            types::compare_decimal(a, b).unwrap_or_else(|| types::compare_ci_as(a, b))
-        })
-        .map_err(store_error)?;
+        register_collations(&conn).map_err(store_error)?;
         for (name, arity) in [("__ct_on", 0), ("__ct_context", 0), ("__ct_tx", 0)] {
             conn.create_scalar_function(name, arity, FunctionFlags::SQLITE_UTF8, |_| {
                 Ok(None::<i64>)
@@ -635,7 +630,7 @@ impl Session {
                     ),
                     rusqlite::params![version, self.id as i64],
                 )
-                .map_err(store_sql_error)?;
+                .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
         }
         if stamped == 0 {
             return Ok(None);
@@ -645,7 +640,7 @@ impl Session {
                 "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES ('version', ?1)",
                 [version],
             )
-            .map_err(store_sql_error)?;
+            .map_err(|e| self.map_error(e, "COMMIT TRANSACTION"))?;
         Ok(Some(version))
     }
 
@@ -916,14 +911,7 @@ impl Session {
             Statement::Ignored => Ok(None),
             Statement::Use(name) => {
                 if !name.eq_ignore_ascii_case(&self.db.name) {
-                    return Err(SqlError::new(
-                        911,
-                        1,
-                        16,
-                        format!(
-                            "Database '{name}' does not exist. Make sure that the name is entered correctly."
-                        ),
-                    ));
+                    return Err(no_such_database(&name));
                 }
                 let db = self.db.name.clone();
                 out.env_change_text(1, &db, &db);
@@ -1059,14 +1047,7 @@ impl Session {
                 if !(database.eq_ignore_ascii_case(&self.db.name)
                     || database.eq_ignore_ascii_case("CURRENT"))
                 {
-                    return Err(SqlError::new(
-                        911,
-                        1,
-                        16,
-                        format!(
-                            "Database '{database}' does not exist. Make sure that the name is entered correctly."
-                        ),
-                    ));
+                    return Err(no_such_database(&database));
                 }
                 self.refuse_ddl_in_transaction("ALTER DATABASE")?;
                 if self.db.ct_state().enabled {
@@ -1086,7 +1067,7 @@ impl Session {
                             "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES ('enabled', 1)",
                             [],
                         )
-                        .map_err(store_sql_error)?;
+                        .map_err(|e| s.map_error(e, "ALTER DATABASE"))?;
                     Ok(())
                 })?;
                 self.db.ct_state().enabled = true;
@@ -1198,7 +1179,7 @@ impl Session {
                     "INSERT OR REPLACE INTO __sim_ct (name, value) VALUES (?1, ?2)",
                     rusqlite::params![format!("min:{}", table.name), current],
                 )
-                .map_err(store_sql_error)?;
+                .map_err(|e| s.map_error(e, "ALTER TABLE"))?;
             s.db.catalog_mut().insert(side.clone());
             s.db.ct_state()
                 .min_valid
@@ -1670,8 +1651,23 @@ fn udf_error(e: SqlError) -> rusqlite::Error {
     rusqlite::Error::UserFunctionError(Box::new(UdfError(e)))
 }
 
-fn store_sql_error(e: rusqlite::Error) -> SqlError {
-    SqlError::new(50000, 1, 16, format!("SQL Server simulator store: {e}"))
+/// The store's collations: SQL Server's Latin1_General_CI_AS for text, and decimals kept as
+/// canonical text compared by value, never as floats.
+fn register_collations(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_collation("TSQL_CI", types::compare_ci_as)?;
+    conn.create_collation("TSQL_DECIMAL", |a, b| {
+        types::compare_decimal(a, b).unwrap_or_else(|| types::compare_ci_as(a, b))
+    })
+}
+
+/// Error 911 for a database this instance does not have.
+fn no_such_database(name: &str) -> SqlError {
+    SqlError::new(
+        911,
+        1,
+        16,
+        format!("Database '{name}' does not exist. Make sure that the name is entered correctly."),
+    )
 }
 
 /// The change table and triggers of a table with change tracking: each insert, update and
@@ -1863,11 +1859,7 @@ fn register_functions(
         }
         Ok(encode_image(&pairs))
     })?;
-    conn.create_collation("TSQL_CI", types::compare_ci_as)?;
-    // Decimals are kept as canonical text: compared by value, never as floats.
-    conn.create_collation("TSQL_DECIMAL", |a, b| {
-        types::compare_decimal(a, b).unwrap_or_else(|| types::compare_ci_as(a, b))
-    })?;
+    register_collations(conn)?;
     let rv_db = Arc::clone(db);
     conn.create_scalar_function("__next_rv", 0, FunctionFlags::SQLITE_UTF8, move |_| {
         Ok(rv_db.next_rv(session))

@@ -633,10 +633,7 @@ pub fn translate(tokens: &[Tok], catalog: &Catalog, ctx: &Context) -> Result<Sta
                 table: name,
             })
         }
-        _ => Err(SqlError::unsupported(format!(
-            "the statement `{}`",
-            preview(tokens)
-        ))),
+        _ => Err(unsupported_statement(tokens)),
     }
 }
 
@@ -650,10 +647,7 @@ fn translate_alter_database(tokens: &[Tok], words: &[String]) -> Result<Statemen
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     if !(w(3) == "SET" && w(4) == "CHANGE_TRACKING" && tokens.get(5).is_some_and(|t| t.is_op("=")))
     {
-        return Err(SqlError::unsupported(format!(
-            "the statement `{}`",
-            preview(tokens)
-        )));
+        return Err(unsupported_statement(tokens));
     }
     match w(6) {
         "ON" => {}
@@ -696,10 +690,7 @@ fn translate_alter_table(tokens: &[Tok], words: &[String], catalog: &Catalog) ->
     let (parts, end) = read_name(tokens, 2)?;
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     if !(w(end) == "ENABLE" && w(end + 1) == "CHANGE_TRACKING") {
-        return Err(SqlError::unsupported(format!(
-            "the statement `{}`",
-            preview(tokens)
-        )));
+        return Err(unsupported_statement(tokens));
     }
     let rest = &tokens[end + 2..];
     let options_ok = match rest {
@@ -730,6 +721,11 @@ fn translate_alter_table(tokens: &[Tok], words: &[String], catalog: &Catalog) ->
     Ok(Statement::EnableTableTracking {
         table: table.name.clone(),
     })
+}
+
+/// A statement outside the simulator's subset, named by its first tokens.
+fn unsupported_statement(tokens: &[Tok]) -> SqlError {
+    SqlError::unsupported(format!("the statement `{}`", preview(tokens)))
 }
 
 fn preview(tokens: &[Tok]) -> String {
@@ -780,10 +776,7 @@ fn translate_set(tokens: &[Tok], words: &[String]) -> Result<Statement> {
         {
             Ok(Statement::Ignored)
         }
-        _ => Err(SqlError::unsupported(format!(
-            "the statement `{}`",
-            preview(tokens)
-        ))),
+        _ => Err(unsupported_statement(tokens)),
     }
 }
 
@@ -2438,10 +2431,7 @@ fn translate_create_index(
         i += 1;
     }
     if words.get(i).map(String::as_str) != Some("INDEX") {
-        return Err(SqlError::unsupported(format!(
-            "the statement `{}`",
-            preview(tokens)
-        )));
+        return Err(unsupported_statement(tokens));
     }
     let (iparts, end) = read_name(tokens, i + 1)?;
     if !tokens.get(end).is_some_and(|t| t.is_word("ON")) {
