@@ -136,6 +136,8 @@ pub enum Lookup {
 /// One valid record on its way to HubSpot.
 pub struct Work<'a> {
     pub item: &'a ClaimedItem,
+    /// The row mapped: SQL Server's current row, or the queued payload.
+    pub row: SqlRow,
     pub mapped: Mapped,
 }
 
@@ -367,60 +369,28 @@ impl ToHubspot {
         let erased = match history::erased(&self.pool, &self.object, &keys).await {
             Ok(erased) => erased,
             Err(e) => {
-                let error = ItemError::postgres(&e);
-                return batch
-                    .iter()
-                    .map(|item| Step::Retry {
-                        item,
-                        error: error.clone(),
-                    })
-                    .collect();
+                let all: Vec<&ClaimedItem> = batch.iter().collect();
+                return retry_all(steps, &all, ItemError::postgres(&e));
             }
         };
         let (gone, batch): (Vec<&ClaimedItem>, Vec<&ClaimedItem>) = batch
             .iter()
             .partition(|i| i.operation == Operation::Upsert && erased.contains(&i.record_key));
         steps.extend(gone.into_iter().map(|item| Step::Erased { item }));
-        let work = self.map_and_validate(&batch, &portal, &mut steps);
-        let archives: Vec<&ClaimedItem> = batch
-            .iter()
-            .copied()
-            .filter(|i| i.operation == Operation::Archive)
-            .collect();
-        let keys: Vec<String> = work
-            .iter()
-            .map(|w| w.item.record_key.clone())
-            .chain(archives.iter().map(|i| i.record_key.clone()))
-            .collect();
+        let keys: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
+        // Links and hubsync's unsettled writes to SQL Server are read before the rows: a
+        // HubSpot change written to SQL Server in between is then in the row and the snapshot
+        // agrees with it or is older, never newer than the row.
         let links = match links::by_sql_keys(&self.pool, &self.object, &keys).await {
             Ok(l) => l,
-            Err(e) => {
-                let error = ItemError::postgres(&e);
-                let items = work.iter().map(|w| w.item).chain(archives);
-                steps.extend(items.map(|item| Step::Retry {
-                    item,
-                    error: error.clone(),
-                }));
-                return steps;
-            }
+            Err(e) => return retry_all(steps, &batch, ItemError::postgres(&e)),
         };
-        for item in archives {
-            steps.push(
-                match links
-                    .get(&item.record_key)
-                    .and_then(|l| l.hubspot_id.clone())
-                {
-                    Some(hubspot_id) => Step::Archive { item, hubspot_id },
-                    None => Step::ArchiveUnsynced { item },
-                },
-            );
-        }
         // hubsync's own writes to SQL Server not settled yet (a crash): SQL Server's echo of
         // them is no change.
-        let linked_keys: Vec<String> = work
+        let linked_keys: Vec<String> = keys
             .iter()
-            .filter(|w| links.contains_key(&w.item.record_key))
-            .map(|w| w.item.record_key.clone())
+            .filter(|k| links.contains_key(*k))
+            .cloned()
             .collect();
         let in_flight = match writes::load(
             &self.pool,
@@ -432,15 +402,24 @@ impl ToHubspot {
         .await
         {
             Ok(w) => w,
-            Err(e) => {
-                let error = ItemError::postgres(&e);
-                steps.extend(work.iter().map(|w| Step::Retry {
-                    item: w.item,
-                    error: error.clone(),
-                }));
-                return steps;
-            }
+            Err(e) => return retry_all(steps, &batch, ItemError::postgres(&e)),
         };
+        let rows = match self.current_rows(&batch).await {
+            Ok(rows) => rows,
+            Err(e) => return retry_all(steps, &batch, ItemError::new("sql_server", e.to_string())),
+        };
+        let work = self.map_and_validate(&batch, &rows, &portal, &mut steps);
+        for item in batch.iter().filter(|i| i.operation == Operation::Archive) {
+            steps.push(
+                match links
+                    .get(&item.record_key)
+                    .and_then(|l| l.hubspot_id.clone())
+                {
+                    Some(hubspot_id) => Step::Archive { item, hubspot_id },
+                    None => Step::ArchiveUnsynced { item },
+                },
+            );
+        }
         let mut unlinked = Vec::new();
         let mut linked = Vec::new();
         for w in work {
@@ -710,7 +689,7 @@ impl ToHubspot {
             sql: self
                 .sql_reader
                 .as_ref()
-                .and_then(|r| r.modified_utc(work.item.payload.as_object()?)),
+                .and_then(|r| r.modified_utc(&work.row)),
             hubspot: record.property(modified).and_then(diff::hubspot_time),
         };
         let policy = |f: &str| diff::policy_of(mapper, f);
@@ -741,25 +720,57 @@ impl ToHubspot {
         });
     }
 
+    /// The rows SQL Server holds now for the batch's upserts, by key (one query): an item queued earlier may carry a payload older than a
+    /// HubSpot change hubsync has since written to SQL Server, and sending that payload would
+    /// undo the change. Rows gone or soft-deleted since are left out (their payload stands; the
+    /// deletion follows as its own item). Empty without a reader (the payload stands).
+    async fn current_rows(
+        &self,
+        batch: &[&ClaimedItem],
+    ) -> Result<HashMap<String, SqlRow>, crate::mssql::MssqlError> {
+        let Some(reader) = &self.sql_reader else {
+            return Ok(HashMap::new());
+        };
+        let keys: Vec<String> = batch
+            .iter()
+            .filter(|i| i.operation == Operation::Upsert)
+            .map(|i| i.record_key.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut rows = reader.rows_by_keys(&keys).await?;
+        rows.retain(|_, row| !reader.is_deleted_row(row));
+        Ok(rows)
+    }
+
+    /// Maps and validates each upsert: the row SQL Server holds now (`rows`), else the queued
+    /// payload.
     fn map_and_validate<'a>(
         &self,
         batch: &[&'a ClaimedItem],
+        rows: &HashMap<String, SqlRow>,
         portal: &PortalRules,
         steps: &mut Vec<Step<'a>>,
     ) -> Vec<Work<'a>> {
         let mut duplicates = self.mapper.duplicate_check();
         let mut work = Vec::new();
         for item in batch.iter().filter(|i| i.operation == Operation::Upsert) {
-            let Some(row) = item.payload.as_object() else {
-                let error = ItemError::new("payload", "the queued payload is not a record");
-                steps.push(Step::Reject {
-                    item,
-                    errors: vec![error],
-                });
-                continue;
+            let row = match rows.get(&item.record_key) {
+                Some(row) => row.clone(),
+                None => match item.payload.as_object() {
+                    Some(row) => row.clone(),
+                    None => {
+                        let error = ItemError::new("payload", "the queued payload is not a record");
+                        steps.push(Step::Reject {
+                            item,
+                            errors: vec![error],
+                        });
+                        continue;
+                    }
+                },
             };
-            let row: &SqlRow = row;
-            let mut mapped = self.mapper.to_hubspot(row);
+            let mut mapped = self.mapper.to_hubspot(&row);
             duplicates.check(&mut mapped);
             if !mapped.is_valid() {
                 let errors = mapped.errors.iter().map(validation_error).collect();
@@ -768,7 +779,7 @@ impl ToHubspot {
             }
             let broken = portal.check(&mapped.properties);
             if broken.is_empty() {
-                work.push(Work { item, mapped });
+                work.push(Work { item, row, mapped });
             } else {
                 let errors = broken.iter().map(|v| self.portal_error(v)).collect();
                 steps.push(Step::Reject { item, errors });
@@ -1567,6 +1578,19 @@ impl Run<'_> {
 
 /// The error of a record whose match value belongs to the HubSpot contact of another SQL Server
 /// record (`owner`).
+/// Every item of `batch` to retry after `error`, after the steps decided so far.
+fn retry_all<'a>(
+    mut steps: Vec<Step<'a>>,
+    batch: &[&'a ClaimedItem],
+    error: ItemError,
+) -> Vec<Step<'a>> {
+    steps.extend(batch.iter().map(|item| Step::Retry {
+        item,
+        error: error.clone(),
+    }));
+    steps
+}
+
 fn duplicate_of(prop: &str, hubspot_id: Option<&str>, owner: &str) -> ItemError {
     ItemError {
         field: Some(prop.to_string()),

@@ -57,6 +57,18 @@ impl Both {
         contact.get(property).unwrap_or_default().to_string()
     }
 
+    /// Every field the mapping sends, as SQL Server's row maps, is what the contact holds.
+    async fn assert_same_on_both(&self, key: &str, id: &str) {
+        let row = self.reader.row_by_key(key).await.unwrap().unwrap();
+        let mapped = self.s.mapper.to_hubspot(&row);
+        let contact = self.s.sim.contact(id).unwrap();
+        for (property, value) in &mapped.properties {
+            let value = value.as_deref().filter(|v| !v.is_empty());
+            let held = contact.get(property).filter(|v| !v.is_empty());
+            assert_eq!(held, value, "{property} of member {key}");
+        }
+    }
+
     /// Both pollers and both directions, until a whole cycle reads nothing new.
     async fn settle_all(&self) {
         for _ in 0..10 {
@@ -280,4 +292,32 @@ async fn a_conflict_settled_just_before_a_crash_is_recorded_once() {
         "Desde Sql"
     };
     assert_eq!(sql, winner, "{recorded:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sql_server_change_queued_before_a_hubspot_edit_reached_sql_server_does_not_undo_it() {
+    let b = both().await;
+    insert_members(&b.mssql, &rows(20)).await;
+    b.settle_all().await;
+    let (key, id) = b.links(1).await.remove(0);
+    // The member's surname changes in SQL Server: queued with the row as it was then.
+    b.sql_set(&key, "lastname", "Nueva Ensql").await;
+    b.sql_poller.poll_once().await.unwrap();
+    // Before that item is sent, the first name is edited in HubSpot and written to SQL Server.
+    b.client
+        .batch_update("contacts", &[edit(&id, "firstname", "Editada Enhubspot")])
+        .await
+        .unwrap();
+    b.poll_hubspot().await;
+    b.to_sql.drain().await.unwrap();
+    assert_eq!(b.sql_value(&key, "firstname").await, "Editada Enhubspot");
+    // The surname goes to HubSpot; the first name queued with it is older than both sides.
+    b.s.worker.drain().await.unwrap();
+    assert_eq!(b.hubspot_value(&id, "firstname"), "Editada Enhubspot");
+    assert_eq!(b.hubspot_value(&id, "lastname"), "Nueva Ensql");
+    b.settle_all().await;
+    assert_eq!(b.sql_value(&key, "firstname").await, "Editada Enhubspot");
+    assert_eq!(b.sql_value(&key, "lastname").await, "Nueva Ensql");
+    b.assert_same_on_both(&key, &id).await;
+    assert_eq!(b.conflicts().await, 0, "different fields changed");
 }

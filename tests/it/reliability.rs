@@ -437,6 +437,8 @@ async fn sigkill_at_ten_random_moments_loses_and_duplicates_nothing() {
     );
     assert!(kinds.contains(&"worker_gone".to_string()), "{kinds:?}");
     // HubSpot's side: every contact came back as our own write; nothing written to SQL Server.
+    // (An item a killed worker held is superseded when the restart's poller read the contact
+    // again before it was taken back: it writes nothing.)
     let to_sql: BTreeMap<String, i64> = sqlx::query_as(
         "SELECT state || ' ' || coalesce(outcome, ''), count(*) FROM sync_queue \
          WHERE direction = 'to_sql' GROUP BY 1",
@@ -446,9 +448,11 @@ async fn sigkill_at_ten_random_moments_loses_and_duplicates_nothing() {
     .unwrap()
     .into_iter()
     .collect();
-    assert_eq!(
-        to_sql.keys().collect::<Vec<_>>(),
-        ["done SKIP"],
+    assert!(
+        to_sql.contains_key("done SKIP")
+            && to_sql
+                .keys()
+                .all(|k| k == "done SKIP" || k == "superseded "),
         "{to_sql:?}"
     );
     let lines = stand.assert_no_secrets();
