@@ -369,8 +369,8 @@ impl ToHubspot {
         let erased = match history::erased(&self.pool, &self.object, &keys).await {
             Ok(erased) => erased,
             Err(e) => {
-                let all: Vec<&ClaimedItem> = batch.iter().collect();
-                return retry_all(steps, &all, ItemError::postgres(&e));
+                retry_each(&mut steps, batch, ItemError::postgres(&e));
+                return steps;
             }
         };
         let (gone, batch): (Vec<&ClaimedItem>, Vec<&ClaimedItem>) = batch
@@ -383,7 +383,10 @@ impl ToHubspot {
         // agrees with it or is older, never newer than the row.
         let links = match links::by_sql_keys(&self.pool, &self.object, &keys).await {
             Ok(l) => l,
-            Err(e) => return retry_all(steps, &batch, ItemError::postgres(&e)),
+            Err(e) => {
+                retry_each(&mut steps, batch.iter().copied(), ItemError::postgres(&e));
+                return steps;
+            }
         };
         // hubsync's own writes to SQL Server not settled yet (a crash): SQL Server's echo of
         // them is no change.
@@ -402,11 +405,21 @@ impl ToHubspot {
         .await
         {
             Ok(w) => w,
-            Err(e) => return retry_all(steps, &batch, ItemError::postgres(&e)),
+            Err(e) => {
+                retry_each(&mut steps, batch.iter().copied(), ItemError::postgres(&e));
+                return steps;
+            }
         };
         let rows = match self.current_rows(&batch).await {
             Ok(rows) => rows,
-            Err(e) => return retry_all(steps, &batch, ItemError::new("sql_server", e.to_string())),
+            Err(e) => {
+                retry_each(
+                    &mut steps,
+                    batch.iter().copied(),
+                    ItemError::new("sql_server", e.to_string()),
+                );
+                return steps;
+            }
         };
         let work = self.map_and_validate(&batch, &rows, &portal, &mut steps);
         for item in batch.iter().filter(|i| i.operation == Operation::Archive) {
@@ -502,11 +515,11 @@ impl ToHubspot {
         let (earlier, holders) = match checks {
             Ok(c) => c,
             Err(e) => {
-                let error = ItemError::postgres(&e);
-                steps.extend(unlinked.into_iter().map(|w| Step::Retry {
-                    item: w.item,
-                    error: error.clone(),
-                }));
+                retry_each(
+                    steps,
+                    unlinked.iter().map(|w| w.item),
+                    ItemError::postgres(&e),
+                );
                 return Vec::new();
             }
         };
@@ -575,11 +588,11 @@ impl ToHubspot {
         let current = match hubspot.await {
             Ok(found) => found,
             Err(e) => {
-                let error = ItemError::hubspot(&e);
-                steps.extend(changed.into_iter().map(|(w, _)| Step::Retry {
-                    item: w.item,
-                    error: error.clone(),
-                }));
+                retry_each(
+                    steps,
+                    changed.iter().map(|(w, _)| w.item),
+                    ItemError::hubspot(&e),
+                );
                 return;
             }
         };
@@ -599,11 +612,11 @@ impl ToHubspot {
         let (ours, follows) = match reads {
             Ok(r) => r,
             Err(e) => {
-                let error = ItemError::postgres(&e);
-                steps.extend(changed.into_iter().map(|(w, _)| Step::Retry {
-                    item: w.item,
-                    error: error.clone(),
-                }));
+                retry_each(
+                    steps,
+                    changed.iter().map(|(w, _)| w.item),
+                    ItemError::postgres(&e),
+                );
                 return;
             }
         };
@@ -720,9 +733,9 @@ impl ToHubspot {
         });
     }
 
-    /// The rows SQL Server holds now for the batch's upserts, by key (one query): an item queued earlier may carry a payload older than a
-    /// HubSpot change hubsync has since written to SQL Server, and sending that payload would
-    /// undo the change. Rows gone or soft-deleted since are left out (their payload stands; the
+    /// The rows SQL Server holds now for the batch's upserts, by key (one query): an item
+    /// queued earlier may carry a payload older than a HubSpot change hubsync has since written
+    /// to SQL Server, and sending that payload would undo the change. Rows gone or soft-deleted since are left out (their payload stands; the
     /// deletion follows as its own item). Empty without a reader (the payload stands).
     async fn current_rows(
         &self,
@@ -824,10 +837,7 @@ impl ToHubspot {
             return false;
         }
         let retry_all = |with_key: Vec<Work<'a>>, steps: &mut Vec<Step<'a>>, error: ItemError| {
-            steps.extend(with_key.into_iter().map(|w| Step::Retry {
-                item: w.item,
-                error: error.clone(),
-            }));
+            retry_each(steps, with_key.iter().map(|w| w.item), error);
             // Unknown: keep looking up.
             true
         };
@@ -1576,21 +1586,20 @@ impl Run<'_> {
     }
 }
 
-/// The error of a record whose match value belongs to the HubSpot contact of another SQL Server
-/// record (`owner`).
-/// Every item of `batch` to retry after `error`, after the steps decided so far.
-fn retry_all<'a>(
-    mut steps: Vec<Step<'a>>,
-    batch: &[&'a ClaimedItem],
+/// Every one of `items` to retry after `error`, after the steps decided so far.
+fn retry_each<'a>(
+    steps: &mut Vec<Step<'a>>,
+    items: impl IntoIterator<Item = &'a ClaimedItem>,
     error: ItemError,
-) -> Vec<Step<'a>> {
-    steps.extend(batch.iter().map(|item| Step::Retry {
+) {
+    steps.extend(items.into_iter().map(|item| Step::Retry {
         item,
         error: error.clone(),
     }));
-    steps
 }
 
+/// The error of a record whose match value belongs to the HubSpot contact of another SQL Server
+/// record (`owner`).
 fn duplicate_of(prop: &str, hubspot_id: Option<&str>, owner: &str) -> ItemError {
     ItemError {
         field: Some(prop.to_string()),
