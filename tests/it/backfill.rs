@@ -84,9 +84,11 @@ impl Setup {
 
     /// SQL Server rows whose first name is `name`.
     async fn firstnames_like(&self, name: &str) -> i32 {
-        let mut c = crate::mssql_sim::connect(&self.sims.mssql).await;
-        let sql = format!("SELECT COUNT(*) FROM [dbo].[hb_contacts] WHERE [firstname] = N'{name}'");
-        crate::mssql_sim::first_int(&mut c, &sql).await
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE [firstname] = N'{name}'",
+            self.sims.mssql.quoted()
+        );
+        self.sims.mssql.first_int(&sql).await
     }
 
     /// A HubSpot client of the simulator, as a HubSpot user's other integration would use it.
@@ -155,8 +157,8 @@ async fn dry_run_prints_exactly_what_the_run_then_does_and_writes_nothing() {
         .collect();
     s.sims.hubspot.seed_contacts(&seeds).unwrap();
     let sql_rows = || async {
-        let mut c = crate::mssql_sim::connect(&s.sims.mssql).await;
-        crate::mssql_sim::first_int(&mut c, "SELECT COUNT(*) FROM [dbo].[hb_contacts]").await
+        let sql = format!("SELECT COUNT(*) FROM {}", s.sims.mssql.quoted());
+        s.sims.mssql.first_int(&sql).await
     };
     let sql_before = sql_rows().await;
 
@@ -381,9 +383,12 @@ async fn the_first_start_after_an_initial_backfill_polls_from_where_the_backfill
     assert_eq!(poller, backfill);
     // A row changed after the backfill is still read by the service's first poll.
     let key = s.valid_keys().remove(0);
-    let mut c = crate::mssql_sim::connect(&s.sims.mssql).await;
+    let mut c = s.sims.mssql.client().await;
     c.execute(
-        "UPDATE [dbo].[hb_contacts] SET [firstname] = @P1 WHERE [numero_asociado] = @P2",
+        format!(
+            "UPDATE {} SET [firstname] = @P1 WHERE [numero_asociado] = @P2",
+            s.sims.mssql.quoted()
+        ),
         &[&"Cambiada", &key.as_str()],
     )
     .await
@@ -549,9 +554,12 @@ async fn forget_erases_every_copy_of_a_member_from_hubsyncs_tables_and_from_hubs
     let key = s.valid_keys().remove(0);
     let other = s.valid_keys().remove(1);
     // A name no other member has.
-    let mut c = crate::mssql_sim::connect(&s.sims.mssql).await;
+    let mut c = s.sims.mssql.client().await;
     c.execute(
-        "UPDATE [dbo].[hb_contacts] SET [firstname] = @P1, [lastname] = @P2 WHERE [numero_asociado] = @P3",
+        format!(
+            "UPDATE {} SET [firstname] = @P1, [lastname] = @P2 WHERE [numero_asociado] = @P3",
+            s.sims.mssql.quoted()
+        ),
         &[&"Zelmira", &"Quirós Olvido", &key.as_str()],
     )
     .await
@@ -653,10 +661,13 @@ async fn mark_synced_accepts_what_both_sides_agree_on_after_a_bulk_fix() {
             .unwrap();
     // A bulk fix made the first two members' first names "Corregido" on both sides; the third
     // only in SQL Server.
-    let mut c = crate::mssql_sim::connect(&s.sims.mssql).await;
+    let mut c = s.sims.mssql.client().await;
     for (key, _) in &links {
         c.execute(
-            "UPDATE [dbo].[hb_contacts] SET [firstname] = @P1 WHERE [numero_asociado] = @P2",
+            format!(
+                "UPDATE {} SET [firstname] = @P1 WHERE [numero_asociado] = @P2",
+                s.sims.mssql.quoted()
+            ),
             &[&"Corregido", &key.as_str()],
         )
         .await

@@ -25,7 +25,7 @@ pub struct Daemon {
 /// The outside systems the daemon talks to, run in this test process.
 pub struct Sims {
     pub hubspot: hubsync::sim::hubspot::RunningSim,
-    pub mssql: hubsync::sim::mssql::RunningMssqlSim,
+    pub mssql: crate::sql_target::SqlTarget,
 }
 
 pub async fn sims() -> Sims {
@@ -35,14 +35,16 @@ pub async fn sims() -> Sims {
     )
     .await
     .unwrap();
-    let mssql = crate::support::mssql_sim().await;
+    let mssql = crate::sql_target::SqlTarget::start().await;
     Sims { hubspot, mssql }
 }
 
-/// The shipped config.yaml, pointed at the simulators, a free port and a temp log directory.
+/// The shipped config.yaml, pointed at the simulators (the test's own contact table), a free
+/// port and a temp log directory.
 pub fn config_text(port: u16, sims: &Sims, logs: &Path) -> String {
     let example = std::fs::read_to_string(crate::support::example_config()).unwrap();
-    example
+    sims.mssql
+        .in_config(&example)
         .replace(
             "http_listen: 127.0.0.1:9187",
             &format!("http_listen: 127.0.0.1:{port}"),
@@ -374,6 +376,7 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
     daemon.expect_notify("RELOADING=1");
     daemon.expect_notify("READY=1");
 
+    let password = daemon.sims.mssql.password();
     let (code, out) = daemon.stop();
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("configuration reload rejected"), "{out}");
@@ -383,7 +386,7 @@ async fn run_notifies_systemd_serves_health_reloads_and_stops_cleanly() {
     );
     assert!(out.contains("configuration reloaded"), "{out}");
     assert!(out.contains("hubsync stopped"), "{out}");
-    assert!(!out.contains(hubsync::sim::mssql::DEFAULT_PASSWORD));
+    assert!(!out.contains(&password));
     assert!(
         out.matches("hubsync is ready").count() == 2,
         "in the output and in the log file: {out}"
@@ -451,7 +454,7 @@ async fn run_once_syncs_sql_server_members_to_hubspot_and_exits_1_on_rejections(
         "{:?}",
         to_sql().await
     );
-    assert!(!text.contains(hubsync::sim::mssql::DEFAULT_PASSWORD));
+    assert!(!text.contains(&sims.mssql.password()));
     assert!(!text.contains("sim-token"));
 
     // A second run, once HubSpot has indexed the creates, finds nothing new: no HubSpot writes,

@@ -73,8 +73,8 @@ async fn assert_nothing_lost(pool: &PgPool, sims: &Sims, records: i64) {
     assert_eq!(in_hubspot, synced);
 }
 
-fn assert_no_secrets(out: &str) {
-    assert!(!out.contains(hubsync::sim::mssql::DEFAULT_PASSWORD));
+fn assert_no_secrets(out: &str, sims: &Sims) {
+    assert!(!out.contains(&sims.mssql.password()));
     assert!(!out.contains("sim-token"));
 }
 
@@ -162,21 +162,24 @@ async fn a_30s_postgres_outage_is_reported_and_the_sync_resumes_without_losing_c
     let (code, out) = daemon.stop();
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("readiness changed"), "{out}");
-    assert_no_secrets(&out);
+    assert_no_secrets(&out, &sims);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_sql_server_connections_are_reported_and_the_sync_resumes() {
     let (pool, url) = fresh_db().await;
     let sims = Arc::new(sims().await);
+    let Some(sim) = sims.mssql.sim("cutting SQL Server connections") else {
+        return;
+    };
     insert_members(&sims.mssql, &members(0, 40)).await;
     let daemon = Daemon::start_with(&url, sims.clone(), |c| c).await;
     daemon.expect_notify("READY=1");
     wait_synced(&pool, 40, Duration::from_secs(30)).await;
 
     // Every connection is cut and the server refuses logins for a while.
-    sims.mssql.refuse_logins_for(Duration::from_secs(8));
-    sims.mssql.drop_connections();
+    sim.refuse_logins_for(Duration::from_secs(8));
+    sim.drop_connections();
     daemon
         .wait_readyz(
             "SQL Server down",
@@ -201,7 +204,7 @@ async fn dropped_sql_server_connections_are_reported_and_the_sync_resumes() {
     }
     let (code, out) = daemon.stop();
     assert_eq!(code, Some(0), "{out}");
-    assert_no_secrets(&out);
+    assert_no_secrets(&out, &sims);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,7 +244,7 @@ async fn a_hubspot_outage_is_reported_and_the_sync_resumes() {
     assert_nothing_lost(&pool, &sims, 20).await;
     let (code, out) = daemon.stop();
     assert_eq!(code, Some(0), "{out}");
-    assert_no_secrets(&out);
+    assert_no_secrets(&out, &sims);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,17 +319,13 @@ async fn sims_with_ocupacion() -> Sims {
     let hubspot = hubsync::sim::hubspot::start("127.0.0.1:0".parse().unwrap(), options)
         .await
         .unwrap();
-    let schema = hubsync::sim::mssql::SEED_SCHEMA.replace(
-        "[hubspot_id] NVARCHAR(20) NULL,",
-        "[ocupacion] NVARCHAR(100) NULL,\n    [hubspot_id] NVARCHAR(20) NULL,",
-    );
-    let options = hubsync::sim::mssql::MssqlSimOptions {
-        schema: Some(schema),
-        ..Default::default()
-    };
-    let mssql = hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .unwrap();
+    let mssql = crate::sql_target::SqlTarget::start_with(Default::default(), |schema| {
+        schema.replace(
+            "[hubspot_id] NVARCHAR(20) NULL,",
+            "[ocupacion] NVARCHAR(100) NULL,\n    [hubspot_id] NVARCHAR(20) NULL,",
+        )
+    })
+    .await;
     Sims { hubspot, mssql }
 }
 
@@ -394,9 +393,10 @@ async fn sighup_refuses_a_mapping_hubspot_cannot_take_and_applies_a_new_field() 
         .wait_output("configuration reloaded", Duration::from_secs(10))
         .await;
     sims.mssql
-        .execute_batch(
-            "UPDATE [dbo].[hb_contacts] SET [ocupacion] = N'Ingeniera' WHERE [numero_asociado] = 1",
-        )
+        .execute_batch(&format!(
+            "UPDATE {} SET [ocupacion] = N'Ingeniera' WHERE [numero_asociado] = 1",
+            sims.mssql.quoted()
+        ))
         .await
         .unwrap();
     eventually(
@@ -410,7 +410,7 @@ async fn sighup_refuses_a_mapping_hubspot_cannot_take_and_applies_a_new_field() 
     .await;
     let (code, out) = daemon.stop();
     assert_eq!(code, Some(0), "{out}");
-    assert_no_secrets(&out);
+    assert_no_secrets(&out, &sims);
 }
 
 #[test]

@@ -194,14 +194,18 @@ async fn a_contact_created_before_a_crash_keeps_the_hubspot_edits_made_before_it
     b.sql_poller.poll_once().await.unwrap();
     // The contacts are created in HubSpot; the worker dies before linking them.
     let batch = b.write_and_crash().await;
-    let key = batch[0].record_key.clone();
-    let id =
-        b.s.sim
-            .contacts()
-            .into_iter()
-            .find(|c| c.get("numero_asociado") == Some(key.as_str()))
-            .map(|c| c.id.to_string())
-            .expect("created");
+    // A member of the batch that was created (the batch's invalid members were not).
+    let contacts = b.s.sim.contacts();
+    let (key, id) = batch
+        .iter()
+        .find_map(|item| {
+            let key = item.record_key.as_str();
+            contacts
+                .iter()
+                .find(|c| c.get("numero_asociado") == Some(key))
+                .map(|c| (key.to_string(), c.id.to_string()))
+        })
+        .expect("created");
     // Before hubsync links it, someone edits the contact's first name in HubSpot and the
     // member's surname changes in SQL Server.
     b.client

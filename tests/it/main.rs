@@ -29,6 +29,7 @@ mod privacy;
 mod queue;
 mod reconcile;
 mod reliability;
+mod sql_target;
 mod support;
 mod to_hubspot;
 mod to_sql;

@@ -26,16 +26,9 @@ struct Target {
 
 impl Target {
     async fn start() -> Self {
-        let (sim, connection) = match std::env::var("HUBSYNC_TEST_MSSQL") {
-            Ok(conn) if !conn.trim().is_empty() => (None, conn),
-            _ => {
-                static NOTICE: std::sync::Once = std::sync::Once::new();
-                NOTICE.call_once(|| {
-                    eprintln!(
-                        "notice: HUBSYNC_TEST_MSSQL is not set; the SQL Server suite runs against \
-                         the simulator only (the real-server run is skipped)"
-                    )
-                });
+        let (sim, connection) = match crate::sql_target::real_server() {
+            Some(conn) => (None, conn),
+            None => {
                 let sim = hubsync::sim::mssql::start(
                     "127.0.0.1:0".parse().expect("addr"),
                     MssqlSimOptions::default(),
@@ -55,16 +48,10 @@ impl Target {
         }
     }
 
-    fn is_sim(&self) -> bool {
-        self.sim.is_some()
-    }
-
     /// Prints why a simulator-only test does nothing on a real server.
     fn sim_only(&self, what: &str) -> Option<&RunningMssqlSim> {
         if self.sim.is_none() {
-            eprintln!(
-                "notice: {what} needs the simulator's fault injection; skipped on a real SQL Server"
-            );
+            crate::sql_target::skipped_on_real_server(what);
         }
         self.sim.as_ref()
     }
@@ -95,14 +82,21 @@ impl Target {
         self.table("contacts", CONTACT_COLUMNS).await
     }
 
-    async fn finish(self) {
-        if self.sim.is_none() {
-            for t in &self.tables {
-                self.exec(&format!("DROP TABLE [dbo].[{t}]")).await;
-            }
-        }
-        if let Some(sim) = self.sim {
+    async fn finish(mut self) {
+        if let Some(sim) = self.sim.take() {
+            // Its tables go with it.
+            self.tables.clear();
             sim.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Target {
+    /// A real server keeps none of the test's tables, whether the test passed or not.
+    fn drop(&mut self) {
+        if self.sim.is_none() && !self.tables.is_empty() {
+            let tables: Vec<String> = self.tables.iter().map(|t| format!("[dbo].[{t}]")).collect();
+            crate::sql_target::drop_tables(&self.connection, &tables);
         }
     }
 }
@@ -752,13 +746,18 @@ async fn readiness_probe_reports_an_unreachable_server_without_the_password() {
 #[tokio::test]
 async fn a_wrong_password_is_refused_with_login_failed() {
     let t = Target::start().await;
-    if !t.is_sim() {
-        eprintln!("notice: wrong-password test runs against the simulator only");
-        return t.finish().await;
-    }
+    assert!(!crate::sql_target::password_of(&t.connection).is_empty());
     let wrong = t
         .connection
-        .replace(hubsync::sim::mssql::DEFAULT_PASSWORD, "not-the-password");
+        .split(';')
+        .map(|part| match part.split_once('=') {
+            Some((k, _)) if crate::sql_target::is_password_key(k) => {
+                format!("{k}=not-the-password")
+            }
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";");
     assert_ne!(wrong, t.connection);
     let pool = SqlPool::new(&settings(&wrong)).expect("pool");
     let err = pool.probe().await.expect_err("wrong password");

@@ -7,7 +7,6 @@ use hubsync::sim::mssql::RunningMssqlSim;
 use hubsync::sim::mssql::MssqlSimOptions;
 
 use super::mssql_sim::{Conn, connect, error_of, run_batch};
-use super::support::mssql_sim_with;
 
 async fn version(c: &mut Conn, sql: &str) -> Option<i64> {
     let row = c
@@ -54,11 +53,15 @@ async fn changes(
 /// A simulator with `dbo.members`; `snapshot`: READ_COMMITTED_SNAPSHOT on (readers see the
 /// last committed rows instead of waiting for another session's open transaction).
 async fn tracked_sim(snapshot: bool) -> (RunningMssqlSim, Conn) {
-    let sim = mssql_sim_with(MssqlSimOptions {
-        read_committed_snapshot: snapshot,
-        ..MssqlSimOptions::default()
-    })
-    .await;
+    let sim = hubsync::sim::mssql::start(
+        "127.0.0.1:0".parse().expect("address"),
+        MssqlSimOptions {
+            read_committed_snapshot: snapshot,
+            ..MssqlSimOptions::default()
+        },
+    )
+    .await
+    .expect("start the SQL Server simulator");
     let mut c = connect(&sim).await;
     run_batch(
         &mut c,

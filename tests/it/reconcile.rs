@@ -397,7 +397,9 @@ async fn drift_behind_hubsyncs_back_is_listed_by_kind_fixed_and_gone_on_the_next
 fn cli_dry_run(b: &Both) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    let text = config_text()
+    let text = b
+        .mssql
+        .in_config(&config_text())
         .replace("https://api.hubapi.com", &b.s.sim.base_url())
         .replace(
             "directory: /var/log/hubsync",

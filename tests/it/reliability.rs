@@ -20,6 +20,7 @@ use crate::support::fresh_db;
 
 /// Distinctive secrets: neither may show up in any output of any run.
 const TOKEN: &str = "pat-na1-R3liab1lity-T0ken-7c41e9";
+/// The simulator's SQL Server password (a real server's comes with `HUBSYNC_TEST_MSSQL`).
 const SQL_PASSWORD: &str = "Rel1ab-SQL-Passw0rd-5d83";
 
 /// PostgreSQL, both simulators seeded with members, what the members should become in
@@ -76,10 +77,13 @@ impl Stand {
             )
             .await
             .unwrap(),
-            mssql: crate::support::mssql_sim_with(MssqlSimOptions {
-                password: SQL_PASSWORD.into(),
-                ..Default::default()
-            })
+            mssql: crate::sql_target::SqlTarget::start_with(
+                MssqlSimOptions {
+                    password: SQL_PASSWORD.into(),
+                    ..Default::default()
+                },
+                |schema| schema,
+            )
             .await,
         };
         let mapper = Mapper::new(&crate::to_hubspot::contacts_config()).unwrap();
@@ -264,7 +268,7 @@ impl Stand {
     }
 
     /// Lines the daemons wrote (stdout, stderr, log files): [`Daemon::wait`] has scanned them
-    /// all for the secrets (`TOKEN`, `SQL_PASSWORD`: the daemons' environment) and personal
+    /// all for the secrets (`TOKEN`, the SQL Server password: the daemons' environment) and personal
     /// data. Returns how many.
     pub fn assert_no_secrets(&self) -> usize {
         let lines: usize = self

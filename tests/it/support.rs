@@ -379,24 +379,6 @@ pub fn example_config() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")
 }
 
-/// A SQL Server simulator with the seed contact table `dbo.hb_contacts`.
-pub async fn mssql_sim() -> hubsync::sim::mssql::RunningMssqlSim {
-    mssql_sim_with(Default::default()).await
-}
-
-/// Like [`mssql_sim`], with other options (the seed schema is always added).
-pub async fn mssql_sim_with(
-    options: hubsync::sim::mssql::MssqlSimOptions,
-) -> hubsync::sim::mssql::RunningMssqlSim {
-    let options = hubsync::sim::mssql::MssqlSimOptions {
-        schema: Some(hubsync::sim::mssql::SEED_SCHEMA.into()),
-        ..options
-    };
-    hubsync::sim::mssql::start("127.0.0.1:0".parse().unwrap(), options)
-        .await
-        .expect("start the SQL Server simulator")
-}
-
 /// HubSpot write calls (batch create, update, upsert, archive) the simulator has served.
 pub fn hubspot_writes(sim: &hubsync::sim::hubspot::RunningSim) -> u64 {
     sim.stats().write_requests()

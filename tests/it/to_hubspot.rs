@@ -259,15 +259,23 @@ async fn members_reach_hubspot_once_linked_and_only_changes_are_resent() {
     }
 }
 
-/// Inserts member rows into the simulator's contact table as a client's INSERT would.
-pub async fn insert_members(sim: &hubsync::sim::mssql::RunningMssqlSim, rows: &[SqlRow]) {
-    sim.insert_rows("dbo.hb_contacts", rows).await.unwrap();
+/// Inserts member rows into the test's contact table as a client's INSERT would.
+pub async fn insert_members(target: &crate::sql_target::SqlTarget, rows: &[SqlRow]) {
+    target.insert_rows(rows).await;
+}
+
+/// [`contacts_config`] reading and writing `target`'s contact table.
+pub fn contacts_config_on(target: &crate::sql_target::SqlTarget) -> ObjectConfig {
+    ObjectConfig {
+        sql_table: target.table(),
+        ..contacts_config()
+    }
 }
 
 #[tokio::test]
 async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_follow() {
     let s = stand().await;
-    let mssql = crate::support::mssql_sim().await;
+    let mssql = crate::sql_target::SqlTarget::start().await;
     let mut members = rows(5000);
     // 300 valid members already exist in HubSpot under another name; SQL Server spells their
     // email in capitals, HubSpot in lower case.
@@ -302,7 +310,7 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
         connection: Some(mssql.connection_string().into()),
         ..Default::default()
     };
-    let object = hubsync::sync::poller::sql_object_settings(&contacts_config())
+    let object = hubsync::sync::poller::sql_object_settings(&contacts_config_on(&mssql))
         .validate()
         .unwrap();
     let sql_pool = hubsync::mssql::SqlPool::new(&sql_settings).unwrap();
@@ -408,7 +416,8 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
         .unwrap();
     mssql
         .execute_batch(&format!(
-            "UPDATE [dbo].[hb_contacts] SET [firstname] = N'Nuevo Nombre' WHERE [numero_asociado] IN ({})",
+            "UPDATE {} SET [firstname] = N'Nuevo Nombre' WHERE [numero_asociado] IN ({})",
+            mssql.quoted(),
             keys.join(", ")
         ))
         .await

@@ -303,6 +303,7 @@ pub fn split(tokens: Vec<Tok>) -> Vec<Vec<Tok>> {
                 && !(upper == "SET" && first == "UPDATE")
                 && !(upper == "SELECT" && first == "INSERT")
                 && !(first == "SET" && cur.len() < 3)
+                && !(first == "DROP" && upper == "IF" && cur.len() == 2)
                 && first != "WITH";
             if starts {
                 out.push(std::mem::take(&mut cur));
@@ -2568,6 +2569,11 @@ mod tests {
         assert_eq!(s.len(), 4);
         let s = split(tokenize("CREATE TABLE t (a INT); INSERT INTO t VALUES (1)").unwrap());
         assert_eq!(s.len(), 2);
+        // `DROP TABLE IF EXISTS` is one statement; an IF after a whole DROP starts another.
+        let s = split(tokenize("DROP TABLE IF EXISTS [dbo].[t] SELECT 1").unwrap());
+        assert_eq!(s.len(), 2);
+        let s = split(tokenize("DROP TABLE t IF 1 = 1 SELECT 1").unwrap());
+        assert_eq!(s[0].len(), 3);
     }
 
     #[test]
