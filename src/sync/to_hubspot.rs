@@ -368,10 +368,7 @@ impl ToHubspot {
         let keys: Vec<String> = batch.iter().map(|i| i.record_key.clone()).collect();
         let erased = match history::erased(&self.pool, &self.object, &keys).await {
             Ok(erased) => erased,
-            Err(e) => {
-                retry_each(&mut steps, batch, ItemError::postgres(&e));
-                return steps;
-            }
+            Err(e) => return retried(steps, batch, ItemError::postgres(&e)),
         };
         let (gone, batch): (Vec<&ClaimedItem>, Vec<&ClaimedItem>) = batch
             .iter()
@@ -383,10 +380,7 @@ impl ToHubspot {
         // agrees with it or is older, never newer than the row.
         let links = match links::by_sql_keys(&self.pool, &self.object, &keys).await {
             Ok(l) => l,
-            Err(e) => {
-                retry_each(&mut steps, batch.iter().copied(), ItemError::postgres(&e));
-                return steps;
-            }
+            Err(e) => return retried(steps, batch.iter().copied(), ItemError::postgres(&e)),
         };
         // hubsync's own writes to SQL Server not settled yet (a crash): SQL Server's echo of
         // them is no change.
@@ -405,20 +399,13 @@ impl ToHubspot {
         .await
         {
             Ok(w) => w,
-            Err(e) => {
-                retry_each(&mut steps, batch.iter().copied(), ItemError::postgres(&e));
-                return steps;
-            }
+            Err(e) => return retried(steps, batch.iter().copied(), ItemError::postgres(&e)),
         };
         let rows = match self.current_rows(&batch).await {
             Ok(rows) => rows,
             Err(e) => {
-                retry_each(
-                    &mut steps,
-                    batch.iter().copied(),
-                    ItemError::new("sql_server", e.to_string()),
-                );
-                return steps;
+                let error = ItemError::new("sql_server", e.to_string());
+                return retried(steps, batch.iter().copied(), error);
             }
         };
         let work = self.map_and_validate(&batch, &rows, &portal, &mut steps);
@@ -735,8 +722,9 @@ impl ToHubspot {
 
     /// The rows SQL Server holds now for the batch's upserts, by key (one query): an item
     /// queued earlier may carry a payload older than a HubSpot change hubsync has since written
-    /// to SQL Server, and sending that payload would undo the change. Rows gone or soft-deleted since are left out (their payload stands; the
-    /// deletion follows as its own item). Empty without a reader (the payload stands).
+    /// to SQL Server, and sending that payload would undo the change. Rows gone or soft-deleted
+    /// since are left out (their payload stands; the deletion follows as its own item). Empty
+    /// without a reader (the payload stands).
     async fn current_rows(
         &self,
         batch: &[&ClaimedItem],
@@ -1596,6 +1584,17 @@ fn retry_each<'a>(
         item,
         error: error.clone(),
     }));
+}
+
+/// `steps` with every one of `items` to retry after `error` added: a plan cut short by a
+/// failed read.
+fn retried<'a>(
+    mut steps: Vec<Step<'a>>,
+    items: impl IntoIterator<Item = &'a ClaimedItem>,
+    error: ItemError,
+) -> Vec<Step<'a>> {
+    retry_each(&mut steps, items, error);
+    steps
 }
 
 /// The error of a record whose match value belongs to the HubSpot contact of another SQL Server
