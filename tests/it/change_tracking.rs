@@ -23,8 +23,8 @@ fn tracked_config() -> ObjectConfig {
     config
 }
 
-/// A stand syncing the test's contact table through change tracking, with `n` members created and synced
-/// (both pollers quiet afterwards).
+/// A stand syncing the test's contact table through change tracking, with `n` members created
+/// and synced (both pollers quiet afterwards).
 async fn tracked(n: u64) -> Both {
     let b = both_with(tracked_config()).await;
     b.mssql.enable_change_tracking().await;

@@ -268,8 +268,8 @@ impl Stand {
     }
 
     /// Lines the daemons wrote (stdout, stderr, log files): [`Daemon::wait`] has scanned them
-    /// all for the secrets (`TOKEN`, the SQL Server password: the daemons' environment) and personal
-    /// data. Returns how many.
+    /// all for the secrets (`TOKEN`, the SQL Server password: the daemons' environment) and
+    /// personal data. Returns how many.
     pub fn assert_no_secrets(&self) -> usize {
         let lines: usize = self
             .outputs
