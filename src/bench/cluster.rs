@@ -168,8 +168,7 @@ async fn one_run(n: usize, args: &ClusterBenchArgs, text: &str) -> anyhow::Resul
         {
             after_first_window = Some((Instant::now(), stand.hubspot.stats().contacts as usize));
         }
-        let (open, finished) = stand.progress().await?;
-        if open == 0 && finished >= args.members as i64 {
+        if stand.drained(valid, args.members).await? {
             break;
         }
         // The figures of a running instance (its grant samples are its recent ones).

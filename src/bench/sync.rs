@@ -166,8 +166,20 @@ impl Stand {
         (made > 0).then(|| (Instant::now(), made))
     }
 
+    /// Whether the load is over: HubSpot holds the `valid` contacts and every one of the
+    /// `members` to_hubspot items is done or rejected. The queue is read only once HubSpot
+    /// holds them all: counting a 100,000-row queue ten times a second would take a core's
+    /// quarter from the service being measured on this 2-core machine.
+    pub(super) async fn drained(&self, valid: usize, members: u64) -> anyhow::Result<bool> {
+        if (self.hubspot.stats().contacts as usize) < valid {
+            return Ok(false);
+        }
+        let (open, finished) = self.progress().await?;
+        Ok(open == 0 && finished >= members as i64)
+    }
+
     /// to_hubspot items not finished yet, and items done or rejected.
-    pub(super) async fn progress(&self) -> anyhow::Result<(i64, i64)> {
+    async fn progress(&self) -> anyhow::Result<(i64, i64)> {
         Ok(sqlx::query_as(
             "SELECT count(*) FILTER (WHERE state IN ('pending', 'running')), \
                     count(*) FILTER (WHERE state IN ('done', 'rejected')) \
@@ -246,8 +258,7 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let (open, finished) = stand.progress().await?;
-        if open == 0 && finished >= args.members as i64 {
+        if stand.drained(valid.len(), args.members).await? {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -266,6 +277,7 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
     let stats_after = stand.hubspot.stats();
     let paused = metric(port, "hubsync_hubspot_throttled").await;
     let waited = metric(port, "hubsync_limiter_wait_seconds").await;
+    let late = metric(port, "hubsync_limiter_late_grants").await;
     rss = rss.max(peak_rss_mib(Some(daemon.0.id())).unwrap_or(0.0));
     daemon.stop();
 
@@ -290,6 +302,18 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         drain_s - steady_s,
         steady / ceiling
     );
+    // What the shared budget grants at most: the tier's requests per window plus its margin.
+    let span = crate::budget::shared::spans()[0];
+    let granted_ceiling = ceiling * 10.0 / span.as_secs_f64();
+    println!(
+        "of what the limiter grants at most ({} requests per {:.1} s, the window plus its margin \
+         for the time between a slot and the request's arrival: {granted_ceiling:.0} records/s): \
+         {:.3} from the daemon's start, {:.3} steady",
+        config.hubspot.requests_per_10s,
+        span.as_secs_f64(),
+        per_s / granted_ceiling,
+        steady / granted_ceiling
+    );
     println!(
         "HubSpot: {} requests during the load, {} × 429 in all (rolling-window 429s that paused \
          the daemon: {}), busiest 10 s window {} requests; the daemon's calls waited {:.0} s for \
@@ -312,6 +336,22 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         batch_calls as f64 * 100.0 / synced.max(1) as f64,
         thousands(batch_calls),
         thousands(synced as u64)
+    );
+    let others: Vec<String> = stats
+        .requests_by_endpoint
+        .iter()
+        .filter(|(endpoint, _)| !endpoint.starts_with("batch/"))
+        .map(|(endpoint, n)| format!("{endpoint} {n}"))
+        .collect();
+    println!(
+        "other requests during the load: {}; slots the limiter left unused (late grants or \
+         wake-ups): {}",
+        if others.is_empty() {
+            "none".to_owned()
+        } else {
+            others.join(", ")
+        },
+        late.map_or("?".into(), |n| n.to_string())
     );
     println!("daemon peak RSS: {rss:.1} MiB (target ≤ 64)");
     println!(
