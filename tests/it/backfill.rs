@@ -24,7 +24,7 @@ async fn setup(n: u64) -> Setup {
     let (pool, url) = fresh_db().await;
     let sims = sims().await;
     let members = crate::support::members(0..n, 5);
-    crate::to_hubspot::insert_members(&sims.mssql, &members).await;
+    sims.mssql.insert_rows(&members).await;
     let dir = tempfile::tempdir().unwrap();
     let text = config_text(0, &sims, &dir.path().join("logs"));
     std::fs::write(dir.path().join("config.yaml"), &text).unwrap();
@@ -325,7 +325,7 @@ async fn backfill_queues_every_record_again_and_resumes_where_it_stopped() {
     // A backfill interrupted after the first 150 rows, with 100 rows added since, resumes there:
     // it reads only the 100 (the totals are cumulative).
     let more = crate::support::members(150..250, 6);
-    crate::to_hubspot::insert_members(&s.sims.mssql, &more).await;
+    s.sims.mssql.insert_rows(&more).await;
     s.members.extend(more);
     sqlx::query(
         "UPDATE sync_backfills SET finished_at = NULL, rows_read = 150, cursor_value = \

@@ -9,7 +9,7 @@ use hubsync::hubspot::types::UpdateInput;
 use hubsync::mapping::{ChangeDetection, ChangeMode, ObjectConfig};
 
 use crate::reconcile::both_sides_equal;
-use crate::to_hubspot::{contacts_config, insert_members, rows};
+use crate::to_hubspot::{contacts_config, rows};
 use crate::to_sql::{Both, both_with};
 
 fn tracked_config() -> ObjectConfig {
@@ -28,7 +28,7 @@ fn tracked_config() -> ObjectConfig {
 async fn tracked(n: u64) -> Both {
     let b = both_with(tracked_config()).await;
     b.mssql.enable_change_tracking().await;
-    insert_members(&b.mssql, &rows(n)).await;
+    b.mssql.insert_rows(&rows(n)).await;
     // Created in HubSpot, then HubSpot's report of those creates (no change) read back.
     b.cycle().await;
     b.cycle().await;
@@ -71,7 +71,7 @@ async fn inserts_updates_and_deletes_reach_hubspot_and_hubsyncs_own_writes_are_n
             .unwrap();
     }
     let new = crate::support::members(1000..1002, 11);
-    insert_members(&b.mssql, &new).await;
+    b.mssql.insert_rows(&new).await;
     let polled = b.sql_poller.poll_once().await.unwrap();
     assert_eq!(polled.items_enqueued, 10, "one item per changed key");
     b.s.worker.drain().await.unwrap();

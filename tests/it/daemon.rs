@@ -401,7 +401,7 @@ async fn run_once_syncs_sql_server_members_to_hubspot_and_exits_1_on_rejections(
     let (pool, url) = fresh_db().await;
     let sims = sims().await;
     let members = crate::support::members(0..300, 3);
-    crate::to_hubspot::insert_members(&sims.mssql, &members).await;
+    sims.mssql.insert_rows(&members).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, config_text(0, &sims, &dir.path().join("logs"))).unwrap();

@@ -15,7 +15,6 @@ use sqlx::PgPool;
 
 use crate::daemon::{Daemon, Sims, eventually, sims, write_config};
 use crate::support::fresh_db;
-use crate::to_hubspot::insert_members;
 
 /// Members `first..first + n` (numero_asociado `first + 1`…), some of them invalid.
 fn members(first: u64, n: u64) -> Vec<SqlRow> {
@@ -106,7 +105,7 @@ async fn a_30s_postgres_outage_is_reported_and_the_sync_resumes_without_losing_c
         latency: Duration::from_millis(100),
         ..Faults::default()
     });
-    insert_members(&sims.mssql, &members(0, 200)).await;
+    sims.mssql.insert_rows(&members(0, 200)).await;
     let mut daemon = Daemon::start_with(&url, sims.clone(), |c| {
         // A batch stranded by the outage is taken back soon after it ends.
         c.replace("lease: 2m", "lease: 6s")
@@ -135,7 +134,7 @@ async fn a_30s_postgres_outage_is_reported_and_the_sync_resumes_without_losing_c
         .await;
     assert_eq!(body["components"]["postgres"]["ready"], false, "{body}");
     // Changes keep arriving in SQL Server during the outage.
-    insert_members(&sims.mssql, &members(200, 100)).await;
+    sims.mssql.insert_rows(&members(200, 100)).await;
     let outage_ends = Instant::now() + Duration::from_secs(30);
     while Instant::now() < outage_ends {
         assert!(daemon.running(), "{}", daemon.output());
@@ -172,7 +171,7 @@ async fn dropped_sql_server_connections_are_reported_and_the_sync_resumes() {
     let Some(sim) = sims.mssql.sim("cutting SQL Server connections") else {
         return;
     };
-    insert_members(&sims.mssql, &members(0, 40)).await;
+    sims.mssql.insert_rows(&members(0, 40)).await;
     let daemon = Daemon::start_with(&url, sims.clone(), |c| c).await;
     daemon.expect_notify("READY=1");
     wait_synced(&pool, 40, Duration::from_secs(30)).await;
@@ -187,7 +186,7 @@ async fn dropped_sql_server_connections_are_reported_and_the_sync_resumes() {
             not_ready("sql_server"),
         )
         .await;
-    insert_members(&sims.mssql, &members(40, 40)).await;
+    sims.mssql.insert_rows(&members(40, 40)).await;
     daemon
         .wait_readyz("recovery", Duration::from_secs(30), ready)
         .await;
@@ -239,7 +238,7 @@ async fn a_hubspot_outage_is_reported_and_the_sync_resumes() {
     daemon
         .wait_readyz("recovery", Duration::from_secs(15), ready)
         .await;
-    insert_members(&sims.mssql, &members(0, 20)).await;
+    sims.mssql.insert_rows(&members(0, 20)).await;
     wait_synced(&pool, 20, Duration::from_secs(30)).await;
     assert_nothing_lost(&pool, &sims, 20).await;
     let (code, out) = daemon.stop();
@@ -258,7 +257,7 @@ async fn sigterm_mid_batch_exits_0_within_the_grace_period_and_a_restart_finishe
         latency: Duration::from_secs(20),
         ..Faults::default()
     });
-    insert_members(&sims.mssql, &members(0, 30)).await;
+    sims.mssql.insert_rows(&members(0, 30)).await;
     eventually("a batch in flight", Duration::from_secs(20), || async {
         let running: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sync_queue WHERE direction = 'to_hubspot' AND state = 'running'",
@@ -357,7 +356,7 @@ async fn sighup_refuses_a_mapping_hubspot_cannot_take_and_applies_a_new_field() 
     for row in &mut rows {
         row.insert("ocupacion".into(), "Docente".into());
     }
-    insert_members(&sims.mssql, &rows).await;
+    sims.mssql.insert_rows(&rows).await;
     let daemon = Daemon::start_with(&url, sims.clone(), |c| c).await;
     daemon.expect_notify("READY=1");
     wait_synced(&pool, 20, Duration::from_secs(30)).await;
@@ -378,7 +377,7 @@ async fn sighup_refuses_a_mapping_hubspot_cannot_take_and_applies_a_new_field() 
         out.contains("HubSpot property `ocupacion_x` does not exist"),
         "{out}"
     );
-    insert_members(&sims.mssql, &members(20, 1)).await;
+    sims.mssql.insert_rows(&members(20, 1)).await;
     wait_synced(&pool, 21, Duration::from_secs(30)).await;
 
     // The column mapped to the new property: applied, and changes carry it from now on.

@@ -11,7 +11,7 @@ use hubsync::queue::{ClaimedItem, Direction};
 use hubsync::sync::to_sql::HubspotPoller;
 use hubsync::sync::worker::BatchHandler;
 
-use crate::to_hubspot::{insert_members, rows};
+use crate::to_hubspot::rows;
 use crate::to_sql::{Both, both};
 
 /// One property edit made in HubSpot through its API.
@@ -166,7 +166,7 @@ async fn a_hubspot_pass_slower_than_the_search_lag_misses_no_edit_made_behind_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsettled_write_coming_back_after_a_crash_is_no_conflict_and_overwrites_nothing() {
     let b = both().await;
-    insert_members(&b.mssql, &rows(20)).await;
+    b.mssql.insert_rows(&rows(20)).await;
     b.settle_all().await;
     let (key, id) = b.links(1).await.remove(0);
     // SQL Server's change is written to HubSpot; the worker dies before settling it.
@@ -190,7 +190,7 @@ async fn an_unsettled_write_coming_back_after_a_crash_is_no_conflict_and_overwri
 async fn a_contact_created_before_a_crash_keeps_the_hubspot_edits_made_before_it_was_linked() {
     let b = both().await;
     let members = rows(20);
-    insert_members(&b.mssql, &members).await;
+    b.mssql.insert_rows(&members).await;
     b.sql_poller.poll_once().await.unwrap();
     // The contacts are created in HubSpot; the worker dies before linking them.
     let batch = b.write_and_crash().await;
@@ -230,7 +230,7 @@ async fn a_contact_created_before_a_crash_keeps_the_hubspot_edits_made_before_it
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsettled_sql_server_write_coming_back_after_a_crash_is_no_conflict() {
     let b = both().await;
-    insert_members(&b.mssql, &rows(20)).await;
+    b.mssql.insert_rows(&rows(20)).await;
     b.settle_all().await;
     let (key, id) = b.links(1).await.remove(0);
     // A HubSpot edit is written to SQL Server; the worker dies before settling it.
@@ -263,7 +263,7 @@ async fn an_unsettled_sql_server_write_coming_back_after_a_crash_is_no_conflict(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_settled_just_before_a_crash_is_recorded_once() {
     let b = both().await;
-    insert_members(&b.mssql, &rows(20)).await;
+    b.mssql.insert_rows(&rows(20)).await;
     b.settle_all().await;
     let (key, id) = b.links(1).await.remove(0);
     // The same field edited on both sides; HubSpot's poller sees it first.
@@ -301,7 +301,7 @@ async fn a_conflict_settled_just_before_a_crash_is_recorded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sql_server_change_queued_before_a_hubspot_edit_reached_sql_server_does_not_undo_it() {
     let b = both().await;
-    insert_members(&b.mssql, &rows(20)).await;
+    b.mssql.insert_rows(&rows(20)).await;
     b.settle_all().await;
     let (key, id) = b.links(1).await.remove(0);
     // The member's surname changes in SQL Server: queued with the row as it was then.

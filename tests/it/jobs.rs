@@ -437,7 +437,7 @@ async fn two_instances_never_run_the_same_job_twice() {
     let sims = Arc::new(sims().await);
     seed_hubspot(&sims, 300).await;
     let members = crate::support::members(0..50, 14);
-    crate::to_hubspot::insert_members(&sims.mssql, &members).await;
+    sims.mssql.insert_rows(&members).await;
     let a = start(&url, sims.clone()).await;
     let b = start(&url, sims.clone()).await;
     a.expect_notify("READY=1");

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::backfill::tables_holding;
 use crate::support::example_config;
-use crate::to_hubspot::{insert_members, rows};
+use crate::to_hubspot::rows;
 use crate::to_sql::{Both, both_with};
 
 /// The example configuration's contacts with `on_hubspot_erasure: policy`.
@@ -41,7 +41,7 @@ async fn hubspot_set(b: &Both, id: &str, property: &str, value: &str) {
 /// its contact's id, and what identifies it: email, cédula (as mapped and as SQL Server holds
 /// it) and names.
 async fn member(b: &Both) -> (String, String, Vec<String>) {
-    insert_members(&b.mssql, &rows(6)).await;
+    b.mssql.insert_rows(&rows(6)).await;
     b.cycle().await;
     b.cycle().await;
     let (key, id) = b.links(1).await.remove(0);
@@ -220,7 +220,7 @@ fn json_operations(stdout: &str) -> Vec<String> {
 async fn history_shows_a_members_whole_timeline_from_creation_to_erasure() {
     let b = both_with(erasing("{ action: delete }")).await;
     let dir = tempfile::tempdir().unwrap();
-    insert_members(&b.mssql, &rows(6)).await;
+    b.mssql.insert_rows(&rows(6)).await;
     b.cycle().await;
     b.cycle().await;
     let (key, old) = b.links(1).await.remove(0);

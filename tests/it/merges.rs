@@ -17,9 +17,7 @@ use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::support::hubspot_writes;
-use crate::to_hubspot::{
-    client_at, contacts_config, enqueue, insert_members, rows, stand, worker_with,
-};
+use crate::to_hubspot::{client_at, contacts_config, enqueue, rows, stand, worker_with};
 use crate::to_sql::{Both, both};
 
 /// The duplicate a HubSpot user made of a member's contact: its own email and first name, and
@@ -103,7 +101,7 @@ impl Both {
         self.s.sim.set_settings(&SimSettings {
             preserve_primary_id: keep_id,
         });
-        insert_members(&self.mssql, &rows(20)).await;
+        self.mssql.insert_rows(&rows(20)).await;
         self.cycle().await;
         self.cycle().await;
         self.linked().await

@@ -20,7 +20,7 @@ use hubsync::sync::reconcile::{Kind, Reconciler, Summary};
 use hubsync::sync::to_sql::HubspotPoller;
 
 use crate::support::example_config;
-use crate::to_hubspot::{insert_members, rows};
+use crate::to_hubspot::rows;
 use crate::to_sql::{Both, both_with};
 
 /// The example configuration, inserting records created in HubSpot (their member number comes
@@ -223,7 +223,7 @@ async fn drift_behind_hubsyncs_back_is_listed_by_kind_fixed_and_gone_on_the_next
     let config = config();
     let b = both_with(config.clone()).await;
     let object = object_sync(&b, &config);
-    insert_members(&b.mssql, &rows(40)).await;
+    b.mssql.insert_rows(&rows(40)).await;
     b.cycle().await;
     b.cycle().await;
     // A few generated members break a rule: rejected, they are the queue's, not drift.
@@ -243,7 +243,7 @@ async fn drift_behind_hubsyncs_back_is_listed_by_kind_fixed_and_gone_on_the_next
     // SQL Server: an edit the poller passes over, and a member it never queues.
     b.sql_set(&sql_edit.0, "firstname", "Cambio Perdido").await;
     let newcomer = crate::support::members(40..41, 11);
-    insert_members(&b.mssql, &newcomer).await;
+    b.mssql.insert_rows(&newcomer).await;
     let new_key = newcomer[0]["numero_asociado"].to_string();
     sql_poller_skips(&b).await;
     // HubSpot: edits of a field both sides write and of one only SQL Server writes, a contact
@@ -433,7 +433,7 @@ async fn a_run_stopped_midway_resumes_where_it_stopped_and_finds_what_an_uninter
     let config = config();
     let b = both_with(config.clone()).await;
     let object = object_sync(&b, &config);
-    insert_members(&b.mssql, &rows(260)).await;
+    b.mssql.insert_rows(&rows(260)).await;
     b.cycle().await;
     b.cycle().await;
     // Drift on both sides, spread over the HubSpot list's pages.

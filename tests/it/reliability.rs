@@ -106,7 +106,7 @@ impl Stand {
     }
 
     pub async fn insert_members(&self) {
-        crate::to_hubspot::insert_members(&self.sims.mssql, &self.members).await;
+        self.sims.mssql.insert_rows(&self.members).await;
     }
 
     /// Starts `hubsync run` with the daemon test configuration at the simulator's tier, a 5 s

@@ -259,11 +259,6 @@ async fn members_reach_hubspot_once_linked_and_only_changes_are_resent() {
     }
 }
 
-/// Inserts member rows into the test's contact table as a client's INSERT would.
-pub async fn insert_members(target: &crate::sql_target::SqlTarget, rows: &[SqlRow]) {
-    target.insert_rows(rows).await;
-}
-
 /// [`contacts_config`] reading and writing `target`'s contact table.
 pub fn contacts_config_on(target: &crate::sql_target::SqlTarget) -> ObjectConfig {
     ObjectConfig {
@@ -304,7 +299,7 @@ async fn sql_server_members_flow_to_hubspot_through_the_poller_and_only_changes_
         ]));
     }
     let seeded_ids = s.sim.seed_contacts(&seeded).unwrap();
-    insert_members(&mssql, &members).await;
+    mssql.insert_rows(&members).await;
 
     let sql_settings = hubsync::mssql::SqlServerSettings {
         connection: Some(mssql.connection_string().into()),

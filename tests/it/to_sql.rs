@@ -17,7 +17,7 @@ use chrono::NaiveDateTime;
 use hubsync::mapping::{ChangeDetection, ChangeMode, ObjectConfig};
 use hubsync::sim::hubspot::SimOptions;
 
-use crate::to_hubspot::{Stand, contacts_config, insert_members, rows, stand_with, worker_with};
+use crate::to_hubspot::{Stand, contacts_config, rows, stand_with, worker_with};
 
 /// Both directions of one object between the simulators, driven step by step.
 pub(crate) struct Both {
@@ -149,7 +149,7 @@ impl Both {
 #[tokio::test]
 async fn hubspot_edits_reach_sql_server_and_nothing_echoes_back() {
     let b = both().await;
-    insert_members(&b.mssql, &rows(300)).await;
+    b.mssql.insert_rows(&rows(300)).await;
     b.sql_poller.poll_once().await.unwrap();
     let first = b.s.worker.drain().await.unwrap();
     assert!(first.done > 250, "{first:?}");
@@ -295,7 +295,7 @@ async fn newest_wins_without_a_sql_modification_time_lets_hubspot_win_whichever_
  {
     for sql_first in [false, true] {
         let b = both().await;
-        insert_members(&b.mssql, &rows(20)).await;
+        b.mssql.insert_rows(&rows(20)).await;
         b.cycle().await;
         b.cycle().await;
         let link = b.links(1).await.remove(0);
@@ -346,7 +346,7 @@ async fn newest_wins_compares_the_configured_sql_modification_time_with_hubspots
     });
     for sql_first in [false, true] {
         let b = both_with(config.clone()).await;
-        insert_members(&b.mssql, &rows(20)).await;
+        b.mssql.insert_rows(&rows(20)).await;
         b.cycle().await;
         b.cycle().await;
         let links = b.links(2).await;
@@ -411,7 +411,7 @@ async fn contacts_archived_in_hubspot_are_ignored_mark_or_delete_their_sql_row_p
         ))
         .unwrap();
         let b = both_with(config).await;
-        insert_members(&b.mssql, &rows(20)).await;
+        b.mssql.insert_rows(&rows(20)).await;
         b.cycle().await;
         b.cycle().await;
         let links = b.links(3).await;
@@ -476,7 +476,7 @@ async fn a_contact_created_in_hubspot_becomes_a_sql_row_when_configured_and_neve
     config.fields[0].direction = hubsync::mapping::Direction::Both;
     let b = both_with(config).await;
     let members = rows(30);
-    insert_members(&b.mssql, &members[..20]).await;
+    b.mssql.insert_rows(&members[..20]).await;
     b.cycle().await;
     b.cycle().await;
     let new = members[20..]
@@ -525,7 +525,7 @@ async fn a_contact_created_in_hubspot_becomes_a_sql_row_when_configured_and_neve
 #[tokio::test]
 async fn edits_of_different_fields_on_both_sides_both_survive_whichever_side_is_polled_first() {
     let b = both().await;
-    insert_members(&b.mssql, &rows(20)).await;
+    b.mssql.insert_rows(&rows(20)).await;
     b.cycle().await;
     b.cycle().await;
     let (key, id) = b.links(1).await.remove(0);
@@ -572,7 +572,7 @@ async fn contacts_hubsync_created_but_had_not_linked_are_not_inserted_again() {
         .into_iter()
         .filter(|r| b.s.mapper.to_hubspot(r).is_valid())
         .collect();
-    insert_members(&b.mssql, &members).await;
+    b.mssql.insert_rows(&members).await;
     // Created in HubSpot from SQL Server by a run that crashed before storing the links.
     let created: Vec<_> = members[..5]
         .iter()
