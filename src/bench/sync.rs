@@ -304,7 +304,8 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
     );
     // What the shared budget grants at most: the tier's requests per window plus its margin.
     let span = crate::budget::shared::spans()[0];
-    let granted_ceiling = ceiling * 10.0 / span.as_secs_f64();
+    let granted_ceiling =
+        ceiling * crate::hubspot::limiter::TEN_SECONDS.as_secs_f64() / span.as_secs_f64();
     println!(
         "of what the limiter grants at most ({} requests per {:.1} s, the window plus its margin \
          for the time between a slot and the request's arrival: {granted_ceiling:.0} records/s): \
@@ -324,23 +325,21 @@ async fn bench(args: SyncBenchArgs, config_path: &Path) -> anyhow::Result<()> {
         stats_after.max_requests_in_10s_window,
         waited.unwrap_or(f64::NAN)
     );
-    // Batch calls (reads, creates, upserts, updates) the load took per 100 contacts made.
-    let batch_calls: u64 = stats
+    // Batch calls (reads, creates, upserts, updates) the load took per 100 contacts made, and
+    // the other requests by endpoint.
+    let (batch, others): (Vec<_>, Vec<_>) = stats
         .requests_by_endpoint
         .iter()
-        .filter(|(endpoint, _)| endpoint.starts_with("batch/"))
-        .map(|(_, n)| n)
-        .sum();
+        .partition(|(endpoint, _)| endpoint.starts_with("batch/"));
+    let batch_calls: u64 = batch.iter().map(|(_, n)| **n).sum();
     println!(
         "requests per 100 records: {:.2} (minimum 1.00; {} batch calls for {} contacts)",
         batch_calls as f64 * 100.0 / synced.max(1) as f64,
         thousands(batch_calls),
         thousands(synced as u64)
     );
-    let others: Vec<String> = stats
-        .requests_by_endpoint
+    let others: Vec<String> = others
         .iter()
-        .filter(|(endpoint, _)| !endpoint.starts_with("batch/"))
         .map(|(endpoint, n)| format!("{endpoint} {n}"))
         .collect();
     println!(
