@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::client::{Answer, HubSpotClient, expect_ok};
+use super::client::{Answer, HubSpotClient, Repeat, expect_ok};
 use super::error::HubSpotError;
 use super::limiter::Lane;
 use super::paths::BatchOp as Op;
@@ -152,8 +152,13 @@ impl HubSpotClient {
                 })
                 .collect();
             let body = json!({ "inputs": inputs });
+            let repeat = match op {
+                Op::Upsert => Repeat::OnlyIfUnsent,
+                _ => Repeat::Always,
+            };
+            let request = (Method::POST, path.as_str(), &[][..], Some(&body));
             let answer = match self
-                .call(&what, Lane::Standard, Method::POST, &path, &[], Some(&body))
+                .call_repeating(&what, Lane::Standard, request, repeat)
                 .await
             {
                 Ok(answer) => answer,

@@ -159,6 +159,21 @@ struct Retry {
     reason: String,
     /// At least this long, whatever the backoff says.
     at_least: Duration,
+    /// HubSpot may have done the work (the request went out and no answer said it was
+    /// refused): a timeout, a connection broken after sending, a 5xx.
+    may_have_landed: bool,
+}
+
+/// Whether a call may be sent again after an attempt that may have done its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Sending it twice does what sending it once does (reads, searches, updates by id,
+    /// archives; creates, which HubSpot refuses twice with a 409).
+    Always,
+    /// Only when the attempt certainly did nothing (429, 423, 477, no connection): an upsert
+    /// repeated after it landed would update the contact it created with every property,
+    /// undoing the HubSpot edits made in between. The caller decides again instead.
+    OnlyIfUnsent,
 }
 
 impl HubSpotClient {
@@ -228,6 +243,20 @@ impl HubSpotClient {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Answer, HubSpotError> {
+        let request = (method, path, query, body);
+        self.call_repeating(what, lane, request, Repeat::Always)
+            .await
+    }
+
+    /// [`HubSpotClient::call`], repeating an attempt that may have done its work only as
+    /// `repeat` allows; otherwise the call ends [`HubSpotError::Unavailable`] at once, saying so.
+    pub(crate) async fn call_repeating(
+        &self,
+        what: &str,
+        lane: Lane,
+        (method, path, query, body): (Method, &str, &[(&str, String)], Option<&Value>),
+        repeat: Repeat,
+    ) -> Result<Answer, HubSpotError> {
         if self.limiter.usage_wanted() {
             self.refresh_usage(Refresh::IfWanted).await;
         }
@@ -262,6 +291,18 @@ impl HubSpotClient {
                 Ok(answer) => return Ok(answer),
                 Err(retry) => retry,
             };
+            if retry.may_have_landed && repeat == Repeat::OnlyIfUnsent {
+                return Err(HubSpotError::Unavailable {
+                    what: what.to_owned(),
+                    attempts: attempt,
+                    elapsed: started.elapsed(),
+                    status: retry.status,
+                    last: format!(
+                        "{}; HubSpot may have done it, so it is not sent again as it was",
+                        retry.reason
+                    ),
+                });
+            }
             use backoff::backoff::Backoff as _;
             let Some(wait) = backoff.next_backoff() else {
                 return Err(HubSpotError::Unavailable {
@@ -307,6 +348,7 @@ impl HubSpotClient {
                     status: None,
                     reason: describe(&e),
                     at_least: Duration::ZERO,
+                    may_have_landed: !e.is_connect(),
                 }));
             }
         };
@@ -321,6 +363,7 @@ impl HubSpotClient {
                     status: Some(status.as_u16()),
                     reason: describe(&e),
                     at_least: Duration::ZERO,
+                    may_have_landed: true,
                 }));
             }
         };
@@ -453,11 +496,14 @@ impl HubSpotClient {
         body: &[u8],
     ) -> Result<Option<Retry>, HubSpotError> {
         let code = status.as_u16();
+        // Only a 5xx leaves it open whether HubSpot did the work; 429, 423 and 477 say it
+        // did not.
         let retry = |reason: String, at_least: Duration| {
             Ok(Some(Retry {
                 status: Some(code),
                 reason,
                 at_least,
+                may_have_landed: (500..600).contains(&code),
             }))
         };
         match code {

@@ -907,7 +907,7 @@ impl ToHubspot {
                 let base = Link {
                     sql_key: work.item.record_key.clone(),
                     hubspot_id: Some(record.id.clone()),
-                    synced: write.sent.clone(),
+                    synced: write.created_base(&record.properties),
                     sql_version: None,
                     hubspot_version: None,
                 };
@@ -1149,6 +1149,7 @@ impl Run<'_> {
                 hubspot_id: hubspot_id.map(str::to_string),
                 sent: values.clone(),
                 first_sent_at: None,
+                created_with: None,
             })
             .collect();
         let (pool, object) = (&self.this.pool, &self.this.object);

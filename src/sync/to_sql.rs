@@ -742,7 +742,6 @@ impl ToSql {
             };
             let policy = |f: &str| diff::policy_of(&self.mapper, f);
             let plan = diff::plan(&sql, &hs, &link.synced, modified, &policy);
-            let conflicted = !plan.conflicts.is_empty();
             steps.extend(plan.conflicts.into_iter().map(|conflict| {
                 SqlStep::Conflict(ConflictRecord {
                     item_id: Some(item.id),
@@ -754,9 +753,12 @@ impl ToSql {
                 })
             }));
             if plan.to_sql.is_empty() {
-                // SQL Server won: the snapshot takes HubSpot's values, so SQL Server's change
-                // goes to HubSpot next without being seen as a second conflict.
-                let link = conflicted.then(|| LinkUpdate {
+                // Every HubSpot change is one SQL Server already holds (hubsync's own write
+                // cut short by a crash, or the same edit made on both sides), or SQL Server won
+                // it: the snapshot takes HubSpot's values, so an agreed value is no change for
+                // either side later, and SQL Server's winning change goes to HubSpot next
+                // without being seen as a second conflict.
+                let link = Some(LinkUpdate {
                     sql_key: link.sql_key.clone(),
                     hubspot_id: Some(item.record_key.clone()),
                     synced: hs,
@@ -860,6 +862,7 @@ impl BatchHandler for ToSql {
                 hubspot_id: Some(p.item.record_key.clone()),
                 sent: p.sent.clone(),
                 first_sent_at: None,
+                created_with: None,
             })
             .collect();
         let (pool, object) = (&self.pool, &self.object);

@@ -23,6 +23,9 @@ pub struct Write {
     pub sent: Values,
     /// When the item first sent this write (kept across its retries; set by PostgreSQL).
     pub first_sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A contact created and not linked yet: the values it was created with, kept when an
+    /// update to it follows (whose `sent` holds only its changes). Set by PostgreSQL.
+    pub created_with: Option<Values>,
 }
 
 /// Stores the writes about to be made (one statement), replacing earlier ones of the same
@@ -46,8 +49,10 @@ pub async fn record(
         .collect();
     sqlx::query(
         r#"
-INSERT INTO sync_writes AS w (object, direction, record_key, item_id, sql_key, hubspot_id, sent)
-SELECT $1, $2, u.record_key, u.item_id, u.sql_key, u.hubspot_id, u.sent
+INSERT INTO sync_writes AS w (object, direction, record_key, item_id, sql_key, hubspot_id, sent,
+                              created_with)
+SELECT $1, $2, u.record_key, u.item_id, u.sql_key, u.hubspot_id, u.sent,
+       CASE WHEN $2 = 'to_hubspot' AND u.hubspot_id IS NULL THEN u.sent END
 FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[])
     AS u(record_key, item_id, sql_key, hubspot_id, sent)
 ON CONFLICT (object, direction, record_key) DO UPDATE SET
@@ -59,6 +64,11 @@ ON CONFLICT (object, direction, record_key) DO UPDATE SET
     sent = CASE WHEN EXCLUDED.hubspot_id IS NULL
                      AND (w.hubspot_id IS NOT NULL OR w.item_id = EXCLUDED.item_id)
                 THEN w.sent ELSE EXCLUDED.sent END,
+    -- What a contact not linked yet was created with outlives the update that follows it
+    -- (an update's `sent` is only its changes); a create starting afresh brings its own.
+    created_with = CASE WHEN EXCLUDED.hubspot_id IS NOT NULL
+                             OR w.hubspot_id IS NOT NULL OR w.item_id = EXCLUDED.item_id
+                        THEN w.created_with ELSE EXCLUDED.created_with END,
     created_at = CASE WHEN w.item_id = EXCLUDED.item_id OR w.hubspot_id IS NOT NULL
                       THEN w.created_at ELSE now() END
 "#,
@@ -101,6 +111,17 @@ pub async fn set_hubspot_ids(
 }
 
 impl Write {
+    /// The values contact `current` was synced with, for a contact this create made (see
+    /// [`Write::created`]): what it was created with, and of the update sent after it (a crash
+    /// came between) the values `current` holds. Fields it holds differently were changed by
+    /// someone else, or the update never landed.
+    pub fn created_base(&self, current: &Values) -> Values {
+        match &self.created_with {
+            Some(created) => super::diff::recognise(created, &self.sent, current),
+            None => self.sent.clone(),
+        }
+    }
+
     /// Whether HubSpot contact `record` is the one this create made: HubSpot named it so, or
     /// (its answer lost, or the crash came before its id was noted) it was created no earlier
     /// than this item first sent the create.
@@ -146,7 +167,8 @@ pub async fn load(
     }
     let column = by.column();
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT record_key, item_id, sql_key, hubspot_id, sent, created_at FROM sync_writes \
+        "SELECT record_key, item_id, sql_key, hubspot_id, sent, created_at, created_with \
+         FROM sync_writes \
          WHERE object = $1 AND direction = $2 AND {column} = ANY($3)"
     )))
     .bind(object)
@@ -157,6 +179,7 @@ pub async fn load(
     let mut out = HashMap::new();
     for row in rows {
         let sent: serde_json::Value = row.try_get("sent")?;
+        let created_with: Option<serde_json::Value> = row.try_get("created_with")?;
         let write = Write {
             record_key: row.try_get("record_key")?,
             item_id: row.try_get("item_id")?,
@@ -164,6 +187,7 @@ pub async fn load(
             hubspot_id: row.try_get("hubspot_id")?,
             sent: serde_json::from_value(sent).unwrap_or_default(),
             first_sent_at: row.try_get("created_at")?,
+            created_with: created_with.and_then(|v| serde_json::from_value(v).ok()),
         };
         let key: Option<String> = row.try_get(column)?;
         out.insert(key.unwrap_or_default(), write);

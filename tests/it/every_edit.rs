@@ -325,3 +325,53 @@ async fn a_sql_server_change_queued_before_a_hubspot_edit_reached_sql_server_doe
     b.assert_same_on_both(&key, &id).await;
     assert_eq!(b.conflicts().await, 0, "different fields changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_created_contact_whose_update_never_landed_before_a_second_crash_keeps_every_edit() {
+    let b = both().await;
+    let members = rows(20);
+    b.mssql.insert_rows(&members).await;
+    b.sql_poller.poll_once().await.unwrap();
+    // The contacts are created in HubSpot; the worker dies before linking them.
+    let batch = b.write_and_crash().await;
+    let contacts = b.s.sim.contacts();
+    let (key, id) = batch
+        .iter()
+        .find_map(|item| {
+            let key = item.record_key.as_str();
+            contacts
+                .iter()
+                .find(|c| c.get("numero_asociado") == Some(key))
+                .map(|c| (key.to_string(), c.id.to_string()))
+        })
+        .expect("created");
+    let created_surname = b.hubspot_value(&id, "lastname");
+    // The member's surname changes in SQL Server and its first name in HubSpot. The item is
+    // taken up again and its update to the new surname is sent, but the worker dies before
+    // HubSpot takes it (HubSpot refuses the write here, as a kill in flight leaves it).
+    b.sql_set(&key, "lastname", "Nueva Ensql").await;
+    b.sql_poller.poll_once().await.unwrap();
+    b.client
+        .batch_update("contacts", &[edit(&id, "firstname", "Editada Enhubspot")])
+        .await
+        .unwrap();
+    b.s.sim.set_faults(hubsync::sim::hubspot::Faults {
+        missing_write_scope: true,
+        ..Default::default()
+    });
+    b.write_and_crash().await;
+    b.s.sim.set_faults(Default::default());
+    assert_eq!(
+        b.hubspot_value(&id, "lastname"),
+        created_surname,
+        "the update did not land"
+    );
+    b.settle_all().await;
+    // Neither edit was taken back: not the surname to the one the contact was created with.
+    assert_eq!(b.sql_value(&key, "lastname").await, "Nueva Ensql");
+    assert_eq!(b.hubspot_value(&id, "lastname"), "Nueva Ensql");
+    assert_eq!(b.sql_value(&key, "firstname").await, "Editada Enhubspot");
+    assert_eq!(b.hubspot_value(&id, "firstname"), "Editada Enhubspot");
+    b.assert_same_on_both(&key, &id).await;
+    assert_eq!(b.conflicts().await, 0, "different fields changed");
+}

@@ -466,20 +466,30 @@ async fn open_items(stand: &Stand) -> anyhow::Result<String> {
         parts.join(", ")
     })
 }
-
-/// One member's items in both directions, oldest first, and its HubSpot contact's last
-/// modification: `to_hubspot CREATE 21:36:40.120-21:36:41.007 (1 rescue), …`.
+/// One member's story, for a finding: each queue item (direction, outcome, when created and
+/// finished, rescues, the properties it wrote), and what HubSpot's updates gave the field the
+/// HubSpot edits change.
 async fn history(stand: &Stand, key: &str) -> anyhow::Result<String> {
-    let items: Vec<(String, String, String, String, i32)> = sqlx::query_as(
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        i32,
+        Option<serde_json::Value>,
+    );
+    let items: Vec<Row> = sqlx::query_as(
         "WITH link AS (SELECT hubspot_id FROM record_links WHERE object = $1 AND sql_key = $2) \
-         SELECT direction, coalesce(outcome, state), \
-                to_char(created_at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS'), \
-                coalesce(to_char(finished_at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS'), 'open'), \
-                rescues \
-         FROM sync_queue WHERE object = $1 AND ( \
-           (direction = 'to_hubspot' AND record_key = $2) \
-           OR (direction = 'to_sql' AND record_key IN (SELECT hubspot_id FROM link))) \
-         ORDER BY id",
+         SELECT q.direction, coalesce(q.outcome, q.state), \
+                to_char(q.created_at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS'), \
+                coalesce(to_char(q.finished_at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS'), 'open'), \
+                q.rescues, \
+                (SELECT jsonb_agg(DISTINCT p) FROM sync_history h, jsonb_array_elements(h.properties) p \
+                 WHERE h.object = q.object AND h.item_id = q.id) \
+         FROM sync_queue q WHERE q.object = $1 AND ( \
+           (q.direction = 'to_hubspot' AND q.record_key = $2) \
+           OR (q.direction = 'to_sql' AND q.record_key IN (SELECT hubspot_id FROM link))) \
+         ORDER BY q.id",
     )
     .bind(OBJECT)
     .bind(key)
@@ -487,23 +497,49 @@ async fn history(stand: &Stand, key: &str) -> anyhow::Result<String> {
     .await?;
     let items: Vec<String> = items
         .iter()
-        .map(|(direction, what, from, to, rescues)| {
+        .map(|(direction, what, from, to, rescues, properties)| {
             let rescued = match rescues {
                 0 => String::new(),
                 n => format!(" ({n} rescued)"),
             };
-            format!("{direction} {what} {from}-{to}{rescued}")
+            let wrote = properties
+                .as_ref()
+                .and_then(|p| p.as_array())
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let names: Vec<&str> = p.iter().filter_map(|v| v.as_str()).collect();
+                    format!(" [{}]", names.join(" "))
+                })
+                .unwrap_or_default();
+            format!("{direction} {what} {from}-{to}{rescued}{wrote}")
         })
         .collect();
-    let modified = stand
+    let contact = stand
         .hubspot
         .contacts()
         .into_iter()
-        .find(|c| c.get("numero_asociado") == Some(key))
-        .and_then(|c| chrono::DateTime::from_timestamp_millis(c.updated_ms))
-        .map_or("-".to_string(), |t| t.format("%H:%M:%S%.3f").to_string());
+        .find(|c| c.get("numero_asociado") == Some(key));
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map_or("-".to_string(), |t| t.format("%H:%M:%S%.3f").to_string())
+    };
+    let modified = contact
+        .as_ref()
+        .map_or("-".to_string(), |c| time(c.updated_ms));
+    let field = contact
+        .map(|c| {
+            stand
+                .hubspot
+                .history_of(&c.id.to_string(), edits::HUBSPOT_FIELD)
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(at, value)| format!("{} {}", time(at), value.unwrap_or_default()))
+        .collect::<Vec<_>>();
     Ok(format!(
-        "member {key}: {}; HubSpot last modified {modified}",
-        items.join(", ")
+        "member {key}: {}; HubSpot last modified {modified}; its {} in HubSpot: {}",
+        items.join(", "),
+        edits::HUBSPOT_FIELD,
+        field.join(", ")
     ))
 }

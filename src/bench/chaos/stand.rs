@@ -131,6 +131,9 @@ impl Stand {
         };
         let token = secrecy::ExposeSecret::expose_secret(&sim_options.token).to_string();
         let hubspot = crate::sim::hubspot::start(loopback(), sim_options).await?;
+        // What each edit and each of hubsync's writes gave a contact, for the report on a
+        // lost edit.
+        hubspot.keep_history(true);
         let mssql = crate::sim::mssql::start(loopback(), MssqlSimOptions::seeded()).await?;
         let text = scenario_config(shipped, &hubspot, &dir.join("logs"), kills)?;
         let config_path = dir.join("config.yaml");

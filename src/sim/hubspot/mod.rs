@@ -328,6 +328,21 @@ impl RunningSim {
         self.shared.lock().store.all().cloned().collect()
     }
 
+    /// Keeps (or stops keeping) every property value updates change, for
+    /// [`RunningSim::history_of`].
+    pub fn keep_history(&self, keep: bool) {
+        self.shared.lock().store.keep_history(keep);
+    }
+
+    /// The values updates gave `property` of contact `id` while history was kept, oldest
+    /// first: (modification time in epoch ms, value).
+    pub fn history_of(&self, id: &str, property: &str) -> Vec<(i64, Option<String>)> {
+        let Ok(id) = id.trim().parse() else {
+            return Vec::new();
+        };
+        self.shared.lock().store.history_of(id, property)
+    }
+
     /// One contact by id (archived ones included).
     pub fn contact(&self, id: &str) -> Option<SimContact> {
         let id: u64 = id.trim().parse().ok()?;

@@ -119,6 +119,18 @@ pub struct Store {
     indexed: BTreeMap<u64, Contact>,
     /// Writes waiting to be indexed: (visible at, id, new state or None when archived).
     pending: VecDeque<(u64, u64, Option<Contact>)>,
+    /// Every value an update changed, when kept (see [`Store::keep_history`]).
+    history: Option<Vec<Change>>,
+}
+
+/// One property value an update changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub id: u64,
+    /// The contact's modification time the update gave it (epoch ms).
+    pub at_ms: i64,
+    pub property: String,
+    pub value: Option<String>,
 }
 
 impl Store {
@@ -137,6 +149,7 @@ impl Store {
             index_lag_us,
             indexed: BTreeMap::new(),
             pending: VecDeque::new(),
+            history: None,
         }
     }
 
@@ -301,13 +314,23 @@ impl Store {
             return;
         };
         self.unindex_keys(&contact);
+        let modified = now_ms.max(contact.updated_ms + 1);
         for (name, value) in changes {
-            match value {
+            let before = match value {
                 Some(v) => contact.properties.insert(name.clone(), v.clone()),
                 None => contact.properties.remove(name),
             };
+            if let Some(history) = self.history.as_mut()
+                && before.as_ref() != value.as_ref()
+            {
+                history.push(Change {
+                    id,
+                    at_ms: modified,
+                    property: name.clone(),
+                    value: value.clone(),
+                });
+            }
         }
-        let modified = now_ms.max(contact.updated_ms + 1);
         stamp(&mut contact, modified);
         self.index_keys(&contact);
         self.contacts.insert(id, contact);
@@ -428,6 +451,23 @@ impl Store {
             .push_back((now_us + self.index_lag_us, id, state));
     }
 
+    /// Keeps every value updates change from now on (off by default: a load of many contacts
+    /// would hold them all), or stops keeping them.
+    pub fn keep_history(&mut self, keep: bool) {
+        self.history = keep.then(|| self.history.take().unwrap_or_default());
+    }
+
+    /// The values updates gave `property` of contact `id` while history was kept, oldest
+    /// first: (modification time in epoch ms, value).
+    pub fn history_of(&self, id: u64, property: &str) -> Vec<(i64, Option<String>)> {
+        self.history
+            .iter()
+            .flatten()
+            .filter(|c| c.id == id && c.property == property)
+            .map(|c| (c.at_ms, c.value.clone()))
+            .collect()
+    }
+
     /// When the last write made so far becomes visible to search (None: all are).
     pub fn indexed_by_us(&self) -> Option<u64> {
         self.pending.back().map(|(at, _, _)| *at)
@@ -512,6 +552,27 @@ mod tests {
         assert_eq!(store.get(id).map(|c| c.updated_ms), Some(5_001));
         assert_eq!(store.lookup(Some("email"), "a@x.cr"), None);
         assert_eq!(store.lookup(Some("email"), "b@x.cr"), Some(id));
+    }
+
+    #[test]
+    fn history_keeps_the_values_updates_changed_once_asked() {
+        let mut store = Store::new(default_properties(), 0);
+        let id = store.create(values(&[("firstname", "Ana")]), 1_000, 0, None, None);
+        let set = |v: &str| -> BTreeMap<String, Option<String>> {
+            [("firstname".to_owned(), Some(v.to_owned()))].into()
+        };
+        store.update(id, &set("Eva"), 2_000, 0);
+        store.keep_history(true);
+        store.update(id, &set("Eva"), 3_000, 0);
+        store.update(id, &set("Luz"), 4_000, 0);
+        store.update(id, &[("firstname".to_owned(), None)].into(), 5_000, 0);
+        assert_eq!(
+            store.history_of(id, "firstname"),
+            vec![(4_000, Some("Luz".to_owned())), (5_000, None)]
+        );
+        assert!(store.history_of(id, "lastname").is_empty());
+        store.keep_history(false);
+        assert!(store.history_of(id, "firstname").is_empty());
     }
 
     #[test]
