@@ -47,6 +47,21 @@ impl Both {
         batch
     }
 
+    /// A member of `batch` HubSpot has a contact for (SQL key, contact id).
+    fn created_member(&self, batch: &[ClaimedItem]) -> (String, String) {
+        let contacts = self.s.sim.contacts();
+        batch
+            .iter()
+            .find_map(|item| {
+                let key = item.record_key.as_str();
+                contacts
+                    .iter()
+                    .find(|c| c.get("numero_asociado") == Some(key))
+                    .map(|c| (key.to_string(), c.id.to_string()))
+            })
+            .expect("created")
+    }
+
     async fn sql_value(&self, key: &str, column: &str) -> String {
         let row = self.reader.row_by_key(key).await.unwrap().unwrap();
         row[column].as_str().unwrap().to_string()
@@ -195,17 +210,7 @@ async fn a_contact_created_before_a_crash_keeps_the_hubspot_edits_made_before_it
     // The contacts are created in HubSpot; the worker dies before linking them.
     let batch = b.write_and_crash().await;
     // A member of the batch that was created (the batch's invalid members were not).
-    let contacts = b.s.sim.contacts();
-    let (key, id) = batch
-        .iter()
-        .find_map(|item| {
-            let key = item.record_key.as_str();
-            contacts
-                .iter()
-                .find(|c| c.get("numero_asociado") == Some(key))
-                .map(|c| (key.to_string(), c.id.to_string()))
-        })
-        .expect("created");
+    let (key, id) = b.created_member(&batch);
     // Before hubsync links it, someone edits the contact's first name in HubSpot and the
     // member's surname changes in SQL Server.
     b.client
@@ -334,17 +339,7 @@ async fn a_created_contact_whose_update_never_landed_before_a_second_crash_keeps
     b.sql_poller.poll_once().await.unwrap();
     // The contacts are created in HubSpot; the worker dies before linking them.
     let batch = b.write_and_crash().await;
-    let contacts = b.s.sim.contacts();
-    let (key, id) = batch
-        .iter()
-        .find_map(|item| {
-            let key = item.record_key.as_str();
-            contacts
-                .iter()
-                .find(|c| c.get("numero_asociado") == Some(key))
-                .map(|c| (key.to_string(), c.id.to_string()))
-        })
-        .expect("created");
+    let (key, id) = b.created_member(&batch);
     let created_surname = b.hubspot_value(&id, "lastname");
     // The member's surname changes in SQL Server and its first name in HubSpot. The item is
     // taken up again and its update to the new surname is sent, but the worker dies before

@@ -858,61 +858,60 @@ async fn a_redirect_is_a_setup_error_naming_the_status_and_never_a_rejected_reco
 async fn an_upsert_that_may_have_landed_is_not_sent_again_but_a_refused_one_is() {
     let sim = sim(SimOptions::default()).await;
     let client = client(&sim, 100);
-    let upsert = |email: &str| CreateInput {
-        properties: props(&[("email", email), ("firstname", "Ana")]),
-    };
-    let upserts = || {
-        sim.stats()
+    // One upsert of a new member under `faults`: its outcome and the upsert requests so far.
+    let upsert = async |email: &str, faults: Faults| {
+        sim.set_faults(faults);
+        let input = CreateInput {
+            properties: props(&[("email", email), ("firstname", "Ana")]),
+        };
+        let outcomes = client
+            .batch_upsert("contacts", "email", &[input])
+            .await
+            .expect("outcomes");
+        let sent = sim
+            .stats()
             .requests_by_endpoint
             .get("batch/upsert")
-            .copied()
+            .copied();
+        (outcomes[0].clone(), sent.unwrap_or(0))
     };
     // The contact is made, but the answer never comes: sent once, left to the caller.
-    sim.set_faults(Faults {
+    let lost = Faults {
         lost_response_rate: 1.0,
         ..Faults::default()
-    });
-    let outcomes = client
-        .batch_upsert("contacts", "email", &[upsert("perdida@coop.cr")])
-        .await
-        .expect("outcomes");
+    };
+    let (outcome, sent) = upsert("perdida@coop.cr", lost).await;
     assert!(
-        matches!(&outcomes[0], WriteOutcome::Transient { message, .. }
+        matches!(&outcome, WriteOutcome::Transient { message, .. }
             if message.contains("not sent again")),
-        "{outcomes:?}"
+        "{outcome:?}"
     );
-    assert_eq!(upserts(), Some(1), "not repeated");
+    assert_eq!(sent, 1, "not repeated");
     assert_eq!(sim.contacts().len(), 1, "it landed");
     // A 5xx may have done the work too (this one did not): not repeated either.
-    sim.set_faults(Faults {
+    let failing = Faults {
         error_rate: 1.0,
         ..Faults::default()
-    });
-    let outcomes = client
-        .batch_upsert("contacts", "email", &[upsert("caida@coop.cr")])
-        .await
-        .expect("outcomes");
+    };
+    let (outcome, sent) = upsert("caida@coop.cr", failing).await;
     assert!(
         matches!(
-            &outcomes[0],
+            &outcome,
             WriteOutcome::Transient {
                 status: Some(500..=599),
                 ..
             }
         ),
-        "{outcomes:?}"
+        "{outcome:?}"
     );
-    assert_eq!(upserts(), Some(2));
+    assert_eq!(sent, 2);
     // A 429 says nothing was done: waited out and sent again.
-    sim.set_faults(Faults {
+    let throttled = Faults {
         burst_429: 1,
         ..Faults::default()
-    });
-    let outcomes = client
-        .batch_upsert("contacts", "email", &[upsert("espera@coop.cr")])
-        .await
-        .expect("outcomes");
-    assert!(outcomes[0].is_ok(), "{outcomes:?}");
-    assert_eq!(upserts(), Some(4), "the refused try and the one after it");
+    };
+    let (outcome, sent) = upsert("espera@coop.cr", throttled).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(sent, 4, "the refused try and the one after it");
     assert_eq!(sim.contacts().len(), 2);
 }
