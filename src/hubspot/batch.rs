@@ -33,11 +33,25 @@ fn normalize(value: &str) -> String {
 }
 
 impl HubSpotClient {
-    /// Updates records by id. One outcome per input, in input order.
+    /// Updates records by id. One outcome per input, in input order. A request that may have
+    /// landed is sent again (see [`HubSpotClient::batch_update_with`]).
     pub async fn batch_update(
         &self,
         object: &str,
         inputs: &[UpdateInput],
+    ) -> Result<Vec<WriteOutcome>, HubSpotError> {
+        self.batch_update_with(object, inputs, Repeat::Always).await
+    }
+
+    /// [`HubSpotClient::batch_update`], sending a request again after an attempt that may have
+    /// done its work only as `repeat` allows. The sync sends its updates
+    /// [`Repeat::OnlyIfUnsent`]: a repeat after the update landed would overwrite a HubSpot
+    /// edit of the same field made in between, which deciding again finds as a conflict.
+    pub async fn batch_update_with(
+        &self,
+        object: &str,
+        inputs: &[UpdateInput],
+        repeat: Repeat,
     ) -> Result<Vec<WriteOutcome>, HubSpotError> {
         let pending = inputs
             .iter()
@@ -47,7 +61,7 @@ impl HubSpotClient {
                 unique: None,
             })
             .collect();
-        self.write(object, Op::Update, pending, None).await
+        self.write(object, Op::Update, pending, None, repeat).await
     }
 
     /// Creates records. `unique_property` (e.g. `email`) names the property HubSpot keeps unique:
@@ -71,7 +85,7 @@ impl HubSpotClient {
                     .map(normalize),
             })
             .collect();
-        self.write(object, Op::Create, pending, unique_property)
+        self.write(object, Op::Create, pending, unique_property, Repeat::Always)
             .await
     }
 
@@ -101,7 +115,9 @@ impl HubSpotClient {
                 }
             })
             .collect();
-        self.write(object, Op::Upsert, pending, Some(id_property))
+        // Never sent again as it was: see [`Repeat::OnlyIfUnsent`].
+        let repeat = Repeat::OnlyIfUnsent;
+        self.write(object, Op::Upsert, pending, Some(id_property), repeat)
             .await
     }
 
@@ -119,7 +135,8 @@ impl HubSpotClient {
                 unique: None,
             })
             .collect();
-        self.write(object, Op::Archive, pending, None).await
+        self.write(object, Op::Archive, pending, None, Repeat::Always)
+            .await
     }
 
     async fn write(
@@ -128,6 +145,7 @@ impl HubSpotClient {
         op: Op,
         items: Vec<Pending>,
         unique_property: Option<&str>,
+        repeat: Repeat,
     ) -> Result<Vec<WriteOutcome>, HubSpotError> {
         let path = self.paths().batch(object, op)?;
         let what = format!("batch {} of {object}", op.name());
@@ -152,10 +170,6 @@ impl HubSpotClient {
                 })
                 .collect();
             let body = json!({ "inputs": inputs });
-            let repeat = match op {
-                Op::Upsert => Repeat::OnlyIfUnsent,
-                _ => Repeat::Always,
-            };
             let request = (Method::POST, path.as_str(), &[][..], Some(&body));
             let answer = match self
                 .call_repeating(&what, Lane::Standard, request, repeat)

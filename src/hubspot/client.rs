@@ -164,15 +164,18 @@ struct Retry {
     may_have_landed: bool,
 }
 
-/// Whether a call may be sent again after an attempt that may have done its work.
+/// Whether a call may be sent again after an attempt that may have done its work (a lost
+/// answer, a timeout, a connection broken after sending, a 5xx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Repeat {
-    /// Sending it twice does what sending it once does (reads, searches, updates by id,
-    /// archives; creates, which HubSpot refuses twice with a 409).
+pub enum Repeat {
+    /// Sending it twice does what sending it once does: reads, searches, archives, creates
+    /// (HubSpot refuses the second with a 409), and updates whose caller accepts that a HubSpot
+    /// edit of the same field made in between is overwritten.
     Always,
-    /// Only when the attempt certainly did nothing (429, 423, 477, no connection): an upsert
-    /// repeated after it landed would update the contact it created with every property,
-    /// undoing the HubSpot edits made in between. The caller decides again instead.
+    /// Only when the attempt certainly did nothing (429, 423, 477, no connection); otherwise the
+    /// call ends `Unavailable` and its caller decides again from what HubSpot holds then. An
+    /// upsert repeated after it landed would update the contact it created with every property,
+    /// undoing the HubSpot edits made in between; an update would overwrite an edit of the field.
     OnlyIfUnsent,
 }
 

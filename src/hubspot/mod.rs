@@ -14,7 +14,7 @@ pub mod types;
 pub mod usage;
 
 pub use batch::{BATCH_LIMIT, update_concurrently};
-pub use client::{HubSpotClient, PROPERTY_CACHE_TTL};
+pub use client::{HubSpotClient, PROPERTY_CACHE_TTL, Repeat};
 pub use error::HubSpotError;
 pub use limiter::{BudgetError, Lane, Limiter, LimiterStats};
 pub use paths::{ApiVersion, BatchOp, Paths};

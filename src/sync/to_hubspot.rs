@@ -1204,7 +1204,10 @@ impl Run<'_> {
                 })
                 .collect();
             let (client, object) = (&self.this.client, &self.this.hubspot_object);
-            match client.batch_update(object, &inputs).await {
+            // Not sent again when it may have landed: the items are decided again, against
+            // what HubSpot holds then (a repeat would overwrite an edit made in between).
+            let repeat = crate::hubspot::Repeat::OnlyIfUnsent;
+            match client.batch_update_with(object, &inputs, repeat).await {
                 Ok(outcomes) => {
                     for (update, outcome) in chunk.into_iter().zip(outcomes) {
                         match outcome {

@@ -370,3 +370,54 @@ async fn a_created_contact_whose_update_never_landed_before_a_second_crash_keeps
     b.assert_same_on_both(&key, &id).await;
     assert_eq!(b.conflicts().await, 0, "different fields changed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_answer_is_lost_is_decided_again_so_a_hubspot_edit_made_since_wins() {
+    let b = both().await;
+    b.mssql.insert_rows(&rows(20)).await;
+    b.settle_all().await;
+    let (key, id) = b.links(1).await.remove(0);
+    let updates = || {
+        let stats = b.s.sim.stats();
+        stats.requests_by_endpoint.get("batch/update").copied()
+    };
+    let before = updates().unwrap_or(0);
+    // The surname changes in SQL Server; HubSpot takes the update, but its answer is lost.
+    b.sql_set(&key, "lastname", "Nueva Ensql").await;
+    b.sql_poller.poll_once().await.unwrap();
+    b.s.sim.set_faults(hubsync::sim::hubspot::Faults {
+        lost_response_rate: 1.0,
+        writes_only: true,
+        ..Default::default()
+    });
+    let q = &b.s.queue;
+    let batch = q
+        .claim("contacts", Direction::ToHubspot, 100, "lost")
+        .await
+        .unwrap();
+    let result = b.s.worker.handler.handle(&batch).await;
+    b.s.sim.set_faults(Default::default());
+    assert_eq!(updates(), Some(before + 1), "sent once, not repeated");
+    assert_eq!(b.hubspot_value(&id, "lastname"), "Nueva Ensql", "it landed");
+    let item = batch.iter().find(|i| i.record_key == key).unwrap();
+    assert!(
+        result.outcomes.iter().any(|(i, o)| *i == item.id
+            && matches!(o, hubsync::queue::Outcome::Retry(e) if e.message.contains("not sent again"))),
+        "left to be decided again: {:?}",
+        result.outcomes
+    );
+    let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
+    q.release("lost", &ids).await.unwrap();
+    // Before it is decided again, someone edits the same surname in HubSpot.
+    b.client
+        .batch_update("contacts", &[edit(&id, "lastname", "Editado Enhubspot")])
+        .await
+        .unwrap();
+    b.settle_all().await;
+    // Both sides changed it: a conflict, which newest_wins without a SQL Server time gives to
+    // HubSpot's edit (a repeat of the update would have overwritten it unseen).
+    assert_eq!(b.hubspot_value(&id, "lastname"), "Editado Enhubspot");
+    assert_eq!(b.sql_value(&key, "lastname").await, "Editado Enhubspot");
+    b.assert_same_on_both(&key, &id).await;
+    assert_eq!(b.conflicts().await, 1, "the surname, recorded once");
+}

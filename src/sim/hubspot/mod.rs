@@ -125,6 +125,9 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Do the work, then close the connection without an answer.
     pub lost_response_rate: f64,
+    /// The three rates above draw on write requests only (creates, updates, upserts,
+    /// archives, merges, GDPR deletes); reads and searches are answered.
+    pub writes_only: bool,
     /// Added before every API request is handled.
     #[serde(with = "humantime_serde")]
     pub latency: Duration,
@@ -152,6 +155,7 @@ impl Default for Faults {
             error_statuses: Vec::new(),
             drop_rate: 0.0,
             lost_response_rate: 0.0,
+            writes_only: false,
             latency: Duration::ZERO,
             search_latency: Duration::ZERO,
             burst_429: 0,
@@ -486,6 +490,9 @@ pub struct HubspotArgs {
     /// Fraction of API requests done and then dropped without an answer.
     #[arg(long, default_value_t = 0.0)]
     pub lost_response_rate: f64,
+    /// The error, drop and lost-answer rates hit write requests only.
+    #[arg(long)]
+    pub writes_only: bool,
     /// Latency added to every API request, e.g. "20ms".
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub latency: Duration,
@@ -549,6 +556,7 @@ impl HubspotArgs {
                 error_statuses: self.error_status.clone(),
                 drop_rate: self.drop_rate,
                 lost_response_rate: self.lost_response_rate,
+                writes_only: self.writes_only,
                 latency: self.latency,
                 search_latency: self.search_latency,
                 burst_429: self.burst_429,

@@ -296,12 +296,15 @@ fn draw_faults(state: &mut Inner, endpoint: Endpoint) -> FaultPlan {
         },
         ..FaultPlan::default()
     };
+    let rates_apply = !faults.writes_only || endpoint.writes();
     if faults.timeout_next > 0 {
         state.faults.timeout_next -= 1;
         plan.hang = Some(faults.timeout_hang);
     } else if faults.burst_429 > 0 {
         state.faults.burst_429 -= 1;
         plan.burst_429 = true;
+    } else if !rates_apply {
+        // A read while only writes are faulted.
     } else if faults.drop_rate > 0.0 && state.rng.random::<f64>() < faults.drop_rate {
         plan.drop_before = true;
     } else if faults.error_rate > 0.0 && state.rng.random::<f64>() < faults.error_rate {
