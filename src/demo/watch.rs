@@ -260,8 +260,9 @@ pub async fn settled(
     Ok(queue_mark(pool).await? == before)
 }
 
-/// Whether the HubSpot poller has read every HubSpot change: its cursor has reached the newest
-/// modification time of any live contact (true while HubSpot has none).
+/// Whether the HubSpot poller has read every HubSpot change: its cursor (the start of its last
+/// complete pass) has reached the newest modification time of any live contact plus the
+/// search index's lag, so that pass's search saw that change (true while HubSpot has none).
 pub async fn hubspot_read_all(pool: &PgPool, hubspot: &RunningSim) -> anyhow::Result<bool> {
     let newest = hubspot
         .contacts()
@@ -272,6 +273,7 @@ pub async fn hubspot_read_all(pool: &PgPool, hubspot: &RunningSim) -> anyhow::Re
     let Some(newest) = newest else {
         return Ok(true);
     };
+    let visible = newest + i64::try_from(hubspot.index_lag().as_millis()).unwrap_or(i64::MAX);
     let read_up_to: Option<i64> = sqlx::query_scalar(
         "SELECT (cursor_value->>'lastmodifieddate_ms')::bigint FROM sync_cursors \
          WHERE object = $1 AND direction = $2",
@@ -281,7 +283,7 @@ pub async fn hubspot_read_all(pool: &PgPool, hubspot: &RunningSim) -> anyhow::Re
     .fetch_optional(pool)
     .await?
     .flatten();
-    Ok(read_up_to.is_some_and(|r| r >= newest))
+    Ok(read_up_to.is_some_and(|r| r >= visible))
 }
 
 /// (highest item id, items pending or running).

@@ -836,7 +836,7 @@ async fn injected_5xx_and_429_bursts_do_no_work() {
 }
 
 #[tokio::test]
-async fn dropped_connections_and_lost_responses_give_no_answer() {
+async fn dropped_connections_and_lost_responses_give_no_answer_on_writes_only_if_asked() {
     let s = sim().await;
     s.sim.set_faults(Faults {
         drop_rate: 1.0,
@@ -873,6 +873,35 @@ async fn dropped_connections_and_lost_responses_give_no_answer() {
         s.sim.contact_by_email("d0@coop.cr").is_some(),
         "the work was done, only the answer lost"
     );
+    // Faults on writes only: a read is answered, a write's answer is still lost.
+    s.sim.set_faults(Faults {
+        lost_response_rate: 1.0,
+        writes_only: true,
+        ..Faults::default()
+    });
+    let read = s
+        .send_as(
+            TOKEN,
+            Method::POST,
+            "/crm/v3/objects/contacts/batch/read",
+            Some(
+                json!({"inputs": [{"id": "d0@coop.cr"}], "idProperty": "email",
+                        "properties": ["email"]}),
+            ),
+        )
+        .await
+        .expect("a read is answered");
+    assert_eq!(read.status, StatusCode::OK, "{:?}", read.body);
+    let lost = s
+        .send_as(
+            TOKEN,
+            Method::POST,
+            url,
+            Some(json!({"inputs": emails(1, "e")})),
+        )
+        .await;
+    assert!(lost.is_err(), "a write's answer is lost");
+    assert!(s.sim.contact_by_email("e0@coop.cr").is_some());
 }
 
 #[tokio::test]

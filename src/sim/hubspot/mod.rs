@@ -293,6 +293,11 @@ impl RunningSim {
         }
     }
 
+    /// How long after a write search sees it ([`SimOptions::index_lag`]).
+    pub fn index_lag(&self) -> Duration {
+        self.shared.options.index_lag
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.shared.lock().faults = faults;
     }
