@@ -47,10 +47,16 @@ impl Both {
         batch
     }
 
-    /// A member of `batch` HubSpot has a contact for (SQL key, contact id).
-    fn created_member(&self, batch: &[ClaimedItem]) -> (String, String) {
+    /// 20 members queued; their contacts are created in HubSpot and the worker dies before
+    /// linking them. Returns the members, and the SQL key and contact id of one that was
+    /// created (the batch's invalid members were not).
+    async fn created_then_crashed(&self) -> (Vec<hubsync::mapping::SqlRow>, String, String) {
+        let members = rows(20);
+        self.mssql.insert_rows(&members).await;
+        self.sql_poller.poll_once().await.unwrap();
+        let batch = self.write_and_crash().await;
         let contacts = self.s.sim.contacts();
-        batch
+        let (key, id) = batch
             .iter()
             .find_map(|item| {
                 let key = item.record_key.as_str();
@@ -59,7 +65,27 @@ impl Both {
                     .find(|c| c.get("numero_asociado") == Some(key))
                     .map(|c| (key.to_string(), c.id.to_string()))
             })
-            .expect("created")
+            .expect("created");
+        (members, key, id)
+    }
+
+    /// Someone edits `property` of contact `id` through HubSpot's API.
+    async fn edit_in_hubspot(&self, id: &str, property: &str, value: &str) {
+        let edits = [edit(id, property, value)];
+        self.client.batch_update("contacts", &edits).await.unwrap();
+    }
+
+    /// SQL Server and HubSpot both hold these names for the member, and agree on every field.
+    async fn assert_both_hold(&self, key: &str, id: &str, firstname: &str, lastname: &str) {
+        for (field, value) in [("firstname", firstname), ("lastname", lastname)] {
+            assert_eq!(
+                self.sql_value(key, field).await,
+                value,
+                "SQL Server {field}"
+            );
+            assert_eq!(self.hubspot_value(id, field), value, "HubSpot {field}");
+        }
+        self.assert_same_on_both(key, id).await;
     }
 
     async fn sql_value(&self, key: &str, column: &str) -> String {
@@ -204,26 +230,16 @@ async fn an_unsettled_write_coming_back_after_a_crash_is_no_conflict_and_overwri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_created_before_a_crash_keeps_the_hubspot_edits_made_before_it_was_linked() {
     let b = both().await;
-    let members = rows(20);
-    b.mssql.insert_rows(&members).await;
-    b.sql_poller.poll_once().await.unwrap();
-    // The contacts are created in HubSpot; the worker dies before linking them.
-    let batch = b.write_and_crash().await;
-    // A member of the batch that was created (the batch's invalid members were not).
-    let (key, id) = b.created_member(&batch);
+    let (members, key, id) = b.created_then_crashed().await;
     // Before hubsync links it, someone edits the contact's first name in HubSpot and the
     // member's surname changes in SQL Server.
-    b.client
-        .batch_update("contacts", &[edit(&id, "firstname", "Editada Enhubspot")])
-        .await
-        .unwrap();
+    b.edit_in_hubspot(&id, "firstname", "Editada Enhubspot")
+        .await;
     b.sql_set(&key, "lastname", "Nueva Ensql").await;
     b.settle_all().await;
     // Both edits stand on both sides: neither side's was taken back to the creation values.
-    assert_eq!(b.hubspot_value(&id, "firstname"), "Editada Enhubspot");
-    assert_eq!(b.sql_value(&key, "firstname").await, "Editada Enhubspot");
-    assert_eq!(b.hubspot_value(&id, "lastname"), "Nueva Ensql");
-    assert_eq!(b.sql_value(&key, "lastname").await, "Nueva Ensql");
+    b.assert_both_hold(&key, &id, "Editada Enhubspot", "Nueva Ensql")
+        .await;
     assert_eq!(b.conflicts().await, 0, "different fields changed");
     let valid = members
         .iter()
@@ -239,18 +255,12 @@ async fn an_unsettled_sql_server_write_coming_back_after_a_crash_is_no_conflict(
     b.settle_all().await;
     let (key, id) = b.links(1).await.remove(0);
     // A HubSpot edit is written to SQL Server; the worker dies before settling it.
-    b.client
-        .batch_update("contacts", &[edit(&id, "firstname", "Uno Primera")])
-        .await
-        .unwrap();
+    b.edit_in_hubspot(&id, "firstname", "Uno Primera").await;
     b.poll_hubspot().await;
     b.crash_after(Direction::ToSql).await;
     assert_eq!(b.sql_value(&key, "firstname").await, "Uno Primera");
     // Meanwhile the first name changes again in HubSpot.
-    b.client
-        .batch_update("contacts", &[edit(&id, "firstname", "Dos Segunda")])
-        .await
-        .unwrap();
+    b.edit_in_hubspot(&id, "firstname", "Dos Segunda").await;
     // SQL Server's poller reads the row first: hubsync's own write, not a SQL Server edit.
     b.sql_poller.poll_once().await.unwrap();
     b.s.worker.drain().await.unwrap();
@@ -273,10 +283,7 @@ async fn a_conflict_settled_just_before_a_crash_is_recorded_once() {
     let (key, id) = b.links(1).await.remove(0);
     // The same field edited on both sides; HubSpot's poller sees it first.
     b.sql_set(&key, "firstname", "Desde Sql").await;
-    b.client
-        .batch_update("contacts", &[edit(&id, "firstname", "Desde Hubspot")])
-        .await
-        .unwrap();
+    b.edit_in_hubspot(&id, "firstname", "Desde Hubspot").await;
     b.poll_hubspot().await;
     // The winner is written to SQL Server; the worker dies before settling.
     b.crash_after(Direction::ToSql).await;
@@ -313,10 +320,8 @@ async fn a_sql_server_change_queued_before_a_hubspot_edit_reached_sql_server_doe
     b.sql_set(&key, "lastname", "Nueva Ensql").await;
     b.sql_poller.poll_once().await.unwrap();
     // Before that item is sent, the first name is edited in HubSpot and written to SQL Server.
-    b.client
-        .batch_update("contacts", &[edit(&id, "firstname", "Editada Enhubspot")])
-        .await
-        .unwrap();
+    b.edit_in_hubspot(&id, "firstname", "Editada Enhubspot")
+        .await;
     b.poll_hubspot().await;
     b.to_sql.drain().await.unwrap();
     assert_eq!(b.sql_value(&key, "firstname").await, "Editada Enhubspot");
@@ -325,31 +330,23 @@ async fn a_sql_server_change_queued_before_a_hubspot_edit_reached_sql_server_doe
     assert_eq!(b.hubspot_value(&id, "firstname"), "Editada Enhubspot");
     assert_eq!(b.hubspot_value(&id, "lastname"), "Nueva Ensql");
     b.settle_all().await;
-    assert_eq!(b.sql_value(&key, "firstname").await, "Editada Enhubspot");
-    assert_eq!(b.sql_value(&key, "lastname").await, "Nueva Ensql");
-    b.assert_same_on_both(&key, &id).await;
+    b.assert_both_hold(&key, &id, "Editada Enhubspot", "Nueva Ensql")
+        .await;
     assert_eq!(b.conflicts().await, 0, "different fields changed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_contact_whose_update_never_landed_before_a_second_crash_keeps_every_edit() {
     let b = both().await;
-    let members = rows(20);
-    b.mssql.insert_rows(&members).await;
-    b.sql_poller.poll_once().await.unwrap();
-    // The contacts are created in HubSpot; the worker dies before linking them.
-    let batch = b.write_and_crash().await;
-    let (key, id) = b.created_member(&batch);
+    let (_, key, id) = b.created_then_crashed().await;
     let created_surname = b.hubspot_value(&id, "lastname");
     // The member's surname changes in SQL Server and its first name in HubSpot. The item is
     // taken up again and its update to the new surname is sent, but the worker dies before
     // HubSpot takes it (HubSpot refuses the write here, as a kill in flight leaves it).
     b.sql_set(&key, "lastname", "Nueva Ensql").await;
     b.sql_poller.poll_once().await.unwrap();
-    b.client
-        .batch_update("contacts", &[edit(&id, "firstname", "Editada Enhubspot")])
-        .await
-        .unwrap();
+    b.edit_in_hubspot(&id, "firstname", "Editada Enhubspot")
+        .await;
     b.s.sim.set_faults(hubsync::sim::hubspot::Faults {
         missing_write_scope: true,
         ..Default::default()
@@ -363,11 +360,8 @@ async fn a_created_contact_whose_update_never_landed_before_a_second_crash_keeps
     );
     b.settle_all().await;
     // Neither edit was taken back: not the surname to the one the contact was created with.
-    assert_eq!(b.sql_value(&key, "lastname").await, "Nueva Ensql");
-    assert_eq!(b.hubspot_value(&id, "lastname"), "Nueva Ensql");
-    assert_eq!(b.sql_value(&key, "firstname").await, "Editada Enhubspot");
-    assert_eq!(b.hubspot_value(&id, "firstname"), "Editada Enhubspot");
-    b.assert_same_on_both(&key, &id).await;
+    b.assert_both_hold(&key, &id, "Editada Enhubspot", "Nueva Ensql")
+        .await;
     assert_eq!(b.conflicts().await, 0, "different fields changed");
 }
 
@@ -409,10 +403,8 @@ async fn an_update_whose_answer_is_lost_is_decided_again_so_a_hubspot_edit_made_
     let ids: Vec<i64> = batch.iter().map(|i| i.id).collect();
     q.release("lost", &ids).await.unwrap();
     // Before it is decided again, someone edits the same surname in HubSpot.
-    b.client
-        .batch_update("contacts", &[edit(&id, "lastname", "Editado Enhubspot")])
-        .await
-        .unwrap();
+    b.edit_in_hubspot(&id, "lastname", "Editado Enhubspot")
+        .await;
     b.settle_all().await;
     // Both sides changed it: a conflict, which newest_wins without a SQL Server time gives to
     // HubSpot's edit (a repeat of the update would have overwritten it unseen).
