@@ -294,26 +294,28 @@ impl HubSpotClient {
                 Ok(answer) => return Ok(answer),
                 Err(retry) => retry,
             };
-            if retry.may_have_landed && repeat == Repeat::OnlyIfUnsent {
-                return Err(HubSpotError::Unavailable {
-                    what: what.to_owned(),
-                    attempts: attempt,
-                    elapsed: started.elapsed(),
-                    status: retry.status,
-                    last: format!(
+            use backoff::backoff::Backoff as _;
+            let unrepeatable = retry.may_have_landed && repeat == Repeat::OnlyIfUnsent;
+            let wait = if unrepeatable {
+                None
+            } else {
+                backoff.next_backoff()
+            };
+            let Some(wait) = wait else {
+                let last = if unrepeatable {
+                    format!(
                         "{}; HubSpot may have done it, so it is not sent again as it was",
                         retry.reason
-                    ),
-                });
-            }
-            use backoff::backoff::Backoff as _;
-            let Some(wait) = backoff.next_backoff() else {
+                    )
+                } else {
+                    retry.reason
+                };
                 return Err(HubSpotError::Unavailable {
                     what: what.to_owned(),
                     attempts: attempt,
                     elapsed: started.elapsed(),
                     status: retry.status,
-                    last: retry.reason,
+                    last,
                 });
             };
             let wait = wait.max(retry.at_least);

@@ -466,6 +466,7 @@ async fn open_items(stand: &Stand) -> anyhow::Result<String> {
         parts.join(", ")
     })
 }
+
 /// One member's story, for a finding: each queue item (direction, outcome, when created and
 /// finished, rescues, the properties it wrote), and what HubSpot's updates gave the field the
 /// HubSpot edits change.
